@@ -1,0 +1,48 @@
+"""policysupply: a supply chain for policy-as-code.
+
+Build OPA bundles, push them to OCI registries, sign them the way cosign does,
+and verify them before anything loads them.
+"""
+
+from __future__ import annotations
+
+from policysupply.bundle import Bundle, Limits, Manifest
+from policysupply.errors import (
+    AuthenticationError,
+    BundleError,
+    DigestMismatchError,
+    LoadError,
+    NoSignatureError,
+    NotFoundError,
+    PolicySupplyError,
+    RegistryError,
+    RollbackError,
+    SigningError,
+    ThresholdNotMetError,
+    TransientRegistryError,
+    UntrustedSignatureError,
+    VerificationError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "Bundle",
+    "BundleError",
+    "DigestMismatchError",
+    "Limits",
+    "LoadError",
+    "Manifest",
+    "NoSignatureError",
+    "NotFoundError",
+    "PolicySupplyError",
+    "RegistryError",
+    "RollbackError",
+    "SigningError",
+    "ThresholdNotMetError",
+    "TransientRegistryError",
+    "UntrustedSignatureError",
+    "VerificationError",
+    "__version__",
+]

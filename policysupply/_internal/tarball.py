@@ -1,0 +1,235 @@
+"""Reading and writing OPA bundle tarballs (gzip-compressed tar), as pure functions.
+
+Reading treats the input as hostile: it is decompressed in bounded chunks,
+every tar member is vetted before its bytes are used, and nothing touches the
+disk. Writing is deterministic: the same entries give the same bytes on every
+run and machine (sorted names, fixed metadata, a gzip header we write
+ourselves so that no timestamp, file name or OS byte leaks in).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import tarfile
+import zlib
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from policysupply.errors import BundleError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 16
+# Compression ratios above this are normal for tiny text files, so the ratio
+# limit only applies once this much has been inflated.
+_RATIO_GRACE = 8 << 20
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Bounds applied while reading an untrusted bundle.
+
+    Defaults fit real policy bundles (thousands of modules, tens of megabytes
+    of data) while refusing archive bombs long before memory is at risk.
+
+    Attributes:
+        max_compressed: Largest accepted ``.tar.gz``, in bytes.
+        max_uncompressed: Largest accepted inflated tar stream, in bytes.
+        max_entries: Most tar members accepted.
+        max_entry_size: Largest accepted single member, in bytes.
+        max_ratio: Largest inflated/compressed ratio, checked past 8 MiB inflated.
+        max_depth: Most path components in one entry name.
+    """
+
+    max_compressed: int = 256 << 20
+    max_uncompressed: int = 1 << 30
+    max_entries: int = 50_000
+    max_entry_size: int = 512 << 20
+    max_ratio: int = 200
+    max_depth: int = 32
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _inflate(data: bytes, limits: Limits) -> bytes:
+    """Gunzips ``data`` (all members) within ``limits``."""
+    if len(data) > limits.max_compressed:
+        raise BundleError(
+            f"bundle is {len(data)} bytes compressed, over the limit of "
+            f"{limits.max_compressed}; raise Limits.max_compressed if it is genuine"
+        )
+    if not data.startswith(_GZIP_MAGIC):
+        raise BundleError("not a gzip file: an OPA bundle is a .tar.gz archive")
+    out = bytearray()
+    rest = data
+    while rest:
+        d = zlib.decompressobj(wbits=31)
+        pos = 0
+        while not d.eof:
+            # Feed small slices and cap each output so that a bomb never
+            # inflates far past a limit in one call.
+            if d.unconsumed_tail:
+                chunk = d.unconsumed_tail
+            elif pos < len(rest):
+                chunk = rest[pos : pos + _CHUNK]
+                pos += len(chunk)
+            else:
+                break
+            try:
+                out += d.decompress(chunk, _CHUNK)
+            except zlib.error as exc:
+                raise BundleError(f"corrupt gzip stream: {exc}") from None
+            _check_inflated(len(out), len(data), limits)
+        if not d.eof:
+            raise BundleError("truncated gzip stream: the bundle was cut short")
+        rest = d.unused_data + rest[pos:]
+        if rest and not rest.startswith(_GZIP_MAGIC):
+            if rest.strip(b"\0"):
+                raise BundleError("unexpected bytes after the end of the gzip stream")
+            break
+    return bytes(out)
+
+
+def _check_inflated(inflated: int, compressed: int, limits: Limits) -> None:
+    if inflated > limits.max_uncompressed:
+        raise BundleError(
+            f"bundle inflates past {limits.max_uncompressed} bytes; "
+            "refusing it (raise Limits.max_uncompressed if it is genuine)"
+        )
+    if inflated > _RATIO_GRACE and inflated > limits.max_ratio * compressed:
+        raise BundleError(
+            f"bundle compression ratio exceeds {limits.max_ratio}:1; "
+            "refusing a likely archive bomb"
+        )
+
+
+def normalize_entry_name(raw: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Returns the bundle-relative name of a tar entry, or raises ``BundleError``.
+
+    ``opa build`` writes names with one leading ``/`` (``/data.json``) and tools
+    like ``tar -C dir .`` write ``./``; both are read as relative to the bundle
+    root. Anything that would still be absolute or escape the root after that
+    is refused.
+    """
+    name = raw
+    if "\0" in name or "\\" in name:
+        raise BundleError("entry name contains a NUL byte or backslash", entry=raw)
+    if name.startswith("//") or (len(name) > 1 and name[1] == ":"):
+        raise BundleError("absolute path in bundle", entry=raw)
+    if name.startswith("/"):
+        name = name[1:]
+    while name.startswith("./"):
+        name = name[2:]
+    parts = name.split("/")
+    if name.endswith("/"):
+        parts = parts[:-1]
+    if any(p == ".." for p in parts):
+        raise BundleError("path traversal ('..') in bundle", entry=raw)
+    if any(p in ("", ".") for p in parts):
+        raise BundleError("empty or '.' path component in bundle", entry=raw)
+    if len(parts) > limits.max_depth:
+        raise BundleError(f"path deeper than {limits.max_depth} components", entry=raw)
+    return "/".join(parts)
+
+
+def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, bytes]:
+    """Reads a ``.tar.gz`` bundle into ``{relative name: bytes}``, fully vetted.
+
+    Directory entries are skipped (OPA ignores them). Links, devices, FIFOs and
+    other special members are refused, as are duplicate names, since a later
+    duplicate would silently shadow content that was reviewed.
+
+    Raises:
+        BundleError: Not gzip, not tar, truncated, over a limit, or a bad entry
+            (the error names it).
+    """
+    raw = _inflate(data, limits)
+    entries: dict[str, bytes] = {}
+    count = 0
+    try:
+        tf = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")
+    except tarfile.ReadError as exc:
+        raise BundleError(f"not a tar archive inside the gzip stream: {exc}") from None
+    with tf:
+        while True:
+            try:
+                member = tf.next()
+            except tarfile.TarError as exc:
+                raise BundleError(f"corrupt or truncated tar archive: {exc}") from None
+            if member is None:
+                break
+            count += 1
+            if count > limits.max_entries:
+                raise BundleError(f"more than {limits.max_entries} entries in bundle")
+            if member.isdir():
+                normalize_entry_name(member.name, limits)
+                continue
+            if member.issym() or member.islnk():
+                raise BundleError(
+                    f"link to {member.linkname!r} in bundle; links are not allowed",
+                    entry=member.name,
+                )
+            if not member.isreg():
+                raise BundleError(
+                    "special file (device, FIFO or unknown type) in bundle",
+                    entry=member.name,
+                )
+            name = normalize_entry_name(member.name, limits)
+            if member.size > limits.max_entry_size:
+                raise BundleError(
+                    f"entry is {member.size} bytes, over the per-entry limit of "
+                    f"{limits.max_entry_size}",
+                    entry=name,
+                )
+            if name in entries:
+                raise BundleError("duplicate entry in bundle", entry=name)
+            f = tf.extractfile(member)
+            if f is None:  # pragma: no cover - isreg() members always have data
+                raise BundleError("entry has no data", entry=name)
+            try:
+                body = f.read()
+            except tarfile.TarError:
+                body = b""
+            if len(body) != member.size:
+                raise BundleError("truncated tar archive: entry is cut short", entry=name)
+            entries[name] = body
+    if count == 0 and not raw.strip(b"\0"):
+        raise BundleError("empty tar archive")
+    return entries
+
+
+def _tar_header(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def write_entries(entries: Mapping[str, bytes] | Iterable[tuple[str, bytes]]) -> bytes:
+    """Writes ``{relative name: bytes}`` as a deterministic ``.tar.gz``.
+
+    Names get OPA's leading ``/``. Entries are sorted by name; every header has
+    mtime 0, mode 0644, uid/gid 0 and no owner names; the gzip header carries
+    no mtime, no file name and OS "unknown".
+    """
+    items = sorted(entries.items() if isinstance(entries, Mapping) else entries)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tf:
+        for name, body in items:
+            tf.addfile(_tar_header("/" + name, len(body)), io.BytesIO(body))
+    return gzip_deterministic(buf.getvalue())
+
+
+def gzip_deterministic(raw: bytes, level: int = 6) -> bytes:
+    """Gzips ``raw`` with a fixed header (RFC 1952: no mtime, no name, OS 255)."""
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    comp = zlib.compressobj(level, zlib.DEFLATED, -15, 9)
+    body = comp.compress(raw) + comp.flush()
+    trailer = struct.pack("<II", zlib.crc32(raw) & 0xFFFFFFFF, len(raw) & 0xFFFFFFFF)
+    return header + body + trailer

@@ -1,0 +1,263 @@
+"""Unit tests for Bundle: building, reading, roots, determinism, evaluation."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from policysupply import Bundle, BundleError, Manifest
+from policysupply._internal.tarball import write_entries
+
+PINNED_DIGEST = "sha256:f5b9a78c364d42d7c3771f363ce120ba89b4caf3f4997c19ea18eadb6d1fa333"
+
+
+def tree(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
+    for name, body in files.items():
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(body.encode() if isinstance(body, str) else body)
+    return tmp_path
+
+
+def test_pinned_fixture_digest(fixtures_dir: Path) -> None:
+    b = Bundle.from_directory(fixtures_dir / "pinned")
+    assert b.digest == PINNED_DIGEST
+
+
+def test_same_tree_same_bytes_regardless_of_mtimes_and_modes(tmp_path: Path,
+                                                              fixtures_dir: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(fixtures_dir / "pinned", copy)
+    for p in copy.rglob("*"):
+        if p.is_file():
+            os.utime(p, (1_000_000_000, 1_000_000_000))
+            p.chmod(0o600)
+    assert Bundle.from_directory(copy).to_bytes() == Bundle.from_directory(
+        fixtures_dir / "pinned").to_bytes()
+
+
+def test_from_directory_maps_data_by_directory(fixtures_dir: Path) -> None:
+    b = Bundle.from_directory(fixtures_dir / "pinned")
+    assert b.data["acme"]["teams"]["platform"]["members"] == ["alice", "bob"]
+    assert b.data["acme"]["settings"] == {"audit": True, "ratio": 1.5}
+    assert set(b.modules) == {"acme/authz/authz.rego"}
+    assert b.manifest == Manifest(revision="pinned-1", roots=["acme"],
+                                  metadata={"owner": "platform"})
+
+
+def test_overrides_and_skips_hidden_and_unrelated_files(tmp_path: Path) -> None:
+    root = tree(tmp_path, {
+        "p/x.rego": "package p\nx := 1\n",
+        ".git/config.rego": "not rego",
+        "p/.hidden.rego": "not rego",
+        "p/README.md": "# docs",
+        "p/other.json": "not json",
+    })
+    b = Bundle.from_directory(root, revision="abc", roots=["p"], metadata={"k": "v"})
+    assert set(b.modules) == {"p/x.rego"}
+    assert (b.manifest.revision, b.manifest.roots, dict(b.manifest.metadata or {})) == (
+        "abc", ("p",), {"k": "v"})
+
+
+def test_roundtrip_through_bytes(fixtures_dir: Path) -> None:
+    b = Bundle.from_directory(fixtures_dir / "pinned")
+    again = Bundle.from_bytes(b.to_bytes())
+    assert again == b
+    assert again.to_bytes() == b.to_bytes()
+
+
+def test_other_files_are_carried_verbatim() -> None:
+    sig = b'{"signatures":["a.b.c"]}'
+    data = write_entries({".signatures.json": sig, "policy.wasm": b"\0asm", "x.rego": b"package x\n"})
+    b = Bundle.from_bytes(data)
+    assert dict(b.files) == {".signatures.json": sig, "policy.wasm": b"\0asm"}
+    assert Bundle.from_bytes(b.to_bytes()).files == b.files
+
+
+@pytest.mark.parametrize(
+    ("files", "entry", "pattern"),
+    [
+        ({"a/x.rego": "package a\n", "b/data.json": '{"k": 1}', ".manifest": '{"roots": ["a"]}'},
+         ".manifest", "do not permit data at path b$"),
+        ({"b/x.rego": "package b\n", ".manifest": '{"roots": ["a"]}'}, "b/x.rego",
+         "outside the manifest roots"),
+        ({".manifest": '{"roots": ["a/b", "a"]}'}, ".manifest", "overlap"),
+        ({".manifest": '{"roots": ["", "a"]}'}, ".manifest", "overlap"),
+        ({"x/data.json": '{"a": 1,}'}, "x/data.json", "invalid JSON"),
+        ({"x/data.json": '{"a": NaN}'}, "x/data.json", "invalid JSON"),
+        ({"x/data.yaml": "a: [1, 2\nb: 3\n"}, "x/data.yaml", "invalid YAML"),
+        ({"data.json": "[1, 2]"}, "data.json", "must hold a JSON object"),
+        ({"a/data.json": '{"k": 1}', "data.json": '{"a": {"k": 2}}'}, "data.json",
+         "already set"),
+        ({"x.rego": "allow := true\n"}, "x.rego", "package declaration"),
+        ({".manifest": "[]"}, ".manifest", "JSON object"),
+        ({".manifest": '{"rego_version": 3}'}, ".manifest", "rego_version"),
+        ({".manifest": '{"roots": "a"}'}, ".manifest", "list of strings"),
+    ],
+)
+def test_invalid_content_names_the_entry(tmp_path: Path, files: dict[str, str], entry: str,
+                                         pattern: str) -> None:
+    root = tree(tmp_path, files)
+    with pytest.raises(BundleError, match=pattern) as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == entry
+    # The same content as a tarball is refused the same way.
+    data = write_entries({k: v.encode() for k, v in files.items()})
+    with pytest.raises(BundleError, match=pattern):
+        Bundle.from_bytes(data)
+
+
+def test_non_utf8_rego_is_refused_with_line() -> None:
+    data = write_entries({"x.rego": b"package x\n\nallow := \"\xff\"\n"})
+    with pytest.raises(BundleError, match="UTF-8") as err:
+        Bundle.from_bytes(data)
+    assert (err.value.entry, err.value.line) == ("x.rego", 3)
+
+
+def test_invalid_json_reports_line(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"x/data.json": '{\n  "a": 1,\n  "b": \n}\n'})
+    with pytest.raises(BundleError) as err:
+        Bundle.from_directory(root)
+    assert err.value.line == 4
+
+
+def test_yaml_keys_and_timestamps_follow_opa() -> None:
+    data = write_entries({"y/data.yaml": b"1: one\ntrue: yes\nwhen: 2024-01-02\n"})
+    assert Bundle.from_bytes(data).data == {"y": {"1": "one", "true": True, "when": "2024-01-02"}}
+
+
+def test_delta_bundle_is_refused() -> None:
+    with pytest.raises(BundleError, match="delta"):
+        Bundle.from_bytes(write_entries({"patch.json": b'{"data": []}'}))
+
+
+def test_two_manifests_are_refused() -> None:
+    with pytest.raises(BundleError, match="more than one manifest"):
+        Bundle.from_bytes(write_entries({".manifest": b"{}", "x/.manifest": b"{}"}))
+
+
+def test_symlink_outside_tree_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.rego"
+    outside.write_text("package secret\n")
+    root = tmp_path / "policies"
+    root.mkdir()
+    (root / "link.rego").symlink_to(outside)
+    with pytest.raises(BundleError, match="symlink") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == "link.rego"
+
+
+def test_write_is_atomic_and_keeps_good_file_on_failure(tmp_path: Path,
+                                                        fixtures_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    b = Bundle.from_directory(fixtures_dir / "pinned")
+    target = tmp_path / "bundle.tar.gz"
+    target.write_bytes(b"previous good bundle")
+
+    def boom(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(BundleError, match="No space left"):
+        b.write(target)
+    assert target.read_bytes() == b"previous good bundle"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle.tar.gz"]
+    monkeypatch.undo()
+    b.write(target)
+    assert target.read_bytes() == b.to_bytes()
+
+
+def test_from_file_missing(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="cannot read"):
+        Bundle.from_file(tmp_path / "nope.tar.gz")
+
+
+def test_evaluate_single_value_set_and_undefined(fixtures_dir: Path) -> None:
+    b = Bundle.from_directory(fixtures_dir / "pinned")
+    assert b.evaluate("data.acme.authz.allow",
+                      {"action": "read", "user": "carol", "team": "security"}) is True
+    assert b.evaluate("data.acme.authz.allow",
+                      {"action": "write", "user": "carol", "team": "security"}) is False
+    assert b.evaluate("data.acme.nothing_here") is None
+    assert b.evaluate("x := data.acme.settings.ratio") == {"x": 1.5}
+
+
+def test_evaluate_refuses_v0_bundles() -> None:
+    src = b"package legacy\n\ndeny[msg] {\n  input.bad\n  msg := \"bad\"\n}\n"
+    b = Bundle.from_bytes(write_entries({".manifest": b'{"rego_version": 0}', "l.rego": src}))
+    assert b.rego_version_of("l.rego") == 0
+    with pytest.raises(BundleError, match="Rego v0") as err:
+        b.evaluate("data.legacy.deny", {"bad": True})
+    assert err.value.entry == "l.rego"
+    b.check()  # v0 syntax is still accepted by check()
+
+
+def test_file_rego_versions_glob_marks_one_file_v0() -> None:
+    b = Bundle.from_bytes(write_entries({
+        ".manifest": b'{"file_rego_versions": {"/legacy/*.rego": 0}}',
+        "legacy/l.rego": b"package legacy\nallow { true }\n",
+        "new/n.rego": b"package new\nallow if true\n",
+    }))
+    assert (b.rego_version_of("legacy/l.rego"), b.rego_version_of("new/n.rego")) == (0, 1)
+    b.check()
+    with pytest.raises(BundleError, match="v0"):
+        b.evaluate("data.new.allow")
+
+
+def test_check_reports_file_and_line(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"ok.rego": "package ok\nallow if true\n",
+                           "bad/b.rego": "package bad\n\nallow if {\n  input.x == \n}\n"})
+    with pytest.raises(BundleError) as err:
+        Bundle.from_directory(root).check()
+    assert (err.value.entry, err.value.line) == ("bad/b.rego", 4)
+
+
+def test_check_v1_requires_if(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"x.rego": "package x\n\nallow {\n  true\n}\n"})
+    with pytest.raises(BundleError, match="`if` keyword is required") as err:
+        Bundle.from_directory(root).check()
+    assert err.value.line == 3
+
+
+def test_check_does_not_print_to_stdout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    root = tree(tmp_path, {"x.rego": "package x\nallow := input.y +\n"})
+    with pytest.raises(BundleError):
+        Bundle.from_directory(root).check()
+    out, _ = capfd.readouterr()
+    assert out == ""
+
+
+def test_repr_html_escapes(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"x.rego": "package x\n"})
+    html = Bundle.from_directory(root, revision="<script>").\
+        _repr_html_()
+    assert "&lt;script&gt;" in html and "<script>" not in html
+    assert "sha256:" in html
+
+
+def test_bundle_is_immutable(fixtures_dir: Path) -> None:
+    import attrs
+
+    b = Bundle.from_directory(fixtures_dir / "pinned")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        b.manifest = Manifest()  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        b.modules["x.rego"] = "package x"  # type: ignore[index]
+
+
+def test_reads_tarball_written_by_other_tools(tmp_path: Path) -> None:
+    # `tar -C dir -czf` style: ./-prefixed names and directory entries.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, body in {"./p/x.rego": b"package p\nx := 1\n", "./p/data.json": b'{"a": 1}'}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tf.addfile(info, io.BytesIO(body))
+    b = Bundle.from_bytes(buf.getvalue())
+    assert b.data == {"p": {"a": 1}} and set(b.modules) == {"p/x.rego"}
