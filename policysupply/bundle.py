@@ -106,8 +106,14 @@ class Manifest:
         rv = obj.get("rego_version")
         if isinstance(rv, bool) or (rv is not None and not isinstance(rv, int)):
             raise BundleError("manifest rego_version must be 0 or 1", entry=entry)
-        return cls(revision=revision, roots=obj.get("roots"), metadata=metadata,
-                   rego_version=rv, file_rego_versions=frv, wasm=wasm)
+        return cls(
+            revision=revision,
+            roots=obj.get("roots"),
+            metadata=metadata,
+            rego_version=rv,
+            file_rego_versions=frv,
+            wasm=wasm,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as the JSON object written to ``.manifest``."""
@@ -126,8 +132,9 @@ class Manifest:
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
 
 
 class _Cache:
@@ -173,12 +180,14 @@ class Bundle:
             if not bf.path_under_roots(pkg, roots):
                 raise BundleError(
                     f"package {'.'.join(pkg)} is outside the manifest roots {list(roots)}",
-                    entry=name)
+                    entry=name,
+                )
         bf.check_data_in_roots(self.data, roots)
         clash = set(self.files) & (set(self.modules) | {".manifest", "data.json"})
         if clash:
-            raise BundleError("entry given both as a file and as a module/data/manifest",
-                              entry=sorted(clash)[0])
+            raise BundleError(
+                "entry given both as a file and as a module/data/manifest", entry=sorted(clash)[0]
+            )
 
     # -- constructors ------------------------------------------------------
 
@@ -242,8 +251,9 @@ class Bundle:
         # Same placement order as from_bytes, so conflicts name the same file.
         data: dict[str, Any] = {}
         for rel in sorted(data_files):
-            bf.insert_data(data, bf.data_path_of(rel), bf.parse_data_file(rel, data_files[rel]),
-                           entry=rel)
+            bf.insert_data(
+                data, bf.data_path_of(rel), bf.parse_data_file(rel, data_files[rel]), entry=rel
+            )
         changes: dict[str, Any] = {}
         if revision is not None:
             changes["revision"] = revision
@@ -291,8 +301,9 @@ class Bundle:
             elif name.endswith(".rego"):
                 modules[name] = _decode_rego(raw, name)
             elif base in bf.DATA_BASENAMES:
-                bf.insert_data(merged, bf.data_path_of(name), bf.parse_data_file(name, raw),
-                               entry=name)
+                bf.insert_data(
+                    merged, bf.data_path_of(name), bf.parse_data_file(name, raw), entry=name
+                )
             elif name.endswith(".manifest"):
                 if manifest is not None:
                     raise BundleError("more than one manifest in bundle", entry=name)
@@ -312,8 +323,7 @@ class Bundle:
         try:
             size = p.stat().st_size
             if size > limits.max_compressed:
-                raise BundleError(
-                    f"{p} is {size} bytes, over the limit of {limits.max_compressed}")
+                raise BundleError(f"{p} is {size} bytes, over the limit of {limits.max_compressed}")
             raw = p.read_bytes()
         except OSError as exc:
             raise BundleError(f"cannot read {p}: {exc.strerror}") from None
@@ -363,8 +373,7 @@ class Bundle:
         target = Path(path)
         payload = self.to_bytes()
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                       dir=target.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         except OSError as exc:
             raise BundleError(f"cannot write {target}: {exc.strerror}") from None
         try:
@@ -383,8 +392,9 @@ class Bundle:
 
     def rego_version_of(self, module: str) -> int:
         """The Rego version OPA parses ``module`` with (0 or 1)."""
-        return bf.rego_version_of(module, self.manifest.rego_version,
-                                  self.manifest.file_rego_versions)
+        return bf.rego_version_of(
+            module, self.manifest.rego_version, self.manifest.file_rego_versions
+        )
 
     def _packages(self) -> dict[str, tuple[str, ...]]:
         from policysupply._internal.rego import package_path
@@ -405,8 +415,9 @@ class Bundle:
         from policysupply._internal.rego import compile_diagnostics
 
         v1 = frozenset(m for m in self.modules if self.rego_version_of(m) == 1)
-        diags = compile_diagnostics(dict(self.modules), dict(self.data), v1_modules=v1,
-                                    packages=self._packages())
+        diags = compile_diagnostics(
+            dict(self.modules), dict(self.data), v1_modules=v1, packages=self._packages()
+        )
         if diags:
             first = diags[0]
             more = "".join(
@@ -439,7 +450,8 @@ class Bundle:
                 "`deny[msg] { ... }` would evaluate as an object, not a set), so it "
                 "will not answer for this bundle; evaluate it with OPA, or migrate the "
                 "module to Rego v1 (`opa fmt --write --v0-v1`)",
-                entry=v0[0])
+                entry=v0[0],
+            )
         from policysupply._internal.rego import Engine
 
         cache = self._cache
@@ -465,8 +477,10 @@ class Bundle:
     # -- display -----------------------------------------------------------
 
     def __repr__(self) -> str:
-        return (f"Bundle(revision={self.manifest.revision!r}, roots={self.manifest.roots!r}, "
-                f"modules={len(self.modules)}, files={len(self.files)})")
+        return (
+            f"Bundle(revision={self.manifest.revision!r}, roots={self.manifest.roots!r}, "
+            f"modules={len(self.modules)}, files={len(self.files)})"
+        )
 
     def _repr_html_(self) -> str:
         """A summary table for Jupyter."""
@@ -477,15 +491,18 @@ class Bundle:
             ("Rego version", e(str(self.manifest.rego_version or 1))),
             ("Digest", f"<code>{e(self.digest)}</code>"),
             ("Size", f"{len(self.to_bytes()):,} bytes"),
-            ("Modules", "<br>".join(f"<code>{e(m)}</code>" for m in sorted(self.modules))
-             or "(none)"),
+            (
+                "Modules",
+                "<br>".join(f"<code>{e(m)}</code>" for m in sorted(self.modules)) or "(none)",
+            ),
             ("Top-level data", e(", ".join(sorted(self.data))) or "(none)"),
         ]
         if self.files:
             rows.append(("Other files", "<br>".join(e(f) for f in sorted(self.files))))
         body = "".join(
             f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
-            for k, v in rows)
+            for k, v in rows
+        )
         return f"<table><caption>OPA bundle</caption>{body}</table>"
 
 
@@ -496,6 +513,8 @@ def _decode_rego(raw: bytes, name: str) -> str:
         from policysupply._internal.rego import line_of
 
         good = raw[: exc.start].decode("utf-8")
-        raise BundleError(f"Rego module is not valid UTF-8 (byte {exc.start})", entry=name,
-                          line=line_of(good, len(good))) from None
-
+        raise BundleError(
+            f"Rego module is not valid UTF-8 (byte {exc.start})",
+            entry=name,
+            line=line_of(good, len(good)),
+        ) from None

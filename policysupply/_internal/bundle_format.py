@@ -30,8 +30,9 @@ def parse_json(raw: bytes, *, entry: str) -> Any:
     try:
         return json.loads(text, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
-        raise BundleError(f"invalid JSON: {exc.msg}", entry=entry, line=exc.lineno,
-                          column=exc.colno) from None
+        raise BundleError(
+            f"invalid JSON: {exc.msg}", entry=entry, line=exc.lineno, column=exc.colno
+        ) from None
     except (ValueError, RecursionError) as exc:
         raise BundleError(f"invalid JSON: {exc}", entry=entry) from None
 
@@ -59,7 +60,8 @@ def _yaml_loader() -> Any:
             if key is None or isinstance(key, (dict, list, bytes)):
                 raise BundleError(f"YAML key {key!r} cannot be a JSON object key")
             out[("true" if key else "false") if isinstance(key, bool) else str(key)] = (
-                loader.construct_object(value_node, deep=True))
+                loader.construct_object(value_node, deep=True)
+            )
         return out
 
     Loader.add_constructor("tag:yaml.org,2002:map", mapping)
@@ -80,8 +82,9 @@ def _jsonify_yaml(value: Any, entry: str) -> Any:
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         raise BundleError("YAML value NaN/Infinity has no JSON form", entry=entry)
     if isinstance(value, bytes) or not isinstance(value, (str, int, float, bool, type(None))):
-        raise BundleError(f"YAML value of type {type(value).__name__} has no JSON form",
-                          entry=entry)
+        raise BundleError(
+            f"YAML value of type {type(value).__name__} has no JSON form", entry=entry
+        )
     return value
 
 
@@ -99,8 +102,11 @@ def parse_yaml(raw: bytes, *, entry: str) -> Any:
         raise BundleError(exc.reason, entry=entry) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise BundleError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", entry=entry,
-                          line=mark.line + 1 if mark else None) from None
+        raise BundleError(
+            f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
+            entry=entry,
+            line=mark.line + 1 if mark else None,
+        ) from None
     except RecursionError:
         raise BundleError("invalid YAML: nested too deeply", entry=entry) from None
     return _jsonify_yaml(value, entry)
@@ -123,8 +129,7 @@ def insert_data(target: dict[str, Any], path: tuple[str, ...], value: Any, *, en
     """Deep-merges ``value`` at ``path`` into ``target``, refusing conflicting leaves."""
     if not path:
         if not isinstance(value, dict):
-            raise BundleError("a data file at the bundle root must hold a JSON object",
-                              entry=entry)
+            raise BundleError("a data file at the bundle root must hold a JSON object", entry=entry)
         _merge(target, value, (), entry)
         return
     node = target
@@ -132,16 +137,15 @@ def insert_data(target: dict[str, Any], path: tuple[str, ...], value: Any, *, en
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
             raise BundleError(
-                f"data path {'/'.join(path[: i + 1])} already holds a non-object value",
-                entry=entry)
+                f"data path {'/'.join(path[: i + 1])} already holds a non-object value", entry=entry
+            )
         node = child
     last = path[-1]
     if last in node:
         if isinstance(node[last], dict) and isinstance(value, dict):
             _merge(node[last], value, path, entry)
             return
-        raise BundleError(f"data at {'/'.join(path)} is already set by another file",
-                          entry=entry)
+        raise BundleError(f"data at {'/'.join(path)} is already set by another file", entry=entry)
     node[last] = value
 
 
@@ -153,8 +157,9 @@ def _merge(dst: dict[str, Any], src: Mapping[str, Any], at: tuple[str, ...], ent
                 continue
             if dst[k] == v:
                 continue
-            raise BundleError(f"data at {'/'.join((*at, k))} is already set by another file",
-                              entry=entry)
+            raise BundleError(
+                f"data at {'/'.join((*at, k))} is already set by another file", entry=entry
+            )
         dst[k] = v
 
 
@@ -201,7 +206,8 @@ def check_data_in_roots(data: Mapping[str, Any], roots: tuple[str, ...]) -> None
             return
         raise BundleError(
             f"manifest roots {list(roots)} do not permit data at path {'/'.join(path)}",
-            entry=".manifest")
+            entry=".manifest",
+        )
 
     walk(data, ())
 

@@ -49,8 +49,35 @@ _TOKEN = re.compile(
 # A "{" at the top level that follows one of these opens a value (object or
 # set literal, comprehension), not a rule body.
 _VALUE_OPENERS = frozenset(
-    {":=", "=", "==", "!=", "<=", ">=", "<", ">", ",", "(", "[", "{", ":", "|", "&",
-     "+", "-", "*", "/", "%", "if", "contains", "in", "with", "as", "not", "some"}
+    {
+        ":=",
+        "=",
+        "==",
+        "!=",
+        "<=",
+        ">=",
+        "<",
+        ">",
+        ",",
+        "(",
+        "[",
+        "{",
+        ":",
+        "|",
+        "&",
+        "+",
+        "-",
+        "*",
+        "/",
+        "%",
+        "if",
+        "contains",
+        "in",
+        "with",
+        "as",
+        "not",
+        "some",
+    }
 )
 
 
@@ -83,8 +110,11 @@ def package_path(source: str, *, entry: str) -> tuple[str, ...]:
     toks = _tokens(source)
     first = next(toks, None)
     if first is None or first.text != "package":
-        raise BundleError("module does not start with a package declaration", entry=entry,
-                          line=line_of(source, first.offset) if first else 1)
+        raise BundleError(
+            "module does not start with a package declaration",
+            entry=entry,
+            line=line_of(source, first.offset) if first else 1,
+        )
     path: list[str] = []
     expect_name = True
     for tok in toks:
@@ -100,8 +130,9 @@ def package_path(source: str, *, entry: str) -> tuple[str, ...]:
             key = next(toks, None)
             close = next(toks, None)
             if key is None or key.kind != "string" or close is None or close.text != "]":
-                raise BundleError("malformed package path", entry=entry,
-                                  line=line_of(source, tok.offset))
+                raise BundleError(
+                    "malformed package path", entry=entry, line=line_of(source, tok.offset)
+                )
             path.append(json.loads(key.text))
         else:
             break
@@ -275,15 +306,19 @@ class Engine:
                 self._interp.set_input(rp.Input(input if input is not None else {}))
                 out = rego_query(self._interp._impl, query)
             except rp.RegoError as exc:
-                raise BundleError(f"query {query!r} failed: {_first_error_message(str(exc))}") from None
+                raise BundleError(
+                    f"query {query!r} failed: {_first_error_message(str(exc))}"
+                ) from None
             try:
                 ok = rego_output_ok(out)
                 text = rego_output_string(out)
             finally:
                 rego_free_output(out)
         if not ok or text.lstrip().startswith("(error") or text == "<error>":
-            detail = _first_error_message(text) if text != "<error>" else (
-                "evaluation error (for example conflicting values for a complete rule)"
+            detail = (
+                _first_error_message(text)
+                if text != "<error>"
+                else ("evaluation error (for example conflicting values for a complete rule)")
             )
             raise BundleError(f"query {query!r} failed: {detail}")
         if text == "undefined":
@@ -305,10 +340,13 @@ def compile_diagnostics(
     for name in sorted(v1_modules):
         off = v1_body_without_if(modules[name])
         if off is not None:
-            diags.append(RegoDiagnostic(
-                entry=name, line=line_of(modules[name], off),
-                message="`if` keyword is required before rule body (Rego v1)",
-            ))
+            diags.append(
+                RegoDiagnostic(
+                    entry=name,
+                    line=line_of(modules[name], off),
+                    message="`if` keyword is required before rule body (Rego v1)",
+                )
+            )
     # Parse modules one at a time so that every broken file is reported, not
     # only the first.
     parsed: dict[str, str] = {}

@@ -100,8 +100,7 @@ def _check_inflated(inflated: int, compressed: int, limits: Limits) -> None:
         )
     if inflated > _RATIO_GRACE and inflated > limits.max_ratio * compressed:
         raise BundleError(
-            f"bundle compression ratio exceeds {limits.max_ratio}:1; "
-            "refusing a likely archive bomb"
+            f"bundle compression ratio exceeds {limits.max_ratio}:1; refusing a likely archive bomb"
         )
 
 
@@ -149,7 +148,7 @@ def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
     entries: dict[str, bytes] = {}
     count = 0
     try:
-        tf = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")
+        tf = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")  # noqa: SIM115 - closed below
     except tarfile.ReadError as exc:
         raise BundleError(f"not a tar archive inside the gzip stream: {exc}") from None
     with tf:

@@ -34,7 +34,7 @@ def _fail(exc: PolicySupplyError, as_json: bool) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="policysupply")
 def cli() -> None:
-    """Build, sign, push and verify OPA policy bundles.
+    r"""Build, sign, push and verify OPA policy bundles.
 
     \b
     Examples:
@@ -58,15 +58,27 @@ def _load(source: str) -> Any:
 
 @cli.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default="bundle.tar.gz",
-              show_default=True, help="Where to write the bundle.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default="bundle.tar.gz",
+    show_default=True,
+    help="Where to write the bundle.",
+)
 @click.option("--revision", help="Manifest revision (e.g. a git SHA).")
 @click.option("--root", "roots", multiple=True, help="Manifest root (repeatable).")
 @click.option("--no-check", is_flag=True, help="Skip compiling the Rego before writing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def build(directory: str, output: str, revision: str | None, roots: tuple[str, ...],
-          no_check: bool, as_json: bool) -> None:
-    """Build a deterministic OPA bundle from DIRECTORY.
+def build(
+    directory: str,
+    output: str,
+    revision: str | None,
+    roots: tuple[str, ...],
+    no_check: bool,
+    as_json: bool,
+) -> None:
+    r"""Build a deterministic OPA bundle from DIRECTORY.
 
     \b
     Example:
@@ -82,8 +94,17 @@ def build(directory: str, output: str, revision: str | None, roots: tuple[str, .
     except PolicySupplyError as exc:
         _fail(exc, as_json)
     if as_json:
-        click.echo(json.dumps({"ok": True, "path": output, "digest": b.digest,
-                               "revision": b.manifest.revision, "modules": len(b.modules)}))
+        click.echo(
+            json.dumps(
+                {
+                    "ok": True,
+                    "path": output,
+                    "digest": b.digest,
+                    "revision": b.manifest.revision,
+                    "modules": len(b.modules),
+                }
+            )
+        )
     else:
         click.echo(f"wrote {output} ({len(b.to_bytes()):,} bytes, {len(b.modules)} modules)")
         click.echo(f"digest {b.digest}")
@@ -93,7 +114,7 @@ def build(directory: str, output: str, revision: str | None, roots: tuple[str, .
 @click.argument("source")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def check(source: str, as_json: bool) -> None:
-    """Check a bundle file or policy directory: structure, roots and Rego.
+    r"""Check a bundle file or policy directory: structure, roots and Rego.
 
     \b
     Example:
@@ -104,8 +125,17 @@ def check(source: str, as_json: bool) -> None:
         b.check()
     except PolicySupplyError as exc:
         if as_json and isinstance(exc, BundleError):
-            click.echo(json.dumps({"ok": False, "error": "BundleError", "entry": exc.entry,
-                                   "line": exc.line, "message": exc.reason}))
+            click.echo(
+                json.dumps(
+                    {
+                        "ok": False,
+                        "error": "BundleError",
+                        "entry": exc.entry,
+                        "line": exc.line,
+                        "message": exc.reason,
+                    }
+                )
+            )
             sys.exit(EXIT_FAIL)
         _fail(exc, as_json)
     if as_json:
@@ -117,10 +147,15 @@ def check(source: str, as_json: bool) -> None:
 @cli.command("eval")
 @click.argument("source")
 @click.argument("query")
-@click.option("-i", "--input", "input_path", type=click.File("r"),
-              help="Input document (JSON file, or - for stdin).")
+@click.option(
+    "-i",
+    "--input",
+    "input_path",
+    type=click.File("r"),
+    help="Input document (JSON file, or - for stdin).",
+)
 def eval_(source: str, query: str, input_path: Any) -> None:
-    """Evaluate QUERY against a bundle with the embedded engine; prints JSON.
+    r"""Evaluate QUERY against a bundle with the embedded engine; prints JSON.
 
     \b
     Example:
@@ -138,8 +173,11 @@ def eval_(source: str, query: str, input_path: Any) -> None:
 
 
 @cli.command()
-@click.option("--workdir", type=click.Path(file_okay=False),
-              help="Keep the demo's files here (default: a temporary directory).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    help="Keep the demo's files here (default: a temporary directory).",
+)
 def demo(workdir: str | None) -> None:
     """Run the whole story on embedded defaults, narrated step by step.
 

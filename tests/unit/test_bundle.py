@@ -74,7 +74,8 @@ def test_roundtrip_through_bytes(fixtures_dir: Path) -> None:
 
 def test_other_files_are_carried_verbatim() -> None:
     sig = b'{"signatures":["a.b.c"]}'
-    data = write_entries({".signatures.json": sig, "policy.wasm": b"\0asm", "x.rego": b"package x\n"})
+    data = write_entries(
+        {".signatures.json": sig, "policy.wasm": b"\0asm", "x.rego": b"package x\n"})
     b = Bundle.from_bytes(data)
     assert dict(b.files) == {".signatures.json": sig, "policy.wasm": b"\0asm"}
     assert Bundle.from_bytes(b.to_bytes()).files == b.files
@@ -237,7 +238,8 @@ def test_repr_html_escapes(tmp_path: Path) -> None:
     root = tree(tmp_path, {"x.rego": "package x\n"})
     html = Bundle.from_directory(root, revision="<script>").\
         _repr_html_()
-    assert "&lt;script&gt;" in html and "<script>" not in html
+    assert "&lt;script&gt;" in html
+    assert "<script>" not in html
     assert "sha256:" in html
 
 
@@ -255,9 +257,11 @@ def test_reads_tarball_written_by_other_tools(tmp_path: Path) -> None:
     # `tar -C dir -czf` style: ./-prefixed names and directory entries.
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, body in {"./p/x.rego": b"package p\nx := 1\n", "./p/data.json": b'{"a": 1}'}.items():
+        members = {"./p/x.rego": b"package p\nx := 1\n", "./p/data.json": b'{"a": 1}'}
+        for name, body in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(body)
             tf.addfile(info, io.BytesIO(body))
     b = Bundle.from_bytes(buf.getvalue())
-    assert b.data == {"p": {"a": 1}} and set(b.modules) == {"p/x.rego"}
+    assert b.data == {"p": {"a": 1}}
+    assert set(b.modules) == {"p/x.rego"}

@@ -100,7 +100,7 @@ def test_refuses_truncated_gzip() -> None:
 
 def test_refuses_truncated_tar_inside_complete_gzip() -> None:
     raw = make_tar(lambda tf: add_file(tf, "a.rego", b"x" * 5000), compress=False)
-    with pytest.raises(BundleError, match="truncated|corrupt"):
+    with pytest.raises(BundleError, match=r"truncated|corrupt"):
         read_entries(gzip.compress(raw[:1500]))
 
 
@@ -170,9 +170,9 @@ def test_reading_writes_nothing_to_disk() -> None:
     active = True
 
     def hook(event: str, args: tuple[object, ...]) -> None:
-        if active and event == "open" and len(args) > 1 and isinstance(args[1], str):
-            if any(c in args[1] for c in "wax+"):
-                opened.append(str(args[0]))
+        mode = args[1] if event == "open" and len(args) > 1 else None
+        if active and isinstance(mode, str) and any(c in mode for c in "wax+"):
+            opened.append(str(args[0]))
 
     sys.addaudithook(hook)
     try:

@@ -1,0 +1,45 @@
+"""Developer sessions: `nox -s tests lint typecheck docs demo`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit, property and interop tests (builds peer tools into the cache first)."""
+    session.install("-e", ".[test]")
+    session.run("bash", "scripts/install-peers.sh", external=True)
+    session.run("pytest", *session.posargs, env={"POLICYSUPPLY_NO_SKIP": "1"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check."""
+    session.install("ruff")
+    session.run("ruff", "check", "policysupply", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "policysupply")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package."""
+    session.install("-e", ".[lint]")
+    session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with --strict."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run `policysupply demo`."""
+    session.install(".")
+    session.run("policysupply", "demo", *session.posargs)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the full test suite the way CI does, on a fresh machine:
+#   1. a virtualenv (.venv) with policysupply and its test/lint/docs extras,
+#   2. the Go-built peer tools the interop tests use (scripts/install-peers.sh),
+#   3. every test, with skips counted as failures.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k tarball`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${POLICYSUPPLY_VENV:-.venv}"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+bash scripts/install-peers.sh
+
+export POLICYSUPPLY_NO_SKIP=1
+exec "$VENV/bin/python" -m pytest "$@"
