@@ -404,9 +404,9 @@ class Bundle:
     def check(self) -> None:
         """Parses and compiles every module with the embedded engine.
 
-        Catches syntax errors, Rego v1 rules without ``if``, unknown functions
-        and conflicting rule values, as ``opa check`` would. Modules parsed as
-        Rego v0 get the syntax check only.
+        Catches syntax errors, Rego v1 rule bodies without ``if``, calls to
+        undefined functions and builtin arity mismatches, as ``opa check``
+        does. Modules parsed as Rego v0 skip the v1 keyword check.
 
         Raises:
             BundleError: Naming the first broken module and line; the message
@@ -415,9 +415,7 @@ class Bundle:
         from policysupply._internal.rego import compile_diagnostics
 
         v1 = frozenset(m for m in self.modules if self.rego_version_of(m) == 1)
-        diags = compile_diagnostics(
-            dict(self.modules), dict(self.data), v1_modules=v1, packages=self._packages()
-        )
+        diags = compile_diagnostics(dict(self.modules), v1_modules=v1, packages=self._packages())
         if diags:
             first = diags[0]
             more = "".join(

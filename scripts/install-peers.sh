@@ -28,7 +28,6 @@ build_wrapped() {
   else
     local work
     work=$(mktemp -d)
-    trap 'rm -rf "$work"' RETURN
     log "building $name $version from the Go module proxy (a few minutes)"
     printf 'module policysupply.local/%s-wrapper\n\ngo 1.24\n' "$name" >"$work/go.mod"
     printf '%s\n' "$main_go" >"$work/main.go"
@@ -39,6 +38,7 @@ build_wrapped() {
       CGO_ENABLED=0 go build -trimpath -o "$target.tmp" .
     )
     mv "$target.tmp" "$target"
+    rm -rf "$work"
   fi
   ln -sfn "$name-$version" "$BIN_DIR/$name"
 }

@@ -13,6 +13,7 @@ docs/adr/0002-embedded-rego-engine.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -329,7 +331,6 @@ class Engine:
 
 def compile_diagnostics(
     modules: Mapping[str, str],
-    data: Mapping[str, Any],
     *,
     v1_modules: frozenset[str],
     packages: Mapping[str, tuple[str, ...]],
@@ -349,7 +350,6 @@ def compile_diagnostics(
             )
     # Parse modules one at a time so that every broken file is reported, not
     # only the first.
-    parsed: dict[str, str] = {}
     for name in sorted(modules):
         interp = rp.Interpreter()
         with _ENGINE_LOCK, _captured_c_stdout():
@@ -357,35 +357,175 @@ def compile_diagnostics(
                 interp.add_module(name, modules[name])
             except rp.RegoError as exc:
                 diags.append(_diagnostic_from_parse_error(str(exc), {name: modules[name]}))
-                continue
-        parsed[name] = modules[name]
     if diags:
         return diags
-    # Errors rego-cpp only reports when a package is evaluated (unknown
-    # functions, conflicting rules): evaluate each package once.
-    engine = Engine(parsed, data)
-    by_package: dict[tuple[str, ...], list[str]] = {}
-    for name, pkg in packages.items():
-        by_package.setdefault(pkg, []).append(name)
-    for pkg, names in sorted(by_package.items()):
-        ref = "data" + "".join(f"[{json.dumps(p)}]" for p in pkg)
-        try:
-            engine.query(ref)
-        except BundleError as exc:
-            diags.append(_locate_eval_error(exc.reason, {n: modules[n] for n in names}))
+    # rego-cpp resolves function calls only when it evaluates them, so calls
+    # to functions that do not exist are found statically, as OPA's compiler
+    # does: against OPA's builtins and the functions each package defines.
+    defined: dict[tuple[str, ...], set[str]] = {}
+    for name, src in modules.items():
+        defined.setdefault(packages[name], set()).update(_function_definitions(src))
+    for name in sorted(modules):
+        diags.extend(_call_problems(name, modules[name], packages[name], defined))
     return diags
 
 
-_FN_NOT_FOUND = re.compile(r"Function not found: ([\w.]+)")
+_KEYWORDS = frozenset(
+    {
+        "if",
+        "else",
+        "not",
+        "some",
+        "every",
+        "in",
+        "contains",
+        "with",
+        "as",
+        "default",
+        "import",
+        "package",
+        "true",
+        "false",
+        "null",
+    }
+)
 
 
-def _locate_eval_error(message: str, sources: Mapping[str, str]) -> RegoDiagnostic:
-    detail = message.split(": ", 1)[-1]
-    m = _FN_NOT_FOUND.search(detail)
-    if m:
-        needle = re.compile(re.escape(m.group(1)) + r"\s*\(")
-        for name, src in sorted(sources.items()):
-            hit = needle.search(src)
-            if hit:
-                return RegoDiagnostic(entry=name, line=line_of(src, hit.start()), message=detail)
-    return RegoDiagnostic(entry=sorted(sources)[0], line=None, message=detail)
+@functools.lru_cache(maxsize=1)
+def opa_builtins() -> dict[str, int]:
+    """OPA's builtin functions, name → argument count (-1: variadic or unknown)."""
+    raw = resources.files("policysupply._internal").joinpath("opa_builtins.json").read_text()
+    table: dict[str, int] = json.loads(raw)["builtins"]
+    return table
+
+
+def _lines_first_tokens(toks: list[_Tok], source: str) -> set[int]:
+    """Indexes of the tokens that start a line."""
+    firsts: set[int] = set()
+    last_end = -1
+    for i, tok in enumerate(toks):
+        # A newline between the previous token and this one starts a line.
+        if i == 0 or "\n" in source[last_end : tok.offset]:
+            firsts.add(i)
+        last_end = tok.offset + len(tok.text)
+    return firsts
+
+
+def _function_definitions(source: str) -> set[str]:
+    """Names of functions a module defines (``f(x) := ...`` at the start of a line)."""
+    toks = list(_tokens(source))
+    firsts = _lines_first_tokens(toks, source)
+    out: set[str] = set()
+    depth = 0
+    for i, tok in enumerate(toks):
+        if tok.text in ("(", "[", "{"):
+            depth += 1
+        elif tok.text in (")", "]", "}"):
+            depth = max(0, depth - 1)
+        elif (
+            depth == 0
+            and i in firsts
+            and tok.kind == "ident"
+            and i + 1 < len(toks)
+            and toks[i + 1].text == "("
+        ):
+            out.add(tok.text)
+    return out
+
+
+def _import_aliases(toks: list[_Tok]) -> dict[str, tuple[str, ...]]:
+    """Import alias → imported path (``import data.lib as l`` → ``{"l": ("data", "lib")}``)."""
+    aliases: dict[str, tuple[str, ...]] = {}
+    for i, tok in enumerate(toks):
+        if tok.text != "import":
+            continue
+        path: list[str] = []
+        j = i + 1
+        while j < len(toks) and toks[j].kind == "ident":
+            path.append(toks[j].text)
+            j += 1
+            if j < len(toks) and toks[j].text == ".":
+                j += 1
+            else:
+                break
+        if not path:
+            continue
+        if j + 1 < len(toks) and toks[j].text == "as":
+            aliases[toks[j + 1].text] = tuple(path)
+        else:
+            aliases[path[-1]] = tuple(path)
+    return aliases
+
+
+def _call_problems(
+    entry: str,
+    source: str,
+    package: tuple[str, ...],
+    defined: Mapping[tuple[str, ...], set[str]],
+) -> list[RegoDiagnostic]:
+    toks = list(_tokens(source))
+    firsts = _lines_first_tokens(toks, source)
+    aliases = _import_aliases(toks)
+    builtins = opa_builtins()
+    problems: list[RegoDiagnostic] = []
+    depth = 0
+    i = 0
+    while i < len(toks):
+        tok = toks[i]
+        if tok.text in ("(", "[", "{"):
+            depth += 1
+        elif tok.text in (")", "]", "}"):
+            depth = max(0, depth - 1)
+        if tok.kind != "ident" or tok.text in _KEYWORDS or (i > 0 and toks[i - 1].text == "."):
+            i += 1
+            continue
+        # Collect a dotted name (`a.b.c`) and see whether a call follows it.
+        parts = [tok.text]
+        j = i + 1
+        while j + 1 < len(toks) and toks[j].text == "." and toks[j + 1].kind == "ident":
+            parts.append(toks[j + 1].text)
+            j += 2
+        is_definition = depth == 0 and i in firsts
+        if j < len(toks) and toks[j].text == "(" and not is_definition:
+            if parts[0] in aliases:
+                parts = [*aliases[parts[0]], *parts[1:]]
+            full = ".".join(parts)
+            if full in builtins:
+                problem = _arity_problem(full, builtins[full], toks, j)
+            elif (len(parts) == 1 and full in defined.get(package, set())) or (
+                parts[0] == "data" and parts[-1] in defined.get(tuple(parts[1:-1]), set())
+            ):
+                problem = None
+            elif parts[0] == "input":
+                problem = None  # refused by the parser or the evaluator, not a call
+            else:
+                problem = f"undefined function {full}"
+            if problem:
+                problems.append(
+                    RegoDiagnostic(entry=entry, line=line_of(source, tok.offset), message=problem)
+                )
+        i = j if j > i + 1 else i + 1
+    return problems
+
+
+def _arity_problem(name: str, arity: int, toks: list[_Tok], open_idx: int) -> str | None:
+    if arity < 0:
+        return None
+    if toks[open_idx + 1 : open_idx + 2] and toks[open_idx + 1].text == ")":
+        count = 0
+    else:
+        depth = 0
+        count = 1
+        for tok in toks[open_idx:]:
+            if tok.text in ("(", "[", "{"):
+                depth += 1
+            elif tok.text in (")", "]", "}"):
+                depth -= 1
+                if depth == 0:
+                    break
+            elif depth == 1 and tok.text == ",":
+                count += 1
+    # One extra argument is allowed: it binds the result (`count(xs, n)`).
+    if count < arity or count > arity + 1:
+        return f"{name}: arity mismatch: {count} argument(s) given, {arity} expected"
+    return None

@@ -265,3 +265,35 @@ def test_reads_tarball_written_by_other_tools(tmp_path: Path) -> None:
     b = Bundle.from_bytes(buf.getvalue())
     assert b.data == {"p": {"a": 1}}
     assert set(b.modules) == {"p/x.rego"}
+
+
+def test_check_resolves_functions_across_modules_and_imports() -> None:
+    main = (
+        "package app\n\nimport data.lib.strings as s\nimport data.util\n\n"
+        "allow if {\n\ts.clean(input.name)\n\tutil.ok(input)\n\tlocal(1)\n"
+        "\tdata.lib.strings.clean(input.x)\n\tobject.get(input, \"k\", 1)\n}\n\n"
+        "local(x) := x + 1\n"
+    )
+    b = Bundle(modules={
+        "app.rego": main,
+        "lib.rego": "package lib.strings\n\nclean(x) := trim_space(x)\n",
+        "util.rego": "package util\n\nok(x) if x.ok\n",
+    })
+    b.check()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [("missing(1)", "undefined function missing"),
+     ("util.absent(1)", "undefined function data.util.absent"),
+     ("object.get(input)", "arity mismatch"),
+     ("strings.nope(1)", "undefined function strings.nope")],
+)
+def test_check_reports_bad_calls(call: str, message: str) -> None:
+    b = Bundle(modules={
+        "app.rego": f"package app\n\nimport data.util\n\nallow if {{\n\t{call}\n}}\n",
+        "util.rego": "package util\n\nok(x) if x.ok\n",
+    })
+    with pytest.raises(BundleError, match=message) as err:
+        b.check()
+    assert (err.value.entry, err.value.line) == ("app.rego", 6)
