@@ -516,7 +516,8 @@ def _arity_problem(name: str, arity: int, toks: list[_Tok], open_idx: int) -> st
     else:
         depth = 0
         count = 1
-        for tok in toks[open_idx:]:
+        for k in range(open_idx, len(toks)):
+            tok = toks[k]
             if tok.text in ("(", "[", "{"):
                 depth += 1
             elif tok.text in (")", "]", "}"):
