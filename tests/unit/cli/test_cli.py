@@ -1,0 +1,70 @@
+"""The CLI as a user runs it: a real subprocess, exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from policysupply import Bundle
+
+
+def run(*args: str, cwd: Path | None = None,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "policysupply", *args], capture_output=True,
+                          text=True, cwd=cwd, input=stdin, timeout=120, check=False)
+
+
+def test_build_check_eval(tmp_path: Path, example_dir: Path) -> None:
+    out = tmp_path / "b.tar.gz"
+    proc = run("build", str(example_dir), "-o", str(out), "--revision", "r9", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["digest"] == Bundle.from_file(out).digest
+    assert Bundle.from_file(out).manifest.revision == "r9"
+
+    proc = run("check", str(out))
+    assert proc.returncode == 0 and "ok:" in proc.stdout
+
+    pod = {"request": {"object": {"metadata": {"labels": {}}, "spec": {"containers": []}}}}
+    proc = run("eval", str(out), "data.k8s.labels.deny", "-i", "-", stdin=json.dumps(pod))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["missing required label app.kubernetes.io/name",
+                                       "missing required label owner"]
+
+
+def test_check_broken_module_exits_1_with_location(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "x.rego").write_text("package p\n\nallow {\n  true\n}\n")
+    proc = run("check", str(tmp_path / "p"), "--json")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout) | {"message": ""} == {
+        "ok": False, "error": "BundleError", "entry": "x.rego", "line": 3, "message": ""}
+
+
+def test_corrupt_bundle_exits_1_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"\x1f\x8b not really")
+    proc = run("check", str(bad))
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["build"], ["check"], ["nope"], ["eval", "x"]])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    assert run(*args).returncode == 2
+
+
+def test_help_has_examples() -> None:
+    proc = run("build", "--help")
+    assert proc.returncode == 0 and "Example" in proc.stdout
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    proc = run("demo", "--workdir", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "DENY" in proc.stdout and "ALLOW" in proc.stdout and "refused" in proc.stdout
+    assert (tmp_path / "bundle.tar.gz").exists()
