@@ -27,7 +27,8 @@ def test_build_check_eval(tmp_path: Path, example_dir: Path) -> None:
     assert Bundle.from_file(out).manifest.revision == "r9"
 
     proc = run("check", str(out))
-    assert proc.returncode == 0 and "ok:" in proc.stdout
+    assert proc.returncode == 0
+    assert "ok:" in proc.stdout
 
     pod = {"request": {"object": {"metadata": {"labels": {}}, "spec": {"containers": []}}}}
     proc = run("eval", str(out), "data.k8s.labels.deny", "-i", "-", stdin=json.dumps(pod))
@@ -50,7 +51,8 @@ def test_corrupt_bundle_exits_1_without_traceback(tmp_path: Path) -> None:
     bad.write_bytes(b"\x1f\x8b not really")
     proc = run("check", str(bad))
     assert proc.returncode == 1
-    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("args", [["build"], ["check"], ["nope"], ["eval", "x"]])
@@ -60,11 +62,14 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 
 def test_help_has_examples() -> None:
     proc = run("build", "--help")
-    assert proc.returncode == 0 and "Example" in proc.stdout
+    assert proc.returncode == 0
+    assert "Example" in proc.stdout
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     proc = run("demo", "--workdir", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "DENY" in proc.stdout and "ALLOW" in proc.stdout and "refused" in proc.stdout
+    assert "DENY" in proc.stdout
+    assert "ALLOW" in proc.stdout
+    assert "refused" in proc.stdout
     assert (tmp_path / "bundle.tar.gz").exists()
