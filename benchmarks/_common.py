@@ -1,0 +1,49 @@
+"""Helpers shared by the benchmarks: peers, timing, machine facts, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work"
+RESULTS = HERE / "results"
+
+
+def peer(name: str) -> Path:
+    base = os.environ.get("POLICYSUPPLY_PEERS_DIR") or str(
+        Path.home() / ".cache" / "policysupply" / "peers")
+    path = Path(base) / "bin" / name
+    if not path.exists():
+        raise SystemExit(f"{name} not found at {path}; run scripts/install-peers.sh {name}")
+    return path
+
+
+def median_time(fn: Callable[[], object], rounds: int) -> float:
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def machine() -> dict[str, Any]:
+    opa = subprocess.run([str(peer("opa")), "version"], capture_output=True, text=True,
+                         check=False).stdout.splitlines()
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "opa": opa[0] if opa else "?"}
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return path
