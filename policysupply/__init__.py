@@ -23,6 +23,7 @@ from policysupply.errors import (
     UntrustedSignatureError,
     VerificationError,
 )
+from policysupply.registry import Descriptor, Reference, Registry
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "AuthenticationError",
     "Bundle",
     "BundleError",
+    "Descriptor",
     "DigestMismatchError",
     "Limits",
     "LoadError",
@@ -37,6 +39,8 @@ __all__ = [
     "NoSignatureError",
     "NotFoundError",
     "PolicySupplyError",
+    "Reference",
+    "Registry",
     "RegistryError",
     "RollbackError",
     "SigningError",

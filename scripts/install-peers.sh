@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Go peer tools the interop tests run against (OPA today; cosign,
-# oras and registries join as later issues need them) from the Go module proxy
+# Builds the Go peer tools the interop tests run against (OPA and oras today;
+# cosign and registries join as later issues need them) from the Go module proxy
 # at pinned versions, into a cache directory. Idempotent: a peer whose binary
 # already exists at the pinned version is not rebuilt.
 #
@@ -9,6 +9,7 @@
 set -euo pipefail
 
 OPA_VERSION="v1.22.2"
+ORAS_VERSION="v1.3.6"
 
 PEERS_DIR="${POLICYSUPPLY_PEERS_DIR:-$HOME/.cache/policysupply/peers}"
 BIN_DIR="$PEERS_DIR/bin"
@@ -65,11 +66,35 @@ func main() {
 }'
 }
 
+# go_installed NAME VERSION PACKAGE
+# Peers whose command is a main package (and whose go.mod has no replace
+# directives) install with plain `go install` into a private GOBIN.
+go_installed() {
+  local name=$1 version=$2 package=$3
+  local target="$BIN_DIR/$name-$version"
+  if [[ -x "$target" ]]; then
+    log "$name $version already built: $target"
+  else
+    local gobin
+    gobin=$(mktemp -d)
+    log "building $name $version from the Go module proxy"
+    CGO_ENABLED=0 GOBIN="$gobin" go install -trimpath "$package@$version"
+    mv "$gobin/$name" "$target"
+    rm -rf "$gobin"
+  fi
+  ln -sfn "$name-$version" "$BIN_DIR/$name"
+}
+
+install_oras() {
+  go_installed oras "$ORAS_VERSION" oras.land/oras/cmd/oras
+}
+
 peers=("$@")
-[[ ${#peers[@]} -gt 0 ]] || peers=(opa)
+[[ ${#peers[@]} -gt 0 ]] || peers=(opa oras)
 for p in "${peers[@]}"; do
   case "$p" in
     opa) install_opa ;;
+    oras) install_oras ;;
     *) log "unknown peer: $p"; exit 2 ;;
   esac
 done

@@ -40,6 +40,11 @@ def opa_bin() -> Path:
 
 
 @pytest.fixture(scope="session")
+def oras_bin() -> Path:
+    return peer("oras")
+
+
+@pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
 
