@@ -70,6 +70,15 @@ def _ok(msg: str) -> None:
     click.echo(msg)
 
 
+class _StepFailed(Exception):
+    """A demo step did not behave as the story says it should."""
+
+
+def _expect(condition: bool, failure: str) -> None:
+    if not condition:
+        raise _StepFailed(failure)
+
+
 def _info(msg: str) -> None:
     click.echo(f"    {msg}")
 
@@ -88,6 +97,9 @@ def run_demo(workdir: str | None) -> int:
         )
         try:
             return _story(example, work)
+        except _StepFailed as exc:
+            click.secho(f"    ✗ {exc}", fg="red")
+            return 1
         except PolicySupplyError as exc:
             click.secho(f"\ndemo failed: {exc}", fg="red", err=True)
             return 1
@@ -109,9 +121,7 @@ def _story(example: Path, work: Path) -> int:
 
     _step(2, "Builds are deterministic: build again, compare digests")
     again = Bundle.from_directory(example)
-    if again.digest != bundle.digest:
-        click.secho("    ✗ two builds of the same tree differ", fg="red")
-        return 1
+    _expect(again.digest == bundle.digest, "two builds of the same tree differ")
     _ok(f"both builds are {bundle.digest}")
 
     _step(3, "Check: compile every module with the embedded Rego engine")
@@ -127,16 +137,15 @@ def _story(example: Path, work: Path) -> int:
         click.echo(f"    {label}: {verdict}")
         for reason in bundle.evaluate("data.k8s.admission.deny", pod) or []:
             _info(f"  - {reason}")
-    if verdicts != {"compliant pod": True, "privileged pod from docker.io": False}:
-        click.secho("    ✗ decisions are not what the example policies intend", fg="red")
-        return 1
+    _expect(
+        verdicts == {"compliant pod": True, "privileged pod from docker.io": False},
+        "decisions are not what the example policies intend",
+    )
 
     _step(5, "Write the bundle atomically and read it back as untrusted input")
     path = bundle.write(work / "bundle.tar.gz")
     read_back = Bundle.from_file(path)
-    if read_back.digest != bundle.digest:
-        click.secho("    ✗ the bundle read back differs", fg="red")
-        return 1
+    _expect(read_back.digest == bundle.digest, "the bundle read back differs")
     _ok(f"{path} ({path.stat().st_size:,} bytes), read back with the same digest")
 
     _step(6, "A tampered bundle is refused")
@@ -147,8 +156,7 @@ def _story(example: Path, work: Path) -> int:
     except BundleError as exc:
         _ok(f"refused: {exc}")
     else:
-        click.secho("    ✗ a corrupted bundle was accepted", fg="red")
-        return 1
+        raise _StepFailed("a corrupted bundle was accepted")
 
     click.echo()
     click.secho("Done. Next in the pipeline: sign, push, verify, load and gate.", bold=True)
