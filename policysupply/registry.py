@@ -1,37 +1,49 @@
-"""Where artifacts live: OCI image layouts on disk (remote registries follow).
+"""Where artifacts live: remote OCI registries and OCI image layouts on disk.
 
-``Registry.local(path)`` keeps one OCI image layout per repository under
-``path`` (``path/acme/policy/{oci-layout,index.json,blobs/sha256/...}``), the
-layout oras (``--oci-layout``) and skopeo read. Every read is checked against
-its digest; every write is atomic (temp file + rename) and tag updates are
-serialised with a lock file, so concurrent writers and crashes never leave a
-partial blob or a tag pointing at missing content.
+``Registry.remote(host)`` speaks the OCI distribution API with timeouts, one
+retry policy and basic/bearer auth (credentials from arguments or the user's
+docker config). ``Registry.local(path)`` keeps one OCI image layout per
+repository under ``path`` (``path/acme/policy/{oci-layout,index.json,blobs/...}``),
+the layout oras (``--oci-layout``) and skopeo read.
+
+Both check every byte they read against its digest while it streams, and
+both set a tag only after everything it points at is stored, so a failed push,
+pull or copy never leaves a dangling tag or a partial blob.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from types import TracebackType
 
-import attrs
-
-from policysupply._internal import oci
+from policysupply._internal import oci, stores
+from policysupply._internal.credentials import Credentials, from_docker_config
+from policysupply._internal.distribution import Client, RetryPolicy, Timeout
 from policysupply._internal.oci import Descriptor, Reference
-from policysupply.bundle import Bundle
+from policysupply.bundle import Bundle, Limits
 from policysupply.errors import NotFoundError, RegistryError
 
-__all__ = ["Descriptor", "Progress", "Reference", "Registry"]
+__all__ = [
+    "Credentials",
+    "Descriptor",
+    "Progress",
+    "Reference",
+    "Registry",
+    "RetryPolicy",
+    "Timeout",
+]
 
 Progress = Callable[[int, int], None]
 """Progress callback: ``(bytes done, bytes total)``."""
 
-_LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
+_CHUNK = 1024 * 1024
+_SPOOL = 8 * 1024 * 1024
+# cosign's legacy tags for signatures, attestations and SBOMs of a digest.
+_COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 
 
 def _now_rfc3339() -> str:
@@ -44,115 +56,51 @@ def _now_rfc3339() -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class _Tally:
+    """Turns per-blob byte counts into one ``(done, total)`` progress stream."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.base = 0
+
+    def blob(self) -> Callable[[int], None] | None:
+        if not self.progress:
+            return None
+        base, report, total = self.base, self.progress, self.total
+        return lambda n: report(min(base + n, total), total)
+
+    def advance(self, n: int) -> None:
+        self.base += n
+        if self.progress:
+            self.progress(min(self.base, self.total), self.total)
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a+b") as f:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - non-POSIX: best effort, no lock
-            yield
-            return
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-@attrs.frozen(kw_only=True)
-class _LocalLayout:
-    """One OCI image layout per repository under ``root``."""
-
-    root: Path
-
-    def _repo_dir(self, repository: str) -> Path:
-        # Reference.parse already restricted repository components to
-        # [a-z0-9._-], so joining cannot escape the root.
-        return self.root / repository
-
-    def blob_path(self, repository: str, digest: str) -> Path:
-        oci.check_digest(digest)
-        return self._repo_dir(repository) / "blobs" / "sha256" / digest.split(":", 1)[1]
-
-    # -- blobs ---------------------------------------------------------
-
-    def put_blob(self, repository: str, data: bytes) -> str:
-        digest = oci.sha256_digest(data)
-        path = self.blob_path(repository, digest)
-        if not path.exists():
-            self._ensure_layout(repository)
-            _atomic_write(path, data)
-        return digest
-
-    def get_blob(self, repository: str, digest: str) -> bytes:
-        path = self.blob_path(repository, digest)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(f"blob {digest} not found in {repository}") from None
-        except OSError as exc:
-            raise RegistryError(f"cannot read blob {digest}: {exc.strerror}") from None
-        oci.verify_digest(data, digest, what=f"blob {digest} in {repository}")
-        return data
-
-    def has_blob(self, repository: str, digest: str) -> bool:
-        return self.blob_path(repository, digest).exists()
-
-    # -- index ---------------------------------------------------------
-
-    def _ensure_layout(self, repository: str) -> None:
-        d = self._repo_dir(repository)
-        if not (d / "oci-layout").exists():
-            _atomic_write(d / "oci-layout", _LAYOUT_FILE)
-
-    def read_index(self, repository: str) -> dict[str, Any]:
-        path = self._repo_dir(repository) / "index.json"
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return {"schemaVersion": 2, "mediaType": oci.INDEX_V1, "manifests": []}
-        except OSError as exc:
-            raise RegistryError(f"cannot read {path}: {exc.strerror}") from None
-        return oci.parse_manifest(raw, what=f"{path}")
-
-    @contextlib.contextmanager
-    def editing_index(self, repository: str) -> Iterator[dict[str, Any]]:
-        """Yields the index for editing under the repository lock; writes it back atomically."""
-        self._ensure_layout(repository)
-        with _locked(self._repo_dir(repository) / ".lock"):
-            index = self.read_index(repository)
-            yield index
-            _atomic_write(
-                self._repo_dir(repository) / "index.json",
-                json.dumps(index, indent=2, sort_keys=True).encode(),
-            )
+def _chunks(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)
+    for i in range(0, len(data), _CHUNK):
+        yield bytes(view[i : i + _CHUNK])
 
 
 class Registry:
     """A place artifacts are pushed to and pulled from.
 
-    Create one with :meth:`local`. All methods take references like
-    ``acme/policy:1.0`` or ``acme/policy@sha256:...``; tags are resolved to a
-    digest once, and everything after that uses the digest.
+    Create one with :meth:`remote` or :meth:`local`. Methods take references
+    like ``acme/policy:1.0`` or ``acme/policy@sha256:...`` (for a remote
+    registry, a leading host must be this registry's). Tags are resolved to a
+    digest once; everything after that uses the digest.
+
+    Example:
+        >>> reg = Registry.local("/tmp/oci")            # doctest: +SKIP
+        >>> ref = reg.push(bundle, "acme/policy:1.0")   # doctest: +SKIP
+        >>> reg.pull(ref) == bundle                     # doctest: +SKIP
+        True
     """
 
-    def __init__(self, layout: _LocalLayout) -> None:
-        self._layout = layout
+    def __init__(self, store: stores.Store, *, host: str = "") -> None:
+        """Use :meth:`remote` or :meth:`local` instead."""
+        self._store = store
+        self._host = host
 
     @classmethod
     def local(cls, path: str | os.PathLike[str]) -> Registry:
@@ -160,16 +108,99 @@ class Registry:
 
         No I/O happens until the first operation.
         """
-        return cls(_LocalLayout(root=Path(path)))
+        return cls(stores.LayoutStore(root=Path(path)))
+
+    @classmethod
+    def remote(
+        cls,
+        host: str,
+        *,
+        insecure: bool = False,
+        auth: Credentials | tuple[str, str] | None = None,
+        docker_config: str | os.PathLike[str] | None = None,
+        timeout: Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        chunk_size: int | None = None,
+    ) -> Registry:
+        """A registry spoken to over the OCI distribution API.
+
+        No I/O happens until the first operation (credentials are looked up
+        then, too).
+
+        Args:
+            host: ``host[:port]`` (an ``http://`` or ``https://`` prefix is allowed).
+            insecure: Use plain HTTP (for loopback or lab registries).
+            auth: Credentials, or ``(username, password)``. Default: the
+                user's docker config (``auths``, ``credsStore``, ``credHelpers``).
+            docker_config: Path of a docker ``config.json`` to use instead of
+                ``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json``.
+            timeout: Per-request timeouts.
+            retry: The retry policy (transient failures only, bounded by a deadline).
+            chunk_size: Upload blobs larger than this in chunks of this size
+                (default: one request per blob).
+
+        Raises:
+            RegistryError: ``host`` is malformed.
+        """
+        scheme = "http" if insecure else "https"
+        for prefix in ("http://", "https://"):
+            if host.startswith(prefix):
+                scheme, host = prefix[:-3], host[len(prefix) :]
+        host = host.rstrip("/")
+        if not host or "/" in host or "@" in host:
+            raise RegistryError(f"invalid registry host {host!r}: use host[:port]")
+        if isinstance(auth, tuple):
+            auth = Credentials(username=auth[0], password=auth[1])
+        explicit = auth
+        config = Path(docker_config) if docker_config is not None else None
+
+        def credentials() -> Credentials | None:
+            return explicit if explicit is not None else from_docker_config(host, config)
+
+        client = Client(
+            host,
+            scheme=scheme,
+            credentials=credentials,
+            timeout=timeout or Timeout(),
+            retry=retry or RetryPolicy(),
+        )
+        return cls(stores.RemoteStore(client=client, chunk_size=chunk_size), host=host)
+
+    def close(self) -> None:
+        """Closes network connections (a no-op for a local layout)."""
+        self._store.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def __repr__(self) -> str:
-        return f"Registry.local({str(self._layout.root)!r})"
+        if self._host:
+            return f"Registry.remote({self._store.describe()!r})"
+        return f"Registry.local({str(getattr(self._store, 'root', ''))!r})"
 
-    @staticmethod
-    def _ref(ref: str | Reference) -> Reference:
-        return ref if isinstance(ref, Reference) else Reference.parse(ref)
+    @property
+    def host(self) -> str:
+        """The registry host (``""`` for a local layout)."""
+        return self._host
 
-    # -- high level ---------------------------------------------------------
+    def _ref(self, ref: str | Reference) -> Reference:
+        r = ref if isinstance(ref, Reference) else Reference.parse(ref)
+        if self._host and r.host and r.host != self._host:
+            raise RegistryError(f"{r} names host {r.host}, but this registry is {self._host}")
+        return r
+
+    def _repo(self, repository: str) -> str:
+        return self._ref(repository).repository
+
+    # -- high level -------------------------------------------------------------
 
     def push(
         self,
@@ -195,52 +226,97 @@ class Registry:
 
         Returns:
             The digest reference of the pushed manifest.
+
+        Raises:
+            RegistryError: The registry refused or failed (see its subclasses).
         """
         r = self._ref(ref)
         layer = bundle.to_bytes()
+        title = f"{self._host}/{r.repository}" if self._host else r.name
         manifest, config = oci.policy_manifest(
             layer,
-            title=r.name,
+            title=title,
             created=created or _now_rfc3339(),
             revision=bundle.manifest.revision or None,
             version=version,
             rego_version=0 if bundle.manifest.rego_version == 0 else 1,
         )
-        total = len(config) + len(layer) + len(manifest)
-        done = 0
+        tally = _Tally(progress, len(config) + len(layer) + len(manifest))
         for blob in (config, layer):
-            self._layout.put_blob(r.repository, blob)
-            done += len(blob)
-            if progress:
-                progress(done, total)
-        digest = self.put_manifest(r, manifest, media_type=oci.MANIFEST_V1)
-        if progress:
-            progress(total, total)
+            self._store.write_blob(
+                r.repository,
+                oci.sha256_digest(blob),
+                len(blob),
+                lambda b=blob: _chunks(b),  # type: ignore[misc]
+                tally.blob(),
+            )
+            tally.advance(len(blob))
+        digest = self._store.put_manifest(r.repository, manifest, oci.MANIFEST_V1, r.tag)
+        tally.advance(len(manifest))
         return r.with_digest(digest)
 
-    def pull(self, ref: str | Reference, *, progress: Progress | None = None) -> Bundle:
+    def _layer_of(self, r: Reference) -> tuple[str, Descriptor]:
+        digest = self.resolve(r)
+        data, _ = self._store.get_manifest(r.repository, digest)
+        manifest = oci.parse_manifest(data, what=str(r))
+        return digest, oci.bundle_layer(manifest, what=str(r))
+
+    def pull(
+        self,
+        ref: str | Reference,
+        *,
+        progress: Progress | None = None,
+        limits: Limits | None = None,
+    ) -> Bundle:
         """Pulls a policy image and returns its bundle.
 
-        Every byte is checked against its digest; this does **not** check
-        signatures (use a ``Verifier`` for that).
+        Every byte is checked against its digest while it streams; this does
+        **not** check signatures (use a ``Verifier`` for that).
+
+        Args:
+            ref: Tag or digest reference.
+            progress: Called with ``(bytes done, bytes total)``.
+            limits: :class:`~policysupply.Limits` for reading the bundle.
 
         Raises:
             NotFoundError: No such reference.
-            DigestMismatchError: Stored content does not match its digest.
-            RegistryError: Not a policy image.
+            DigestMismatchError: Content does not match its digest.
+            RegistryError: Not a policy image, or the registry failed.
             BundleError: The layer is not a valid bundle.
         """
+        lim = limits or Limits()
         r = self._ref(ref)
-        digest = self.resolve(r)
-        data, _ = self.get_manifest(r.with_digest(digest))
-        manifest = oci.parse_manifest(data, what=str(r))
-        layer = oci.bundle_layer(manifest, what=str(r))
-        blob = self.get_blob(r.repository, layer.digest)
-        if len(blob) != layer.size:
-            raise RegistryError(f"{r}: layer is {len(blob)} bytes, manifest says {layer.size}")
-        if progress:
-            progress(len(blob), layer.size)
-        return Bundle.from_bytes(blob)
+        _, layer = self._layer_of(r)
+        if layer.size > lim.max_compressed:
+            raise RegistryError(
+                f"{r}: bundle layer is {layer.size} bytes, over the limit of {lim.max_compressed}"
+            )
+        buf = bytearray()
+        tally = _Tally(progress, layer.size)
+        self._store.read_blob(
+            r.repository, layer.digest, layer.size, buf.clear, buf.extend, tally.blob()
+        )
+        return Bundle.from_bytes(bytes(buf), limits=lim)
+
+    def download(
+        self,
+        ref: str | Reference,
+        path: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> Descriptor:
+        """Writes a policy image's bundle tarball to ``path`` without holding it in memory.
+
+        The file appears only once every byte matched its digest; on any
+        failure ``path`` is left as it was.
+
+        Returns:
+            The descriptor of the bundle layer.
+        """
+        r = self._ref(ref)
+        _, layer = self._layer_of(r)
+        self.download_blob(r.repository, layer, path, progress=progress)
+        return layer
 
     def resolve(self, ref: str | Reference) -> str:
         """Resolves ``ref`` to the manifest digest (checking a digest ref exists).
@@ -250,103 +326,262 @@ class Registry:
         """
         r = self._ref(ref)
         if r.digest:
-            if not self._layout.has_blob(r.repository, r.digest):
-                raise NotFoundError(f"manifest {r.digest} not found in {r.repository}")
+            if not self._store.has_manifest(r.repository, r.digest):
+                raise NotFoundError(f"manifest {r.digest} not found in {r.name}")
             return r.digest
         tag = r.tag or "latest"
-        for d in reversed(self._layout.read_index(r.repository)["manifests"]):
-            if d.get("annotations", {}).get(oci.ANN_REF_NAME) == tag:
-                return str(d["digest"])
-        raise NotFoundError(f"tag {tag!r} not found in {r.repository}")
+        digest = self._store.resolve(r.repository, tag)
+        if digest is None:
+            raise NotFoundError(f"tag {tag!r} not found in {r.name}")
+        return digest
 
     def tags(self, repository: str) -> list[str]:
-        """The tags of ``repository``, sorted."""
-        index = self._layout.read_index(Reference.parse(repository).repository)
-        names = {d.get("annotations", {}).get(oci.ANN_REF_NAME) for d in index["manifests"]}
-        return sorted(n for n in names if n)
+        """The tags of ``repository``, sorted (all pages)."""
+        return self._store.tags(self._repo(repository))
 
     def delete(self, ref: str | Reference) -> None:
         """Removes a tag, or (for a digest ref) the manifest and every tag on it.
 
-        Blobs stay (they may be shared); nothing else is touched.
+        Blobs stay (they may be shared).
 
         Raises:
             NotFoundError: Nothing matched.
+            RegistryError: The registry does not allow the delete.
         """
         r = self._ref(ref)
-        with self._layout.editing_index(r.repository) as index:
-            before = len(index["manifests"])
-            if r.digest:
-                index["manifests"] = [d for d in index["manifests"] if d["digest"] != r.digest]
-            else:
-                tag = r.tag or "latest"
-                index["manifests"] = [
-                    d
-                    for d in index["manifests"]
-                    if d.get("annotations", {}).get(oci.ANN_REF_NAME) != tag
-                ]
-            if len(index["manifests"]) == before:
-                raise NotFoundError(f"{r} not found")
+        self._store.delete(r.repository, r.digest or r.tag or "latest")
 
-    # -- low level ----------------------------------------------------------
+    def referrers(self, ref: str | Reference, artifact_type: str | None = None) -> list[Descriptor]:
+        """Manifests whose ``subject`` is ``ref``'s digest (signatures, attestations...).
+
+        Uses the OCI 1.1 referrers API, or the ``sha256-<hex>`` tag-schema
+        index on registries without it.
+
+        Args:
+            ref: The subject (a tag is resolved first).
+            artifact_type: Only referrers of this artifact type.
+        """
+        r = self._ref(ref)
+        digest = self.resolve(r)
+        return self._store.referrers(r.repository, digest, artifact_type)
+
+    def copy(
+        self,
+        ref: str | Reference,
+        *,
+        to: Registry,
+        to_ref: str | Reference | None = None,
+        with_signatures: bool = True,
+        progress: Progress | None = None,
+    ) -> Reference:
+        """Copies an artifact (its whole graph) to another registry or layout.
+
+        Blobs already at the destination are skipped. The destination tag is
+        set last. With ``with_signatures``, cosign's ``.sig``/``.att``/``.sbom``
+        tags for the digest and every referrer come along, so a bundle signed
+        offline in a local layout can be mirrored with its signatures.
+
+        Args:
+            ref: Source tag or digest.
+            to: Destination registry.
+            to_ref: Destination reference (default: same repository and tag).
+            with_signatures: Also copy signatures, attestations and referrers.
+            progress: Called with ``(bytes done, bytes total)`` over all blobs.
+
+        Returns:
+            The destination digest reference.
+        """
+        src = self._ref(ref)
+        dst = (
+            to._ref(to_ref)
+            if to_ref is not None
+            else Reference(repository=src.repository, tag=src.tag)
+        )
+        digest = self.resolve(src)
+        plan: list[tuple[str, str | None]] = [(digest, dst.tag)]
+        if with_signatures:
+            for suffix in _COSIGN_SUFFIXES:
+                sig_tag = stores.fallback_tag(digest) + suffix
+                found = self._store.resolve(src.repository, sig_tag)
+                if found:
+                    plan.append((found, sig_tag))
+            for d in self._store.referrers(src.repository, digest, None):
+                plan.append((d.digest, None))
+        # The main artifact is tagged with the destination tag; cosign's tags
+        # keep their names; referrers go by digest.
+        graphs = [(self._graph(src.repository, d), tag) for d, tag in plan]
+        wanted: dict[str, Descriptor] = {}
+        for (_, blobs), _tag in graphs:
+            for b in blobs:
+                wanted.setdefault(b.digest, b)
+        missing = [b for b in wanted.values() if not to._store.has_blob(dst.repository, b.digest)]
+        tally = _Tally(progress, sum(b.size for b in missing))
+        for blob in missing:
+            self._transfer(src.repository, blob, to, dst.repository, tally)
+        for (manifests, _blobs), tag in graphs:
+            *children, (top, top_type) = manifests
+            for data, media_type in children:
+                to._store.put_manifest(dst.repository, data, media_type, None)
+            to._store.put_manifest(dst.repository, top, top_type, tag)
+        if progress:
+            progress(tally.total, tally.total)
+        return dst.with_digest(digest)
+
+    def _graph(
+        self, repository: str, digest: str
+    ) -> tuple[list[tuple[bytes, str]], list[Descriptor]]:
+        """Manifests (children first) and blobs reachable from ``digest``."""
+        manifests: list[tuple[bytes, str]] = []
+        blobs: dict[str, Descriptor] = {}
+
+        def walk(d: str, depth: int) -> None:
+            if depth > 8:
+                raise RegistryError(f"{repository}@{digest}: manifest graph too deep")
+            data, media_type = self._store.get_manifest(repository, d)
+            obj = oci.parse_manifest(data, what=f"{repository}@{d}")
+            for child in obj.get("manifests") or []:
+                walk(Descriptor.from_json(child).digest, depth + 1)
+            for item in [obj.get("config"), *(obj.get("layers") or [])]:
+                if item is not None:
+                    desc = Descriptor.from_json(item)
+                    blobs.setdefault(desc.digest, desc)
+            manifests.append((data, media_type))
+
+        walk(digest, 0)
+        return manifests, list(blobs.values())
+
+    def _transfer(
+        self, repository: str, blob: Descriptor, to: Registry, to_repository: str, tally: _Tally
+    ) -> None:
+        # Spool through a temp file (memory up to 8 MiB), so big blobs stream
+        # and the upload can be replayed on retry.
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as spool:
+
+            def reset() -> None:
+                spool.seek(0)
+                spool.truncate()
+
+            def spool_write(chunk: bytes) -> None:
+                spool.write(chunk)
+
+            self._store.read_blob(
+                repository,
+                blob.digest,
+                blob.size,
+                reset,
+                spool_write,
+                None,
+            )
+
+            def source() -> Iterable[bytes]:
+                spool.seek(0)
+                return iter(lambda: spool.read(_CHUNK), b"")
+
+            to._store.write_blob(to_repository, blob.digest, blob.size, source, tally.blob())
+        tally.advance(blob.size)
+
+    # -- low level ----------------------------------------------------------------
 
     def get_manifest(self, ref: str | Reference) -> tuple[bytes, str]:
         """Returns ``(manifest bytes, media type)``, digest-checked."""
         r = self._ref(ref)
-        digest = self.resolve(r)
-        data = self._layout.get_blob(r.repository, digest)
-        obj = oci.parse_manifest(data, what=str(r))
-        media_type = obj.get("mediaType") or (
-            oci.INDEX_V1 if "manifests" in obj else oci.MANIFEST_V1
-        )
-        return data, str(media_type)
+        return self._store.get_manifest(r.repository, r.digest or r.tag or "latest")
 
     def put_manifest(
         self, ref: str | Reference, data: bytes, *, media_type: str = oci.MANIFEST_V1
     ) -> str:
         """Stores a manifest; tags it when ``ref`` has a tag. Returns its digest.
 
-        Every blob the manifest references must already be stored.
+        Every blob the manifest references must already be stored. A manifest
+        with a ``subject`` is also listed in the subject's ``sha256-<hex>``
+        index on registries without the referrers API.
 
         Raises:
-            RegistryError: Malformed manifest, or a referenced blob is missing.
+            RegistryError: Malformed manifest, a referenced blob is missing, or
+                ``ref``'s digest is not the manifest's.
         """
         r = self._ref(ref)
-        obj = oci.parse_manifest(data, what=str(r))
-        refs = obj.get("manifests") or [obj["config"], *obj["layers"]]
-        for d in refs:
-            if not self._layout.has_blob(r.repository, d["digest"]):
-                raise RegistryError(f"{r}: manifest references missing blob {d['digest']}")
-        digest = self._layout.put_blob(r.repository, data)
+        oci.parse_manifest(data, what=str(r))
+        digest = oci.sha256_digest(data)
         if r.digest and r.digest != digest:
             raise RegistryError(f"{r}: manifest hashes to {digest}, not {r.digest}")
-        entry = Descriptor(media_type=media_type, digest=digest, size=len(data)).to_json()
-        with self._layout.editing_index(r.repository) as index:
-            if r.tag:
-                index["manifests"] = [
-                    d
-                    for d in index["manifests"]
-                    if d.get("annotations", {}).get(oci.ANN_REF_NAME) != r.tag
-                ]
-                entry["annotations"] = {oci.ANN_REF_NAME: r.tag}
-                index["manifests"].append(entry)
-            elif not any(
-                d["digest"] == digest and not d.get("annotations") for d in index["manifests"]
-            ):
-                index["manifests"].append(entry)
-        return digest
+        return self._store.put_manifest(r.repository, data, media_type, r.tag)
 
-    def get_blob(self, repository: str, digest: str) -> bytes:
-        """Returns a blob, digest-checked.
+    def get_blob(self, repository: str, digest: str, *, limit: int = 64 << 20) -> bytes:
+        """Returns a (small) blob, digest-checked. Use :meth:`download_blob` for big ones.
 
         Raises:
             NotFoundError: No such blob.
-            DigestMismatchError: The stored bytes do not match ``digest``.
+            DigestMismatchError: The bytes do not match ``digest``.
+            RegistryError: The blob is larger than ``limit``.
         """
-        return self._layout.get_blob(Reference.parse(repository).repository, digest)
+        oci.check_digest(digest)
+        buf = bytearray()
 
-    def put_blob(self, repository: str, data: bytes) -> Descriptor:
-        """Stores a blob (atomically, idempotently); returns its descriptor."""
-        repo = Reference.parse(repository).repository
-        self._layout.put_blob(repo, data)
-        return Descriptor.for_bytes(data, "application/octet-stream")
+        def write(chunk: bytes) -> None:
+            buf.extend(chunk)
+            if len(buf) > limit:
+                raise RegistryError(f"blob {digest} is larger than {limit} bytes")
+
+        self._store.read_blob(self._repo(repository), digest, None, buf.clear, write, None)
+        return bytes(buf)
+
+    def download_blob(
+        self,
+        repository: str,
+        blob: Descriptor | str,
+        path: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        """Streams a blob into ``path`` (atomically: the file appears only if it verified).
+
+        Memory use stays flat whatever the blob size.
+        """
+        desc = blob if isinstance(blob, Descriptor) else None
+        digest = desc.digest if desc else oci.check_digest(str(blob))
+        size = desc.size if desc else None
+        tally = _Tally(progress, size or 0)
+        with stores.atomic_file(Path(path)) as f:
+
+            def reset() -> None:
+                f.seek(0)
+                f.truncate()
+
+            self._store.read_blob(
+                self._repo(repository), digest, size, reset, f.write, tally.blob()
+            )
+
+    def put_blob(
+        self, repository: str, data: bytes, *, media_type: str = "application/octet-stream"
+    ) -> Descriptor:
+        """Stores a blob (idempotently); returns its descriptor."""
+        desc = Descriptor.for_bytes(data, media_type)
+        self._store.write_blob(
+            self._repo(repository), desc.digest, desc.size, lambda: _chunks(data), None
+        )
+        return desc
+
+    def upload_file(
+        self,
+        repository: str,
+        path: str | os.PathLike[str],
+        *,
+        media_type: str = "application/octet-stream",
+        progress: Progress | None = None,
+    ) -> Descriptor:
+        """Stores a blob from a file, streaming (hashes the file first)."""
+        p = Path(path)
+        h = oci.Hasher()
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(_CHUNK), b""):
+                h.update(chunk)
+        desc = Descriptor(media_type=media_type, digest=h.digest(), size=h.size)
+
+        def source() -> Iterator[bytes]:
+            with p.open("rb") as f:
+                yield from iter(lambda: f.read(_CHUNK), b"")
+
+        tally = _Tally(progress, desc.size)
+        self._store.write_blob(self._repo(repository), desc.digest, desc.size, source, tally.blob())
+        return desc

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Go peer tools the interop tests run against (OPA and oras today;
-# cosign and registries join as later issues need them) from the Go module proxy
+# Builds the Go peer tools the interop tests run against (OPA, oras, cosign 2.x
+# and 3.x, and a registry with the OCI referrers API) from the Go module proxy
 # at pinned versions, into a cache directory. Idempotent: a peer whose binary
 # already exists at the pinned version is not rebuilt.
 #
@@ -10,6 +10,9 @@ set -euo pipefail
 
 OPA_VERSION="v1.22.2"
 ORAS_VERSION="v1.3.6"
+GGCR_VERSION="v0.22.1"
+COSIGN2_VERSION="v2.6.5"
+COSIGN3_VERSION="v3.1.3"
 
 PEERS_DIR="${POLICYSUPPLY_PEERS_DIR:-$HOME/.cache/policysupply/peers}"
 BIN_DIR="$PEERS_DIR/bin"
@@ -66,11 +69,12 @@ func main() {
 }'
 }
 
-# go_installed NAME VERSION PACKAGE
+# go_installed NAME VERSION PACKAGE [BINARY]
 # Peers whose command is a main package (and whose go.mod has no replace
-# directives) install with plain `go install` into a private GOBIN.
+# directives) install with plain `go install` into a private GOBIN. BINARY is
+# the name `go install` gives the command when it differs from NAME.
 go_installed() {
-  local name=$1 version=$2 package=$3
+  local name=$1 version=$2 package=$3 binary=${4:-$1}
   local target="$BIN_DIR/$name-$version"
   if [[ -x "$target" ]]; then
     log "$name $version already built: $target"
@@ -79,7 +83,7 @@ go_installed() {
     gobin=$(mktemp -d)
     log "building $name $version from the Go module proxy"
     CGO_ENABLED=0 GOBIN="$gobin" go install -trimpath "$package@$version"
-    mv "$gobin/$name" "$target"
+    mv "$gobin/$binary" "$target"
     rm -rf "$gobin"
   fi
   ln -sfn "$name-$version" "$BIN_DIR/$name"
@@ -89,12 +93,46 @@ install_oras() {
   go_installed oras "$ORAS_VERSION" oras.land/oras/cmd/oras
 }
 
+# go-containerregistry's in-memory registry, with the OCI 1.1 referrers API
+# switched on (its own cmd/registry leaves it off and picks a fixed port).
+install_registry_referrers() {
+  build_wrapped registry-referrers "$GGCR_VERSION" github.com/google/go-containerregistry '
+package main
+
+import (
+	"flag"
+	"log"
+	"net/http"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:0", "listen address")
+	flag.Parse()
+	s := &http.Server{
+		Addr:              *addr,
+		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           registry.New(registry.WithReferrersSupport(true)),
+	}
+	log.Fatal(s.ListenAndServe())
+}'
+}
+
+install_cosign() {
+  go_installed cosign2 "$COSIGN2_VERSION" github.com/sigstore/cosign/v2/cmd/cosign cosign
+  go_installed cosign3 "$COSIGN3_VERSION" github.com/sigstore/cosign/v3/cmd/cosign cosign
+}
+
 peers=("$@")
-[[ ${#peers[@]} -gt 0 ]] || peers=(opa oras)
+[[ ${#peers[@]} -gt 0 ]] || peers=(opa oras registry-referrers cosign)
 for p in "${peers[@]}"; do
   case "$p" in
     opa) install_opa ;;
     oras) install_oras ;;
+    registry-referrers) install_registry_referrers ;;
+    cosign) install_cosign ;;
     *) log "unknown peer: $p"; exit 2 ;;
   esac
 done

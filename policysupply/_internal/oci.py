@@ -45,6 +45,23 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+class Hasher:
+    """Incremental sha256 that also counts bytes."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        """Adds ``chunk``."""
+        self._h.update(chunk)
+        self.size += len(chunk)
+
+    def digest(self) -> str:
+        """``sha256:<hex>`` of everything so far."""
+        return "sha256:" + self._h.hexdigest()
+
+
 def check_digest(digest: str) -> str:
     """Returns ``digest`` if it is a well-formed sha256 digest, else raises ``RegistryError``."""
     if not _DIGEST.match(digest):

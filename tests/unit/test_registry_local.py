@@ -92,11 +92,11 @@ def test_tampered_manifest_is_refused(tmp_path: Path, bundle: Bundle) -> None:
 
 def test_failed_push_leaves_no_tag_and_no_partial_blob(tmp_path: Path, bundle: Bundle,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from policysupply import registry as registry_module
+    from policysupply._internal import stores
 
     reg = Registry.local(tmp_path)
     reg.push(bundle, "p:1")
-    real = registry_module._atomic_write
+    real = stores.atomic_write
     calls = {"n": 0}
 
     def flaky(target: Path, data: bytes) -> None:
@@ -105,7 +105,7 @@ def test_failed_push_leaves_no_tag_and_no_partial_blob(tmp_path: Path, bundle: B
             raise OSError(28, "No space left on device")
         real(target, data)
 
-    monkeypatch.setattr(registry_module, "_atomic_write", flaky)
+    monkeypatch.setattr(stores, "atomic_write", flaky)
     other = Bundle.from_bytes(bundle.to_bytes())
     other = Bundle(manifest=other.manifest, modules=dict(other.modules),
                    data={"acme": {"changed": True}})

@@ -1,0 +1,734 @@
+"""The OCI distribution protocol over httpx: timeouts, one retry policy, auth.
+
+Why not oras-py's transport: see ``docs/adr/0005-registry-client.md``. In
+short, it has no timeouts, its retry decorator swallows exceptions, and it
+checks no digests; every request here has connect/read timeouts, only
+transient failures are retried (within an overall deadline), and every byte
+read is hashed while it streams.
+
+Retries wrap whole units of work (one request, one blob download, one blob
+upload session), never a half-consumed stream, so a retry always starts from a
+clean state.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import attrs
+import httpx
+import tenacity
+
+from policysupply._internal import oci
+from policysupply._internal.credentials import Credentials
+from policysupply.errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    NotFoundError,
+    RegistryError,
+    TransientRegistryError,
+)
+
+T = TypeVar("T")
+
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_MAX_MANIFEST = 4 * 1024 * 1024  # distribution-spec's suggested manifest limit
+_MAX_JSON = 16 * 1024 * 1024
+_READ_CHUNK = 1024 * 1024
+
+ACCEPT_MANIFESTS = ", ".join(
+    [
+        oci.MANIFEST_V1,
+        oci.INDEX_V1,
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+
+
+@attrs.frozen(kw_only=True)
+class Timeout:
+    """Per-request timeouts, in seconds (as httpx defines them).
+
+    Attributes:
+        connect: Establishing a connection.
+        read: Waiting for each chunk of a response.
+        write: Sending each chunk of a request body.
+        pool: Waiting for a free connection from the pool.
+    """
+
+    connect: float = 10.0
+    read: float = 60.0
+    write: float = 60.0
+    pool: float = 10.0
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """The one retry policy for registry traffic.
+
+    Only connection failures, timeouts and HTTP 429/502/503/504 are retried;
+    ``Retry-After`` is honoured; every other error is raised at once. Each
+    operation (one request, one blob transfer) stops at ``deadline``.
+
+    Attributes:
+        deadline: Seconds one operation may take, retries included.
+        max_attempts: Upper bound on attempts per operation.
+        initial_backoff: First back-off in seconds (exponential with jitter).
+        max_backoff: Largest back-off between attempts, in seconds.
+    """
+
+    deadline: float = 120.0
+    max_attempts: int = 10
+    initial_backoff: float = 0.2
+    max_backoff: float = 10.0
+
+    @classmethod
+    def none(cls) -> RetryPolicy:
+        """A policy that never retries."""
+        return cls(max_attempts=1)
+
+
+class _Transient(Exception):  # internal signal, never escapes
+    """A failure worth retrying; converted to TransientRegistryError at the end."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _registry_message(resp: httpx.Response) -> str:
+    """The registry's own error code/message, bounded, for error texts."""
+    try:
+        body = json.loads(resp.read()[:65536])
+        first = body["errors"][0]
+        text = f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
+    except Exception:  # any unparsable body just gives no detail
+        return ""
+    return f" ({text[:200]})" if text else ""
+
+
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """Parses a ``WWW-Authenticate`` header into ``(scheme, params)``."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {
+        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+        for m in _CHALLENGE_PARAM.finditer(rest)
+    }
+    return scheme.lower(), params
+
+
+class Client:
+    """A distribution-spec client for one registry host."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        scheme: str,
+        credentials: Callable[[], Credentials | None],
+        timeout: Timeout,
+        retry: RetryPolicy,
+        transport: httpx.BaseTransport | None = None,
+        user_agent: str = "policysupply",
+    ) -> None:
+        self.host = host
+        self.base = f"{scheme}://{host}"
+        self._credentials_source = credentials
+        self._credentials_loaded = False
+        self._creds: Credentials | None = None
+        self._retry = retry
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(
+                connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
+            ),
+            follow_redirects=True,  # blob GETs may redirect to storage; httpx drops
+            # the Authorization header when a redirect leaves the origin.
+            headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
+            transport=transport,
+        )
+        self._lock = threading.Lock()
+        self._tokens: dict[str, str] = {}  # scope -> Authorization value
+        self._basic = False  # registry asked for basic auth
+
+    @property
+    def _credentials(self) -> Credentials | None:
+        # Looked up on first use (docker config, credential helpers), not at
+        # construction: constructors do no I/O.
+        with self._lock:
+            if not self._credentials_loaded:
+                self._creds = self._credentials_source()
+                self._credentials_loaded = True
+            return self._creds
+
+    def close(self) -> None:
+        """Closes pooled connections."""
+        self._http.close()
+
+    # -- retry ---------------------------------------------------------------
+
+    def retrying(self, what: str, fn: Callable[[], T]) -> T:
+        """Runs ``fn`` under the retry policy; ``fn`` signals retryable failures."""
+        policy = self._retry
+        start = time.monotonic()
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            elapsed = time.monotonic() - start
+            if state.attempt_number >= policy.max_attempts or elapsed >= policy.deadline:
+                return True
+            exc = state.outcome.exception() if state.outcome else None
+            ra = exc.retry_after if isinstance(exc, _Transient) else None
+            return ra is not None and elapsed + ra > policy.deadline
+
+        backoff = tenacity.wait_exponential_jitter(
+            initial=policy.initial_backoff, max=policy.max_backoff
+        )
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            ra = exc.retry_after if isinstance(exc, _Transient) else None
+            delay = ra if ra is not None else backoff(state)
+            remaining = policy.deadline - (time.monotonic() - start)
+            return max(0.0, min(delay, remaining))
+
+        retryer = tenacity.Retrying(
+            stop=stop,
+            wait=wait,
+            retry=tenacity.retry_if_exception_type(_Transient),
+            reraise=True,
+        )
+        try:
+            return retryer(fn)
+        except _Transient as exc:
+            attempts = retryer.statistics.get("attempt_number", 1)
+            raise TransientRegistryError(
+                f"{what} on {self.host}: {exc} (gave up after {attempts} attempt(s) "
+                f"in {time.monotonic() - start:.1f}s)"
+            ) from None
+
+    # -- one attempt ---------------------------------------------------------
+
+    def _auth_header(self, scope: str) -> str | None:
+        with self._lock:
+            token = self._tokens.get(scope)
+        if token:
+            return token
+        if self._basic and self._credentials:
+            return self._credentials.basic_header()
+        return None
+
+    def _fetch_token(self, params: Mapping[str, str], scope: str) -> None:
+        realm = params.get("realm")
+        if not realm:
+            raise AuthenticationError(f"{self.host} sent a bearer challenge without a realm")
+        query = {"scope": scope}
+        if params.get("service"):
+            query["service"] = params["service"]
+        headers = {}
+        if self._credentials:
+            headers["Authorization"] = self._credentials.basic_header()
+        try:
+            resp = self._http.get(realm, params=query, headers=headers)
+        except httpx.TransportError as exc:
+            raise _Transient(f"token service unreachable ({type(exc).__name__})") from None
+        if resp.status_code in _RETRY_STATUSES:
+            raise _Transient(
+                f"token service answered {resp.status_code}",
+                _retry_after(resp.headers.get("retry-after")),
+            )
+        if resp.status_code in (401, 403):
+            who = f"user {self._credentials.username!r}" if self._credentials else "anonymous"
+            raise AuthenticationError(f"{self.host}: token service refused {who} for {scope}")
+        if resp.status_code != 200:
+            raise RegistryError(f"{self.host}: token service answered {resp.status_code}")
+        try:
+            body = resp.json()
+            token = body.get("token") or body.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise AuthenticationError(f"{self.host}: token service returned no token")
+        with self._lock:
+            self._tokens[scope] = f"Bearer {token}"
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        scope: str,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+        content: Callable[[], bytes | Iterable[bytes]] | None = None,
+        params: Mapping[str, str] | None = None,
+        ok: Iterable[int] = (200,),
+        missing_ok: bool = False,
+    ) -> httpx.Response:
+        """One request (plus one auth round trip), as a stream; raises on bad status.
+
+        The caller must close the response. ``content`` is a factory so the
+        body can be sent again after an auth challenge.
+
+        Returns:
+            The open response; with ``missing_ok`` a 404 is returned too.
+        """
+        full = url if url.startswith(("http://", "https://")) else self.base + url
+        for attempt in (1, 2):
+            hdrs = dict(headers or {})
+            auth = self._auth_header(scope)
+            if auth:
+                hdrs["Authorization"] = auth
+            try:
+                req = self._http.build_request(
+                    method,
+                    full,
+                    headers=hdrs,
+                    params=params,
+                    content=content() if content else None,
+                )
+                resp = self._http.send(req, stream=True)
+            except httpx.TimeoutException as exc:
+                raise _Transient(f"{what}: timed out ({type(exc).__name__})") from None
+            except httpx.TransportError as exc:
+                raise _Transient(f"{what}: connection failed ({type(exc).__name__})") from None
+            if resp.status_code == 401 and attempt == 1:
+                challenge = resp.headers.get("www-authenticate", "")
+                resp.close()
+                scheme, params_ = parse_challenge(challenge)
+                if scheme == "bearer":
+                    self._fetch_token(params_, scope)
+                    continue
+                if scheme == "basic" and self._credentials:
+                    self._basic = True
+                    continue
+                raise AuthenticationError(
+                    f"{what}: {self.host} requires credentials; pass auth= or "
+                    "log in with `docker login` / `oras login`"
+                )
+            try:
+                self._check(resp, what=what, ok=ok, missing_ok=missing_ok)
+            except BaseException:
+                resp.close()
+                raise
+            return resp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check(
+        self, resp: httpx.Response, *, what: str, ok: Iterable[int], missing_ok: bool
+    ) -> None:
+        status = resp.status_code
+        if status in ok or (missing_ok and status == 404):
+            return
+        if status in _RETRY_STATUSES:
+            raise _Transient(
+                f"{what}: registry answered {status}", _retry_after(resp.headers.get("retry-after"))
+            )
+        detail = _registry_message(resp)
+        if status == 404:
+            raise NotFoundError(f"{what}: not found on {self.host}{detail}")
+        if status == 401:
+            who = f"user {self._credentials.username!r}" if self._credentials else "anonymous"
+            raise AuthenticationError(f"{what}: {self.host} refused the credentials of {who}")
+        if status == 403:
+            raise AuthenticationError(f"{what}: {self.host} denied access{detail}")
+        raise RegistryError(f"{what}: {self.host} answered HTTP {status}{detail}")
+
+    # -- helpers ---------------------------------------------------------------
+
+    @staticmethod
+    def _read_bounded(resp: httpx.Response, limit: int, what: str) -> bytes:
+        out = bytearray()
+        try:
+            for chunk in resp.iter_bytes(_READ_CHUNK):
+                out += chunk
+                if len(out) > limit:
+                    raise RegistryError(f"{what}: response larger than {limit} bytes")
+        except httpx.TimeoutException:
+            raise _Transient(f"{what}: timed out reading the response") from None
+        except httpx.TransportError as exc:
+            raise _Transient(f"{what}: response cut short ({type(exc).__name__})") from None
+        finally:
+            resp.close()
+        return bytes(out)
+
+    def once_bytes(
+        self, method: str, url: str, *, limit: int = _MAX_JSON, **kw: Any
+    ) -> tuple[bytes, httpx.Headers, int]:
+        """One request (not retried) whose bounded body is read whole."""
+        resp = self.send(method, url, **kw)
+        return self._read_bounded(resp, limit, kw["what"]), resp.headers, resp.status_code
+
+    def request_bytes(
+        self, method: str, url: str, *, limit: int = _MAX_JSON, **kw: Any
+    ) -> tuple[bytes, httpx.Headers, int]:
+        """:meth:`once_bytes` under the retry policy."""
+        return self.retrying(kw["what"], lambda: self.once_bytes(method, url, limit=limit, **kw))
+
+    # -- manifests -------------------------------------------------------------
+
+    @staticmethod
+    def scope(repository: str, *, push: bool = False) -> str:
+        """The token scope for pulling (or pushing to) ``repository``."""
+        return f"repository:{repository}:{'pull,push' if push else 'pull'}"
+
+    def head_manifest(self, repository: str, reference: str) -> oci.Descriptor | None:
+        """The descriptor of a tag or digest, or None when it does not exist."""
+        what = (
+            f"resolve {repository}:{reference}"
+            if ":" not in reference
+            else f"resolve {repository}@{reference}"
+        )
+        _, headers, status = self.request_bytes(
+            "HEAD",
+            f"/v2/{repository}/manifests/{reference}",
+            scope=self.scope(repository),
+            what=what,
+            headers={"Accept": ACCEPT_MANIFESTS},
+            missing_ok=True,
+        )
+        if status == 404:
+            return None
+        digest = headers.get("docker-content-digest")
+        if not digest or not digest.startswith("sha256:"):
+            return None  # caller falls back to GET and hashes
+        return oci.Descriptor(
+            media_type=headers.get("content-type", oci.MANIFEST_V1).split(";")[0],
+            digest=oci.check_digest(digest),
+            size=int(headers.get("content-length", "0") or 0),
+        )
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
+        """``(bytes, media type, digest)`` of a manifest, digest-checked.
+
+        Raises:
+            NotFoundError: No such manifest.
+            DigestMismatchError: The bytes do not hash to the requested digest
+                (or to the digest the registry announced for a tag).
+        """
+        sep = "@" if reference.startswith("sha256:") else ":"
+        what = f"get manifest {repository}{sep}{reference}"
+        data, headers, _ = self.request_bytes(
+            "GET",
+            f"/v2/{repository}/manifests/{reference}",
+            limit=_MAX_MANIFEST,
+            scope=self.scope(repository),
+            what=what,
+            headers={"Accept": ACCEPT_MANIFESTS},
+        )
+        digest = oci.sha256_digest(data)
+        expected = reference if sep == "@" else headers.get("docker-content-digest")
+        if expected and expected.startswith("sha256:") and expected != digest:
+            raise DigestMismatchError(
+                f"manifest {repository}{sep}{reference} from {self.host} hashes to {digest}, "
+                f"expected {expected}; refusing it"
+            )
+        media_type = headers.get("content-type", "").split(";")[0].strip()
+        return data, media_type, digest
+
+    def put_manifest(
+        self, repository: str, reference: str, data: bytes, media_type: str
+    ) -> tuple[str, bool]:
+        """Uploads a manifest under a tag or its digest.
+
+        Returns:
+            ``(digest, subject_indexed)``: whether the registry said (with
+            ``OCI-Subject``) that it indexed the manifest's subject as a referrer.
+        """
+        digest = oci.sha256_digest(data)
+        what = f"put manifest {repository}:{reference}"
+        _, headers, _ = self.request_bytes(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            scope=self.scope(repository, push=True),
+            what=what,
+            headers={"Content-Type": media_type},
+            content=lambda: data,
+            ok=(200, 201, 202),
+        )
+        announced = headers.get("docker-content-digest")
+        if announced and announced.startswith("sha256:") and announced != digest:
+            raise DigestMismatchError(f"{what}: registry stored {announced}, we sent {digest}")
+        return digest, "oci-subject" in headers
+
+    def delete_manifest(self, repository: str, reference: str) -> None:
+        """Deletes a manifest (by digest) or a tag (where the registry allows it)."""
+        what = f"delete {repository}:{reference}"
+        try:
+            self.request_bytes(
+                "DELETE",
+                f"/v2/{repository}/manifests/{reference}",
+                scope=self.scope(repository, push=True).replace("pull,push", "delete,pull,push"),
+                what=what,
+                ok=(200, 202),
+            )
+        except RegistryError as exc:
+            if isinstance(exc, (NotFoundError, AuthenticationError, TransientRegistryError)):
+                raise
+            raise RegistryError(
+                f"{exc}; the registry may not allow deletes (distribution needs "
+                "storage.delete.enabled) or deleting by tag (delete by digest instead)"
+            ) from None
+
+    def tags(self, repository: str, *, page_size: int | None = None) -> list[str]:
+        """All tags, following ``Link`` pagination."""
+        out: list[str] = []
+        url: str | None = f"/v2/{repository}/tags/list"
+        params = {"n": str(page_size)} if page_size else None
+        pages = 0
+        while url:
+            pages += 1
+            if pages > 10_000:
+                raise RegistryError(f"list tags of {repository}: too many pages")
+            body, headers, _ = self.request_bytes(
+                "GET",
+                url,
+                scope=self.scope(repository),
+                what=f"list tags of {repository}",
+                params=params,
+            )
+            try:
+                page = json.loads(body).get("tags") or []
+            except (ValueError, AttributeError):
+                raise RegistryError(f"list tags of {repository}: malformed response") from None
+            out.extend(t for t in page if isinstance(t, str))
+            nxt = _next_link_from_headers(headers)
+            url, params = (nxt, None) if nxt else (None, None)
+        return out
+
+    def referrers(
+        self, repository: str, digest: str, artifact_type: str | None
+    ) -> list[dict[str, Any]] | None:
+        """Referrer descriptors from the OCI 1.1 API; None when unsupported."""
+        url: str | None = f"/v2/{repository}/referrers/{digest}"
+        params = {"artifactType": artifact_type} if artifact_type else None
+        out: list[dict[str, Any]] = []
+        filtered = False
+        while url:
+            body, headers, status = self.request_bytes(
+                "GET",
+                url,
+                scope=self.scope(repository),
+                what=f"list referrers of {repository}@{digest}",
+                params=params,
+                missing_ok=True,
+                ok=(200,),
+            )
+            if status == 404:
+                return None
+            ctype = headers.get("content-type", "").split(";")[0].strip()
+            if ctype and ctype != oci.INDEX_V1:
+                return None  # some registries answer unknown routes with HTML
+            try:
+                index = json.loads(body)
+                manifests = index.get("manifests") or []
+            except (ValueError, AttributeError):
+                raise RegistryError(
+                    f"referrers of {repository}@{digest}: malformed index"
+                ) from None
+            out.extend(m for m in manifests if isinstance(m, dict))
+            filtered = "artifacttype" in headers.get("oci-filters-applied", "").lower()
+            url, params = _next_link_from_headers(headers), None
+        if artifact_type and not filtered:
+            out = [m for m in out if m.get("artifactType") == artifact_type]
+        return out
+
+    # -- blobs -----------------------------------------------------------------
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        """Whether the registry has the blob."""
+        _, _, status = self.request_bytes(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            scope=self.scope(repository),
+            what=f"check blob {digest} in {repository}",
+            missing_ok=True,
+        )
+        return status != 404
+
+    def download_blob(
+        self,
+        repository: str,
+        digest: str,
+        *,
+        size: int | None,
+        reset: Callable[[], None],
+        write: Callable[[bytes], None],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Streams a blob into ``write``, hashing as it goes; returns its size.
+
+        Each attempt calls ``reset`` first, so a retried download starts over.
+        Raises DigestMismatchError (never retried) when the bytes do not hash
+        to ``digest`` or exceed ``size``.
+        """
+        what = f"download blob {digest} from {repository}"
+
+        def once() -> int:
+            reset()
+            resp = self.send(
+                "GET", f"/v2/{repository}/blobs/{digest}", scope=self.scope(repository), what=what
+            )
+            h = hashlib.sha256()
+            n = 0
+            try:
+                for chunk in resp.iter_bytes(_READ_CHUNK):
+                    n += len(chunk)
+                    if size is not None and n > size:
+                        raise DigestMismatchError(
+                            f"{what}: more than the {size} bytes its descriptor declares"
+                        )
+                    h.update(chunk)
+                    write(chunk)
+                    if progress:
+                        progress(n)
+            except httpx.TimeoutException:
+                raise _Transient(f"{what}: timed out mid-body") from None
+            except httpx.TransportError as exc:
+                raise _Transient(f"{what}: body cut short ({type(exc).__name__})") from None
+            finally:
+                resp.close()
+            got = "sha256:" + h.hexdigest()
+            if got != digest or (size is not None and n != size):
+                raise DigestMismatchError(
+                    f"{what}: received {n} bytes hashing to {got}; refusing them"
+                )
+            return n
+
+        return self.retrying(what, once)
+
+    def upload_blob(
+        self,
+        repository: str,
+        digest: str,
+        size: int,
+        source: Callable[[], Iterable[bytes]],
+        *,
+        chunk_size: int | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Uploads a blob: one PUT, or PATCH chunks of ``chunk_size`` then PUT.
+
+        The whole upload session is one retried unit; ``source`` is called
+        again for each attempt.
+        """
+        what = f"upload blob {digest} to {repository}"
+        scope = self.scope(repository, push=True)
+
+        def counted(chunks: Iterable[bytes]) -> Iterator[bytes]:
+            done = 0
+            for c in chunks:
+                done += len(c)
+                yield c
+                if progress:
+                    progress(done)
+
+        def once() -> None:
+            _, headers, _ = self.once_bytes(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/",
+                scope=scope,
+                what=what,
+                ok=(202,),
+                headers={"Content-Length": "0"},
+            )
+            location = self._location(headers, what)
+            if chunk_size is None or size <= chunk_size:
+                self._put_final(location, digest, what, scope, lambda: counted(source()), size)
+                return
+            offset = 0
+            for piece in _rechunk(source(), chunk_size):
+                end = offset + len(piece) - 1
+                _, headers, _ = self.once_bytes(
+                    "PATCH",
+                    location,
+                    scope=scope,
+                    what=what,
+                    ok=(202,),
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{end}",
+                        "Content-Length": str(len(piece)),
+                    },
+                    content=lambda p=piece: p,
+                )
+                offset = end + 1
+                if progress:
+                    progress(offset)
+                location = self._location(headers, what)
+            self._put_final(location, digest, what, scope, lambda: b"", 0)
+
+        # Requests inside a session are not retried one by one (after a reset
+        # the server's offset is unknown); a transient failure restarts the
+        # whole session from POST.
+        self.retrying(what, once)
+
+    def _put_final(
+        self,
+        location: str,
+        digest: str,
+        what: str,
+        scope: str,
+        body: Callable[[], bytes | Iterable[bytes]],
+        size: int,
+    ) -> None:
+        url = httpx.URL(location).copy_merge_params({"digest": digest})
+        _, headers, _ = self.once_bytes(
+            "PUT",
+            str(url),
+            scope=scope,
+            what=what,
+            ok=(201,),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            content=body,
+        )
+        announced = headers.get("docker-content-digest")
+        if announced and announced != digest:
+            raise DigestMismatchError(f"{what}: registry stored {announced}")
+
+    def _location(self, headers: httpx.Headers, what: str) -> str:
+        loc = headers.get("location")
+        if not loc:
+            raise RegistryError(f"{what}: registry sent no upload location")
+        return str(httpx.URL(self.base + "/").join(loc))
+
+
+def _next_link_from_headers(headers: httpx.Headers) -> str | None:
+    link = headers.get("link")
+    if not link:
+        return None
+    m = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
+    return m.group(1) if m else None
+
+
+def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    buf = bytearray()
+    for c in chunks:
+        buf += c
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        yield bytes(buf)

@@ -1,0 +1,508 @@
+"""Storage back ends behind ``Registry``: an OCI image layout, or a remote registry.
+
+Both speak the same small interface (manifests by tag or digest, streamed and
+digest-checked blobs, tags, referrers), so ``Registry`` implements push, pull
+and copy once for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from policysupply._internal import oci
+from policysupply._internal.distribution import Client
+from policysupply._internal.oci import Descriptor
+from policysupply.errors import DigestMismatchError, NotFoundError, RegistryError
+
+_LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
+_CHUNK = 1024 * 1024
+
+Write = Callable[[bytes], None]
+Source = Callable[[], Iterable[bytes]]
+Count = Callable[[int], None]
+
+
+def fallback_tag(digest: str) -> str:
+    """The referrers tag-schema tag for ``digest`` (``sha256-<hex>``)."""
+    return digest.replace(":", "-", 1)
+
+
+def media_type_of(data: bytes, declared: str = "") -> str:
+    """The manifest's own ``mediaType``, else ``declared``, else by shape."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return declared or oci.MANIFEST_V1
+    mt = obj.get("mediaType") if isinstance(obj, dict) else None
+    if isinstance(mt, str) and mt:
+        return mt
+    if declared:
+        return declared
+    return oci.INDEX_V1 if isinstance(obj, dict) and "manifests" in obj else oci.MANIFEST_V1
+
+
+def referrer_descriptor(data: bytes, digest: str) -> Descriptor | None:
+    """The descriptor a referrers index lists for a manifest, or None if it has no subject."""
+    obj = oci.parse_manifest(data, what=digest)
+    if not isinstance(obj.get("subject"), dict):
+        return None
+    artifact_type = obj.get("artifactType") or (obj.get("config") or {}).get("mediaType")
+    return Descriptor(
+        media_type=media_type_of(data),
+        digest=digest,
+        size=len(data),
+        annotations=dict(obj.get("annotations") or {}),
+        artifact_type=artifact_type,
+    )
+
+
+class Store(Protocol):
+    """What ``Registry`` needs from a back end. Repositories are already validated."""
+
+    def describe(self) -> str:
+        """A human-readable location for messages and ``repr``."""
+        ...
+
+    def resolve(self, repository: str, tag: str) -> str | None:
+        """The digest a tag points at, or None."""
+        ...
+
+    def has_manifest(self, repository: str, digest: str) -> bool:
+        """Whether the manifest exists."""
+        ...
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
+        """``(bytes, media type)`` by tag or digest, digest-checked."""
+        ...
+
+    def put_manifest(self, repository: str, data: bytes, media_type: str, tag: str | None) -> str:
+        """Stores a manifest (its blobs must exist), then tags it. Returns its digest."""
+        ...
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        """Whether the blob exists."""
+        ...
+
+    def read_blob(
+        self,
+        repository: str,
+        digest: str,
+        size: int | None,
+        reset: Callable[[], None],
+        write: Write,
+        progress: Count | None,
+    ) -> int:
+        """Streams a blob into ``write`` (``reset`` before each attempt), digest-checked."""
+        ...
+
+    def write_blob(
+        self, repository: str, digest: str, size: int, source: Source, progress: Count | None
+    ) -> None:
+        """Stores a blob from ``source`` (callable again on retry), digest-checked."""
+        ...
+
+    def tags(self, repository: str) -> list[str]:
+        """The repository's tags."""
+        ...
+
+    def delete(self, repository: str, reference: str) -> None:
+        """Deletes a tag, or a manifest by digest."""
+        ...
+
+    def referrers(
+        self, repository: str, digest: str, artifact_type: str | None
+    ) -> list[Descriptor]:
+        """Manifests whose ``subject`` is ``digest``."""
+        ...
+
+    def close(self) -> None:
+        """Releases connections."""
+        ...
+
+
+# -- local OCI image layout -----------------------------------------------------
+
+
+def atomic_write(target: Path, data: bytes) -> None:
+    """Writes ``data`` to ``target`` via a temp file and rename (fsynced)."""
+    with atomic_file(target) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path) -> Iterator[Any]:
+    """A binary file that replaces ``target`` only if the block completes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (fcntl) held for the block."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+b") as f:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX: best effort, no lock
+            yield
+            return
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@attrs.frozen(kw_only=True)
+class LayoutStore:
+    """One OCI image layout per repository under ``root``."""
+
+    root: Path
+
+    def describe(self) -> str:
+        return f"OCI layout {self.root}"
+
+    def close(self) -> None:
+        pass
+
+    def _repo_dir(self, repository: str) -> Path:
+        # Reference.parse restricts repository components to [a-z0-9._-], so
+        # joining cannot escape the root.
+        return self.root / repository
+
+    def blob_path(self, repository: str, digest: str) -> Path:
+        oci.check_digest(digest)
+        return self._repo_dir(repository) / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+    # -- blobs -----------------------------------------------------------------
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        return self.blob_path(repository, digest).is_file()
+
+    def _ensure_layout(self, repository: str) -> None:
+        d = self._repo_dir(repository)
+        if not (d / "oci-layout").exists():
+            atomic_write(d / "oci-layout", _LAYOUT_FILE)
+
+    def put_bytes(self, repository: str, data: bytes) -> str:
+        digest = oci.sha256_digest(data)
+        path = self.blob_path(repository, digest)
+        if not path.exists():
+            self._ensure_layout(repository)
+            atomic_write(path, data)
+        return digest
+
+    def get_bytes(self, repository: str, digest: str) -> bytes:
+        path = self.blob_path(repository, digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"{digest} not found in {repository} ({self.root})") from None
+        except OSError as exc:
+            raise RegistryError(f"cannot read blob {digest}: {exc.strerror}") from None
+        oci.verify_digest(data, digest, what=f"blob {digest} in {repository}")
+        return data
+
+    def read_blob(
+        self,
+        repository: str,
+        digest: str,
+        size: int | None,
+        reset: Callable[[], None],
+        write: Write,
+        progress: Count | None,
+    ) -> int:
+        path = self.blob_path(repository, digest)
+        reset()
+        h = hashlib.sha256()
+        n = 0
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(_CHUNK):
+                    n += len(chunk)
+                    if size is not None and n > size:
+                        break
+                    h.update(chunk)
+                    write(chunk)
+                    if progress:
+                        progress(n)
+        except FileNotFoundError:
+            raise NotFoundError(f"blob {digest} not found in {repository} ({self.root})") from None
+        except OSError as exc:
+            raise RegistryError(f"cannot read blob {digest}: {exc.strerror}") from None
+        if "sha256:" + h.hexdigest() != digest or (size is not None and n != size):
+            raise DigestMismatchError(
+                f"blob {digest} in {repository} ({self.root}) does not match its digest"
+            )
+        return n
+
+    def write_blob(
+        self, repository: str, digest: str, size: int, source: Source, progress: Count | None
+    ) -> None:
+        path = self.blob_path(repository, digest)
+        if path.exists():
+            if progress:
+                progress(size)
+            return
+        self._ensure_layout(repository)
+        h = hashlib.sha256()
+        n = 0
+        with atomic_file(path) as f:
+            for chunk in source():
+                n += len(chunk)
+                h.update(chunk)
+                f.write(chunk)
+                if progress:
+                    progress(n)
+            if "sha256:" + h.hexdigest() != digest or n != size:
+                raise DigestMismatchError(
+                    f"blob for {repository} does not match {digest} ({n} bytes); not stored"
+                )
+
+    # -- index -----------------------------------------------------------------
+
+    def read_index(self, repository: str) -> dict[str, Any]:
+        path = self._repo_dir(repository) / "index.json"
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": oci.INDEX_V1, "manifests": []}
+        except OSError as exc:
+            raise RegistryError(f"cannot read {path}: {exc.strerror}") from None
+        return oci.parse_manifest(raw, what=f"{path}")
+
+    @contextlib.contextmanager
+    def editing_index(self, repository: str) -> Iterator[dict[str, Any]]:
+        """Yields the index for editing under the repository lock; writes it back atomically."""
+        self._ensure_layout(repository)
+        with locked(self._repo_dir(repository) / ".lock"):
+            index = self.read_index(repository)
+            yield index
+            atomic_write(
+                self._repo_dir(repository) / "index.json",
+                json.dumps(index, indent=2, sort_keys=True).encode(),
+            )
+
+    # -- manifests -------------------------------------------------------------
+
+    def resolve(self, repository: str, tag: str) -> str | None:
+        for d in reversed(self.read_index(repository)["manifests"]):
+            if d.get("annotations", {}).get(oci.ANN_REF_NAME) == tag:
+                return str(d["digest"])
+        return None
+
+    def has_manifest(self, repository: str, digest: str) -> bool:
+        return self.has_blob(repository, digest)
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
+        digest = reference
+        if not reference.startswith("sha256:"):
+            found = self.resolve(repository, reference)
+            if found is None:
+                raise NotFoundError(f"tag {reference!r} not found in {repository} ({self.root})")
+            digest = found
+        data = self.get_bytes(repository, digest)
+        return data, media_type_of(data)
+
+    def put_manifest(self, repository: str, data: bytes, media_type: str, tag: str | None) -> str:
+        obj = oci.parse_manifest(data, what=repository)
+        refs = obj.get("manifests") or [obj["config"], *obj["layers"]]
+        for d in refs:
+            if not self.has_blob(repository, d["digest"]):
+                raise RegistryError(f"{repository}: manifest references missing blob {d['digest']}")
+        digest = self.put_bytes(repository, data)
+        entry = Descriptor(media_type=media_type, digest=digest, size=len(data)).to_json()
+        if isinstance(obj.get("artifactType"), str):
+            entry["artifactType"] = obj["artifactType"]
+        with self.editing_index(repository) as index:
+            if tag:
+                index["manifests"] = [
+                    d
+                    for d in index["manifests"]
+                    if d.get("annotations", {}).get(oci.ANN_REF_NAME) != tag
+                ]
+                entry["annotations"] = {oci.ANN_REF_NAME: tag}
+                index["manifests"].append(entry)
+            elif not any(d["digest"] == digest for d in index["manifests"]):
+                index["manifests"].append(entry)
+        return digest
+
+    def tags(self, repository: str) -> list[str]:
+        names = {
+            d.get("annotations", {}).get(oci.ANN_REF_NAME)
+            for d in self.read_index(repository)["manifests"]
+        }
+        return sorted(n for n in names if n)
+
+    def delete(self, repository: str, reference: str) -> None:
+        with self.editing_index(repository) as index:
+            before = len(index["manifests"])
+            if reference.startswith("sha256:"):
+                index["manifests"] = [d for d in index["manifests"] if d["digest"] != reference]
+            else:
+                index["manifests"] = [
+                    d
+                    for d in index["manifests"]
+                    if d.get("annotations", {}).get(oci.ANN_REF_NAME) != reference
+                ]
+            if len(index["manifests"]) == before:
+                raise NotFoundError(f"{repository}: {reference} not found ({self.root})")
+
+    def referrers(
+        self, repository: str, digest: str, artifact_type: str | None
+    ) -> list[Descriptor]:
+        out: list[Descriptor] = []
+        seen: set[str] = set()
+        for d in self.read_index(repository)["manifests"]:
+            candidate = d.get("digest")
+            if not isinstance(candidate, str) or candidate in seen:
+                continue
+            seen.add(candidate)
+            try:
+                data = self.get_bytes(repository, candidate)
+                obj = json.loads(data)
+            except (NotFoundError, ValueError):
+                continue
+            subject = obj.get("subject") if isinstance(obj, dict) else None
+            if not isinstance(subject, dict) or subject.get("digest") != digest:
+                continue
+            desc = referrer_descriptor(data, candidate)
+            if desc and (artifact_type is None or desc.artifact_type == artifact_type):
+                out.append(desc)
+        return out
+
+
+# -- remote registry ----------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class RemoteStore:
+    """A registry spoken to over the distribution API."""
+
+    client: Client
+    chunk_size: int | None
+
+    def describe(self) -> str:
+        return self.client.base
+
+    def close(self) -> None:
+        self.client.close()
+
+    def resolve(self, repository: str, tag: str) -> str | None:
+        desc = self.client.head_manifest(repository, tag)
+        if desc is not None:
+            return desc.digest
+        try:
+            _, _, digest = self.client.get_manifest(repository, tag)
+        except NotFoundError:
+            return None
+        return digest
+
+    def has_manifest(self, repository: str, digest: str) -> bool:
+        return self.client.head_manifest(repository, digest) is not None or self._get_ok(
+            repository, digest
+        )
+
+    def _get_ok(self, repository: str, digest: str) -> bool:
+        try:
+            self.client.get_manifest(repository, digest)
+        except NotFoundError:
+            return False
+        return True
+
+    def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
+        data, media_type, _ = self.client.get_manifest(repository, reference)
+        return data, media_type_of(data, media_type)
+
+    def put_manifest(self, repository: str, data: bytes, media_type: str, tag: str | None) -> str:
+        digest = oci.sha256_digest(data)
+        _, indexed = self.client.put_manifest(repository, tag or digest, data, media_type)
+        desc = referrer_descriptor(data, digest)
+        if desc is not None and not indexed:
+            subject = json.loads(data)["subject"]["digest"]
+            self._add_to_fallback_index(repository, subject, desc)
+        return digest
+
+    def _add_to_fallback_index(self, repository: str, subject: str, desc: Descriptor) -> None:
+        # Registries without the referrers API: the referrer is listed in an
+        # image index tagged sha256-<hex> (OCI distribution-spec 1.1).
+        # Read-modify-write; concurrent writers may race, as with every client.
+        tag = fallback_tag(subject)
+        try:
+            raw, _, _ = self.client.get_manifest(repository, tag)
+            index = oci.parse_manifest(raw, what=f"{repository}:{tag}")
+        except NotFoundError:
+            index = {"schemaVersion": 2, "mediaType": oci.INDEX_V1, "manifests": []}
+        manifests = [m for m in index.get("manifests") or [] if m.get("digest") != desc.digest]
+        entry = desc.to_json()
+        if desc.artifact_type:
+            entry["artifactType"] = desc.artifact_type
+        manifests.append(entry)
+        index["manifests"] = manifests
+        self.client.put_manifest(repository, tag, oci.canonical_json(index), oci.INDEX_V1)
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        return self.client.blob_exists(repository, digest)
+
+    def read_blob(
+        self,
+        repository: str,
+        digest: str,
+        size: int | None,
+        reset: Callable[[], None],
+        write: Write,
+        progress: Count | None,
+    ) -> int:
+        return self.client.download_blob(
+            repository, digest, size=size, reset=reset, write=write, progress=progress
+        )
+
+    def write_blob(
+        self, repository: str, digest: str, size: int, source: Source, progress: Count | None
+    ) -> None:
+        if self.client.blob_exists(repository, digest):
+            if progress:
+                progress(size)
+            return
+        self.client.upload_blob(
+            repository, digest, size, source, chunk_size=self.chunk_size, progress=progress
+        )
+
+    def tags(self, repository: str) -> list[str]:
+        return sorted(self.client.tags(repository))
+
+    def delete(self, repository: str, reference: str) -> None:
+        self.client.delete_manifest(repository, reference)
+
+    def referrers(
+        self, repository: str, digest: str, artifact_type: str | None
+    ) -> list[Descriptor]:
+        found = self.client.referrers(repository, digest, artifact_type)
+        if found is None:
+            try:
+                raw, _, _ = self.client.get_manifest(repository, fallback_tag(digest))
+            except NotFoundError:
+                return []
+            index = oci.parse_manifest(raw, what=f"{repository}:{fallback_tag(digest)}")
+            found = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
+            if artifact_type:
+                found = [m for m in found if m.get("artifactType") == artifact_type]
+        return [Descriptor.from_json(m) for m in found]
