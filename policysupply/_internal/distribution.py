@@ -203,8 +203,8 @@ class Client:
             ra = exc.retry_after if isinstance(exc, _Transient) else None
             return ra is not None and elapsed + ra > policy.deadline
 
-        backoff = tenacity.wait_exponential_jitter(
-            initial=policy.initial_backoff, max=policy.max_backoff
+        backoff = tenacity.wait_random_exponential(
+            multiplier=policy.initial_backoff, max=policy.max_backoff
         )
 
         def wait(state: tenacity.RetryCallState) -> float:
@@ -513,10 +513,21 @@ class Client:
                 page = json.loads(body).get("tags") or []
             except (ValueError, AttributeError):
                 raise RegistryError(f"list tags of {repository}: malformed response") from None
-            out.extend(t for t in page if isinstance(t, str))
+            names = [t for t in page if isinstance(t, str)]
+            out.extend(names)
             nxt = _next_link_from_headers(headers)
-            url, params = (nxt, None) if nxt else (None, None)
-        return out
+            if nxt:
+                url, params = nxt, None
+            elif page_size and len(names) == page_size and names[-1] != (params or {}).get("last"):
+                # Some registries (ggcr) honour n/last but send no Link header:
+                # a full page means there may be more.
+                url, params = (
+                    f"/v2/{repository}/tags/list",
+                    {"n": str(page_size), "last": names[-1]},
+                )
+            else:
+                url = None
+        return list(dict.fromkeys(out))
 
     def referrers(
         self, repository: str, digest: str, artifact_type: str | None
@@ -551,8 +562,9 @@ class Client:
             out.extend(m for m in manifests if isinstance(m, dict))
             filtered = "artifacttype" in headers.get("oci-filters-applied", "").lower()
             url, params = _next_link_from_headers(headers), None
-        if artifact_type and not filtered:
+        if artifact_type and filtered:
             out = [m for m in out if m.get("artifactType") == artifact_type]
+        # Unfiltered results are filtered by the caller, after normalising.
         return out
 
     # -- blobs -----------------------------------------------------------------

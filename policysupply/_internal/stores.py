@@ -438,7 +438,11 @@ class RemoteStore:
         desc = referrer_descriptor(data, digest)
         if desc is not None and not indexed:
             subject = json.loads(data)["subject"]["digest"]
-            self._add_to_fallback_index(repository, subject, desc)
+            # No OCI-Subject header: either no referrers API, or a registry
+            # (ggcr) that indexes without saying so. Ask the API before
+            # writing a fallback tag, as oras-go does.
+            if self.client.referrers(repository, subject, None) is None:
+                self._add_to_fallback_index(repository, subject, desc)
         return digest
 
     def _add_to_fallback_index(self, repository: str, subject: str, desc: Descriptor) -> None:
@@ -503,6 +507,14 @@ class RemoteStore:
                 return []
             index = oci.parse_manifest(raw, what=f"{repository}:{fallback_tag(digest)}")
             found = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
-            if artifact_type:
-                found = [m for m in found if m.get("artifactType") == artifact_type]
-        return [Descriptor.from_json(m) for m in found]
+        out = []
+        for m in found:
+            desc = Descriptor.from_json(m)
+            if desc.artifact_type in (None, "", oci.EMPTY_V1):
+                # Some registries (ggcr) report the config media type instead
+                # of the manifest's artifactType: read the manifest itself.
+                data, _, _ = self.client.get_manifest(repository, desc.digest)
+                desc = referrer_descriptor(data, desc.digest) or desc
+            if artifact_type is None or desc.artifact_type == artifact_type:
+                out.append(desc)
+        return out

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import peer
+
 pytestmark = pytest.mark.interop
 
 
@@ -83,3 +85,116 @@ def run_opa(opa_bin: Path, *args: str, cwd: Path | None = None,
             stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([str(opa_bin), *args], cwd=cwd, input=stdin, capture_output=True,
                           timeout=120, check=False)
+
+
+# -- registries -----------------------------------------------------------------
+
+
+class RegistryServer:
+    """A registry process on loopback (``host`` is ``127.0.0.1:<port>``)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], host: str, log: Path, kind: str) -> None:
+        self.proc = proc
+        self.host = host
+        self.log = log
+        self.kind = kind
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+
+def _wait_for_registry(proc: subprocess.Popen[bytes], host: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"registry exited with {proc.returncode}: {log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://{host}/v2/", timeout=1):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # up, and asking for credentials
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"registry on {host} did not come up: {log.read_text()}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+REGISTRY_USER = "ci-user"
+REGISTRY_PASSWORD = "s3cret-Passw0rd-xyz"  # noqa: S105 - throwaway test credential
+
+
+def _start_distribution(tmp: Path, *, htpasswd: bool) -> Iterator[RegistryServer]:
+    binary = peer("docker-registry")
+    port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    auth = ""
+    if htpasswd:
+        pw = subprocess.run(
+            [str(peer("htpasswd")), "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD],
+            capture_output=True, check=True, timeout=30)
+        (tmp / "htpasswd").write_bytes(pw.stdout)
+        auth = f"auth:\n  htpasswd:\n    realm: policysupply-test\n    path: {tmp / 'htpasswd'}\n"
+    config = tmp / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        + auth
+    )
+    log = tmp / "registry.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(binary), "serve", str(config)], stdout=out,
+                                stderr=subprocess.STDOUT)
+    host = f"127.0.0.1:{port}"
+    try:
+        _wait_for_registry(proc, host, log)
+        yield RegistryServer(proc, host, log, "distribution-htpasswd" if htpasswd else "distribution")
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def distribution(tmp_path: Path) -> Iterator[RegistryServer]:
+    """Debian's docker-registry (distribution 2.8), anonymous, deletes enabled."""
+    yield from _start_distribution(tmp_path / "distribution", htpasswd=False)
+
+
+@pytest.fixture
+def distribution_auth(tmp_path: Path) -> Iterator[RegistryServer]:
+    """Debian's docker-registry with htpasswd basic auth (REGISTRY_USER/REGISTRY_PASSWORD)."""
+    yield from _start_distribution(tmp_path / "distribution-auth", htpasswd=True)
+
+
+@pytest.fixture
+def referrers_registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    """go-containerregistry's registry with the OCI 1.1 referrers API (in memory)."""
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    log = tmp_path / f"ggcr-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(peer("registry-referrers")), "-addr", host], stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        _wait_for_registry(proc, host, log)
+        yield RegistryServer(proc, host, log, "ggcr-referrers")
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(params=["distribution", "referrers_registry"])
+def any_registry(request: pytest.FixtureRequest) -> RegistryServer:
+    """Each real registry in turn."""
+    server: RegistryServer = request.getfixturevalue(request.param)
+    return server
