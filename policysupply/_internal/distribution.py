@@ -394,8 +394,8 @@ class Client:
         """The token scope for pulling (or pushing to) ``repository``."""
         return f"repository:{repository}:{'pull,push' if push else 'pull'}"
 
-    def head_manifest(self, repository: str, reference: str) -> oci.Descriptor | None:
-        """The descriptor of a tag or digest, or None when it does not exist."""
+    def head_manifest(self, repository: str, reference: str) -> tuple[bool, oci.Descriptor | None]:
+        """``(exists, descriptor)``; the descriptor is None when the registry sent no digest."""
         what = (
             f"resolve {repository}:{reference}"
             if ":" not in reference
@@ -410,11 +410,11 @@ class Client:
             missing_ok=True,
         )
         if status == 404:
-            return None
+            return False, None
         digest = headers.get("docker-content-digest")
         if not digest or not digest.startswith("sha256:"):
-            return None  # caller falls back to GET and hashes
-        return oci.Descriptor(
+            return True, None  # caller falls back to GET and hashes
+        return True, oci.Descriptor(
             media_type=headers.get("content-type", oci.MANIFEST_V1).split(";")[0],
             digest=oci.check_digest(digest),
             size=int(headers.get("content-length", "0") or 0),

@@ -407,7 +407,9 @@ class RemoteStore:
         self.client.close()
 
     def resolve(self, repository: str, tag: str) -> str | None:
-        desc = self.client.head_manifest(repository, tag)
+        exists, desc = self.client.head_manifest(repository, tag)
+        if not exists:
+            return None
         if desc is not None:
             return desc.digest
         try:
@@ -417,9 +419,8 @@ class RemoteStore:
         return digest
 
     def has_manifest(self, repository: str, digest: str) -> bool:
-        return self.client.head_manifest(repository, digest) is not None or self._get_ok(
-            repository, digest
-        )
+        exists, desc = self.client.head_manifest(repository, digest)
+        return exists and (desc is not None or self._get_ok(repository, digest))
 
     def _get_ok(self, repository: str, digest: str) -> bool:
         try:
