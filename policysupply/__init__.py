@@ -23,7 +23,14 @@ from policysupply.errors import (
     UntrustedSignatureError,
     VerificationError,
 )
-from policysupply.registry import Descriptor, Reference, Registry
+from policysupply.registry import (
+    Credentials,
+    Descriptor,
+    Reference,
+    Registry,
+    RetryPolicy,
+    Timeout,
+)
 
 __version__ = "0.1.0"
 
@@ -31,6 +38,7 @@ __all__ = [
     "AuthenticationError",
     "Bundle",
     "BundleError",
+    "Credentials",
     "Descriptor",
     "DigestMismatchError",
     "Limits",
@@ -42,9 +50,11 @@ __all__ = [
     "Reference",
     "Registry",
     "RegistryError",
+    "RetryPolicy",
     "RollbackError",
     "SigningError",
     "ThresholdNotMetError",
+    "Timeout",
     "TransientRegistryError",
     "UntrustedSignatureError",
     "VerificationError",

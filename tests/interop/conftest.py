@@ -35,8 +35,11 @@ class OpaServer:
 
     def post(self, path: str, body: Any) -> Any:
         req = urllib.request.Request(
-            f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json"})
+            f"{self.url}{path}",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
@@ -55,9 +58,20 @@ def start_opa(opa_bin: Path, tmp_path: Path) -> Iterator[Callable[..., OpaServer
         log = tmp_path / f"opa-{port}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [str(opa_bin), "run", "--server", "--addr", f"127.0.0.1:{port}",
-                 "--log-level", "error", *args],
-                stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+                [
+                    str(opa_bin),
+                    "run",
+                    "--server",
+                    "--addr",
+                    f"127.0.0.1:{port}",
+                    "--log-level",
+                    "error",
+                    *args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -81,10 +95,12 @@ def start_opa(opa_bin: Path, tmp_path: Path) -> Iterator[Callable[..., OpaServer
             proc.wait()
 
 
-def run_opa(opa_bin: Path, *args: str, cwd: Path | None = None,
-            stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([str(opa_bin), *args], cwd=cwd, input=stdin, capture_output=True,
-                          timeout=120, check=False)
+def run_opa(
+    opa_bin: Path, *args: str, cwd: Path | None = None, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [str(opa_bin), *args], cwd=cwd, input=stdin, capture_output=True, timeout=120, check=False
+    )
 
 
 # -- registries -----------------------------------------------------------------
@@ -131,10 +147,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 REGISTRY_USER = "ci-user"
-REGISTRY_PASSWORD = "s3cret-Passw0rd-xyz"  # noqa: S105 - throwaway test credential
+REGISTRY_PASSWORD = "s3cret-Passw0rd-xyz"
 
 
-def _start_distribution(tmp: Path, *, htpasswd: bool) -> Iterator[RegistryServer]:
+def _start_distribution(
+    tmp: Path, *, htpasswd: bool = False, token_realm: str = "", token_cert: Path | None = None
+) -> Iterator[RegistryServer]:
     binary = peer("docker-registry")
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
@@ -142,25 +160,38 @@ def _start_distribution(tmp: Path, *, htpasswd: bool) -> Iterator[RegistryServer
     if htpasswd:
         pw = subprocess.run(
             [str(peer("htpasswd")), "-Bbn", REGISTRY_USER, REGISTRY_PASSWORD],
-            capture_output=True, check=True, timeout=30)
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
         (tmp / "htpasswd").write_bytes(pw.stdout)
         auth = f"auth:\n  htpasswd:\n    realm: policysupply-test\n    path: {tmp / 'htpasswd'}\n"
+    if token_realm:
+        from tests.interop.tokenserver import ISSUER, SERVICE
+
+        auth = (
+            f"auth:\n  token:\n    realm: {token_realm}\n    service: {SERVICE}\n"
+            f"    issuer: {ISSUER}\n    rootcertbundle: {token_cert}\n"
+        )
     config = tmp / "config.yml"
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        + auth
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n" + auth
     )
     log = tmp / "registry.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(binary), "serve", str(config)], stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(binary), "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
+        )
     host = f"127.0.0.1:{port}"
     try:
         _wait_for_registry(proc, host, log)
-        yield RegistryServer(proc, host, log, "distribution-htpasswd" if htpasswd else "distribution")
+        yield RegistryServer(
+            proc, host, log, "distribution-htpasswd" if htpasswd else "distribution"
+        )
     finally:
         _stop(proc)
 
@@ -178,14 +209,28 @@ def distribution_auth(tmp_path: Path) -> Iterator[RegistryServer]:
 
 
 @pytest.fixture
+def distribution_token(tmp_path: Path) -> Iterator[tuple[RegistryServer, Any]]:
+    """Debian's docker-registry with bearer-token auth from a loopback token service."""
+    from tests.interop import tokenserver
+
+    d = tmp_path / "distribution-token"
+    d.mkdir()
+    service = tokenserver.TokenServer(REGISTRY_USER, REGISTRY_PASSWORD, d / "token.pem")
+    for running in tokenserver.start(service):
+        for server in _start_distribution(d, token_realm=running.url, token_cert=running.cert_path):
+            yield server, running
+
+
+@pytest.fixture
 def referrers_registry(tmp_path: Path) -> Iterator[RegistryServer]:
     """go-containerregistry's registry with the OCI 1.1 referrers API (in memory)."""
     port = free_port()
     host = f"127.0.0.1:{port}"
     log = tmp_path / f"ggcr-{port}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([str(peer("registry-referrers")), "-addr", host], stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(peer("registry-referrers")), "-addr", host], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         _wait_for_registry(proc, host, log)
         yield RegistryServer(proc, host, log, "ggcr-referrers")

@@ -31,8 +31,11 @@ class Rule:
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
-        return method == self.method and re.search(self.path, path) is not None and (
-            self.times < 0 or self.hits < self.times)
+        return (
+            method == self.method
+            and re.search(self.path, path) is not None
+            and (self.times < 0 or self.hits < self.times)
+        )
 
 
 @dataclass
@@ -54,12 +57,11 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
         def _reset(self) -> None:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                       struct.pack("ii", 1, 0))
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             self.close_connection = True
 
@@ -109,7 +111,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 return
             self.wfile.write(data)
 
-        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle  # noqa: N815
+        do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 
     return Handler
 

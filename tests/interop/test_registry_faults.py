@@ -61,14 +61,16 @@ def assert_layout_clean(root: Path) -> None:
     files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
     assert [p for p in files if p.name.endswith(".tmp")] == []
     assert [p for p in files if "blobs" in p.parts] == [] or Registry.local(root).tags(
-        "acme/policy") == []
+        "acme/policy"
+    ) == []
     if root.exists():
         assert Registry.local(root).tags("acme/policy") == []
 
 
 @pytest.mark.parametrize("fault", ["reset", "truncate", "slow"])
-def test_transient_fault_once_is_retried(proxy: FaultProxy, pushed: str, bundle: Bundle,
-                                         fault: str) -> None:
+def test_transient_fault_once_is_retried(
+    proxy: FaultProxy, pushed: str, bundle: Bundle, fault: str
+) -> None:
     proxy.add(Rule("GET", BLOB, fault, times=1))
     with via(proxy) as reg:
         assert reg.pull("acme/policy:1.0") == bundle
@@ -76,8 +78,9 @@ def test_transient_fault_once_is_retried(proxy: FaultProxy, pushed: str, bundle:
 
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])
-def test_retryable_status_honours_retry_after(proxy: FaultProxy, pushed: str, bundle: Bundle,
-                                              status: int) -> None:
+def test_retryable_status_honours_retry_after(
+    proxy: FaultProxy, pushed: str, bundle: Bundle, status: int
+) -> None:
     proxy.add(Rule("GET", MANIFEST, "status", times=1, status=status, retry_after="1"))
     start = time.monotonic()
     with via(proxy) as reg:
@@ -121,8 +124,9 @@ def test_persistent_fault_fails_typed_and_leaves_layout_clean(
     assert_layout_clean(layout)
 
 
-def test_wrong_digest_is_refused_not_retried(proxy: FaultProxy, pushed: str,
-                                             tmp_path: Path) -> None:
+def test_wrong_digest_is_refused_not_retried(
+    proxy: FaultProxy, pushed: str, tmp_path: Path
+) -> None:
     proxy.add(Rule("GET", BLOB, "corrupt", times=-1))
     layout = tmp_path / "mirror"
     with via(proxy) as reg:
@@ -142,8 +146,9 @@ def test_corrupt_manifest_by_digest_is_refused(proxy: FaultProxy, pushed: str) -
         reg.get_manifest(f"acme/policy@{pushed}")
 
 
-def test_download_keeps_the_previous_file_on_failure(proxy: FaultProxy, pushed: str,
-                                                     tmp_path: Path) -> None:
+def test_download_keeps_the_previous_file_on_failure(
+    proxy: FaultProxy, pushed: str, tmp_path: Path
+) -> None:
     (tmp_path / "out").mkdir()
     target = tmp_path / "out" / "bundle.tar.gz"
     target.write_bytes(b"previous good bundle")
@@ -154,8 +159,9 @@ def test_download_keeps_the_previous_file_on_failure(proxy: FaultProxy, pushed: 
     assert [p.name for p in target.parent.iterdir()] == ["bundle.tar.gz"]
 
 
-def test_failed_manifest_put_leaves_no_tag(proxy: FaultProxy, distribution: RegistryServer,
-                                           bundle: Bundle) -> None:
+def test_failed_manifest_put_leaves_no_tag(
+    proxy: FaultProxy, distribution: RegistryServer, bundle: Bundle
+) -> None:
     proxy.add(Rule("PUT", MANIFEST, "status", times=-1, status=503))
     with via(proxy) as reg, pytest.raises(TransientRegistryError):
         reg.push(bundle, "acme/policy:2.0")
@@ -163,8 +169,9 @@ def test_failed_manifest_put_leaves_no_tag(proxy: FaultProxy, distribution: Regi
         direct.resolve("acme/policy:2.0")
 
 
-def test_reset_mid_chunked_upload_restarts_the_session(proxy: FaultProxy,
-                                                       distribution: RegistryServer) -> None:
+def test_reset_mid_chunked_upload_restarts_the_session(
+    proxy: FaultProxy, distribution: RegistryServer
+) -> None:
     from tests.interop.test_registry_remote import big_bundle
 
     big = big_bundle(600_000)
@@ -178,6 +185,8 @@ def test_reset_mid_chunked_upload_restarts_the_session(proxy: FaultProxy,
 
 def test_no_retries_policy_fails_on_first_fault(proxy: FaultProxy, pushed: str) -> None:
     proxy.add(Rule("GET", BLOB, "reset", times=1))
-    with via(proxy, retry=RetryPolicy.none()) as reg, pytest.raises(TransientRegistryError,
-                                                                    match="1 attempt"):
+    with (
+        via(proxy, retry=RetryPolicy.none()) as reg,
+        pytest.raises(TransientRegistryError, match="1 attempt"),
+    ):
         reg.pull("acme/policy:1.0")

@@ -39,13 +39,19 @@ def big_bundle(size: int) -> Bundle:
     # Incompressible data so the tarball really is about `size` bytes.
     blob = os.urandom(size // 2).hex()[:size]
     return Bundle.from_bytes(
-        Bundle(manifest=Bundle.from_directory(Path(__file__).parent.parent / "fixtures" / "pinned").manifest,
-               modules={}, data={"acme": {"blob": blob}}).to_bytes()
+        Bundle(
+            manifest=Bundle.from_directory(
+                Path(__file__).parent.parent / "fixtures" / "pinned"
+            ).manifest,
+            modules={},
+            data={"acme": {"blob": blob}},
+        ).to_bytes()
     )
 
 
-def test_push_pull_resolve_tags(any_registry: RegistryServer, bundle: Bundle,
-                                tmp_path: Path) -> None:
+def test_push_pull_resolve_tags(
+    any_registry: RegistryServer, bundle: Bundle, tmp_path: Path
+) -> None:
     with remote(any_registry) as reg:
         ref = reg.push(bundle, "acme/policy:1.0", created=CREATED)
         assert ref.digest is not None
@@ -58,9 +64,7 @@ def test_push_pull_resolve_tags(any_registry: RegistryServer, bundle: Bundle,
         # Same bytes as the local layout writes: the image is deterministic.
         local = Registry.local(tmp_path).push(bundle, "acme/policy:1.0", created=CREATED)
         manifest, _ = reg.get_manifest(ref)
-        assert oci.parse_manifest(manifest, what="x")["layers"][0]["digest"] == (
-            bundle.digest
-        )
+        assert oci.parse_manifest(manifest, what="x")["layers"][0]["digest"] == (bundle.digest)
         assert local.digest != ref.digest  # the title annotation names the registry host
         with pytest.raises(NotFoundError):
             reg.resolve("acme/policy:nope")
@@ -90,14 +94,16 @@ def test_delete_by_digest_and_tag(distribution: RegistryServer, bundle: Bundle) 
             reg.pull("acme/policy:1.0")
 
 
-def test_chunked_upload_and_streamed_download(any_registry: RegistryServer,
-                                              tmp_path: Path) -> None:
+def test_chunked_upload_and_streamed_download(any_registry: RegistryServer, tmp_path: Path) -> None:
     big = big_bundle(1_500_000)
     seen: list[tuple[int, int]] = []
     with remote(any_registry, chunk_size=256 * 1024) as reg:
-        ref = reg.push(big, "acme/big:1", created=CREATED, progress=lambda d, t: seen.append((d, t)))
+        ref = reg.push(
+            big, "acme/big:1", created=CREATED, progress=lambda d, t: seen.append((d, t))
+        )
         assert seen[-1][0] == seen[-1][1]
-        assert len(seen) > 5 and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+        assert len(seen) > 5
+        assert [d for d, _ in seen] == sorted(d for d, _ in seen)
         out = tmp_path / "bundle.tar.gz"
         pulled: list[tuple[int, int]] = []
         layer = reg.download(ref, out, progress=lambda d, t: pulled.append((d, t)))
@@ -157,9 +163,12 @@ def test_copy_local_to_remote_and_back_with_signatures(
     )
     progress: list[tuple[int, int]] = []
     with remote(any_registry) as reg:
-        copied = offline.copy("acme/policy:1.0", to=reg, progress=lambda d, t: progress.append((d, t)))
+        copied = offline.copy(
+            "acme/policy:1.0", to=reg, progress=lambda d, t: progress.append((d, t))
+        )
         assert copied.digest == ref.digest
-        assert progress and progress[-1][0] == progress[-1][1]
+        assert progress
+        assert progress[-1][0] == progress[-1][1]
         assert reg.resolve("acme/policy:1.0") == ref.digest
         assert reg.get_manifest(f"acme/policy:{sig_tag}")[0] == sig
         assert [d.digest for d in reg.referrers(ref)] == [referrer]
@@ -180,12 +189,18 @@ def test_copy_local_to_remote_and_back_with_signatures(
 # -- authentication --------------------------------------------------------------
 
 
-def test_basic_auth_required_and_refused(distribution_auth: RegistryServer, bundle: Bundle,
-                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_basic_auth_required_and_refused(
+    distribution_auth: RegistryServer,
+    bundle: Bundle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
-    with remote(distribution_auth, retry=RetryPolicy.none()) as anon:
-        with pytest.raises(AuthenticationError, match="requires credentials") as info:
-            anon.push(bundle, "acme/policy:1.0")
+    with (
+        remote(distribution_auth, retry=RetryPolicy.none()) as anon,
+        pytest.raises(AuthenticationError, match="requires credentials"),
+    ):
+        anon.push(bundle, "acme/policy:1.0")
     wrong = ("ci-user", "not-the-password")
     with remote(distribution_auth, auth=wrong) as reg:
         with pytest.raises(AuthenticationError) as info:
@@ -206,13 +221,18 @@ def _docker_config(tmp_path: Path, obj: dict[str, object]) -> Path:
     return d
 
 
-def test_credentials_from_docker_config_auths(distribution_auth: RegistryServer,
-                                              bundle: Bundle, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_credentials_from_docker_config_auths(
+    distribution_auth: RegistryServer,
+    bundle: Bundle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import base64
 
     token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
-    d = _docker_config(tmp_path, {"auths": {f"http://{distribution_auth.host}/v1/": {"auth": token}}})
+    d = _docker_config(
+        tmp_path, {"auths": {f"http://{distribution_auth.host}/v1/": {"auth": token}}}
+    )
     monkeypatch.setenv("DOCKER_CONFIG", str(d))
     with remote(distribution_auth) as reg:
         assert reg.push(bundle, "acme/policy:1.0", created=CREATED).digest
@@ -228,14 +248,22 @@ def _helper(tmp_path: Path, name: str, script: str) -> Path:
 
 
 @pytest.mark.parametrize("key", ["credHelpers", "credsStore"])
-def test_credentials_from_helper(distribution_auth: RegistryServer, bundle: Bundle,
-                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                 key: str) -> None:
+def test_credentials_from_helper(
+    distribution_auth: RegistryServer,
+    bundle: Bundle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    key: str,
+) -> None:
     host = distribution_auth.host
     bindir = _helper(
-        tmp_path, "fake",
-        f'read host\n[ "$host" = "{host}" ] || {{ echo "credentials not found in native keychain"; exit 1; }}\n'
-        f'printf \'{{"ServerURL":"%s","Username":"{REGISTRY_USER}","Secret":"{REGISTRY_PASSWORD}"}}\' "$host"\n',
+        tmp_path,
+        "fake",
+        "read host\n"
+        f'[ "$host" = "{host}" ] || '
+        '{ echo "credentials not found in native keychain"; exit 1; }\n'
+        f'printf \'{{"ServerURL":"%s","Username":"{REGISTRY_USER}",'
+        f'"Secret":"{REGISTRY_PASSWORD}"}}\' "$host"\n',
     )
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     config = {"credHelpers": {host: "fake"}} if key == "credHelpers" else {"credsStore": "fake"}
@@ -244,17 +272,50 @@ def test_credentials_from_helper(distribution_auth: RegistryServer, bundle: Bund
         assert reg.push(bundle, "acme/policy:1.0", created=CREATED).digest
 
 
-def test_broken_helper_is_a_clear_error(distribution_auth: RegistryServer, bundle: Bundle,
-                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broken_helper_is_a_clear_error(
+    distribution_auth: RegistryServer,
+    bundle: Bundle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     bindir = _helper(tmp_path, "broken", f'echo "leaked {REGISTRY_PASSWORD}" >&2\nexit 3\n')
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(
-        tmp_path, {"credHelpers": {distribution_auth.host: "broken"}})))
+    monkeypatch.setenv(
+        "DOCKER_CONFIG",
+        str(_docker_config(tmp_path, {"credHelpers": {distribution_auth.host: "broken"}})),
+    )
     with remote(distribution_auth) as reg, pytest.raises(AuthenticationError) as info:
         reg.push(bundle, "acme/policy:1.0")
     assert "docker-credential-broken" in str(info.value)
     assert REGISTRY_PASSWORD not in str(info.value)
-    monkeypatch.setenv("DOCKER_CONFIG", str(_docker_config(
-        tmp_path, {"credHelpers": {distribution_auth.host: "absent"}})))
+    monkeypatch.setenv(
+        "DOCKER_CONFIG",
+        str(_docker_config(tmp_path, {"credHelpers": {distribution_auth.host: "absent"}})),
+    )
     with remote(distribution_auth) as reg, pytest.raises(AuthenticationError, match="not on PATH"):
         reg.push(bundle, "acme/policy:1.0")
+
+
+def test_bearer_token_flow(
+    distribution_token: tuple[RegistryServer, object],
+    bundle: Bundle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, tokens = distribution_token
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+    with remote(server, retry=RetryPolicy.none()) as anon, pytest.raises(AuthenticationError):
+        anon.push(bundle, "acme/policy:1.0")
+    with (
+        remote(server, auth=("ci-user", "wrong-password")) as reg,
+        pytest.raises(AuthenticationError, match="token service refused") as info,
+    ):
+        reg.push(bundle, "acme/policy:1.0")
+    assert "wrong-password" not in str(info.value)
+    with remote(server, auth=(REGISTRY_USER, REGISTRY_PASSWORD)) as reg:
+        ref = reg.push(bundle, "acme/policy:1.0", created=CREATED)
+        assert reg.pull(ref) == bundle
+        assert reg.tags("acme/policy") == ["1.0"]
+    scopes = {r.get("scope") for r in tokens.requests}  # type: ignore[attr-defined]
+    assert "repository:acme/policy:pull,push" in scopes
+    assert "repository:acme/policy:pull" in scopes

@@ -1,0 +1,125 @@
+"""Protocol details of the distribution client that real registries here don't exercise."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from policysupply import AuthenticationError, RegistryError, TransientRegistryError
+from policysupply._internal.credentials import Credentials
+from policysupply._internal.distribution import (
+    Client,
+    RetryPolicy,
+    Timeout,
+    _retry_after,
+    parse_challenge,
+)
+
+
+def client(handler, **kw: object) -> Client:  # type: ignore[no-untyped-def]
+    return Client(
+        "reg.test",
+        scheme="https",
+        credentials=lambda: kw.pop("creds", None),
+        timeout=Timeout(),
+        retry=kw.pop("retry", RetryPolicy(deadline=5, initial_backoff=0.01, max_backoff=0.02)),
+        transport=httpx.MockTransport(handler),
+    )
+
+
+def test_parse_challenge() -> None:
+    scheme, params = parse_challenge(
+        'Bearer realm="https://auth.test/token",service="reg.test",scope="repository:a/b:pull,push"'
+    )
+    assert scheme == "bearer"
+    assert params == {
+        "realm": "https://auth.test/token",
+        "service": "reg.test",
+        "scope": "repository:a/b:pull,push",
+    }
+    assert parse_challenge('Basic realm="x"') == ("basic", {"realm": "x"})
+
+
+def test_retry_after_forms() -> None:
+    assert _retry_after("3") == 3.0
+    assert _retry_after(None) is None
+    assert _retry_after("soon") is None
+    when = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    assert 25 <= (_retry_after(when) or 0) <= 31
+
+
+def test_tags_follow_link_headers() -> None:
+    pages = {
+        None: (["a", "b"], '</v2/x/tags/list?n=2&last=b>; rel="next"'),
+        "b": (["c"], None),
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tags, link = pages[request.url.params.get("last")]
+        headers = {"Link": link} if link else {}
+        return httpx.Response(200, json={"name": "x", "tags": tags}, headers=headers)
+
+    assert client(handler).tags("x", page_size=2) == ["a", "b", "c"]
+
+
+def test_bearer_token_is_fetched_once_per_scope() -> None:
+    calls = {"token": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.test":
+            calls["token"] += 1
+            assert request.url.params["scope"] == "repository:x:pull"
+            assert request.headers["Authorization"].startswith("Basic ")
+            return httpx.Response(200, json={"access_token": "tok"})
+        if request.headers.get("Authorization") != "Bearer tok":
+            return httpx.Response(
+                401,
+                headers={
+                    "WWW-Authenticate": 'Bearer realm="https://auth.test/t",service="reg.test"'
+                },
+            )
+        return httpx.Response(200, json={"tags": ["1"]})
+
+    c = client(handler, creds=Credentials(username="u", password="p"))
+    assert c.tags("x") == ["1"]
+    assert c.tags("x") == ["1"]
+    assert calls["token"] == 1
+
+
+def test_secret_never_in_errors() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+
+    c = client(handler, creds=Credentials(username="u", password="hunter2-secret"))
+    with pytest.raises(AuthenticationError) as info:
+        c.tags("x")
+    assert "hunter2-secret" not in str(info.value)
+    assert "hunter2-secret" not in repr(Credentials(username="u", password="hunter2-secret"))
+
+
+def test_transient_errors_stop_at_the_deadline() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    start = time.monotonic()
+    c = client(handler, retry=RetryPolicy(deadline=0.5, initial_backoff=0.05, max_backoff=0.1))
+    with pytest.raises(TransientRegistryError, match="connection failed"):
+        c.tags("x")
+    assert time.monotonic() - start < 2
+
+
+def test_registry_error_message_is_bounded_and_named() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            400,
+            content=json.dumps(
+                {"errors": [{"code": "MANIFEST_INVALID", "message": "x" * 5000}]}
+            ).encode(),
+        )
+
+    with pytest.raises(RegistryError, match="MANIFEST_INVALID") as info:
+        client(handler).tags("x")
+    assert len(str(info.value)) < 400
