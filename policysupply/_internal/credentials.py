@@ -14,7 +14,6 @@ import base64
 import binascii
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +78,8 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def _from_helper(helper: str, host: str) -> Credentials | None:
+    import subprocess  # only when a helper is configured: keeps import policysupply fast
+
     binary = f"docker-credential-{helper}"
     try:
         proc = subprocess.run(

@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-import attrs
 import httpx
 import tenacity
 
 from policysupply._internal import oci
 from policysupply._internal.credentials import Credentials
+from policysupply._internal.netconfig import RetryPolicy, Timeout
 from policysupply.errors import (
     AuthenticationError,
     DigestMismatchError,
@@ -51,49 +51,6 @@ ACCEPT_MANIFESTS = ", ".join(
         "application/vnd.docker.distribution.manifest.list.v2+json",
     ]
 )
-
-
-@attrs.frozen(kw_only=True)
-class Timeout:
-    """Per-request timeouts, in seconds (as httpx defines them).
-
-    Attributes:
-        connect: Establishing a connection.
-        read: Waiting for each chunk of a response.
-        write: Sending each chunk of a request body.
-        pool: Waiting for a free connection from the pool.
-    """
-
-    connect: float = 10.0
-    read: float = 60.0
-    write: float = 60.0
-    pool: float = 10.0
-
-
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """The one retry policy for registry traffic.
-
-    Only connection failures, timeouts and HTTP 429/502/503/504 are retried;
-    ``Retry-After`` is honoured; every other error is raised at once. Each
-    operation (one request, one blob transfer) stops at ``deadline``.
-
-    Attributes:
-        deadline: Seconds one operation may take, retries included.
-        max_attempts: Upper bound on attempts per operation.
-        initial_backoff: First back-off in seconds (exponential with jitter).
-        max_backoff: Largest back-off between attempts, in seconds.
-    """
-
-    deadline: float = 120.0
-    max_attempts: int = 10
-    initial_backoff: float = 0.2
-    max_backoff: float = 10.0
-
-    @classmethod
-    def none(cls) -> RetryPolicy:
-        """A policy that never retries."""
-        return cls(max_attempts=1)
 
 
 class _Transient(Exception):  # internal signal, never escapes

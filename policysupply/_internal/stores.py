@@ -11,17 +11,18 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from policysupply._internal import oci
-from policysupply._internal.distribution import Client
 from policysupply._internal.oci import Descriptor
 from policysupply.errors import DigestMismatchError, NotFoundError, RegistryError
+
+if TYPE_CHECKING:  # httpx is imported only when a remote registry is used
+    from policysupply._internal.distribution import Client
 
 _LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
 _CHUNK = 1024 * 1024
@@ -139,19 +140,94 @@ def atomic_write(target: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(target: Path) -> Iterator[Any]:
-    """A binary file that replaces ``target`` only if the block completes."""
+def atomic_file(target: Path, *, durable: bool = True) -> Iterator[Any]:
+    """A binary file that replaces ``target`` only if the block completes.
+
+    With ``durable`` the data is fsynced before the rename, so a crash cannot
+    leave an empty or partial file under the final name.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class BackgroundWriter:
+    """Writes chunks to a file from a worker thread, flushing to disk as it goes.
+
+    Hashing and network reads stay on the caller's thread; writing and
+    ``fdatasync`` (which release the GIL) overlap with them, so the final
+    fsync of a big download has little left to do. Memory is bounded by the
+    queue (a few chunks).
+    """
+
+    _SYNC_EVERY = 16 * 1024 * 1024
+
+    def __init__(self, f: Any, *, durable: bool = True) -> None:
+        import queue
+        import threading
+
+        self._f = f
+        self._durable = durable
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        unsynced = 0
+        while True:
+            chunk = self._q.get()
+            try:
+                if chunk is None:
+                    return
+                if self._error is None:
+                    self._f.write(chunk)
+                    unsynced += len(chunk)
+                    if self._durable and unsynced >= self._SYNC_EVERY:
+                        self._f.flush()
+                        os.fdatasync(self._f.fileno())
+                        unsynced = 0
+            except BaseException as exc:  # re-raised on the caller's thread
+                self._error = exc
+            finally:
+                self._q.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, chunk: bytes) -> None:
+        """Queues ``chunk`` (blocks while the queue is full)."""
+        self._raise()
+        self._q.put(chunk)
+
+    def drain(self) -> None:
+        """Waits until every queued chunk is written."""
+        self._q.join()
+        self._raise()
+
+    def reset(self) -> None:
+        """Drains, then empties the file (a retried download starts over)."""
+        self._q.join()
+        self._error = None
+        self._f.seek(0)
+        self._f.truncate()
+
+    def close(self) -> None:
+        """Stops the worker thread."""
+        self._q.put(None)
+        self._thread.join()
 
 
 @contextlib.contextmanager
