@@ -31,10 +31,25 @@ from policysupply.registry import (
     RetryPolicy,
     Timeout,
 )
+from policysupply.signer import Signature, Signer
+from policysupply.verifier import (
+    TrustPolicy,
+    VerifiedArtifact,
+    VerifiedBundle,
+    VerifiedSignature,
+    Verifier,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Verifier",
+    "VerifiedSignature",
+    "VerifiedBundle",
+    "VerifiedArtifact",
+    "TrustPolicy",
+    "Signer",
+    "Signature",
     "AuthenticationError",
     "Bundle",
     "BundleError",

@@ -1,0 +1,227 @@
+"""Key files as cosign writes and reads them, and raw sign/verify.
+
+- ``cosign.pub``: PEM ``PUBLIC KEY`` (DER SubjectPublicKeyInfo).
+- ``cosign.key``: PEM ``ENCRYPTED SIGSTORE PRIVATE KEY`` (or the older
+  ``ENCRYPTED COSIGN PRIVATE KEY``) whose body is JSON: scrypt parameters and
+  salt, a NaCl secretbox nonce, and the secretbox ciphertext of the PKCS#8 DER
+  private key.
+- plain PKCS#8 PEM (``PRIVATE KEY``, ``EC PRIVATE KEY``) is accepted too.
+
+Every failure is a ``SigningError`` (private keys) or ``VerificationError``
+(public keys) naming the file; no dependency exception escapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+from typing import Any
+
+from policysupply.errors import SigningError, VerificationError
+
+ENCRYPTED_TYPES = ("ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY")
+_SCRYPT_N = (32768, 65536, 131072)  # the three parameter sets cosign accepts
+_PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)\r?\n-----END \1-----", re.DOTALL)
+
+
+def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
+    """``(type, DER/body bytes)`` for every PEM block in ``data``."""
+    out = []
+    for m in _PEM.finditer(data):
+        try:
+            body = base64.b64decode(b"".join(m.group(2).split()), validate=True)
+        except ValueError:
+            continue
+        out.append((m.group(1).decode(), body))
+    return out
+
+
+def pem_encode(kind: str, der: bytes) -> bytes:
+    """PEM with 64-column lines and a trailing newline, as Go's encoding/pem writes it."""
+    b64 = base64.b64encode(der).decode()
+    lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+    return (f"-----BEGIN {kind}-----\n" + "\n".join(lines) + f"\n-----END {kind}-----\n").encode()
+
+
+def _kdf(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    # hashlib.scrypt needs maxmem above 128*N*r bytes (128 MiB for N=2^17).
+    return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=32, maxmem=256 * 1024 * 1024)
+
+
+def encrypt_private_key(pkcs8_der: bytes, password: bytes, *, n: int = 65536) -> bytes:
+    """The ``cosign.key`` PEM for a PKCS#8 DER private key."""
+    import nacl.secret
+
+    salt = os.urandom(32)
+    nonce = os.urandom(24)
+    box = nacl.secret.SecretBox(_kdf(password, salt, n, 8, 1))
+    ciphertext = box.encrypt(pkcs8_der, nonce).ciphertext
+    doc = {
+        "kdf": {
+            "name": "scrypt",
+            "params": {"N": n, "r": 8, "p": 1},
+            "salt": base64.b64encode(salt).decode(),
+        },
+        "cipher": {"name": "nacl/secretbox", "nonce": base64.b64encode(nonce).decode()},
+        "ciphertext": base64.b64encode(ciphertext).decode(),
+    }
+    return pem_encode(ENCRYPTED_TYPES[0], json.dumps(doc, separators=(",", ":")).encode())
+
+
+def decrypt_private_key(body: bytes, password: bytes, *, what: str) -> bytes:
+    """PKCS#8 DER from the JSON body of an encrypted cosign key.
+
+    Raises:
+        SigningError: Malformed file, unsupported parameters, or wrong password.
+    """
+    import nacl.exceptions
+    import nacl.secret
+
+    try:
+        doc: Any = json.loads(body)
+        kdf, cipher = doc["kdf"], doc["cipher"]
+        params = kdf["params"]
+        n, r, p = int(params["N"]), int(params["r"]), int(params["p"])
+        salt = base64.b64decode(kdf["salt"], validate=True)
+        nonce = base64.b64decode(cipher["nonce"], validate=True)
+        ciphertext = base64.b64decode(doc["ciphertext"], validate=True)
+    except (ValueError, KeyError, TypeError):
+        raise SigningError(
+            f"{what}: not a valid encrypted cosign key (malformed JSON body)"
+        ) from None
+    if kdf.get("name") != "scrypt" or cipher.get("name") != "nacl/secretbox":
+        raise SigningError(
+            f"{what}: unsupported key encryption {kdf.get('name')!r}/{cipher.get('name')!r} "
+            "(cosign keys use scrypt + nacl/secretbox)"
+        )
+    if n not in _SCRYPT_N or r != 8 or p != 1:
+        raise SigningError(f"{what}: unsupported scrypt parameters N={n} r={r} p={p}")
+    if len(nonce) != 24:
+        raise SigningError(f"{what}: malformed secretbox nonce")
+    try:
+        return nacl.secret.SecretBox(_kdf(password, salt, n, r, p)).decrypt(ciphertext, nonce)
+    except nacl.exceptions.CryptoError:
+        raise SigningError(f"{what}: wrong password (or the key file is corrupt)") from None
+
+
+def load_private_key(data: bytes, password: bytes | None, *, what: str) -> Any:
+    """A ``cryptography`` private key from a cosign key file or plain PKCS#8/SEC1 PEM.
+
+    Raises:
+        SigningError: Unreadable, wrong password, or unsupported key type.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    blocks = pem_blocks(data)
+    if not blocks:
+        raise SigningError(f"{what}: no PEM block found; expected a cosign.key or PEM private key")
+    kind, body = blocks[0]
+    if kind in ENCRYPTED_TYPES:
+        if password is None:
+            raise SigningError(f"{what}: the key is encrypted; a password is needed")
+        der = decrypt_private_key(body, password, what=what)
+    elif kind in ("PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"):
+        der = body
+    else:
+        raise SigningError(f"{what}: unsupported PEM block {kind!r}")
+    try:
+        if kind == "EC PRIVATE KEY" or kind == "RSA PRIVATE KEY":
+            key = serialization.load_pem_private_key(pem_encode(kind, der), password=None)
+        else:
+            key = serialization.load_der_private_key(der, password=None)
+    except (ValueError, TypeError) as exc:
+        raise SigningError(
+            f"{what}: cannot parse the private key ({exc.__class__.__name__})"
+        ) from None
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+            raise SigningError(f"{what}: unsupported curve {key.curve.name}")
+    elif not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+        raise SigningError(f"{what}: unsupported key type {type(key).__name__}")
+    return key
+
+
+def load_public_key(data: bytes, *, what: str) -> Any:
+    """A ``cryptography`` public key from PEM (``PUBLIC KEY`` or ``RSA PUBLIC KEY``).
+
+    Raises:
+        VerificationError: Unreadable or unsupported.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        return serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, AttributeError):
+        raise VerificationError(f"{what}: not a PEM public key") from None
+
+
+def public_pem(key: Any) -> bytes:
+    """``PUBLIC KEY`` PEM (SubjectPublicKeyInfo) of a public or private key."""
+    from cryptography.hazmat.primitives import serialization
+
+    pub = key.public_key() if hasattr(key, "private_bytes") else key
+    return pub.public_bytes(  # type: ignore[no-any-return]
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def spki_der(key: Any) -> bytes:
+    """DER SubjectPublicKeyInfo of a public or private key."""
+    from cryptography.hazmat.primitives import serialization
+
+    pub = key.public_key() if hasattr(key, "private_bytes") else key
+    return pub.public_bytes(  # type: ignore[no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def key_id(key: Any) -> str:
+    """A stable identifier: ``sha256:<hex>`` of the SubjectPublicKeyInfo DER."""
+    return "sha256:" + hashlib.sha256(spki_der(key)).hexdigest()
+
+
+def _hash_for(key: Any) -> Any:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        return {
+            "secp256r1": hashes.SHA256(),
+            "secp384r1": hashes.SHA384(),
+            "secp521r1": hashes.SHA512(),
+        }[key.curve.name]
+    return hashes.SHA256()
+
+
+def sign(key: Any, message: bytes) -> bytes:
+    """Signs ``message`` as cosign does for this key type (ECDSA: ASN.1 DER)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
+
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(message, ec.ECDSA(_hash_for(key)))
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(message)
+    return key.sign(message, padding.PKCS1v15(), _hash_for(key))  # type: ignore[no-any-return]
+
+
+def verify(key: Any, signature: bytes, message: bytes) -> bool:
+    """Whether ``signature`` over ``message`` verifies with the public ``key``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, message, ec.ECDSA(_hash_for(key)))
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, message)
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, message, padding.PKCS1v15(), _hash_for(key))
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True
