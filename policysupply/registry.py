@@ -413,7 +413,7 @@ class Registry:
         plan: list[tuple[str, str | None]] = [(digest, dst.tag)]
         if with_signatures:
             for suffix in _COSIGN_SUFFIXES:
-                sig_tag = stores.fallback_tag(digest) + suffix
+                sig_tag = oci.fallback_tag(digest) + suffix
                 found = self._store.resolve(src.repository, sig_tag)
                 if found:
                     plan.append((found, sig_tag))
@@ -584,28 +584,4 @@ class Registry:
         self._store.write_blob(
             self._repo(repository), desc.digest, desc.size, lambda: _chunks(data), None
         )
-        return desc
-
-    def upload_file(
-        self,
-        repository: str,
-        path: str | os.PathLike[str],
-        *,
-        media_type: str = "application/octet-stream",
-        progress: Progress | None = None,
-    ) -> Descriptor:
-        """Stores a blob from a file, streaming (hashes the file first)."""
-        p = Path(path)
-        h = oci.Hasher()
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(_CHUNK), b""):
-                h.update(chunk)
-        desc = Descriptor(media_type=media_type, digest=h.digest(), size=h.size)
-
-        def source() -> Iterator[bytes]:
-            with p.open("rb") as f:
-                yield from iter(lambda: f.read(_CHUNK), b"")
-
-        tally = _Tally(progress, desc.size)
-        self._store.write_blob(self._repo(repository), desc.digest, desc.size, source, tally.blob())
         return desc

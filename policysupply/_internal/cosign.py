@@ -22,7 +22,7 @@ MAX_LAYERS = 1000
 
 def sig_tag(digest: str) -> str:
     """Cosign's legacy signature tag for ``digest``: ``sha256-<hex>.sig``."""
-    return digest.replace(":", "-", 1) + ".sig"
+    return oci.fallback_tag(digest) + ".sig"
 
 
 def simple_signing_payload(

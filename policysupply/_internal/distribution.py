@@ -80,8 +80,8 @@ def _registry_message(resp: httpx.Response) -> str:
         body = json.loads(resp.read()[:65536])
         first = body["errors"][0]
         text = f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
-    except Exception:  # any unparsable body just gives no detail
-        return ""
+    except (ValueError, LookupError, TypeError, AttributeError, httpx.HTTPError):
+        return ""  # an unreadable or unparsable body just gives no detail
     return f" ({text[:200]})" if text else ""
 
 
@@ -316,17 +316,25 @@ class Client:
     # -- helpers ---------------------------------------------------------------
 
     @staticmethod
-    def _read_bounded(resp: httpx.Response, limit: int, what: str) -> bytes:
+    def _body(resp: httpx.Response, what: str) -> Iterator[bytes]:
+        """The response body in chunks; transport failures mid-body become retryable.
+
+        The caller closes ``resp`` (in a ``finally``), also when it stops early.
+        """
+        try:
+            yield from resp.iter_bytes(_READ_CHUNK)
+        except httpx.TimeoutException:
+            raise _Transient(f"{what}: timed out reading the body") from None
+        except httpx.TransportError as exc:
+            raise _Transient(f"{what}: body cut short ({type(exc).__name__})") from None
+
+    def _read_bounded(self, resp: httpx.Response, limit: int, what: str) -> bytes:
         out = bytearray()
         try:
-            for chunk in resp.iter_bytes(_READ_CHUNK):
+            for chunk in self._body(resp, what):
                 out += chunk
                 if len(out) > limit:
                     raise RegistryError(f"{what}: response larger than {limit} bytes")
-        except httpx.TimeoutException:
-            raise _Transient(f"{what}: timed out reading the response") from None
-        except httpx.TransportError as exc:
-            raise _Transient(f"{what}: response cut short ({type(exc).__name__})") from None
         finally:
             resp.close()
         return bytes(out)
@@ -563,7 +571,7 @@ class Client:
             h = hashlib.sha256()
             n = 0
             try:
-                for chunk in resp.iter_bytes(_READ_CHUNK):
+                for chunk in self._body(resp, what):
                     n += len(chunk)
                     if size is not None and n > size:
                         raise DigestMismatchError(
@@ -573,10 +581,6 @@ class Client:
                     write(chunk)
                     if progress:
                         progress(n)
-            except httpx.TimeoutException:
-                raise _Transient(f"{what}: timed out mid-body") from None
-            except httpx.TransportError as exc:
-                raise _Transient(f"{what}: body cut short ({type(exc).__name__})") from None
             finally:
                 resp.close()
             got = "sha256:" + h.hexdigest()

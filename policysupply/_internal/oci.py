@@ -45,21 +45,13 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-class Hasher:
-    """Incremental sha256 that also counts bytes."""
+def fallback_tag(digest: str) -> str:
+    """The tag derived from ``digest``: ``sha256-<hex>``.
 
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-        self.size = 0
-
-    def update(self, chunk: bytes) -> None:
-        """Adds ``chunk``."""
-        self._h.update(chunk)
-        self.size += len(chunk)
-
-    def digest(self) -> str:
-        """``sha256:<hex>`` of everything so far."""
-        return "sha256:" + self._h.hexdigest()
+    It is the referrers tag-schema index tag, and the stem of cosign's
+    ``.sig``/``.att``/``.sbom`` tags.
+    """
+    return digest.replace(":", "-", 1)
 
 
 def check_digest(digest: str) -> str:

@@ -32,11 +32,6 @@ Source = Callable[[], Iterable[bytes]]
 Count = Callable[[int], None]
 
 
-def fallback_tag(digest: str) -> str:
-    """The referrers tag-schema tag for ``digest`` (``sha256-<hex>``)."""
-    return digest.replace(":", "-", 1)
-
-
 def media_type_of(data: bytes, declared: str = "") -> str:
     """The manifest's own ``mediaType``, else ``declared``, else by shape."""
     try:
@@ -526,7 +521,7 @@ class RemoteStore:
         # Registries without the referrers API: the referrer is listed in an
         # image index tagged sha256-<hex> (OCI distribution-spec 1.1).
         # Read-modify-write; concurrent writers may race, as with every client.
-        tag = fallback_tag(subject)
+        tag = oci.fallback_tag(subject)
         try:
             raw, _, _ = self.client.get_manifest(repository, tag)
             index = oci.parse_manifest(raw, what=f"{repository}:{tag}")
@@ -579,10 +574,10 @@ class RemoteStore:
         found = self.client.referrers(repository, digest, artifact_type)
         if found is None:
             try:
-                raw, _, _ = self.client.get_manifest(repository, fallback_tag(digest))
+                raw, _, _ = self.client.get_manifest(repository, oci.fallback_tag(digest))
             except NotFoundError:
                 return []
-            index = oci.parse_manifest(raw, what=f"{repository}:{fallback_tag(digest)}")
+            index = oci.parse_manifest(raw, what=f"{repository}:{oci.fallback_tag(digest)}")
             found = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
         out = []
         for m in found:
