@@ -14,9 +14,14 @@ the precise failure below it::
     ├── VerificationError
     │   ├── NoSignatureError
     │   ├── UntrustedSignatureError
+    │   │   └── IdentityMismatchError
+    │   ├── CertificateError
+    │   │   └── CertificateExpiredError
+    │   ├── TransparencyLogError
     │   ├── ThresholdNotMetError
     │   ├── DigestMismatchError
-    │   └── RollbackError
+    │   ├── RollbackError
+    │   └── StaleSignatureError
     └── LoadError
 
 Messages say what failed, on which file or reference, and what to do about it.
@@ -28,7 +33,10 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BundleError",
+    "CertificateError",
+    "CertificateExpiredError",
     "DigestMismatchError",
+    "IdentityMismatchError",
     "LoadError",
     "NoSignatureError",
     "NotFoundError",
@@ -36,8 +44,10 @@ __all__ = [
     "RegistryError",
     "RollbackError",
     "SigningError",
+    "StaleSignatureError",
     "ThresholdNotMetError",
     "TransientRegistryError",
+    "TransparencyLogError",
     "UntrustedSignatureError",
     "VerificationError",
 ]
@@ -112,6 +122,34 @@ class UntrustedSignatureError(VerificationError):
     """Signatures exist, but none is valid from a trusted key or identity."""
 
 
+class IdentityMismatchError(UntrustedSignatureError):
+    """A keyless signature is valid, but its certificate names no trusted identity.
+
+    Wrong OIDC issuer, wrong subject (including a regex that matches only part
+    of it), or a certificate extension claim (workflow repository, ref, ...)
+    that differs from the policy.
+    """
+
+
+class CertificateError(VerificationError):
+    """A signing certificate does not chain to the trusted root, or breaks its profile.
+
+    Untrusted CA, missing code-signing usage, or an invalid embedded SCT.
+    """
+
+
+class CertificateExpiredError(CertificateError):
+    """The signing time (transparency log or timestamp) is outside the certificate's validity."""
+
+
+class TransparencyLogError(VerificationError):
+    """The transparency log entry is missing, unverifiable, or describes other material.
+
+    A missing entry, a bad signed entry timestamp or inclusion proof, or a
+    body whose signature, key or digest differs from the signature checked.
+    """
+
+
 class ThresholdNotMetError(VerificationError):
     """Fewer distinct trusted signers than the policy's threshold."""
 
@@ -122,6 +160,14 @@ class DigestMismatchError(VerificationError):
 
 class RollbackError(VerificationError):
     """An older revision, or different content under a known revision, was offered."""
+
+
+class StaleSignatureError(VerificationError):
+    """Trusted signatures are older than the policy's maximum age (a freeze attack).
+
+    Also raised when the policy sets a maximum age and no trusted signature
+    carries a signed time to check it against.
+    """
 
 
 class LoadError(PolicySupplyError):
