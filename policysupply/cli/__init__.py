@@ -14,34 +14,34 @@ from typing import Any
 import click
 
 from policysupply import __version__
-from policysupply.errors import BundleError, PolicySupplyError
+from policysupply.cli._common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail
+from policysupply.cli._registry_cmds import copy, pull, push
+from policysupply.cli._sign_cmds import keygen, sign, verify
+from policysupply.errors import PolicySupplyError
 
-__all__ = ["main"]
-
-EXIT_OK = 0
-EXIT_FAIL = 1
-EXIT_USAGE = 2
+__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
 
 
 def _fail(exc: PolicySupplyError, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps({"ok": False, "error": type(exc).__name__, "message": str(exc)}))
-    else:
-        click.secho(f"error: {exc}", fg="red", err=True)
-    sys.exit(EXIT_FAIL)
+    fail(exc, as_json)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="policysupply")
 def cli() -> None:
-    r"""Build, sign, push and verify OPA policy bundles.
+    r"""Build, sign, push, verify and load OPA policy bundles; gate images.
+
+    Exit codes: 0 ok (or allow), 1 a failed check, verification or deny,
+    2 a usage or configuration error.
 
     \b
     Examples:
       policysupply demo
       policysupply build policies/ -o bundle.tar.gz --revision "$(git rev-parse HEAD)"
-      policysupply check bundle.tar.gz
-      policysupply eval bundle.tar.gz 'data.k8s.admission.deny' --input pod.json
+      policysupply keygen
+      policysupply push bundle.tar.gz registry.example.com/acme/policy:1.0
+      policysupply sign registry.example.com/acme/policy:1.0 --key cosign.key
+      policysupply verify registry.example.com/acme/policy:1.0 --key cosign.pub
     """
 
 
@@ -124,19 +124,6 @@ def check(source: str, as_json: bool) -> None:
         b = _load(source)
         b.check()
     except PolicySupplyError as exc:
-        if as_json and isinstance(exc, BundleError):
-            click.echo(
-                json.dumps(
-                    {
-                        "ok": False,
-                        "error": "BundleError",
-                        "entry": exc.entry,
-                        "line": exc.line,
-                        "message": exc.reason,
-                    }
-                )
-            )
-            sys.exit(EXIT_FAIL)
         _fail(exc, as_json)
     if as_json:
         click.echo(json.dumps({"ok": True, "digest": b.digest}))
@@ -186,6 +173,10 @@ def demo(workdir: str | None) -> None:
     from policysupply.cli._demo import run_demo
 
     sys.exit(run_demo(workdir))
+
+
+for _command in (push, pull, copy, keygen, sign, verify):
+    cli.add_command(_command)
 
 
 def main() -> None:
