@@ -18,6 +18,7 @@ from policysupply.errors import (
     RegistryError,
     RollbackError,
     SigningError,
+    StaleSignatureError,
     ThresholdNotMetError,
     TransientRegistryError,
     UntrustedSignatureError,
@@ -32,6 +33,7 @@ from policysupply.registry import (
     Timeout,
 )
 from policysupply.signer import Signature, Signer
+from policysupply.trust_state import AcceptedRecord, TrustState
 from policysupply.verifier import (
     TrustPolicy,
     VerifiedArtifact,
@@ -48,6 +50,9 @@ __all__ = [
     "VerifiedBundle",
     "VerifiedArtifact",
     "TrustPolicy",
+    "TrustState",
+    "AcceptedRecord",
+    "StaleSignatureError",
     "Signer",
     "Signature",
     "AuthenticationError",

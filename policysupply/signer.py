@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import os
 from collections.abc import Mapping
@@ -142,6 +143,7 @@ class Signer:
         *,
         annotations: Mapping[str, str] | None = None,
         scheme: Scheme = "legacy",
+        timestamp: bool = True,
     ) -> Signature:
         """Signs an artifact in ``registry`` and stores the signature where cosign looks.
 
@@ -155,6 +157,9 @@ class Signer:
             ref: Tag or digest reference.
             annotations: Extra claims signed with the payload (``cosign -a``).
             scheme: ``legacy`` (default) or ``bundle``.
+            timestamp: Add the signing time as the signed annotation
+                ``dev.policysupply/signed-at``, which verifiers use for rollback
+                ordering and maximum-age (freeze) checks. cosign ignores it.
 
         Raises:
             NotFoundError: No such artifact.
@@ -163,6 +168,10 @@ class Signer:
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         digest = registry.resolve(r)
         pinned = Reference(host=registry.host or r.host, repository=r.repository, digest=digest)
+        if timestamp and cosign.ANN_SIGNED_AT not in (annotations or {}):
+            # Wall-clock time, never SOURCE_DATE_EPOCH: this claim is about the signature.
+            now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            annotations = {**(annotations or {}), cosign.ANN_SIGNED_AT: now}
         if scheme == "bundle":
             return self._sign_bundle(registry, pinned, annotations)
         docker_reference = pinned.name

@@ -8,6 +8,7 @@ referrers (cosign 3.x). Verification raises; it never returns ``False``.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -23,11 +24,13 @@ from policysupply.errors import (
     NoSignatureError,
     NotFoundError,
     RegistryError,
+    StaleSignatureError,
     ThresholdNotMetError,
     UntrustedSignatureError,
     VerificationError,
 )
 from policysupply.registry import Registry
+from policysupply.trust_state import TrustState
 
 __all__ = ["TrustPolicy", "VerifiedArtifact", "VerifiedBundle", "VerifiedSignature", "Verifier"]
 
@@ -64,12 +67,18 @@ class TrustPolicy:
         docker_reference: How the signed ``docker-reference`` must match the
             verified reference: ``repository`` (same repository path, any host:
             survives mirroring), ``exact`` (host too), or ``off`` (as cosign).
+        max_signature_age: Refuse material whose newest trusted signature is
+            older than this (freeze protection: an attacker replaying old but
+            valid signatures). Needs a signed time: our ``signed-at``
+            annotation or, for keyless signatures, the transparency-log time;
+            material without one is refused while this is set.
     """
 
     keys: tuple[Any, ...] = attrs.field(converter=_load_keys)
     threshold: int = 1
     annotations: Mapping[str, str] = attrs.field(factory=dict)
     docker_reference: DockerReferenceCheck = "repository"
+    max_signature_age: dt.timedelta | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.keys:
@@ -92,11 +101,13 @@ class VerifiedSignature:
         key_id: The trusted key that made it.
         scheme: ``legacy`` or ``bundle``.
         annotations: The signed annotations.
+        signed_at: The signed signing time, if the signature carries one.
     """
 
     key_id: str
     scheme: str
     annotations: Mapping[str, str]
+    signed_at: dt.datetime | None = None
 
 
 _TOKEN = object()
@@ -130,6 +141,12 @@ class VerifiedArtifact:
     def key_ids(self) -> tuple[str, ...]:
         """Distinct trusted keys that signed."""
         return tuple(sorted({s.key_id for s in self.signatures}))
+
+    @property
+    def signed_at(self) -> dt.datetime | None:
+        """The newest signed signing time among the counted signatures."""
+        times = [s.signed_at for s in self.signatures if s.signed_at is not None]
+        return max(times) if times else None
 
     def _repr_html_(self) -> str:
         import html
@@ -283,6 +300,9 @@ class Verifier:
         for k, v in self.policy.annotations.items():
             if annotations.get(k) != v:
                 return False, f"required annotation {k}={v!r} missing", {}
+        signed_at = annotations.get(cosign.ANN_SIGNED_AT)
+        if signed_at is not None and _signed_time(signed_at) is None:
+            return False, f"signed time {str(signed_at)[:40]!r} is not an RFC 3339 UTC time", {}
         return True, "", {str(k): str(v) for k, v in annotations.items()}
 
     # -- API ------------------------------------------------------------------
@@ -318,7 +338,12 @@ class Verifier:
                 ok, why, annotations = self._claims_ok(c, pinned, digest)
                 if ok:
                     good.append(
-                        VerifiedSignature(key_id=kid, scheme=c.scheme, annotations=annotations)
+                        VerifiedSignature(
+                            key_id=kid,
+                            scheme=c.scheme,
+                            annotations=annotations,
+                            signed_at=_signed_time(annotations.get(cosign.ANN_SIGNED_AT)),
+                        )
                     )
                 else:
                     failures.append(f"key {kid[:19]}…: {why}")
@@ -336,19 +361,74 @@ class Verifier:
                 f"{pinned}: {len(distinct)} distinct trusted key(s) signed, "
                 f"{self.policy.threshold} required"
             )
-        return VerifiedArtifact(reference=pinned, signatures=tuple(good), _token=_TOKEN)
+        artifact = VerifiedArtifact(reference=pinned, signatures=tuple(good), _token=_TOKEN)
+        self._check_age(artifact)
+        return artifact
 
-    def verify_bundle(self, registry: Registry, ref: str | Reference) -> VerifiedBundle:
+    def _check_age(self, artifact: VerifiedArtifact) -> None:
+        limit = self.policy.max_signature_age
+        if limit is None:
+            return
+        newest = artifact.signed_at
+        if newest is None:
+            raise StaleSignatureError(
+                f"{artifact.reference}: no trusted signature carries a signed time, and the "
+                f"policy refuses material older than {limit}; sign with policysupply "
+                "(signed-at annotation) or keyless (transparency-log time)"
+            )
+        age = dt.datetime.now(dt.timezone.utc) - newest
+        if age > limit:
+            raise StaleSignatureError(
+                f"{artifact.reference}: newest trusted signature is from "
+                f"{newest.isoformat()}, {age - limit} past the {limit} limit; re-sign "
+                "current material, or suspect a replay of old signatures"
+            )
+
+    def verify_bundle(
+        self,
+        registry: Registry,
+        ref: str | Reference,
+        *,
+        state: TrustState | None = None,
+    ) -> VerifiedBundle:
         """Verifies a policy image, then pulls its bundle **by the verified digest**.
 
         A tag moved between verification and pull cannot swap content: the
-        pull uses the digest, and every byte is digest-checked.
+        pull uses the digest, and every byte is digest-checked. With ``state``
+        the result must also move forward from what was last accepted for
+        this reference (``host/repository:tag``), and is recorded there.
+
+        Args:
+            registry: Where the policy image lives.
+            ref: Tag or digest reference.
+            state: Rollback protection; ``None`` skips it.
 
         Raises:
             VerificationError: As :meth:`verify` (and its subclasses).
+            RollbackError: Older or conflicting material than ``state`` accepted.
             RegistryError: The image cannot be pulled.
             BundleError: The verified image does not hold a valid bundle.
         """
-        artifact = self.verify(registry, ref)
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        artifact = self.verify(registry, r)
         bundle = registry.pull(artifact.reference)
+        if state is not None:
+            stream = Reference(host=registry.host or r.host, repository=r.repository, tag=r.tag)
+            state.accept(
+                str(stream),
+                digest=artifact.digest,
+                revision=bundle.manifest.revision,
+                signed_at=artifact.signed_at,
+            )
         return VerifiedBundle(artifact=artifact, bundle=bundle, _token=_TOKEN)
+
+
+def _signed_time(value: object) -> dt.datetime | None:
+    """Parses a signed RFC 3339 UTC time (``...Z``); None if absent or malformed."""
+    if not isinstance(value, str) or not value.endswith("Z"):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value[:-1])
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else None

@@ -18,6 +18,10 @@ INTOTO = "application/vnd.in-toto+json"
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 MAX_LAYERS = 1000
+# A signed claim of when the signature was made (RFC 3339, UTC). It travels in
+# the signed annotations, so only a trusted key can set it; verifiers use it
+# for rollback ordering and freeze limits when no transparency-log time exists.
+ANN_SIGNED_AT = "dev.policysupply/signed-at"
 
 
 def sig_tag(digest: str) -> str:

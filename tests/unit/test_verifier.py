@@ -118,12 +118,9 @@ def _rewrite_sig(
 def test_tampered_payload(setup: tuple[Registry, Bundle, Signer]) -> None:
     reg, _, signer = setup
     sig = signer.sign(reg, "acme/a:1")
-    _rewrite_sig(
-        reg,
-        str(sig.reference.digest),
-        sig.payload.replace(b'"optional":null', b'"optional":{"env":"prod"}'),
-        None,
-    )
+    doc = json.loads(sig.payload)
+    doc["optional"]["env"] = "prod"
+    _rewrite_sig(reg, str(sig.reference.digest), json.dumps(doc).encode(), None)
     with pytest.raises(UntrustedSignatureError):
         verifier(signer, annotations={"env": "prod"}).verify(reg, "acme/a:1")
 
@@ -184,3 +181,142 @@ def test_key_file_errors(tmp_path: Path) -> None:
     with pytest.raises(SigningError, match="cannot read"):
         Signer.from_key_file(tmp_path / "missing.key")
     assert "right" not in repr(signer)
+
+
+def test_tag_moved_between_resolve_and_pull_yields_the_verified_content(
+    setup: tuple[Registry, Bundle, Signer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg, bundle, signer = setup
+    signer.sign(reg, "acme/a:1")
+    evil = Bundle(manifest=bundle.manifest, modules={}, data={"acme": {"evil": True}})
+    real_resolve = reg.resolve
+
+    def resolve_then_move(ref: object) -> str:
+        digest = real_resolve(ref)  # type: ignore[arg-type]
+        reg.push(evil, "acme/a:1")  # the attacker moves the tag right after
+        return digest
+
+    monkeypatch.setattr(reg, "resolve", resolve_then_move)
+    verified = verifier(signer).verify_bundle(reg, "acme/a:1")
+    monkeypatch.undo()
+    assert verified.bundle == bundle  # pulled by the verified digest, not the tag
+    assert reg.resolve("acme/a:1") != verified.reference.digest
+    with pytest.raises(NoSignatureError):  # and the moved tag itself is unsigned
+        verifier(signer).verify_bundle(reg, "acme/a:1")
+
+
+def test_registry_answering_a_digest_with_other_bytes_is_refused(
+    setup: tuple[Registry, Bundle, Signer], tmp_path: Path
+) -> None:
+    from policysupply import DigestMismatchError
+
+    reg, bundle, signer = setup
+    sig = signer.sign(reg, "acme/a:1")
+    digest = str(sig.reference.digest)
+    other = reg.push(Bundle(manifest=bundle.manifest, modules={}, data={}), "acme/a:2")
+    blobs = tmp_path / "oci" / "acme" / "a" / "blobs" / "sha256"
+    (blobs / digest.split(":")[1]).write_bytes(
+        (blobs / str(other.digest).split(":")[1]).read_bytes()
+    )
+    with pytest.raises(DigestMismatchError):
+        verifier(signer).verify_bundle(reg, "acme/a:1")
+
+
+def _release(reg: Registry, bundle: Bundle, revision: str, **data: object) -> Bundle:
+    import attrs
+
+    b = Bundle(
+        manifest=attrs.evolve(bundle.manifest, revision=revision),
+        modules=dict(bundle.modules),
+        data={"acme": dict(data)},
+    )
+    reg.push(b, "acme/a:stable")
+    return b
+
+
+def test_rollback_to_an_older_signed_revision_is_refused(
+    setup: tuple[Registry, Bundle, Signer], tmp_path: Path
+) -> None:
+    from policysupply import RollbackError, TrustState
+
+    reg, bundle, signer = setup
+    state = TrustState(tmp_path / "state.json")
+    v = verifier(signer)
+    old = _release(reg, bundle, "1.4.0", hole=True)
+    old_sig = signer.sign(reg, "acme/a:stable")
+    assert v.verify_bundle(reg, "acme/a:stable", state=state).bundle == old
+    _release(reg, bundle, "1.5.0", hole=False)
+    signer.sign(reg, "acme/a:stable")
+    assert v.verify_bundle(reg, "acme/a:stable", state=state).bundle.manifest.revision == "1.5.0"
+    # The attacker points the tag back at the old, correctly signed release.
+    reg.put_manifest("acme/a:stable", reg.get_manifest(old_sig.reference)[0])
+    assert v.verify(reg, "acme/a:stable").digest == old_sig.reference.digest  # still validly signed
+    with pytest.raises(RollbackError, match="replaced"):
+        v.verify_bundle(reg, "acme/a:stable", state=state)
+    # A fresh state accepts it (trust on first use); a state that saw 1.5.0 does not.
+    assert v.verify_bundle(reg, "acme/a:stable", state=TrustState(tmp_path / "new.json"))
+    record = state.get("acme/a:stable")
+    assert record is not None
+    assert record.revision == "1.5.0"
+    assert old_sig.reference.digest in record.superseded
+
+
+def test_older_revision_never_seen_and_same_revision_other_content(
+    setup: tuple[Registry, Bundle, Signer], tmp_path: Path
+) -> None:
+    from policysupply import RollbackError, TrustState
+
+    reg, bundle, signer = setup
+    state = TrustState(tmp_path / "state.json")
+    v = verifier(signer)
+    _release(reg, bundle, "v2.0.0")
+    signer.sign(reg, "acme/a:stable")
+    v.verify_bundle(reg, "acme/a:stable", state=state)
+    _release(reg, bundle, "v1.9.9")  # signed, never accepted here, but older
+    signer.sign(reg, "acme/a:stable")
+    with pytest.raises(RollbackError, match="older than the accepted"):
+        v.verify_bundle(reg, "acme/a:stable", state=state)
+    _release(reg, bundle, "v2.0.0", different=True)  # same revision, other bytes
+    signer.sign(reg, "acme/a:stable")
+    with pytest.raises(RollbackError, match="same revision"):
+        v.verify_bundle(reg, "acme/a:stable", state=state)
+    (record,) = state.records().values()
+    assert record.revision == "v2.0.0"
+
+
+def test_signature_older_than_the_freeze_limit(
+    setup: tuple[Registry, Bundle, Signer],
+) -> None:
+    import datetime as dt
+
+    from policysupply import StaleSignatureError
+
+    reg, _, signer = setup
+    day = dt.timedelta(days=1)
+    old = (dt.datetime.now(dt.timezone.utc) - 3 * day).strftime("%Y-%m-%dT%H:%M:%SZ")
+    signer.sign(reg, "acme/a:1", annotations={cosign.ANN_SIGNED_AT: old})
+    with pytest.raises(StaleSignatureError, match="past the"):
+        verifier(signer, max_signature_age=day).verify_bundle(reg, "acme/a:1")
+    assert verifier(signer, max_signature_age=7 * day).verify(reg, "acme/a:1").signed_at
+    signer.sign(reg, "acme/a:1")  # a fresh signature from the same key
+    assert verifier(signer, max_signature_age=day).verify_bundle(reg, "acme/a:1")
+
+
+def test_freeze_limit_needs_a_signed_time(setup: tuple[Registry, Bundle, Signer]) -> None:
+    import datetime as dt
+
+    from policysupply import StaleSignatureError
+
+    reg, _, signer = setup
+    signer.sign(reg, "acme/a:1", timestamp=False)  # as cosign signs: no signed time
+    assert verifier(signer).verify(reg, "acme/a:1").signed_at is None
+    with pytest.raises(StaleSignatureError, match="no trusted signature carries a signed time"):
+        verifier(signer, max_signature_age=dt.timedelta(days=1)).verify(reg, "acme/a:1")
+
+
+def test_forged_signed_time_is_not_trusted(setup: tuple[Registry, Bundle, Signer]) -> None:
+    reg, _, signer = setup
+    sig = signer.sign(reg, "acme/a:1", annotations={cosign.ANN_SIGNED_AT: "yesterday"})
+    with pytest.raises(VerificationError, match="not an RFC 3339"):
+        verifier(signer).verify(reg, "acme/a:1")
+    assert sig.payload

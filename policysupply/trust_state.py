@@ -1,0 +1,247 @@
+"""Rollback protection: what was last accepted for each reference, kept on disk.
+
+A valid signature only says *someone trusted signed this*; it does not say
+*this is the newest*. An attacker who controls the registry (or a mirror)
+can serve an older, correctly signed bundle with a known hole in it. The
+:class:`TrustState` remembers, per reference, the last accepted revision,
+digest and signing time, plus the digests it superseded, and refuses to go
+backwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from policysupply.errors import RollbackError, VerificationError
+
+__all__ = ["AcceptedRecord", "TrustState"]
+
+_FORMAT = 1
+# Superseded digests remembered per reference; enough for years of releases
+# while keeping the file small.
+_HISTORY = 256
+_VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:[-+].*)?$")
+
+
+def _version_key(revision: str | None) -> tuple[int, ...] | None:
+    """A comparable key for version-like revisions (``1.2.3``, ``v2``), else None.
+
+    Other revisions (git SHAs, build ids) have no order; for those the signing
+    time and the superseded-digest history do the work.
+    """
+    if not revision:
+        return None
+    m = _VERSION.match(revision)
+    if not m:
+        return None
+    return tuple(int(p) for p in m.group(1).split("."))
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return None if t is None else t.astimezone(dt.timezone.utc).isoformat()
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    return dt.datetime.fromisoformat(str(value))
+
+
+@attrs.frozen(kw_only=True)
+class AcceptedRecord:
+    """What a :class:`TrustState` holds for one reference.
+
+    Attributes:
+        digest: The last accepted manifest digest.
+        revision: Its bundle revision (``None`` when the bundle has none).
+        signed_at: The newest trusted signing time, when one was signed.
+        accepted_at: When it was accepted on this machine.
+        superseded: Digests accepted earlier and replaced since (newest last).
+    """
+
+    digest: str
+    revision: str | None
+    signed_at: dt.datetime | None
+    accepted_at: dt.datetime
+    superseded: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as stored in the state file."""
+        return {
+            "digest": self.digest,
+            "revision": self.revision,
+            "signed_at": _iso(self.signed_at),
+            "accepted_at": _iso(self.accepted_at),
+            "superseded": list(self.superseded),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> AcceptedRecord:
+        """Reads a stored record (raises ``KeyError``/``ValueError``/``TypeError`` if malformed)."""
+        revision = doc.get("revision")
+        accepted = _parse_time(doc["accepted_at"])
+        if accepted is None:
+            raise ValueError("accepted_at is missing")
+        return cls(
+            digest=str(doc["digest"]),
+            revision=None if revision is None else str(revision),
+            signed_at=_parse_time(doc.get("signed_at")),
+            accepted_at=accepted,
+            superseded=tuple(str(d) for d in doc.get("superseded") or ()),
+        )
+
+
+class TrustState:
+    """A file-backed record of accepted material, for rollback protection.
+
+    Every update happens under an exclusive file lock and is written with a
+    temp file, fsync and rename, so concurrent verifiers on one machine see a
+    consistent file and a crash never leaves it half-written. A missing file
+    is an empty state (trust on first use); a corrupt one fails closed.
+
+    Example:
+        >>> state = TrustState("~/.local/state/policysupply/trust.json")  # doctest: +SKIP
+        >>> verifier.verify_bundle(reg, "acme/policy:stable", state=state)  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Args: path: the JSON file to keep the state in (created on first accept)."""
+        self.path = Path(path).expanduser()
+
+    def __repr__(self) -> str:
+        return f"TrustState({str(self.path)!r})"
+
+    # -- file -----------------------------------------------------------------
+
+    def _read(self) -> dict[str, AcceptedRecord]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise VerificationError(
+                f"cannot read trust state {self.path}: {exc.strerror}"
+            ) from None
+        try:
+            doc = json.loads(raw)
+            if doc.get("format") != _FORMAT:
+                raise ValueError(f"unknown format {doc.get('format')!r}")
+            return {str(k): AcceptedRecord.from_json(v) for k, v in dict(doc["references"]).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise VerificationError(
+                f"trust state {self.path} is corrupt ({exc}); restore it from a backup, "
+                "or delete it to trust the next verified material on first use"
+            ) from None
+
+    def _write(self, records: Mapping[str, AcceptedRecord]) -> None:
+        from policysupply._internal.stores import atomic_write
+
+        doc = {
+            "format": _FORMAT,
+            "references": {k: records[k].to_json() for k in sorted(records)},
+        }
+        atomic_write(self.path, json.dumps(doc, indent=2).encode() + b"\n")
+
+    def _lock(self) -> Any:
+        from policysupply._internal.stores import locked
+
+        return locked(self.path.with_name(self.path.name + ".lock"))
+
+    # -- API ------------------------------------------------------------------
+
+    def get(self, reference: str) -> AcceptedRecord | None:
+        """The last accepted record for ``reference``, if any."""
+        with self._lock():
+            return self._read().get(reference)
+
+    def records(self) -> dict[str, AcceptedRecord]:
+        """Every reference and its last accepted record."""
+        with self._lock():
+            return self._read()
+
+    def accept(
+        self,
+        reference: str,
+        *,
+        digest: str,
+        revision: str | None,
+        signed_at: dt.datetime | None,
+    ) -> AcceptedRecord:
+        """Checks that new material does not go backwards, then records it.
+
+        The check and the write happen under one lock, so two processes
+        cannot both accept conflicting material.
+
+        Args:
+            reference: The stream the material belongs to (e.g. ``host/repo:tag``).
+            digest: The verified manifest digest.
+            revision: The bundle's revision, if it has one.
+            signed_at: The newest trusted signing time, if one was signed.
+
+        Returns:
+            The record now stored.
+
+        Raises:
+            RollbackError: ``digest`` was accepted before and superseded; or it
+                claims the accepted revision with different content; or its
+                revision or signing time is older than what was accepted.
+            VerificationError: The state file is unreadable or corrupt.
+        """
+        with self._lock():
+            records = self._read()
+            old = records.get(reference)
+            now = dt.datetime.now(dt.timezone.utc)
+            if old is not None and old.digest == digest:
+                return old  # the same material again: nothing to record
+            if old is not None:
+                _refuse_rollback(reference, old, digest, revision, signed_at)
+            superseded: tuple[str, ...] = ()
+            if old is not None:
+                superseded = (*old.superseded, old.digest)[-_HISTORY:]
+            record = AcceptedRecord(
+                digest=digest,
+                revision=revision,
+                signed_at=signed_at,
+                accepted_at=now,
+                superseded=superseded,
+            )
+            records[reference] = record
+            self._write(records)
+            return record
+
+
+def _refuse_rollback(
+    reference: str,
+    old: AcceptedRecord,
+    digest: str,
+    revision: str | None,
+    signed_at: dt.datetime | None,
+) -> None:
+    if digest in old.superseded:
+        raise RollbackError(
+            f"{reference}: {digest} was accepted before and has since been replaced by "
+            f"{old.digest} (revision {old.revision!r}); refusing to roll back"
+        )
+    if revision is not None and revision == old.revision:
+        raise RollbackError(
+            f"{reference}: revision {revision!r} was accepted as {old.digest}; "
+            f"{digest} claims the same revision with different content"
+        )
+    new_v, old_v = _version_key(revision), _version_key(old.revision)
+    if new_v is not None and old_v is not None and new_v < old_v:
+        raise RollbackError(
+            f"{reference}: revision {revision!r} is older than the accepted {old.revision!r}"
+        )
+    if signed_at is not None and old.signed_at is not None and signed_at < old.signed_at:
+        raise RollbackError(
+            f"{reference}: signed at {_iso(signed_at)}, before the accepted material "
+            f"(signed at {_iso(old.signed_at)})"
+        )

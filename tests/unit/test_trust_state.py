@@ -1,0 +1,96 @@
+"""TrustState: ordering rules, persistence, corruption and concurrent writers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from policysupply import RollbackError, TrustState, VerificationError
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+HOUR = dt.timedelta(hours=1)
+
+
+def test_first_use_then_forward_only(tmp_path: Path) -> None:
+    state = TrustState(tmp_path / "s.json")
+    assert state.get("r") is None
+    state.accept("r", digest="sha256:a", revision="1.0", signed_at=T0)
+    state.accept("r", digest="sha256:a", revision="1.0", signed_at=T0)  # idempotent
+    state.accept("r", digest="sha256:b", revision="1.1", signed_at=T0 + HOUR)
+    with pytest.raises(RollbackError, match="replaced"):
+        state.accept("r", digest="sha256:a", revision="1.0", signed_at=T0)
+    with pytest.raises(RollbackError, match="older than the accepted"):
+        state.accept("r", digest="sha256:c", revision="1.0.9", signed_at=T0 + 2 * HOUR)
+    with pytest.raises(RollbackError, match="signed at"):  # unordered revisions: time decides
+        state.accept("r", digest="sha256:d", revision="3f2a9c1", signed_at=T0)
+    record = state.accept("r", digest="sha256:e", revision="3f2a9c1", signed_at=T0 + 3 * HOUR)
+    assert record.superseded == ("sha256:a", "sha256:b")
+    # Other references are independent streams.
+    state.accept("other", digest="sha256:a", revision="0.1", signed_at=None)
+    assert set(state.records()) == {"r", "other"}
+
+
+def test_persisted_across_instances(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "s.json"
+    TrustState(path).accept("r", digest="sha256:a", revision="2", signed_at=T0)
+    again = TrustState(path)
+    record = again.get("r")
+    assert record is not None
+    assert (record.digest, record.revision, record.signed_at) == ("sha256:a", "2", T0)
+    with pytest.raises(RollbackError):
+        again.accept("r", digest="sha256:b", revision="1", signed_at=None)
+    assert json.loads(path.read_text())["references"]["r"]["digest"] == "sha256:a"
+
+
+@pytest.mark.parametrize(
+    "body", [b"{", b"[]", b'{"format": 9, "references": {}}', b'{"format": 1}']
+)
+def test_corrupt_state_fails_closed_and_is_kept(tmp_path: Path, body: bytes) -> None:
+    path = tmp_path / "s.json"
+    path.write_bytes(body)
+    with pytest.raises(VerificationError, match="corrupt"):
+        TrustState(path).accept("r", digest="sha256:a", revision=None, signed_at=None)
+    assert path.read_bytes() == body  # nothing overwritten
+
+
+def test_failed_write_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    path = tmp_path / "s.json"
+    state = TrustState(path)
+    state.accept("r", digest="sha256:a", revision="1", signed_at=None)
+    before = path.read_bytes()
+
+    def boom(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="No space"):
+        state.accept("r", digest="sha256:b", revision="2", signed_at=None)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+def _accept_many(path: str, worker: int) -> None:
+    state = TrustState(path)
+    for i in range(20):
+        state.accept(
+            f"ref-{worker}-{i}", digest=f"sha256:{worker}{i}", revision="1", signed_at=None
+        )
+
+
+def test_concurrent_processes_lose_no_update(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.json")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_accept_many, args=(path, w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert len(TrustState(path).records()) == 80
