@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from policysupply import __version__
-from policysupply.cli._common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail
+from policysupply.cli._common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Group, fail
 from policysupply.cli._registry_cmds import copy, pull, push
 from policysupply.cli._sign_cmds import keygen, sign, verify
 from policysupply.errors import PolicySupplyError
@@ -26,7 +26,7 @@ def _fail(exc: PolicySupplyError, as_json: bool) -> None:
     fail(exc, as_json)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="policysupply")
 def cli() -> None:
     r"""Build, sign, push, verify and load OPA policy bundles; gate images.

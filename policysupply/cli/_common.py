@@ -6,6 +6,7 @@ command needs them, so ``policysupply --help`` stays quick.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -35,6 +36,30 @@ EXIT_USAGE = 2
 LAYOUT_PREFIX = "oci:"
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _no_rewrap_marks(text: str | None) -> str | None:
+    # Docstrings are raw (ruff D301), so click's "\b" no-rewrap mark arrives as
+    # a backslash and a "b"; turn it into the backspace click looks for.
+    return text.replace("\\b\n", "\b\n") if text else text
+
+
+class Command(click.Command):
+    """A click command whose raw docstring may mark a no-rewrap block with backslash-b."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _no_rewrap_marks(self.help)
+
+
+class Group(click.Group):
+    """A click group with the same docstring handling; its commands are :class:`Command`."""
+
+    command_class = Command
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _no_rewrap_marks(self.help)
 
 
 def exit_code_for(exc: PolicySupplyError) -> int:
@@ -87,20 +112,53 @@ def json_option(f: F) -> F:
     )(f)
 
 
+@attrs.frozen(kw_only=True)
+class NetOptions:
+    """How to reach registries, from ``--insecure``, ``--docker-config`` and ``--timeout``.
+
+    Attributes:
+        insecure: Plain HTTP for every host (loopback hosts always get it).
+        docker_config: A docker ``config.json`` for credentials.
+        timeout: Seconds one registry operation may take, retries included.
+    """
+
+    insecure: bool = False
+    docker_config: str | None = None
+    timeout: float = 120.0
+
+
 def registry_options(f: F) -> F:
-    """``--insecure`` and ``--docker-config`` for commands that talk to registries."""
-    f = click.option(
+    """Adds the registry options; the command receives them as ``net: NetOptions``."""
+
+    @functools.wraps(f)
+    def wrapper(
+        *args: Any, insecure: bool, docker_config: str | None, timeout: float, **kwargs: Any
+    ) -> Any:
+        net = NetOptions(insecure=insecure, docker_config=docker_config, timeout=timeout)
+        return f(*args, net=net, **kwargs)
+
+    decorated: Any = wrapper
+    decorated = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=120.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Give up on a registry operation after this long (retries included).",
+    )(decorated)
+    decorated = click.option(
         "--docker-config",
         type=click.Path(dir_okay=False),
         envvar="POLICYSUPPLY_DOCKER_CONFIG",
         help="Docker config.json for credentials "
         "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).",
-    )(f)
-    return click.option(
+    )(decorated)
+    decorated = click.option(
         "--insecure",
         is_flag=True,
         help="Plain HTTP to the registry (implied for loopback hosts).",
-    )(f)
+    )(decorated)
+    return decorated  # type: ignore[no-any-return]
 
 
 def _is_loopback(host: str) -> bool:
@@ -144,13 +202,13 @@ def by_digest(ref: str, digest: str) -> str:
     return f"{base}@{digest}"
 
 
-def open_target(text: str, *, insecure: bool, docker_config: str | None, param: str) -> Target:
+def open_target(text: str, net: NetOptions, *, param: str) -> Target:
     """Parses ``host[:port]/repo[:tag|@digest]`` or ``oci:DIR:repo[:tag|@digest]``.
 
     Raises:
         click.BadParameter: The reference is malformed (exit code 2).
     """
-    from policysupply import Reference, Registry
+    from policysupply import Reference, Registry, RetryPolicy, Timeout
     from policysupply.errors import RegistryError
 
     if text.startswith(LAYOUT_PREFIX):
@@ -187,7 +245,11 @@ def open_target(text: str, *, insecure: bool, docker_config: str | None, param: 
         )
     try:
         registry = Registry.remote(
-            r.host, insecure=insecure or _is_loopback(r.host), docker_config=docker_config
+            r.host,
+            insecure=net.insecure or _is_loopback(r.host),
+            docker_config=net.docker_config,
+            timeout=Timeout(connect=min(10.0, net.timeout), pool=min(10.0, net.timeout)),
+            retry=RetryPolicy(deadline=net.timeout),
         )
     except RegistryError as exc:
         raise click.BadParameter(str(exc), param_hint=param) from None

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from policysupply.cli._common import (
+    Command,
+    NetOptions,
     by_digest,
     emit_json,
     json_option,
@@ -28,7 +30,7 @@ References:
 """
 
 
-@click.command(epilog=REFERENCE_HELP)
+@click.command(cls=Command, epilog=REFERENCE_HELP)
 @click.argument("source", type=click.Path(exists=True))
 @click.argument("reference")
 @click.option("--revision", help="Manifest revision when SOURCE is a directory.")
@@ -42,8 +44,7 @@ def push(
     revision: str | None,
     version: str | None,
     no_check: bool,
-    insecure: bool,
-    docker_config: str | None,
+    net: NetOptions,
     as_json: bool,
 ) -> None:
     r"""Push a bundle (directory or .tar.gz) to REFERENCE as a policy image.
@@ -58,9 +59,7 @@ def push(
     """
     from policysupply import Bundle
 
-    target = open_target(
-        reference, insecure=insecure, docker_config=docker_config, param="REFERENCE"
-    )
+    target = open_target(reference, net, param="REFERENCE")
     with reported(as_json), target.registry:
         p = Path(source)
         if p.is_dir():
@@ -93,7 +92,7 @@ def push(
         click.echo(pinned)
 
 
-@click.command(epilog=REFERENCE_HELP)
+@click.command(cls=Command, epilog=REFERENCE_HELP)
 @click.argument("reference")
 @click.option(
     "-o",
@@ -120,8 +119,7 @@ def pull(
     threshold: int,
     annotations: tuple[str, ...],
     docker_reference: str,
-    insecure: bool,
-    docker_config: str | None,
+    net: NetOptions,
     as_json: bool,
 ) -> None:
     r"""Pull a policy image's bundle tarball from REFERENCE.
@@ -140,9 +138,7 @@ def pull(
     if verify and not keys:
         raise click.UsageError("--verify needs at least one --key")
     verifier = verifier_from_options(keys, threshold, annotations, docker_reference, as_json)
-    target = open_target(
-        reference, insecure=insecure, docker_config=docker_config, param="REFERENCE"
-    )
+    target = open_target(reference, net, param="REFERENCE")
     signatures: list[dict[str, object]] = []
     with reported(as_json), target.registry:
         if verifier is not None:
@@ -188,7 +184,7 @@ def pull(
             click.secho("not signature-checked (pass --key to verify)", fg="yellow", err=True)
 
 
-@click.command(epilog=REFERENCE_HELP)
+@click.command(cls=Command, epilog=REFERENCE_HELP)
 @click.argument("source")
 @click.argument("destination")
 @click.option(
@@ -203,8 +199,7 @@ def copy(
     source: str,
     destination: str,
     with_signatures: bool,
-    insecure: bool,
-    docker_config: str | None,
+    net: NetOptions,
     as_json: bool,
 ) -> None:
     r"""Copy an artifact (and by default its signatures) from SOURCE to DESTINATION.
@@ -218,10 +213,8 @@ def copy(
       policysupply copy ghcr.io/acme/policy:1.0 mirror.internal/acme/policy:1.0
       policysupply copy reg.a/acme/policy:1.0 reg.b/acme/policy:1.0 --without-signatures
     """
-    src = open_target(source, insecure=insecure, docker_config=docker_config, param="SOURCE")
-    dst = open_target(
-        destination, insecure=insecure, docker_config=docker_config, param="DESTINATION"
-    )
+    src = open_target(source, net, param="SOURCE")
+    dst = open_target(destination, net, param="DESTINATION")
     bar = progress_bar("copy", on_terminal() and not as_json)
     with reported(as_json), src.registry, dst.registry, bar as progress:
         copied = src.registry.copy(

@@ -8,6 +8,8 @@ import click
 
 from policysupply.cli._common import (
     EXIT_USAGE,
+    Command,
+    NetOptions,
     emit_json,
     json_option,
     key_is_encrypted,
@@ -26,7 +28,7 @@ terminal (hidden), or read as one line from stdin when that is not a terminal.
 """
 
 
-@click.command(epilog=KEY_PROMPT_HELP)
+@click.command(cls=Command, epilog=KEY_PROMPT_HELP)
 @click.option(
     "-d",
     "--directory",
@@ -81,7 +83,7 @@ def keygen(directory: str, prefix: str, as_json: bool) -> None:
         click.echo(f"key id {signer.key_id}")
 
 
-@click.command(epilog=KEY_PROMPT_HELP + "\n" + REFERENCE_HELP)
+@click.command(cls=Command, epilog=KEY_PROMPT_HELP + "\n" + REFERENCE_HELP)
 @click.argument("reference")
 @click.option(
     "-k",
@@ -114,8 +116,7 @@ def sign(
     key: str,
     scheme: str,
     annotations: tuple[str, ...],
-    insecure: bool,
-    docker_config: str | None,
+    net: NetOptions,
     as_json: bool,
 ) -> None:
     r"""Sign the artifact at REFERENCE with a key, where cosign looks for signatures.
@@ -132,9 +133,7 @@ def sign(
     from policysupply import Signer
 
     claims = parse_annotations(annotations)
-    target = open_target(
-        reference, insecure=insecure, docker_config=docker_config, param="REFERENCE"
-    )
+    target = open_target(reference, net, param="REFERENCE")
     password = read_password(confirm=False) if key_is_encrypted(Path(key)) else None
     with reported(as_json, code=EXIT_USAGE):
         signer = Signer.from_key_file(key, password=password)
@@ -163,7 +162,7 @@ def sign(
         click.echo(f"key id {sig.key_id}, {sig.scheme} signature at {sig.location}")
 
 
-@click.command(epilog=REFERENCE_HELP)
+@click.command(cls=Command, epilog=REFERENCE_HELP)
 @click.argument("reference")
 @trust_options(required=True)
 @registry_options
@@ -174,8 +173,7 @@ def verify(
     threshold: int,
     annotations: tuple[str, ...],
     docker_reference: str,
-    insecure: bool,
-    docker_config: str | None,
+    net: NetOptions,
     as_json: bool,
 ) -> None:
     r"""Verify the signatures on REFERENCE (a policy image or any OCI artifact).
@@ -191,9 +189,7 @@ def verify(
     """
     verifier = verifier_from_options(keys, threshold, annotations, docker_reference, as_json)
     assert verifier is not None  # noqa: S101 - --key is required
-    target = open_target(
-        reference, insecure=insecure, docker_config=docker_config, param="REFERENCE"
-    )
+    target = open_target(reference, net, param="REFERENCE")
     with reported(as_json), target.registry:
         artifact = verifier.verify(target.registry, target.ref)
     pinned = target.pinned(artifact.digest)
