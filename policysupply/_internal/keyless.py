@@ -1,0 +1,779 @@
+"""Keyless (Fulcio certificate + Rekor entry) verification, and signing through sigstore.
+
+Verification of one signature goes, in this order (the first failure decides
+the error type, so a single fault is reported precisely):
+
+1. the signature verifies with the certificate's key (else
+   ``UntrustedSignatureError``: altered signature or content);
+2. a transparency log entry exists, is signed by a trusted log (signed entry
+   timestamp and/or Merkle inclusion proof with its checkpoint), and its body
+   names this signature, this certificate and this content (else
+   ``TransparencyLogError``);
+3. the signed integration time lies in the certificate's validity (else
+   ``CertificateExpiredError``);
+4. the certificate chains to a trusted Fulcio root at that time, has the
+   code-signing usage and a valid embedded SCT (else ``CertificateError``);
+5. the certificate's identity is one the policy trusts (done by the caller
+   with :mod:`policysupply.identity`; ``IdentityMismatchError``).
+
+Trust material (Fulcio roots, Rekor and CT log keys) comes from a Sigstore
+``trusted_root.json`` through sigstore-python's ``TrustedRoot``; its keyrings,
+SCT check and Merkle/checkpoint checks are reused. What sigstore-python does not
+cover is ours: cosign's legacy annotations carry only a signed entry timestamp
+(no inclusion proof), and key-signed bundles have no certificate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from policysupply._internal import keys
+from policysupply._internal.sigstore_bundle import Envelope, ParsedBundle, TlogEntry
+from policysupply.errors import (
+    CertificateError,
+    CertificateExpiredError,
+    SigningError,
+    TransparencyLogError,
+    UntrustedSignatureError,
+    VerificationError,
+)
+
+# Fulcio's certificate extensions (1.3.6.1.4.1.57264.1.*), by the names cosign and
+# sigstore-go use. The first five are raw strings (deprecated); the rest DER UTF8String.
+FULCIO_OID = "1.3.6.1.4.1.57264.1"
+EXTENSIONS = {
+    "issuer": f"{FULCIO_OID}.1",
+    "github_workflow_trigger": f"{FULCIO_OID}.2",
+    "github_workflow_sha": f"{FULCIO_OID}.3",
+    "github_workflow_name": f"{FULCIO_OID}.4",
+    "github_workflow_repository": f"{FULCIO_OID}.5",
+    "github_workflow_ref": f"{FULCIO_OID}.6",
+    "issuer_v2": f"{FULCIO_OID}.8",
+    "build_signer_uri": f"{FULCIO_OID}.9",
+    "build_signer_digest": f"{FULCIO_OID}.10",
+    "runner_environment": f"{FULCIO_OID}.11",
+    "source_repository_uri": f"{FULCIO_OID}.12",
+    "source_repository_digest": f"{FULCIO_OID}.13",
+    "source_repository_ref": f"{FULCIO_OID}.14",
+    "source_repository_identifier": f"{FULCIO_OID}.15",
+    "source_repository_owner_uri": f"{FULCIO_OID}.16",
+    "source_repository_owner_identifier": f"{FULCIO_OID}.17",
+    "build_config_uri": f"{FULCIO_OID}.18",
+    "build_config_digest": f"{FULCIO_OID}.19",
+    "build_trigger": f"{FULCIO_OID}.20",
+    "run_invocation_uri": f"{FULCIO_OID}.21",
+    "source_repository_visibility_at_signing": f"{FULCIO_OID}.22",
+}
+_RAW_STRING_OIDS = {f"{FULCIO_OID}.{i}" for i in range(1, 7)}
+OTHERNAME_OID = f"{FULCIO_OID}.7"
+SCT_OID = "1.3.6.1.4.1.11129.2.4.2"
+
+
+# -- certificates -------------------------------------------------------------
+
+
+def _der_utf8(value: bytes) -> str | None:
+    """The string in a DER UTF8String (tag 0x0C), or None if it is not one."""
+    if len(value) < 2 or value[0] != 0x0C:
+        return None
+    n, off = value[1], 2
+    if n & 0x80:
+        width = n & 0x7F
+        if width == 0 or width > 4 or len(value) < 2 + width:
+            return None
+        n, off = int.from_bytes(value[2 : 2 + width], "big"), 2 + width
+    if len(value) != off + n:
+        return None
+    try:
+        return value[off:].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+@attrs.frozen(kw_only=True)
+class CertificateIdentity:
+    """What a Fulcio certificate says about its holder.
+
+    Attributes:
+        issuer: The OIDC issuer (extension ``.1.8``, falling back to ``.1.1``).
+        sans: Every Subject Alternative Name value (email, URI, DNS, IP,
+            Fulcio OtherName username), in certificate order.
+        extensions: Fulcio extension values by dotted OID.
+        not_before: Start of validity (UTC).
+        not_after: End of validity (UTC).
+    """
+
+    issuer: str | None
+    sans: tuple[str, ...]
+    extensions: Mapping[str, str]
+    not_before: datetime
+    not_after: datetime
+
+    @property
+    def subject(self) -> str:
+        """The first SAN: what cosign prints as the certificate identity."""
+        return self.sans[0] if self.sans else ""
+
+
+def certificate_identity(cert: Any) -> CertificateIdentity:
+    """Reads the identity claims of a ``cryptography`` certificate.
+
+    Raises:
+        CertificateError: The certificate has no Subject Alternative Name.
+    """
+    from cryptography import x509
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise CertificateError("signing certificate has no Subject Alternative Name") from None
+    sans: list[str] = []
+    for name in san:
+        if isinstance(name, x509.OtherName):
+            if name.type_id.dotted_string == OTHERNAME_OID:
+                text = _der_utf8(name.value)
+                if text is not None:
+                    sans.append(text)
+        elif isinstance(name, x509.IPAddress):
+            sans.append(str(name.value))
+        elif isinstance(name, (x509.RFC822Name, x509.UniformResourceIdentifier, x509.DNSName)):
+            sans.append(name.value)
+    extensions: dict[str, str] = {}
+    for ext in cert.extensions:
+        oid = ext.oid.dotted_string
+        if not oid.startswith(FULCIO_OID + ".") or not isinstance(
+            ext.value, x509.UnrecognizedExtension
+        ):
+            continue
+        raw = ext.value.value
+        text = None if oid in _RAW_STRING_OIDS else _der_utf8(raw)
+        if text is None:
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                continue
+        extensions[oid] = text
+    issuer = extensions.get(EXTENSIONS["issuer_v2"]) or extensions.get(EXTENSIONS["issuer"])
+    return CertificateIdentity(
+        issuer=issuer,
+        sans=tuple(sans),
+        extensions=extensions,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+    )
+
+
+def load_certificate(der_or_pem: bytes, *, what: str = "certificate") -> Any:
+    """A ``cryptography`` certificate from DER or PEM.
+
+    Raises:
+        CertificateError: Not a certificate.
+    """
+    from cryptography import x509
+
+    try:
+        if der_or_pem.lstrip().startswith(b"-----"):
+            return x509.load_pem_x509_certificate(der_or_pem)
+        return x509.load_der_x509_certificate(der_or_pem)
+    except ValueError:
+        raise CertificateError(f"{what}: not a valid X.509 certificate") from None
+
+
+def pem_chain(data: bytes | str) -> list[bytes]:
+    """DER certificates of a PEM bundle (cosign's chain annotation); bad blocks are skipped."""
+    raw = data.encode() if isinstance(data, str) else data
+    return [der for kind, der in keys.pem_blocks(raw) if kind == "CERTIFICATE"]
+
+
+def certificate_pem(der: bytes) -> bytes:
+    """PEM of a DER certificate, as Go writes it."""
+    return keys.pem_encode("CERTIFICATE", der)
+
+
+# -- trust material -----------------------------------------------------------
+
+
+class TrustMaterial:
+    """A Sigstore trusted root, with the keyrings and certificate store built once.
+
+    Create with :meth:`load`. Loading a path is offline; ``production`` and
+    ``staging`` go through sigstore-python's TUF client (network, cached).
+    """
+
+    def __init__(self, root: Any, *, source: str) -> None:
+        """Wraps a ``sigstore.models.TrustedRoot``."""
+        from cryptography.x509.verification import Store
+        from sigstore._internal.trust import KeyringPurpose
+
+        self.source = source
+        self.root = root
+        try:
+            self.fulcio_certs: list[Any] = list(root.get_fulcio_certs())
+        except Exception as exc:  # sigstore's MetadataError and friends
+            raise VerificationError(f"trusted root {source}: no Fulcio CA ({exc})") from None
+        self.store = Store(self.fulcio_certs)
+        self.rekor = root.rekor_keyring(KeyringPurpose.VERIFY)
+        try:
+            self.ct: Any = root.ct_keyring(KeyringPurpose.VERIFY)
+        except Exception:  # no CT logs: only verifies with require_sct=False
+            self.ct = None
+
+    @classmethod
+    def load(cls, source: Any) -> TrustMaterial:
+        """Loads trust material from one of several sources.
+
+        ``source`` is a ``trusted_root.json`` path, ``"production"``,
+        ``"staging"``, or a ``sigstore.models.TrustedRoot`` / ``ClientTrustConfig``.
+
+        Raises:
+            VerificationError: The trusted root cannot be read or parsed.
+        """
+        if isinstance(source, TrustMaterial):
+            return source
+        from sigstore.models import ClientTrustConfig, TrustedRoot
+
+        if isinstance(source, TrustedRoot):
+            return cls(source, source="TrustedRoot")
+        if isinstance(source, ClientTrustConfig):
+            return cls(source.trusted_root, source="ClientTrustConfig")
+        if source in (None, "production", "staging"):
+            name = source or "production"
+            try:
+                config = getattr(ClientTrustConfig, name)()
+            except Exception as exc:  # TUF/network failures
+                raise VerificationError(
+                    f"cannot fetch Sigstore's {name} trusted root through TUF ({exc}); "
+                    "pass trusted_root=<path to trusted_root.json> to verify offline"
+                ) from None
+            return cls(config.trusted_root, source=f"sigstore {name} (TUF)")
+        path = Path(os.fspath(source))
+        try:
+            root = TrustedRoot.from_file(str(path))
+        except OSError as exc:
+            raise VerificationError(f"cannot read trusted root {path}: {exc.strerror}") from None
+        except Exception as exc:  # pydantic ValidationError, sigstore Error
+            raise VerificationError(
+                f"{path}: not a Sigstore trusted root ({type(exc).__name__})"
+            ) from None
+        return cls(root, source=str(path))
+
+    def verify_log_signature(self, log_id: bytes, signature: bytes, data: bytes) -> None:
+        """Checks a signature by the transparency log ``log_id`` (SET or checkpoint).
+
+        Raises:
+            TransparencyLogError: No trusted log key verifies it.
+        """
+        from sigstore._utils import KeyID
+        from sigstore.errors import VerificationError as SigstoreVerificationError
+
+        try:
+            self.rekor.verify(key_id=KeyID(log_id), signature=signature, data=data)
+        except SigstoreVerificationError:
+            raise TransparencyLogError(
+                f"signed entry timestamp does not verify with trusted log {log_id.hex()[:16]}…"
+            ) from None
+
+
+# -- transparency log ---------------------------------------------------------
+
+
+def _verify_set(entry: TlogEntry, trust: TrustMaterial) -> None:
+    import rfc8785
+
+    assert entry.signed_entry_timestamp is not None  # noqa: S101 - checked by caller
+    payload = {
+        "body": base64.b64encode(entry.body).decode(),
+        "integratedTime": entry.integrated_time,
+        "logID": entry.log_id.hex(),
+        "logIndex": entry.log_index,
+    }
+    trust.verify_log_signature(entry.log_id, entry.signed_entry_timestamp, rfc8785.dumps(payload))
+
+
+def _verify_inclusion(entry: TlogEntry, trust: TrustMaterial) -> None:
+    from sigstore._internal.merkle import verify_merkle_inclusion
+    from sigstore._internal.rekor.checkpoint import verify_checkpoint
+    from sigstore.errors import VerificationError as SigstoreVerificationError
+    from sigstore.models import TransparencyLogEntry
+    from sigstore_models.rekor.v1 import TransparencyLogEntry as _Entry
+
+    try:
+        sig_entry = TransparencyLogEntry(_Entry.from_dict(entry.to_json()))
+        verify_merkle_inclusion(sig_entry)
+        verify_checkpoint(trust.rekor, sig_entry)
+    except SigstoreVerificationError as exc:
+        raise TransparencyLogError(f"inclusion proof: {exc}") from None
+    except Exception as exc:  # malformed proof or checkpoint (pydantic, ValueError)
+        raise TransparencyLogError(f"inclusion proof is malformed ({exc})") from None
+
+
+def verify_tlog_entry(entry: TlogEntry, trust: TrustMaterial) -> datetime | None:
+    """Checks a log entry's signed entry timestamp and/or inclusion proof.
+
+    Returns:
+        The integration time, if a verified signed entry timestamp covers it
+        (an inclusion proof alone does not sign the time).
+
+    Raises:
+        TransparencyLogError: Neither is present, or one fails.
+    """
+    if entry.signed_entry_timestamp is None and entry.inclusion_proof is None:
+        raise TransparencyLogError("transparency log entry has neither a SET nor a proof")
+    if entry.inclusion_proof is not None:
+        if entry.inclusion_proof.checkpoint is None:
+            raise TransparencyLogError("inclusion proof has no signed checkpoint")
+        _verify_inclusion(entry, trust)
+    if entry.signed_entry_timestamp is not None and entry.integrated_time is not None:
+        _verify_set(entry, trust)
+        return datetime.fromtimestamp(entry.integrated_time, tz=timezone.utc)
+    return None
+
+
+def _b64_pem_der(value: Any) -> bytes | None:
+    """DER inside a base64-encoded PEM (Rekor's publicKey/verifier fields)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        blocks = keys.pem_blocks(base64.b64decode(value, validate=True))
+    except ValueError:
+        return None
+    return blocks[0][1] if blocks else None
+
+
+def _spec(entry: TlogEntry) -> Mapping[str, Any]:
+    spec = entry.body_json().get("spec")
+    if not isinstance(spec, Mapping):
+        raise TransparencyLogError("transparency log entry has no spec")
+    return spec
+
+
+def _get(doc: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(doc, Mapping):
+            return None
+        doc = doc.get(p)
+    return doc
+
+
+def check_entry_body(
+    entry: TlogEntry,
+    *,
+    signature: bytes,
+    verifier_der: bytes,
+    artifact_sha256: bytes | None = None,
+    envelope: Envelope | None = None,
+    envelope_blob: bytes | None = None,
+) -> None:
+    """Checks that a log entry describes exactly this signature, key/certificate and content.
+
+    Args:
+        entry: The (already verified) log entry.
+        signature: The signature being verified.
+        verifier_der: DER of the certificate (keyless) or SubjectPublicKeyInfo (key).
+        artifact_sha256: For ``hashedrekord``: SHA-256 of the signed bytes.
+        envelope: For ``dsse``/``intoto``: the DSSE envelope.
+        envelope_blob: For cosign's legacy ``.att`` layers: the exact envelope
+            bytes, whose hash ``dsse``/``intoto`` entries record.
+
+    Raises:
+        TransparencyLogError: Another signature, key or content; or an entry
+            kind this library does not check.
+    """
+    spec = _spec(entry)
+    b64sig = base64.b64encode(signature).decode()
+    kind = (entry.kind, entry.version)
+    if kind == ("hashedrekord", "0.0.1"):
+        if artifact_sha256 is None:
+            raise TransparencyLogError("hashedrekord entry for DSSE content")
+        if _get(spec, "signature", "content") != b64sig:
+            raise TransparencyLogError("transparency log entry is for another signature")
+        if _b64_pem_der(_get(spec, "signature", "publicKey", "content")) != verifier_der:
+            raise TransparencyLogError("transparency log entry names another key or certificate")
+        if (
+            _get(spec, "data", "hash", "algorithm") != "sha256"
+            or _get(spec, "data", "hash", "value") != artifact_sha256.hex()
+        ):
+            raise TransparencyLogError("transparency log entry is for other content")
+        return
+    if kind == ("dsse", "0.0.1") or kind == ("intoto", "0.0.2"):
+        if envelope is None:
+            raise TransparencyLogError(f"{entry.kind} entry for a message signature")
+        if kind == ("dsse", "0.0.1"):
+            sigs = spec.get("signatures")
+            pairs = [
+                (s.get("signature"), _b64_pem_der(s.get("verifier")))
+                for s in (sigs if isinstance(sigs, list) else [])
+                if isinstance(s, Mapping)
+            ]
+            recorded = _get(spec, "payloadHash")
+            wanted = hashlib.sha256(envelope.payload).hexdigest()
+            env_hash = _get(spec, "envelopeHash")
+        else:
+            env_sigs = _get(spec, "content", "envelope", "signatures")
+            pairs = [
+                (s.get("sig"), _b64_pem_der(s.get("publicKey")))
+                for s in (env_sigs if isinstance(env_sigs, list) else [])
+                if isinstance(s, Mapping)
+            ]
+            recorded = _get(spec, "content", "payloadHash")
+            wanted = hashlib.sha256(envelope.payload).hexdigest()
+            env_hash = _get(spec, "content", "hash")
+        # intoto v0.0.2 double-base64-encodes signatures; accept either form.
+        accepted = {b64sig, base64.b64encode(b64sig.encode()).decode()}
+        if not any(sig in accepted and der == verifier_der for sig, der in pairs):
+            raise TransparencyLogError(
+                "transparency log entry is for another signature or certificate"
+            )
+        if envelope_blob is not None and isinstance(env_hash, Mapping):
+            # cosign's legacy .att check: the entry hashes the stored envelope bytes
+            if env_hash.get("value") != hashlib.sha256(envelope_blob).hexdigest():
+                raise TransparencyLogError("transparency log entry is for another envelope")
+        elif not isinstance(recorded, Mapping) or recorded.get("value") != wanted:
+            raise TransparencyLogError("transparency log entry is for another payload")
+        return
+    raise TransparencyLogError(
+        f"unsupported transparency log entry kind {entry.kind}/{entry.version}"
+    )
+
+
+# -- certificate chain --------------------------------------------------------
+
+
+def verify_chain(
+    cert: Any, at: datetime, trust: TrustMaterial, hints: Sequence[bytes]
+) -> list[Any]:
+    """Path-validates a Fulcio leaf to a trusted root at ``at``; returns issuer..root.
+
+    Raises:
+        CertificateError: No path to a trusted Fulcio certificate, or no
+            code-signing usage.
+    """
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder
+    from cryptography.x509.verification import VerificationError as X509Error
+
+    # Fulcio leaves carry code-signing, not client-auth: allow any EKU in the
+    # path validator and check code-signing below (as sigstore-python does).
+    ca = ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None
+    )
+    ee = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None
+    )
+    verifier = (
+        PolicyBuilder()
+        .store(trust.store)
+        .time(at)
+        .extension_policies(ca_policy=ca, ee_policy=ee)
+        .build_client_verifier()
+    )
+    intermediates = []
+    for der in hints:
+        try:
+            intermediates.append(x509.load_der_x509_certificate(der))
+        except ValueError:
+            continue  # hints are untrusted: a bad one just does not help
+    try:
+        chain = list(verifier.verify(cert, intermediates).chain[1:])
+    except (X509Error, x509.UnsupportedGeneralNameType) as exc:
+        raise CertificateError(
+            f"signing certificate does not chain to a trusted Fulcio root ({trust.source}): {exc}"
+        ) from None
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        raise CertificateError("signing certificate lacks key usage extensions") from None
+    if not usage.digital_signature or ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+        raise CertificateError("signing certificate is not for code signing")
+    return chain
+
+
+def verify_sct(cert: Any, chain: list[Any], trust: TrustMaterial) -> None:
+    """Checks the certificate's embedded SCT against the trusted CT log keys.
+
+    Raises:
+        CertificateError: No SCT, no CT keys, or an invalid SCT.
+    """
+    from sigstore._internal.sct import verify_sct as _verify_sct
+    from sigstore.errors import VerificationError as SigstoreVerificationError
+
+    if trust.ct is None:
+        raise CertificateError(
+            f"trusted root {trust.source} has no CT log keys to check the certificate's SCT "
+            "(set require_sct=False for a deployment without CT)"
+        )
+    try:
+        _verify_sct(cert, chain, trust.ct)
+    except SigstoreVerificationError as exc:
+        raise CertificateError(f"signing certificate's SCT: {exc}") from None
+
+
+# -- one signature ------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class KeylessCheck:
+    """A keyless signature whose certificate, log entry and signature verified.
+
+    Attributes:
+        identity: The certificate's identity claims (matched by the caller).
+        signed_time: The log's (or TSA's) signed time of signing.
+        log_index: The log entry's index.
+        certificate_der: The signing certificate.
+    """
+
+    identity: CertificateIdentity
+    signed_time: datetime
+    log_index: int
+    certificate_der: bytes = attrs.field(repr=False)
+
+
+def verify_keyless(
+    *,
+    trust: TrustMaterial,
+    certificate: bytes,
+    chain_hints: Sequence[bytes],
+    signature: bytes,
+    message: bytes,
+    tlog_entries: Sequence[TlogEntry],
+    artifact_sha256: bytes | None = None,
+    envelope: Envelope | None = None,
+    envelope_blob: bytes | None = None,
+    require_sct: bool = True,
+) -> KeylessCheck:
+    """Verifies one keyless signature up to (not including) identity matching.
+
+    Args:
+        trust: The trusted root.
+        certificate: DER of the signing certificate.
+        chain_hints: Untrusted intermediates offered with it.
+        signature: The signature.
+        message: The exact bytes signed (payload, artifact, or DSSE PAE).
+        tlog_entries: Candidate log entries (one must verify and match).
+        artifact_sha256: ``hashedrekord`` content hash (message signatures).
+        envelope: The DSSE envelope (DSSE content).
+        envelope_blob: The stored envelope bytes (cosign legacy ``.att``).
+        require_sct: Whether the certificate's SCT must verify.
+
+    Raises:
+        UntrustedSignatureError: The signature does not verify with the
+            certificate's key.
+        TransparencyLogError: No matching, verified log entry.
+        CertificateExpiredError: Signed outside the certificate's validity.
+        CertificateError: Untrusted CA, wrong usage, bad SCT.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    cert = load_certificate(certificate, what="signing certificate")
+    if not keys.verify(cert.public_key(), signature, message):
+        raise UntrustedSignatureError("signature does not verify with its certificate's key")
+    if not tlog_entries:
+        raise TransparencyLogError("keyless signature has no transparency log entry")
+    der = cert.public_bytes(serialization.Encoding.DER)
+    when: datetime | None = None
+    entry: TlogEntry | None = None
+    problems: list[str] = []
+    for candidate in tlog_entries:
+        try:
+            check_entry_body(
+                candidate,
+                signature=signature,
+                verifier_der=der,
+                artifact_sha256=artifact_sha256,
+                envelope=envelope,
+                envelope_blob=envelope_blob,
+            )
+            when = verify_tlog_entry(candidate, trust)
+        except TransparencyLogError as exc:
+            problems.append(str(exc))
+            continue
+        entry = candidate
+        break
+    if entry is None:
+        raise TransparencyLogError("; ".join(problems))
+    if when is None:
+        raise TransparencyLogError(
+            "transparency log entry has no signed integration time (signed entry timestamp); "
+            "cannot bind the signature to the certificate's validity"
+        )
+    identity = certificate_identity(cert)
+    if not identity.not_before <= when <= identity.not_after:
+        raise CertificateExpiredError(
+            f"signed at {when.isoformat()} (transparency log), outside the certificate's "
+            f"validity {identity.not_before.isoformat()} .. {identity.not_after.isoformat()}"
+        )
+    chain = verify_chain(cert, when, trust, chain_hints)
+    if require_sct:
+        verify_sct(cert, chain, trust)
+    return KeylessCheck(
+        identity=identity, signed_time=when, log_index=entry.log_index, certificate_der=der
+    )
+
+
+def verify_key_tlog(
+    *,
+    trust: TrustMaterial,
+    key: Any,
+    signature: bytes,
+    tlog_entries: Sequence[TlogEntry],
+    artifact_sha256: bytes | None = None,
+    envelope: Envelope | None = None,
+    envelope_blob: bytes | None = None,
+) -> datetime | None:
+    """Checks the log entries of a key-signed signature (when the policy requires a log).
+
+    Returns:
+        The signed integration time, when a SET covers it.
+
+    Raises:
+        TransparencyLogError: No matching, verified entry.
+    """
+    if not tlog_entries:
+        raise TransparencyLogError("signature has no transparency log entry")
+    problems = []
+    for entry in tlog_entries:
+        try:
+            check_entry_body(
+                entry,
+                signature=signature,
+                verifier_der=keys.spki_der(key),
+                artifact_sha256=artifact_sha256,
+                envelope=envelope,
+                envelope_blob=envelope_blob,
+            )
+            return verify_tlog_entry(entry, trust)
+        except TransparencyLogError as exc:
+            problems.append(str(exc))
+    raise TransparencyLogError("; ".join(problems))
+
+
+# -- signing ------------------------------------------------------------------
+
+
+def _parse_sigstore_bundle(bundle: Any) -> ParsedBundle:
+    from policysupply._internal.sigstore_bundle import parse_bundle
+
+    return parse_bundle(bundle.to_json(), what="bundle from sigstore")
+
+
+class KeylessSession:
+    """Signs through sigstore-python: an ephemeral key, a Fulcio certificate, a Rekor entry.
+
+    Nothing touches the network until the first signature.
+    """
+
+    def __init__(self, identity_token: str, trust: Any) -> None:
+        """Args: identity_token: a raw OIDC JWT; trust: see :func:`client_trust_config`."""
+        self._token = identity_token
+        self._trust = trust
+        self._signer: Any = None
+        self._context: Any = None
+
+    def _get(self) -> Any:
+        if self._signer is None:
+            from sigstore.oidc import IdentityError, IdentityToken
+            from sigstore.sign import SigningContext
+
+            config = client_trust_config(self._trust)
+            try:
+                token = IdentityToken(self._token)
+            except IdentityError as exc:
+                raise SigningError(f"identity token rejected: {exc}") from None
+            try:
+                self._context = SigningContext.from_trust_config(config)
+                self._signer = self._context.signer(token, cache=True).__enter__()
+            except Exception as exc:  # Fulcio errors, network errors, expired tokens
+                raise SigningError(f"cannot get a Fulcio signing certificate: {exc}") from None
+        return self._signer
+
+    @property
+    def identity(self) -> str:
+        """The identity (token subject or email) the certificate will carry."""
+        from sigstore.oidc import IdentityError, IdentityToken
+
+        try:
+            return str(IdentityToken(self._token).identity)
+        except IdentityError as exc:
+            raise SigningError(f"identity token rejected: {exc}") from None
+
+    def sign_artifact(self, data: bytes) -> ParsedBundle:
+        """A ``messageSignature`` bundle (hashedrekord entry) over ``data``.
+
+        Raises:
+            SigningError: Fulcio, Rekor or the token failed.
+        """
+        signer = self._get()
+        try:
+            return _parse_sigstore_bundle(signer.sign_artifact(data))
+        except Exception as exc:
+            raise SigningError(f"keyless signing failed: {exc}") from None
+
+    def sign_dsse(self, statement: bytes) -> ParsedBundle:
+        """A ``dsseEnvelope`` bundle (dsse entry) over an in-toto statement.
+
+        Raises:
+            SigningError: Fulcio, Rekor or the token failed, or not a v1 statement.
+        """
+        from sigstore import dsse
+
+        signer = self._get()
+        try:
+            return _parse_sigstore_bundle(signer.sign_dsse(dsse.Statement(statement)))
+        except Exception as exc:
+            raise SigningError(f"keyless signing failed: {exc}") from None
+
+    def chain_pem(self, leaf_der: bytes) -> bytes:
+        """The issuing chain (intermediates, root) from the trusted root, as cosign stores it."""
+        config = client_trust_config(self._trust)
+        return issuing_chain_pem(leaf_der, config.trusted_root)
+
+
+def issuing_chain_pem(leaf_der: bytes, trusted_root: Any) -> bytes:
+    """PEM of the trusted-root CA chain whose first certificate issued ``leaf_der``."""
+    from cryptography.hazmat.primitives import serialization
+
+    leaf = load_certificate(leaf_der)
+    for authority in trusted_root._inner.certificate_authorities:
+        from sigstore._internal.trust import CertificateAuthority
+
+        certs = CertificateAuthority(authority).certificates(allow_expired=True)
+        if certs and certs[0].subject == leaf.issuer:
+            return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    return b""
+
+
+def client_trust_config(trust: Any) -> Any:
+    """A ``sigstore.models.ClientTrustConfig`` for signing.
+
+    ``trust`` is ``"production"``, ``"staging"``, a ``ClientTrustConfig``, or a
+    path to a client trust config JSON file (private deployments).
+
+    Raises:
+        SigningError: Unreadable or invalid configuration, or TUF failure.
+    """
+    from sigstore.models import ClientTrustConfig
+
+    if isinstance(trust, ClientTrustConfig):
+        return trust
+    if trust in ("production", "staging"):
+        try:
+            return getattr(ClientTrustConfig, str(trust))()
+        except Exception as exc:
+            raise SigningError(f"cannot fetch Sigstore's {trust} trust config: {exc}") from None
+    path = Path(os.fspath(trust))
+    try:
+        return ClientTrustConfig.from_json(path.read_text())
+    except OSError as exc:
+        raise SigningError(f"cannot read trust config {path}: {exc.strerror}") from None
+    except Exception as exc:
+        raise SigningError(f"{path}: not a Sigstore client trust config ({exc})") from None

@@ -1,0 +1,457 @@
+"""An in-process Sigstore for offline unit tests: a Fulcio-like CA, a CT log, a Rekor-like log.
+
+It issues certificates with Fulcio's extensions and a real embedded SCT, logs
+entries with real signed entry timestamps, Merkle inclusion proofs and signed
+checkpoints, and writes a ``trusted_root.json`` that sigstore-python loads.
+Everything is real cryptography; the only shortcut is that there is no network
+(the interop tests run the real services). Fault injection (expired
+certificates, foreign CAs, bad SETs) is done by asking for it explicitly.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from policysupply._internal import sigstore_bundle as sb
+
+GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+FULCIO = "1.3.6.1.4.1.57264.1"
+
+
+def _spki(key: Any) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _utf8(text: str) -> bytes:
+    raw = text.encode()
+    assert len(raw) < 128
+    return bytes([0x0C, len(raw)]) + raw
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+class CA:
+    """A root and an intermediate, like Fulcio's chain."""
+
+    def __init__(self, name: str = "sigstore") -> None:
+        start = _now() - timedelta(days=365)
+        end = _now() + timedelta(days=3650)
+        self.root_key = ec.generate_private_key(ec.SECP384R1())
+        root_name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sigstore.dev"),
+                x509.NameAttribute(NameOID.COMMON_NAME, name),
+            ]
+        )
+        self.root = (
+            x509.CertificateBuilder()
+            .subject_name(root_name)
+            .issuer_name(root_name)
+            .public_key(self.root_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self.root_key.public_key()),
+                critical=False,
+            )
+            .sign(self.root_key, hashes.SHA384())
+        )
+        self.key = ec.generate_private_key(ec.SECP384R1())
+        inter_name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sigstore.dev"),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"{name}-intermediate"),
+            ]
+        )
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(inter_name)
+            .issuer_name(root_name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.root_key.public_key()),
+                critical=False,
+            )
+            .sign(self.root_key, hashes.SHA384())
+        )
+
+    def chain_der(self) -> list[bytes]:
+        return [c.public_bytes(serialization.Encoding.DER) for c in (self.cert, self.root)]
+
+    def chain_pem(self) -> bytes:
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.cert, self.root))
+
+
+class FakeSigstore:
+    """CA + CT log + transparency log, with a trusted root describing them."""
+
+    def __init__(self) -> None:
+        self.ca = CA()
+        self.ct_key = ec.generate_private_key(ec.SECP256R1())
+        self.log_key = ec.generate_private_key(ec.SECP256R1())
+        self.log_id = hashlib.sha256(_spki(self.log_key)).digest()
+        self.leaves: list[bytes] = []
+
+    # -- trusted root --------------------------------------------------------
+
+    def trusted_root(self, *, ct: bool = True, extra_cas: list[CA] | None = None) -> dict[str, Any]:
+        def key(k: Any, details: str) -> dict[str, Any]:
+            return {
+                "rawBytes": base64.b64encode(_spki(k)).decode(),
+                "keyDetails": details,
+                "validFor": {"start": "2020-01-01T00:00:00Z"},
+            }
+
+        def log(k: Any, url: str) -> dict[str, Any]:
+            return {
+                "baseUrl": url,
+                "hashAlgorithm": "SHA2_256",
+                "publicKey": key(k, "PKIX_ECDSA_P256_SHA_256"),
+                "logId": {"keyId": base64.b64encode(hashlib.sha256(_spki(k)).digest()).decode()},
+            }
+
+        cas = [self.ca, *(extra_cas or [])]
+        return {
+            "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+            "tlogs": [log(self.log_key, "http://127.0.0.1:1/rekor")],
+            "certificateAuthorities": [
+                {
+                    "subject": {"organization": "sigstore.dev", "commonName": "sigstore"},
+                    "uri": "http://127.0.0.1:1/fulcio",
+                    "certChain": {
+                        "certificates": [
+                            {"rawBytes": base64.b64encode(d).decode()} for d in ca.chain_der()
+                        ]
+                    },
+                    "validFor": {"start": "2020-01-01T00:00:00Z"},
+                }
+                for ca in cas
+            ],
+            "ctlogs": [log(self.ct_key, "http://127.0.0.1:1/ct")] if ct else [],
+            "timestampAuthorities": [],
+        }
+
+    def write_trusted_root(self, path: Path, **kwargs: Any) -> Path:
+        path.write_text(json.dumps(self.trusted_root(**kwargs)))
+        return path
+
+    # -- certificates --------------------------------------------------------
+
+    def issue(
+        self,
+        *,
+        subject: str = "https://github.com/acme/policies/.github/workflows/release.yml@refs/heads/main",
+        issuer: str = GITHUB_ISSUER,
+        extensions: Mapping[str, str] | None = None,
+        not_before: datetime | None = None,
+        lifetime: timedelta = timedelta(minutes=10),
+        ca: CA | None = None,
+        sct: bool = True,
+        code_signing: bool = True,
+    ) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+        """A Fulcio-like leaf: ``(private key, certificate DER)``."""
+        ca = ca or self.ca
+        key = ec.generate_private_key(ec.SECP256R1())
+        start = not_before or _now() - timedelta(minutes=1)
+        san: x509.GeneralName = (
+            x509.RFC822Name(subject)
+            if "@" in subject and "://" not in subject
+            else x509.UniformResourceIdentifier(subject)
+        )
+        eku = ExtendedKeyUsageOID.CODE_SIGNING if code_signing else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(ca.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + lifetime)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+                critical=False,
+            )
+            .add_extension(x509.SubjectAlternativeName([san]), critical=True)
+            .add_extension(
+                x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{FULCIO}.1"), issuer.encode()),
+                critical=False,
+            )
+            .add_extension(
+                x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{FULCIO}.8"), _utf8(issuer)),
+                critical=False,
+            )
+        )
+        for oid, value in (extensions or {}).items():
+            raw = value.encode() if int(oid.rsplit(".", 1)[1]) <= 6 else _utf8(value)
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), raw), critical=False
+            )
+        if sct:
+            precert = builder.sign(ca.key, hashes.SHA384())
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(
+                    x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2"),
+                    self._sct_extension(precert, ca, start),
+                ),
+                critical=False,
+            )
+        cert = builder.sign(ca.key, hashes.SHA384())
+        return key, cert.public_bytes(serialization.Encoding.DER)
+
+    def _sct_extension(self, precert: x509.Certificate, ca: CA, when: datetime) -> bytes:
+        issuer_hash = hashlib.sha256(_spki(ca.key)).digest()
+        tbs = precert.tbs_certificate_bytes
+        ms = int(when.timestamp() * 1000)
+        signed = (
+            struct.pack("!BBQH", 0, 0, ms, 1)
+            + issuer_hash
+            + len(tbs).to_bytes(3, "big")
+            + tbs
+            + struct.pack("!H", 0)
+        )
+        sig = self.ct_key.sign(signed, ec.ECDSA(hashes.SHA256()))
+        log_id = hashlib.sha256(_spki(self.ct_key)).digest()
+        sct = (
+            struct.pack("!B", 0)
+            + log_id
+            + struct.pack("!QH", ms, 0)
+            + struct.pack("!BBH", 4, 3, len(sig))
+            + sig
+        )
+        lst = struct.pack("!H", len(sct)) + sct
+        lst = struct.pack("!H", len(lst)) + lst
+        assert len(lst) < 128
+        return bytes([0x04, len(lst)]) + lst  # DER OCTET STRING around the TLS list
+
+    # -- transparency log ----------------------------------------------------
+
+    @staticmethod
+    def _leaf(data: bytes) -> bytes:
+        return hashlib.sha256(b"\x00" + data).digest()
+
+    @staticmethod
+    def _node(a: bytes, b: bytes) -> bytes:
+        return hashlib.sha256(b"\x01" + a + b).digest()
+
+    def _root(self, leaves: list[bytes]) -> bytes:
+        if len(leaves) == 1:
+            return leaves[0]
+        k = 1
+        while k * 2 < len(leaves):
+            k *= 2
+        return self._node(self._root(leaves[:k]), self._root(leaves[k:]))
+
+    def _path(self, index: int, leaves: list[bytes]) -> list[bytes]:
+        if len(leaves) <= 1:
+            return []
+        k = 1
+        while k * 2 < len(leaves):
+            k *= 2
+        if index < k:
+            return [*self._path(index, leaves[:k]), self._root(leaves[k:])]
+        return [*self._path(index - k, leaves[k:]), self._root(leaves[:k])]
+
+    def log(
+        self,
+        body: Mapping[str, Any],
+        *,
+        integrated_time: int | None = None,
+        proof: bool = True,
+        promise: bool = True,
+        log_key: Any = None,
+    ) -> sb.TlogEntry:
+        """Appends an entry; returns it with SET and/or inclusion proof + checkpoint."""
+        log_key = log_key or self.log_key
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        self.leaves.append(raw)
+        index = len(self.leaves) - 1
+        when = integrated_time if integrated_time is not None else int(_now().timestamp()) - 5
+        set_ = None
+        if promise:
+            payload = {
+                "body": base64.b64encode(raw).decode(),
+                "integratedTime": when,
+                "logID": self.log_id.hex(),
+                "logIndex": index,
+            }
+            set_ = log_key.sign(rfc8785.dumps(payload), ec.ECDSA(hashes.SHA256()))
+        inclusion = None
+        if proof:
+            hashed = [self._leaf(x) for x in self.leaves]
+            root = self._root(hashed)
+            note = f"fake-rekor - 1\n{len(hashed)}\n{base64.b64encode(root).decode()}\n"
+            sig = log_key.sign(note.encode(), ec.ECDSA(hashes.SHA256()))
+            stamp = base64.b64encode(self.log_id[:4] + sig).decode()
+            inclusion = sb.InclusionProof(
+                log_index=index,
+                root_hash=root,
+                tree_size=len(hashed),
+                hashes=tuple(self._path(index, hashed)),
+                checkpoint=f"{note}\n\u2014 fake-rekor {stamp}\n",
+            )
+        return sb.TlogEntry(
+            log_index=index,
+            log_id=self.log_id,
+            kind=str(body["kind"]),
+            version=str(body["apiVersion"]),
+            integrated_time=when,
+            signed_entry_timestamp=set_,
+            inclusion_proof=inclusion,
+            body=raw,
+        )
+
+    # -- signing -------------------------------------------------------------
+
+    @staticmethod
+    def hashedrekord(data_sha256: bytes, signature: bytes, verifier_pem: bytes) -> dict[str, Any]:
+        return {
+            "apiVersion": "0.0.1",
+            "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": data_sha256.hex()}},
+                "signature": {
+                    "content": base64.b64encode(signature).decode(),
+                    "publicKey": {"content": base64.b64encode(verifier_pem).decode()},
+                },
+            },
+        }
+
+    @staticmethod
+    def dsse_entry(
+        envelope: sb.Envelope, envelope_json: bytes, verifier_pem: bytes
+    ) -> dict[str, Any]:
+        return {
+            "apiVersion": "0.0.1",
+            "kind": "dsse",
+            "spec": {
+                "envelopeHash": {
+                    "algorithm": "sha256",
+                    "value": hashlib.sha256(envelope_json).hexdigest(),
+                },
+                "payloadHash": {
+                    "algorithm": "sha256",
+                    "value": hashlib.sha256(envelope.payload).hexdigest(),
+                },
+                "signatures": [
+                    {
+                        "signature": base64.b64encode(s).decode(),
+                        "verifier": base64.b64encode(verifier_pem).decode(),
+                    }
+                    for s in envelope.signatures
+                ],
+            },
+        }
+
+
+class FakeBackend:
+    """Stands in for sigstore-python's signer in unit tests: same outputs, no network."""
+
+    def __init__(self, sigstore: FakeSigstore, **issue: Any) -> None:
+        self.sigstore = sigstore
+        self.key, self.cert = sigstore.issue(**issue)
+        self.cert_pem = x509.load_der_x509_certificate(self.cert).public_bytes(
+            serialization.Encoding.PEM
+        )
+
+    def sign_artifact(self, data: bytes) -> sb.ParsedBundle:
+        sig = self.key.sign(data, ec.ECDSA(hashes.SHA256()))
+        digest = hashlib.sha256(data).digest()
+        entry = self.sigstore.log(FakeSigstore.hashedrekord(digest, sig, self.cert_pem))
+        return sb.ParsedBundle(
+            media_type=sb.BUNDLE_V03,
+            certificate=self.cert,
+            tlog_entries=(entry,),
+            content=sb.MessageSignature(algorithm="sha256", digest=digest, signature=sig),
+        )
+
+    def sign_dsse(self, statement: bytes) -> sb.ParsedBundle:
+        pae = sb.pae(sb.INTOTO, statement)
+        sig = self.key.sign(pae, ec.ECDSA(hashes.SHA256()))
+        env = sb.Envelope(payload_type=sb.INTOTO, payload=statement, signatures=(sig,))
+        env_json = json.dumps(env.to_json(), separators=(",", ":")).encode()
+        entry = self.sigstore.log(FakeSigstore.dsse_entry(env, env_json, self.cert_pem))
+        return sb.ParsedBundle(
+            media_type=sb.BUNDLE_V03, certificate=self.cert, tlog_entries=(entry,), content=env
+        )
+
+    def chain_pem(self, leaf_der: bytes) -> bytes:
+        return self.sigstore.ca.chain_pem()
+
+    @property
+    def identity(self) -> str:
+        return "fake"
