@@ -1,0 +1,725 @@
+"""The deployment gate: YES or NO for a container image, with the reasons.
+
+A :class:`Gate` verifies an image's cosign signatures with a
+:class:`~policysupply.verifier.Verifier`, turns the result (plus the image
+reference and the caller's context) into a Rego ``input`` document, and asks
+a rule bundle for the verdict. Verification failures are verdicts, not
+exceptions: an unsigned image is a :class:`Decision` with ``allowed=False``
+and the reason ``unsigned: no signature on ...``.
+
+The rule bundle is policysupply's default (:meth:`Gate.default_rules`) or
+your own; it may itself come from a signed policy image
+(:meth:`Gate.from_registry`). Rules run in-process on the embedded Rego
+engine, compiled once per gate. See docs/adr/0009-gate.md for the input
+schema and the result contract.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import threading
+import types
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from policysupply._internal.oci import Reference
+from policysupply.bundle import Bundle
+from policysupply.errors import (
+    BundleError,
+    DigestMismatchError,
+    NoSignatureError,
+    RollbackError,
+    ThresholdNotMetError,
+    UntrustedSignatureError,
+    VerificationError,
+)
+from policysupply.registry import Registry
+from policysupply.verifier import VerifiedArtifact, Verifier
+
+__all__ = ["DEFAULT_QUERY", "INPUT_SCHEMA", "Decision", "Gate"]
+
+DEFAULT_QUERY = "data.policysupply.gate.decision"
+"""The query the default rules answer: ``{"allow": bool, "deny": [{rule, message}]}``."""
+
+INPUT_SCHEMA = "policysupply.gate/v1"
+"""Value of ``input.schema``; changes only when the input layout does."""
+
+_RULES_DIR = Path(__file__).resolve().parent / "rules"
+_ROOTS = ("policysupply/gate",)
+_SETTINGS_PATH = ("policysupply", "gate", "settings")
+_DEFAULT_SETTINGS = ("allowed_registries", "required_identities", "required_attestations")
+
+# Most specific first: the first class an error is an instance of names it.
+_ERROR_CODES: tuple[tuple[type[VerificationError], str], ...] = (
+    (NoSignatureError, "no_signature"),
+    (UntrustedSignatureError, "untrusted_signature"),
+    (ThresholdNotMetError, "threshold_not_met"),
+    (DigestMismatchError, "digest_mismatch"),
+    (RollbackError, "rollback"),
+    (VerificationError, "verification_failed"),
+)
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _freeze(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return types.MappingProxyType(dict(value))
+
+
+@attrs.frozen(kw_only=True)
+class Decision:
+    """The gate's verdict on one image.
+
+    Attributes:
+        allowed: ``True`` only if verification passed (unless the gate was
+            built with ``require_verification=False``) and the rules allowed.
+        reasons: Why not, one line per violation, each starting with the rule
+            that fired (``"allowed_registries: ..."``); empty when allowed.
+        reference: The image that was judged, pinned to its digest.
+        evidence: What was judged and how: ``input`` (the Rego input
+            document), ``violations`` (``[{rule, message}]``), ``fired``
+            (rule names), ``query``, ``result`` (the raw rule output) and
+            ``rules`` (digest, revision and, when pulled from a registry,
+            the verified reference of the rule bundle).
+    """
+
+    allowed: bool
+    reasons: tuple[str, ...] = attrs.field(converter=_strings)
+    reference: str
+    evidence: Mapping[str, Any] = attrs.field(converter=_freeze)
+
+    @property
+    def fired(self) -> tuple[str, ...]:
+        """Names of the rules that denied (empty when allowed)."""
+        return tuple(self.evidence.get("fired", ()))
+
+    @property
+    def input(self) -> Mapping[str, Any]:
+        """The Rego input document the rules judged."""
+        value: Mapping[str, Any] = self.evidence.get("input", {})
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as a JSON-ready object (what ``policysupply gate --json`` prints)."""
+        return {
+            "allowed": self.allowed,
+            "decision": "allow" if self.allowed else "deny",
+            "reference": self.reference,
+            "reasons": list(self.reasons),
+            "evidence": _plain(self.evidence),
+        }
+
+    def __str__(self) -> str:
+        head = f"{'ALLOW' if self.allowed else 'DENY'} {self.reference}"
+        return "\n".join([head, *(f"  - {r}" for r in self.reasons)])
+
+    def _repr_html_(self) -> str:
+        """A verdict card for Jupyter: verdict, reasons, signers, and the input."""
+        e = html.escape
+        colour = "#1a7f37" if self.allowed else "#cf222e"
+        verdict = "ALLOW" if self.allowed else "DENY"
+        reasons = "".join(f"<li>{e(r)}</li>" for r in self.reasons) or "<li>(none)</li>"
+        verification = self.input.get("verification", {})
+        sigs = verification.get("signatures") or []
+        rows = "".join(
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>".format(
+                e(str(s.get("key_id") or "")[:23]),
+                e(str(s.get("scheme") or "")),
+                e(_describe_identity(s.get("identity"))),
+            )
+            for s in sigs
+        )
+        status = (
+            "verified"
+            if verification.get("verified")
+            else f"not verified ({e(str(verification.get('error')))})"
+        )
+        table = (
+            "<table><tr><th>key</th><th>scheme</th><th>identity</th></tr>" + rows + "</table>"
+            if rows
+            else ""
+        )
+        doc = e(json.dumps(_plain(self.input), indent=2, sort_keys=True))
+        return (
+            f"<div><b style='color:{colour}'>{verdict}</b> <code>{e(self.reference)}</code>"
+            f"<div>Signatures: {status}</div>{table}"
+            f"<div>Reasons:</div><ul>{reasons}</ul>"
+            f"<details><summary>Rego input</summary><pre>{doc}</pre></details></div>"
+        )
+
+
+def _describe_identity(identity: Any) -> str:
+    if isinstance(identity, Mapping):
+        return f"{identity.get('subject', '?')} ({identity.get('issuer', '?')})"
+    return ""
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy with mappings as dicts and tuples as lists (JSON-ready)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    """Converts attrs instances and mappings from other modules to JSON values."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if attrs.has(type(value)):
+        return {
+            k: _jsonable(v)
+            for k, v in attrs.asdict(value, recurse=False).items()
+            if not k.startswith("_")
+        }
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+# -- the Rego input document --------------------------------------------------------
+
+
+def _signature_doc(sig: Any) -> dict[str, Any]:
+    # identity (keyless signers) and attestations arrive with the keyless
+    # work; read them when present so the input schema does not change then.
+    return {
+        "key_id": getattr(sig, "key_id", None),
+        "scheme": getattr(sig, "scheme", None),
+        "annotations": _jsonable(getattr(sig, "annotations", None) or {}),
+        "identity": _jsonable(getattr(sig, "identity", None)),
+    }
+
+
+def _attestation_doc(att: Any) -> dict[str, Any]:
+    return {
+        "predicate_type": getattr(att, "predicate_type", None),
+        "predicate": _jsonable(getattr(att, "predicate", None)),
+        "key_id": getattr(att, "key_id", None),
+        "identity": _jsonable(getattr(att, "identity", None)),
+    }
+
+
+def _verified_doc(artifact: VerifiedArtifact) -> dict[str, Any]:
+    return {
+        "verified": True,
+        "error": None,
+        "message": "",
+        "key_ids": list(artifact.key_ids),
+        "signatures": [_signature_doc(s) for s in artifact.signatures],
+        "attestations": [_attestation_doc(a) for a in getattr(artifact, "attestations", ())],
+    }
+
+
+def _failed_doc(exc: VerificationError) -> dict[str, Any]:
+    code = next(c for cls, c in _ERROR_CODES if isinstance(exc, cls))
+    return {
+        "verified": False,
+        "error": code,
+        "error_type": type(exc).__name__,
+        "message": str(exc),
+        "key_ids": [],
+        "signatures": [],
+        "attestations": [],
+    }
+
+
+def _image_doc(given: Reference, host: str, digest: str) -> dict[str, Any]:
+    name = f"{host}/{given.repository}" if host else given.repository
+    shown = Reference(host=host, repository=given.repository, tag=given.tag, digest=given.digest)
+    return {
+        "reference": str(shown),
+        "registry": host,
+        "repository": given.repository,
+        "name": name,
+        "tag": given.tag,
+        "digest": digest,
+    }
+
+
+# -- settings -------------------------------------------------------------------
+
+
+def _identity_setting(value: Any) -> dict[str, str]:
+    item = _jsonable(value)
+    if not isinstance(item, dict):
+        raise BundleError(f"gate setting required_identities: {value!r} is not an identity")
+    item = {
+        k: v
+        for k, v in item.items()
+        if v is not None and k in ("issuer", "subject", "subject_regex")
+    }
+    if not isinstance(item.get("issuer"), str) or (
+        isinstance(item.get("subject"), str) == isinstance(item.get("subject_regex"), str)
+    ):
+        raise BundleError(
+            "gate setting required_identities: each identity needs an issuer and "
+            f"exactly one of subject / subject_regex, got {value!r}"
+        )
+    return item
+
+
+def _check_default_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Validates settings for the default rules: a typo must not disable a check."""
+    unknown = sorted(set(settings) - set(_DEFAULT_SETTINGS))
+    if unknown:
+        raise BundleError(
+            f"unknown gate setting(s) {unknown}; the default rules read {list(_DEFAULT_SETTINGS)}"
+        )
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise BundleError(f"gate setting {key} must be a list, got {type(value).__name__}")
+        if key == "required_identities":
+            out[key] = [_identity_setting(v) for v in value]
+        else:
+            if not all(isinstance(v, str) and v for v in value):
+                raise BundleError(f"gate setting {key} must be a list of non-empty strings")
+            out[key] = list(value)
+    return out
+
+
+def _with_settings(rules: Bundle, settings: Mapping[str, Any]) -> Bundle:
+    data = json.loads(json.dumps(_plain(rules.data)))
+    node = data
+    for part in _SETTINGS_PATH:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node.update(settings)
+    return attrs.evolve(rules, data=data)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_rules() -> Bundle:
+    from policysupply import __version__
+
+    return Bundle.from_directory(
+        _RULES_DIR, roots=list(_ROOTS), revision=f"policysupply-{__version__}"
+    )
+
+
+# -- compiled rules -------------------------------------------------------------------
+
+
+class _CompiledRules:
+    """The rule bundle compiled once into a rego-cpp plan for one query.
+
+    ``Bundle.evaluate`` re-compiles every module on every query (~10 ms for
+    the default rules); a compiled plan answers in ~1 ms. Input is passed as
+    JSON text, which rego-cpp parses with the escapes intact.
+    """
+
+    def __init__(self, rules: Bundle, query: str) -> None:
+        self._rules = rules
+        self._query = query
+        self._lock = threading.Lock()
+        self._plan: Any = None
+        self._runtime: Any = None
+
+    def _compile(self) -> None:
+        v0 = sorted(m for m in self._rules.modules if self._rules.rego_version_of(m) == 0)
+        if v0:
+            raise BundleError(
+                "gate rules must be Rego v1: the embedded engine does not implement v0",
+                entry=v0[0],
+            )
+        from policysupply._internal.rego import (
+            _ENGINE_LOCK,
+            RESULT_VAR,
+            Engine,
+            _captured_c_stdout,
+            _first_error_message,
+            _regopy,
+        )
+
+        rp = _regopy()
+        # Engine reports module parse errors with file and line.
+        engine = Engine(dict(self._rules.modules), dict(self._rules.data))
+        with _ENGINE_LOCK, _captured_c_stdout():
+            try:
+                plan = engine._interp.build(f"{RESULT_VAR} := {self._query}")
+            except rp.RegoError as exc:
+                raise BundleError(
+                    f"gate query {self._query!r} does not compile: {_first_error_message(str(exc))}"
+                ) from None
+        self._plan = plan
+        self._runtime = rp.Interpreter()
+
+    def evaluate(self, document: Mapping[str, Any]) -> Any:
+        """The query's value for ``document`` as input; ``None`` when undefined.
+
+        Raises:
+            BundleError: The rules failed to compile or to evaluate.
+        """
+        from regopy.rego_shared import (
+            rego_bundle_query,
+            rego_free_output,
+            rego_output_ok,
+            rego_output_string,
+        )
+
+        from policysupply._internal.rego import _ENGINE_LOCK, RESULT_VAR, _first_error_message
+
+        term = json.dumps(document, ensure_ascii=False, allow_nan=False)
+        with self._lock:
+            if self._plan is None:
+                self._compile()
+            with _ENGINE_LOCK:
+                self._runtime.set_input_term(term)
+                out = rego_bundle_query(self._runtime._impl, self._plan._impl)
+                try:
+                    ok = rego_output_ok(out)
+                    text = rego_output_string(out)
+                finally:
+                    rego_free_output(out)
+        if text == "undefined":
+            return None
+        if not ok or text.lstrip().startswith("(error") or text == "<error>":
+            detail = (
+                _first_error_message(text)
+                if text != "<error>"
+                else "evaluation error (for example conflicting values for a complete rule)"
+            )
+            raise BundleError(f"gate query {self._query!r} failed: {detail}")
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise BundleError(
+                f"gate query {self._query!r}: the embedded engine returned malformed output"
+            ) from None
+        first = parsed[0] if isinstance(parsed, list) else parsed
+        return (first.get("bindings") or {}).get(RESULT_VAR)
+
+
+# -- the result contract ----------------------------------------------------------------
+
+
+def _violation(item: Any) -> dict[str, str]:
+    if isinstance(item, str):
+        return {"rule": "deny", "message": item}
+    if isinstance(item, Mapping):
+        rule = item.get("rule")
+        message = item.get("message", item.get("msg"))
+        if isinstance(rule, str) and isinstance(message, str):
+            return {"rule": rule, "message": message}
+    return {"rule": "deny", "message": json.dumps(item, sort_keys=True)}
+
+
+def _interpret(result: Any, query: str) -> tuple[bool, list[dict[str, str]]]:
+    """(allow, violations) from the rules' answer; see the ADR's result contract."""
+    if result is None:
+        return False, [{"rule": "default_deny", "message": f"{query} is undefined for this image"}]
+    if isinstance(result, bool):
+        allow, deny = result, []
+    elif isinstance(result, list):
+        allow, deny = True, result
+    elif isinstance(result, dict) and ("allow" in result or "deny" in result):
+        allow = result.get("allow", True)
+        deny = result.get("deny", [])
+        if not isinstance(allow, bool) or not isinstance(deny, list):
+            raise BundleError(
+                f"gate query {query!r}: allow must be a boolean and deny a set, got "
+                f"{type(allow).__name__} and {type(deny).__name__}"
+            )
+    else:
+        raise BundleError(
+            f"gate query {query!r} must give a boolean, a deny set, or an object with "
+            f"allow/deny; got {type(result).__name__}"
+        )
+    violations = sorted((_violation(d) for d in deny), key=lambda v: (v["rule"], v["message"]))
+    if not allow and not violations:
+        violations = [{"rule": "default_deny", "message": "the rules did not allow this image"}]
+    return allow and not violations, violations
+
+
+class _BlobCache:
+    """Content-addressed bytes (signature payloads, manifests by digest), LRU-bounded.
+
+    Safe to share across registries and decisions: a digest names its bytes,
+    and they were digest-checked when first read.
+    """
+
+    def __init__(self, max_bytes: int = 16 << 20) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._size = 0
+        self._max = max_bytes
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: Any, size: int) -> None:
+        if size > self._max // 8:
+            return  # a single huge blob would flush everything else
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = (value, size)
+            self._size += size
+            while self._size > self._max:
+                _, (_, evicted) = self._items.popitem(last=False)
+                self._size -= evicted
+
+
+class _CachedReads(Registry):
+    """One decision's view of a registry: content-addressed reads served from a cache.
+
+    Tags (the image tag, cosign's ``.sig`` tag, referrers) are always read
+    from the registry; only bytes named by their digest are reused.
+    """
+
+    def __init__(self, inner: Registry, cache: _BlobCache, resolved: str) -> None:
+        super().__init__(inner._store, host=inner.host)
+        self._cache = cache
+        self._resolved = resolved
+
+    def resolve(self, ref: str | Reference) -> str:
+        """Skips the existence check for the digest this decision just resolved."""
+        r = self._ref(ref)
+        if r.digest and r.digest == self._resolved:
+            return r.digest
+        return super().resolve(r)
+
+    def get_manifest(self, ref: str | Reference) -> tuple[bytes, str]:
+        """Serves manifests addressed by digest from the cache."""
+        r = self._ref(ref)
+        if not r.digest:
+            return super().get_manifest(r)
+        hit = self._cache.get(f"manifest:{r.digest}")
+        if hit is not None:
+            value: tuple[bytes, str] = hit[0]
+            return value
+        value = super().get_manifest(r)
+        self._cache.put(f"manifest:{r.digest}", value, len(value[0]))
+        return value
+
+    def get_blob(self, repository: str, digest: str, *, limit: int = 64 << 20) -> bytes:
+        """Serves blobs from the cache (within ``limit``)."""
+        hit = self._cache.get(f"blob:{digest}")
+        if hit is not None and len(hit[0]) <= limit:
+            data: bytes = hit[0]
+            return data
+        data = super().get_blob(repository, digest, limit=limit)
+        self._cache.put(f"blob:{digest}", data, len(data))
+        return data
+
+
+# -- the gate ---------------------------------------------------------------------------
+
+
+class Gate:
+    """Decides whether a container image may be deployed.
+
+    Example:
+        >>> gate = Gate(Verifier(TrustPolicy(keys=["cosign.pub"])),   # doctest: +SKIP
+        ...             settings={"allowed_registries": ["ghcr.io/acme"]})
+        >>> d = gate.decide(Registry.remote("ghcr.io"), "ghcr.io/acme/app:1.4")  # doctest: +SKIP
+        >>> d.allowed, d.reasons                                           # doctest: +SKIP
+        (False, ('unsigned: no signature on ghcr.io/acme/app:1.4',))
+
+    A gate is safe to share between threads; it keeps the compiled rules and
+    a bounded cache of content-addressed signature material.
+    """
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        rules: Bundle | None = None,
+        *,
+        query: str = DEFAULT_QUERY,
+        settings: Mapping[str, Any] | None = None,
+        require_verification: bool = True,
+    ) -> None:
+        """Builds a gate; nothing is fetched or compiled until the first decision.
+
+        Args:
+            verifier: Checks image signatures against your trust policy.
+            rules: The rule bundle; default :meth:`default_rules`. Custom rules
+                answer ``query`` with an object ``{"allow": bool, "deny": set}``
+                (either key may be missing), a deny set, or a boolean; deny
+                entries are strings ``"rule: message"`` or objects
+                ``{"rule", "message"}``.
+            query: The Rego query the rules answer.
+            settings: Overlaid on ``data.policysupply.gate.settings`` in the
+                rules' data. The default rules read ``allowed_registries``
+                (hosts or ``host/repository`` prefixes), ``required_identities``
+                (``{issuer, subject | subject_regex}`` mappings or ``Identity``
+                objects) and ``required_attestations`` (predicate types); they
+                are validated, so a misspelt key is an error, not a disabled check.
+            require_verification: Deny every image whose signatures did not
+                verify, whatever the rules say (the default, fail closed).
+                ``False`` leaves that to the rules (they see
+                ``input.verification``).
+
+        Raises:
+            BundleError: Invalid settings, or settings outside the rules' roots.
+        """
+        self.verifier = verifier
+        self.query = query
+        self.require_verification = require_verification
+        base = rules if rules is not None else _default_rules()
+        if settings:
+            clean = _check_default_settings(settings) if rules is None else _plain(settings)
+            base = _with_settings(base, clean)
+        self.rules = base
+        self._rules_info: dict[str, Any] = {
+            "digest": base.digest,
+            "revision": base.manifest.revision,
+            "reference": None,
+        }
+        self._compiled = _CompiledRules(base, query)
+        self._cache = _BlobCache()
+
+    @staticmethod
+    def default_rules() -> Bundle:
+        """The default rule bundle (``policysupply/rules``).
+
+        Rules: ``unsigned``, ``untrusted_signer``, ``signature_threshold``,
+        ``verification``, ``required_identities``, ``required_attestations``
+        and ``allowed_registries``; each deny reason starts with its rule's name.
+        """
+        return _default_rules()
+
+    @classmethod
+    def from_registry(
+        cls,
+        registry: Registry,
+        ref: str | Reference,
+        verifier: Verifier,
+        *,
+        rules_verifier: Verifier | None = None,
+        query: str = DEFAULT_QUERY,
+        settings: Mapping[str, Any] | None = None,
+        require_verification: bool = True,
+    ) -> Gate:
+        """A gate whose rules come from a signed policy image, verified before use.
+
+        Args:
+            registry: Where the rule bundle's image lives.
+            ref: Its reference (a tag is resolved once, then used by digest).
+            verifier: Checks the signatures of the images being gated.
+            rules_verifier: Checks the rule bundle's signatures (default:
+                ``verifier``); policy authors often hold other keys than
+                image builders.
+            query: As for :class:`Gate`.
+            settings: As for :class:`Gate` (not validated: the rules are yours).
+            require_verification: As for :class:`Gate`.
+
+        Raises:
+            VerificationError: The rule bundle is not trusted (unlike image
+                verification in :meth:`decide`, this is an error: there are
+                no rules to decide with).
+            RegistryError: The rule bundle cannot be fetched.
+            BundleError: It is not a valid bundle.
+        """
+        verified = (rules_verifier or verifier).verify_bundle(registry, ref)
+        gate = cls(
+            verifier,
+            verified.bundle,
+            query=query,
+            settings=settings,
+            require_verification=require_verification,
+        )
+        gate._rules_info["reference"] = str(verified.reference)
+        return gate
+
+    def __repr__(self) -> str:
+        return f"Gate(query={self.query!r}, rules={self.rules!r})"
+
+    def evaluate(self, input: Mapping[str, Any]) -> Any:
+        """The rules' raw answer for an input document, without any registry.
+
+        For testing rules against hand-written inputs (same engine and plan
+        as :meth:`decide`).
+
+        Raises:
+            BundleError: The rules failed to compile or evaluate.
+        """
+        return self._compiled.evaluate(input)
+
+    def decide(
+        self,
+        registry: Registry,
+        image_ref: str | Reference,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """Verifies ``image_ref``'s signatures and judges the result with the rules.
+
+        The tag is resolved once; verification and the decision are about
+        that digest. An unsigned, untrusted or otherwise unverifiable image
+        is a denying :class:`Decision`, not an exception.
+
+        Args:
+            registry: Where the image lives.
+            image_ref: ``[host/]repository[:tag][@digest]``.
+            context: Anything your rules need (environment, namespace, ticket);
+                it becomes ``input.context`` and must be JSON-serialisable.
+
+        Returns:
+            The decision, with the Rego input and fired rules as evidence.
+
+        Raises:
+            RegistryError: The image cannot be found or the registry cannot be
+                read (an operational failure, not a verdict).
+            BundleError: The rules do not compile, fail, or answer outside the
+                result contract.
+            TypeError: ``context`` is not JSON-serialisable.
+        """
+        given = Reference.parse(image_ref) if isinstance(image_ref, str) else image_ref
+        digest = registry.resolve(given)
+        host = registry.host or given.host
+        pinned = Reference(host=host, repository=given.repository, digest=digest)
+        try:
+            artifact = self.verifier.verify(_CachedReads(registry, self._cache, digest), pinned)
+            verification = _verified_doc(artifact)
+        except VerificationError as exc:
+            verification = _failed_doc(exc)
+        ctx = dict(context or {})
+        try:
+            json.dumps(ctx, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"gate context must be JSON-serialisable: {exc}") from None
+        document = {
+            "schema": INPUT_SCHEMA,
+            "image": _image_doc(given, host, digest),
+            "verification": verification,
+            "context": ctx,
+        }
+        result = self._compiled.evaluate(document)
+        allowed, violations = _interpret(result, self.query)
+        if self.require_verification and not verification["verified"]:
+            allowed = False
+            if not violations:
+                # Custom rules that ignore verification still get a reason.
+                violations = [{"rule": "verification", "message": verification["message"]}]
+        return Decision(
+            allowed=allowed,
+            reasons=tuple(f"{v['rule']}: {v['message']}" for v in violations),
+            reference=str(pinned),
+            evidence={
+                "input": document,
+                "violations": violations,
+                "fired": sorted({v["rule"] for v in violations}),
+                "query": self.query,
+                "result": result,
+                "rules": dict(self._rules_info),
+            },
+        )
