@@ -18,7 +18,7 @@ from policysupply.cli._common import (
     registry_options,
     reported,
 )
-from policysupply.cli._trust import trust_options, verifier_from_options
+from policysupply.cli._trust import TrustOptions, trust_options, verifier_from_options
 from policysupply.errors import BundleError
 
 REFERENCE_HELP = """\b
@@ -108,58 +108,66 @@ def push(
     is_flag=True,
     help="Verify signatures before writing anything (needs --key; implied by --key).",
 )
-@trust_options(required=False)
+@trust_options(required=False, state=True)
 @registry_options
 @json_option
 def pull(
     reference: str,
     output: str,
     verify: bool,
-    keys: tuple[str, ...],
-    threshold: int,
-    annotations: tuple[str, ...],
-    docker_reference: str,
+    trust: TrustOptions,
     net: NetOptions,
     as_json: bool,
 ) -> None:
     r"""Pull a policy image's bundle tarball from REFERENCE.
 
     Every byte is checked against its digest. With --key the signatures are
-    verified first and the bundle is pulled by the verified digest; without it
-    nothing vouches for who made the bundle.
+    verified first and the bundle is pulled by the verified digest (and, with
+    --state, must not roll back); without a key nothing vouches for who made
+    the bundle.
 
     \b
     Examples:
       policysupply pull registry.example.com/acme/policy:1.0 --key cosign.pub -o policy.tar.gz
+      policysupply pull reg.example.com/acme/policy:stable -k cosign.pub --state trust.json
       policysupply pull oci:./layout:acme/policy:1.0 -o policy.tar.gz
     """
     from policysupply import Bundle
 
-    if verify and not keys:
+    if verify and not trust.keys:
         raise click.UsageError("--verify needs at least one --key")
-    verifier = verifier_from_options(keys, threshold, annotations, docker_reference, as_json)
+    verifier = verifier_from_options(trust, as_json)
     target = open_target(reference, net, param="REFERENCE")
     signatures: list[dict[str, object]] = []
     with reported(as_json), target.registry:
         if verifier is not None:
-            artifact = verifier.verify(target.registry, target.ref)
-            digest = artifact.digest
+            # The library's verified path (digest-pinned pull, rollback check),
+            # then the verified bundle is written; no second download.
+            verified = verifier.verify_bundle(
+                target.registry, target.ref, state=trust.trust_state()
+            )
+            digest = verified.artifact.digest
+            bundle = verified.bundle
+            bundle.write(output)
+            size = len(bundle.to_bytes())
             signatures = [
                 {"key_id": s.key_id, "scheme": s.scheme, "annotations": dict(s.annotations)}
-                for s in artifact.signatures
+                for s in verified.artifact.signatures
             ]
         else:
             digest = target.registry.resolve(target.ref)
-        # Pull by the digest resolved (and verified) above, never by the tag again.
-        ref = by_digest(target.ref, digest)
-        with progress_bar("pull", on_terminal() and not as_json) as progress:
-            layer = target.registry.download(ref, output, progress=progress)
-        try:
-            bundle = Bundle.from_file(output)
-        except BundleError:
-            # Digest-correct but not a bundle: leave nothing behind that looks usable.
-            Path(output).unlink(missing_ok=True)
-            raise
+            # Download by the digest just resolved, never by the tag again.
+            with progress_bar("pull", on_terminal() and not as_json) as progress:
+                layer = target.registry.download(
+                    by_digest(target.ref, digest), output, progress=progress
+                )
+            size = layer.size
+            try:
+                bundle = Bundle.from_file(output)
+            except BundleError:
+                # Digest-correct but not a bundle: leave nothing that looks usable.
+                Path(output).unlink(missing_ok=True)
+                raise
     pinned = target.pinned(digest)
     if as_json:
         emit_json(
@@ -168,7 +176,7 @@ def pull(
                 "reference": pinned,
                 "digest": digest,
                 "path": output,
-                "layer_digest": layer.digest,
+                "bundle_digest": bundle.digest,
                 "revision": bundle.manifest.revision,
                 "verified": verifier is not None,
                 "signatures": signatures,
@@ -176,7 +184,7 @@ def pull(
         )
     else:
         click.echo(f"pulled {pinned}")
-        click.echo(f"wrote {output} ({layer.size:,} bytes, revision {bundle.manifest.revision!r})")
+        click.echo(f"wrote {output} ({size:,} bytes, revision {bundle.manifest.revision!r})")
         if verifier is not None:
             n = len({s["key_id"] for s in signatures})
             click.secho(f"verified: signed by {n} trusted key(s)", fg="green")

@@ -20,7 +20,7 @@ from policysupply.cli._common import (
     reported,
 )
 from policysupply.cli._registry_cmds import REFERENCE_HELP
-from policysupply.cli._trust import trust_options, verifier_from_options
+from policysupply.cli._trust import TrustOptions, trust_options, verifier_from_options
 
 KEY_PROMPT_HELP = """\b
 Password: taken from $COSIGN_PASSWORD when set, otherwise asked for on the
@@ -169,10 +169,7 @@ def sign(
 @json_option
 def verify(
     reference: str,
-    keys: tuple[str, ...],
-    threshold: int,
-    annotations: tuple[str, ...],
-    docker_reference: str,
+    trust: TrustOptions,
     net: NetOptions,
     as_json: bool,
 ) -> None:
@@ -187,7 +184,7 @@ def verify(
       policysupply verify registry.example.com/acme/policy:1.0 --key cosign.pub
       policysupply verify localhost:5000/app:1 -k a.pub -k b.pub --threshold 2 -a env=prod
     """
-    verifier = verifier_from_options(keys, threshold, annotations, docker_reference, as_json)
+    verifier = verifier_from_options(trust, as_json)
     assert verifier is not None  # noqa: S101 - --key is required
     target = open_target(reference, net, param="REFERENCE")
     with reported(as_json), target.registry:

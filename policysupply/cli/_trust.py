@@ -2,47 +2,132 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 import click
 
 from policysupply.cli._common import EXIT_USAGE, parse_annotations, reported
 
 if TYPE_CHECKING:
-    from policysupply import Verifier
+    from policysupply import TrustState, Verifier
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
-def trust_options(*, required: bool) -> Callable[[F], F]:
-    """``--key`` (repeatable), ``--threshold``, ``-a`` and ``--docker-reference``."""
+
+def parse_duration(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> dt.timedelta | None:
+    """``90``, ``90s``, ``15m``, ``12h`` or ``7d`` as a timedelta (usage error otherwise)."""
+    if value is None:
+        return None
+    m = _DURATION.match(value.strip())
+    if not m or int(m.group(1)) == 0:
+        raise click.BadParameter(f"{value!r} is not a duration like 90s, 15m, 12h or 7d")
+    return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+@attrs.frozen(kw_only=True)
+class TrustOptions:
+    """The trust options as given on the command line.
+
+    Attributes:
+        keys: Paths of trusted public keys.
+        threshold: Distinct trusted keys required.
+        annotations: ``KEY=VALUE`` annotations every counted signature must carry.
+        docker_reference: ``repository``, ``exact`` or ``off``.
+        max_signature_age: Freeze protection, or ``None``.
+        state: Path of a rollback-protection state file, or ``None``.
+    """
+
+    keys: tuple[str, ...]
+    threshold: int = 1
+    annotations: tuple[str, ...] = ()
+    docker_reference: str = "repository"
+    max_signature_age: dt.timedelta | None = None
+    state: str | None = None
+
+    def trust_state(self) -> TrustState | None:
+        """The :class:`~policysupply.TrustState` for ``--state``, if given."""
+        from policysupply import TrustState
+
+        return TrustState(self.state) if self.state else None
+
+
+def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
+    """Adds ``--key`` (repeatable), ``--threshold``, ``-a``, ``--docker-reference``,
+    ``--max-signature-age`` (and ``--state``); the command receives ``trust: TrustOptions``.
+    """  # noqa: D205 - the summary needs both lines
 
     def decorate(f: F) -> F:
-        f = click.option(
+        @functools.wraps(f)
+        def wrapper(
+            *args: Any,
+            keys: tuple[str, ...],
+            threshold: int,
+            annotations: tuple[str, ...],
+            docker_reference: str,
+            max_signature_age: dt.timedelta | None,
+            state_path: str | None = None,
+            **kwargs: Any,
+        ) -> Any:
+            trust = TrustOptions(
+                keys=keys,
+                threshold=threshold,
+                annotations=annotations,
+                docker_reference=docker_reference,
+                max_signature_age=max_signature_age,
+                state=state_path,
+            )
+            return f(*args, trust=trust, **kwargs)
+
+        g: Any = wrapper
+        if state:
+            g = click.option(
+                "--state",
+                "state_path",
+                type=click.Path(dir_okay=False),
+                help="Rollback protection: refuse an older revision or a superseded digest "
+                "than this state file last accepted, and record what is accepted.",
+            )(g)
+        g = click.option(
+            "--max-signature-age",
+            metavar="DURATION",
+            callback=parse_duration,
+            help="Refuse material whose newest trusted signature is older than this "
+            "(freeze protection), e.g. 7d.",
+        )(g)
+        g = click.option(
             "--docker-reference",
             type=click.Choice(["repository", "exact", "off"]),
             default="repository",
             show_default=True,
             help="How the signed docker-reference must match: same repository on any host "
             "(survives mirroring), exact host too, or not checked (as cosign).",
-        )(f)
-        f = click.option(
+        )(g)
+        g = click.option(
             "-a",
             "--annotation",
             "annotations",
             multiple=True,
             metavar="KEY=VALUE",
             help="Annotation every counted signature must carry (repeatable).",
-        )(f)
-        f = click.option(
+        )(g)
+        g = click.option(
             "--threshold",
             type=click.IntRange(min=1),
             default=1,
             show_default=True,
             help="Distinct trusted keys that must have signed.",
-        )(f)
-        return click.option(
+        )(g)
+        g = click.option(
             "-k",
             "--key",
             "keys",
@@ -50,18 +135,13 @@ def trust_options(*, required: bool) -> Callable[[F], F]:
             required=required,
             type=click.Path(exists=True, dir_okay=False),
             help="Trusted public key (cosign.pub); repeatable.",
-        )(f)
+        )(g)
+        return g  # type: ignore[no-any-return]
 
     return decorate
 
 
-def verifier_from_options(
-    keys: tuple[str, ...],
-    threshold: int,
-    annotations: tuple[str, ...],
-    docker_reference: str,
-    as_json: bool,
-) -> Verifier | None:
+def verifier_from_options(trust: TrustOptions, as_json: bool) -> Verifier | None:
     """A Verifier for the options, or ``None`` when no key was given.
 
     A key file that is not a public key, or a threshold the keys cannot meet,
@@ -69,16 +149,19 @@ def verifier_from_options(
     """
     from policysupply import TrustPolicy, Verifier
 
-    required = parse_annotations(annotations)
-    if not keys:
-        if threshold != 1 or required:
-            raise click.UsageError("--threshold and -a need at least one --key")
+    required = parse_annotations(trust.annotations)
+    if not trust.keys:
+        if trust.threshold != 1 or required or trust.max_signature_age or trust.state:
+            raise click.UsageError(
+                "--threshold, -a, --max-signature-age and --state need at least one --key"
+            )
         return None
     with reported(as_json, code=EXIT_USAGE):
         policy = TrustPolicy(
-            keys=keys,
-            threshold=threshold,
+            keys=trust.keys,
+            threshold=trust.threshold,
             annotations=required,
-            docker_reference=docker_reference,  # type: ignore[arg-type]
+            docker_reference=trust.docker_reference,  # type: ignore[arg-type]
+            max_signature_age=trust.max_signature_age,
         )
     return Verifier(policy)

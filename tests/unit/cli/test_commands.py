@@ -117,7 +117,7 @@ def test_pull_unverified_writes_the_exact_layer(pushed: str, layout: Path, tmp_p
     assert result.exit_code == 0, result.output
     doc = as_json(result)
     assert doc["verified"] is False
-    assert doc["layer_digest"] == Bundle.from_file(out).digest
+    assert doc["bundle_digest"] == Bundle.from_file(out).digest
     assert doc["digest"] == Registry.local(layout).resolve("acme/policy:1.0")
 
 
@@ -262,3 +262,40 @@ def test_every_command_has_help_with_examples(command: str) -> None:
     assert result.exit_code == 0
     assert "Example" in result.stdout
     assert "\\b" not in result.stdout  # click's no-rewrap mark was honoured, not printed
+
+
+# -- rollback and freeze protection --------------------------------------------
+
+
+def test_pull_with_state_refuses_a_rollback(
+    layout: Path, example_dir: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ref = f"oci:{layout}:acme/policy:stable"
+    state = tmp_path / "trust.json"
+    for revision, expected in (("2", 0), ("1", 1)):
+        assert invoke("push", str(example_dir), ref, "--revision", revision).exit_code == 0
+        assert invoke("sign", ref, "--key", str(keys[0])).exit_code == 0
+        result = invoke(
+            "pull", ref, "-k", str(keys[1]), "--state", str(state),
+            "-o", str(tmp_path / f"r{revision}.tar.gz"), "--json",
+        )
+        assert result.exit_code == expected, result.output
+    assert as_json(result)["error"] == "RollbackError"
+    assert not (tmp_path / "r1.tar.gz").exists()
+    assert Bundle.from_file(tmp_path / "r2.tar.gz").manifest.revision == "2"
+
+
+def test_max_signature_age(pushed: str, keys: tuple[Path, Path]) -> None:
+    assert invoke("sign", pushed, "--key", str(keys[0])).exit_code == 0
+    assert invoke("verify", pushed, "-k", str(keys[1]), "--max-signature-age", "1h").exit_code == 0
+    bad = invoke("verify", pushed, "-k", str(keys[1]), "--max-signature-age", "soon")
+    assert bad.exit_code == 2
+    assert invoke("pull", pushed, "--state", "x.json").exit_code == 2  # needs --key
+
+
+def test_stale_signature_is_refused(pushed: str, keys: tuple[Path, Path]) -> None:
+    runner = CliRunner()
+    env = {"COSIGN_PASSWORD": PASSWORD, "SOURCE_DATE_EPOCH": "1600000000"}  # signed in 2020
+    assert runner.invoke(cli, ["sign", pushed, "--key", str(keys[0])], env=env).exit_code == 0
+    result = invoke("verify", pushed, "-k", str(keys[1]), "--max-signature-age", "7d", "--json")
+    assert (result.exit_code, as_json(result)["error"]) == (1, "StaleSignatureError")
