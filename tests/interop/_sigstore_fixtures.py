@@ -1,0 +1,582 @@
+"""A Sigstore stack on loopback for keyless signing tests.
+
+``sigstore_stack`` (session scope) starts, on loopback ports chosen at run time,
+the real Sigstore services built by ``scripts/install-sigstore-stack.sh``:
+
+* an OIDC issuer (in this module: discovery document + JWKS, RS256 tokens),
+* Fulcio with an ephemeral CA, trusting that issuer,
+* TesseraCT, the certificate transparency log Fulcio gets SCTs from,
+* Rekor v2 (rekor-tiles, POSIX tile storage),
+* a RFC 3161 timestamp authority (Rekor v2 entries carry no signed time, so
+  clients take the signing time from the TSA),
+
+and yields a :class:`SigstoreStack`::
+
+    from tests.interop._sigstore_fixtures import sigstore_stack  # noqa: F401
+
+    def test_x(sigstore_stack: SigstoreStack) -> None:
+        token = sigstore_stack.mint_token()                  # email identity
+        trust = sigstore_stack.trust_config()                # sigstore ClientTrustConfig
+        sigstore_stack.trusted_root_path                     # TrustedRoot JSON
+        sigstore_stack.signing_config_path                   # SigningConfig v0.2 JSON
+        sigstore_stack.trust_config_path                     # ClientTrustConfig JSON
+
+Identities: ``mint_token(subject)`` signs a token from ``oidc_issuer`` (Fulcio
+type "email": the certificate's SAN is the e-mail address, and its issuer
+extension is ``oidc_issuer``). ``github_token(repository, workflow, ref)`` signs
+a GitHub-Actions-shaped token from ``github_issuer`` (Fulcio type
+"github-workflow": SAN ``https://github.com/<repo>/<workflow>@<ref>``); its
+``identity`` is that SAN. ``mint_token(issuer=..., claims=...)`` makes any
+other token (for negative tests: an issuer Fulcio does not trust, a wrong
+audience, an expired token, ...); every token is signed with the issuer's key.
+
+Clients:
+
+* sigstore-python: ``SigningContext.from_trust_config(stack.trust_config())``,
+  ``Verifier(trusted_root=stack.trust_config().trusted_root)``.
+* cosign 3: ``--signing-config stack.signing_config_path --trusted-root
+  stack.trusted_root_path --identity-token <token>``; verify with
+  ``--trusted-root``, ``--certificate-identity``, ``--certificate-oidc-issuer``.
+  ``stack.cosign_env(home)`` gives an environment that keeps cosign off TUF.
+
+The CA, CT log, Rekor and TSA keys are new for each session: nothing signed
+against one stack verifies against another's trusted root.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.conftest import peer
+from tests.interop.conftest import free_port
+
+if TYPE_CHECKING:
+    from sigstore.models import ClientTrustConfig
+
+__all__ = [
+    "DEFAULT_EMAIL",
+    "OidcIssuer",
+    "SigstoreStack",
+    "sigstore_stack",
+    "start_sigstore_stack",
+]
+
+DEFAULT_EMAIL = "signer@example.com"
+AUDIENCE = "sigstore"  # Fulcio's client id and sigstore-python's default audience
+OPERATOR = "policysupply-test"
+TRUSTED_ROOT_MEDIA_TYPE = "application/vnd.dev.sigstore.trustedroot+json;version=0.1"
+SIGNING_CONFIG_MEDIA_TYPE = "application/vnd.dev.sigstore.signingconfig.v0.2+json"
+CLIENT_TRUST_CONFIG_MEDIA_TYPE = "application/vnd.dev.sigstore.clienttrustconfig.v0.1+json"
+_START_TIMEOUT = 60.0
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _b64url_uint(n: int) -> str:
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _rfc3339(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- OIDC issuer -------------------------------------------------------------------
+
+
+@dataclass
+class OidcIssuer:
+    """A loopback OpenID provider: discovery documents and JWKS, tokens minted on demand.
+
+    Every path prefix is an issuer of its own (``<url>`` and ``<url>/github`` are
+    the two Fulcio is configured with); all share one RS256 signing key.
+    """
+
+    url: str = ""
+    key: rsa.RSAPrivateKey = field(default_factory=lambda: rsa.generate_private_key(65537, 2048))
+    kid: str = "policysupply-test-key"
+
+    def jwks(self) -> dict[str, Any]:
+        numbers = self.key.public_key().public_numbers()
+        return {
+            "keys": [
+                {
+                    "kty": "RSA",
+                    "alg": "RS256",
+                    "use": "sig",
+                    "kid": self.kid,
+                    "n": _b64url_uint(numbers.n),
+                    "e": _b64url_uint(numbers.e),
+                }
+            ]
+        }
+
+    def discovery(self, issuer: str) -> dict[str, Any]:
+        return {
+            "issuer": issuer,
+            "jwks_uri": f"{self.url}/jwks",
+            "authorization_endpoint": f"{issuer}/auth",
+            "token_endpoint": f"{issuer}/token",
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        import jwt  # PyJWT, installed with sigstore
+
+        return jwt.encode(dict(claims), self.key, algorithm="RS256", headers={"kid": self.kid})
+
+    @contextmanager
+    def serve(self) -> Iterator[OidcIssuer]:
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                suffix = "/.well-known/openid-configuration"
+                if path == "/jwks":
+                    body: dict[str, Any] = issuer.jwks()
+                elif path.endswith(suffix):
+                    body = issuer.discovery(issuer.url + path[: -len(suffix)])
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+
+
+# -- the stack -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SigstoreStack:
+    """URLs, trust material and token minting for one running Sigstore stack."""
+
+    oidc: OidcIssuer
+    fulcio_url: str
+    rekor_url: str
+    tsa_url: str  # the RFC 3161 endpoint clients POST to
+    ct_url: str
+    trusted_root_path: Path
+    signing_config_path: Path
+    trust_config_path: Path
+    workdir: Path
+
+    @property
+    def oidc_issuer(self) -> str:
+        """Issuer of e-mail identities (Fulcio type "email")."""
+        return self.oidc.url
+
+    @property
+    def github_issuer(self) -> str:
+        """Issuer of GitHub-Actions-shaped identities (Fulcio type "github-workflow")."""
+        return f"{self.oidc.url}/github"
+
+    def mint_token(
+        self,
+        subject: str = DEFAULT_EMAIL,
+        *,
+        issuer: str | None = None,
+        audience: str = AUDIENCE,
+        claims: Mapping[str, Any] | None = None,
+        lifetime: int = 600,
+    ) -> str:
+        """An ID token signed by the stack's OIDC key.
+
+        Args:
+            subject: the ``sub`` claim; for the e-mail issuer also the ``email``
+                claim (verified), which Fulcio puts in the certificate SAN.
+            issuer: the ``iss`` claim; default the e-mail issuer. Any URL works
+                (Fulcio rejects issuers it is not configured with).
+            audience: the ``aud`` claim.
+            claims: extra claims, overriding the defaults.
+            lifetime: seconds until ``exp`` (negative for an expired token).
+        """
+        now = int(time.time())
+        iss = issuer or self.oidc_issuer
+        body: dict[str, Any] = {
+            "iss": iss,
+            "sub": subject,
+            "aud": audience,
+            "iat": now - 5,
+            "nbf": now - 5,
+            "exp": now + lifetime,
+        }
+        if iss == self.oidc_issuer:
+            body.update(email=subject, email_verified=True)
+        body.update(claims or {})
+        return self.oidc.sign(body)
+
+    def github_token(
+        self,
+        repository: str = "acme/policies",
+        workflow: str = ".github/workflows/release.yml",
+        ref: str = "refs/heads/main",
+        **claims: Any,
+    ) -> tuple[str, str]:
+        """A GitHub-Actions-shaped token and the certificate identity Fulcio derives from it.
+
+        Returns:
+            ``(token, identity)`` where identity is
+            ``https://github.com/<repository>/<workflow>@<ref>``.
+        """
+        owner = repository.split("/", 1)[0]
+        sha = "0" * 40
+        body: dict[str, Any] = {
+            "job_workflow_ref": f"{repository}/{workflow}@{ref}",
+            "job_workflow_sha": sha,
+            "sha": sha,
+            "event_name": "push",
+            "repository": repository,
+            "repository_id": "1",
+            "repository_owner": owner,
+            "repository_owner_id": "2",
+            "repository_visibility": "public",
+            "workflow": "release",
+            "workflow_ref": f"{repository}/{workflow}@{ref}",
+            "workflow_sha": sha,
+            "ref": ref,
+            "runner_environment": "github-hosted",
+            "run_id": "3",
+            "run_attempt": "1",
+        }
+        body.update(claims)
+        token = self.mint_token(
+            f"repo:{repository}:ref:{ref}", issuer=self.github_issuer, claims=body
+        )
+        return token, f"https://github.com/{body['job_workflow_ref']}"
+
+    def trust_config(self) -> ClientTrustConfig:
+        """The stack as sigstore-python's ``ClientTrustConfig`` (trusted root + signing config)."""
+        from sigstore.models import ClientTrustConfig
+
+        return ClientTrustConfig.from_json(self.trust_config_path.read_text())
+
+    def cosign_env(self, home: Path) -> dict[str, str]:
+        """Environment for running cosign against this stack with ``home`` as its home."""
+        return {
+            **os.environ,
+            "HOME": str(home),
+            "DOCKER_CONFIG": str(home / ".docker"),
+            "TUF_ROOT": str(home / ".sigstore"),  # never the public-good TUF mirror
+            "COSIGN_YES": "true",
+        }
+
+
+class _Process:
+    def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log = workdir / f"{name}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=env
+            )
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def wait_http(self, url: str, *, method: str = "GET") -> bytes:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                req = urllib.request.Request(url, method=method)
+                with urllib.request.urlopen(req, timeout=2) as resp:
+                    return bytes(resp.read())
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        pytest.fail(f"{self.name} did not answer {url}:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _ec_key_pem(path: Path, *, pkcs8: bool) -> ec.EllipticCurvePrivateKey:
+    key = ec.generate_private_key(ec.SECP256R1())
+    fmt = (
+        serialization.PrivateFormat.PKCS8
+        if pkcs8
+        else serialization.PrivateFormat.TraditionalOpenSSL
+    )
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+    )
+    path.chmod(0o600)
+    return key
+
+
+def _spki(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _log_instance(url: str, spki: bytes, start: str) -> dict[str, Any]:
+    return {
+        "baseUrl": url,
+        "hashAlgorithm": "SHA2_256",
+        "publicKey": {
+            "rawBytes": _b64(spki),
+            "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+            "validFor": {"start": start},
+        },
+        # Rekor v2 and CT both name an ECDSA log by SHA-256 of its SPKI.
+        "logId": {"keyId": _b64(hashlib.sha256(spki).digest())},
+    }
+
+
+def _cert_authority(url: str, chain: list[x509.Certificate], start: str) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        # Fulcio's ephemeral root has a three-letter country ("USA"), which
+        # cryptography warns about on parsing the name.
+        warnings.simplefilter("ignore", UserWarning)
+        subject = chain[-1].subject
+    orgs = subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+    cns = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return {
+        "subject": {
+            "organization": str(orgs[0].value) if orgs else "",
+            "commonName": str(cns[0].value) if cns else "",
+        },
+        "uri": url,
+        "certChain": {
+            "certificates": [
+                {"rawBytes": _b64(c.public_bytes(serialization.Encoding.DER))} for c in chain
+            ]
+        },
+        "validFor": {"start": start},
+    }
+
+
+def _service(url: str, version: int, start: str) -> dict[str, Any]:
+    return {
+        "url": url,
+        "majorApiVersion": version,
+        "validFor": {"start": start},
+        "operator": OPERATOR,
+    }
+
+
+@contextmanager
+def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
+    """Starts OIDC issuer, Fulcio, TesseraCT, Rekor v2 and a TSA; stops them on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Go services read no proxy settings for loopback, but be explicit, and keep
+    # OpenTelemetry exporters (TesseraCT) from trying to reach a collector.
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "OTEL_SDK_DISABLED": "true"}
+    # Valid from a day back, so clock skew between services never matters.
+    start = _rfc3339(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
+    with ExitStack() as stack:
+        oidc = stack.enter_context(OidcIssuer().serve())
+
+        # CT log key and Fulcio's view of the CT log, chosen before either starts.
+        ct_port = free_port()
+        ct_url = f"http://127.0.0.1:{ct_port}"
+        ct_key = _ec_key_pem(workdir / "ct.key", pkcs8=False)
+        (workdir / "ct.pub").write_bytes(
+            ct_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+
+        fulcio_port = free_port()
+        fulcio_url = f"http://127.0.0.1:{fulcio_port}"
+        fulcio_config = {
+            "OIDCIssuers": {
+                oidc.url: {"IssuerURL": oidc.url, "ClientID": AUDIENCE, "Type": "email"},
+                f"{oidc.url}/github": {
+                    "IssuerURL": f"{oidc.url}/github",
+                    "ClientID": AUDIENCE,
+                    "Type": "github-workflow",
+                },
+            }
+        }
+        (workdir / "fulcio.json").write_text(json.dumps(fulcio_config))
+        fulcio = _Process(
+            "fulcio",
+            [
+                str(peer("fulcio")),
+                "serve",
+                "--ca=ephemeralca",
+                "--host=127.0.0.1",
+                f"--port={fulcio_port}",
+                "--grpc-host=127.0.0.1",
+                # Not the HTTP port: Fulcio 1.8.8's single-port duplex mode panics
+                # registering its gRPC metrics twice.
+                f"--grpc-port={free_port()}",
+                f"--metrics-port={free_port()}",
+                # The default is one abstract socket name shared by every Fulcio.
+                f"--legacy-unix-domain-socket={workdir / 'fulcio-legacy.sock'}",
+                f"--config-path={workdir / 'fulcio.json'}",
+                f"--ct-log-url={ct_url}",
+                f"--ct-log-public-key-path={workdir / 'ct.pub'}",
+            ],
+            workdir,
+            env,
+        )
+        stack.callback(fulcio.stop)
+        bundle = json.loads(fulcio.wait_http(f"{fulcio_url}/api/v2/trustBundle"))
+        fulcio_chain = [
+            x509.load_pem_x509_certificate(pem.encode())
+            for pem in bundle["chains"][0]["certificates"]
+        ]
+        (workdir / "fulcio-roots.pem").write_bytes(
+            fulcio_chain[-1].public_bytes(serialization.Encoding.PEM)
+        )
+
+        ct = _Process(
+            "tesseract",
+            [
+                str(peer("tesseract")),
+                f"--http_endpoint=127.0.0.1:{ct_port}",
+                f"--private_key={workdir / 'ct.key'}",
+                "--origin=policysupply-test-ct",
+                f"--storage_dir={workdir / 'ct-storage'}",
+                f"--roots_pem_file={workdir / 'fulcio-roots.pem'}",
+                "--ext_key_usages=CodeSigning",
+                "--checkpoint_interval=200ms",
+            ],
+            workdir,
+            env,
+        )
+        stack.callback(ct.stop)
+        ct.wait_http(f"{ct_url}/ct/v1/get-roots")
+
+        rekor_port, rekor_grpc = free_port(), free_port()
+        rekor_url = f"http://127.0.0.1:{rekor_port}"
+        rekor_key = _ec_key_pem(workdir / "rekor.key", pkcs8=True)
+        rekor = _Process(
+            "rekor",
+            [
+                str(peer("rekor-tiles")),
+                "serve",
+                "--http-address=127.0.0.1",
+                f"--http-port={rekor_port}",
+                "--grpc-address=127.0.0.1",
+                f"--grpc-port={rekor_grpc}",
+                f"--http-metrics-port={free_port()}",
+                "--hostname=policysupply-test-rekor",
+                f"--storage-dir={workdir / 'rekor-storage'}",
+                f"--signer-filepath={workdir / 'rekor.key'}",
+                "--checkpoint-interval=200ms",
+                "--log-level=warn",
+            ],
+            workdir,
+            env,
+        )
+        stack.callback(rekor.stop)
+        rekor.wait_http(f"{rekor_url}/healthz")
+
+        tsa_port = free_port()
+        tsa_base = f"http://127.0.0.1:{tsa_port}"
+        tsa = _Process(
+            "tsa",
+            [str(peer("tsa")), "--host=127.0.0.1", f"--port={tsa_port}"],
+            workdir,
+            env,
+        )
+        stack.callback(tsa.stop)
+        tsa_chain = x509.load_pem_x509_certificates(
+            tsa.wait_http(f"{tsa_base}/api/v1/timestamp/certchain")
+        )
+        tsa_url = f"{tsa_base}/api/v1/timestamp"
+
+        trusted_root = {
+            "mediaType": TRUSTED_ROOT_MEDIA_TYPE,
+            "tlogs": [_log_instance(rekor_url, _spki(rekor_key), start)],
+            "certificateAuthorities": [_cert_authority(fulcio_url, fulcio_chain, start)],
+            "ctlogs": [_log_instance(ct_url, _spki(ct_key), start)],
+            "timestampAuthorities": [_cert_authority(tsa_url, tsa_chain, start)],
+        }
+        signing_config = {
+            "mediaType": SIGNING_CONFIG_MEDIA_TYPE,
+            "caUrls": [_service(fulcio_url, 1, start)],
+            "oidcUrls": [_service(oidc.url, 1, start)],
+            "rekorTlogUrls": [_service(rekor_url, 2, start)],
+            "rekorTlogConfig": {"selector": "ANY"},
+            "tsaUrls": [_service(tsa_url, 1, start)],
+            "tsaConfig": {"selector": "ANY"},
+        }
+        paths = {
+            "trusted_root": workdir / "trusted_root.json",
+            "signing_config": workdir / "signing_config.json",
+            "trust_config": workdir / "trust_config.json",
+        }
+        paths["trusted_root"].write_text(json.dumps(trusted_root, indent=2))
+        paths["signing_config"].write_text(json.dumps(signing_config, indent=2))
+        paths["trust_config"].write_text(
+            json.dumps(
+                {
+                    "mediaType": CLIENT_TRUST_CONFIG_MEDIA_TYPE,
+                    "trustedRoot": trusted_root,
+                    "signingConfig": signing_config,
+                },
+                indent=2,
+            )
+        )
+        yield SigstoreStack(
+            oidc=oidc,
+            fulcio_url=fulcio_url,
+            rekor_url=rekor_url,
+            tsa_url=tsa_url,
+            ct_url=ct_url,
+            trusted_root_path=paths["trusted_root"],
+            signing_config_path=paths["signing_config"],
+            trust_config_path=paths["trust_config"],
+            workdir=workdir,
+        )
+
+
+@pytest.fixture(scope="session")
+def sigstore_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigstoreStack]:
+    """A running Sigstore stack for the whole test session (see the module docstring)."""
+    with start_sigstore_stack(tmp_path_factory.mktemp("sigstore")) as stack:
+        yield stack
