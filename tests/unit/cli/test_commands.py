@@ -294,8 +294,7 @@ def test_max_signature_age(pushed: str, keys: tuple[Path, Path]) -> None:
 
 
 def test_stale_signature_is_refused(pushed: str, keys: tuple[Path, Path]) -> None:
-    runner = CliRunner()
-    env = {"COSIGN_PASSWORD": PASSWORD, "SOURCE_DATE_EPOCH": "1600000000"}  # signed in 2020
-    assert runner.invoke(cli, ["sign", pushed, "--key", str(keys[0])], env=env).exit_code == 0
+    old = "dev.policysupply/signed-at=2020-09-13T12:26:40Z"
+    assert invoke("sign", pushed, "--key", str(keys[0]), "-a", old).exit_code == 0
     result = invoke("verify", pushed, "-k", str(keys[1]), "--max-signature-age", "7d", "--json")
     assert (result.exit_code, as_json(result)["error"]) == (1, "StaleSignatureError")
