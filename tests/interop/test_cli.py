@@ -1,0 +1,160 @@
+"""The CLI as a separate process against a real registry (Debian's distribution) and cosign."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policysupply import Registry, Signer
+from tests.conftest import peer
+from tests.interop.conftest import REGISTRY_PASSWORD, REGISTRY_USER, RegistryServer, free_port
+
+pytestmark = pytest.mark.interop
+
+PASSWORD = "interop-Key-pass"
+
+
+def run(
+    *args: str, home: Path, password: str | None = PASSWORD, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("COSIGN_PASSWORD", "DOCKER_CONFIG")}
+    env.update(HOME=str(home), DOCKER_CONFIG=str(home / ".docker"), **(extra_env or {}))
+    if password is not None:
+        env["COSIGN_PASSWORD"] = password
+    return subprocess.run(
+        [sys.executable, "-m", "policysupply", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=home,
+        timeout=180,
+        check=False,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def keypair(home: Path) -> tuple[Path, Path]:
+    ok(run("keygen", "--json", home=home))
+    return home / "cosign.key", home / "cosign.pub"
+
+
+def test_push_sign_verify_pull_copy_round_trip(
+    distribution: RegistryServer, example_dir: Path, home: Path, keypair: tuple[Path, Path]
+) -> None:
+    key, pub = keypair
+    ref = f"{distribution.host}/acme/policy:1.0"
+    pushed = ok(run("push", str(example_dir), ref, "--revision", "r1", "--json", home=home))
+    assert pushed["reference"] == f"{distribution.host}/acme/policy@{pushed['digest']}"
+
+    unsigned = run("verify", ref, "--key", str(pub), "--json", home=home)
+    assert unsigned.returncode == 1
+    assert json.loads(unsigned.stdout)["error"] == "NoSignatureError"
+
+    signed = ok(run("sign", ref, "--key", str(key), "-a", "env=prod", "--json", home=home))
+    assert signed["digest"] == pushed["digest"]
+    verified = ok(run("verify", ref, "--key", str(pub), "-a", "env=prod", "--json", home=home))
+    assert verified["key_ids"] == [Signer.from_key_file(key, password=PASSWORD).key_id]
+
+    pulled = ok(run("pull", ref, "--key", str(pub), "-o", "p.tar.gz", "--json", home=home))
+    assert (pulled["verified"], pulled["revision"]) == (True, "r1")
+    assert (home / "p.tar.gz").exists()
+
+    # registry -> layout -> registry (another repository), signatures travel along
+    layout = f"oci:{home / 'layout'}:acme/policy:1.0"
+    ok(run("copy", ref, layout, "--json", home=home))
+    ok(run("verify", layout, "--key", str(pub), "--json", home=home))
+    mirror = f"{distribution.host}/mirror/policy:1.0"
+    copied = ok(run("copy", layout, mirror, "--json", home=home))
+    assert copied["digest"] == pushed["digest"]
+    # The signed docker-reference names acme/policy: the default repository check
+    # refuses it under another name; cosign's behaviour (no check) accepts it.
+    renamed = run("verify", mirror, "-k", str(pub), "--json", home=home)
+    assert renamed.returncode == 1
+    assert "acme/policy" in json.loads(renamed.stdout)["message"]
+    ok(run("verify", mirror, "-k", str(pub), "--docker-reference", "off", "--json", home=home))
+
+    bare = f"{distribution.host}/bare/policy:1.0"
+    ok(run("copy", ref, bare, "--without-signatures", "--json", home=home))
+    assert run("verify", bare, "--key", str(pub), home=home).returncode == 1
+
+
+def test_cosign_verifies_what_the_cli_signed_and_vice_versa(
+    distribution: RegistryServer, example_dir: Path, home: Path, keypair: tuple[Path, Path]
+) -> None:
+    key, pub = keypair
+    cosign = str(peer("cosign2"))
+    env = {**os.environ, "COSIGN_PASSWORD": PASSWORD, "HOME": str(home), "COSIGN_YES": "true"}
+    reg = Registry.remote(distribution.host, insecure=True)
+
+    ours = ok(run("push", str(example_dir), f"{distribution.host}/acme/a:1", "--json", home=home))
+    ok(run("sign", ours["reference"], "--key", str(key), "--json", home=home))
+    proc = subprocess.run(
+        [cosign, "verify", "--key", str(pub), "--insecure-ignore-tlog=true",
+         "--allow-http-registry", ours["reference"]],
+        capture_output=True, text=True, env=env, timeout=180, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+    theirs = ok(run("push", str(example_dir), f"{distribution.host}/acme/b:1", "--json", home=home))
+    proc = subprocess.run(
+        [cosign, "sign", "--key", str(key), "--tlog-upload=false", "--allow-http-registry",
+         theirs["reference"]],
+        capture_output=True, text=True, env=env, timeout=180, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    verified = ok(run("verify", theirs["reference"], "--key", str(pub), "--json", home=home))
+    assert verified["digest"] == reg.resolve("acme/b:1")
+
+
+def test_docker_credentials_and_auth_errors(
+    distribution_auth: RegistryServer, example_dir: Path, home: Path
+) -> None:
+    ref = f"{distribution_auth.host}/acme/policy:1"
+    refused = run("push", str(example_dir), ref, "--json", home=home, password=None)
+    assert refused.returncode == 2
+    assert json.loads(refused.stdout)["error"] == "AuthenticationError"
+
+    config = home / ".docker" / "config.json"
+    config.parent.mkdir()
+    token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+    config.write_text(json.dumps({"auths": {distribution_auth.host: {"auth": token}}}))
+    pushed = run("push", str(example_dir), ref, "--json", home=home, password=None)
+    assert pushed.returncode == 0, pushed.stderr
+    # An explicit --docker-config wins over $DOCKER_CONFIG.
+    elsewhere = home / "other.json"
+    elsewhere.write_text(json.dumps({"auths": {}}))
+    denied = run("pull", ref, "--docker-config", str(elsewhere), "-o", "x", home=home)
+    assert denied.returncode == 2
+    for proc in (refused, pushed, denied):
+        assert REGISTRY_PASSWORD not in proc.stdout + proc.stderr
+        assert token not in proc.stdout + proc.stderr
+
+
+def test_unreachable_registry_is_a_configuration_error(home: Path, example_dir: Path) -> None:
+    ref = f"127.0.0.1:{free_port()}/acme/policy:1"
+    started = time.monotonic()
+    proc = run("push", str(example_dir), ref, "--timeout", "2", "--json", home=home)
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["ok"] is False
+    assert time.monotonic() - started < 30
