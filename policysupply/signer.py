@@ -1,25 +1,104 @@
-"""Signing OCI artifacts the way cosign does, with keys cosign reads and writes."""
+"""Signing OCI artifacts and files the way cosign does: with keys, or keyless through Sigstore."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from policysupply._internal import cosign, keys, oci
+from policysupply._internal import sigstore_bundle as sb
 from policysupply._internal.oci import Reference
-from policysupply.errors import NotFoundError, SigningError
+from policysupply.errors import NotFoundError, SigningError, VerificationError
 from policysupply.registry import Registry, _now_rfc3339
 
-__all__ = ["Signature", "Signer"]
+if TYPE_CHECKING:
+    from policysupply._internal.keyless import KeylessSession
+
+__all__ = ["Signature", "Signer", "SigstoreBundle"]
 
 Scheme = Literal["legacy", "bundle"]
+
+# cosign's legacy keyless annotations on a .sig/.att layer
+ANN_CERTIFICATE = "dev.sigstore.cosign/certificate"
+ANN_CHAIN = "dev.sigstore.cosign/chain"
+ANN_BUNDLE = "dev.sigstore.cosign/bundle"
+ANN_TIMESTAMP = "dev.sigstore.cosign/rfc3161timestamp"
+ANN_PREDICATE_TYPE = "predicateType"
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+
+
+@attrs.frozen(kw_only=True)
+class SigstoreBundle:
+    """A Sigstore bundle (``.sigstore.json``), as ``cosign sign-blob --bundle`` writes it.
+
+    Holds the exact JSON bytes; :meth:`write` stores them unchanged.
+
+    Attributes:
+        data: The bundle JSON.
+    """
+
+    data: bytes = attrs.field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> SigstoreBundle:
+        """Wraps bundle JSON after checking it parses.
+
+        Raises:
+            VerificationError: Not a Sigstore bundle.
+        """
+        raw = data.encode() if isinstance(data, str) else data
+        sb.parse_bundle(raw)
+        return cls(data=raw)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> SigstoreBundle:
+        """Reads a ``.sigstore.json`` file.
+
+        Raises:
+            VerificationError: Unreadable, or not a Sigstore bundle.
+        """
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise VerificationError(f"cannot read bundle {p}: {exc.strerror}") from None
+        sb.parse_bundle(data, what=str(p))
+        return cls(data=data)
+
+    @property
+    def media_type(self) -> str:
+        """The bundle's media type (format version)."""
+        return sb.parse_bundle(self.data).media_type
+
+    @property
+    def keyless(self) -> bool:
+        """Whether a certificate (not a key) signed it."""
+        return sb.parse_bundle(self.data).certificate is not None
+
+    def to_json(self) -> bytes:
+        """The bundle JSON."""
+        return self.data
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Writes the bundle to ``path`` (conventionally ``<file>.sigstore.json``).
+
+        Raises:
+            SigningError: The file cannot be written.
+        """
+        p = Path(path)
+        try:
+            p.write_bytes(self.data)
+        except OSError as exc:
+            raise SigningError(f"cannot write {p}: {exc.strerror}") from None
+        return p
 
 
 @attrs.frozen(kw_only=True)
@@ -33,6 +112,8 @@ class Signature:
         payload: The exact bytes that were signed (payload or in-toto statement).
         signature: The raw signature bytes.
         location: Where it was stored (the ``.sig`` tag or the referrer's digest).
+        certificate: PEM of the Fulcio certificate, for keyless signatures.
+        log_index: The transparency log entry's index, for keyless signatures.
     """
 
     reference: Reference
@@ -41,18 +122,65 @@ class Signature:
     payload: bytes = attrs.field(repr=False)
     signature: bytes = attrs.field(repr=False)
     location: str
+    certificate: bytes | None = attrs.field(default=None, repr=False)
+    log_index: int | None = None
 
 
 class Signer:
-    """Signs artifacts with a private key (ECDSA P-256 by default), cosign-compatibly.
+    """Signs artifacts cosign-compatibly: with a private key, or keyless through Sigstore.
 
-    Create one with :meth:`generate` or :meth:`from_key_file`. The private key
-    never appears in ``repr``.
+    Create one with :meth:`generate` or :meth:`from_key_file` (ECDSA P-256 by
+    default), or :meth:`keyless` (an ephemeral key certified by Fulcio for an
+    OIDC identity, each signature logged in Rekor). The private key never
+    appears in ``repr``.
     """
 
     def __init__(self, key: Any) -> None:
-        """Use :meth:`generate` or :meth:`from_key_file`."""
+        """Use :meth:`generate`, :meth:`from_key_file` or :meth:`keyless`."""
         self._key = key
+        self._keyless: KeylessSession | None = None
+
+    @classmethod
+    def keyless(cls, *, identity_token: str, trust: Any = "production") -> Signer:
+        """A keyless signer: Fulcio certificate + Rekor entry through sigstore-python.
+
+        Nothing touches the network until the first signature. The certificate
+        (about 10 minutes) and its ephemeral key are reused for every signature
+        this signer makes.
+
+        Args:
+            identity_token: A raw OIDC identity token (JWT) with audience
+                ``sigstore`` (e.g. from GitHub Actions, or ``sigstore``'s
+                interactive flow).
+            trust: ``"production"`` (public-good Sigstore), ``"staging"``, a
+                ``sigstore.models.ClientTrustConfig``, or a path to a client
+                trust config JSON (a private Sigstore deployment: its trusted
+                root plus Fulcio/Rekor URLs).
+
+        Raises:
+            SigningError: Later, at the first signature, if the token, Fulcio
+                or Rekor fail.
+        """
+        from policysupply._internal.keyless import KeylessSession
+
+        return cls._with_keyless(KeylessSession(identity_token, trust))
+
+    @classmethod
+    def _with_keyless(cls, session: Any) -> Signer:
+        # Also the seam unit tests use to sign with an in-process CA and log.
+        signer = cls(None)
+        signer._keyless = session
+        return signer
+
+    @property
+    def is_keyless(self) -> bool:
+        """Whether this signer signs keylessly (certificate + transparency log)."""
+        return self._keyless is not None
+
+    def _need_key(self, what: str) -> Any:
+        if self._key is None:
+            raise SigningError(f"{what}: a keyless signer has no long-lived key")
+        return self._key
 
     @classmethod
     def generate(cls) -> Signer:
@@ -80,17 +208,27 @@ class Signer:
         return cls(keys.load_private_key(data, pw, what=str(p)))
 
     def __repr__(self) -> str:
+        if self._keyless is not None:
+            return "Signer(keyless)"
         return f"Signer(key_id={self.key_id!r})"
 
     @property
     def key_id(self) -> str:
-        """``sha256:<hex>`` of the public key's SubjectPublicKeyInfo DER."""
-        return keys.key_id(self._key)
+        """``sha256:<hex>`` of the public key's SubjectPublicKeyInfo DER.
+
+        Raises:
+            SigningError: A keyless signer has no long-lived key.
+        """
+        return keys.key_id(self._need_key("key_id"))
 
     @property
     def public_key_pem(self) -> bytes:
-        """The public key as ``cosign.pub`` holds it."""
-        return keys.public_pem(self._key)
+        """The public key as ``cosign.pub`` holds it.
+
+        Raises:
+            SigningError: A keyless signer has no long-lived key.
+        """
+        return keys.public_pem(self._need_key("public_key_pem"))
 
     def write_key_pair(
         self, directory: str | os.PathLike[str], *, password: str | bytes, name: str = "cosign"
@@ -107,6 +245,7 @@ class Signer:
         """
         from cryptography.hazmat.primitives import serialization
 
+        self._need_key("write_key_pair")
         d = Path(directory)
         key_path, pub_path = d / f"{name}.key", d / f"{name}.pub"
         pw = password.encode() if isinstance(password, str) else password
@@ -133,8 +272,12 @@ class Signer:
         return key_path, pub_path
 
     def sign_bytes(self, message: bytes) -> bytes:
-        """Signs raw bytes (ECDSA: ASN.1 DER), as cosign does."""
-        return keys.sign(self._key, message)
+        """Signs raw bytes (ECDSA: ASN.1 DER), as cosign does.
+
+        Raises:
+            SigningError: A keyless signer has no long-lived key.
+        """
+        return keys.sign(self._need_key("sign_bytes"), message)
 
     def sign(
         self,
@@ -161,9 +304,15 @@ class Signer:
                 ``dev.policysupply/signed-at``, which verifiers use for rollback
                 ordering and maximum-age (freeze) checks. cosign ignores it.
 
+        Keyless signers store what cosign's keyless mode stores: ``legacy`` adds
+        the certificate, its chain and the Rekor entry (signed entry timestamp)
+        as layer annotations; ``bundle`` attaches a Sigstore bundle holding the
+        certificate and the Rekor entry with its inclusion proof.
+
         Raises:
             NotFoundError: No such artifact.
             RegistryError: Storing the signature failed.
+            SigningError: Keyless signing failed (token, Fulcio, Rekor).
         """
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         digest = registry.resolve(r)
@@ -176,52 +325,269 @@ class Signer:
             return self._sign_bundle(registry, pinned, annotations)
         docker_reference = pinned.name
         payload = cosign.simple_signing_payload(docker_reference, digest, annotations)
-        signature = keys.sign(self._key, payload)
-        layer = registry.put_blob(r.repository, payload, media_type=cosign.SIMPLESIGNING)
-        tag = cosign.sig_tag(digest)
-        layers: list[dict[str, Any]] = []
-        try:
-            existing, _ = registry.get_manifest(f"{r.repository}:{tag}")
-            layers = list(oci.parse_manifest(existing, what=tag).get("layers") or [])
-        except NotFoundError:
-            pass
+        cert: bytes | None = None
+        log_index: int | None = None
+        if self._keyless is not None:
+            made = self._keyless.sign_artifact(payload)
+            assert isinstance(made.content, sb.MessageSignature)  # noqa: S101 - sign_artifact
+            signature = made.content.signature
+            extra, cert, log_index = self._keyless_annotations(made)
+            key_id = _cert_key_id(made)
+        else:
+            signature = keys.sign(self._key, payload)
+            extra, key_id = {}, self.key_id
         b64 = base64.b64encode(signature).decode()
-        entry = {**layer.to_json(), "annotations": {cosign.ANN_SIGNATURE: b64}}
-        layers.append(entry)
-        config = cosign.signature_config([str(d["digest"]) for d in layers])
-        registry.put_blob(r.repository, config, media_type=oci.CONFIG_V1)
-        registry.put_manifest(f"{r.repository}:{tag}", cosign.signature_manifest(config, layers))
+        tag = cosign.sig_tag(digest)
+        self._append_layer(
+            registry,
+            r.repository,
+            tag,
+            payload,
+            cosign.SIMPLESIGNING,
+            {cosign.ANN_SIGNATURE: b64, **extra},
+        )
         return Signature(
             reference=pinned,
-            key_id=self.key_id,
+            key_id=key_id,
             scheme="legacy",
             payload=payload,
             signature=signature,
             location=tag,
+            certificate=cert,
+            log_index=log_index,
         )
+
+    def _keyless_annotations(
+        self, made: sb.ParsedBundle
+    ) -> tuple[dict[str, str], bytes, int | None]:
+        """Cosign's keyless layer annotations for a signature made through Sigstore."""
+        from policysupply._internal import keyless
+
+        assert self._keyless is not None  # noqa: S101 - keyless signers only
+        assert made.certificate is not None  # noqa: S101 - keyless bundles carry one
+        cert = keyless.certificate_pem(made.certificate)
+        annotations = {
+            ANN_CERTIFICATE: cert.decode(),
+            ANN_CHAIN: self._keyless.chain_pem(made.certificate).decode(),
+        }
+        entry = made.tlog_entries[0] if made.tlog_entries else None
+        if entry is not None and entry.signed_entry_timestamp is not None:
+            annotations[ANN_BUNDLE] = entry.to_cosign_annotation()
+        if made.timestamps:
+            stamp = base64.b64encode(made.timestamps[0]).decode()
+            annotations[ANN_TIMESTAMP] = json.dumps(
+                {"SignedRFC3161Timestamp": stamp}, separators=(",", ":")
+            )
+        if ANN_BUNDLE not in annotations and ANN_TIMESTAMP not in annotations:
+            raise SigningError(
+                "Sigstore returned neither a signed entry timestamp nor an RFC 3161 timestamp; "
+                "cosign's legacy signature form cannot carry this signature (use scheme='bundle')"
+            )
+        return annotations, cert, entry.log_index if entry is not None else None
+
+    @staticmethod
+    def _append_layer(
+        registry: Registry,
+        repository: str,
+        tag: str,
+        blob: bytes,
+        media_type: str,
+        annotations: Mapping[str, str],
+    ) -> None:
+        """Adds one layer to cosign's ``.sig``/``.att`` manifest, keeping the others."""
+        layer = registry.put_blob(repository, blob, media_type=media_type)
+        layers: list[dict[str, Any]] = []
+        try:
+            existing, _ = registry.get_manifest(f"{repository}:{tag}")
+            layers = list(oci.parse_manifest(existing, what=tag).get("layers") or [])
+        except NotFoundError:
+            pass
+        layers.append({**layer.to_json(), "annotations": dict(annotations)})
+        config = cosign.signature_config([str(d["digest"]) for d in layers])
+        registry.put_blob(repository, config, media_type=oci.CONFIG_V1)
+        registry.put_manifest(f"{repository}:{tag}", cosign.signature_manifest(config, layers))
 
     def _sign_bundle(
         self, registry: Registry, pinned: Reference, annotations: Mapping[str, str] | None
     ) -> Signature:
         assert pinned.digest  # noqa: S101 - resolved by the caller
-        data, media_type = registry.get_manifest(pinned)
-        subject = oci.Descriptor(media_type=media_type, digest=pinned.digest, size=len(data))
         statement = cosign.sign_statement(pinned.digest, annotations)
-        signature = keys.sign(self._key, cosign.pae(cosign.INTOTO, statement))
-        bundle = cosign.key_bundle(
-            statement, signature, hashlib.sha256(keys.spki_der(self._key)).digest()
-        )
-        manifest, config = cosign.bundle_manifest(
-            bundle, subject, _now_rfc3339(), cosign.SIGN_PREDICATE
-        )
-        registry.put_blob(pinned.repository, config, media_type=oci.EMPTY_V1)
-        registry.put_blob(pinned.repository, bundle, media_type=cosign.BUNDLE_V03)
-        location = registry.put_manifest(pinned.repository, manifest)
+        bundle, signature, key_id, cert, log_index = self._sign_statement(statement)
+        location = self._attach_bundle(registry, pinned, bundle, cosign.SIGN_PREDICATE)
         return Signature(
             reference=pinned,
-            key_id=self.key_id,
+            key_id=key_id,
             scheme="bundle",
             payload=statement,
             signature=signature,
             location=location,
+            certificate=cert,
+            log_index=log_index,
         )
+
+    def _sign_statement(
+        self, statement: bytes
+    ) -> tuple[bytes, bytes, str, bytes | None, int | None]:
+        """``(bundle JSON, signature, key id, certificate PEM, log index)`` for a DSSE statement."""
+        if self._keyless is None:
+            signature = keys.sign(self._key, cosign.pae(cosign.INTOTO, statement))
+            bundle = cosign.key_bundle(
+                statement, signature, hashlib.sha256(keys.spki_der(self._key)).digest()
+            )
+            return bundle, signature, self.key_id, None, None
+        from policysupply._internal import keyless
+
+        made = self._keyless.sign_dsse(statement)
+        assert isinstance(made.content, sb.Envelope)  # noqa: S101 - sign_dsse
+        assert made.certificate is not None  # noqa: S101 - keyless bundles carry one
+        entry = made.tlog_entries[0] if made.tlog_entries else None
+        return (
+            made.to_json(),
+            made.content.signatures[0],
+            _cert_key_id(made),
+            keyless.certificate_pem(made.certificate),
+            entry.log_index if entry else None,
+        )
+
+    @staticmethod
+    def _attach_bundle(
+        registry: Registry, pinned: Reference, bundle: bytes, predicate_type: str
+    ) -> str:
+        """Attaches a Sigstore bundle to ``pinned`` as an OCI referrer, as cosign v3 does."""
+        assert pinned.digest  # noqa: S101 - resolved by the caller
+        data, media_type = registry.get_manifest(pinned)
+        subject = oci.Descriptor(media_type=media_type, digest=pinned.digest, size=len(data))
+        manifest, config = cosign.bundle_manifest(bundle, subject, _now_rfc3339(), predicate_type)
+        registry.put_blob(pinned.repository, config, media_type=oci.EMPTY_V1)
+        registry.put_blob(pinned.repository, bundle, media_type=cosign.BUNDLE_V03)
+        return registry.put_manifest(pinned.repository, manifest)
+
+    def attest(
+        self,
+        registry: Registry,
+        ref: str | Reference,
+        *,
+        predicate_type: str,
+        predicate: Mapping[str, Any],
+        scheme: Scheme = "legacy",
+    ) -> Signature:
+        """Attaches a signed in-toto attestation about an artifact, as ``cosign attest`` does.
+
+        The statement (in-toto v1) names the artifact's digest as its subject
+        and is signed as a DSSE envelope. ``legacy`` appends it to cosign's
+        ``sha256-<hex>.att`` manifest; ``bundle`` attaches a Sigstore bundle
+        referrer (cosign v3).
+
+        Args:
+            registry: Where the artifact lives.
+            ref: Tag or digest reference.
+            predicate_type: The predicate's type URI (e.g. ``https://slsa.dev/provenance/v1``).
+            predicate: The predicate (a JSON object).
+            scheme: ``legacy`` (default) or ``bundle``.
+
+        Returns:
+            The stored attestation; ``payload`` is the signed statement.
+
+        Raises:
+            NotFoundError: No such artifact.
+            RegistryError: Storing the attestation failed.
+            SigningError: Keyless signing failed, or the predicate is not JSON.
+        """
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        digest = registry.resolve(r)
+        pinned = Reference(host=registry.host or r.host, repository=r.repository, digest=digest)
+        subject = {"name": pinned.name, "digest": {"sha256": digest.split(":", 1)[1]}}
+        try:
+            statement = sb.statement(predicate_type, predicate, [subject])
+        except (TypeError, ValueError) as exc:
+            raise SigningError(f"predicate is not a JSON object: {exc}") from None
+        if scheme == "bundle":
+            bundle, signature, key_id, cert, log_index = self._sign_statement(statement)
+            location = self._attach_bundle(registry, pinned, bundle, predicate_type)
+        else:
+            envelope_json, signature, key_id, annotations, cert, log_index = self._envelope(
+                statement
+            )
+            annotations = {ANN_PREDICATE_TYPE: predicate_type, **annotations}
+            location = cosign.sig_tag(digest)[: -len(".sig")] + ".att"
+            self._append_layer(
+                registry, r.repository, location, envelope_json, DSSE_ENVELOPE, annotations
+            )
+        return Signature(
+            reference=pinned,
+            key_id=key_id,
+            scheme=scheme,
+            payload=statement,
+            signature=signature,
+            location=location,
+            certificate=cert,
+            log_index=log_index,
+        )
+
+    def _envelope(
+        self, statement: bytes
+    ) -> tuple[bytes, bytes, str, dict[str, str], bytes | None, int | None]:
+        """A DSSE envelope blob for cosign's ``.att`` layer, with its layer annotations."""
+        if self._keyless is None:
+            signature = keys.sign(self._key, cosign.pae(cosign.INTOTO, statement))
+            env = sb.Envelope(
+                payload_type=cosign.INTOTO, payload=statement, signatures=(signature,)
+            )
+            doc = env.to_json()
+            doc["signatures"] = [{"keyid": "", "sig": s["sig"]} for s in doc["signatures"]]
+            blob = json.dumps(doc, separators=(",", ":")).encode()
+            return blob, signature, self.key_id, {cosign.ANN_SIGNATURE: ""}, None, None
+        made, blob = self._keyless.sign_dsse_envelope(statement)
+        assert isinstance(made.content, sb.Envelope)  # noqa: S101 - sign_dsse
+        extra, cert, log_index = self._keyless_annotations(made)
+        # cosign leaves the signature annotation empty: the signature is in the envelope
+        annotations = {cosign.ANN_SIGNATURE: "", **extra}
+        return blob, made.content.signatures[0], _cert_key_id(made), annotations, cert, log_index
+
+    def sign_blob(self, data: bytes | str | os.PathLike[str]) -> SigstoreBundle:
+        """Signs a plain file (e.g. a policy tarball served over HTTP) into a Sigstore bundle.
+
+        Writes what ``cosign sign-blob --bundle`` (v3) and ``sigstore sign``
+        write: a v0.3 bundle with a ``messageSignature`` over the file's
+        SHA-256, plus, keyless, the certificate and the Rekor entry; with a
+        key, the key's hint and no log entry. Save it with
+        ``bundle.write("<file>.sigstore.json")``.
+
+        Args:
+            data: The file's bytes, or a path to it.
+
+        Raises:
+            SigningError: The file cannot be read, or keyless signing failed.
+        """
+        content = _read_blob(data)
+        if self._keyless is not None:
+            made = self._keyless.sign_artifact(content)
+            return SigstoreBundle(data=made.to_json())
+        signature = keys.sign(self._key, content)
+        bundle = sb.ParsedBundle(
+            media_type=sb.BUNDLE_V03,
+            certificate=None,
+            key_hint=sb.key_hint(keys.spki_der(self._key)),
+            content=sb.MessageSignature(
+                algorithm="sha256", digest=hashlib.sha256(content).digest(), signature=signature
+            ),
+        )
+        return SigstoreBundle(data=bundle.to_json())
+
+
+def _read_blob(data: bytes | str | os.PathLike[str]) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    p = Path(data)
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise SigningError(f"cannot read {p}: {exc.strerror}") from None
+
+
+def _cert_key_id(made: sb.ParsedBundle) -> str:
+    """Key id of a keyless signature's (ephemeral) certificate key."""
+    from policysupply._internal import keyless
+
+    assert made.certificate is not None  # noqa: S101 - keyless bundles carry one
+    return keys.key_id(keyless.load_certificate(made.certificate).public_key())

@@ -215,6 +215,7 @@ class TrustMaterial:
 
         self.source = source
         self.root = root
+        self._tsa: Any = None
         try:
             self.fulcio_certs: list[Any] = list(root.get_fulcio_certs())
         except Exception as exc:  # sigstore's MetadataError and friends
@@ -264,6 +265,37 @@ class TrustMaterial:
                 f"{path}: not a Sigstore trusted root ({type(exc).__name__})"
             ) from None
         return cls(root, source=str(path))
+
+    def timestamp_times(self, timestamps: Sequence[bytes], signature: bytes) -> list[datetime]:
+        """Times of the RFC 3161 timestamps over ``signature`` that a trusted TSA signed.
+
+        Raises:
+            VerificationError: A timestamp is malformed, or the trusted root
+                has no timestamp authority to check one against.
+        """
+        if not timestamps:
+            return []
+        from rfc3161_client import decode_timestamp_response
+        from sigstore.verify import Verifier as SigstoreVerifier
+
+        if not self.root.get_timestamp_authorities():
+            raise VerificationError(
+                f"signature carries RFC 3161 timestamps, but trusted root {self.source} "
+                "lists no timestamp authority"
+            )
+        if self._tsa is None:
+            self._tsa = SigstoreVerifier(trusted_root=self.root)
+        times = []
+        for der in timestamps[:32]:  # sigstore-go's bound against timestamp floods
+            try:
+                response = decode_timestamp_response(der)
+            except ValueError:
+                raise VerificationError("malformed RFC 3161 timestamp") from None
+            # sigstore-python's TSA chain + validity-window check (private, pinned <5)
+            result = self._tsa._verify_signed_timestamp(response, signature)
+            if result is not None:
+                times.append(result.time)
+        return times
 
     def verify_log_signature(self, log_id: bytes, signature: bytes, data: bytes) -> None:
         """Checks a signature by the transparency log ``log_id`` (SET or checkpoint).
@@ -348,6 +380,15 @@ def _b64_pem_der(value: Any) -> bytes | None:
     return blocks[0][1] if blocks else None
 
 
+def _b64_raw(value: Any) -> bytes | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
+
+
 def _spec(entry: TlogEntry) -> Mapping[str, Any]:
     spec = entry.body_json().get("spec")
     if not isinstance(spec, Mapping):
@@ -390,6 +431,26 @@ def check_entry_body(
     spec = _spec(entry)
     b64sig = base64.b64encode(signature).decode()
     kind = (entry.kind, entry.version)
+    if kind == ("hashedrekord", "0.0.2"):
+        # Rekor v2 logs DSSE as hashedrekord over the PAE (rekor-v2 spec)
+        signed = envelope.pae() if envelope is not None else None
+        digest = hashlib.sha256(signed).digest() if signed is not None else artifact_sha256
+        v2 = spec.get("hashedRekordV002")
+        verifier = _get(v2, "signature", "verifier")
+        der = _b64_raw(_get(verifier, "x509Certificate", "rawBytes")) or _b64_raw(
+            _get(verifier, "publicKey", "rawBytes")
+        )
+        if _get(v2, "signature", "content") != b64sig:
+            raise TransparencyLogError("transparency log entry is for another signature")
+        if der != verifier_der:
+            raise TransparencyLogError("transparency log entry names another key or certificate")
+        if (
+            digest is None
+            or _get(v2, "data", "algorithm") != "SHA2_256"
+            or _b64_raw(_get(v2, "data", "digest")) != digest
+        ):
+            raise TransparencyLogError("transparency log entry is for other content")
+        return
     if kind == ("hashedrekord", "0.0.1"):
         if artifact_sha256 is None:
             raise TransparencyLogError("hashedrekord entry for DSSE content")
@@ -432,11 +493,14 @@ def check_entry_body(
             raise TransparencyLogError(
                 "transparency log entry is for another signature or certificate"
             )
-        if envelope_blob is not None and isinstance(env_hash, Mapping):
-            # cosign's legacy .att check: the entry hashes the stored envelope bytes
-            if env_hash.get("value") != hashlib.sha256(envelope_blob).hexdigest():
-                raise TransparencyLogError("transparency log entry is for another envelope")
-        elif not isinstance(recorded, Mapping) or recorded.get("value") != wanted:
+        payload_ok = isinstance(recorded, Mapping) and recorded.get("value") == wanted
+        # cosign's legacy .att check: the entry hashes the stored envelope bytes
+        envelope_ok = (
+            envelope_blob is not None
+            and isinstance(env_hash, Mapping)
+            and env_hash.get("value") == hashlib.sha256(envelope_blob).hexdigest()
+        )
+        if not (payload_ok or envelope_ok):
             raise TransparencyLogError("transparency log entry is for another payload")
         return
     raise TransparencyLogError(
@@ -528,13 +592,13 @@ class KeylessCheck:
     Attributes:
         identity: The certificate's identity claims (matched by the caller).
         signed_time: The log's (or TSA's) signed time of signing.
-        log_index: The log entry's index.
+        log_index: The log entry's index (None when no log entry was required).
         certificate_der: The signing certificate.
     """
 
     identity: CertificateIdentity
     signed_time: datetime
-    log_index: int
+    log_index: int | None
     certificate_der: bytes = attrs.field(repr=False)
 
 
@@ -546,9 +610,11 @@ def verify_keyless(
     signature: bytes,
     message: bytes,
     tlog_entries: Sequence[TlogEntry],
+    timestamps: Sequence[bytes] = (),
     artifact_sha256: bytes | None = None,
     envelope: Envelope | None = None,
     envelope_blob: bytes | None = None,
+    require_tlog: bool = True,
     require_sct: bool = True,
 ) -> KeylessCheck:
     """Verifies one keyless signature up to (not including) identity matching.
@@ -560,9 +626,11 @@ def verify_keyless(
         signature: The signature.
         message: The exact bytes signed (payload, artifact, or DSSE PAE).
         tlog_entries: Candidate log entries (one must verify and match).
+        timestamps: RFC 3161 timestamps (DER) over the signature.
         artifact_sha256: ``hashedrekord`` content hash (message signatures).
         envelope: The DSSE envelope (DSSE content).
         envelope_blob: The stored envelope bytes (cosign legacy ``.att``).
+        require_tlog: Whether a matching, verified log entry is mandatory.
         require_sct: Whether the certificate's SCT must verify.
 
     Raises:
@@ -571,52 +639,63 @@ def verify_keyless(
         TransparencyLogError: No matching, verified log entry.
         CertificateExpiredError: Signed outside the certificate's validity.
         CertificateError: Untrusted CA, wrong usage, bad SCT.
+        VerificationError: No signed time at all (neither SET nor timestamp).
     """
     from cryptography.hazmat.primitives import serialization
 
     cert = load_certificate(certificate, what="signing certificate")
     if not keys.verify(cert.public_key(), signature, message):
         raise UntrustedSignatureError("signature does not verify with its certificate's key")
-    if not tlog_entries:
-        raise TransparencyLogError("keyless signature has no transparency log entry")
     der = cert.public_bytes(serialization.Encoding.DER)
-    when: datetime | None = None
+    times: list[tuple[str, datetime]] = []
     entry: TlogEntry | None = None
-    problems: list[str] = []
-    for candidate in tlog_entries:
-        try:
-            check_entry_body(
-                candidate,
-                signature=signature,
-                verifier_der=der,
-                artifact_sha256=artifact_sha256,
-                envelope=envelope,
-                envelope_blob=envelope_blob,
-            )
-            when = verify_tlog_entry(candidate, trust)
-        except TransparencyLogError as exc:
-            problems.append(str(exc))
-            continue
-        entry = candidate
-        break
-    if entry is None:
-        raise TransparencyLogError("; ".join(problems))
-    if when is None:
-        raise TransparencyLogError(
-            "transparency log entry has no signed integration time (signed entry timestamp); "
-            "cannot bind the signature to the certificate's validity"
+    if tlog_entries or require_tlog:
+        if not tlog_entries:
+            raise TransparencyLogError("keyless signature has no transparency log entry")
+        problems: list[str] = []
+        for candidate in tlog_entries:
+            try:
+                check_entry_body(
+                    candidate,
+                    signature=signature,
+                    verifier_der=der,
+                    artifact_sha256=artifact_sha256,
+                    envelope=envelope,
+                    envelope_blob=envelope_blob,
+                )
+                when = verify_tlog_entry(candidate, trust)
+            except TransparencyLogError as exc:
+                problems.append(str(exc))
+                continue
+            entry = candidate
+            if when is not None:
+                times.append(("transparency log", when))
+            break
+        if entry is None:
+            raise TransparencyLogError("; ".join(problems))
+    times += [("timestamp authority", t) for t in trust.timestamp_times(timestamps, signature)]
+    if not times:
+        raise VerificationError(
+            "no verified signing time (neither a signed entry timestamp nor an RFC 3161 "
+            "timestamp from a trusted authority): cannot check the certificate's validity"
         )
     identity = certificate_identity(cert)
-    if not identity.not_before <= when <= identity.not_after:
-        raise CertificateExpiredError(
-            f"signed at {when.isoformat()} (transparency log), outside the certificate's "
-            f"validity {identity.not_before.isoformat()} .. {identity.not_after.isoformat()}"
-        )
-    chain = verify_chain(cert, when, trust, chain_hints)
+    for source, when in times:
+        if not identity.not_before <= when <= identity.not_after:
+            raise CertificateExpiredError(
+                f"signed at {when.isoformat()} ({source}), outside the certificate's "
+                f"validity {identity.not_before.isoformat()} .. {identity.not_after.isoformat()}"
+            )
+    chain: list[Any] = []
+    for _, when in times:
+        chain = verify_chain(cert, when, trust, chain_hints)
     if require_sct:
         verify_sct(cert, chain, trust)
     return KeylessCheck(
-        identity=identity, signed_time=when, log_index=entry.log_index, certificate_der=der
+        identity=identity,
+        signed_time=min(t for _, t in times),
+        log_index=entry.log_index if entry is not None else None,
+        certificate_der=der,
     )
 
 
@@ -724,11 +803,25 @@ class KeylessSession:
         Raises:
             SigningError: Fulcio, Rekor or the token failed, or not a v1 statement.
         """
+        return self.sign_dsse_envelope(statement)[0]
+
+    def sign_dsse_envelope(self, statement: bytes) -> tuple[ParsedBundle, bytes]:
+        """As :meth:`sign_dsse`, plus the exact envelope JSON the log entry hashed.
+
+        cosign's legacy ``.att`` layer stores that envelope, and verifiers compare
+        the entry's envelope hash with the stored bytes.
+
+        Raises:
+            SigningError: Fulcio, Rekor or the token failed, or not a v1 statement.
+        """
         from sigstore import dsse
 
         signer = self._get()
         try:
-            return _parse_sigstore_bundle(signer.sign_dsse(dsse.Statement(statement)))
+            bundle = signer.sign_dsse(dsse.Statement(statement))
+            envelope = bundle._dsse_envelope
+            assert envelope is not None  # noqa: S101 - sign_dsse makes one
+            return _parse_sigstore_bundle(bundle), envelope.to_json().encode()
         except Exception as exc:
             raise SigningError(f"keyless signing failed: {exc}") from None
 

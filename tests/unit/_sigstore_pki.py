@@ -440,14 +440,18 @@ class FakeBackend:
         )
 
     def sign_dsse(self, statement: bytes) -> sb.ParsedBundle:
+        return self.sign_dsse_envelope(statement)[0]
+
+    def sign_dsse_envelope(self, statement: bytes) -> tuple[sb.ParsedBundle, bytes]:
         pae = sb.pae(sb.INTOTO, statement)
         sig = self.key.sign(pae, ec.ECDSA(hashes.SHA256()))
         env = sb.Envelope(payload_type=sb.INTOTO, payload=statement, signatures=(sig,))
         env_json = json.dumps(env.to_json(), separators=(",", ":")).encode()
         entry = self.sigstore.log(FakeSigstore.dsse_entry(env, env_json, self.cert_pem))
-        return sb.ParsedBundle(
+        bundle = sb.ParsedBundle(
             media_type=sb.BUNDLE_V03, certificate=self.cert, tlog_entries=(entry,), content=env
         )
+        return bundle, env_json
 
     def chain_pem(self, leaf_der: bytes) -> bytes:
         return self.sigstore.ca.chain_pem()
