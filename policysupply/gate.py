@@ -32,14 +32,18 @@ from policysupply._internal.oci import Reference
 from policysupply.bundle import Bundle
 from policysupply.errors import (
     BundleError,
+    CertificateError,
     DigestMismatchError,
     NoSignatureError,
     RollbackError,
+    StaleSignatureError,
     ThresholdNotMetError,
+    TransparencyLogError,
     UntrustedSignatureError,
     VerificationError,
 )
 from policysupply.registry import Registry
+from policysupply.trust_state import TrustState
 from policysupply.verifier import VerifiedArtifact, Verifier
 
 __all__ = ["DEFAULT_QUERY", "INPUT_SCHEMA", "Decision", "Gate"]
@@ -58,8 +62,12 @@ _DEFAULT_SETTINGS = ("allowed_registries", "required_identities", "required_atte
 # Most specific first: the first class an error is an instance of names it.
 _ERROR_CODES: tuple[tuple[type[VerificationError], str], ...] = (
     (NoSignatureError, "no_signature"),
+    # Includes IdentityMismatchError: a valid signature by nobody trusted.
     (UntrustedSignatureError, "untrusted_signature"),
     (ThresholdNotMetError, "threshold_not_met"),
+    (StaleSignatureError, "stale_signature"),
+    (CertificateError, "certificate"),
+    (TransparencyLogError, "transparency_log"),
     (DigestMismatchError, "digest_mismatch"),
     (RollbackError, "rollback"),
     (VerificationError, "verification_failed"),
@@ -255,19 +263,21 @@ def _identity_setting(value: Any) -> dict[str, str]:
     item = _jsonable(value)
     if not isinstance(item, dict):
         raise BundleError(f"gate setting required_identities: {value!r} is not an identity")
-    item = {
-        k: v
-        for k, v in item.items()
-        if v is not None and k in ("issuer", "subject", "subject_regex")
-    }
-    if not isinstance(item.get("issuer"), str) or (
-        isinstance(item.get("subject"), str) == isinstance(item.get("subject_regex"), str)
-    ):
+    if item.get("extensions"):
         raise BundleError(
-            "gate setting required_identities: each identity needs an issuer and "
-            f"exactly one of subject / subject_regex, got {value!r}"
+            "gate setting required_identities: certificate extension claims are checked "
+            "by TrustPolicy(identities=...), not by the gate rules; drop extensions here"
         )
-    return item
+    fields = ("issuer", "issuer_regex", "subject", "subject_regex")
+    out = {k: item[k] for k in fields if item.get(k) is not None}
+    for name in ("issuer", "subject"):
+        given = [k for k in (name, f"{name}_regex") if isinstance(out.get(k), str)]
+        if len(given) != 1:
+            raise BundleError(
+                f"gate setting required_identities: each identity needs exactly one of "
+                f"{name} / {name}_regex, got {value!r}"
+            )
+    return out
 
 
 def _check_default_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -482,11 +492,14 @@ class _CachedReads(Registry):
     """One decision's view of a registry: content-addressed reads served from a cache.
 
     Tags (the image tag, cosign's ``.sig`` tag, referrers) are always read
-    from the registry; only bytes named by their digest are reused.
+    from the registry; only bytes named by their digest are reused. Misses
+    go through ``inner``'s own methods, so a Registry subclass keeps its
+    behaviour.
     """
 
     def __init__(self, inner: Registry, cache: _BlobCache, resolved: str) -> None:
         super().__init__(inner._store, host=inner.host)
+        self._inner = inner
         self._cache = cache
         self._resolved = resolved
 
@@ -495,18 +508,18 @@ class _CachedReads(Registry):
         r = self._ref(ref)
         if r.digest and r.digest == self._resolved:
             return r.digest
-        return super().resolve(r)
+        return self._inner.resolve(r)
 
     def get_manifest(self, ref: str | Reference) -> tuple[bytes, str]:
         """Serves manifests addressed by digest from the cache."""
         r = self._ref(ref)
         if not r.digest:
-            return super().get_manifest(r)
+            return self._inner.get_manifest(r)
         hit = self._cache.get(f"manifest:{r.digest}")
         if hit is not None:
             value: tuple[bytes, str] = hit[0]
             return value
-        value = super().get_manifest(r)
+        value = self._inner.get_manifest(r)
         self._cache.put(f"manifest:{r.digest}", value, len(value[0]))
         return value
 
@@ -516,7 +529,7 @@ class _CachedReads(Registry):
         if hit is not None and len(hit[0]) <= limit:
             data: bytes = hit[0]
             return data
-        data = super().get_blob(repository, digest, limit=limit)
+        data = self._inner.get_blob(repository, digest, limit=limit)
         self._cache.put(f"blob:{digest}", data, len(data))
         return data
 
@@ -605,6 +618,7 @@ class Gate:
         verifier: Verifier,
         *,
         rules_verifier: Verifier | None = None,
+        state: TrustState | None = None,
         query: str = DEFAULT_QUERY,
         settings: Mapping[str, Any] | None = None,
         require_verification: bool = True,
@@ -618,6 +632,8 @@ class Gate:
             rules_verifier: Checks the rule bundle's signatures (default:
                 ``verifier``); policy authors often hold other keys than
                 image builders.
+            state: Rollback protection for the rule bundle: refuse an older
+                revision than the one last accepted (see ``TrustState``).
             query: As for :class:`Gate`.
             settings: As for :class:`Gate` (not validated: the rules are yours).
             require_verification: As for :class:`Gate`.
@@ -629,7 +645,7 @@ class Gate:
             RegistryError: The rule bundle cannot be fetched.
             BundleError: It is not a valid bundle.
         """
-        verified = (rules_verifier or verifier).verify_bundle(registry, ref)
+        verified = (rules_verifier or verifier).verify_bundle(registry, ref, state=state)
         gate = cls(
             verifier,
             verified.bundle,

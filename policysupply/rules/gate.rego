@@ -66,18 +66,27 @@ some_identity_allowed if {
 
 identity_matches(want, got) if {
 	is_object(got)
-	got.issuer == want.issuer
-	subject_matches(want, got.subject)
+	text_matches(want, "issuer", got.issuer)
+	some subject in subjects(got)
+	text_matches(want, "subject", subject)
 }
 
-subject_matches(want, subject) if subject == want.subject
+# A certificate's subject and every Subject Alternative Name it carries.
+subjects(got) := {got.subject} | {s | some s in object.get(got, "sans", [])}
 
-# subject_regex must match the whole subject, never a part of it.
-subject_matches(want, subject) if regex.match(concat("", ["^(?:", want.subject_regex, ")$"]), subject)
+text_matches(want, field, value) if value == want[field]
 
-describe_identity(w) := concat("", [w.subject, " from ", w.issuer]) if w.subject
+# A *_regex must match the whole value, never a part of it.
+text_matches(want, field, value) if {
+	pattern := want[concat("", [field, "_regex"])]
+	regex.match(concat("", ["^(?:", pattern, ")$"]), value)
+}
 
-else := concat("", ["/", w.subject_regex, "/ from ", w.issuer])
+describe_identity(w) := concat("", [show(w, "subject"), " from ", show(w, "issuer")])
+
+show(w, field) := w[field]
+
+show(w, field) := concat("", ["/", w[concat("", [field, "_regex"])], "/"])
 
 signers := concat(", ", [describe_signer(sig) | some sig in input.verification.signatures]) if {
 	count(input.verification.signatures) > 0
