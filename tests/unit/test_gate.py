@@ -81,7 +81,7 @@ def test_unsigned_image_is_denied_with_no_signature(reg: Registry, signer: Signe
     pinned = push_image(reg, "acme/app:1")
     d = gate_for(signer).decide(reg, "acme/app:1")
     assert not d.allowed
-    assert d.reasons == (f"unsigned: no signature on acme/app:1",)
+    assert d.reasons == ("unsigned: no signature on acme/app:1",)
     assert d.fired == ("unsigned",)
     assert d.reference == str(pinned)
     v = d.input["verification"]
@@ -317,8 +317,9 @@ deny contains msg if {
 	msg := "pin-by-tag: production images need a release tag"
 }
 
-deny contains {"rule": "team", "message": concat("", ["team ", input.context.team, " may not deploy"])} if {
+deny contains {"rule": "team", "message": msg} if {
 	input.context.team in data.acme.gate.blocked_teams
+	msg := concat("", ["team ", input.context.team, " may not deploy"])
 }
 """
 
@@ -365,12 +366,11 @@ def test_custom_rules_cannot_allow_an_unverified_image(reg: Registry, signer: Si
 
 
 def test_custom_settings_are_overlaid_without_validation(signer: Signer) -> None:
-    rules = Bundle(
-        modules={
-            "g.rego": "package policysupply.gate\n\nimport rego.v1\n\nallow if input.context.n < data.policysupply.gate.settings.limit\n"
-        },
-        manifest=Gate.default_rules().manifest,
+    module = (
+        "package policysupply.gate\n\nimport rego.v1\n\n"
+        "allow if input.context.n < data.policysupply.gate.settings.limit\n"
     )
+    rules = Bundle(modules={"g.rego": module}, manifest=Gate.default_rules().manifest)
     gate = gate_for(
         signer, rules=rules, query="data.policysupply.gate.allow", settings={"limit": 3}
     )
@@ -444,11 +444,8 @@ def test_broken_or_v0_rules_raise_naming_the_file(signer: Signer) -> None:
 def test_context_strings_reach_the_rules_intact(reg: Registry, signer: Signer) -> None:
     push_image(reg, "acme/app:1")
     signer.sign(reg, "acme/app:1")
-    rules = Bundle(
-        modules={
-            "t.rego": 'package t\n\nimport rego.v1\n\ndeny contains {"rule": "echo", "message": input.context.s} if true\n'
-        }
-    )
+    echo = 'deny contains {"rule": "echo", "message": input.context.s} if true'
+    rules = Bundle(modules={"t.rego": f"package t\n\nimport rego.v1\n\n{echo}\n"})
     tricky = 'quote " backslash \\ newline \n unicode é ☃ <script>'
     d = gate_for(signer, rules=rules, query="data.t.deny").decide(
         reg, "acme/app:1", context={"s": tricky}
@@ -474,7 +471,8 @@ def test_decision_value_and_json(reg: Registry, signer: Signer) -> None:
     assert out["evidence"]["result"]["allow"] is False
     assert str(d).startswith("DENY acme/app@sha256:")
     page = d._repr_html_()
-    assert "DENY" in page and "allowed_registries" in page and "Rego input" in page
+    for part in ("DENY", "allowed_registries", "Rego input"):
+        assert part in page
     assert isinstance(d, Decision)
 
 
@@ -482,7 +480,8 @@ def test_signed_decision_html_lists_signers(reg: Registry, signer: Signer) -> No
     push_image(reg, "acme/app:1")
     signer.sign(reg, "acme/app:1")
     page = gate_for(signer).decide(reg, "acme/app:1")._repr_html_()
-    assert "ALLOW" in page and signer.key_id[:23] in page and "verified" in page
+    for part in ("ALLOW", signer.key_id[:23], "verified"):
+        assert part in page
 
 
 # -- rules from a signed policy image ---------------------------------------------------------
