@@ -267,7 +267,8 @@ class Registry:
         return r.with_digest(digest)
 
     def _layer_of(self, r: Reference) -> tuple[str, Descriptor]:
-        digest = self.resolve(r)
+        # A digest needs no existence check first: fetching it raises NotFoundError.
+        digest = r.digest or self.resolve(r)
         data, _ = self._store.get_manifest(r.repository, digest)
         manifest = oci.parse_manifest(data, what=str(r))
         return digest, oci.bundle_layer(manifest, what=str(r))
@@ -374,7 +375,8 @@ class Registry:
             artifact_type: Only referrers of this artifact type.
         """
         r = self._ref(ref)
-        digest = self.resolve(r)
+        # An unknown digest simply has no referrers; no existence check needed.
+        digest = r.digest or self.resolve(r)
         return self._store.referrers(r.repository, digest, artifact_type)
 
     def copy(
