@@ -55,7 +55,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -374,11 +373,7 @@ def _log_instance(url: str, spki: bytes, start: str) -> dict[str, Any]:
 
 
 def _cert_authority(url: str, chain: list[x509.Certificate], start: str) -> dict[str, Any]:
-    with warnings.catch_warnings():
-        # Fulcio's ephemeral root has a three-letter country ("USA"), which
-        # cryptography warns about on parsing the name.
-        warnings.simplefilter("ignore", UserWarning)
-        subject = chain[-1].subject
+    subject = chain[-1].subject
     orgs = subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
     cns = subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return {
@@ -403,6 +398,78 @@ def _service(url: str, version: int, start: str) -> dict[str, Any]:
         "validFor": {"start": start},
         "operator": OPERATOR,
     }
+
+
+def _fulcio_ca(workdir: Path) -> list[x509.Certificate]:
+    """A root and a code-signing intermediate for Fulcio's file CA, shaped like production's.
+
+    Writes ``fulcio-chain.pem`` (intermediate, root), ``fulcio-ca.key`` (the
+    intermediate's key) and ``fulcio-roots.pem`` (the root, for the CT log).
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "policysupply-test"),
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            ]
+        )
+
+    def ca_cert(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: str,
+        signer: ec.EllipticCurvePrivateKey,
+        path_length: int,
+        eku: bool,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+        )
+        if eku:  # Fulcio requires code signing on an intermediate
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    root_key = ec.generate_private_key(ec.SECP384R1())
+    root = ca_cert("policysupply-test-root", root_key, "policysupply-test-root", root_key, 1, False)
+    inter_key = _ec_key_pem(workdir / "fulcio-ca.key", pkcs8=True)
+    inter = ca_cert(
+        "policysupply-test-intermediate", inter_key, "policysupply-test-root", root_key, 0, True
+    )
+    pem = serialization.Encoding.PEM
+    (workdir / "fulcio-chain.pem").write_bytes(inter.public_bytes(pem) + root.public_bytes(pem))
+    (workdir / "fulcio-roots.pem").write_bytes(root.public_bytes(pem))
+    return [inter, root]
 
 
 @contextmanager
@@ -440,12 +507,17 @@ def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
             }
         }
         (workdir / "fulcio.json").write_text(json.dumps(fulcio_config))
+        fulcio_chain = _fulcio_ca(workdir)
         fulcio = _Process(
             "fulcio",
             [
                 str(peer("fulcio")),
                 "serve",
-                "--ca=ephemeralca",
+                "--ca=fileca",
+                f"--fileca-cert={workdir / 'fulcio-chain.pem'}",
+                f"--fileca-key={workdir / 'fulcio-ca.key'}",
+                "--fileca-key-passwd=unused",  # the key file is not encrypted
+                "--fileca-watch=false",
                 "--host=127.0.0.1",
                 f"--port={fulcio_port}",
                 "--grpc-host=127.0.0.1",
@@ -463,14 +535,6 @@ def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
             env,
         )
         stack.callback(fulcio.stop)
-        bundle = json.loads(fulcio.wait_http(f"{fulcio_url}/api/v2/trustBundle"))
-        fulcio_chain = [
-            x509.load_pem_x509_certificate(pem.encode())
-            for pem in bundle["chains"][0]["certificates"]
-        ]
-        (workdir / "fulcio-roots.pem").write_bytes(
-            fulcio_chain[-1].public_bytes(serialization.Encoding.PEM)
-        )
 
         ct = _Process(
             "tesseract",
@@ -488,7 +552,6 @@ def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
             env,
         )
         stack.callback(ct.stop)
-        ct.wait_http(f"{ct_url}/ct/v1/get-roots")
 
         rekor_port, rekor_grpc = free_port(), free_port()
         rekor_url = f"http://127.0.0.1:{rekor_port}"
@@ -503,7 +566,9 @@ def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
                 "--grpc-address=127.0.0.1",
                 f"--grpc-port={rekor_grpc}",
                 f"--http-metrics-port={free_port()}",
-                "--hostname=policysupply-test-rekor",
+                # Clients (sigstore-go) expect the checkpoint origin to be the host
+                # of the log URL, without its port.
+                "--hostname=127.0.0.1",
                 f"--storage-dir={workdir / 'rekor-storage'}",
                 f"--signer-filepath={workdir / 'rekor.key'}",
                 "--checkpoint-interval=200ms",
@@ -513,7 +578,6 @@ def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
             env,
         )
         stack.callback(rekor.stop)
-        rekor.wait_http(f"{rekor_url}/healthz")
 
         tsa_port = free_port()
         tsa_base = f"http://127.0.0.1:{tsa_port}"
@@ -524,6 +588,11 @@ def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
             env,
         )
         stack.callback(tsa.stop)
+
+        # All four start at once; now wait for each to answer.
+        fulcio.wait_http(f"{fulcio_url}/api/v2/trustBundle")
+        ct.wait_http(f"{ct_url}/ct/v1/get-roots")
+        rekor.wait_http(f"{rekor_url}/healthz")
         tsa_chain = x509.load_pem_x509_certificates(
             tsa.wait_http(f"{tsa_base}/api/v1/timestamp/certchain")
         )

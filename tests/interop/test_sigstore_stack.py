@@ -1,0 +1,298 @@
+"""Smoke tests of the loopback Sigstore stack with sigstore-python and real cosign 2.x / 3.x.
+
+These check the test infrastructure itself (tests/interop/_sigstore_fixtures.py):
+that both clients sign keylessly against the stack and verify with its trusted
+root, in both directions, and that the stack refuses what it should.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import peer
+from tests.interop import _sigstore_fixtures
+from tests.interop._sigstore_fixtures import DEFAULT_EMAIL, OidcIssuer, SigstoreStack
+from tests.interop.conftest import RegistryServer
+
+pytestmark = pytest.mark.interop
+sigstore_stack = _sigstore_fixtures.sigstore_stack
+
+ARTIFACT = b"package policysupply.smoke\n\nallow := true\n"
+
+# Flags each cosign needs to sign keylessly against the stack's signing config
+# (Fulcio, Rekor v2, TSA) and to verify offline against its trusted root.
+SIGN_FLAGS = {
+    "2": ["--new-bundle-format"],
+    "3": [],
+}
+VERIFY_FLAGS = {
+    "2": ["--new-bundle-format", "--use-signed-timestamps"],
+    "3": [],
+}
+
+
+def cosign(
+    version: str, stack: SigstoreStack, *args: str, cwd: Path, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(peer(f"cosign{version}")), *args],
+        cwd=cwd,
+        env=stack.cosign_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def sign_blob_with_cosign(
+    version: str, stack: SigstoreStack, artifact: Path, token: str, tmp_path: Path
+) -> Path:
+    bundle = tmp_path / f"cosign{version}.sigstore.json"
+    cosign(
+        version,
+        stack,
+        "sign-blob",
+        "--identity-token",
+        token,
+        "--signing-config",
+        str(stack.signing_config_path),
+        "--trusted-root",
+        str(stack.trusted_root_path),
+        "--bundle",
+        str(bundle),
+        *SIGN_FLAGS[version],
+        str(artifact),
+        cwd=tmp_path,
+    )
+    return bundle
+
+
+def verify_blob_with_cosign(
+    version: str,
+    stack: SigstoreStack,
+    artifact: Path,
+    bundle: Path,
+    tmp_path: Path,
+    *,
+    identity: str = DEFAULT_EMAIL,
+    issuer: str | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    return cosign(
+        version,
+        stack,
+        "verify-blob",
+        "--bundle",
+        str(bundle),
+        "--trusted-root",
+        str(stack.trusted_root_path),
+        "--certificate-identity",
+        identity,
+        "--certificate-oidc-issuer",
+        issuer or stack.oidc_issuer,
+        *VERIFY_FLAGS[version],
+        str(artifact),
+        cwd=tmp_path,
+        check=check,
+    )
+
+
+# -- sigstore-python ---------------------------------------------------------------
+
+
+def sign_with_sigstore_python(stack: SigstoreStack, token: str, data: bytes) -> str:
+    from sigstore.oidc import IdentityToken
+    from sigstore.sign import SigningContext
+
+    context = SigningContext.from_trust_config(stack.trust_config())
+    # cache=False is broken in sigstore 4.5: it signs with a key other than the
+    # certificate's, which Rekor refuses.
+    with context.signer(IdentityToken(token)) as signer:
+        return signer.sign_artifact(data).to_json()
+
+
+def verify_with_sigstore_python(
+    stack: SigstoreStack, data: bytes, bundle_json: str, identity: str, issuer: str
+) -> None:
+    from sigstore.models import Bundle
+    from sigstore.verify import Verifier
+    from sigstore.verify.policy import Identity
+
+    verifier = Verifier(trusted_root=stack.trust_config().trusted_root)
+    verifier.verify_artifact(
+        data, Bundle.from_json(bundle_json), Identity(identity=identity, issuer=issuer)
+    )
+
+
+def test_sigstore_python_signs_and_verifies_with_the_stack(sigstore_stack: SigstoreStack) -> None:
+    from sigstore.errors import VerificationError
+
+    stack = sigstore_stack
+    bundle_json = sign_with_sigstore_python(stack, stack.mint_token(), ARTIFACT)
+    bundle = json.loads(bundle_json)
+    # A Rekor v2 entry, with its signing time from the TSA.
+    entry = bundle["verificationMaterial"]["tlogEntries"][0]
+    assert entry["kindVersion"] == {"kind": "hashedrekord", "version": "0.0.2"}
+    assert bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"]
+    verify_with_sigstore_python(stack, ARTIFACT, bundle_json, DEFAULT_EMAIL, stack.oidc_issuer)
+
+    with pytest.raises(VerificationError):
+        verify_with_sigstore_python(
+            stack, ARTIFACT, bundle_json, "mallory@example.com", stack.oidc_issuer
+        )
+    with pytest.raises(VerificationError):
+        verify_with_sigstore_python(
+            stack, ARTIFACT + b"#", bundle_json, DEFAULT_EMAIL, stack.oidc_issuer
+        )
+
+
+def test_github_workflow_identity(sigstore_stack: SigstoreStack) -> None:
+    token, identity = sigstore_stack.github_token(
+        repository="acme/policies", workflow=".github/workflows/release.yml", ref="refs/tags/v1"
+    )
+    assert identity == (
+        "https://github.com/acme/policies/.github/workflows/release.yml@refs/tags/v1"
+    )
+    bundle_json = sign_with_sigstore_python(sigstore_stack, token, ARTIFACT)
+    verify_with_sigstore_python(
+        sigstore_stack, ARTIFACT, bundle_json, identity, sigstore_stack.github_issuer
+    )
+
+
+@pytest.mark.parametrize(
+    "kind", ["unknown-issuer", "wrong-audience", "unverified-email", "foreign-key"]
+)
+def test_fulcio_refuses_bad_tokens(sigstore_stack: SigstoreStack, kind: str) -> None:
+    from sigstore._internal.fulcio.client import FulcioClientError
+    from sigstore.oidc import IdentityToken
+    from sigstore.sign import SigningContext
+
+    stack = sigstore_stack
+    client_id = "sigstore"
+    if kind == "unknown-issuer":
+        token = stack.mint_token(issuer=f"{stack.oidc_issuer}/elsewhere")
+    elif kind == "wrong-audience":
+        # Make sigstore-python expect that audience too, so Fulcio is the one to refuse.
+        token, client_id = stack.mint_token(audience="not-sigstore"), "not-sigstore"
+    elif kind == "unverified-email":
+        token = stack.mint_token(claims={"email_verified": False})
+    else:
+        # Same issuer and key id, another key: the JWKS does not vouch for it.
+        forger = OidcIssuer(url=stack.oidc_issuer, kid=stack.oidc.kid)
+        token = forger.sign(_jwt_claims(stack.mint_token()))
+
+    context = SigningContext.from_trust_config(stack.trust_config())
+    with (
+        pytest.raises(FulcioClientError) as refused,
+        context.signer(IdentityToken(token, client_id)) as signer,
+    ):
+        signer.sign_artifact(ARTIFACT)
+    # Refused by Fulcio for the token (HTTP 4xx), not failed for another reason.
+    http_error = refused.value.__cause__
+    assert 400 <= http_error.response.status_code < 500, http_error  # type: ignore[union-attr]
+
+
+def _jwt_claims(token: str) -> dict[str, object]:
+    import base64
+
+    payload = token.split(".")[1]
+    claims: dict[str, object] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+# -- cosign --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_cosign_sign_blob_and_verify_both_ways(
+    version: str, sigstore_stack: SigstoreStack, tmp_path: Path
+) -> None:
+    stack = sigstore_stack
+    artifact = tmp_path / "policy.rego"
+    artifact.write_bytes(ARTIFACT)
+
+    # cosign signs; cosign and sigstore-python verify.
+    bundle = sign_blob_with_cosign(version, stack, artifact, stack.mint_token(), tmp_path)
+    verify_blob_with_cosign(version, stack, artifact, bundle, tmp_path)
+    verify_with_sigstore_python(
+        stack, ARTIFACT, bundle.read_text(), DEFAULT_EMAIL, stack.oidc_issuer
+    )
+    wrong = verify_blob_with_cosign(
+        version, stack, artifact, bundle, tmp_path, identity="mallory@example.com", check=False
+    )
+    assert wrong.returncode != 0
+
+    # sigstore-python signs; cosign verifies.
+    ours = tmp_path / "sigstore-python.sigstore.json"
+    ours.write_text(sign_with_sigstore_python(stack, stack.mint_token(), ARTIFACT))
+    verify_blob_with_cosign(version, stack, artifact, ours, tmp_path)
+    tampered = tmp_path / "tampered.rego"
+    tampered.write_bytes(ARTIFACT + b"#")
+    assert verify_blob_with_cosign(version, stack, tampered, ours, tmp_path, check=False).returncode
+
+
+@pytest.mark.parametrize("version", ["2", "3"])
+@pytest.mark.parametrize("registry", ["distribution", "referrers_registry"])
+def test_cosign_signs_and_verifies_an_image_keylessly(
+    version: str,
+    registry: str,
+    sigstore_stack: SigstoreStack,
+    request: pytest.FixtureRequest,
+    example_dir: Path,
+    tmp_path: Path,
+) -> None:
+    from policysupply import Bundle, Registry
+
+    server: RegistryServer = request.getfixturevalue(registry)
+    reg = Registry.remote(server.host, insecure=True)
+    pushed = reg.push(Bundle.from_directory(example_dir), "acme/policy:1.0")
+    ref = f"{server.host}/acme/policy@{pushed.digest}"
+    stack = sigstore_stack
+    token, identity = stack.github_token()
+    cosign(
+        version,
+        stack,
+        "sign",
+        "--identity-token",
+        token,
+        "--signing-config",
+        str(stack.signing_config_path),
+        "--trusted-root",
+        str(stack.trusted_root_path),
+        "--allow-http-registry",
+        *SIGN_FLAGS[version],
+        ref,
+        cwd=tmp_path,
+    )
+    verify = [
+        "verify",
+        "--trusted-root",
+        str(stack.trusted_root_path),
+        "--certificate-oidc-issuer",
+        stack.github_issuer,
+        "--allow-http-registry",
+        *VERIFY_FLAGS[version],
+    ]
+    out = cosign(version, stack, *verify, "--certificate-identity", identity, ref, cwd=tmp_path)
+    assert pushed.digest in out.stdout
+    wrong = cosign(
+        version,
+        stack,
+        *verify,
+        "--certificate-identity",
+        identity.replace("release.yml", "other.yml"),
+        ref,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert wrong.returncode != 0
