@@ -1,0 +1,433 @@
+"""Loaders without peers: extraction, the bundle server's HTTP protocol and store, watching
+a local layout, and the pure helpers of the REST loader."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from policysupply import Bundle, LoadError, Registry, Signer, TrustPolicy, Verifier
+from policysupply.loaders import (
+    _MISSING,
+    OPA,
+    BundleServer,
+    _base_only,
+    _effective_roots,
+    _module_prefix,
+    _split,
+    _virtual_paths,
+    extract_verified,
+    fetch_verified,
+    publish,
+)
+from policysupply.verifier import VerifiedBundle
+
+MODULE = "package acme.authz\n\ndefault allow := false\n\nallow if input.user in data.acme.users\n"
+
+
+def make_bundle(revision: str, users: list[str], extra: str = "") -> Bundle:
+    modules = {"acme/authz.rego": MODULE}
+    if extra:
+        modules["acme/extra.rego"] = extra
+    return Bundle.from_bytes(
+        Bundle(
+            manifest=__import__("policysupply").Manifest(revision=revision, roots=["acme"]),
+            modules=modules,
+            data={"acme": {"users": users}},
+        ).to_bytes()
+    )
+
+
+class Env:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.registry = Registry.local(tmp / "oci")
+        self.signer = Signer.generate()
+        self.verifier = Verifier(TrustPolicy(keys=[self.signer.public_key_pem]))
+
+    def release(self, revision: str, users: list[str], *, sign: bool = True) -> VerifiedBundle | None:
+        bundle = make_bundle(revision, users)
+        if sign:
+            publish(bundle, self.registry, "acme/policy:prod", self.signer)
+            return fetch_verified(self.registry, "acme/policy:prod", self.verifier)
+        self.registry.push(bundle, "acme/policy:prod")
+        return None
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+# -- only verified bundles ------------------------------------------------------
+
+
+def test_loaders_refuse_anything_but_a_verified_bundle(env: Env, tmp_path: Path) -> None:
+    bundle = make_bundle("1", ["alice"])
+    with pytest.raises(TypeError, match="VerifiedBundle"):
+        OPA("http://127.0.0.1:1").load(bundle)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="VerifiedBundle"):
+        extract_verified(bundle, tmp_path / "out")  # type: ignore[arg-type]
+    server = BundleServer(tmp_path / "store")
+    with pytest.raises(TypeError, match="VerifiedBundle"):
+        server.publish(bundle, "authz")  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+    assert server.names() == []
+
+
+def test_publish_signs_the_pushed_digest_and_fetch_verified_pulls_it(env: Env) -> None:
+    bundle = make_bundle("1", ["alice"])
+    ref = publish(bundle, env.registry, "acme/policy:1", env.signer)
+    verified = fetch_verified(env.registry, "acme/policy:1", env.verifier)
+    assert verified.reference == ref
+    assert verified.bundle == bundle
+
+
+# -- extraction -------------------------------------------------------------------
+
+
+def test_extract_writes_exactly_the_bundle_entries_and_replaces_atomically(
+    env: Env, tmp_path: Path
+) -> None:
+    v1 = env.release("1", ["alice"])
+    assert v1 is not None
+    out = extract_verified(v1, tmp_path / "policy")
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == sorted(v1.bundle.entries())
+    assert Bundle.from_directory(out) == v1.bundle
+    v2 = env.release("2", ["bob"])
+    assert v2 is not None
+    extract_verified(v2, out)
+    assert Bundle.from_directory(out).data == {"acme": {"users": ["bob"]}}
+    # No temporary or backup directories are left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oci", "policy"]
+
+
+def test_extract_refuses_a_foreign_directory_and_keeps_the_old_tree_on_failure(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1 = env.release("1", ["alice"])
+    assert v1 is not None
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(LoadError, match="not a previous extraction"):
+        extract_verified(v1, foreign)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+    out = extract_verified(v1, tmp_path / "policy")
+    before = (out / "data.json").read_bytes()
+    v2 = env.release("2", ["bob"])
+    assert v2 is not None
+    real_rename = os.rename
+    calls = {"n": 0}
+
+    def failing_rename(src: Any, dst: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the new tree's rename into place
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", failing_rename)
+    with pytest.raises(LoadError, match="No space left"):
+        extract_verified(v2, out)
+    monkeypatch.undo()
+    assert (out / "data.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "oci", "policy"]
+
+
+# -- bundle server -----------------------------------------------------------------
+
+
+def test_server_speaks_opas_bundle_protocol(env: Env, tmp_path: Path) -> None:
+    v1 = env.release("1", ["alice"])
+    assert v1 is not None
+    with BundleServer(tmp_path / "store") as server:
+        served = server.publish(v1, "authz")
+        url = f"{server.url}/bundles/authz"
+        status, headers, body = get(url)
+        assert status == 200
+        assert headers["ETag"] == served.etag
+        assert headers["Content-Type"] == "application/gzip"
+        assert Bundle.from_bytes(body) == v1.bundle
+        status, headers, body = get(url, {"If-None-Match": served.etag})
+        assert (status, headers["ETag"], body) == (304, served.etag, b"")
+        assert get(url, {"If-None-Match": '"other"'})[0] == 200
+        assert get(f"{server.url}/bundles/nope")[0] == 404
+        assert get(f"{server.url}/other")[0] == 404
+        req = urllib.request.Request(url, data=b"x", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 405
+        # Publishing the same bytes again keeps the ETag OPA holds.
+        assert server.publish(v1, "authz").etag == served.etag
+
+
+def test_server_long_poll_answers_when_a_bundle_is_published(env: Env, tmp_path: Path) -> None:
+    v1, v2 = env.release("1", ["alice"]), env.release("2", ["bob"])
+    assert v1 is not None and v2 is not None
+    with BundleServer(tmp_path / "store") as server:
+        etag = server.publish(v1, "authz").etag
+        url = f"{server.url}/bundles/authz"
+        prefer = {"If-None-Match": etag, "Prefer": "modes=snapshot,delta;wait=1"}
+        start = time.monotonic()
+        assert get(url, prefer)[0] == 304  # nothing new within the wait
+        assert time.monotonic() - start >= 0.9
+        timer = threading.Timer(0.3, server.publish, args=(v2, "authz"))
+        timer.start()
+        prefer["Prefer"] = "modes=snapshot,delta;wait=20"
+        start = time.monotonic()
+        status, headers, body = get(url, prefer)
+        timer.join()
+        assert status == 200 and time.monotonic() - start < 10
+        assert headers["Content-Type"] == "application/vnd.openpolicyagent.bundles"
+        assert Bundle.from_bytes(body).manifest.revision == "2"
+
+
+def test_server_token(env: Env, tmp_path: Path) -> None:
+    v1 = env.release("1", ["alice"])
+    assert v1 is not None
+    with BundleServer(tmp_path / "store", token="t0ken-xyz") as server:
+        server.publish(v1, "authz")
+        url = f"{server.url}/bundles/authz"
+        assert get(url)[0] == 401
+        assert get(url, {"Authorization": "Bearer wrong"})[0] == 401
+        assert get(url, {"Authorization": "Bearer t0ken-xyz"})[0] == 200
+        config = server.opa_config()
+        # The config names an environment variable, never the secret.
+        assert "t0ken-xyz" not in json.dumps(config)
+        assert config["services"]["policysupply"]["credentials"] == {
+            "bearer": {"token": "${POLICYSUPPLY_BUNDLE_TOKEN}"}
+        }
+
+
+def test_opa_config(env: Env, tmp_path: Path) -> None:
+    v1 = env.release("1", ["alice"])
+    assert v1 is not None
+    server = BundleServer(tmp_path / "store")
+    with pytest.raises(LoadError, match="start"):
+        _ = server.url
+    with server:
+        with pytest.raises(LoadError, match="no bundles"):
+            server.opa_config()
+        server.publish(v1, "authz")
+        parsed = yaml.safe_load(server.opa_config_yaml(long_polling_timeout_seconds=30))
+        assert parsed == {
+            "services": {"policysupply": {"url": server.url}},
+            "bundles": {
+                "authz": {
+                    "service": "policysupply",
+                    "resource": "bundles/authz",
+                    "polling": {
+                        "min_delay_seconds": 10,
+                        "max_delay_seconds": 20,
+                        "long_polling_timeout_seconds": 30,
+                    },
+                }
+            },
+        }
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 200])
+def test_bundle_names_are_checked(env: Env, tmp_path: Path, name: str) -> None:
+    v1 = env.release("1", ["alice"])
+    assert v1 is not None
+    with pytest.raises(LoadError, match="invalid bundle name"):
+        BundleServer(tmp_path / "store").publish(v1, name)
+
+
+def test_store_survives_restart_and_ignores_tampered_files(
+    env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    v1, v2 = env.release("1", ["alice"]), env.release("2", ["bob"])
+    assert v1 is not None and v2 is not None
+    store = tmp_path / "store"
+    first = BundleServer(store)
+    first.publish(v1, "authz")
+    first.publish(v1, "other")
+    second = first.publish(v2, "authz")
+    # Only the current tarball of each name is kept.
+    assert {p.name for p in store.iterdir() if p.name.startswith("authz")} == {
+        "authz.json",
+        f"authz.{second.etag.strip(chr(34))}.tar.gz",
+    }
+    assert (store.stat().st_mode & 0o777) == 0o700
+    again = BundleServer(store)
+    assert again.served("authz") == second
+    assert again.names() == ["authz", "other"]
+    # A tarball changed on disk no longer matches its record: not served.
+    tar = next(store.glob("other.*.tar.gz"))
+    raw = bytearray(tar.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    tar.write_bytes(bytes(raw))
+    with caplog.at_level(logging.ERROR, logger="policysupply.loaders"):
+        third = BundleServer(store)
+    assert third.names() == ["authz"]
+    record = next(r for r in caplog.records if getattr(r, "event", "") == "policysupply.bundle_store_unreadable")
+    assert "sha256" in record.detail  # type: ignore[attr-defined]
+
+
+# -- watching ---------------------------------------------------------------------------
+
+
+def test_watch_publishes_what_verifies_and_keeps_serving_it_otherwise(
+    env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env.release("2", ["bob"])
+    server = BundleServer(tmp_path / "store")
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+    assert watch.name == "policy"
+    watch.stop()
+    watch.check()
+    served = server.served("policy")
+    assert served is not None and served.revision == "2"
+    assert watch.check() is False  # same digest: nothing to do
+
+    env.release("3", ["mallory"], sign=False)
+    with caplog.at_level(logging.DEBUG, logger="policysupply.loaders"):
+        assert watch.check() is False
+        assert watch.check() is False
+    rejected = [r for r in caplog.records if getattr(r, "event", "") == "policysupply.bundle_rejected"]
+    assert [r.levelno for r in rejected] == [logging.WARNING, logging.DEBUG]  # logged once
+    first: Any = rejected[0]
+    assert first.reason == "NoSignatureError"
+    assert first.bundle == "policy"
+    assert first.reference == "acme/policy:prod"
+    assert first.digest == env.registry.resolve("acme/policy:prod")
+    assert first.serving == str(served.reference)
+    assert server.served("policy") == served
+    assert watch.last_error is not None and "NoSignatureError" in watch.last_error
+
+    # The same digest, signed later, is picked up by the next round.
+    env.signer.sign(env.registry, "acme/policy:prod")
+    assert watch.check() is True
+    now = server.served("policy")
+    assert now is not None and now.revision == "3"
+
+    # A signature by an untrusted key is rejected too.
+    publish(make_bundle("4", ["eve"]), env.registry, "acme/policy:prod", Signer.generate())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="policysupply.loaders"):
+        assert watch.check() is False
+    assert [getattr(r, "reason", "") for r in caplog.records] == ["UntrustedSignatureError"]
+    assert server.served("policy") == now
+
+
+def test_watch_thread_runs_and_stops(env: Env, tmp_path: Path) -> None:
+    env.release("1", ["alice"])
+    with BundleServer(tmp_path / "store") as server:
+        watch = server.watch(
+            env.registry, "acme/policy:prod", env.verifier, name="authz", interval=0.05
+        )
+        deadline = time.monotonic() + 10
+        while server.served("authz") is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.served("authz") is not None
+        env.release("2", ["bob"])
+        while server.served("authz").revision != "2" and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.02)
+        assert server.served("authz").revision == "2"  # type: ignore[union-attr]
+        assert watch.running
+    assert not watch.running
+
+
+# -- REST loader helpers ---------------------------------------------------------------
+
+
+def test_split_paths() -> None:
+    assert _split("k8s/admission/allow") == ("k8s", "admission", "allow")
+    assert _split("data.k8s.admission.allow") == ("k8s", "admission", "allow")
+    assert _split("/k8s/") == ("k8s",)
+    assert _split("data") == ()
+
+
+def test_module_prefixes_never_nest() -> None:
+    a, b = _module_prefix("host/acme/policy"), _module_prefix("host/acme/policy/k8s")
+    assert not (a + "k8s/~/x.rego").startswith(b)
+    assert not b.startswith(a)
+
+
+def test_rootless_bundle_owns_its_top_level_documents() -> None:
+    bundle = Bundle(
+        modules={"a.rego": "package alpha.x\nallow := true\n"}, data={"beta": {"k": 1}}
+    )
+    assert _effective_roots(bundle) == (("alpha",), ("beta",))
+
+
+def test_base_documents_are_separated_from_rule_values() -> None:
+    policies = [
+        {
+            "id": "p",
+            "ast": {
+                "package": {
+                    "path": [
+                        {"type": "var", "value": "data"},
+                        {"type": "string", "value": "a"},
+                        {"type": "string", "value": "b"},
+                    ]
+                },
+                "rules": [
+                    {"head": {"name": "allow", "ref": [{"type": "var", "value": "allow"}]}},
+                    {
+                        "head": {
+                            "name": "q",
+                            "ref": [
+                                {"type": "var", "value": "q"},
+                                {"type": "string", "value": "r"},
+                            ],
+                        }
+                    },
+                    {
+                        "head": {
+                            "name": "s",
+                            "ref": [{"type": "var", "value": "s"}, {"type": "var", "value": "x"}],
+                        }
+                    },
+                ],
+            },
+        }
+    ]
+    virtual = _virtual_paths(policies)
+    assert virtual == [("a", "b", "allow"), ("a", "b", "q", "r"), ("a", "b", "s")]
+    merged = {"b": {"allow": True, "q": {"r": 2, "keep": 1}, "s": [1], "users": ["x"]}}
+    assert _base_only(merged, ("a",), virtual) == {"b": {"q": {"keep": 1}, "users": ["x"]}}
+    # Only rule values under the root: no base document there at all.
+    assert _base_only({"b": {"allow": True, "s": []}}, ("a",), virtual) is _MISSING
+    # A root at or under a rule cannot hold base data.
+    assert _base_only(True, ("a", "b", "allow"), virtual) is _MISSING
+    assert _base_only([1], ("a", "b", "s", "x"), virtual) is _MISSING
+    # Nothing in OPA, and roots no rule touches, pass through.
+    assert _base_only(_MISSING, ("a",), virtual) is _MISSING
+    assert _base_only({"k": 1}, ("c",), virtual) == {"k": 1}
+
+
+def test_opa_url_checks_and_secrets(tmp_path: Path) -> None:
+    for bad in ("ftp://x", "127.0.0.1:8181", "http://u:p@127.0.0.1:8181", "http://h/?q=1"):
+        with pytest.raises(LoadError):
+            OPA(bad)
+    opa = OPA("http://127.0.0.1:1/", token="sekr1t-token")
+    assert "sekr1t" not in repr(opa)
+    with pytest.raises(LoadError) as err:
+        opa.query("x")
+    assert "sekr1t" not in str(err.value)
+    assert "127.0.0.1:1" in str(err.value)
+    assert opa.healthy() is False
