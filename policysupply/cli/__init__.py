@@ -16,6 +16,7 @@ import click
 from policysupply import __version__
 from policysupply.cli._common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Group, fail
 from policysupply.cli._registry_cmds import copy, pull, push
+from policysupply.cli._run_cmds import gate, load, serve
 from policysupply.cli._sign_cmds import keygen, sign, verify
 from policysupply.errors import PolicySupplyError
 
@@ -42,6 +43,8 @@ def cli() -> None:
       policysupply push bundle.tar.gz registry.example.com/acme/policy:1.0
       policysupply sign registry.example.com/acme/policy:1.0 --key cosign.key
       policysupply verify registry.example.com/acme/policy:1.0 --key cosign.pub
+      policysupply load registry.example.com/acme/policy:1.0 --key cosign.pub --opa http://127.0.0.1:8181
+      policysupply gate registry.example.com/acme/app:1.4 --key cosign.pub
     """
 
 
@@ -175,7 +178,7 @@ def demo(workdir: str | None) -> None:
     sys.exit(run_demo(workdir))
 
 
-for _command in (push, pull, copy, keygen, sign, verify):
+for _command in (push, pull, copy, keygen, sign, verify, load, serve, gate):
     cli.add_command(_command)
 
 

@@ -1,0 +1,394 @@
+"""``gate``, ``load`` and ``serve``: verified material meets what uses it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from policysupply.cli._common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    Command,
+    NetOptions,
+    emit_json,
+    json_option,
+    open_target,
+    registry_options,
+    reported,
+)
+from policysupply.cli._registry_cmds import REFERENCE_HELP
+from policysupply.cli._trust import TrustOptions, trust_options, verifier_from_options
+
+if TYPE_CHECKING:
+    from policysupply import Bundle, Verifier
+
+
+def _require(verifier: Verifier | None) -> Verifier:
+    # trust_options(required=True) guarantees a key, so a verifier exists.
+    assert verifier is not None  # noqa: S101
+    return verifier
+
+
+def _read_context(value: str | None) -> dict[str, Any]:
+    """``--context``: a JSON object, inline, from a file, or ``-`` for stdin."""
+    if value is None:
+        return {}
+    if value == "-":
+        text = sys.stdin.read()
+    elif value.lstrip().startswith("{"):
+        text = value
+    else:
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read {value}: {exc.strerror}", param_hint="--context"
+            ) from None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--context") from None
+    if not isinstance(doc, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--context")
+    return doc
+
+
+def _local_rules(path: str) -> Bundle:
+    from policysupply import Bundle
+
+    p = Path(path)
+    return Bundle.from_directory(p) if p.is_dir() else Bundle.from_file(p)
+
+
+@click.command(cls=Command, epilog=REFERENCE_HELP)
+@click.argument("image")
+@trust_options(required=True)
+@click.option(
+    "--rules",
+    metavar="PATH|REFERENCE",
+    help="Rule bundle: a directory, a .tar.gz, or a signed policy image (verified with "
+    "--rules-key before use). Default: policysupply's built-in rules.",
+)
+@click.option(
+    "--rules-key",
+    "rules_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Public key trusted to sign a --rules image (repeatable; default: --key).",
+)
+@click.option("--query", help="Query the rules answer (default: the built-in rules' decision).")
+@click.option(
+    "--allow-registry",
+    "allowed_registries",
+    multiple=True,
+    metavar="HOST[/REPO]",
+    help="Only images under this host or repository prefix are allowed (repeatable).",
+)
+@click.option(
+    "--require-attestation",
+    "required_attestations",
+    multiple=True,
+    metavar="PREDICATE_TYPE",
+    help="Require a trusted attestation of this predicate type (repeatable).",
+)
+@click.option(
+    "--context",
+    metavar="JSON|FILE|-",
+    help="Extra input for the rules (input.context): inline JSON, a file, or - for stdin.",
+)
+@registry_options
+@json_option
+def gate(
+    image: str,
+    trust: TrustOptions,
+    rules: str | None,
+    rules_keys: tuple[str, ...],
+    query: str | None,
+    allowed_registries: tuple[str, ...],
+    required_attestations: tuple[str, ...],
+    context: str | None,
+    net: NetOptions,
+    as_json: bool,
+) -> None:
+    r"""Decide whether IMAGE may be deployed: its signatures, then the rules.
+
+    Prints ALLOW or DENY with one reason per rule that fired. Exit code 0 for
+    allow, 1 for deny (an unsigned or untrusted image is a deny, not an
+    error), 2 when the decision could not be made (image not found, registry
+    unreachable, rules broken).
+
+    \b
+    Examples:
+      policysupply gate registry.example.com/acme/app:1.4 --key cosign.pub
+      policysupply gate reg.example.com/acme/app:1.4 -k cosign.pub \
+          --allow-registry reg.example.com/acme
+      policysupply gate reg.example.com/acme/app:1.4 -k build.pub \
+          --rules reg.example.com/acme/gate-rules:prod --rules-key policy.pub \
+          --context '{"env": "prod"}'
+    """
+    from policysupply import TrustPolicy, Verifier
+    from policysupply.gate import DEFAULT_QUERY, Gate
+
+    verifier = _require(verifier_from_options(trust, as_json))
+    ctx = _read_context(context)
+    settings: dict[str, Any] = {}
+    if allowed_registries:
+        settings["allowed_registries"] = list(allowed_registries)
+    if required_attestations:
+        settings["required_attestations"] = list(required_attestations)
+    target = open_target(image, net, param="IMAGE")
+    q = query or DEFAULT_QUERY
+    with target.registry:
+        if rules is not None and not Path(rules).exists():
+            # A policy image: verified (with --rules-key, or the image keys) before use.
+            source = open_target(rules, net, param="--rules")
+            with reported(as_json, code=EXIT_USAGE):
+                rules_verifier = Verifier(TrustPolicy(keys=rules_keys)) if rules_keys else verifier
+            with reported(as_json), source.registry:
+                g = Gate.from_registry(
+                    source.registry,
+                    source.ref,
+                    verifier,
+                    rules_verifier=rules_verifier,
+                    query=q,
+                    settings=settings or None,
+                )
+        else:
+            if rules_keys:
+                raise click.UsageError("--rules-key applies to a --rules policy image")
+            with reported(as_json, code=EXIT_USAGE):
+                bundle = _local_rules(rules) if rules is not None else None
+                g = Gate(verifier, bundle, query=q, settings=settings or None)
+        # Deny is a Decision; an exception here means no decision could be made.
+        with reported(as_json, code=EXIT_USAGE):
+            decision = g.decide(target.registry, target.ref, context=ctx)
+    if as_json:
+        emit_json({"ok": True, **decision.to_json()})
+    else:
+        verdict = "ALLOW" if decision.allowed else "DENY"
+        click.secho(verdict, fg="green" if decision.allowed else "red", bold=True, nl=False)
+        click.echo(f" {target.pinned(decision.reference.rsplit('@', 1)[-1])}")
+        for reason in decision.reasons:
+            click.echo(f"  - {reason}")
+    sys.exit(EXIT_OK if decision.allowed else EXIT_FAIL)
+
+
+@click.command(cls=Command, epilog=REFERENCE_HELP)
+@click.argument("reference")
+@click.option(
+    "--opa",
+    "opa_url",
+    default="http://127.0.0.1:8181",
+    show_default=True,
+    help="OPA's base URL.",
+)
+@click.option(
+    "--opa-token",
+    envvar="POLICYSUPPLY_OPA_TOKEN",
+    show_envvar=True,
+    help="Bearer token for OPA (prefer the environment variable to the flag).",
+)
+@click.option("--name", help="Load name (default: the image's host/repository).")
+@trust_options(required=True, state=True)
+@registry_options
+@json_option
+def load(
+    reference: str,
+    opa_url: str,
+    opa_token: str | None,
+    name: str | None,
+    trust: TrustOptions,
+    net: NetOptions,
+    as_json: bool,
+) -> None:
+    r"""Verify the policy image at REFERENCE, then load it into a running OPA.
+
+    Nothing reaches OPA unless verification passed; if OPA refuses any step,
+    what was loaded before is restored. Exit code 1 for a verification or load
+    failure, 2 for setup errors.
+
+    \b
+    Examples:
+      policysupply load registry.example.com/acme/policy:1.0 --key cosign.pub
+      policysupply load reg.example.com/acme/policy:prod -k cosign.pub \
+          --opa http://opa.internal:8181 --state /var/lib/policysupply/trust.json
+    """
+    from policysupply.loaders import OPA, fetch_verified
+
+    verifier = _require(verifier_from_options(trust, as_json))
+    with reported(as_json, code=EXIT_USAGE):
+        opa = OPA(opa_url, token=opa_token)
+    target = open_target(reference, net, param="REFERENCE")
+    with reported(as_json), target.registry, opa:
+        verified = fetch_verified(target.registry, target.ref, verifier, state=trust.trust_state())
+        result = opa.load(verified, name=name)
+    pinned = target.pinned(verified.artifact.digest)
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "reference": pinned,
+                "digest": verified.artifact.digest,
+                "opa": opa_url,
+                "name": result.name,
+                "revision": result.revision,
+                "roots": list(result.roots),
+                "modules": list(result.modules),
+                "removed": list(result.removed),
+                "changed": result.changed,
+            }
+        )
+    else:
+        click.secho(f"verified {pinned}", fg="green")
+        click.echo(
+            f"loaded into {opa_url} as {result.name!r}: revision {result.revision!r}, "
+            f"{len(result.modules)} modules, roots {list(result.roots)}"
+            + (f", removed {len(result.removed)}" if result.removed else "")
+        )
+
+
+def _parse_addr(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise click.BadParameter(f"{addr!r} is not HOST:PORT", param_hint="--addr")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@click.command(cls=Command, epilog=REFERENCE_HELP)
+@click.argument("references", nargs=-1, required=True)
+@click.option(
+    "-d",
+    "--directory",
+    type=click.Path(file_okay=False),
+    default=".policysupply-bundles",
+    show_default=True,
+    help="Keeps the last good bundle of each name, so a restart serves it at once.",
+)
+@click.option(
+    "--addr",
+    default="127.0.0.1:8282",
+    show_default=True,
+    help="Address to listen on (port 0 picks a free one).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often each tag is re-resolved.",
+)
+@click.option(
+    "--server-token",
+    envvar="POLICYSUPPLY_BUNDLE_TOKEN",
+    show_envvar=True,
+    help="Require this bearer token from OPA (prefer the environment variable).",
+)
+@trust_options(required=True, state=True)
+@registry_options
+@json_option
+def serve(
+    references: tuple[str, ...],
+    directory: str,
+    addr: str,
+    interval: float,
+    server_token: str | None,
+    trust: TrustOptions,
+    net: NetOptions,
+    as_json: bool,
+) -> None:
+    r"""Serve verified bundles to OPA's bundle plugin, following each tag in REFERENCES.
+
+    Each tag is re-resolved every --interval seconds; a new digest is served
+    only once it verifies, atomically. A rejected one is logged and the last
+    good bundle stays served. Prints the OPA configuration to use, then runs
+    until interrupted.
+
+    \b
+    Examples:
+      policysupply serve registry.example.com/acme/policy:prod --key cosign.pub
+      policysupply serve reg.example.com/acme/authz:prod reg.example.com/acme/k8s:prod \
+          -k cosign.pub --addr 0.0.0.0:8282 --state trust.json > opa-config.yaml
+    """
+    import logging
+
+    from policysupply.loaders import BundleServer
+
+    verifier = _require(verifier_from_options(trust, as_json))
+    host, port = _parse_addr(addr)
+    targets = [open_target(r, net, param="REFERENCES") for r in references]
+    _log_rejections(as_json)
+    with reported(as_json, code=EXIT_USAGE):
+        server = BundleServer(directory, host=host, port=port, token=server_token).start()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        state = trust.trust_state()
+        watches = []
+        with reported(as_json):
+            for t in targets:
+                watches.append(
+                    server.watch(t.registry, t.ref, verifier, interval=interval, state=state)
+                )
+        for w in watches:
+            w.check()  # settle the first round before reporting what is served
+        names = [w.name for w in watches]
+        config = server.opa_config(names)
+        status = {}
+        for w in watches:
+            served = server.served(w.name)
+            status[w.name] = {
+                "reference": str(served.reference) if served else None,
+                "revision": served.revision if served else None,
+                "error": w.last_error,
+            }
+        if as_json:
+            emit_json({"ok": True, "url": server.url, "bundles": status, "opa_config": config})
+        else:
+            click.echo(f"# serving on {server.url}; OPA configuration:", err=True)
+            for n, s in status.items():
+                line = (
+                    f"# {n}: {s['reference']} (revision {s['revision']!r})"
+                    if s["reference"]
+                    else f"# {n}: nothing verified yet ({s['error']})"
+                )
+                click.echo(line, err=True)
+            click.echo(server.opa_config_yaml(names), nl=False)
+        sys.stdout.flush()
+        stop.wait()
+    finally:
+        server.stop()
+        for t in targets:
+            t.registry.close()
+        logging.getLogger("policysupply.loaders").handlers.clear()
+    sys.exit(EXIT_OK)
+
+
+def _log_rejections(as_json: bool) -> None:
+    """Sends the bundle server's structured events to stderr (JSON lines with --json)."""
+    import logging
+
+    class _Format(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            if not as_json:
+                return f"{record.levelname.lower()}: {record.getMessage()}"
+            doc = {"level": record.levelname.lower(), "message": record.getMessage()}
+            for key in ("event", "bundle", "reference", "digest", "reason", "detail", "serving"):
+                if hasattr(record, key):
+                    doc[key] = getattr(record, key)
+            return json.dumps(doc, sort_keys=True)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format())
+    log = logging.getLogger("policysupply.loaders")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
