@@ -55,13 +55,12 @@ class Env:
         self.signer = Signer.generate()
         self.verifier = Verifier(TrustPolicy(keys=[self.signer.public_key_pem]))
 
-    def release(self, revision: str, users: list[str], *, sign: bool = True) -> VerifiedBundle | None:
-        bundle = make_bundle(revision, users)
-        if sign:
-            publish(bundle, self.registry, "acme/policy:prod", self.signer)
-            return fetch_verified(self.registry, "acme/policy:prod", self.verifier)
-        self.registry.push(bundle, "acme/policy:prod")
-        return None
+    def release(self, revision: str, users: list[str]) -> VerifiedBundle:
+        publish(make_bundle(revision, users), self.registry, "acme/policy:prod", self.signer)
+        return fetch_verified(self.registry, "acme/policy:prod", self.verifier)
+
+    def push_unsigned(self, revision: str, users: list[str]) -> None:
+        self.registry.push(make_bundle(revision, users), "acme/policy:prod")
 
 
 @pytest.fixture
@@ -109,13 +108,11 @@ def test_extract_writes_exactly_the_bundle_entries_and_replaces_atomically(
     env: Env, tmp_path: Path
 ) -> None:
     v1 = env.release("1", ["alice"])
-    assert v1 is not None
     out = extract_verified(v1, tmp_path / "policy")
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == sorted(v1.bundle.entries())
     assert Bundle.from_directory(out) == v1.bundle
     v2 = env.release("2", ["bob"])
-    assert v2 is not None
     extract_verified(v2, out)
     assert Bundle.from_directory(out).data == {"acme": {"users": ["bob"]}}
     # No temporary or backup directories are left behind.
@@ -126,7 +123,6 @@ def test_extract_refuses_a_foreign_directory_and_keeps_the_old_tree_on_failure(
     env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     v1 = env.release("1", ["alice"])
-    assert v1 is not None
     foreign = tmp_path / "home"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
@@ -137,7 +133,6 @@ def test_extract_refuses_a_foreign_directory_and_keeps_the_old_tree_on_failure(
     out = extract_verified(v1, tmp_path / "policy")
     before = (out / "data.json").read_bytes()
     v2 = env.release("2", ["bob"])
-    assert v2 is not None
     real_rename = os.rename
     calls = {"n": 0}
 
@@ -160,7 +155,6 @@ def test_extract_refuses_a_foreign_directory_and_keeps_the_old_tree_on_failure(
 
 def test_server_speaks_opas_bundle_protocol(env: Env, tmp_path: Path) -> None:
     v1 = env.release("1", ["alice"])
-    assert v1 is not None
     with BundleServer(tmp_path / "store") as server:
         served = server.publish(v1, "authz")
         url = f"{server.url}/bundles/authz"
@@ -184,7 +178,6 @@ def test_server_speaks_opas_bundle_protocol(env: Env, tmp_path: Path) -> None:
 
 def test_server_long_poll_answers_when_a_bundle_is_published(env: Env, tmp_path: Path) -> None:
     v1, v2 = env.release("1", ["alice"]), env.release("2", ["bob"])
-    assert v1 is not None and v2 is not None
     with BundleServer(tmp_path / "store") as server:
         etag = server.publish(v1, "authz").etag
         url = f"{server.url}/bundles/authz"
@@ -198,14 +191,14 @@ def test_server_long_poll_answers_when_a_bundle_is_published(env: Env, tmp_path:
         start = time.monotonic()
         status, headers, body = get(url, prefer)
         timer.join()
-        assert status == 200 and time.monotonic() - start < 10
+        assert status == 200
+        assert time.monotonic() - start < 10
         assert headers["Content-Type"] == "application/vnd.openpolicyagent.bundles"
         assert Bundle.from_bytes(body).manifest.revision == "2"
 
 
 def test_server_token(env: Env, tmp_path: Path) -> None:
     v1 = env.release("1", ["alice"])
-    assert v1 is not None
     with BundleServer(tmp_path / "store", token="t0ken-xyz") as server:
         server.publish(v1, "authz")
         url = f"{server.url}/bundles/authz"
@@ -222,7 +215,6 @@ def test_server_token(env: Env, tmp_path: Path) -> None:
 
 def test_opa_config(env: Env, tmp_path: Path) -> None:
     v1 = env.release("1", ["alice"])
-    assert v1 is not None
     server = BundleServer(tmp_path / "store")
     with pytest.raises(LoadError, match="start"):
         _ = server.url
@@ -250,7 +242,6 @@ def test_opa_config(env: Env, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 200])
 def test_bundle_names_are_checked(env: Env, tmp_path: Path, name: str) -> None:
     v1 = env.release("1", ["alice"])
-    assert v1 is not None
     with pytest.raises(LoadError, match="invalid bundle name"):
         BundleServer(tmp_path / "store").publish(v1, name)
 
@@ -259,7 +250,6 @@ def test_store_survives_restart_and_ignores_tampered_files(
     env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     v1, v2 = env.release("1", ["alice"]), env.release("2", ["bob"])
-    assert v1 is not None and v2 is not None
     store = tmp_path / "store"
     first = BundleServer(store)
     first.publish(v1, "authz")
@@ -282,7 +272,11 @@ def test_store_survives_restart_and_ignores_tampered_files(
     with caplog.at_level(logging.ERROR, logger="policysupply.loaders"):
         third = BundleServer(store)
     assert third.names() == ["authz"]
-    record = next(r for r in caplog.records if getattr(r, "event", "") == "policysupply.bundle_store_unreadable")
+    record = next(
+        r
+        for r in caplog.records
+        if getattr(r, "event", "") == "policysupply.bundle_store_unreadable"
+    )
     assert "sha256" in record.detail  # type: ignore[attr-defined]
 
 
@@ -299,14 +293,17 @@ def test_watch_publishes_what_verifies_and_keeps_serving_it_otherwise(
     watch.stop()
     watch.check()
     served = server.served("policy")
-    assert served is not None and served.revision == "2"
+    assert served is not None
+    assert served.revision == "2"
     assert watch.check() is False  # same digest: nothing to do
 
-    env.release("3", ["mallory"], sign=False)
+    env.push_unsigned("3", ["mallory"])
     with caplog.at_level(logging.DEBUG, logger="policysupply.loaders"):
         assert watch.check() is False
         assert watch.check() is False
-    rejected = [r for r in caplog.records if getattr(r, "event", "") == "policysupply.bundle_rejected"]
+    rejected = [
+        r for r in caplog.records if getattr(r, "event", "") == "policysupply.bundle_rejected"
+    ]
     assert [r.levelno for r in rejected] == [logging.WARNING, logging.DEBUG]  # logged once
     first: Any = rejected[0]
     assert first.reason == "NoSignatureError"
@@ -315,13 +312,15 @@ def test_watch_publishes_what_verifies_and_keeps_serving_it_otherwise(
     assert first.digest == env.registry.resolve("acme/policy:prod")
     assert first.serving == str(served.reference)
     assert server.served("policy") == served
-    assert watch.last_error is not None and "NoSignatureError" in watch.last_error
+    assert watch.last_error is not None
+    assert "NoSignatureError" in watch.last_error
 
     # The same digest, signed later, is picked up by the next round.
     env.signer.sign(env.registry, "acme/policy:prod")
     assert watch.check() is True
     now = server.served("policy")
-    assert now is not None and now.revision == "3"
+    assert now is not None
+    assert now.revision == "3"
 
     # A signature by an untrusted key is rejected too.
     publish(make_bundle("4", ["eve"]), env.registry, "acme/policy:prod", Signer.generate())
@@ -367,9 +366,7 @@ def test_module_prefixes_never_nest() -> None:
 
 
 def test_rootless_bundle_owns_its_top_level_documents() -> None:
-    bundle = Bundle(
-        modules={"a.rego": "package alpha.x\nallow := true\n"}, data={"beta": {"k": 1}}
-    )
+    bundle = Bundle(modules={"a.rego": "package alpha.x\nallow := true\n"}, data={"beta": {"k": 1}})
     assert _effective_roots(bundle) == (("alpha",), ("beta",))
 
 
