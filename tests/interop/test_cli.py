@@ -110,17 +110,39 @@ def test_cosign_verifies_what_the_cli_signed_and_vice_versa(
     ours = ok(run("push", str(example_dir), f"{distribution.host}/acme/a:1", "--json", home=home))
     ok(run("sign", ours["reference"], "--key", str(key), "--json", home=home))
     proc = subprocess.run(
-        [cosign, "verify", "--key", str(pub), "--insecure-ignore-tlog=true",
-         "--allow-http-registry", ours["reference"]],
-        capture_output=True, text=True, env=env, timeout=180, check=False,
+        [
+            cosign,
+            "verify",
+            "--key",
+            str(pub),
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            ours["reference"],
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
 
     theirs = ok(run("push", str(example_dir), f"{distribution.host}/acme/b:1", "--json", home=home))
     proc = subprocess.run(
-        [cosign, "sign", "--key", str(key), "--tlog-upload=false", "--allow-http-registry",
-         theirs["reference"]],
-        capture_output=True, text=True, env=env, timeout=180, check=False,
+        [
+            cosign,
+            "sign",
+            "--key",
+            str(key),
+            "--tlog-upload=false",
+            "--allow-http-registry",
+            theirs["reference"],
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     verified = ok(run("verify", theirs["reference"], "--key", str(pub), "--json", home=home))
@@ -158,3 +180,141 @@ def test_unreachable_registry_is_a_configuration_error(home: Path, example_dir: 
     assert proc.returncode == 2
     assert json.loads(proc.stdout)["ok"] is False
     assert time.monotonic() - started < 30
+
+
+# -- load and serve with a real OPA ---------------------------------------------
+
+GOOD_POD = {
+    "request": {
+        "kind": {"kind": "Pod"},
+        "object": {
+            "metadata": {
+                "name": "web",
+                "labels": {"app.kubernetes.io/name": "web", "owner": "team-web"},
+            },
+            "spec": {"containers": []},
+        },
+    }
+}
+
+
+def test_load_refuses_unsigned_and_loads_verified(
+    distribution: RegistryServer,
+    example_dir: Path,
+    home: Path,
+    keypair: tuple[Path, Path],
+    start_opa: Any,
+) -> None:
+    key, pub = keypair
+    opa = start_opa()
+    ref = f"{distribution.host}/acme/policy:1.0"
+    ok(run("push", str(example_dir), ref, "--json", home=home))
+
+    refused = run("load", ref, "-k", str(pub), "--opa", opa.url, "--json", home=home)
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["error"] == "NoSignatureError"
+    assert opa.get("/v1/policies")["result"] == []  # OPA never saw it
+
+    ok(run("sign", ref, "--key", str(key), "--json", home=home))
+    state = home / "trust.json"
+    loaded = ok(
+        run(
+            "load",
+            ref,
+            "-k",
+            str(pub),
+            "--opa",
+            opa.url,
+            "--state",
+            str(state),
+            "--json",
+            home=home,
+        )
+    )
+    assert loaded["roots"] == ["k8s"]
+    assert loaded["modules"]
+    labels = opa.post("/v1/data/k8s/labels/deny", {"input": GOOD_POD})["result"]
+    assert labels == []
+    assert state.exists()
+
+    bad_opa = run("load", ref, "-k", str(pub), "--opa", "ftp://x", home=home)
+    assert bad_opa.returncode == 2
+
+
+def test_serve_feeds_opa_and_keeps_the_last_good_bundle(
+    distribution: RegistryServer,
+    example_dir: Path,
+    home: Path,
+    keypair: tuple[Path, Path],
+    start_opa: Any,
+    tmp_path: Path,
+) -> None:
+    key, pub = keypair
+    ref = f"{distribution.host}/acme/policy:prod"
+    ok(run("push", str(example_dir), ref, "--revision", "good", "--json", home=home))
+    ok(run("sign", ref, "--key", str(key), "--json", home=home))
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "COSIGN_PASSWORD"}
+    env.update(HOME=str(home), DOCKER_CONFIG=str(home / ".docker"))
+    err = (tmp_path / "serve.err").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "policysupply",
+            "serve",
+            ref,
+            "-k",
+            str(pub),
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--interval",
+            "0.3",
+            "-d",
+            str(tmp_path / "store"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+        env=env,
+        cwd=home,
+    )
+    try:
+        assert proc.stdout is not None
+        config = ""
+        deadline = time.monotonic() + 60
+        while "resource:" not in config and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            config += line
+        assert f"http://127.0.0.1:{port}" in config, (tmp_path / "serve.err").read_text()
+        (tmp_path / "opa.yaml").write_text(config)
+        opa = start_opa("-c", str(tmp_path / "opa.yaml"))
+
+        def revisions() -> list[Any]:
+            bundles = opa.get("/v1/data/system/bundles").get("result") or {}
+            return [b.get("manifest", {}).get("revision") for b in bundles.values()]
+
+        def wait_for(predicate: Any) -> None:
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                if predicate():
+                    return
+                time.sleep(0.2)
+            raise AssertionError((tmp_path / "serve.err").read_text())
+
+        wait_for(lambda: revisions() == ["good"])
+        assert opa.post("/v1/data/k8s/labels/deny", {"input": GOOD_POD})["result"] == []
+
+        # An unsigned new revision under the tag is refused; OPA keeps the old one.
+        ok(run("push", str(example_dir), ref, "--revision", "evil", "--json", home=home))
+        wait_for(lambda: "not serving" in (tmp_path / "serve.err").read_text())
+        time.sleep(1)  # a few OPA polls later, still the signed revision
+        assert revisions() == ["good"]
+        assert "NoSignatureError" in (tmp_path / "serve.err").read_text()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        err.close()
