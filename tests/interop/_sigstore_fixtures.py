@@ -204,6 +204,26 @@ class SigstoreStack:
     workdir: Path
 
     @property
+    def fulcio_chain_path(self) -> Path:
+        """PEM: Fulcio's intermediate then root (cosign's ``SIGSTORE_ROOT_FILE``)."""
+        return self.workdir / "fulcio-chain.pem"
+
+    @property
+    def ct_public_key_path(self) -> Path:
+        """PEM public key of the CT log (cosign's ``SIGSTORE_CT_LOG_PUBLIC_KEY_FILE``)."""
+        return self.workdir / "ct.pub"
+
+    @property
+    def rekor_public_key_path(self) -> Path:
+        """PEM public key of Rekor."""
+        return self.workdir / "rekor.pub"
+
+    @property
+    def tsa_chain_path(self) -> Path:
+        """PEM: the TSA's leaf, intermediate and root (``--timestamp-certificate-chain``)."""
+        return self.workdir / "tsa-chain.pem"
+
+    @property
     def oidc_issuer(self) -> str:
         """Issuer of e-mail identities (Fulcio type "email")."""
         return self.oidc.url
@@ -299,8 +319,13 @@ class SigstoreStack:
             **os.environ,
             "HOME": str(home),
             "DOCKER_CONFIG": str(home / ".docker"),
-            "TUF_ROOT": str(home / ".sigstore"),  # never the public-good TUF mirror
+            "TUF_ROOT": str(home / ".sigstore"),
             "COSIGN_YES": "true",
+            # Where cosign's legacy (pre-bundle) code paths would otherwise ask
+            # the public-good TUF repository for Fulcio's roots and the CT key.
+            "SIGSTORE_ROOT_FILE": str(self.fulcio_chain_path),
+            "SIGSTORE_CT_LOG_PUBLIC_KEY_FILE": str(self.ct_public_key_path),
+            "SIGSTORE_REKOR_PUBLIC_KEY": str(self.rekor_public_key_path),
         }
 
 
@@ -352,6 +377,12 @@ def _ec_key_pem(path: Path, *, pkcs8: bool) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+def _public_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def _spki(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -398,6 +429,40 @@ def _service(url: str, version: int, start: str) -> dict[str, Any]:
         "validFor": {"start": start},
         "operator": OPERATOR,
     }
+
+
+def _seed_rekor(rekor_url: str) -> None:
+    """Adds one key-signed entry, so that no test's entry is the log's first.
+
+    The public logs are never empty, and clients have edge cases there: cosign
+    2.x writes an entry at index 0 without ``logIndex`` (protobuf JSON drops
+    zero values), which sigstore-python then refuses to load.
+    """
+    from cryptography.hazmat.primitives import hashes
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    data = b"policysupply test stack: seed entry"
+    body = {
+        "hashedRekordRequestV002": {
+            "digest": _b64(hashlib.sha256(data).digest()),
+            "signature": {
+                "content": _b64(key.sign(data, ec.ECDSA(hashes.SHA256()))),
+                "verifier": {
+                    "publicKey": {"rawBytes": _b64(_spki(key))},
+                    "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                },
+            },
+        }
+    }
+    req = urllib.request.Request(
+        f"{rekor_url}/api/v2/log/entries",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        entry = json.loads(resp.read())
+    assert "inclusionProof" in entry, entry
 
 
 def _fulcio_ca(workdir: Path) -> list[x509.Certificate]:
@@ -488,11 +553,7 @@ def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
         ct_port = free_port()
         ct_url = f"http://127.0.0.1:{ct_port}"
         ct_key = _ec_key_pem(workdir / "ct.key", pkcs8=False)
-        (workdir / "ct.pub").write_bytes(
-            ct_key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
+        (workdir / "ct.pub").write_bytes(_public_pem(ct_key))
 
         fulcio_port = free_port()
         fulcio_url = f"http://127.0.0.1:{fulcio_port}"
@@ -556,6 +617,7 @@ def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
         rekor_port, rekor_grpc = free_port(), free_port()
         rekor_url = f"http://127.0.0.1:{rekor_port}"
         rekor_key = _ec_key_pem(workdir / "rekor.key", pkcs8=True)
+        (workdir / "rekor.pub").write_bytes(_public_pem(rekor_key))
         rekor = _Process(
             "rekor",
             [
@@ -593,10 +655,14 @@ def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
         fulcio.wait_http(f"{fulcio_url}/api/v2/trustBundle")
         ct.wait_http(f"{ct_url}/ct/v1/get-roots")
         rekor.wait_http(f"{rekor_url}/healthz")
+        _seed_rekor(rekor_url)
         tsa_chain = x509.load_pem_x509_certificates(
             tsa.wait_http(f"{tsa_base}/api/v1/timestamp/certchain")
         )
         tsa_url = f"{tsa_base}/api/v1/timestamp"
+        (workdir / "tsa-chain.pem").write_bytes(
+            b"".join(c.public_bytes(serialization.Encoding.PEM) for c in tsa_chain)
+        )
 
         trusted_root = {
             "mediaType": TRUSTED_ROOT_MEDIA_TYPE,

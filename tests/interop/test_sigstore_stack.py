@@ -25,10 +25,7 @@ ARTIFACT = b"package policysupply.smoke\n\nallow := true\n"
 
 # Flags each cosign needs to sign keylessly against the stack's signing config
 # (Fulcio, Rekor v2, TSA) and to verify offline against its trusted root.
-SIGN_FLAGS = {
-    "2": ["--new-bundle-format"],
-    "3": [],
-}
+SIGN_FLAGS: dict[str, list[str]] = {"2": [], "3": []}
 VERIFY_FLAGS = {
     "2": ["--new-bundle-format", "--use-signed-timestamps"],
     "3": [],
@@ -241,26 +238,29 @@ def test_cosign_sign_blob_and_verify_both_ways(
     assert verify_blob_with_cosign(version, stack, tampered, ours, tmp_path, check=False).returncode
 
 
-@pytest.mark.parametrize("version", ["2", "3"])
-@pytest.mark.parametrize("registry", ["distribution", "referrers_registry"])
-def test_cosign_signs_and_verifies_an_image_keylessly(
-    version: str,
-    registry: str,
-    sigstore_stack: SigstoreStack,
-    request: pytest.FixtureRequest,
-    example_dir: Path,
-    tmp_path: Path,
-) -> None:
+@pytest.fixture(params=["distribution", "referrers_registry"])
+def image(request: pytest.FixtureRequest, example_dir: Path) -> tuple[str, str]:
+    """A policy image pushed to each real registry: ``(reference by digest, digest)``."""
     from policysupply import Bundle, Registry
 
-    server: RegistryServer = request.getfixturevalue(registry)
-    reg = Registry.remote(server.host, insecure=True)
-    pushed = reg.push(Bundle.from_directory(example_dir), "acme/policy:1.0")
-    ref = f"{server.host}/acme/policy@{pushed.digest}"
+    server: RegistryServer = request.getfixturevalue(request.param)
+    pushed = Registry.remote(server.host, insecure=True).push(
+        Bundle.from_directory(example_dir), "acme/policy:1.0"
+    )
+    return f"{server.host}/acme/policy@{pushed.digest}", pushed.digest
+
+
+def test_cosign3_signs_an_image_keylessly_and_both_cosigns_verify(
+    image: tuple[str, str], sigstore_stack: SigstoreStack, tmp_path: Path
+) -> None:
+    # cosign 3 stores a Sigstore bundle (Rekor v2 entry, TSA timestamp) as a
+    # referrer. cosign 2.6 cannot sign images against Rekor v2 (it sends DSSE
+    # entries, which rekor-tiles 2.3 dropped) but verifies these.
+    ref, digest = image
     stack = sigstore_stack
     token, identity = stack.github_token()
     cosign(
-        version,
+        "3",
         stack,
         "sign",
         "--identity-token",
@@ -270,29 +270,77 @@ def test_cosign_signs_and_verifies_an_image_keylessly(
         "--trusted-root",
         str(stack.trusted_root_path),
         "--allow-http-registry",
-        *SIGN_FLAGS[version],
         ref,
         cwd=tmp_path,
     )
-    verify = [
-        "verify",
-        "--trusted-root",
-        str(stack.trusted_root_path),
-        "--certificate-oidc-issuer",
-        stack.github_issuer,
-        "--allow-http-registry",
-        *VERIFY_FLAGS[version],
-    ]
-    out = cosign(version, stack, *verify, "--certificate-identity", identity, ref, cwd=tmp_path)
-    assert pushed.digest in out.stdout
-    wrong = cosign(
-        version,
+    for version in ("3", "2"):
+        verify = [
+            "verify",
+            "--trusted-root",
+            str(stack.trusted_root_path),
+            "--certificate-oidc-issuer",
+            stack.github_issuer,
+            "--allow-http-registry",
+            *VERIFY_FLAGS[version],
+        ]
+        out = cosign(version, stack, *verify, "--certificate-identity", identity, ref, cwd=tmp_path)
+        assert digest in out.stdout
+        other = identity.replace("release.yml", "other.yml")
+        wrong = cosign(
+            version, stack, *verify, "--certificate-identity", other, ref, cwd=tmp_path, check=False
+        )
+        assert wrong.returncode != 0
+
+
+def test_cosign2_legacy_keyless_signature_and_both_cosigns_verify(
+    image: tuple[str, str], sigstore_stack: SigstoreStack, tmp_path: Path
+) -> None:
+    # cosign 2's classic format: a ``.sig`` tag whose layer carries the Fulcio
+    # certificate and an RFC 3161 timestamp annotation; no transparency log.
+    ref, digest = image
+    stack = sigstore_stack
+    cosign(
+        "2",
         stack,
-        *verify,
-        "--certificate-identity",
-        identity.replace("release.yml", "other.yml"),
+        "sign",
+        "--identity-token",
+        stack.mint_token(),
+        "--fulcio-url",
+        stack.fulcio_url,
+        "--tlog-upload=false",
+        "--timestamp-server-url",
+        stack.tsa_url,
+        "--allow-http-registry",
         ref,
         cwd=tmp_path,
-        check=False,
     )
-    assert wrong.returncode != 0
+    common = [
+        "verify",
+        "--certificate-identity",
+        DEFAULT_EMAIL,
+        "--certificate-oidc-issuer",
+        stack.oidc_issuer,
+        "--insecure-ignore-tlog",
+        "--use-signed-timestamps",
+        "--allow-http-registry",
+    ]
+    trust = {
+        "2": ["--timestamp-certificate-chain", str(stack.tsa_chain_path)],
+        "3": ["--trusted-root", str(stack.trusted_root_path)],
+    }
+    for version in ("2", "3"):
+        out = cosign(version, stack, *common, *trust[version], ref, cwd=tmp_path)
+        assert digest in out.stdout
+        wrong = cosign(
+            version,
+            stack,
+            *common[:1],
+            "--certificate-identity",
+            "mallory@example.com",
+            *common[3:],
+            *trust[version],
+            ref,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert wrong.returncode != 0
