@@ -2,25 +2,33 @@
 
 Both storage schemes are read: cosign's legacy ``sha256-<hex>.sig`` tag
 (cosign 2.x, and ours by default) and Sigstore bundles attached as OCI
-referrers (cosign 3.x). Verification raises; it never returns ``False``.
+referrers (cosign 3.x); signatures made with keys and keyless (Fulcio
+certificate + transparency log) alike, and attestations (``.att`` and bundle
+referrers). Plain files verify against a Sigstore bundle (``verify_blob``).
+Verification raises; it never returns ``False``.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from policysupply._internal import cosign, keys, oci
+from policysupply._internal import sigstore_bundle as sb
 from policysupply._internal.oci import Reference
 from policysupply.bundle import Bundle
 from policysupply.errors import (
+    DigestMismatchError,
+    IdentityMismatchError,
     NoSignatureError,
     NotFoundError,
     RegistryError,
@@ -29,10 +37,29 @@ from policysupply.errors import (
     UntrustedSignatureError,
     VerificationError,
 )
+from policysupply.identity import Identity
 from policysupply.registry import Registry
 from policysupply.trust_state import TrustState
 
-__all__ = ["TrustPolicy", "VerifiedArtifact", "VerifiedBundle", "VerifiedSignature", "Verifier"]
+if TYPE_CHECKING:
+    from policysupply._internal.keyless import TrustMaterial
+    from policysupply.signer import SigstoreBundle
+
+__all__ = [
+    "TrustPolicy",
+    "VerifiedArtifact",
+    "VerifiedAttestation",
+    "VerifiedBundle",
+    "VerifiedSignature",
+    "Verifier",
+]
+
+# cosign's legacy keyless annotations (as policysupply.signer writes them)
+_ANN_CERTIFICATE = "dev.sigstore.cosign/certificate"
+_ANN_CHAIN = "dev.sigstore.cosign/chain"
+_ANN_BUNDLE = "dev.sigstore.cosign/bundle"
+_ANN_TIMESTAMP = "dev.sigstore.cosign/rfc3161timestamp"
+_DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
 
 DockerReferenceCheck = Literal["repository", "exact", "off"]
 
@@ -55,6 +82,18 @@ def _load_keys(value: Iterable[Any]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _strings(value: str | Iterable[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+
+
+def _identities(value: Identity | Iterable[Identity]) -> tuple[Identity, ...]:
+    items = (value,) if isinstance(value, Identity) else tuple(value)
+    for item in items:
+        if not isinstance(item, Identity):
+            raise VerificationError(f"identities must be Identity values, not {item!r}")
+    return items
+
+
 @attrs.frozen(kw_only=True)
 class TrustPolicy:
     """What a signature must satisfy to be trusted.
@@ -62,7 +101,10 @@ class TrustPolicy:
     Attributes:
         keys: Trusted public keys: PEM bytes/str, paths to ``cosign.pub``
             files, or ``cryptography`` public keys.
-        threshold: How many *distinct* trusted keys must have signed.
+        identities: Trusted keyless signers (:class:`~policysupply.identity.Identity`):
+            OIDC issuer, subject (exact or full-match regex), certificate claims.
+        threshold: How many *distinct* trusted signers must have signed: each
+            key and each identity counts once (k of the n keys + identities).
         annotations: Claims every counted signature must carry (``cosign -a``).
         docker_reference: How the signed ``docker-reference`` must match the
             verified reference: ``repository`` (same repository path, any host:
@@ -72,20 +114,35 @@ class TrustPolicy:
             valid signatures). Needs a signed time: our ``signed-at``
             annotation or, for keyless signatures, the transparency-log time;
             material without one is refused while this is set.
+        require_tlog: Whether signatures need a verified transparency log entry.
+            ``None`` (default): keyless signatures do, key signatures do not
+            (cosign's ``--insecure-ignore-tlog`` for keys). ``True``: every
+            signature does (needs the trusted root). ``False``: none does;
+            keyless signatures then need an RFC 3161 timestamp for their time.
+        require_sct: Whether Fulcio certificates need a valid embedded SCT
+            (cosign's default; ``False`` is ``--insecure-ignore-sct``).
+        attestations: Predicate types (e.g. ``https://slsa.dev/provenance/v1``)
+            of which a trusted signer must have attested the artifact.
     """
 
-    keys: tuple[Any, ...] = attrs.field(converter=_load_keys)
+    keys: tuple[Any, ...] = attrs.field(default=(), converter=_load_keys)
+    identities: tuple[Identity, ...] = attrs.field(default=(), converter=_identities)
     threshold: int = 1
     annotations: Mapping[str, str] = attrs.field(factory=dict)
     docker_reference: DockerReferenceCheck = "repository"
     max_signature_age: dt.timedelta | None = None
+    require_tlog: bool | None = None
+    require_sct: bool = True
+    attestations: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
     def __attrs_post_init__(self) -> None:
-        if not self.keys:
-            raise VerificationError("a trust policy needs at least one key")
-        if not 1 <= self.threshold <= len(self.keys):
+        if not self.keys and not self.identities:
+            raise VerificationError("a trust policy needs at least one key or identity")
+        n = len(self.keys) + len(self.identities)
+        if not 1 <= self.threshold <= n:
             raise VerificationError(
-                f"threshold {self.threshold} cannot be met by {len(self.keys)} trusted key(s)"
+                f"threshold {self.threshold} cannot be met by {n} trusted signer(s) "
+                f"({len(self.keys)} key(s), {len(self.identities)} identity(ies))"
             )
 
     def key_ids(self) -> dict[str, Any]:
@@ -101,13 +158,50 @@ class VerifiedSignature:
         key_id: The trusted key that made it.
         scheme: ``legacy`` or ``bundle``.
         annotations: The signed annotations.
-        signed_at: The signed signing time, if the signature carries one.
+        signed_at: The signed signing time, if the signature carries one (for
+            keyless signatures: the transparency log's or timestamp
+            authority's time).
+        identity: The trusted identity that matched, for keyless signatures.
+        subject: The certificate's subject (first SAN), for keyless signatures.
+        issuer: The certificate's OIDC issuer, for keyless signatures.
+        log_index: The transparency log entry's index, when one was verified.
     """
 
     key_id: str
     scheme: str
     annotations: Mapping[str, str]
     signed_at: dt.datetime | None = None
+    identity: Identity | None = None
+    subject: str | None = None
+    issuer: str | None = None
+    log_index: int | None = None
+
+    @property
+    def keyless(self) -> bool:
+        """Whether a Fulcio certificate (not a key) made this signature."""
+        return self.identity is not None
+
+    @property
+    def signer(self) -> str:
+        """The trusted signer it counts for: a key id, or ``identity:<description>``."""
+        return f"identity:{self.identity.describe()}" if self.identity else self.key_id
+
+
+@attrs.frozen(kw_only=True)
+class VerifiedAttestation:
+    """An in-toto attestation about the artifact, signed by a trusted signer.
+
+    Attributes:
+        predicate_type: The statement's predicate type URI.
+        predicate: The predicate (parsed JSON).
+        statement: The exact signed in-toto statement bytes.
+        signature: Who signed it, and how.
+    """
+
+    predicate_type: str
+    predicate: Mapping[str, Any]
+    statement: bytes = attrs.field(repr=False)
+    signature: VerifiedSignature
 
 
 _TOKEN = object()
@@ -120,12 +214,16 @@ class VerifiedArtifact:
     Only :class:`Verifier` creates these.
 
     Attributes:
-        reference: The verified artifact, pinned to its digest.
+        reference: The verified artifact, pinned to its digest (for a plain
+            file: its name, no host, and its SHA-256).
         signatures: The signatures that counted.
+        attestations: Attestations verified from trusted signers (when the
+            policy requires some, or ``verify(..., attestations=True)``).
     """
 
     reference: Reference
     signatures: tuple[VerifiedSignature, ...]
+    attestations: tuple[VerifiedAttestation, ...] = ()
     _token: object = attrs.field(alias="_token", repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -143,6 +241,15 @@ class VerifiedArtifact:
         return tuple(sorted({s.key_id for s in self.signatures}))
 
     @property
+    def signers(self) -> tuple[str, ...]:
+        """Distinct trusted signers (key ids and ``identity:...``) that signed."""
+        return tuple(sorted({s.signer for s in self.signatures}))
+
+    def predicates(self, predicate_type: str) -> tuple[Mapping[str, Any], ...]:
+        """The verified predicates of one type."""
+        return tuple(a.predicate for a in self.attestations if a.predicate_type == predicate_type)
+
+    @property
     def signed_at(self) -> dt.datetime | None:
         """The newest signed signing time among the counted signatures."""
         times = [s.signed_at for s in self.signatures if s.signed_at is not None]
@@ -152,7 +259,8 @@ class VerifiedArtifact:
         import html
 
         rows = "".join(
-            f"<tr><td>{html.escape(s.key_id[:19])}…</td><td>{s.scheme}</td></tr>"
+            f"<tr><td>{html.escape(s.signer if s.keyless else s.key_id[:19] + '…')}</td>"
+            f"<td>{s.scheme}</td></tr>"
             for s in self.signatures
         )
         return (
@@ -195,15 +303,41 @@ class _Candidate:
     message: bytes  # the exact signed bytes
     signature: bytes
     claims: bytes  # payload (legacy) or in-toto statement (bundle)
+    certificate: bytes | None = None  # DER, keyless only
+    chain: tuple[bytes, ...] = ()
+    tlog: tuple[sb.TlogEntry, ...] = ()
+    timestamps: tuple[bytes, ...] = ()
+    envelope: sb.Envelope | None = None
+    envelope_blob: bytes | None = None  # cosign .att layer bytes
+    artifact_sha256: bytes | None = None  # what a hashedrekord entry hashes
+    attestation: bool = False
 
 
 class Verifier:
     """Checks signatures on artifacts against a :class:`TrustPolicy`."""
 
-    def __init__(self, policy: TrustPolicy) -> None:
-        """Args: policy: what counts as a trusted signature."""
+    def __init__(self, policy: TrustPolicy, *, trusted_root: Any = None) -> None:
+        """Creates a verifier; nothing is read or fetched until it is needed.
+
+        Args:
+            policy: What counts as a trusted signature.
+            trusted_root: For keyless signatures and transparency logs: a
+                Sigstore ``trusted_root.json`` path (offline), ``"staging"``,
+                a ``sigstore.models.TrustedRoot``, or ``None`` for the
+                public-good root through sigstore's TUF client (network,
+                cached).
+        """
         self.policy = policy
         self._keys = policy.key_ids()
+        self._trusted_root = trusted_root
+        self._trust: TrustMaterial | None = None
+
+    def _trust_material(self) -> TrustMaterial:
+        if self._trust is None:
+            from policysupply._internal.keyless import TrustMaterial
+
+            self._trust = TrustMaterial.load(self._trusted_root)
+        return self._trust
 
     # -- discovery ------------------------------------------------------------
 
@@ -224,7 +358,50 @@ class Verifier:
             except ValueError:
                 continue
             payload = registry.get_blob(repo, desc.digest, limit=1 << 20)
-            out.append(_Candidate("legacy", payload, signature, payload))
+            out.append(
+                _Candidate(
+                    "legacy",
+                    payload,
+                    signature,
+                    payload,
+                    artifact_sha256=hashlib.sha256(payload).digest(),
+                    **_keyless_annotations(desc.annotations),
+                )
+            )
+        return out
+
+    def _legacy_attestations(self, registry: Registry, repo: str, digest: str) -> list[_Candidate]:
+        tag = cosign.sig_tag(digest)[: -len(".sig")] + ".att"
+        try:
+            data, _ = registry.get_manifest(f"{repo}:{tag}")
+        except NotFoundError:
+            return []
+        out: list[_Candidate] = []
+        for layer in (oci.parse_manifest(data, what=tag).get("layers") or [])[: cosign.MAX_LAYERS]:
+            desc = oci.Descriptor.from_json(layer)
+            if desc.media_type != _DSSE_ENVELOPE:
+                continue
+            blob = registry.get_blob(repo, desc.digest, limit=1 << 20)
+            try:
+                env = sb.Envelope.from_json(json.loads(blob))
+            except (ValueError, VerificationError):
+                continue
+            if env.payload_type != cosign.INTOTO:
+                continue
+            extra = _keyless_annotations(desc.annotations)
+            out.extend(
+                _Candidate(
+                    "legacy",
+                    env.pae(),
+                    sig,
+                    env.payload,
+                    envelope=env,
+                    envelope_blob=blob,
+                    attestation=True,
+                    **extra,
+                )
+                for sig in env.signatures
+            )
         return out
 
     def _bundles(self, registry: Registry, repo: str, digest: str) -> list[_Candidate]:
@@ -241,16 +418,31 @@ class Verifier:
             layer = oci.Descriptor.from_json(layers[0])
             raw = registry.get_blob(repo, layer.digest, limit=1 << 20)
             try:
-                env = json.loads(raw)["dsseEnvelope"]
-                statement = base64.b64decode(env["payload"], validate=True)
-                payload_type = env["payloadType"]
-                sigs = [base64.b64decode(s["sig"], validate=True) for s in env["signatures"]]
-            except (ValueError, KeyError, TypeError):
-                continue  # not a DSSE bundle: cosign skips these too
-            if payload_type != cosign.INTOTO:
-                continue
-            message = cosign.pae(payload_type, statement)
-            out.extend(_Candidate("bundle", message, s, statement) for s in sigs)
+                parsed = sb.parse_bundle(raw, what=f"bundle {layer.digest}")
+            except VerificationError:
+                continue  # malformed: cosign skips these too
+            env = parsed.content
+            if not isinstance(env, sb.Envelope) or env.payload_type != cosign.INTOTO:
+                continue  # cosign's OCI path only takes DSSE statements
+            try:
+                predicate_type = json.loads(env.payload).get("predicateType")
+            except (ValueError, AttributeError):
+                predicate_type = None
+            out.extend(
+                _Candidate(
+                    "bundle",
+                    env.pae(),
+                    sig,
+                    env.payload,
+                    certificate=parsed.certificate,
+                    chain=parsed.chain,
+                    tlog=parsed.tlog_entries,
+                    timestamps=parsed.timestamps,
+                    envelope=env,
+                    attestation=predicate_type != cosign.SIGN_PREDICATE,
+                )
+                for sig in env.signatures
+            )
         return out
 
     # -- claims ---------------------------------------------------------------
@@ -305,63 +497,301 @@ class Verifier:
             return False, f"signed time {str(signed_at)[:40]!r} is not an RFC 3339 UTC time", {}
         return True, "", {str(k): str(v) for k, v in annotations.items()}
 
+    # -- one candidate ----------------------------------------------------------
+
+    def _signer_checks(self, c: _Candidate) -> list[VerifiedSignature]:
+        """The trusted signers behind one signature (crypto, log, certificate, identity).
+
+        Claims are not checked here. Returns the signer(s) with empty annotations.
+
+        Raises:
+            VerificationError: Not by a trusted signer (the most precise subclass).
+        """
+        if c.certificate is None:
+            return self._key_checks(c)
+        from policysupply._internal import keyless
+
+        if not self.policy.identities:
+            raise UntrustedSignatureError("keyless signature, but the policy trusts no identity")
+        check = keyless.verify_keyless(
+            trust=self._trust_material(),
+            certificate=c.certificate,
+            chain_hints=c.chain,
+            signature=c.signature,
+            message=c.message,
+            tlog_entries=c.tlog,
+            timestamps=c.timestamps,
+            artifact_sha256=c.artifact_sha256,
+            envelope=c.envelope,
+            envelope_blob=c.envelope_blob,
+            require_tlog=self.policy.require_tlog is not False,
+            require_sct=self.policy.require_sct,
+        )
+        reasons = []
+        for identity in self.policy.identities:
+            why = identity.mismatch(check.identity)
+            if why is None:
+                cert = keyless.load_certificate(check.certificate_der)
+                return [
+                    VerifiedSignature(
+                        key_id=keys.key_id(cert.public_key()),
+                        scheme=c.scheme,
+                        annotations={},
+                        signed_at=check.signed_time,
+                        identity=identity,
+                        subject=check.identity.subject,
+                        issuer=check.identity.issuer,
+                        log_index=check.log_index,
+                    )
+                ]
+            reasons.append(why)
+        raise IdentityMismatchError(
+            f"certificate for {check.identity.subject!r} (issuer {check.identity.issuer!r}) "
+            "matches no trusted identity: " + "; ".join(reasons)
+        )
+
+    def _key_checks(self, c: _Candidate) -> list[VerifiedSignature]:
+        found = []
+        for kid, key in self._keys.items():
+            if not keys.verify(key, c.signature, c.message):
+                continue
+            signed_at = None
+            log_index = None
+            if self.policy.require_tlog:
+                from policysupply._internal import keyless
+
+                signed_at = keyless.verify_key_tlog(
+                    trust=self._trust_material(),
+                    key=key,
+                    signature=c.signature,
+                    tlog_entries=c.tlog,
+                    artifact_sha256=c.artifact_sha256,
+                    envelope=c.envelope,
+                    envelope_blob=c.envelope_blob,
+                )
+                log_index = c.tlog[0].log_index if c.tlog else None
+            found.append(
+                VerifiedSignature(
+                    key_id=kid,
+                    scheme=c.scheme,
+                    annotations={},
+                    signed_at=signed_at,
+                    log_index=log_index,
+                )
+            )
+        if not found:
+            raise UntrustedSignatureError("not signed by a trusted key")
+        return found
+
     # -- API ------------------------------------------------------------------
 
-    def verify(self, registry: Registry, ref: str | Reference) -> VerifiedArtifact:
+    def verify(
+        self, registry: Registry, ref: str | Reference, *, attestations: bool | None = None
+    ) -> VerifiedArtifact:
         """Verifies the signatures on any OCI artifact (policy images, container images).
 
         ``ref`` is resolved to a digest once; every lookup after that uses it.
 
+        Args:
+            registry: Where the artifact lives.
+            ref: Tag or digest reference.
+            attestations: Also verify attestations and expose them on the
+                result. ``None`` (default): only when the policy requires some.
+
         Raises:
-            NoSignatureError: The artifact has no signatures at all.
-            UntrustedSignatureError: Signatures exist, but none by a trusted key.
+            NoSignatureError: The artifact has no signatures at all (or no
+                attestation of a required predicate type).
+            UntrustedSignatureError: Signatures exist, but none by a trusted
+                key or identity (``IdentityMismatchError`` when a valid
+                certificate names another identity).
+            CertificateError: A keyless certificate does not chain to the
+                trusted root (``CertificateExpiredError``: signed outside its
+                validity).
+            TransparencyLogError: A keyless signature's log entry is missing
+                or does not match.
             VerificationError: Trusted signatures exist but fail a claim (digest,
                 docker-reference, required annotations): e.g. a signature copied
                 from another image.
-            ThresholdNotMetError: Fewer distinct trusted keys than the threshold.
+            ThresholdNotMetError: Fewer distinct trusted signers than the threshold.
         """
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         digest = registry.resolve(r)
         pinned = Reference(host=registry.host or r.host, repository=r.repository, digest=digest)
         candidates = self._legacy(registry, r.repository, digest)
         candidates += self._bundles(registry, r.repository, digest)
+        statements = [c for c in candidates if c.attestation]
+        candidates = [c for c in candidates if not c.attestation]
         if not candidates:
             raise NoSignatureError(f"{pinned}: no signatures found (neither .sig tag nor bundle)")
         good: list[VerifiedSignature] = []
-        failures: list[str] = []
-        trusted_hit = False
+        errors: list[VerificationError] = []
         for c in candidates:
-            for kid, key in self._keys.items():
-                if not keys.verify(key, c.signature, c.message):
-                    continue
-                trusted_hit = True
-                ok, why, annotations = self._claims_ok(c, pinned, digest)
-                if ok:
-                    good.append(
-                        VerifiedSignature(
-                            key_id=kid,
-                            scheme=c.scheme,
-                            annotations=annotations,
-                            signed_at=_signed_time(annotations.get(cosign.ANN_SIGNED_AT)),
-                        )
-                    )
-                else:
-                    failures.append(f"key {kid[:19]}…: {why}")
-        if not trusted_hit:
-            raise UntrustedSignatureError(
-                f"{pinned}: {len(candidates)} signature(s) found, none by a trusted key"
+            try:
+                signers = self._signer_checks(c)
+            except VerificationError as exc:
+                errors.append(exc)
+                continue
+            ok, why, annotations = self._claims_ok(c, pinned, digest)
+            if not ok:
+                errors.append(VerificationError(f"{signers[0].signer[:28]}…: {why}"))
+                continue
+            signed_at = _signed_time(annotations.get(cosign.ANN_SIGNED_AT))
+            good.extend(
+                attrs.evolve(s, annotations=annotations, signed_at=s.signed_at or signed_at)
+                for s in signers
             )
-        distinct = {s.key_id for s in good}
         if not good:
-            raise VerificationError(
-                f"{pinned}: trusted signatures failed their claims: " + "; ".join(failures)
-            )
+            raise _combined(pinned, len(candidates), errors)
+        distinct = {s.signer for s in good}
         if len(distinct) < self.policy.threshold:
             raise ThresholdNotMetError(
-                f"{pinned}: {len(distinct)} distinct trusted key(s) signed, "
+                f"{pinned}: {len(distinct)} distinct trusted signer(s) signed, "
                 f"{self.policy.threshold} required"
             )
-        artifact = VerifiedArtifact(reference=pinned, signatures=tuple(good), _token=_TOKEN)
+        verified_attestations: tuple[VerifiedAttestation, ...] = ()
+        if attestations or (attestations is None and self.policy.attestations):
+            statements += self._legacy_attestations(registry, r.repository, digest)
+            verified_attestations = self._attestations(pinned, statements)
+        artifact = VerifiedArtifact(
+            reference=pinned,
+            signatures=tuple(good),
+            attestations=verified_attestations,
+            _token=_TOKEN,
+        )
+        self._check_age(artifact)
+        return artifact
+
+    def _attestations(
+        self, pinned: Reference, statements: list[_Candidate]
+    ) -> tuple[VerifiedAttestation, ...]:
+        hexd = str(pinned.digest).split(":", 1)[1]
+        good: list[VerifiedAttestation] = []
+        errors: dict[str, list[VerificationError]] = {}
+        seen: set[str] = set()
+        for c in statements:
+            try:
+                doc = json.loads(c.claims)
+                predicate_type = str(doc["predicateType"])
+                subjects = doc.get("subject") or []
+                predicate = doc.get("predicate") or {}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            seen.add(predicate_type)
+            try:
+                if not any((s.get("digest") or {}).get("sha256") == hexd for s in subjects):
+                    raise VerificationError(f"attestation statement does not name {pinned.digest}")
+                signers = self._signer_checks(c)
+            except VerificationError as exc:
+                errors.setdefault(predicate_type, []).append(exc)
+                continue
+            good.append(
+                VerifiedAttestation(
+                    predicate_type=predicate_type,
+                    predicate=predicate if isinstance(predicate, dict) else {"value": predicate},
+                    statement=c.claims,
+                    signature=signers[0],
+                )
+            )
+        for wanted in self.policy.attestations:
+            if any(a.predicate_type == wanted for a in good):
+                continue
+            if wanted not in seen:
+                raise NoSignatureError(f"{pinned}: no attestation of type {wanted!r}")
+            raise _combined(pinned, len(errors.get(wanted, [])), errors.get(wanted, []), wanted)
+        return tuple(good)
+
+    def verify_blob(
+        self,
+        data: bytes | str | os.PathLike[str],
+        *,
+        bundle: SigstoreBundle | bytes | str | os.PathLike[str],
+    ) -> VerifiedArtifact:
+        """Verifies a plain file against its Sigstore bundle, under the same policy.
+
+        For bundles from ``cosign sign-blob --bundle``, ``sigstore sign`` or
+        :meth:`Signer.sign_blob <policysupply.signer.Signer.sign_blob>`:
+        keyless or key-signed, ``messageSignature`` or DSSE content (whose
+        in-toto statement must name the file's SHA-256).
+
+        Args:
+            data: The file's bytes, or a path to it.
+            bundle: A :class:`~policysupply.signer.SigstoreBundle`, its JSON,
+                or a path to a ``.sigstore.json`` file.
+
+        Returns:
+            The result; ``reference`` names the file (no host) and its digest.
+
+        Raises:
+            DigestMismatchError: The bundle records another file's digest.
+            VerificationError: As :meth:`verify` (and its subclasses).
+        """
+        name, content = _blob(data)
+        parsed = _parse_bundle_arg(bundle)
+        sha = hashlib.sha256(content).digest()
+        digest = "sha256:" + sha.hex()
+        ref = Reference(host="", repository=name, digest=digest)
+        if isinstance(parsed.content, sb.MessageSignature):
+            ms = parsed.content
+            if ms.digest is not None and (ms.algorithm != "sha256" or ms.digest != sha):
+                raise DigestMismatchError(
+                    f"{name}: the bundle signs content with digest "
+                    f"{ms.algorithm}:{ms.digest.hex()}, not this file ({digest})"
+                )
+            candidates = [
+                _Candidate(
+                    "blob",
+                    content,
+                    ms.signature,
+                    b"",
+                    certificate=parsed.certificate,
+                    chain=parsed.chain,
+                    tlog=parsed.tlog_entries,
+                    timestamps=parsed.timestamps,
+                    artifact_sha256=sha,
+                )
+            ]
+        else:
+            env = parsed.content
+            try:
+                doc = json.loads(env.payload)
+                named = any(
+                    (s.get("digest") or {}).get("sha256") == sha.hex()
+                    for s in doc.get("subject") or []
+                )
+            except (ValueError, AttributeError, TypeError):
+                named = False
+            if env.payload_type != cosign.INTOTO or not named:
+                raise DigestMismatchError(f"{name}: the bundle's statement does not name {digest}")
+            candidates = [
+                _Candidate(
+                    "blob",
+                    env.pae(),
+                    sig,
+                    env.payload,
+                    certificate=parsed.certificate,
+                    chain=parsed.chain,
+                    tlog=parsed.tlog_entries,
+                    timestamps=parsed.timestamps,
+                    envelope=env,
+                )
+                for sig in env.signatures
+            ]
+        good: list[VerifiedSignature] = []
+        errors: list[VerificationError] = []
+        for c in candidates:
+            try:
+                good.extend(self._signer_checks(c))
+            except VerificationError as exc:
+                errors.append(exc)
+        if not good:
+            raise _combined(ref, len(candidates), errors)
+        distinct = {s.signer for s in good}
+        if len(distinct) < self.policy.threshold:
+            raise ThresholdNotMetError(
+                f"{name}: {len(distinct)} distinct trusted signer(s) signed, "
+                f"{self.policy.threshold} required"
+            )
+        artifact = VerifiedArtifact(reference=ref, signatures=tuple(good), _token=_TOKEN)
         self._check_age(artifact)
         return artifact
 
@@ -432,3 +862,85 @@ def _signed_time(value: object) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else None
+
+
+def _keyless_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
+    """Certificate, chain, Rekor entry and timestamp from cosign's legacy layer annotations.
+
+    Malformed parts are dropped (verification then fails for lack of them).
+    """
+    from policysupply._internal import keyless
+
+    out: dict[str, Any] = {}
+    cert = annotations.get(_ANN_CERTIFICATE)
+    if not cert:
+        return out
+    ders = keyless.pem_chain(cert)
+    if not ders:
+        return out
+    out["certificate"] = ders[0]
+    out["chain"] = tuple(keyless.pem_chain(annotations.get(_ANN_CHAIN) or ""))
+    rekor = annotations.get(_ANN_BUNDLE)
+    if rekor:
+        with contextlib.suppress(VerificationError):
+            out["tlog"] = (sb.TlogEntry.from_cosign_annotation(rekor),)
+    stamp = annotations.get(_ANN_TIMESTAMP)
+    if stamp:
+        try:
+            raw = json.loads(stamp)["SignedRFC3161Timestamp"]
+            out["timestamps"] = (base64.b64decode(raw, validate=True),)
+        except (ValueError, KeyError, TypeError):
+            pass
+    return out
+
+
+def _combined(
+    ref: Reference, count: int, errors: list[VerificationError], what: str = "signature"
+) -> VerificationError:
+    """One error for several failed signatures: the most precise type they share.
+
+    Signatures by unknown keys are noise when others fail for a clearer
+    reason (an expired certificate, a claim), so those decide the type.
+    """
+    plain = [e for e in errors if type(e) is UntrustedSignatureError]
+    telling = [e for e in errors if type(e) is not UntrustedSignatureError] or plain
+    if not telling:
+        return UntrustedSignatureError(f"{ref}: no trusted {what} found")
+    if telling is plain and all("trusted key" in str(e) for e in plain):
+        return UntrustedSignatureError(
+            f"{ref}: {count} {what}(s) found, none by a trusted key or identity"
+        )
+    kind: type[VerificationError] = VerificationError
+    for cls in type(telling[0]).__mro__:
+        if issubclass(cls, VerificationError) and all(isinstance(e, cls) for e in telling):
+            kind = cls
+            break
+    label = what if what == "signature" else f"attestation {what!r}"
+    return kind(f"{ref}: no trusted {label}: " + "; ".join(dict.fromkeys(map(str, telling))))
+
+
+def _blob(data: bytes | str | os.PathLike[str]) -> tuple[str, bytes]:
+    if isinstance(data, bytes):
+        return "blob", data
+    p = Path(data)
+    try:
+        return p.name, p.read_bytes()
+    except OSError as exc:
+        raise VerificationError(f"cannot read {p}: {exc.strerror}") from None
+
+
+def _parse_bundle_arg(bundle: Any) -> sb.ParsedBundle:
+    from policysupply.signer import SigstoreBundle
+
+    if isinstance(bundle, SigstoreBundle):
+        return sb.parse_bundle(bundle.data)
+    if isinstance(bundle, bytes):
+        return sb.parse_bundle(bundle)
+    if isinstance(bundle, str) and bundle.lstrip().startswith("{"):
+        return sb.parse_bundle(bundle)
+    p = Path(bundle)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise VerificationError(f"cannot read bundle {p}: {exc.strerror}") from None
+    return sb.parse_bundle(raw, what=str(p))
