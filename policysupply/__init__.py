@@ -24,6 +24,16 @@ from policysupply.errors import (
     UntrustedSignatureError,
     VerificationError,
 )
+from policysupply.gate import Decision, Gate
+from policysupply.loaders import (
+    OPA,
+    BundleServer,
+    BundleWatch,
+    LoadResult,
+    ServedBundle,
+    fetch_verified,
+    publish,
+)
 from policysupply.registry import (
     Credentials,
     Descriptor,
@@ -45,6 +55,15 @@ from policysupply.verifier import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "OPA",
+    "BundleServer",
+    "BundleWatch",
+    "LoadResult",
+    "ServedBundle",
+    "fetch_verified",
+    "publish",
+    "Gate",
+    "Decision",
     "Verifier",
     "VerifiedSignature",
     "VerifiedBundle",

@@ -168,14 +168,24 @@ def eval_(source: str, query: str, input_path: Any) -> None:
     type=click.Path(file_okay=False),
     help="Keep the demo's files here (default: a temporary directory).",
 )
-def demo(workdir: str | None) -> None:
+@click.option(
+    "--opa",
+    "opa",
+    type=click.Path(dir_okay=False, exists=True),
+    help="An opa binary to also load the verified bundle into a real OPA "
+    "(default: $POLICYSUPPLY_OPA or opa on PATH, if any).",
+)
+def demo(workdir: str | None, opa: str | None) -> None:
     """Run the whole story on embedded defaults, narrated step by step.
 
-    Needs nothing set up: it uses the example policies shipped in the package.
+    build → keygen → sign → push → verify → load → gate, then attacks that
+    must be refused. Needs nothing set up: a local OCI layout in a temporary
+    directory, the example policies shipped in the package, and the embedded
+    Rego engine (plus a real OPA on loopback when one is available).
     """
     from policysupply.cli._demo import run_demo
 
-    sys.exit(run_demo(workdir))
+    sys.exit(run_demo(workdir, opa))
 
 
 for _command in (push, pull, copy, keygen, sign, verify, load, serve, gate):

@@ -12,10 +12,18 @@ import pytest
 from policysupply import Bundle
 
 
-def run(*args: str, cwd: Path | None = None,
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "policysupply", *args], capture_output=True,
-                          text=True, cwd=cwd, input=stdin, timeout=120, check=False)
+def run(
+    *args: str, cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "policysupply", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_build_check_eval(tmp_path: Path, example_dir: Path) -> None:
@@ -33,8 +41,10 @@ def test_build_check_eval(tmp_path: Path, example_dir: Path) -> None:
     pod = {"request": {"object": {"metadata": {"labels": {}}, "spec": {"containers": []}}}}
     proc = run("eval", str(out), "data.k8s.labels.deny", "-i", "-", stdin=json.dumps(pod))
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == ["missing required label app.kubernetes.io/name",
-                                       "missing required label owner"]
+    assert json.loads(proc.stdout) == [
+        "missing required label app.kubernetes.io/name",
+        "missing required label owner",
+    ]
 
 
 def test_check_broken_module_exits_1_with_location(tmp_path: Path) -> None:
@@ -43,7 +53,12 @@ def test_check_broken_module_exits_1_with_location(tmp_path: Path) -> None:
     proc = run("check", str(tmp_path / "p"), "--json")
     assert proc.returncode == 1
     assert json.loads(proc.stdout) | {"message": ""} == {
-        "ok": False, "error": "BundleError", "entry": "x.rego", "line": 3, "message": ""}
+        "ok": False,
+        "error": "BundleError",
+        "entry": "x.rego",
+        "line": 3,
+        "message": "",
+    }
 
 
 def test_corrupt_bundle_exits_1_without_traceback(tmp_path: Path) -> None:
@@ -71,5 +86,17 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "DENY" in proc.stdout
     assert "ALLOW" in proc.stdout
-    assert "refused" in proc.stdout
-    assert (tmp_path / "bundle.tar.gz").exists()
+    for step in range(1, 8):
+        assert f"[{step}]" in proc.stdout
+    for error in (
+        "NoSignatureError",
+        "UntrustedSignatureError",
+        "RollbackError",
+        "DigestMismatchError",
+    ):
+        assert f"refused with {error}" in proc.stdout
+    assert "unsigned: no signature" in proc.stdout
+    assert "allowed_registries:" in proc.stdout
+    assert (tmp_path / "keys" / "cosign.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "oci" / "acme" / "k8s-policy" / "oci-layout").exists()
+    assert "acme/k8s-policy:stable" in (tmp_path / "trust-state.json").read_text()
