@@ -329,13 +329,28 @@ class SigstoreStack:
         }
 
 
+def _die_with_parent() -> None:
+    # A killed test run (timeout, ^C) runs no teardown: have Linux send the
+    # services SIGTERM when the Python process that started them goes away.
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class _Process:
     def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str]) -> None:
         self.name = name
         self.log = workdir / f"{name}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, env=env
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env=env,
+                preexec_fn=_die_with_parent,
             )
 
     def log_tail(self) -> str:
@@ -634,6 +649,7 @@ def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
                 f"--storage-dir={workdir / 'rekor-storage'}",
                 f"--signer-filepath={workdir / 'rekor.key'}",
                 "--checkpoint-interval=200ms",
+                "--tlog-timeout=2s",  # its wait for the queue on SIGTERM; 30 s by default
                 "--log-level=warn",
             ],
             workdir,
