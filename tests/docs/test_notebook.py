@@ -1,0 +1,28 @@
+"""The docs notebook runs top to bottom in a real Jupyter kernel, with rich displays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "docs" / "notebooks" / "tour.ipynb"
+
+
+def test_tour_notebook_executes_with_html_displays(tmp_path: Path) -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    # Bundle, VerifiedBundle, VerifiedArtifact and two Decisions render as HTML.
+    assert len(html) >= 5
+    joined = "\n".join(html)
+    assert "Verified" in joined
+    assert "DENY" in joined.upper()
+    assert "ALLOW" in joined.upper()
+    texts = "\n".join(str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert "NoSignatureError" in texts
