@@ -399,6 +399,11 @@ class _Rejected(Exception):
         self.message = message
         self.parse = parse
 
+    @property
+    def retryable(self) -> bool:
+        """A compile error that another module's write may resolve (not a parse error)."""
+        return not self.parse and self.code in ("invalid_parameter", "invalid_operation")
+
 
 class _Rest:
     """The REST calls the loader needs, over opa-python-client's session.
@@ -614,6 +619,43 @@ class _Plan:
         else:
             self.rest.put_data(path, value)
         self.writes += 1
+
+    def converge(
+        self,
+        ops: list[tuple[str, str]],
+        modules: Mapping[str, str],
+        state: dict[str, str | None],
+    ) -> dict[tuple[str, str], _Rejected]:
+        """Runs module deletes/puts in rounds until all pass or a round passes none.
+
+        OPA compiles every module on each write, so one may be refused until
+        another is written or removed (a function it calls, a module that
+        calls it): order is found by retrying.
+
+        Returns:
+            The operations that kept failing, with OPA's answer.
+        """
+        pending = list(dict.fromkeys(ops))
+        while pending:
+            errors: dict[tuple[str, str], _Rejected] = {}
+            for op in pending:
+                kind, pid = op
+                try:
+                    if kind == "delete":
+                        if state.get(pid) is not None:
+                            self.delete_module(pid, state[pid])
+                            state[pid] = None
+                    else:
+                        self.put_module(pid, modules[pid], state.get(pid))
+                        state[pid] = modules[pid]
+                except _Rejected as exc:
+                    if not exc.retryable:
+                        raise
+                    errors[op] = exc
+            if len(errors) == len(pending):
+                return errors
+            pending = [op for op in pending if op in errors]
+        return {}
 
     # The inverse is registered before the write: if the write reached OPA but
     # its answer was lost, restoring is still right (each inverse is an
@@ -876,24 +918,52 @@ class OPA:
         state: dict[str, str | None] = {pid: current[pid] for pid in ours}
         plan = _Plan(rest)
         removed = tuple(sorted(ours - set(modules)))
+
+        def stale() -> list[tuple[str, str]]:
+            return [
+                ("delete", p)
+                for p in sorted(ours)
+                if state.get(p) is not None and state.get(p) != modules.get(p)
+            ]
+
+        def clear() -> None:
+            # Old versions can block new ones (a renamed function, a rule where
+            # data goes): take every old module of this load out, dependents first.
+            stuck = plan.converge(stale(), modules, state)
+            if stuck:
+                raise next(iter(stuck.values()))
+
         try:
-            for pid in removed:
-                plan.delete_module(pid, state[pid])
-                state[pid] = None
             # An old module whose rules sit where new data goes would make the
             # data write conflict: take it out first (its new version follows).
             by_id = {str(p.get("id")): p for p in policies}
-            for pid in sorted(ours & set(modules)):
-                if current[pid] != modules[pid] and any(
-                    _value_at(data, v) is not _MISSING for v in _virtual_paths([by_id[pid]])
-                ):
-                    plan.delete_module(pid, state[pid])
-                    state[pid] = None
+            colliding = [
+                ("delete", pid)
+                for pid in sorted(ours & set(modules))
+                if current[pid] != modules[pid]
+                and any(_value_at(data, v) is not _MISSING for v in _virtual_paths([by_id[pid]]))
+            ]
+            deferred = plan.converge([("delete", p) for p in removed] + colliding, modules, state)
             for r in data_roots:
                 value = _value_at(data, r) if r in roots else _MISSING
-                if value != snapshot[r]:
+                if value == snapshot[r]:
+                    continue
+                try:
                     plan.set_data(r, value, snapshot[r])
-            self._put_modules(plan, modules, state, ours)
+                except _Rejected as exc:
+                    if not exc.retryable:
+                        raise
+                    clear()
+                    plan.set_data(r, value, snapshot[r])
+            writes = [("put", p) for p in sorted(modules) if state.get(p) != modules[p]]
+            stuck = plan.converge([*deferred, *writes], modules, state)
+            if stuck:
+                clear()
+                writes = [("put", p) for p in sorted(modules) if state.get(p) != modules[p]]
+                stuck = plan.converge(writes, modules, state)
+            if stuck:
+                (_, pid), why = next(iter(stuck.items()))
+                raise _Rejected(why.status, why.code, f"{pid}: {why.message}", False)
             if record is None:
                 if old is not None:
                     plan.set_data((*_RECORDS, key), _MISSING, old)
@@ -903,7 +973,7 @@ class OPA:
             failures = plan.rollback()
             if not isinstance(exc, Exception):
                 raise  # interrupted: put back, then let the interrupt through
-            why = (
+            cause = (
                 f"OPA refused it: {exc.code}: {exc.message}"
                 if isinstance(exc, _Rejected)
                 else str(exc)
@@ -915,39 +985,10 @@ class OPA:
                 else f"ROLLBACK INCOMPLETE, OPA may serve a mix of revisions "
                 f"({'; '.join(failures[:3])}); load the previous bundle again"
             )
-            raise LoadError(f"loading {name} into {self.url} failed: {why}; {undone}") from (
+            raise LoadError(f"loading {name} into {self.url} failed: {cause}; {undone}") from (
                 None if isinstance(exc, (_Rejected, LoadError)) else exc
             )
         return removed, plan.writes
-
-    @staticmethod
-    def _put_modules(
-        plan: _Plan, modules: Mapping[str, str], state: dict[str, str | None], ours: set[str]
-    ) -> None:
-        pending = [pid for pid in sorted(modules) if state.get(pid) != modules[pid]]
-        cleared = False
-        while pending:
-            errors: dict[str, _Rejected] = {}
-            for pid in pending:
-                try:
-                    plan.put_module(pid, modules[pid], state.get(pid))
-                    state[pid] = modules[pid]
-                except _Rejected as exc:
-                    if exc.parse or exc.code != "invalid_parameter":
-                        raise
-                    errors[pid] = exc  # may depend on a module not written yet
-            if len(errors) == len(pending):
-                stale = [p for p in sorted(ours) if state.get(p) not in (None, modules.get(p))]
-                if cleared or not stale:
-                    first, why = next(iter(errors.items()))
-                    raise _Rejected(why.status, why.code, f"{first}: {why.message}", False)
-                # Old versions can block new ones (a renamed function): remove
-                # them and try once more.
-                for sid in stale:
-                    plan.delete_module(sid, state[sid])
-                    state[sid] = None
-                cleared = True
-            pending = [pid for pid in pending if pid in errors]
 
 
 # -- bundle server --------------------------------------------------------------
