@@ -344,3 +344,71 @@ def test_cosign2_legacy_keyless_signature_and_both_cosigns_verify(
             check=False,
         )
         assert wrong.returncode != 0
+
+
+# -- offline material (tests/fixtures/sigstore) --------------------------------------
+
+OFFLINE = Path(__file__).resolve().parents[1] / "fixtures" / "sigstore"
+OFFLINE_CASES = {
+    "production-rekor-v1": (
+        "rfc8785-0.1.2-py3-none-any.whl",
+        "production-trusted_root.json",
+        "https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2",
+        "https://token.actions.githubusercontent.com",
+    ),
+    "staging-rekor-v2": (
+        "staging-rekor-v2.txt",
+        "staging-trusted_root.json",
+        "jku@goto.fi",
+        "https://github.com/login/oauth",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OFFLINE_CASES))
+def test_offline_material_verifies(case: str, tmp_path: Path) -> None:
+    from sigstore.errors import VerificationError
+    from sigstore.models import Bundle, TrustedRoot
+    from sigstore.verify import Verifier
+    from sigstore.verify.policy import Identity
+
+    artifact, root, identity, issuer = OFFLINE_CASES[case]
+    data = (OFFLINE / artifact).read_bytes()
+    bundle = OFFLINE / f"{artifact}.sigstore.json"
+    verifier = Verifier(trusted_root=TrustedRoot.from_file(str(OFFLINE / root)))
+    parsed = Bundle.from_json(bundle.read_bytes())
+    verifier.verify_artifact(data, parsed, Identity(identity=identity, issuer=issuer))
+    with pytest.raises(VerificationError):
+        verifier.verify_artifact(data + b"\n", parsed, Identity(identity=identity, issuer=issuer))
+
+    env = {
+        "HOME": str(tmp_path),
+        "TUF_ROOT": str(tmp_path / ".sigstore"),
+        "PATH": "/usr/bin:/bin",
+    }
+    for version in ("2", "3"):
+        proc = subprocess.run(
+            [
+                str(peer(f"cosign{version}")),
+                "verify-blob",
+                "--bundle",
+                str(bundle),
+                "--trusted-root",
+                str(OFFLINE / root),
+                "--certificate-identity",
+                identity,
+                "--certificate-oidc-issuer",
+                issuer,
+                # cosign 2 asks for TSA timestamps only when told to; the
+                # Rekor v1 entry has its time from the log instead.
+                *(VERIFY_FLAGS[version] if case.endswith("v2") else VERIFY_FLAGS[version][:1]),
+                str(OFFLINE / artifact),
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
