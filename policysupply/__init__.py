@@ -2,15 +2,25 @@
 
 Build OPA bundles, push them to OCI registries, sign them the way cosign does,
 and verify them before anything loads them.
+
+Public names are imported on first use (PEP 562), so ``import policysupply``
+costs almost nothing and a command that only verifies never loads the gate,
+the OPA loader or the Sigstore client. Static type checkers and IDEs see the
+ordinary imports below.
 """
 
 from __future__ import annotations
 
-from policysupply.bundle import Bundle, Limits, Manifest
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from policysupply.errors import (
     AuthenticationError,
     BundleError,
+    CertificateError,
+    CertificateExpiredError,
     DigestMismatchError,
+    IdentityMismatchError,
     LoadError,
     NoSignatureError,
     NotFoundError,
@@ -21,67 +31,113 @@ from policysupply.errors import (
     StaleSignatureError,
     ThresholdNotMetError,
     TransientRegistryError,
+    TransparencyLogError,
     UntrustedSignatureError,
     VerificationError,
 )
-from policysupply.gate import Decision, Gate
-from policysupply.loaders import (
-    OPA,
-    BundleServer,
-    BundleWatch,
-    LoadResult,
-    ServedBundle,
-    fetch_verified,
-    publish,
-)
-from policysupply.registry import (
-    Credentials,
-    Descriptor,
-    Reference,
-    Registry,
-    RetryPolicy,
-    Timeout,
-)
-from policysupply.signer import Signature, Signer
-from policysupply.trust_state import AcceptedRecord, TrustState
-from policysupply.verifier import (
-    TrustPolicy,
-    VerifiedArtifact,
-    VerifiedBundle,
-    VerifiedSignature,
-    Verifier,
-)
+
+if TYPE_CHECKING:
+    from policysupply.bundle import Bundle, Limits, Manifest
+    from policysupply.gate import Decision, Gate
+    from policysupply.identity import Identity
+    from policysupply.loaders import (
+        OPA,
+        BundleServer,
+        BundleWatch,
+        LoadResult,
+        ServedBundle,
+        fetch_verified,
+        publish,
+    )
+    from policysupply.registry import (
+        Credentials,
+        Descriptor,
+        Reference,
+        Registry,
+        RetryPolicy,
+        Timeout,
+    )
+    from policysupply.signer import Signature, Signer, SigstoreBundle
+    from policysupply.trust_state import AcceptedRecord, TrustState
+    from policysupply.verifier import (
+        TrustPolicy,
+        VerifiedArtifact,
+        VerifiedAttestation,
+        VerifiedBundle,
+        VerifiedSignature,
+        Verifier,
+    )
 
 __version__ = "0.1.0"
 
+# public name -> the module that defines it
+_LAZY = {
+    "Bundle": "bundle",
+    "Limits": "bundle",
+    "Manifest": "bundle",
+    "Decision": "gate",
+    "Gate": "gate",
+    "Identity": "identity",
+    "OPA": "loaders",
+    "BundleServer": "loaders",
+    "BundleWatch": "loaders",
+    "LoadResult": "loaders",
+    "ServedBundle": "loaders",
+    "fetch_verified": "loaders",
+    "publish": "loaders",
+    "Credentials": "registry",
+    "Descriptor": "registry",
+    "Reference": "registry",
+    "Registry": "registry",
+    "RetryPolicy": "registry",
+    "Timeout": "registry",
+    "Signature": "signer",
+    "Signer": "signer",
+    "SigstoreBundle": "signer",
+    "AcceptedRecord": "trust_state",
+    "TrustState": "trust_state",
+    "TrustPolicy": "verifier",
+    "VerifiedArtifact": "verifier",
+    "VerifiedAttestation": "verifier",
+    "VerifiedBundle": "verifier",
+    "VerifiedSignature": "verifier",
+    "Verifier": "verifier",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'policysupply' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"policysupply.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "OPA",
-    "BundleServer",
-    "BundleWatch",
-    "LoadResult",
-    "ServedBundle",
-    "fetch_verified",
-    "publish",
-    "Gate",
-    "Decision",
-    "Verifier",
-    "VerifiedSignature",
-    "VerifiedBundle",
-    "VerifiedArtifact",
-    "TrustPolicy",
-    "TrustState",
     "AcceptedRecord",
-    "StaleSignatureError",
-    "Signer",
-    "Signature",
     "AuthenticationError",
     "Bundle",
     "BundleError",
+    "BundleServer",
+    "BundleWatch",
+    "CertificateError",
+    "CertificateExpiredError",
     "Credentials",
+    "Decision",
     "Descriptor",
     "DigestMismatchError",
+    "Gate",
+    "Identity",
+    "IdentityMismatchError",
     "Limits",
     "LoadError",
+    "LoadResult",
     "Manifest",
     "NoSignatureError",
     "NotFoundError",
@@ -91,11 +147,26 @@ __all__ = [
     "RegistryError",
     "RetryPolicy",
     "RollbackError",
+    "ServedBundle",
+    "Signature",
+    "Signer",
     "SigningError",
+    "SigstoreBundle",
+    "StaleSignatureError",
     "ThresholdNotMetError",
     "Timeout",
     "TransientRegistryError",
+    "TransparencyLogError",
+    "TrustPolicy",
+    "TrustState",
     "UntrustedSignatureError",
     "VerificationError",
+    "VerifiedArtifact",
+    "VerifiedAttestation",
+    "VerifiedBundle",
+    "VerifiedSignature",
+    "Verifier",
     "__version__",
+    "fetch_verified",
+    "publish",
 ]
