@@ -739,6 +739,20 @@ def verify_key_tlog(
 # -- signing ------------------------------------------------------------------
 
 
+def _raw_statement(statement: bytes) -> Any:
+    """A ``sigstore.dsse.Statement`` holding exactly ``statement``.
+
+    sigstore-python's model insists on ``subject[].name``, which cosign v3's
+    signing statement omits; signing only needs the bytes, so the model check
+    is skipped (the bytes are ours, built by ``cosign.sign_statement``).
+    """
+    from sigstore import dsse
+
+    raw = dsse.Statement.__new__(dsse.Statement)
+    raw._contents = statement
+    return raw
+
+
 def _parse_sigstore_bundle(bundle: Any) -> ParsedBundle:
     from policysupply._internal.sigstore_bundle import parse_bundle
 
@@ -814,11 +828,9 @@ class KeylessSession:
         Raises:
             SigningError: Fulcio, Rekor or the token failed, or not a v1 statement.
         """
-        from sigstore import dsse
-
         signer = self._get()
         try:
-            bundle = signer.sign_dsse(dsse.Statement(statement))
+            bundle = signer.sign_dsse(_raw_statement(statement))
             envelope = bundle._dsse_envelope
             assert envelope is not None  # noqa: S101 - sign_dsse makes one
             return _parse_sigstore_bundle(bundle), envelope.to_json().encode()
