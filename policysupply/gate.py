@@ -16,6 +16,7 @@ schema and the result contract.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import html
 import json
@@ -199,23 +200,45 @@ def _jsonable(value: Any) -> Any:
 # -- the Rego input document --------------------------------------------------------
 
 
+def _identity_doc(sig: Any) -> dict[str, Any] | None:
+    """The certificate identity of a keyless signature; ``None`` for a key."""
+    subject, issuer = getattr(sig, "subject", None), getattr(sig, "issuer", None)
+    if subject is None and issuer is None:
+        return None
+    matched: Any = getattr(sig, "identity", None)
+    return {
+        "issuer": issuer,
+        "subject": subject,
+        # Which trusted Identity of the TrustPolicy it matched.
+        "matched": matched.describe() if hasattr(matched, "describe") else None,
+    }
+
+
+def _time(value: Any) -> str | None:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return None
+
+
 def _signature_doc(sig: Any) -> dict[str, Any]:
-    # identity (keyless signers) and attestations arrive with the keyless
-    # work; read them when present so the input schema does not change then.
+    # Read by attribute so fields the verifier gains later do not break the gate.
     return {
         "key_id": getattr(sig, "key_id", None),
         "scheme": getattr(sig, "scheme", None),
         "annotations": _jsonable(getattr(sig, "annotations", None) or {}),
-        "identity": _jsonable(getattr(sig, "identity", None)),
+        "identity": _identity_doc(sig),
+        "signed_at": _time(getattr(sig, "signed_at", None)),
+        "log_index": getattr(sig, "log_index", None),
     }
 
 
 def _attestation_doc(att: Any) -> dict[str, Any]:
+    signature = getattr(att, "signature", None)
     return {
         "predicate_type": getattr(att, "predicate_type", None),
         "predicate": _jsonable(getattr(att, "predicate", None)),
-        "key_id": getattr(att, "key_id", None),
-        "identity": _jsonable(getattr(att, "identity", None)),
+        "key_id": getattr(signature, "key_id", None),
+        "identity": _identity_doc(signature),
     }
 
 
@@ -225,6 +248,7 @@ def _verified_doc(artifact: VerifiedArtifact) -> dict[str, Any]:
         "error": None,
         "message": "",
         "key_ids": list(artifact.key_ids),
+        "signers": list(getattr(artifact, "signers", artifact.key_ids)),
         "signatures": [_signature_doc(s) for s in artifact.signatures],
         "attestations": [_attestation_doc(a) for a in getattr(artifact, "attestations", ())],
     }
@@ -238,6 +262,7 @@ def _failed_doc(exc: VerificationError) -> dict[str, Any]:
         "error_type": type(exc).__name__,
         "message": str(exc),
         "key_ids": [],
+        "signers": [],
         "signatures": [],
         "attestations": [],
     }
@@ -559,6 +584,7 @@ class Gate:
         query: str = DEFAULT_QUERY,
         settings: Mapping[str, Any] | None = None,
         require_verification: bool = True,
+        attestations: bool | None = None,
     ) -> None:
         """Builds a gate; nothing is fetched or compiled until the first decision.
 
@@ -580,6 +606,11 @@ class Gate:
                 verify, whatever the rules say (the default, fail closed).
                 ``False`` leaves that to the rules (they see
                 ``input.verification``).
+            attestations: Verify the image's attestations and put them in
+                ``input.verification.attestations``. ``None`` (default): when
+                the default rules' ``required_attestations`` is set, or the
+                trust policy requires attestations. Custom rules that read
+                attestations need ``True`` (it costs one more registry read).
 
         Raises:
             BundleError: Invalid settings, or settings outside the rules' roots.
@@ -588,9 +619,14 @@ class Gate:
         self.query = query
         self.require_verification = require_verification
         base = rules if rules is not None else _default_rules()
+        clean: dict[str, Any] = {}
         if settings:
             clean = _check_default_settings(settings) if rules is None else _plain(settings)
             base = _with_settings(base, clean)
+        if attestations is None and rules is None and clean.get("required_attestations"):
+            attestations = True
+        # None lets the verifier decide from its trust policy.
+        self.attestations = attestations
         self.rules = base
         self._rules_info: dict[str, Any] = {
             "digest": base.digest,
@@ -622,6 +658,7 @@ class Gate:
         query: str = DEFAULT_QUERY,
         settings: Mapping[str, Any] | None = None,
         require_verification: bool = True,
+        attestations: bool | None = None,
     ) -> Gate:
         """A gate whose rules come from a signed policy image, verified before use.
 
@@ -637,6 +674,7 @@ class Gate:
             query: As for :class:`Gate`.
             settings: As for :class:`Gate` (not validated: the rules are yours).
             require_verification: As for :class:`Gate`.
+            attestations: As for :class:`Gate`.
 
         Raises:
             VerificationError: The rule bundle is not trusted (unlike image
@@ -652,6 +690,7 @@ class Gate:
             query=query,
             settings=settings,
             require_verification=require_verification,
+            attestations=attestations,
         )
         gate._rules_info["reference"] = str(verified.reference)
         return gate
@@ -704,7 +743,11 @@ class Gate:
         host = registry.host or given.host
         pinned = Reference(host=host, repository=given.repository, digest=digest)
         try:
-            artifact = self.verifier.verify(_CachedReads(registry, self._cache, digest), pinned)
+            artifact = self.verifier.verify(
+                _CachedReads(registry, self._cache, digest),
+                pinned,
+                attestations=self.attestations,
+            )
             verification = _verified_doc(artifact)
         except VerificationError as exc:
             verification = _failed_doc(exc)

@@ -22,8 +22,9 @@ from policysupply import (
 )
 from policysupply._internal import cosign
 from policysupply.gate import DEFAULT_QUERY, INPUT_SCHEMA, Decision, Gate
-from policysupply.identity import Identity
+from policysupply.identity import GITHUB_ACTIONS_ISSUER, Identity
 from tests.interop._gate_fixtures import push_image
+from tests.unit._sigstore_pki import FakeBackend, FakeSigstore
 
 KEYLESS = {
     "issuer": "https://token.actions.githubusercontent.com",
@@ -567,3 +568,84 @@ def test_concurrent_decisions(reg: Registry, signer: Signer) -> None:
         t.join()
     assert len(results) == 80
     assert all(allowed is (tag == "good") for tag, allowed in results)
+
+
+# -- keyless signers and attestations (offline Sigstore) ----------------------------------------
+
+WORKFLOW = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
+SLSA = "https://slsa.dev/provenance/v1"
+
+
+@pytest.fixture(scope="module")
+def sigstore() -> FakeSigstore:
+    return FakeSigstore()
+
+
+@pytest.fixture
+def trusted_root(sigstore: FakeSigstore, tmp_path: Path) -> Path:
+    return sigstore.write_trusted_root(tmp_path / "trusted_root.json")
+
+
+def keyless(sigstore: FakeSigstore, subject: str = WORKFLOW) -> Signer:
+    return Signer._with_keyless(FakeBackend(sigstore, subject=subject))
+
+
+@pytest.mark.parametrize("scheme", ["legacy", "bundle"])
+def test_keyless_signature_reaches_the_rules(
+    reg: Registry, sigstore: FakeSigstore, trusted_root: Path, scheme: str
+) -> None:
+    push_image(reg, "acme/app:1")
+    keyless(sigstore).sign(reg, "acme/app:1", scheme=scheme)  # type: ignore[arg-type]
+    trusted = Identity(issuer=GITHUB_ACTIONS_ISSUER, subject_regex=r"https://github\.com/acme/.*")
+    verifier = Verifier(TrustPolicy(identities=[trusted]), trusted_root=trusted_root)
+    d = Gate(verifier).decide(reg, "acme/app:1")
+    assert d.allowed, d.reasons
+    (sig,) = d.input["verification"]["signatures"]
+    assert sig["identity"] == {
+        "issuer": GITHUB_ACTIONS_ISSUER,
+        "subject": WORKFLOW,
+        "matched": trusted.describe(),
+    }
+    assert sig["signed_at"].endswith("Z")
+    assert isinstance(sig["log_index"], int)
+    # The gate can narrow what the trust policy accepts.
+    release_only = {"issuer": GITHUB_ACTIONS_ISSUER, "subject_regex": r".*@refs/tags/v.*"}
+    d = Gate(verifier, settings={"required_identities": [release_only]}).decide(reg, "acme/app:1")
+    assert d.fired == ("required_identities",)
+    assert f"signed by: {WORKFLOW} from {GITHUB_ACTIONS_ISSUER}" in d.reasons[0]
+    # An identity the trust policy does not know is an untrusted signer.
+    stranger = Identity(issuer=GITHUB_ACTIONS_ISSUER, subject="https://github.com/evil/x")
+    strict = Verifier(TrustPolicy(identities=[stranger]), trusted_root=trusted_root)
+    d = Gate(strict).decide(reg, "acme/app:1")
+    assert d.fired == ("untrusted_signer",)
+    assert d.input["verification"]["error_type"] == "IdentityMismatchError"
+
+
+@pytest.mark.parametrize("scheme", ["legacy", "bundle"])
+def test_required_attestations_from_verified_statements(
+    reg: Registry, signer: Signer, scheme: str
+) -> None:
+    push_image(reg, "acme/app:1")
+    signer.sign(reg, "acme/app:1", scheme=scheme)  # type: ignore[arg-type]
+    gate = gate_for(signer, settings={"required_attestations": [SLSA]})
+    assert gate.attestations is True
+    assert gate.decide(reg, "acme/app:1").fired == ("required_attestations",)
+    predicate = {"buildDefinition": {"buildType": "https://example/build"}}
+    signer.attest(reg, "acme/app:1", predicate_type=SLSA, predicate=predicate, scheme=scheme)  # type: ignore[arg-type]
+    d = gate.decide(reg, "acme/app:1")
+    assert d.allowed, d.reasons
+    (att,) = d.input["verification"]["attestations"]
+    assert att == {
+        "predicate_type": SLSA,
+        "predicate": predicate,
+        "key_id": signer.key_id,
+        "identity": None,
+    }
+    # An attestation by an untrusted key does not count.
+    other = Signer.generate()
+    push_image(reg, "acme/app:2", seed="two")
+    signer.sign(reg, "acme/app:2")
+    other.attest(reg, "acme/app:2", predicate_type=SLSA, predicate=predicate)
+    assert gate.decide(reg, "acme/app:2").fired == ("required_attestations",)
+    # Without the setting, attestations are not read (one registry read fewer).
+    assert gate_for(signer).decide(reg, "acme/app:1").input["verification"]["attestations"] == []
