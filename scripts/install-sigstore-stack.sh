@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the Sigstore services the keyless tests run on loopback (Fulcio with
-# an ephemeral CA, TesseraCT as its certificate transparency log, Rekor v2 on
-# its POSIX tile backend, and a timestamp authority) from the Go module proxy
+# Builds the Sigstore services the keyless tests run on loopback (Fulcio,
+# TesseraCT as its certificate transparency log, Rekor v2 on its POSIX tile
+# backend, and a timestamp authority) from the Go module proxy
 # at pinned versions, into the same cache directory as scripts/install-peers.sh.
 # Idempotent: a service whose binary already exists at the pinned version is
 # not rebuilt. See docs/adr/0007-sigstore-test-stack.md.

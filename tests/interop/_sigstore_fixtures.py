@@ -1,43 +1,58 @@
 """A Sigstore stack on loopback for keyless signing tests.
 
 ``sigstore_stack`` (session scope) starts, on loopback ports chosen at run time,
-the real Sigstore services built by ``scripts/install-sigstore-stack.sh``:
+the real Sigstore services built by ``scripts/install-sigstore-stack.sh``
+(see docs/adr/0007-sigstore-test-stack.md):
 
 * an OIDC issuer (in this module: discovery document + JWKS, RS256 tokens),
-* Fulcio with an ephemeral CA, trusting that issuer,
+* Fulcio with a file CA (root + intermediate made here), trusting that issuer,
 * TesseraCT, the certificate transparency log Fulcio gets SCTs from,
-* Rekor v2 (rekor-tiles, POSIX tile storage),
-* a RFC 3161 timestamp authority (Rekor v2 entries carry no signed time, so
+* Rekor v2 (rekor-tiles, POSIX tile storage; seeded with one entry),
+* an RFC 3161 timestamp authority (Rekor v2 entries carry no signed time, so
   clients take the signing time from the TSA),
 
-and yields a :class:`SigstoreStack`::
+and yields a :class:`SigstoreStack`. To use it in a test module (assign it
+rather than import it by name, so ruff sees no redefinition)::
 
-    from tests.interop._sigstore_fixtures import sigstore_stack  # noqa: F401
+    from tests.interop import _sigstore_fixtures
+    from tests.interop._sigstore_fixtures import SigstoreStack
+
+    sigstore_stack = _sigstore_fixtures.sigstore_stack
 
     def test_x(sigstore_stack: SigstoreStack) -> None:
-        token = sigstore_stack.mint_token()                  # email identity
-        trust = sigstore_stack.trust_config()                # sigstore ClientTrustConfig
-        sigstore_stack.trusted_root_path                     # TrustedRoot JSON
-        sigstore_stack.signing_config_path                   # SigningConfig v0.2 JSON
-        sigstore_stack.trust_config_path                     # ClientTrustConfig JSON
+        token = sigstore_stack.mint_token()        # e-mail identity DEFAULT_EMAIL
+        trust = sigstore_stack.trust_config()      # sigstore.models.ClientTrustConfig
+        sigstore_stack.trusted_root_path           # TrustedRoot JSON
+        sigstore_stack.signing_config_path         # SigningConfig v0.2 JSON
+        sigstore_stack.trust_config_path           # ClientTrustConfig JSON
+        sigstore_stack.fulcio_url, .rekor_url, .tsa_url, .ct_url
+        sigstore_stack.fulcio_chain_path, .ct_public_key_path, .tsa_chain_path (PEM)
 
 Identities: ``mint_token(subject)`` signs a token from ``oidc_issuer`` (Fulcio
 type "email": the certificate's SAN is the e-mail address, and its issuer
 extension is ``oidc_issuer``). ``github_token(repository, workflow, ref)`` signs
 a GitHub-Actions-shaped token from ``github_issuer`` (Fulcio type
-"github-workflow": SAN ``https://github.com/<repo>/<workflow>@<ref>``); its
-``identity`` is that SAN. ``mint_token(issuer=..., claims=...)`` makes any
-other token (for negative tests: an issuer Fulcio does not trust, a wrong
-audience, an expired token, ...); every token is signed with the issuer's key.
+"github-workflow") and returns it with the certificate identity Fulcio will
+write, ``https://github.com/<repo>/<workflow>@<ref>``. ``mint_token(issuer=...,
+audience=..., claims=..., lifetime=...)`` makes any other token (for negative
+tests: an issuer Fulcio does not trust, a wrong audience, an expired token).
 
 Clients:
 
-* sigstore-python: ``SigningContext.from_trust_config(stack.trust_config())``,
-  ``Verifier(trusted_root=stack.trust_config().trusted_root)``.
-* cosign 3: ``--signing-config stack.signing_config_path --trusted-root
-  stack.trusted_root_path --identity-token <token>``; verify with
-  ``--trusted-root``, ``--certificate-identity``, ``--certificate-oidc-issuer``.
-  ``stack.cosign_env(home)`` gives an environment that keeps cosign off TUF.
+* sigstore-python: ``SigningContext.from_trust_config(stack.trust_config())``
+  and ``Verifier(trusted_root=stack.trust_config().trusted_root)``. Keep the
+  signer's default ``cache=True`` (``cache=False`` is broken in sigstore 4.5).
+* cosign 3: sign with ``--identity-token T --signing-config
+  stack.signing_config_path --trusted-root stack.trusted_root_path``; verify
+  with ``--trusted-root``, ``--certificate-identity``,
+  ``--certificate-oidc-issuer``.
+* cosign 2: the same plus ``--new-bundle-format`` (and
+  ``--use-signed-timestamps`` to verify); it cannot sign *images* against
+  Rekor v2, only blobs. Its classic keyless ``.sig`` works without a log:
+  ``sign --fulcio-url stack.fulcio_url --tlog-upload=false
+  --timestamp-server-url stack.tsa_url``.
+* Run cosign with ``env=stack.cosign_env(home)``, which keeps it off the
+  public-good TUF repository.
 
 The CA, CT log, Rekor and TSA keys are new for each session: nothing signed
 against one stack verifies against another's trusted root.
