@@ -2,8 +2,10 @@
 
 Container images are pushed to Debian's distribution registry on loopback and
 signed by cosign 2.x (legacy ``.sig`` tag) and 3.x (Sigstore bundle referrer,
-stored under the fallback tag on distribution). Every decision the embedded
-engine makes is replayed with ``opa eval`` on the same rules and input.
+stored under the fallback tag on distribution), with keys and keylessly
+against the loopback Sigstore stack (Fulcio, Rekor v2, TSA). Every decision
+the embedded engine makes is replayed with ``opa eval`` on the same rules and
+input.
 """
 
 from __future__ import annotations
@@ -16,16 +18,20 @@ import pytest
 
 from policysupply import Bundle, Registry, TrustPolicy, Verifier
 from policysupply.gate import DEFAULT_QUERY, Decision, Gate
+from policysupply.identity import Identity
 from tests.conftest import peer
+from tests.interop import _sigstore_fixtures
 from tests.interop._gate_fixtures import (
     COSIGN_SIGN_FLAGS,
     COSIGN_VERIFY_FLAGS,
     push_image,
     run_cosign,
 )
+from tests.interop._sigstore_fixtures import SigstoreStack
 from tests.interop.conftest import RegistryServer
 
 pytestmark = pytest.mark.interop
+sigstore_stack = _sigstore_fixtures.sigstore_stack
 
 VERSIONS = ["2", "3"]
 
@@ -214,3 +220,93 @@ def test_gate_rules_from_a_cosign_signed_policy_image(
     d = gate.decide(reg, f"{host}/shop/web:1.0")
     assert d.fired == ("allowed_registries",)
     assert d.evidence["rules"]["reference"] == f"{host}/platform/gate-rules@{pushed.digest}"
+
+
+# -- keyless: cosign signs with an identity from the loopback Sigstore stack --------------
+
+SLSA = "https://slsa.dev/provenance/v1"
+
+
+def keyless_cosign(stack: SigstoreStack, cwd: Path, *args: str) -> None:
+    proc = subprocess.run(
+        [str(peer("cosign3")), *args],
+        cwd=cwd,
+        env=stack.cosign_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_gate_with_cosign_keyless_identities_and_attestations(
+    distribution: RegistryServer, sigstore_stack: SigstoreStack, tmp_path: Path
+) -> None:
+    stack = sigstore_stack
+    reg = Registry.remote(distribution.host, insecure=True)
+    host = distribution.host
+    stack_flags = [
+        "--signing-config",
+        str(stack.signing_config_path),
+        "--trusted-root",
+        str(stack.trusted_root_path),
+        "--allow-http-registry",
+    ]
+    release = push_image(reg, "shop/web:1.0", seed="release")
+    laptop = push_image(reg, "shop/web:dev", seed="laptop")
+    ref = f"{host}/shop/web@{release.digest}"
+    token, workflow = stack.github_token("acme/shop", ref="refs/tags/v1.0")
+    keyless_cosign(stack, tmp_path, "sign", "--identity-token", token, *stack_flags, ref)
+    predicate = tmp_path / "provenance.json"
+    predicate.write_text(json.dumps({"buildDefinition": {"buildType": "https://acme/build"}}))
+    token, _ = stack.github_token("acme/shop", ref="refs/tags/v1.0")
+    keyless_cosign(
+        stack,
+        tmp_path,
+        "attest",
+        "--type",
+        SLSA,
+        "--predicate",
+        str(predicate),
+        "--identity-token",
+        token,
+        *stack_flags,
+        ref,
+    )
+    # Someone signs the other image from their laptop with an e-mail identity.
+    keyless_cosign(
+        stack,
+        tmp_path,
+        "sign",
+        "--identity-token",
+        stack.mint_token("dev@acme.example"),
+        *stack_flags,
+        f"{host}/shop/web@{laptop.digest}",
+    )
+
+    builders = Identity(
+        issuer=stack.github_issuer, subject_regex=r"https://github\.com/acme/shop/.*"
+    )
+    verifier = Verifier(TrustPolicy(identities=[builders]), trusted_root=stack.trusted_root_path)
+    gate = Gate(
+        verifier,
+        settings={
+            "required_identities": [
+                {"issuer": stack.github_issuer, "subject_regex": r".*@refs/tags/v.*"}
+            ],
+            "required_attestations": [SLSA],
+        },
+    )
+    d = gate.decide(reg, f"{host}/shop/web:1.0")
+    assert d.allowed, d.reasons
+    (sig,) = d.input["verification"]["signatures"]
+    assert sig["identity"]["subject"] == workflow
+    assert sig["identity"]["issuer"] == stack.github_issuer
+    (att,) = d.input["verification"]["attestations"]
+    assert att["predicate"]["buildDefinition"]["buildType"] == "https://acme/build"
+    opa_agrees(gate.rules, DEFAULT_QUERY, d, tmp_path)
+
+    denied = gate.decide(reg, f"{host}/shop/web:dev")
+    assert denied.fired == ("untrusted_signer",)
+    opa_agrees(gate.rules, DEFAULT_QUERY, denied, tmp_path)
