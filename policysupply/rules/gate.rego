@@ -2,10 +2,12 @@
 #
 # Input (schema policysupply.gate/v1), built by policysupply.Gate:
 #   input.image         {reference, registry, repository, name, tag, digest}
-#   input.verification  {verified, error, message, key_ids,
-#                        signatures: [{key_id, scheme, annotations, identity}],
+#   input.verification  {verified, error, error_type, message, key_ids, signers,
+#                        signatures: [{key_id, scheme, annotations, identity,
+#                                      signed_at, log_index}],
 #                        attestations: [{predicate_type, predicate, key_id, identity}]}
-#   input.context       whatever the caller passed (informational here)
+#                       identity: null for keys, {issuer, subject, matched} keyless
+#   input.context       whatever the caller passed (not read by these rules)
 #
 # Settings live in data.policysupply.gate.settings (data.json beside this file;
 # Gate(settings=...) overlays them). Each deny entry names its rule.
