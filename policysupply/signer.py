@@ -538,11 +538,16 @@ class Signer:
             blob = json.dumps(doc, separators=(",", ":")).encode()
             return blob, signature, self.key_id, {cosign.ANN_SIGNATURE: ""}, None, None
         made, blob = self._keyless.sign_dsse_envelope(statement)
-        assert isinstance(made.content, sb.Envelope)  # noqa: S101 - sign_dsse
+        signed = made.content
+        assert isinstance(signed, sb.Envelope)  # noqa: S101 - sign_dsse
+        if made.timestamps:
+            # cosign's .att convention: the timestamp covers the stored envelope
+            stamp = self._keyless.timestamp(blob)
+            made = attrs.evolve(made, timestamps=(stamp,) if stamp else made.timestamps)
         extra, cert, log_index = self._keyless_annotations(made)
         # cosign leaves the signature annotation empty: the signature is in the envelope
         annotations = {cosign.ANN_SIGNATURE: "", **extra}
-        return blob, made.content.signatures[0], _cert_key_id(made), annotations, cert, log_index
+        return blob, signed.signatures[0], _cert_key_id(made), annotations, cert, log_index
 
     def sign_blob(self, data: bytes | str | os.PathLike[str]) -> SigstoreBundle:
         """Signs a plain file (e.g. a policy tarball served over HTTP) into a Sigstore bundle.

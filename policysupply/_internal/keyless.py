@@ -673,7 +673,11 @@ def verify_keyless(
             break
         if entry is None:
             raise TransparencyLogError("; ".join(problems))
-    times += [("timestamp authority", t) for t in trust.timestamp_times(timestamps, signature)]
+    stamped = trust.timestamp_times(timestamps, signature)
+    if not stamped and timestamps and envelope_blob is not None:
+        # cosign's legacy attestations timestamp the stored envelope, not the signature
+        stamped = trust.timestamp_times(timestamps, envelope_blob)
+    times += [("timestamp authority", t) for t in stamped]
     if not times:
         raise VerificationError(
             "no verified signing time (neither a signed entry timestamp nor an RFC 3161 "
@@ -836,6 +840,24 @@ class KeylessSession:
             return _parse_sigstore_bundle(bundle), envelope.to_json().encode()
         except Exception as exc:
             raise SigningError(f"keyless signing failed: {exc}") from None
+
+    def timestamp(self, data: bytes) -> bytes | None:
+        """An RFC 3161 timestamp (DER) over ``data`` from the first configured TSA, if any.
+
+        cosign's legacy attestations are timestamped over the stored envelope
+        rather than over the signature, which sigstore-python stamps.
+
+        Raises:
+            SigningError: The timestamp authority failed.
+        """
+        self._get()
+        clients = getattr(self._context, "_tsa_clients", None) or []
+        if not clients:
+            return None
+        try:
+            return bytes(clients[0].request_timestamp(data).as_bytes())
+        except Exception as exc:  # sigstore's TimestampError, network errors
+            raise SigningError(f"timestamp authority failed: {exc}") from None
 
     def chain_pem(self, leaf_der: bytes) -> bytes:
         """The issuing chain (intermediates, root) from the trusted root, as cosign stores it."""

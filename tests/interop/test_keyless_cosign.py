@@ -309,6 +309,62 @@ def test_attestations_both_ways(
     assert p["scanner"]["uri"] == "https://example.com/scanner"
 
 
+def test_legacy_attestations_both_ways(
+    image: tuple[Registry, str, str], sigstore_stack: SigstoreStack, tmp_path: Path
+) -> None:
+    # cosign 2's classic .att layers with an RFC 3161 timestamp and no log entry
+    reg, ref, _ = image
+    stack = sigstore_stack
+    ident = Identity(issuer=stack.oidc_issuer, subject=DEFAULT_EMAIL)
+    pred_file = tmp_path / "pred.json"
+    pred_file.write_text(json.dumps({"builder": {"id": "cosign2"}}))
+    cosign(
+        "2",
+        stack,
+        "attest",
+        "--type",
+        SLSA,
+        "--predicate",
+        str(pred_file),
+        "--identity-token",
+        stack.mint_token(),
+        "--fulcio-url",
+        stack.fulcio_url,
+        "--tlog-upload=false",
+        "--timestamp-server-url",
+        stack.tsa_url,
+        "--allow-http-registry",
+        ref,
+        cwd=tmp_path,
+    )
+    signer = Signer.keyless(identity_token=stack.mint_token(), trust=stack.trust_config_path)
+    signer.sign(reg, ref)
+    signer.attest(reg, ref, predicate_type=SLSA, predicate={"builder": {"id": "policysupply"}})
+    artifact = verifier(stack, ident, require_tlog=False, attestations=[SLSA]).verify(reg, ref)
+    builders = sorted(p["builder"]["id"] for p in artifact.predicates(SLSA))
+    assert builders == ["cosign2", "policysupply"]
+    out = cosign(
+        "2",
+        stack,
+        "verify-attestation",
+        "--type",
+        SLSA,
+        "--certificate-identity",
+        DEFAULT_EMAIL,
+        "--certificate-oidc-issuer",
+        stack.oidc_issuer,
+        "--insecure-ignore-tlog",
+        "--use-signed-timestamps",
+        "--timestamp-certificate-chain",
+        str(stack.tsa_chain_path),
+        "--allow-http-registry",
+        ref,
+        cwd=tmp_path,
+    )
+    # cosign prints one verified envelope per line: both attestations passed
+    assert len([line for line in out.stdout.splitlines() if "payload" in line]) == 2
+
+
 # -- blobs -----------------------------------------------------------------------------
 
 

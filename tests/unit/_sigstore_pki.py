@@ -456,6 +456,9 @@ class FakeBackend:
     def chain_pem(self, leaf_der: bytes) -> bytes:
         return self.sigstore.ca.chain_pem()
 
+    def timestamp(self, data: bytes) -> bytes | None:
+        return None  # no timestamp authority in the fake
+
     @property
     def identity(self) -> str:
         return "fake"
