@@ -179,3 +179,98 @@ def test_unreadable_inputs(tmp_path: Path) -> None:
         v.verify_blob(DATA, bundle=b"{}")
     with pytest.raises(VerificationError):
         SigstoreBundle.from_json(b"[]")
+
+
+# -- real public Sigstore material, offline (tests/fixtures/sigstore/README.md) --------
+
+GH_RELEASE = (
+    "https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2"
+)
+
+
+@pytest.fixture(scope="module")
+def public(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "sigstore"
+
+
+def test_real_production_bundle_verifies_offline(public: Path) -> None:
+    # bundle v0.2 (certificate chain), Rekor v1 with SET and inclusion proof;
+    # the certificate expired long ago: validity is judged at the log's time
+    wheel = public / "rfc8785-0.1.2-py3-none-any.whl"
+    bundle = public / "rfc8785-0.1.2-py3-none-any.whl.sigstore.json"
+    ident = Identity(
+        issuer=GITHUB_ACTIONS_ISSUER,
+        subject_regex=r"https://github\.com/trailofbits/rfc8785\.py/\.github/workflows/.*",
+        extensions={"github_workflow_repository": "trailofbits/rfc8785.py"},
+    )
+    v = Verifier(
+        TrustPolicy(identities=[ident]), trusted_root=public / "production-trusted_root.json"
+    )
+    (s,) = v.verify_blob(wheel, bundle=bundle).signatures
+    assert s.subject == GH_RELEASE
+    assert s.log_index == 79605083
+    assert s.signed_at is not None
+    assert s.signed_at.year == 2024
+
+
+@pytest.mark.parametrize(
+    ("ident", "error"),
+    [
+        (
+            Identity(issuer=GITHUB_ACTIONS_ISSUER, subject=GH_RELEASE.replace("v0.1.2", "v9")),
+            IdentityMismatchError,
+        ),
+        # unanchored and partial: full-match refuses it
+        (
+            Identity(issuer=GITHUB_ACTIONS_ISSUER, subject_regex=r"github\.com/trailofbits/.*"),
+            IdentityMismatchError,
+        ),
+        (Identity(issuer="https://accounts.google.com", subject=GH_RELEASE), IdentityMismatchError),
+        (
+            Identity(
+                issuer=GITHUB_ACTIONS_ISSUER,
+                subject=GH_RELEASE,
+                extensions={"github_workflow_ref": "refs/heads/main"},
+            ),
+            IdentityMismatchError,
+        ),
+    ],
+)
+def test_real_production_bundle_refuses_other_identities(
+    public: Path, ident: Identity, error: type[Exception]
+) -> None:
+    v = Verifier(
+        TrustPolicy(identities=[ident]), trusted_root=public / "production-trusted_root.json"
+    )
+    with pytest.raises(error):
+        v.verify_blob(
+            public / "rfc8785-0.1.2-py3-none-any.whl",
+            bundle=public / "rfc8785-0.1.2-py3-none-any.whl.sigstore.json",
+        )
+
+
+def test_real_production_bundle_against_the_wrong_root_or_file(public: Path) -> None:
+    ident = Identity(issuer=GITHUB_ACTIONS_ISSUER, subject=GH_RELEASE)
+    bundle = public / "rfc8785-0.1.2-py3-none-any.whl.sigstore.json"
+    wheel = (public / "rfc8785-0.1.2-py3-none-any.whl").read_bytes()
+    staging = Verifier(
+        TrustPolicy(identities=[ident]), trusted_root=public / "staging-trusted_root.json"
+    )
+    with pytest.raises(TransparencyLogError):
+        staging.verify_blob(wheel, bundle=bundle)
+    prod = Verifier(
+        TrustPolicy(identities=[ident]), trusted_root=public / "production-trusted_root.json"
+    )
+    with pytest.raises(DigestMismatchError):
+        prod.verify_blob(wheel + b"\0", bundle=bundle)
+
+
+def test_real_staging_rekor_v2_bundle_verifies_offline(public: Path) -> None:
+    # bundle v0.3, Rekor v2 hashedrekord 0.0.2 (no SET), time from the staging TSA
+    ident = Identity(issuer="https://github.com/login/oauth", subject="jku@goto.fi")
+    v = Verifier(TrustPolicy(identities=[ident]), trusted_root=public / "staging-trusted_root.json")
+    (s,) = v.verify_blob(
+        public / "staging-rekor-v2.txt", bundle=public / "staging-rekor-v2.txt.sigstore.json"
+    ).signatures
+    assert s.subject == "jku@goto.fi"
+    assert s.signed_at is not None
