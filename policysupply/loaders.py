@@ -514,13 +514,9 @@ class _Rest:
         return self.call(f"reading data/{'/'.join(path)}", go)
 
     def put_data(self, path: Path_, value: Any) -> None:
+        # Not OpaClient.update_or_create_data: it takes objects only and sends
+        # spaced JSON; a compact body is smaller for OPA to read.
         where = _url_path(path)
-        if isinstance(value, dict) and path:
-            self.call(
-                f"writing data/{'/'.join(path)}",
-                lambda: self.client.update_or_create_data(value, where),
-            )
-            return
         body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
         def go() -> None:
@@ -742,6 +738,10 @@ class OPA:
         self._verify = verify
         self._client: _Rest | None = None
         self._lock = threading.Lock()
+        # What this object last loaded per name: the load record and the data
+        # at each root. While OPA's record still matches, this is the exact
+        # rollback snapshot, and OPA need not evaluate (and send) its data.
+        self._held: dict[str, tuple[dict[str, Any], dict[Path_, Any]]] = {}
 
     def __repr__(self) -> str:
         return f"OPA({self.url!r})"
@@ -844,6 +844,13 @@ class OPA:
                 "where OPA honours the manifest's rego_version"
             )
         roots = _effective_roots(bundle)
+        for r in roots:
+            if _overlap(r, _RECORDS):
+                raise LoadError(
+                    f"{verified.reference}: root {'/'.join(r) or '(all of data)'!r} overlaps "
+                    f"data.{'.'.join(_RECORDS)}, where loads are recorded; declare narrower "
+                    "roots in the bundle's .manifest"
+                )
         prefix = _module_prefix(load_name)
         modules = {prefix + path: src for path, src in bundle.modules.items()}
         record = {
@@ -907,9 +914,14 @@ class OPA:
         old = records.get(key) if isinstance(records.get(key), dict) else None
         old_roots = [tuple(str(r).split("/")) for r in (old or {}).get("roots") or []]
         data_roots = list(dict.fromkeys([*roots, *old_roots]))
+        held = self._held.get(name)
+        known = held[1] if held is not None and old == held[0] else {}
         virtual = _virtual_paths(policies)
         try:
-            snapshot = {r: _base_only(rest.get_data(r), r, virtual) for r in data_roots}
+            snapshot = {
+                r: known[r] if r in known else _base_only(rest.get_data(r), r, virtual)
+                for r in data_roots
+            }
         except _Rejected as exc:
             raise LoadError(
                 f"OPA at {self.url}: cannot read the data it holds now ({exc}); nothing changed"
@@ -971,6 +983,8 @@ class OPA:
                 plan.set_data((*_RECORDS, key), dict(record), old if old else _MISSING)
         except BaseException as exc:
             failures = plan.rollback()
+            if failures:
+                self._held.pop(name, None)
             if not isinstance(exc, Exception):
                 raise  # interrupted: put back, then let the interrupt through
             cause = (
@@ -988,6 +1002,10 @@ class OPA:
             raise LoadError(f"loading {name} into {self.url} failed: {cause}; {undone}") from (
                 None if isinstance(exc, (_Rejected, LoadError)) else exc
             )
+        if record is None:
+            self._held.pop(name, None)
+        else:
+            self._held[name] = (dict(record), {r: _value_at(data, r) for r in roots})
         return removed, plan.writes
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from policysupply import Bundle, LoadError, Registry, Signer, TrustPolicy, Verifier
+from policysupply import Bundle, LoadError, Manifest, Registry, Signer, TrustPolicy, Verifier
 from policysupply.loaders import (
     _MISSING,
     OPA,
@@ -41,7 +41,7 @@ def make_bundle(revision: str, users: list[str], extra: str = "") -> Bundle:
         modules["acme/extra.rego"] = extra
     return Bundle.from_bytes(
         Bundle(
-            manifest=__import__("policysupply").Manifest(revision=revision, roots=["acme"]),
+            manifest=Manifest(revision=revision, roots=["acme"]),
             modules=modules,
             data={"acme": {"users": users}},
         ).to_bytes()
@@ -428,3 +428,45 @@ def test_opa_url_checks_and_secrets(tmp_path: Path) -> None:
     assert "sekr1t" not in str(err.value)
     assert "127.0.0.1:1" in str(err.value)
     assert opa.healthy() is False
+
+
+def test_watch_passes_trust_state_and_refuses_a_rollback(
+    env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from policysupply.trust_state import TrustState
+
+    old = env.release("1", ["alice"])
+    server = BundleServer(tmp_path / "store")
+    watch = server.watch(
+        env.registry,
+        "acme/policy:prod",
+        env.verifier,
+        name="authz",
+        interval=3600,
+        state=TrustState(tmp_path / "trust.json"),
+    )
+    watch.stop()
+    watch.check()
+    env.release("2", ["bob"])
+    assert watch.check() is True
+    # The tag is pointed back at revision 1: correctly signed, but older.
+    manifest, media_type = env.registry.get_manifest(old.reference)
+    env.registry.put_manifest("acme/policy:prod", manifest, media_type=media_type)
+    with caplog.at_level(logging.WARNING, logger="policysupply.loaders"):
+        assert watch.check() is False
+    assert [getattr(r, "reason", "") for r in caplog.records] == ["RollbackError"]
+    served = server.served("authz")
+    assert served is not None
+    assert served.revision == "2"
+
+
+def test_rest_loads_refuse_roots_over_the_load_records(env: Env, tmp_path: Path) -> None:
+    bundle = Bundle(
+        manifest=Manifest(revision="1", roots=["system"]),
+        modules={"authz.rego": "package system.authz\n\ndefault allow := true\n"},
+    )
+    publish(bundle, env.registry, "acme/sys:1", env.signer)
+    verified = fetch_verified(env.registry, "acme/sys:1", env.verifier)
+    # Refused before any request is made (nothing listens on port 1).
+    with pytest.raises(LoadError, match=r"data\.system\.policysupply\.bundles"):
+        OPA("http://127.0.0.1:1").load(verified)

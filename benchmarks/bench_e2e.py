@@ -1,0 +1,245 @@
+"""End to end: verify + pull + load a ~1 MB policy bundle into OPA, ours vs the peer chain.
+
+Usage: python benchmarks/bench_e2e.py [--quick]
+Started by this script, on loopback ports: Debian's docker-registry
+(distribution 2.8) and two `opa run --server` (one per side, so neither
+sees the other's modules).
+
+Two signed revisions (A and B, ~1 MB tarballs each, different data) are
+pushed and signed once; every round loads the other one, so each load really
+replaces the modules and ~2 MB of JSON data in OPA.
+
+  ours:  fetch_verified(registry, tag, verifier) + OPA.load(...), in-process and
+         warm (one round before timing): resolve, signature lookup and check,
+         digest-checked pull, REST writes with a rollback snapshot.
+  peers: `cosign verify --key` (cosign 2, `--insecure-ignore-tlog=true
+         --allow-http-registry`), `oras pull`, `tar -xzf`, then one `curl -X PUT`
+         per module to /v1/policies and one for data.json to /v1/data.
+
+Reported: median wall time per round of each, per-step medians, and the
+speed-up peers/ours (target: at least 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import WORK, machine, median_time, peer, save
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from policysupply import Bundle, Manifest, Registry, Signer, TrustPolicy, Verifier  # noqa: E402
+from policysupply.loaders import OPA, fetch_verified, publish  # noqa: E402
+from tests.interop.conftest import _start_distribution, free_port  # noqa: E402
+
+MODULES = {
+    "bench/authz/authz.rego": """package bench.authz
+
+default allow := false
+
+allow if {
+\tsome grant in data.bench.grants[input.team]
+\tgrant.action == input.action
+}
+""",
+    "bench/images/images.rego": """package bench.images
+
+deny contains msg if {
+\tsome c in input.containers
+\tnot data.bench.digests[c.digest]
+\tmsg := sprintf("%s: unknown digest", [c.name])
+}
+""",
+}
+
+
+def make_bundle(revision: str, kind: str, target: int = 1 << 20) -> Bundle:
+    """Two modules and about ``target`` bytes of tarball.
+
+    ``records``: grant and image-digest records (~3 MB of JSON: hex ids
+    compress about 3:1), the case where OPA's own parsing of the data
+    dominates. ``blobs``: opaque strings (base64 of random bytes, e.g. CA
+    certificates), ~1.4 MB of JSON, as in bench_registry.py.
+    """
+    rng = random.Random(f"{revision}-{kind}")
+    grants: dict[str, list[dict[str, str]]] = {}
+    digests: dict[str, dict[str, str]] = {}
+    blobs: dict[str, str] = {}
+    size = 0
+    i = 0
+    while size < target:
+        for _ in range(2000 if kind == "records" else 100):
+            if kind == "records":
+                team = f"team-{rng.randrange(400):03d}"
+                grants.setdefault(team, []).append(
+                    {"action": rng.choice(["read", "write", "deploy", "admin"]),
+                     "id": rng.randbytes(8).hex()})
+                digests["sha256:" + rng.randbytes(32).hex()] = {"name": f"img-{i}", "team": team}
+            else:
+                blobs[f"cert-{i:05d}"] = base64.b64encode(rng.randbytes(1024)).decode()
+            i += 1
+        data = {"grants": grants, "digests": digests} if kind == "records" else {
+            "grants": {"team-001": [{"action": "read", "id": "0"}]}, "blobs": blobs}
+        bundle = Bundle(manifest=Manifest(revision=revision, roots=["bench"]), modules=MODULES,
+                        data={"bench": data})
+        size = len(bundle.to_bytes())
+    return Bundle.from_bytes(bundle.to_bytes())
+
+
+def start_opa(opa_bin: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    log = (tmp / f"opa-{port}.log").open("wb")
+    proc = subprocess.Popen(
+        [str(opa_bin), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error"],
+        stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not OPA(url).healthy():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit("opa did not start")
+        time.sleep(0.05)
+    return proc, url
+
+
+def run_kind(kind: str, rounds: int, registry: Registry, host: str, signer: Signer,
+             pub: Path, tmp: Path, procs: list[subprocess.Popen[bytes]]) -> dict[str, object]:
+    opa_bin, oras, cosign, curl = peer("opa"), peer("oras"), peer("cosign2"), shutil.which("curl")
+    assert curl is not None, "curl not found"
+    verifier = Verifier(TrustPolicy(keys=[signer.public_key_pem]))
+    bundles = {"a": make_bundle("A", kind), "b": make_bundle("B", kind)}
+    for tag, bundle in bundles.items():
+        publish(bundle, registry, f"bench/{kind}:{tag}", signer)
+    size = len(bundles["a"].to_bytes())
+    data_size = len(json.dumps(dict(bundles["a"].data)))
+    ours_proc, ours_url = start_opa(opa_bin, tmp)
+    peer_proc, peer_url = start_opa(opa_bin, tmp)
+    procs += [ours_proc, peer_proc]
+    opa = OPA(ours_url)
+    turn = {"ours": 0, "peers": 0}
+    steps: dict[str, list[float]] = {k: [] for k in (
+        "ours_fetch_verified", "ours_load", "cosign_verify", "oras_pull", "untar", "curl_put")}
+
+    def next_tag(side: str) -> str:
+        turn[side] += 1
+        return "ab"[turn[side] % 2]
+
+    def ours() -> None:
+        tag = next_tag("ours")
+        t0 = time.perf_counter()
+        verified = fetch_verified(registry, f"bench/{kind}:{tag}", verifier)
+        t1 = time.perf_counter()
+        result = opa.load(verified, name="bench")
+        steps["ours_fetch_verified"].append(t1 - t0)
+        steps["ours_load"].append(time.perf_counter() - t1)
+        assert result.changed > 0
+        assert result.revision == tag.upper()
+
+    env = {**os.environ, "HOME": str(tmp), "DOCKER_CONFIG": str(tmp / ".docker")}
+
+    def run(step: str, cmd: list[str]) -> None:
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
+        steps[step].append(time.perf_counter() - t0)
+
+    def peers() -> None:
+        ref = f"{host}/bench/{kind}:{next_tag('peers')}"
+        run("cosign_verify", [str(cosign), "verify", "--key", str(pub),
+                              "--insecure-ignore-tlog=true", "--allow-http-registry", ref])
+        out = tmp / "pulled"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        run("oras_pull", [str(oras), "pull", "--plain-http", ref, "-o", str(out)])
+        tarball = next(p for p in out.rglob("*") if p.is_file())
+        tree = tmp / "tree"
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir()
+        run("untar", ["tar", "-xzf", str(tarball), "-C", str(tree)])
+        t0 = time.perf_counter()
+        for module in sorted(tree.rglob("*.rego")):
+            rel = module.relative_to(tree).as_posix()
+            subprocess.run([curl, "-sf", "-X", "PUT", "--data-binary", f"@{module}",
+                            f"{peer_url}/v1/policies/{rel}"], check=True, capture_output=True)
+        subprocess.run([curl, "-sf", "-X", "PUT", "-H", "Content-Type: application/json",
+                        "--data-binary", f"@{tree / 'data.json'}", f"{peer_url}/v1/data"],
+                       check=True, capture_output=True)
+        steps["curl_put"].append(time.perf_counter() - t0)
+
+    ours()  # warm: imports, connections, OPA's first compile
+    peers()
+    for values in steps.values():
+        values.clear()
+    ours_s = median_time(ours, rounds)
+    peers_s = median_time(peers, rounds)
+    # Both OPAs answer alike with the last revision each loaded.
+    probe = {"team": "team-001", "action": "read"}
+    assert opa.query("bench/authz/allow", probe) == OPA(peer_url).query("bench/authz/allow", probe)
+    opa.close()
+    result: dict[str, object] = {
+        "bundle_bytes": size,
+        "data_json_bytes": data_size,
+        "rounds": rounds,
+        "ours_s": ours_s,
+        "peers_s": peers_s,
+        "speedup": peers_s / ours_s,
+        "steps_median_s": {k: statistics.median(v) for k, v in steps.items() if v},
+    }
+    print(f"{kind}: {size / 2**20:.2f} MB bundle, {data_size / 2**20:.2f} MB JSON data: "
+          f"ours {ours_s * 1000:.1f} ms, peer chain {peers_s * 1000:.1f} ms, "
+          f"speed-up {peers_s / ours_s:.1f}x")
+    for k, v in result["steps_median_s"].items():  # type: ignore[attr-defined]
+        print(f"  {k}: {v * 1000:.1f} ms")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="5 rounds instead of 15")
+    args = parser.parse_args()
+    rounds = 5 if args.quick else 15
+    WORK.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=WORK))
+    server_gen = _start_distribution(tmp / "registry")
+    server = next(server_gen)
+    procs: list[subprocess.Popen[bytes]] = []
+    env = {**os.environ, "HOME": str(tmp)}
+    try:
+        registry = Registry.remote(server.host, insecure=True)
+        signer = Signer.generate()
+        _, pub = signer.write_key_pair(tmp, password="bench")
+        results = {kind: run_kind(kind, rounds, registry, server.host, signer, pub, tmp, procs)
+                   for kind in ("blobs", "records")}
+        registry.close()
+        cosign_version = subprocess.run([str(peer("cosign2")), "version"], capture_output=True,
+                                        text=True, check=False, env=env).stdout
+        version = next((line.split(":", 1)[1].strip() for line in cosign_version.splitlines()
+                        if line.startswith("GitVersion")), "?")
+        oras_version = subprocess.run([str(peer("oras")), "version"], capture_output=True,
+                                      text=True, check=False).stdout.splitlines()
+        save("e2e", {
+            "machine": {**machine(), "cosign": version,
+                        "oras": oras_version[0] if oras_version else "?",
+                        "registry": "docker-registry (Debian, distribution 2.8)"},
+            "results": results,
+        })
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+        server_gen.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
