@@ -107,7 +107,8 @@ class Signature:
 
     Attributes:
         reference: The signed artifact, pinned to its digest.
-        key_id: ``sha256:<hex>`` of the signer's public key (SubjectPublicKeyInfo DER).
+        key_id: ``sha256:<hex>`` of the signer's public key (SubjectPublicKeyInfo DER);
+            for keyless signatures, of the certificate's ephemeral key.
         scheme: ``legacy`` (cosign's ``.sig`` tag) or ``bundle`` (Sigstore bundle referrer).
         payload: The exact bytes that were signed (payload or in-toto statement).
         signature: The raw signature bytes.
