@@ -26,15 +26,15 @@ def _sorted_sets(value: Any) -> Any:
 
 
 def _cases(fixtures_dir: Path) -> list[dict[str, Any]]:
-    cases: list[dict[str, Any]] = json.loads(
-        (fixtures_dir / "kubernetes_cases.json").read_text())
+    cases: list[dict[str, Any]] = json.loads((fixtures_dir / "kubernetes_cases.json").read_text())
     assert len(cases) >= 6
     return cases
 
 
 @pytest.mark.parametrize("tree", ["pinned", "example"])
-def test_opa_build_output_reads_identically(tree: str, opa_bin: Path, tmp_path: Path,
-                                            fixtures_dir: Path, example_dir: Path) -> None:
+def test_opa_build_output_reads_identically(
+    tree: str, opa_bin: Path, tmp_path: Path, fixtures_dir: Path, example_dir: Path
+) -> None:
     src = fixtures_dir / "pinned" if tree == "pinned" else example_dir
     out = tmp_path / "opa.tar.gz"
     proc = run_opa(opa_bin, "build", "-b", ".", "-o", str(out), cwd=src)
@@ -51,13 +51,23 @@ def test_opa_build_output_reads_identically(tree: str, opa_bin: Path, tmp_path: 
     assert Bundle.from_bytes(theirs.to_bytes()) == theirs
 
 
-def test_opa_eval_on_our_bundle_matches_evaluate(opa_bin: Path, tmp_path: Path,
-                                                 fixtures_dir: Path, example_dir: Path) -> None:
+def test_opa_eval_on_our_bundle_matches_evaluate(
+    opa_bin: Path, tmp_path: Path, fixtures_dir: Path, example_dir: Path
+) -> None:
     bundle = Bundle.from_directory(example_dir)
     path = bundle.write(tmp_path / "bundle.tar.gz")
     for case in _cases(fixtures_dir):
-        proc = run_opa(opa_bin, "eval", "--format", "json", "--bundle", str(path),
-                       "--stdin-input", case["query"], stdin=json.dumps(case["input"]).encode())
+        proc = run_opa(
+            opa_bin,
+            "eval",
+            "--format",
+            "json",
+            "--bundle",
+            str(path),
+            "--stdin-input",
+            case["query"],
+            stdin=json.dumps(case["input"]).encode(),
+        )
         assert proc.returncode == 0, proc.stderr.decode()
         result = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
         ours = bundle.evaluate(case["query"], case["input"])
@@ -65,8 +75,9 @@ def test_opa_eval_on_our_bundle_matches_evaluate(opa_bin: Path, tmp_path: Path,
         assert _sorted_sets(ours) == _sorted_sets(result), case["name"]
 
 
-def test_opa_server_loads_our_bundle_and_agrees(start_opa: Any, tmp_path: Path,
-                                                fixtures_dir: Path, example_dir: Path) -> None:
+def test_opa_server_loads_our_bundle_and_agrees(
+    start_opa: Any, tmp_path: Path, fixtures_dir: Path, example_dir: Path
+) -> None:
     bundle = Bundle.from_directory(example_dir, revision="served-1")
     path = bundle.write(tmp_path / "bundle.tar.gz")
     opa: OpaServer = start_opa("--bundle", str(path))
@@ -77,7 +88,8 @@ def test_opa_server_loads_our_bundle_and_agrees(start_opa: Any, tmp_path: Path,
         api_path = "/v1/" + case["query"].replace(".", "/")
         answer = opa.post(api_path, {"input": case["input"]})
         assert _sorted_sets(answer.get("result")) == _sorted_sets(
-            bundle.evaluate(case["query"], case["input"])), case["name"]
+            bundle.evaluate(case["query"], case["input"])
+        ), case["name"]
 
 
 def test_v0_bundle_builds_roundtrips_and_loads_into_opa(opa_bin: Path, tmp_path: Path) -> None:
@@ -99,12 +111,22 @@ def test_v0_bundle_builds_roundtrips_and_loads_into_opa(opa_bin: Path, tmp_path:
     assert again.manifest.rego_version == 0
     path = b.write(tmp_path / "legacy.tar.gz")
     bad = {"request": {"object": {"spec": {"hostNetwork": True}}}}
-    proc = run_opa(opa_bin, "eval", "--format", "json", "--bundle", str(path), "--stdin-input",
-                   "data.legacy.k8s.deny", stdin=json.dumps(bad).encode())
+    proc = run_opa(
+        opa_bin,
+        "eval",
+        "--format",
+        "json",
+        "--bundle",
+        str(path),
+        "--stdin-input",
+        "data.legacy.k8s.deny",
+        stdin=json.dumps(bad).encode(),
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     # OPA applies v0 semantics from the manifest: `deny[msg]` is a set.
     assert json.loads(proc.stdout)["result"][0]["expressions"][0]["value"] == [
-        "hostNetwork is not allowed"]
+        "hostNetwork is not allowed"
+    ]
     with pytest.raises(BundleError, match="Rego v0"):
         b.evaluate("data.legacy.k8s.deny", bad)
 
@@ -141,8 +163,9 @@ def test_opa_check_and_check_agree_on_broken_modules(opa_bin: Path, fixtures_dir
     assert agreeing_lines >= len(files) - 3
 
 
-def test_opa_check_and_check_agree_on_good_modules(opa_bin: Path, fixtures_dir: Path,
-                                                   example_dir: Path) -> None:
+def test_opa_check_and_check_agree_on_good_modules(
+    opa_bin: Path, fixtures_dir: Path, example_dir: Path
+) -> None:
     for src in (fixtures_dir / "pinned", example_dir):
         proc = run_opa(opa_bin, "check", "-b", str(src))
         assert proc.returncode == 0, proc.stderr.decode()
@@ -153,7 +176,7 @@ def test_opa_reads_every_entry_we_write(opa_bin: Path, tmp_path: Path) -> None:
     # Long names (PAX headers), unicode and nested data all survive into OPA.
     long_dir = "/".join(["segment"] * 12)
     entries = {
-        f"deep/{long_dir}/policy.rego": "package deep\n\ngreeting := \"grüße\"\n".encode(),
+        f"deep/{long_dir}/policy.rego": 'package deep\n\ngreeting := "grüße"\n'.encode(),
         "deep/data.json": b'{"n": 1}',
         ".manifest": b'{"roots": ["deep"]}',
     }

@@ -13,14 +13,16 @@ pytestmark = pytest.mark.interop
 
 
 def oras(oras_bin: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(oras_bin), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [str(oras_bin), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     return proc
 
 
-def test_oras_pulls_what_we_push_byte_identical(oras_bin: Path, tmp_path: Path,
-                                                example_dir: Path) -> None:
+def test_oras_pulls_what_we_push_byte_identical(
+    oras_bin: Path, tmp_path: Path, example_dir: Path
+) -> None:
     bundle = Bundle.from_directory(example_dir)
     ref = Registry.local(tmp_path / "layout").push(bundle, "acme/policy:1.0")
     out = tmp_path / "out"
@@ -34,8 +36,14 @@ def test_oras_pulls_what_we_push_byte_identical(oras_bin: Path, tmp_path: Path,
 def test_we_pull_what_oras_pushes(oras_bin: Path, tmp_path: Path, example_dir: Path) -> None:
     bundle = Bundle.from_directory(example_dir)
     bundle.write(tmp_path / "bundle.tar.gz")
-    oras(oras_bin, "push", "--oci-layout", f"{tmp_path}/layout/team/policies:v2",
-         "bundle.tar.gz:application/vnd.oci.image.layer.v1.tar+gzip", cwd=tmp_path)
+    oras(
+        oras_bin,
+        "push",
+        "--oci-layout",
+        f"{tmp_path}/layout/team/policies:v2",
+        "bundle.tar.gz:application/vnd.oci.image.layer.v1.tar+gzip",
+        cwd=tmp_path,
+    )
     pulled = Registry.local(tmp_path / "layout").pull("team/policies:v2")
     assert pulled == bundle
     assert pulled.to_bytes() == bundle.to_bytes()
