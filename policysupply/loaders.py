@@ -377,7 +377,7 @@ class LoadResult:
         roots: The data roots the bundle owns in OPA.
         modules: Policy ids that now hold the bundle's modules.
         removed: Policy ids deleted because the new revision no longer has them.
-        changed: Number of write requests made (0 when OPA already held this bundle).
+        changed: Number of writes OPA accepted (0 when it already held this bundle).
     """
 
     name: str
@@ -409,8 +409,8 @@ class _Rest:
     """The REST calls the loader needs, over opa-python-client's session.
 
     opa-python-client's methods are used where they fit (module PUT/DELETE,
-    object data PUT, data DELETE); reads and the rest go over the same
-    ``requests`` session (see ADR 0008 for why).
+    data DELETE); reads, data writes and queries go over the same ``requests``
+    session (ADR 0008 says why).
     """
 
     def __init__(
@@ -810,13 +810,18 @@ class OPA:
 
         Steps (each undone in reverse order if a later one fails):
 
-        1. read OPA's policies and, for every root involved, its base data;
+        1. read OPA's policies and load records; take the data at every root
+           involved as the rollback snapshot (from this object's memory of
+           its last load when OPA's record still matches it, else from OPA);
         2. delete this bundle's modules that the new revision dropped (and
            old modules whose rules sit where the new data goes);
         3. write each root's data document (or delete it);
         4. write changed modules, retrying ones that depend on modules not
-           yet written;
+           yet written or removed;
         5. write the load record.
+
+        The roots belong to the load, as bundle roots do in OPA: writes
+        there by anyone else may be overwritten or lost on rollback.
 
         Args:
             verified: The bundle (only a :class:`VerifiedBundle` is accepted).
