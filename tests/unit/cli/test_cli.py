@@ -100,3 +100,21 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "keys" / "cosign.key").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "oci" / "acme" / "k8s-policy" / "oci-layout").exists()
     assert "acme/k8s-policy:stable" in (tmp_path / "trust-state.json").read_text()
+
+
+def test_help_stays_light() -> None:
+    # The CLI imports heavy dependencies only inside the command that needs them.
+    code = (
+        "import sys\n"
+        "from policysupply.cli import cli\n"
+        "try:\n"
+        "    cli.main(['--help'], standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('httpx', 'tenacity', 'regopy', 'cryptography', 'yaml', 'rich',"
+        " 'sigstore') if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert "HEAVY=\n" in out
