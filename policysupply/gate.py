@@ -361,6 +361,7 @@ class _CompiledRules:
         self._rules = rules
         self._query = query
         self._lock = threading.Lock()
+        self._builder: Any = None
         self._plan: Any = None
         self._runtime: Any = None
 
@@ -390,6 +391,8 @@ class _CompiledRules:
                 raise BundleError(
                     f"gate query {self._query!r} does not compile: {_first_error_message(str(exc))}"
                 ) from None
+        # The plan is a native object built by this interpreter: keep both alive.
+        self._builder = engine
         self._plan = plan
         self._runtime = rp.Interpreter()
 
