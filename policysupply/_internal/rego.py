@@ -305,6 +305,8 @@ class Engine:
         rp = _regopy()
         with self.lock, _ENGINE_LOCK, _captured_c_stdout():
             try:
+                # regopy.Input keeps string values exact (set_input_term would keep
+                # JSON escapes inside strings and break count(), upper() and co).
                 self._interp.set_input(rp.Input(input if input is not None else {}))
                 out = rego_query(self._interp._impl, query)
             except rp.RegoError as exc:
@@ -325,7 +327,15 @@ class Engine:
             raise BundleError(f"query {query!r} failed: {detail}")
         if text == "undefined":
             return []
-        parsed = json.loads(text)
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            # rego-cpp does not escape quotes or backslashes in the strings it
+            # prints; such a result cannot be read back unambiguously.
+            raise BundleError(
+                f"query {query!r}: the embedded engine cannot return strings containing "
+                'quotes or backslashes; return them through OPA, or avoid \" and \\ in results'
+            ) from None
         return parsed if isinstance(parsed, list) else [parsed]
 
 

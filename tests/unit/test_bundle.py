@@ -189,6 +189,17 @@ def test_evaluate_single_value_set_and_undefined(fixtures_dir: Path) -> None:
     assert b.evaluate("x := data.acme.settings.ratio") == {"x": 1.5}
 
 
+def test_evaluate_input_with_quotes_backslashes_and_unicode() -> None:
+    src = "package t\n\necho := input.s\n\nn := count(input.s)\n"
+    tricky = 'say "hi" \\ x\n\u00e9\U0001f600'
+    b = Bundle(modules={"t.rego": src}, data={})
+    assert b.evaluate("data.t.n", {"s": tricky}) == len(tricky)  # values stay exact
+    assert b.evaluate("data.t.echo", {"s": "plain é😀"}) == "plain é😀"
+    # rego-cpp prints such strings unescaped: a typed error, not a JSON traceback.
+    with pytest.raises(BundleError, match="quotes or backslashes"):
+        b.evaluate("data.t.echo", {"s": tricky})
+
+
 def test_evaluate_refuses_v0_bundles() -> None:
     src = b"package legacy\n\ndeny[msg] {\n  input.bad\n  msg := \"bad\"\n}\n"
     b = Bundle.from_bytes(write_entries({".manifest": b'{"rego_version": 0}', "l.rego": src}))
