@@ -228,7 +228,7 @@ def main() -> None:
         oras_version = subprocess.run([str(peer("oras")), "version"], capture_output=True,
                                       text=True, check=False).stdout.splitlines()
         save("e2e", {
-            "machine": {**machine(), "cosign": version,
+            "machine": {**machine(), "cosign": version, "loadavg_1m_at_end": os.getloadavg()[0],
                         "oras": oras_version[0] if oras_version else "?",
                         "registry": "docker-registry (Debian, distribution 2.8)"},
             "results": results,

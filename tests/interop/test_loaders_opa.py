@@ -107,6 +107,14 @@ def test_end_to_end_only_the_genuine_bundle_reaches_opa(
         assert set(opa.loaded()) == {f"{distribution.host}/acme/policy"}
         assert answers(rest_opa) == EXPECTED
         assert opa.query("k8s.admission.allow", CASES[0]["input"]) is CASES[0]["expected"]
+        before = state(rest_opa)
+
+        # Tampering after the genuine load changes nothing in OPA either.
+        registry.push(evil, "acme/policy:prod")
+        with pytest.raises(NoSignatureError):
+            fetch_verified(registry, "acme/policy:prod", pipe.verifier)
+        assert state(rest_opa) == before
+        publish(genuine, registry, "acme/policy:prod", pipe.signer)
 
         # ...and served to OPA's bundle plugin.
         assert watch.check() is True
