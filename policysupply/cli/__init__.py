@@ -7,6 +7,7 @@ Exit codes: 0 success (or allow), 1 a failed check or verification (or deny),
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,17 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except PolicySupplyError as exc:  # a command that forgot to report it
+        fail(exc, False)
+    except Exception as exc:
+        # A bug, not a verdict. Tracebacks and exception texts can carry
+        # arguments (tokens, passwords in paths), so they are opt-in.
+        if os.environ.get("POLICYSUPPLY_DEBUG") == "1":
+            raise
+        click.secho(
+            f"internal error ({type(exc).__name__}); rerun with POLICYSUPPLY_DEBUG=1 "
+            "for the traceback, and please report it",
+            fg="red",
+            err=True,
+        )
+        sys.exit(EXIT_FAIL)

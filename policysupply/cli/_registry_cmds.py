@@ -18,7 +18,12 @@ from policysupply.cli._common import (
     registry_options,
     reported,
 )
-from policysupply.cli._trust import TrustOptions, trust_options, verifier_from_options
+from policysupply.cli._trust import (
+    TrustOptions,
+    signature_json,
+    trust_options,
+    verifier_from_options,
+)
 from policysupply.errors import BundleError
 
 REFERENCE_HELP = """\b
@@ -150,10 +155,7 @@ def pull(
             bundle = verified.bundle
             bundle.write(output)
             size = len(bundle.to_bytes())
-            signatures = [
-                {"key_id": s.key_id, "scheme": s.scheme, "annotations": dict(s.annotations)}
-                for s in verified.artifact.signatures
-            ]
+            signatures = [signature_json(s) for s in verified.artifact.signatures]
         else:
             digest = target.registry.resolve(target.ref)
             # Download by the digest just resolved, never by the tag again.
@@ -186,8 +188,8 @@ def pull(
         click.echo(f"pulled {pinned}")
         click.echo(f"wrote {output} ({size:,} bytes, revision {bundle.manifest.revision!r})")
         if verifier is not None:
-            n = len({s["key_id"] for s in signatures})
-            click.secho(f"verified: signed by {n} trusted key(s)", fg="green")
+            n = len({s.get("subject") or s["key_id"] for s in signatures})
+            click.secho(f"verified: signed by {n} trusted signer(s)", fg="green")
         else:
             click.secho("not signature-checked (pass --key to verify)", fg="yellow", err=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -20,7 +21,12 @@ from policysupply.cli._common import (
     reported,
 )
 from policysupply.cli._registry_cmds import REFERENCE_HELP
-from policysupply.cli._trust import TrustOptions, trust_options, verifier_from_options
+from policysupply.cli._trust import (
+    TrustOptions,
+    signature_json,
+    trust_options,
+    verifier_from_options,
+)
 
 KEY_PROMPT_HELP = """\b
 Password: taken from $COSIGN_PASSWORD when set, otherwise asked for on the
@@ -89,9 +95,23 @@ def keygen(directory: str, prefix: str, as_json: bool) -> None:
     "-k",
     "--key",
     "key",
-    required=True,
     type=click.Path(exists=True, dir_okay=False),
     help="Private key: cosign.key (encrypted) or a PEM private key.",
+)
+@click.option(
+    "--identity-token",
+    envvar="SIGSTORE_ID_TOKEN",
+    show_envvar=True,
+    metavar="TOKEN|FILE",
+    help="Keyless signing instead of --key: an OIDC identity token (audience sigstore), "
+    "or a file holding one, for a Fulcio certificate and a Rekor entry.",
+)
+@click.option(
+    "--sigstore-trust",
+    default="production",
+    show_default=True,
+    metavar="production|staging|FILE",
+    help="Keyless: the Sigstore deployment (a client trust config JSON for a private one).",
 )
 @click.option(
     "--scheme",
@@ -113,30 +133,43 @@ def keygen(directory: str, prefix: str, as_json: bool) -> None:
 @json_option
 def sign(
     reference: str,
-    key: str,
+    key: str | None,
+    identity_token: str | None,
+    sigstore_trust: str,
     scheme: str,
     annotations: tuple[str, ...],
     net: NetOptions,
     as_json: bool,
 ) -> None:
-    r"""Sign the artifact at REFERENCE with a key, where cosign looks for signatures.
+    r"""Sign the artifact at REFERENCE where cosign looks for signatures.
 
-    The tag is resolved once; the signature covers that digest. Other
-    signers' signatures on the same digest are kept.
+    With --key the signature is made with a key pair; with --identity-token
+    (or $SIGSTORE_ID_TOKEN) it is keyless: a short-lived Fulcio certificate
+    for your OIDC identity, logged in Rekor. The tag is resolved once; the
+    signature covers that digest. Other signers' signatures are kept.
 
     \b
     Examples:
       policysupply sign registry.example.com/acme/policy:1.0 --key cosign.key
       policysupply sign localhost:5000/acme/policy@sha256:... --key cosign.key -a env=prod
       policysupply sign oci:./layout:acme/policy:1.0 --key cosign.key --scheme bundle
+      SIGSTORE_ID_TOKEN="$(cat token.jwt)" policysupply sign ghcr.io/acme/policy:1.0
     """
     from policysupply import Signer
 
+    if (key is None) == (identity_token is None):
+        raise click.UsageError("give exactly one of --key and --identity-token")
     claims = parse_annotations(annotations)
     target = open_target(reference, net, param="REFERENCE")
-    password = read_password(confirm=False) if key_is_encrypted(Path(key)) else None
-    with reported(as_json, code=EXIT_USAGE):
-        signer = Signer.from_key_file(key, password=password)
+    if key is not None:
+        password = read_password(confirm=False) if key_is_encrypted(Path(key)) else None
+        with reported(as_json, code=EXIT_USAGE):
+            signer = Signer.from_key_file(key, password=password)
+    else:
+        assert identity_token is not None  # noqa: S101 - checked above
+        token = _identity_token(identity_token)
+        with reported(as_json, code=EXIT_USAGE):
+            signer = Signer.keyless(identity_token=token, trust=sigstore_trust)
     with reported(as_json), target.registry:
         sig = signer.sign(
             target.registry,
@@ -155,11 +188,39 @@ def sign(
                 "scheme": sig.scheme,
                 "location": sig.location,
                 "annotations": claims,
+                "keyless": sig.certificate is not None,
+                "log_index": sig.log_index,
             }
         )
     else:
         click.echo(f"signed {pinned}")
-        click.echo(f"key id {sig.key_id}, {sig.scheme} signature at {sig.location}")
+        if sig.certificate is not None:
+            where = f", transparency log index {sig.log_index}" if sig.log_index is not None else ""
+            click.echo(f"keyless {sig.scheme} signature at {sig.location}{where}")
+        else:
+            click.echo(f"key id {sig.key_id}, {sig.scheme} signature at {sig.location}")
+
+
+_JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+
+
+def _identity_token(value: str) -> str:
+    """The token itself, or the contents of the file it names (never echoed back)."""
+    value = value.strip()
+    if _JWT.match(value):
+        return value
+    try:
+        token = Path(value).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        raise click.BadParameter(
+            "neither an OIDC token (header.payload.signature) nor a readable file",
+            param_hint="--identity-token",
+        ) from None
+    if not _JWT.match(token):
+        raise click.BadParameter(
+            "the file does not hold an OIDC token", param_hint="--identity-token"
+        )
+    return token
 
 
 @click.command(cls=Command, epilog=REFERENCE_HELP)
@@ -197,14 +258,12 @@ def verify(
                 "reference": pinned,
                 "digest": artifact.digest,
                 "key_ids": list(artifact.key_ids),
-                "signatures": [
-                    {"key_id": s.key_id, "scheme": s.scheme, "annotations": dict(s.annotations)}
-                    for s in artifact.signatures
-                ],
+                "signatures": [signature_json(s) for s in artifact.signatures],
             }
         )
     else:
         click.secho(f"verified {pinned}", fg="green")
         for s in artifact.signatures:
             extra = "".join(f" {k}={v}" for k, v in sorted(s.annotations.items()))
-            click.echo(f"  {s.scheme} signature by {s.key_id}{extra}")
+            who = f"{s.subject} ({s.issuer})" if s.subject else s.key_id
+            click.echo(f"  {s.scheme} signature by {who}{extra}")

@@ -14,7 +14,7 @@ import click
 from policysupply.cli._common import EXIT_USAGE, parse_annotations, reported
 
 if TYPE_CHECKING:
-    from policysupply import TrustState, Verifier
+    from policysupply import TrustState, VerifiedSignature, Verifier
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,6 +45,13 @@ class TrustOptions:
         docker_reference: ``repository``, ``exact`` or ``off``.
         max_signature_age: Freeze protection, or ``None``.
         state: Path of a rollback-protection state file, or ``None``.
+        identity: ``--certificate-identity`` (exact SAN), or ``None``.
+        identity_regexp: ``--certificate-identity-regexp`` (full match), or ``None``.
+        issuer: ``--certificate-oidc-issuer`` (exact), or ``None``.
+        issuer_regexp: ``--certificate-oidc-issuer-regexp`` (full match), or ``None``.
+        github_repository: Required ``github_workflow_repository`` certificate claim.
+        trusted_root: Sigstore ``trusted_root.json`` path, ``staging``, or ``None``
+            for the public-good root.
     """
 
     keys: tuple[str, ...]
@@ -53,6 +60,20 @@ class TrustOptions:
     docker_reference: str = "repository"
     max_signature_age: dt.timedelta | None = None
     state: str | None = None
+    identity: str | None = None
+    identity_regexp: str | None = None
+    issuer: str | None = None
+    issuer_regexp: str | None = None
+    github_repository: str | None = None
+    trusted_root: str | None = None
+
+    @property
+    def keyless(self) -> bool:
+        """Whether any keyless identity option was given."""
+        return any(
+            (self.identity, self.identity_regexp, self.issuer, self.issuer_regexp,
+             self.github_repository)
+        )  # fmt: skip
 
     def trust_state(self) -> TrustState | None:
         """The :class:`~policysupply.TrustState` for ``--state``, if given."""
@@ -75,6 +96,12 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
             annotations: tuple[str, ...],
             docker_reference: str,
             max_signature_age: dt.timedelta | None,
+            certificate_identity: str | None,
+            certificate_identity_regexp: str | None,
+            certificate_oidc_issuer: str | None,
+            certificate_oidc_issuer_regexp: str | None,
+            certificate_github_workflow_repository: str | None,
+            trusted_root: str | None,
             state_path: str | None = None,
             **kwargs: Any,
         ) -> Any:
@@ -85,7 +112,18 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
                 docker_reference=docker_reference,
                 max_signature_age=max_signature_age,
                 state=state_path,
+                identity=certificate_identity,
+                identity_regexp=certificate_identity_regexp,
+                issuer=certificate_oidc_issuer,
+                issuer_regexp=certificate_oidc_issuer_regexp,
+                github_repository=certificate_github_workflow_repository,
+                trusted_root=trusted_root,
             )
+            if required and not trust.keys and not trust.keyless:
+                raise click.UsageError(
+                    "give a trusted --key, or a keyless identity "
+                    "(--certificate-identity and --certificate-oidc-issuer)"
+                )
             return f(*args, trust=trust, **kwargs)
 
         g: Any = wrapper
@@ -97,6 +135,20 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
                 help="Rollback protection: refuse an older revision or a superseded digest "
                 "than this state file last accepted, and record what is accepted.",
             )(g)
+        for flag, what in (
+            ("--trusted-root", "Sigstore trusted_root.json for keyless signatures and "
+             "transparency logs (offline), or 'staging'. Default: public-good Sigstore."),
+            ("--certificate-github-workflow-repository",
+             "Keyless: the certificate's GitHub workflow repository (owner/name)."),
+            ("--certificate-oidc-issuer-regexp",
+             "Keyless: a regex the whole OIDC issuer must match."),
+            ("--certificate-oidc-issuer", "Keyless: the signer's OIDC issuer, exactly."),
+            ("--certificate-identity-regexp",
+             "Keyless: a regex some whole certificate SAN must match."),
+            ("--certificate-identity",
+             "Keyless: the signer's identity (certificate SAN: e-mail, URI), exactly."),
+        ):  # fmt: skip
+            g = click.option(flag, metavar="TEXT", help=what)(g)
         g = click.option(
             "--max-signature-age",
             metavar="DURATION",
@@ -132,9 +184,9 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
             "--key",
             "keys",
             multiple=True,
-            required=required,
             type=click.Path(exists=True, dir_okay=False),
-            help="Trusted public key (cosign.pub); repeatable.",
+            help="Trusted public key (cosign.pub); repeatable."
+            + (" Required unless a keyless identity is given." if required else ""),
         )(g)
         return g  # type: ignore[no-any-return]
 
@@ -142,26 +194,56 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
 
 
 def verifier_from_options(trust: TrustOptions, as_json: bool) -> Verifier | None:
-    """A Verifier for the options, or ``None`` when no key was given.
+    """A Verifier for the options, or ``None`` when no key or identity was given.
 
-    A key file that is not a public key, or a threshold the keys cannot meet,
-    is a configuration error (exit code 2).
+    A key file that is not a public key, an incomplete identity, or a
+    threshold the signers cannot meet is a configuration error (exit code 2).
     """
-    from policysupply import TrustPolicy, Verifier
+    from policysupply import Identity, TrustPolicy, Verifier
 
     required = parse_annotations(trust.annotations)
-    if not trust.keys:
+    if not trust.keys and not trust.keyless:
         if trust.threshold != 1 or required or trust.max_signature_age or trust.state:
             raise click.UsageError(
-                "--threshold, -a, --max-signature-age and --state need at least one --key"
+                "--threshold, -a, --max-signature-age and --state need a --key or an identity"
             )
         return None
     with reported(as_json, code=EXIT_USAGE):
+        identities = []
+        if trust.keyless:
+            claims = (
+                {"github_workflow_repository": trust.github_repository}
+                if trust.github_repository
+                else {}
+            )
+            identities.append(
+                Identity(
+                    issuer=trust.issuer,
+                    issuer_regex=trust.issuer_regexp,
+                    subject=trust.identity,
+                    subject_regex=trust.identity_regexp,
+                    extensions=claims,
+                )
+            )
         policy = TrustPolicy(
             keys=trust.keys,
+            identities=identities,
             threshold=trust.threshold,
             annotations=required,
             docker_reference=trust.docker_reference,  # type: ignore[arg-type]
             max_signature_age=trust.max_signature_age,
         )
-    return Verifier(policy)
+    return Verifier(policy, trusted_root=trust.trusted_root)
+
+
+def signature_json(sig: VerifiedSignature) -> dict[str, Any]:
+    """One verified signature for ``--json`` output (identity fields when keyless)."""
+    doc: dict[str, Any] = {
+        "key_id": sig.key_id,
+        "scheme": sig.scheme,
+        "annotations": dict(sig.annotations),
+        "signed_at": sig.signed_at.isoformat() if sig.signed_at else None,
+    }
+    if sig.subject is not None:
+        doc.update(subject=sig.subject, issuer=sig.issuer)
+    return doc

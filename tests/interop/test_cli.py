@@ -15,9 +15,12 @@ import pytest
 
 from policysupply import Registry, Signer
 from tests.conftest import peer
+from tests.interop import _sigstore_fixtures
+from tests.interop._sigstore_fixtures import DEFAULT_EMAIL, SigstoreStack
 from tests.interop.conftest import REGISTRY_PASSWORD, REGISTRY_USER, RegistryServer, free_port
 
 pytestmark = pytest.mark.interop
+sigstore_stack = _sigstore_fixtures.sigstore_stack
 
 PASSWORD = "interop-Key-pass"
 
@@ -318,3 +321,68 @@ def test_serve_feeds_opa_and_keeps_the_last_good_bundle(
         proc.terminate()
         assert proc.wait(timeout=30) == 0
         err.close()
+
+
+# -- keyless, against the loopback Sigstore stack --------------------------------
+
+
+def test_keyless_sign_and_verify_by_identity(
+    distribution: RegistryServer,
+    example_dir: Path,
+    home: Path,
+    sigstore_stack: SigstoreStack,
+) -> None:
+    stack = sigstore_stack
+    token = stack.mint_token(DEFAULT_EMAIL)
+    ref = f"{distribution.host}/acme/policy:keyless"
+    ok(run("push", str(example_dir), ref, "--json", home=home))
+
+    signed = run(
+        "sign", ref, "--sigstore-trust", str(stack.trust_config_path), "--scheme", "bundle",
+        "--json", home=home, password=None, extra_env={"SIGSTORE_ID_TOKEN": token},
+    )  # fmt: skip
+    doc = ok(signed)
+    assert doc["keyless"] is True
+    assert token not in signed.stdout + signed.stderr
+
+    identity = [
+        "--certificate-oidc-issuer", stack.oidc_issuer,
+        "--trusted-root", str(stack.trusted_root_path),
+    ]  # fmt: skip
+    verified = ok(
+        run("verify", ref, "--certificate-identity", DEFAULT_EMAIL, *identity, "--json",
+            home=home)
+    )  # fmt: skip
+    (sig,) = verified["signatures"]
+    assert (sig["subject"], sig["issuer"]) == (DEFAULT_EMAIL, stack.oidc_issuer)
+    by_regex = run(
+        "verify", ref, "--certificate-identity-regexp", r".*@example\.(com|org)", *identity,
+        home=home,
+    )  # fmt: skip
+    assert by_regex.returncode == 0, by_regex.stdout + by_regex.stderr
+    assert f"signature by {DEFAULT_EMAIL}" in by_regex.stdout
+
+    wrong = run(
+        "verify", ref, "--certificate-identity", "mallory@example.com", *identity, "--json",
+        home=home,
+    )  # fmt: skip
+    assert wrong.returncode == 1
+    assert json.loads(wrong.stdout)["error"] == "IdentityMismatchError"
+    partial = run("verify", ref, "--certificate-identity-regexp", "example", *identity, home=home)
+    assert partial.returncode == 1  # regexes match whole values only
+
+    incomplete = run("verify", ref, "--certificate-identity", DEFAULT_EMAIL, home=home)
+    assert incomplete.returncode == 2  # no issuer: a configuration error
+    both = run("sign", ref, "--key", "x", "--identity-token", token, home=home)
+    assert both.returncode == 2
+
+    expired = stack.mint_token(DEFAULT_EMAIL, lifetime=-120)
+    refused = run(
+        "sign", ref, "--sigstore-trust", str(stack.trust_config_path), "--json", home=home,
+        password=None, extra_env={"SIGSTORE_ID_TOKEN": expired},
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert json.loads(refused.stdout)["error"] == "SigningError"
+    assert expired not in refused.stdout + refused.stderr
+    missing = run("sign", ref, "--identity-token", str(home / "no-token"), home=home)
+    assert missing.returncode == 2

@@ -118,3 +118,28 @@ def test_help_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout
     assert "HEAVY=\n" in out
+
+
+def test_unexpected_errors_hide_their_text_unless_debugging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Fault injection: a bug whose message carries a secret must not print it.
+    from policysupply import Registry
+    from policysupply.cli import main
+
+    def broken(self: Registry, ref: str) -> str:
+        raise RuntimeError("token=s3cr3t-value")
+
+    monkeypatch.setattr(Registry, "resolve", broken)
+    monkeypatch.setattr(sys, "argv", ["policysupply", "pull", f"oci:{tmp_path}:a/b:1"])
+    monkeypatch.delenv("POLICYSUPPLY_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert "internal error (RuntimeError)" in err
+    assert "s3cr3t" not in err
+
+    monkeypatch.setenv("POLICYSUPPLY_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main()
