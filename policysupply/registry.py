@@ -156,6 +156,9 @@ class Registry:
         def credentials() -> Credentials | None:
             return explicit if explicit is not None else from_docker_config(host, config)
 
+        from policysupply._internal.lean_imports import httpx_without_cli
+
+        httpx_without_cli()
         from policysupply._internal.distribution import Client
 
         client = Client(

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import httpx
-import tenacity
 
 from policysupply._internal import oci
 from policysupply._internal.credentials import Credentials
@@ -148,29 +147,64 @@ class Client:
     # -- retry ---------------------------------------------------------------
 
     def retrying(self, what: str, fn: Callable[[], T]) -> T:
-        """Runs ``fn`` under the retry policy; ``fn`` signals retryable failures."""
-        policy = self._retry
-        start = time.monotonic()
+        """Runs ``fn`` under the retry policy; ``fn`` signals retryable failures.
 
-        def stop(state: tenacity.RetryCallState) -> bool:
+        The first attempt runs directly: the common case needs no retry
+        machinery, and tenacity (which imports asyncio) is loaded only once a
+        request actually has to be retried.
+        """
+        start = time.monotonic()
+        try:
+            return fn()
+        except _Transient as exc:
+            first = exc
+        return self._retry_loop(what, fn, start, first)
+
+    def _retry_loop(self, what: str, fn: Callable[[], T], start: float, first: _Transient) -> T:
+        import random
+
+        import tenacity
+
+        policy = self._retry
+
+        def backoff(attempts_made: int) -> float:
+            # Full-jitter exponential backoff, as tenacity.wait_random_exponential.
+            return random.uniform(  # noqa: S311 - jitter, not security
+                0, min(policy.max_backoff, policy.initial_backoff * 2 ** (attempts_made - 1))
+            )
+
+        def give_up(attempts_made: int, exc: _Transient) -> bool:
             elapsed = time.monotonic() - start
-            if state.attempt_number >= policy.max_attempts or elapsed >= policy.deadline:
+            if attempts_made >= policy.max_attempts or elapsed >= policy.deadline:
                 return True
-            exc = state.outcome.exception() if state.outcome else None
-            ra = exc.retry_after if isinstance(exc, _Transient) else None
+            ra = exc.retry_after
             return ra is not None and elapsed + ra > policy.deadline
 
-        backoff = tenacity.wait_random_exponential(
-            multiplier=policy.initial_backoff, max=policy.max_backoff
-        )
+        def delay(attempts_made: int, exc: _Transient) -> float:
+            ra = exc.retry_after
+            wanted = ra if ra is not None else backoff(attempts_made)
+            return max(0.0, min(wanted, policy.deadline - (time.monotonic() - start)))
+
+        def failed(attempts: int, exc: _Transient) -> TransientRegistryError:
+            return TransientRegistryError(
+                f"{what} on {self.host}: {exc} (gave up after {attempts} attempt(s) "
+                f"in {time.monotonic() - start:.1f}s)"
+            )
+
+        # tenacity numbers its own attempts from 1; one was made already.
+        def stop(state: tenacity.RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            assert isinstance(exc, _Transient)  # noqa: S101 - retry only on _Transient
+            return give_up(state.attempt_number + 1, exc)
 
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            ra = exc.retry_after if isinstance(exc, _Transient) else None
-            delay = ra if ra is not None else backoff(state)
-            remaining = policy.deadline - (time.monotonic() - start)
-            return max(0.0, min(delay, remaining))
+            assert isinstance(exc, _Transient)  # noqa: S101 - retry only on _Transient
+            return delay(state.attempt_number + 1, exc)
 
+        if give_up(1, first):
+            raise failed(1, first) from None
+        time.sleep(delay(1, first))
         retryer = tenacity.Retrying(
             stop=stop,
             wait=wait,
@@ -180,11 +214,8 @@ class Client:
         try:
             return retryer(fn)
         except _Transient as exc:
-            attempts = retryer.statistics.get("attempt_number", 1)
-            raise TransientRegistryError(
-                f"{what} on {self.host}: {exc} (gave up after {attempts} attempt(s) "
-                f"in {time.monotonic() - start:.1f}s)"
-            ) from None
+            attempts = retryer.statistics.get("attempt_number", 1) + 1
+            raise failed(attempts, exc) from None
 
     # -- one attempt ---------------------------------------------------------
 

@@ -123,3 +123,47 @@ def test_registry_error_message_is_bounded_and_named() -> None:
     with pytest.raises(RegistryError, match="MANIFEST_INVALID") as info:
         client(handler).tags("x")
     assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 4])
+def test_retry_counts_every_attempt_and_gives_up_at_the_limit(attempts: int) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503, headers={"Retry-After": "0"})
+
+    policy = RetryPolicy(
+        deadline=5, max_attempts=attempts, initial_backoff=0.001, max_backoff=0.002
+    )
+    c = client(handler, retry=policy)
+    with pytest.raises(TransientRegistryError, match=f"after {attempts} attempt"):
+        c.tags("a/b", page_size=10)
+    assert len(calls) == attempts
+
+
+def test_retry_recovers_after_transient_failures() -> None:
+    answers = iter([502, 429, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        if status != 200:
+            return httpx.Response(status)
+        return httpx.Response(200, json={"name": "a/b", "tags": ["v1"]})
+
+    policy = RetryPolicy(deadline=5, max_attempts=3, initial_backoff=0.001, max_backoff=0.002)
+    assert client(handler, retry=policy).tags("a/b", page_size=10) == ["v1"]
+
+
+def test_retry_after_beyond_the_deadline_gives_up_at_once() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(429, headers={"Retry-After": "60"})
+
+    start = time.monotonic()
+    with pytest.raises(TransientRegistryError, match="after 1 attempt"):
+        client(handler, retry=RetryPolicy(deadline=2)).tags("a/b", page_size=10)
+    assert len(calls) == 1
+    assert time.monotonic() - start < 1.5
