@@ -869,12 +869,12 @@ def _keyless_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
 
     Malformed parts are dropped (verification then fails for lack of them).
     """
-    from policysupply._internal import keyless
-
     out: dict[str, Any] = {}
     cert = annotations.get(_ANN_CERTIFICATE)
     if not cert:
-        return out
+        return out  # a key signature: no need to load the keyless machinery
+    from policysupply._internal import keyless
+
     ders = keyless.pem_chain(cert)
     if not ders:
         return out
