@@ -133,8 +133,7 @@ def gate(
           --rules reg.example.com/acme/gate-rules:prod --rules-key policy.pub \
           --context '{"env": "prod"}'
     """
-    from policysupply import TrustPolicy, Verifier
-    from policysupply.gate import DEFAULT_QUERY, Gate
+    from policysupply import Gate, TrustPolicy, Verifier
 
     verifier = _require(verifier_from_options(trust, as_json))
     ctx = _read_context(context)
@@ -144,7 +143,8 @@ def gate(
     if required_attestations:
         settings["required_attestations"] = list(required_attestations)
     target = open_target(image, net, param="IMAGE")
-    q = query or DEFAULT_QUERY
+    # Only an explicit --query overrides the rules' own default.
+    q: dict[str, Any] = {"query": query} if query else {}
     with target.registry:
         if rules is not None and not Path(rules).exists():
             # A policy image: verified (with --rules-key, or the image keys) before use.
@@ -157,15 +157,15 @@ def gate(
                     source.ref,
                     verifier,
                     rules_verifier=rules_verifier,
-                    query=q,
                     settings=settings or None,
+                    **q,
                 )
         else:
             if rules_keys:
                 raise click.UsageError("--rules-key applies to a --rules policy image")
             with reported(as_json, code=EXIT_USAGE):
                 bundle = _local_rules(rules) if rules is not None else None
-                g = Gate(verifier, bundle, query=q, settings=settings or None)
+                g = Gate(verifier, bundle, settings=settings or None, **q)
         # Deny is a Decision; an exception here means no decision could be made.
         with reported(as_json, code=EXIT_USAGE):
             decision = g.decide(target.registry, target.ref, context=ctx)
@@ -220,7 +220,7 @@ def load(
       policysupply load reg.example.com/acme/policy:prod -k cosign.pub \
           --opa http://opa.internal:8181 --state /var/lib/policysupply/trust.json
     """
-    from policysupply.loaders import OPA, fetch_verified
+    from policysupply import OPA, fetch_verified
 
     verifier = _require(verifier_from_options(trust, as_json))
     with reported(as_json, code=EXIT_USAGE):
@@ -319,7 +319,7 @@ def serve(
     """
     import logging
 
-    from policysupply.loaders import BundleServer
+    from policysupply import BundleServer
 
     verifier = _require(verifier_from_options(trust, as_json))
     host, port = _parse_addr(addr)
