@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -617,8 +618,15 @@ class Verifier:
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         digest = registry.resolve(r)
         pinned = Reference(host=registry.host or r.host, repository=r.repository, digest=digest)
-        candidates = self._legacy(registry, r.repository, digest)
-        candidates += self._bundles(registry, r.repository, digest)
+        # Both storage schemes are looked up at once: on a remote registry each
+        # is two round trips, and they do not depend on each other.
+        bundles = _pool().submit(self._bundles, registry, r.repository, digest)
+        try:
+            candidates = self._legacy(registry, r.repository, digest)
+        except BaseException:
+            bundles.exception()  # wait: no lookup keeps running behind an error
+            raise
+        candidates += bundles.result()
         statements = [c for c in candidates if c.attestation]
         candidates = [c for c in candidates if not c.attestation]
         if not candidates:
@@ -862,6 +870,21 @@ def _signed_time(value: object) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else None
+
+
+_POOL: Any = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> Any:
+    """A small shared thread pool for concurrent registry lookups."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="policysupply-verify")
+        return _POOL
 
 
 def _keyless_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:

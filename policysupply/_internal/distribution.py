@@ -127,6 +127,9 @@ class Client:
             transport=transport,
         )
         self._lock = threading.Lock()
+        # The distribution spec forbids a 404 from a registry that has the
+        # referrers API, so one 404 settles it for this client.
+        self._no_referrers_api = False
         self._tokens: dict[str, str] = {}  # scope -> Authorization value
         self._basic = False  # registry asked for basic auth
 
@@ -529,6 +532,8 @@ class Client:
         self, repository: str, digest: str, artifact_type: str | None
     ) -> list[dict[str, Any]] | None:
         """Referrer descriptors from the OCI 1.1 API; None when unsupported."""
+        if self._no_referrers_api:
+            return None
         url: str | None = f"/v2/{repository}/referrers/{digest}"
         params = {"artifactType": artifact_type} if artifact_type else None
         out: list[dict[str, Any]] = []
@@ -543,11 +548,11 @@ class Client:
                 missing_ok=True,
                 ok=(200,),
             )
-            if status == 404:
-                return None
             ctype = headers.get("content-type", "").split(";")[0].strip()
-            if ctype and ctype != oci.INDEX_V1:
-                return None  # some registries answer unknown routes with HTML
+            if status == 404 or (ctype and ctype != oci.INDEX_V1):
+                # Unsupported (some registries answer unknown routes with HTML).
+                self._no_referrers_api = True
+                return None
             try:
                 index = json.loads(body)
                 manifests = index.get("manifests") or []
