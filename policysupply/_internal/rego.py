@@ -334,7 +334,7 @@ class Engine:
             # prints; such a result cannot be read back unambiguously.
             raise BundleError(
                 f"query {query!r}: the embedded engine cannot return strings containing "
-                'quotes or backslashes; return them through OPA, or avoid \" and \\ in results'
+                'quotes or backslashes; return them through OPA, or avoid " and \\ in results'
             ) from None
         return parsed if isinstance(parsed, list) else [parsed]
 
