@@ -110,7 +110,7 @@ def test_end_to_end_only_the_genuine_bundle_reaches_opa(
         before = state(rest_opa)
 
         # Tampering after the genuine load changes nothing in OPA either.
-        registry.push(evil, "acme/policy:prod")
+        registry.push(Bundle.from_directory(example_dir, revision="evil-2"), "acme/policy:prod")
         with pytest.raises(NoSignatureError):
             fetch_verified(registry, "acme/policy:prod", pipe.verifier)
         assert state(rest_opa) == before
