@@ -97,6 +97,43 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def _certificate_failure(exc: BaseException) -> str | None:
+    """The reason, if ``exc`` was caused by a TLS certificate verification failure."""
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx wraps httpcore wraps ssl
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "verification failed")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class _LazyTLSTransport(httpx.BaseTransport):
+    """The TLS transport, created on the first https request.
+
+    Loading the CA bundle costs tens of milliseconds; a plain-HTTP registry
+    (loopback, ``insecure=True``) never pays it unless a redirect leads to
+    an https URL, which is then verified as usual.
+    """
+
+    def __init__(self) -> None:
+        self._inner: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            if self._inner is None:
+                self._inner = httpx.HTTPTransport(verify=True)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+
+
 class Client:
     """A distribution-spec client for one registry host."""
 
@@ -124,7 +161,8 @@ class Client:
             follow_redirects=True,  # blob GETs may redirect to storage; httpx drops
             # the Authorization header when a redirect leaves the origin.
             headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
-            transport=transport,
+            transport=transport or httpx.HTTPTransport(verify=False),  # http:// only
+            mounts=None if transport else {"https://": _LazyTLSTransport()},
         )
         self._lock = threading.Lock()
         # The distribution spec forbids a 404 from a registry that has the
@@ -304,6 +342,13 @@ class Client:
             except httpx.TimeoutException as exc:
                 raise _Transient(f"{what}: timed out ({type(exc).__name__})") from None
             except httpx.TransportError as exc:
+                reason = _certificate_failure(exc)
+                if reason:  # not transient: retrying cannot fix trust
+                    raise RegistryError(
+                        f"{what}: the TLS certificate of {req.url.host} is not trusted "
+                        f"({reason}); add its CA (SSL_CERT_FILE) or, for a plain-HTTP "
+                        "registry, use insecure=True"
+                    ) from None
                 raise _Transient(f"{what}: connection failed ({type(exc).__name__})") from None
             if resp.status_code == 401 and attempt == 1:
                 challenge = resp.headers.get("www-authenticate", "")
