@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         BundleWatch,
         LoadResult,
         ServedBundle,
+        extract_verified,
         fetch_verified,
         publish,
     )
@@ -83,6 +84,7 @@ _LAZY = {
     "BundleWatch": "loaders",
     "LoadResult": "loaders",
     "ServedBundle": "loaders",
+    "extract_verified": "loaders",
     "fetch_verified": "loaders",
     "publish": "loaders",
     "Credentials": "registry",
@@ -167,6 +169,7 @@ __all__ = [
     "VerifiedSignature",
     "Verifier",
     "__version__",
+    "extract_verified",
     "fetch_verified",
     "publish",
 ]

@@ -416,7 +416,7 @@ class _Rest:
     def __init__(
         self, url: str, token: str | None, timeout: float, retries: int, verify: Any
     ) -> None:
-        from opa_client import OpaClient  # type: ignore[import-untyped]
+        from opa_client import OpaClient
 
         parts = urllib.parse.urlsplit(url)
         https = parts.scheme == "https"

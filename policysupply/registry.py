@@ -18,13 +18,16 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from policysupply._internal import oci, stores
 from policysupply._internal.credentials import Credentials, from_docker_config
 from policysupply._internal.netconfig import RetryPolicy, Timeout
 from policysupply._internal.oci import Descriptor, Reference
-from policysupply.bundle import Bundle, Limits
 from policysupply.errors import NotFoundError, RegistryError
+
+if TYPE_CHECKING:
+    from policysupply.bundle import Bundle, Limits
 
 __all__ = [
     "Credentials",
@@ -299,6 +302,8 @@ class Registry:
             RegistryError: Not a policy image, or the registry failed.
             BundleError: The layer is not a valid bundle.
         """
+        from policysupply.bundle import Bundle, Limits  # lazily: verify-only paths skip it
+
         lim = limits or Limits()
         r = self._ref(ref)
         _, layer = self._layer_of(r)

@@ -26,7 +26,6 @@ import attrs
 from policysupply._internal import cosign, keys, oci
 from policysupply._internal import sigstore_bundle as sb
 from policysupply._internal.oci import Reference
-from policysupply.bundle import Bundle
 from policysupply.errors import (
     DigestMismatchError,
     IdentityMismatchError,
@@ -44,6 +43,7 @@ from policysupply.trust_state import TrustState
 
 if TYPE_CHECKING:
     from policysupply._internal.keyless import TrustMaterial
+    from policysupply.bundle import Bundle
     from policysupply.signer import SigstoreBundle
 
 __all__ = [
@@ -296,6 +296,18 @@ class VerifiedBundle:
 
     def _repr_html_(self) -> str:
         return self.artifact._repr_html_() + self.bundle._repr_html_()
+
+    def extract(self, directory: str | os.PathLike[str]) -> Path:
+        """Writes the bundle's files into ``directory`` atomically, for file-based loaders.
+
+        See :func:`policysupply.loaders.extract_verified`.
+
+        Raises:
+            LoadError: An entry is not a safe relative path, or writing failed.
+        """
+        from policysupply.loaders import extract_verified
+
+        return extract_verified(self, directory)
 
 
 @attrs.frozen
