@@ -41,11 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from policysupply import Registry, Signer, TrustPolicy, Verifier  # noqa: E402
 from policysupply.gate import DEFAULT_QUERY, INPUT_SCHEMA, Gate  # noqa: E402
-from tests.interop._gate_fixtures import (  # noqa: E402
-    COSIGN_SIGN_FLAGS,
-    COSIGN_VERIFY_FLAGS,
-    push_image,
-)
+from tests.interop._cosign import COSIGN_SIGN_FLAGS, COSIGN_VERIFY_FLAGS  # noqa: E402
+from tests.interop._gate_fixtures import push_image  # noqa: E402
 from tests.interop.conftest import _start_distribution  # noqa: E402
 
 

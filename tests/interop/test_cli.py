@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from policysupply import Registry, Signer
-from tests.conftest import peer
 from tests.interop import _sigstore_fixtures
+from tests.interop._cosign import COSIGN_SIGN_FLAGS, COSIGN_VERIFY_FLAGS, run_cosign
 from tests.interop._sigstore_fixtures import DEFAULT_EMAIL, SigstoreStack
 from tests.interop.conftest import REGISTRY_PASSWORD, REGISTRY_USER, RegistryServer, free_port
 
@@ -106,48 +106,32 @@ def test_cosign_verifies_what_the_cli_signed_and_vice_versa(
     distribution: RegistryServer, example_dir: Path, home: Path, keypair: tuple[Path, Path]
 ) -> None:
     key, pub = keypair
-    cosign = str(peer("cosign2"))
-    env = {**os.environ, "COSIGN_PASSWORD": PASSWORD, "HOME": str(home), "COSIGN_YES": "true"}
     reg = Registry.remote(distribution.host, insecure=True)
 
     ours = ok(run("push", str(example_dir), f"{distribution.host}/acme/a:1", "--json", home=home))
     ok(run("sign", ours["reference"], "--key", str(key), "--json", home=home))
-    proc = subprocess.run(
-        [
-            cosign,
-            "verify",
-            "--key",
-            str(pub),
-            "--insecure-ignore-tlog=true",
-            "--allow-http-registry",
-            ours["reference"],
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
+    run_cosign(
+        "2",
+        "verify",
+        "--key",
+        str(pub),
+        *COSIGN_VERIFY_FLAGS,
+        ours["reference"],
+        cwd=home,
+        password=PASSWORD,
     )
-    assert proc.returncode == 0, proc.stderr
 
     theirs = ok(run("push", str(example_dir), f"{distribution.host}/acme/b:1", "--json", home=home))
-    proc = subprocess.run(
-        [
-            cosign,
-            "sign",
-            "--key",
-            str(key),
-            "--tlog-upload=false",
-            "--allow-http-registry",
-            theirs["reference"],
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
+    run_cosign(
+        "2",
+        "sign",
+        "--key",
+        str(key),
+        *COSIGN_SIGN_FLAGS["2"],
+        theirs["reference"],
+        cwd=home,
+        password=PASSWORD,
     )
-    assert proc.returncode == 0, proc.stderr
     verified = ok(run("verify", theirs["reference"], "--key", str(pub), "--json", home=home))
     assert verified["digest"] == reg.resolve("acme/b:1")
 

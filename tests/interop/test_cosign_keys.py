@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,53 +15,21 @@ from policysupply import (
     UntrustedSignatureError,
     Verifier,
 )
-from tests.conftest import peer
+from tests.interop._cosign import COSIGN_SIGN_FLAGS, COSIGN_VERIFY_FLAGS, push_policy, run_cosign
 from tests.interop.conftest import RegistryServer
 
 pytestmark = pytest.mark.interop
 
 
-def cosign(
-    version: str, *args: str, cwd: Path, password: str = "pw", check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "COSIGN_PASSWORD": password,
-        "COSIGN_YES": "true",
-        "HOME": str(cwd),
-        "DOCKER_CONFIG": str(cwd / ".docker"),
-    }
-    proc = subprocess.run(
-        [str(peer(f"cosign{version}")), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-SIGN_FLAGS = {
-    "2": ["--tlog-upload=false", "--allow-http-registry"],
-    "3": ["--tlog-upload=false", "--use-signing-config=false", "--allow-http-registry"],
-}
-VERIFY_FLAGS = ["--insecure-ignore-tlog=true", "--allow-http-registry"]
-
-
 @pytest.fixture
 def image(distribution: RegistryServer, example_dir: Path) -> tuple[Registry, str]:
-    reg = Registry.remote(distribution.host, insecure=True)
-    ref = reg.push(Bundle.from_directory(example_dir), "acme/policy:1.0")
-    return reg, f"{distribution.host}/acme/policy@{ref.digest}"
+    reg, ref, _ = push_policy(distribution, example_dir)
+    return reg, ref
 
 
 @pytest.mark.parametrize("version", ["2", "3"])
 def test_cosign_key_files_load(version: str, tmp_path: Path) -> None:
-    cosign(version, "generate-key-pair", cwd=tmp_path, password="s3cret")
+    run_cosign(version, "generate-key-pair", cwd=tmp_path, password="s3cret")
     signer = Signer.from_key_file(tmp_path / "cosign.key", password="s3cret")
     assert signer.public_key_pem == (tmp_path / "cosign.pub").read_bytes()
 
@@ -77,7 +43,7 @@ def test_our_key_files_work_in_cosign_and_our_signature_verifies(
     key, pub = signer.write_key_pair(tmp_path, password="pw")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     # cosign signs with our key file ...
-    cosign(version, "sign", "--key", str(key), *SIGN_FLAGS[version], ref, cwd=tmp_path)
+    run_cosign(version, "sign", "--key", str(key), *COSIGN_SIGN_FLAGS[version], ref, cwd=tmp_path)
     result = Verifier(TrustPolicy(keys=[pub])).verify(reg, ref.split("/", 1)[1])
     assert result.key_ids == (signer.key_id,)
     # ... and verifies our own signature on another image.
@@ -85,12 +51,12 @@ def test_our_key_files_work_in_cosign_and_our_signature_verifies(
         Bundle.from_directory(Path(__file__).parents[1] / "fixtures" / "pinned"), "acme/other:1"
     )
     signer.sign(reg, other)
-    cosign(
+    run_cosign(
         version,
         "verify",
         "--key",
         str(pub),
-        *VERIFY_FLAGS,
+        *COSIGN_VERIFY_FLAGS,
         f"{reg.host}/acme/other@{other.digest}",
         cwd=tmp_path,
     )
@@ -103,8 +69,15 @@ def test_cosign_rejects_our_signature_with_another_key(
     reg, ref = image
     Signer.generate().sign(reg, ref.split("/", 1)[1])
     _, other_pub = Signer.generate().write_key_pair(tmp_path, password="pw")
-    proc = cosign(
-        version, "verify", "--key", str(other_pub), *VERIFY_FLAGS, ref, cwd=tmp_path, check=False
+    proc = run_cosign(
+        version,
+        "verify",
+        "--key",
+        str(other_pub),
+        *COSIGN_VERIFY_FLAGS,
+        ref,
+        cwd=tmp_path,
+        check=False,
     )
     assert proc.returncode != 0
 
@@ -115,16 +88,16 @@ def test_cosign3_bundle_referrer_verifies_on_both_registries(
     example_dir: Path,
     tmp_path: Path,
 ) -> None:
-    cosign("3", "generate-key-pair", cwd=tmp_path)
+    run_cosign("3", "generate-key-pair", cwd=tmp_path)
     for server in (referrers_registry, distribution):
         reg = Registry.remote(server.host, insecure=True)
         pushed = reg.push(Bundle.from_directory(example_dir), "acme/policy:1.0")
-        cosign(
+        run_cosign(
             "3",
             "sign",
             "--key",
             "cosign.key",
-            *SIGN_FLAGS["3"],
+            *COSIGN_SIGN_FLAGS["3"],
             f"{server.host}/acme/policy@{pushed.digest}",
             cwd=tmp_path,
         )
@@ -147,12 +120,12 @@ def test_our_bundle_scheme_verifies_in_cosign3(
     signer = Signer.generate()
     _, pub = signer.write_key_pair(tmp_path, password="pw")
     signer.sign(reg, pushed, scheme="bundle")
-    cosign(
+    run_cosign(
         "3",
         "verify",
         "--key",
         str(pub),
-        *VERIFY_FLAGS,
+        *COSIGN_VERIFY_FLAGS,
         f"{referrers_registry.host}/acme/policy@{pushed.digest}",
         cwd=tmp_path,
     )

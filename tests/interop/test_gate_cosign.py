@@ -21,12 +21,14 @@ from policysupply.gate import DEFAULT_QUERY, Decision, Gate
 from policysupply.identity import Identity
 from tests.conftest import peer
 from tests.interop import _sigstore_fixtures
-from tests.interop._gate_fixtures import (
+from tests.interop._cosign import (
     COSIGN_SIGN_FLAGS,
     COSIGN_VERIFY_FLAGS,
-    push_image,
+    bundle_signing_flags,
+    keyless_cosign,
     run_cosign,
 )
+from tests.interop._gate_fixtures import push_image
 from tests.interop._sigstore_fixtures import SigstoreStack
 from tests.interop.conftest import RegistryServer
 
@@ -227,43 +229,24 @@ def test_gate_rules_from_a_cosign_signed_policy_image(
 SLSA = "https://slsa.dev/provenance/v1"
 
 
-def keyless_cosign(stack: SigstoreStack, cwd: Path, *args: str) -> None:
-    proc = subprocess.run(
-        [str(peer("cosign3")), *args],
-        cwd=cwd,
-        env=stack.cosign_env(cwd),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-
-
 def test_gate_with_cosign_keyless_identities_and_attestations(
     distribution: RegistryServer, sigstore_stack: SigstoreStack, tmp_path: Path
 ) -> None:
     stack = sigstore_stack
     reg = Registry.remote(distribution.host, insecure=True)
     host = distribution.host
-    stack_flags = [
-        "--signing-config",
-        str(stack.signing_config_path),
-        "--trusted-root",
-        str(stack.trusted_root_path),
-        "--allow-http-registry",
-    ]
+    stack_flags = [*bundle_signing_flags(stack), "--allow-http-registry"]
     release = push_image(reg, "shop/web:1.0", seed="release")
     laptop = push_image(reg, "shop/web:dev", seed="laptop")
     ref = f"{host}/shop/web@{release.digest}"
     token, workflow = stack.github_token("acme/shop", ref="refs/tags/v1.0")
-    keyless_cosign(stack, tmp_path, "sign", "--identity-token", token, *stack_flags, ref)
+    keyless_cosign("3", stack, "sign", "--identity-token", token, *stack_flags, ref, cwd=tmp_path)
     predicate = tmp_path / "provenance.json"
     predicate.write_text(json.dumps({"buildDefinition": {"buildType": "https://acme/build"}}))
     token, _ = stack.github_token("acme/shop", ref="refs/tags/v1.0")
     keyless_cosign(
+        "3",
         stack,
-        tmp_path,
         "attest",
         "--type",
         SLSA,
@@ -273,16 +256,18 @@ def test_gate_with_cosign_keyless_identities_and_attestations(
         token,
         *stack_flags,
         ref,
+        cwd=tmp_path,
     )
     # Someone signs the other image from their laptop with an e-mail identity.
     keyless_cosign(
+        "3",
         stack,
-        tmp_path,
         "sign",
         "--identity-token",
         stack.mint_token("dev@acme.example"),
         *stack_flags,
         f"{host}/shop/web@{laptop.digest}",
+        cwd=tmp_path,
     )
 
     builders = Identity(

@@ -16,11 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from policysupply import Bundle, Registry, Signer, TrustPolicy, Verifier
+from policysupply import Registry, Signer, TrustPolicy, Verifier
 from policysupply.errors import IdentityMismatchError, TransparencyLogError
 from policysupply.identity import Identity
-from tests.conftest import peer
 from tests.interop import _sigstore_fixtures
+from tests.interop._cosign import (
+    KEYLESS_VERIFY_FLAGS,
+    bundle_signing_flags,
+    keyless_cosign,
+    legacy_signing_flags,
+    legacy_trust_flags,
+    push_policy,
+)
 from tests.interop._sigstore_fixtures import DEFAULT_EMAIL, SigstoreStack
 from tests.interop.conftest import RegistryServer
 
@@ -28,34 +35,13 @@ pytestmark = pytest.mark.interop
 sigstore_stack = _sigstore_fixtures.sigstore_stack
 
 SLSA = "https://slsa.dev/provenance/v1"
-# cosign 2 verifies Sigstore bundles (Rekor v2 + TSA) only in its new-bundle mode
-VERIFY_FLAGS = {"2": ["--new-bundle-format", "--use-signed-timestamps"], "3": []}
-
-
-def cosign(
-    version: str, stack: SigstoreStack, *args: str, cwd: Path, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(peer(f"cosign{version}")), *args],
-        cwd=cwd,
-        env=stack.cosign_env(cwd),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 @pytest.fixture(params=["distribution", "referrers_registry"])
 def image(request: pytest.FixtureRequest, example_dir: Path) -> tuple[Registry, str, str]:
     """``(registry client, reference by digest, digest)`` of a policy image."""
     server: RegistryServer = request.getfixturevalue(request.param)
-    reg = Registry.remote(server.host, insecure=True)
-    pushed = reg.push(Bundle.from_directory(example_dir), "acme/policy:1.0")
-    return reg, f"{server.host}/acme/policy@{pushed.digest}", pushed.digest
+    return push_policy(server, example_dir)
 
 
 def github_signer(stack: SigstoreStack) -> tuple[Signer, str]:
@@ -80,7 +66,7 @@ def cosign_verify(
     *extra: str,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    return cosign(
+    return keyless_cosign(
         version,
         stack,
         "verify",
@@ -118,7 +104,13 @@ def test_our_keyless_bundle_signature_verifies_with_cosign(
 
     for version in ("3", "2"):
         out = cosign_verify(
-            version, stack, ref, identity, stack.github_issuer, tmp_path, *VERIFY_FLAGS[version]
+            version,
+            stack,
+            ref,
+            identity,
+            stack.github_issuer,
+            tmp_path,
+            *KEYLESS_VERIFY_FLAGS[version],
         )
         assert digest in out.stdout
         wrong = cosign_verify(
@@ -128,7 +120,7 @@ def test_our_keyless_bundle_signature_verifies_with_cosign(
             identity.replace("release.yml", "other.yml"),
             stack.github_issuer,
             tmp_path,
-            *VERIFY_FLAGS[version],
+            *KEYLESS_VERIFY_FLAGS[version],
             check=False,
         )
         assert wrong.returncode != 0
@@ -148,12 +140,8 @@ def test_our_keyless_legacy_signature_verifies_with_cosign(
     with pytest.raises(TransparencyLogError):
         verifier(stack, ident).verify(reg, ref)
     verifier(stack, ident, require_tlog=False).verify(reg, ref)
-    trust = {
-        "2": ["--timestamp-certificate-chain", str(stack.tsa_chain_path)],
-        "3": ["--trusted-root", str(stack.trusted_root_path)],
-    }
     for version in ("2", "3"):
-        out = cosign(
+        out = keyless_cosign(
             version,
             stack,
             "verify",
@@ -164,7 +152,7 @@ def test_our_keyless_legacy_signature_verifies_with_cosign(
             "--insecure-ignore-tlog",
             "--use-signed-timestamps",
             "--allow-http-registry",
-            *trust[version],
+            *legacy_trust_flags(stack, version),
             ref,
             cwd=tmp_path,
         )
@@ -180,16 +168,13 @@ def test_cosign3_keyless_signature_verifies_with_us(
     reg, ref, _ = image
     stack = sigstore_stack
     token, identity = stack.github_token()
-    cosign(
+    keyless_cosign(
         "3",
         stack,
         "sign",
         "--identity-token",
         token,
-        "--signing-config",
-        str(stack.signing_config_path),
-        "--trusted-root",
-        str(stack.trusted_root_path),
+        *bundle_signing_flags(stack),
         "--allow-http-registry",
         ref,
         cwd=tmp_path,
@@ -222,18 +207,13 @@ def test_cosign2_legacy_keyless_signature_verifies_with_us(
 ) -> None:
     reg, ref, _ = image
     stack = sigstore_stack
-    cosign(
+    keyless_cosign(
         "2",
         stack,
         "sign",
         "--identity-token",
         stack.mint_token(),
-        "--fulcio-url",
-        stack.fulcio_url,
-        "--tlog-upload=false",
-        "--timestamp-server-url",
-        stack.tsa_url,
-        "--allow-http-registry",
+        *legacy_signing_flags(stack),
         ref,
         cwd=tmp_path,
     )
@@ -263,7 +243,7 @@ def test_attestations_both_ways(
     gh = Identity(issuer=stack.github_issuer, subject=identity)
     artifact = verifier(stack, gh, attestations=[SLSA]).verify(reg, ref)
     assert artifact.predicates(SLSA) == (predicate,)
-    out = cosign(
+    out = keyless_cosign(
         "3",
         stack,
         "verify-attestation",
@@ -285,7 +265,7 @@ def test_attestations_both_ways(
     pred_file = tmp_path / "vuln.json"
     pred_file.write_text(json.dumps({"scanner": {"uri": "https://example.com/scanner"}}))
     token, _ = stack.github_token()
-    cosign(
+    keyless_cosign(
         "3",
         stack,
         "attest",
@@ -295,10 +275,7 @@ def test_attestations_both_ways(
         str(pred_file),
         "--identity-token",
         token,
-        "--signing-config",
-        str(stack.signing_config_path),
-        "--trusted-root",
-        str(stack.trusted_root_path),
+        *bundle_signing_flags(stack),
         "--allow-http-registry",
         ref,
         cwd=tmp_path,
@@ -318,7 +295,7 @@ def test_legacy_attestations_both_ways(
     ident = Identity(issuer=stack.oidc_issuer, subject=DEFAULT_EMAIL)
     pred_file = tmp_path / "pred.json"
     pred_file.write_text(json.dumps({"builder": {"id": "cosign2"}}))
-    cosign(
+    keyless_cosign(
         "2",
         stack,
         "attest",
@@ -328,12 +305,7 @@ def test_legacy_attestations_both_ways(
         str(pred_file),
         "--identity-token",
         stack.mint_token(),
-        "--fulcio-url",
-        stack.fulcio_url,
-        "--tlog-upload=false",
-        "--timestamp-server-url",
-        stack.tsa_url,
-        "--allow-http-registry",
+        *legacy_signing_flags(stack),
         ref,
         cwd=tmp_path,
     )
@@ -343,7 +315,7 @@ def test_legacy_attestations_both_ways(
     artifact = verifier(stack, ident, require_tlog=False, attestations=[SLSA]).verify(reg, ref)
     builders = sorted(p["builder"]["id"] for p in artifact.predicates(SLSA))
     assert builders == ["cosign2", "policysupply"]
-    out = cosign(
+    out = keyless_cosign(
         "2",
         stack,
         "verify-attestation",
@@ -381,7 +353,7 @@ def test_blobs_both_ways(version: str, sigstore_stack: SigstoreStack, tmp_path: 
     verifier(stack, ident).verify_blob(artifact, bundle=ours)
 
     def cosign_verify_blob(bundle: Path, identity: str) -> subprocess.CompletedProcess[str]:
-        return cosign(
+        return keyless_cosign(
             version,
             stack,
             "verify-blob",
@@ -393,7 +365,7 @@ def test_blobs_both_ways(version: str, sigstore_stack: SigstoreStack, tmp_path: 
             identity,
             "--certificate-oidc-issuer",
             stack.oidc_issuer,
-            *VERIFY_FLAGS[version],
+            *KEYLESS_VERIFY_FLAGS[version],
             str(artifact),
             cwd=tmp_path,
             check=False,
@@ -404,16 +376,13 @@ def test_blobs_both_ways(version: str, sigstore_stack: SigstoreStack, tmp_path: 
 
     # cosign signs, we verify
     theirs = tmp_path / "cosign.sigstore.json"
-    cosign(
+    keyless_cosign(
         version,
         stack,
         "sign-blob",
         "--identity-token",
         stack.mint_token(),
-        "--signing-config",
-        str(stack.signing_config_path),
-        "--trusted-root",
-        str(stack.trusted_root_path),
+        *bundle_signing_flags(stack),
         "--bundle",
         str(theirs),
         str(artifact),

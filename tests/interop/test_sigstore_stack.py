@@ -15,6 +15,14 @@ import pytest
 
 from tests.conftest import peer
 from tests.interop import _sigstore_fixtures
+from tests.interop._cosign import (
+    KEYLESS_VERIFY_FLAGS,
+    bundle_signing_flags,
+    keyless_cosign,
+    legacy_signing_flags,
+    legacy_trust_flags,
+    push_policy,
+)
 from tests.interop._sigstore_fixtures import DEFAULT_EMAIL, OidcIssuer, SigstoreStack
 from tests.interop.conftest import RegistryServer
 
@@ -23,49 +31,20 @@ sigstore_stack = _sigstore_fixtures.sigstore_stack
 
 ARTIFACT = b"package policysupply.smoke\n\nallow := true\n"
 
-# Flags each cosign needs to sign keylessly against the stack's signing config
-# (Fulcio, Rekor v2, TSA) and to verify offline against its trusted root.
-SIGN_FLAGS: dict[str, list[str]] = {"2": [], "3": []}
-VERIFY_FLAGS = {
-    "2": ["--new-bundle-format", "--use-signed-timestamps"],
-    "3": [],
-}
-
-
-def cosign(
-    version: str, stack: SigstoreStack, *args: str, cwd: Path, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(peer(f"cosign{version}")), *args],
-        cwd=cwd,
-        env=stack.cosign_env(cwd),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
 
 def sign_blob_with_cosign(
     version: str, stack: SigstoreStack, artifact: Path, token: str, tmp_path: Path
 ) -> Path:
     bundle = tmp_path / f"cosign{version}.sigstore.json"
-    cosign(
+    keyless_cosign(
         version,
         stack,
         "sign-blob",
         "--identity-token",
         token,
-        "--signing-config",
-        str(stack.signing_config_path),
-        "--trusted-root",
-        str(stack.trusted_root_path),
+        *bundle_signing_flags(stack),
         "--bundle",
         str(bundle),
-        *SIGN_FLAGS[version],
         str(artifact),
         cwd=tmp_path,
     )
@@ -83,7 +62,7 @@ def verify_blob_with_cosign(
     issuer: str | None = None,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    return cosign(
+    return keyless_cosign(
         version,
         stack,
         "verify-blob",
@@ -95,7 +74,7 @@ def verify_blob_with_cosign(
         identity,
         "--certificate-oidc-issuer",
         issuer or stack.oidc_issuer,
-        *VERIFY_FLAGS[version],
+        *KEYLESS_VERIFY_FLAGS[version],
         str(artifact),
         cwd=tmp_path,
         check=check,
@@ -241,13 +220,9 @@ def test_cosign_sign_blob_and_verify_both_ways(
 @pytest.fixture(params=["distribution", "referrers_registry"])
 def image(request: pytest.FixtureRequest, example_dir: Path) -> tuple[str, str]:
     """A policy image pushed to each real registry: ``(reference by digest, digest)``."""
-    from policysupply import Bundle, Registry
-
     server: RegistryServer = request.getfixturevalue(request.param)
-    pushed = Registry.remote(server.host, insecure=True).push(
-        Bundle.from_directory(example_dir), "acme/policy:1.0"
-    )
-    return f"{server.host}/acme/policy@{pushed.digest}", pushed.digest
+    _, ref, digest = push_policy(server, example_dir)
+    return ref, digest
 
 
 def test_cosign3_signs_an_image_keylessly_and_both_cosigns_verify(
@@ -259,16 +234,13 @@ def test_cosign3_signs_an_image_keylessly_and_both_cosigns_verify(
     ref, digest = image
     stack = sigstore_stack
     token, identity = stack.github_token()
-    cosign(
+    keyless_cosign(
         "3",
         stack,
         "sign",
         "--identity-token",
         token,
-        "--signing-config",
-        str(stack.signing_config_path),
-        "--trusted-root",
-        str(stack.trusted_root_path),
+        *bundle_signing_flags(stack),
         "--allow-http-registry",
         ref,
         cwd=tmp_path,
@@ -281,12 +253,14 @@ def test_cosign3_signs_an_image_keylessly_and_both_cosigns_verify(
             "--certificate-oidc-issuer",
             stack.github_issuer,
             "--allow-http-registry",
-            *VERIFY_FLAGS[version],
+            *KEYLESS_VERIFY_FLAGS[version],
         ]
-        out = cosign(version, stack, *verify, "--certificate-identity", identity, ref, cwd=tmp_path)
+        out = keyless_cosign(
+            version, stack, *verify, "--certificate-identity", identity, ref, cwd=tmp_path
+        )
         assert digest in out.stdout
         other = identity.replace("release.yml", "other.yml")
-        wrong = cosign(
+        wrong = keyless_cosign(
             version, stack, *verify, "--certificate-identity", other, ref, cwd=tmp_path, check=False
         )
         assert wrong.returncode != 0
@@ -299,18 +273,13 @@ def test_cosign2_legacy_keyless_signature_and_both_cosigns_verify(
     # certificate and an RFC 3161 timestamp annotation; no transparency log.
     ref, digest = image
     stack = sigstore_stack
-    cosign(
+    keyless_cosign(
         "2",
         stack,
         "sign",
         "--identity-token",
         stack.mint_token(),
-        "--fulcio-url",
-        stack.fulcio_url,
-        "--tlog-upload=false",
-        "--timestamp-server-url",
-        stack.tsa_url,
-        "--allow-http-registry",
+        *legacy_signing_flags(stack),
         ref,
         cwd=tmp_path,
     )
@@ -324,21 +293,18 @@ def test_cosign2_legacy_keyless_signature_and_both_cosigns_verify(
         "--use-signed-timestamps",
         "--allow-http-registry",
     ]
-    trust = {
-        "2": ["--timestamp-certificate-chain", str(stack.tsa_chain_path)],
-        "3": ["--trusted-root", str(stack.trusted_root_path)],
-    }
     for version in ("2", "3"):
-        out = cosign(version, stack, *common, *trust[version], ref, cwd=tmp_path)
+        trust = legacy_trust_flags(stack, version)
+        out = keyless_cosign(version, stack, *common, *trust, ref, cwd=tmp_path)
         assert digest in out.stdout
-        wrong = cosign(
+        wrong = keyless_cosign(
             version,
             stack,
             *common[:1],
             "--certificate-identity",
             "mallory@example.com",
             *common[3:],
-            *trust[version],
+            *trust,
             ref,
             cwd=tmp_path,
             check=False,
@@ -401,7 +367,11 @@ def test_offline_material_verifies(case: str, tmp_path: Path) -> None:
                 issuer,
                 # cosign 2 asks for TSA timestamps only when told to; the
                 # Rekor v1 entry has its time from the log instead.
-                *(VERIFY_FLAGS[version] if case.endswith("v2") else VERIFY_FLAGS[version][:1]),
+                *(
+                    KEYLESS_VERIFY_FLAGS[version]
+                    if case.endswith("v2")
+                    else KEYLESS_VERIFY_FLAGS[version][:1]
+                ),
                 str(OFFLINE / artifact),
             ],
             env=env,
