@@ -82,6 +82,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests._x509 import ca_certificate, spki_der
 from tests.conftest import peer
 from tests.interop.conftest import free_port
 
@@ -413,12 +414,6 @@ def _public_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _spki(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def _log_instance(url: str, spki: bytes, start: str) -> dict[str, Any]:
     return {
         "baseUrl": url,
@@ -478,7 +473,7 @@ def _seed_rekor(rekor_url: str) -> None:
             "signature": {
                 "content": _b64(key.sign(data, ec.ECDSA(hashes.SHA256()))),
                 "verifier": {
-                    "publicKey": {"rawBytes": _b64(_spki(key))},
+                    "publicKey": {"rawBytes": _b64(spki_der(key))},
                     "keyDetails": "PKIX_ECDSA_P256_SHA_256",
                 },
             },
@@ -502,7 +497,7 @@ def _fulcio_ca(workdir: Path) -> list[x509.Certificate]:
     intermediate's key) and ``fulcio-roots.pem`` (the root, for the CT log).
     """
     from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import NameOID
 
     now = dt.datetime.now(dt.timezone.utc)
 
@@ -522,38 +517,17 @@ def _fulcio_ca(workdir: Path) -> list[x509.Certificate]:
         path_length: int,
         eku: bool,
     ) -> x509.Certificate:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name(subject))
-            .issuer_name(name(issuer))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
+        return ca_certificate(
+            name(subject),
+            key,
+            name(issuer),
+            signer,
+            path_length=path_length,
+            not_before=now - dt.timedelta(days=1),
+            not_after=now + dt.timedelta(days=30),
+            algorithm=hashes.SHA256(),
+            code_signing=eku,  # Fulcio requires code signing on an intermediate
         )
-        if eku:  # Fulcio requires code signing on an intermediate
-            builder = builder.add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
-            )
-        return builder.sign(signer, hashes.SHA256())
 
     root_key = ec.generate_private_key(ec.SECP384R1())
     root = ca_cert("policysupply-test-root", root_key, "policysupply-test-root", root_key, 1, False)
@@ -697,9 +671,9 @@ def start_sigstore_stack(workdir: Path) -> Iterator[SigstoreStack]:
 
         trusted_root = {
             "mediaType": TRUSTED_ROOT_MEDIA_TYPE,
-            "tlogs": [_log_instance(rekor_url, _spki(rekor_key), start)],
+            "tlogs": [_log_instance(rekor_url, spki_der(rekor_key), start)],
             "certificateAuthorities": [_cert_authority(fulcio_url, fulcio_chain, start)],
-            "ctlogs": [_log_instance(ct_url, _spki(ct_key), start)],
+            "ctlogs": [_log_instance(ct_url, spki_der(ct_key), start)],
             "timestampAuthorities": [_cert_authority(tsa_url, tsa_chain, start)],
         }
         signing_config = {

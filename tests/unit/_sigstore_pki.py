@@ -26,15 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from policysupply._internal import sigstore_bundle as sb
+from tests._x509 import ca_certificate, spki_der
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 FULCIO = "1.3.6.1.4.1.57264.1"
-
-
-def _spki(key: Any) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 def _utf8(text: str) -> bytes:
@@ -60,34 +55,15 @@ class CA:
                 x509.NameAttribute(NameOID.COMMON_NAME, name),
             ]
         )
-        self.root = (
-            x509.CertificateBuilder()
-            .subject_name(root_name)
-            .issuer_name(root_name)
-            .public_key(self.root_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.root_key.public_key()),
-                critical=False,
-            )
-            .sign(self.root_key, hashes.SHA384())
+        self.root = ca_certificate(
+            root_name,
+            self.root_key,
+            root_name,
+            self.root_key,
+            path_length=1,
+            not_before=start,
+            not_after=end,
+            algorithm=hashes.SHA384(),
         )
         self.key = ec.generate_private_key(ec.SECP384R1())
         inter_name = x509.Name(
@@ -96,40 +72,17 @@ class CA:
                 x509.NameAttribute(NameOID.COMMON_NAME, f"{name}-intermediate"),
             ]
         )
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(inter_name)
-            .issuer_name(root_name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.root_key.public_key()),
-                critical=False,
-            )
-            .sign(self.root_key, hashes.SHA384())
+        self.cert = ca_certificate(
+            inter_name,
+            self.key,
+            root_name,
+            self.root_key,
+            path_length=0,
+            not_before=start,
+            not_after=end,
+            algorithm=hashes.SHA384(),
+            code_signing=True,
+            authority_key_id=True,
         )
 
     def chain_der(self) -> list[bytes]:
@@ -146,7 +99,7 @@ class FakeSigstore:
         self.ca = CA()
         self.ct_key = ec.generate_private_key(ec.SECP256R1())
         self.log_key = ec.generate_private_key(ec.SECP256R1())
-        self.log_id = hashlib.sha256(_spki(self.log_key)).digest()
+        self.log_id = hashlib.sha256(spki_der(self.log_key)).digest()
         self.leaves: list[bytes] = []
 
     # -- trusted root --------------------------------------------------------
@@ -154,7 +107,7 @@ class FakeSigstore:
     def trusted_root(self, *, ct: bool = True, extra_cas: list[CA] | None = None) -> dict[str, Any]:
         def key(k: Any, details: str) -> dict[str, Any]:
             return {
-                "rawBytes": base64.b64encode(_spki(k)).decode(),
+                "rawBytes": base64.b64encode(spki_der(k)).decode(),
                 "keyDetails": details,
                 "validFor": {"start": "2020-01-01T00:00:00Z"},
             }
@@ -164,7 +117,7 @@ class FakeSigstore:
                 "baseUrl": url,
                 "hashAlgorithm": "SHA2_256",
                 "publicKey": key(k, "PKIX_ECDSA_P256_SHA_256"),
-                "logId": {"keyId": base64.b64encode(hashlib.sha256(_spki(k)).digest()).decode()},
+                "logId": {"keyId": base64.b64encode(hashlib.sha256(spki_der(k)).digest()).decode()},
             }
 
         cas = [self.ca, *(extra_cas or [])]
@@ -274,7 +227,7 @@ class FakeSigstore:
         return key, cert.public_bytes(serialization.Encoding.DER)
 
     def _sct_extension(self, precert: x509.Certificate, ca: CA, when: datetime) -> bytes:
-        issuer_hash = hashlib.sha256(_spki(ca.key)).digest()
+        issuer_hash = hashlib.sha256(spki_der(ca.key)).digest()
         tbs = precert.tbs_certificate_bytes
         ms = int(when.timestamp() * 1000)
         signed = (
@@ -285,7 +238,7 @@ class FakeSigstore:
             + struct.pack("!H", 0)
         )
         sig = self.ct_key.sign(signed, ec.ECDSA(hashes.SHA256()))
-        log_id = hashlib.sha256(_spki(self.ct_key)).digest()
+        log_id = hashlib.sha256(spki_der(self.ct_key)).digest()
         sct = (
             struct.pack("!B", 0)
             + log_id
