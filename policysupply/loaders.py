@@ -518,29 +518,15 @@ class _Rest:
         # spaced JSON; a compact body is smaller for OPA to read.
         where = _url_path(path)
         body = json.dumps(value, separators=(",", ":")).encode()  # ASCII: the fastest path
-
-        def go() -> None:
-            self._check(
-                self.session.put(
-                    f"{self.base}/v1/data/{where}",
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=self.timeout,
-                ),
-                (204,),
-            )
-
-        self.call(f"writing data/{'/'.join(path)}", go)
+        self.call(
+            f"writing data/{'/'.join(path)}", lambda: self._send_json("PUT", where, body, (204,))
+        )
 
     def delete_data(self, path: Path_) -> None:
-        try:
-            self.call(
-                f"deleting data/{'/'.join(path)}",
-                lambda: self.client.delete_data(_url_path(path)),
-            )
-        except _Rejected as exc:
-            if exc.code != "resource_not_found":
-                raise
+        self._delete(
+            f"deleting data/{'/'.join(path)}",
+            lambda: self.client.delete_data(_url_path(path)),
+        )
 
     def put_policy(self, pid: str, raw: str) -> None:
         quoted = urllib.parse.quote(pid, safe="/:~@")
@@ -553,29 +539,38 @@ class _Rest:
 
     def delete_policy(self, pid: str) -> None:
         quoted = urllib.parse.quote(pid, safe="/:~@")
-        try:
-            self.call(f"deleting policy {pid}", lambda: self.client.delete_policy(quoted))
-        except _Rejected as exc:
-            if exc.code != "resource_not_found":
-                raise
+        self._delete(f"deleting policy {pid}", lambda: self.client.delete_policy(quoted))
 
     def query(self, path: Path_, input: Any) -> Any:
         payload = {} if input is None else {"input": input}
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
         def go() -> Any:
-            resp = self._check(
-                self.session.post(
-                    f"{self.base}/v1/data/{_url_path(path)}",
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=self.timeout,
-                ),
-                (200,),
-            )
+            resp = self._send_json("POST", _url_path(path), body, (200,))
             return resp.json().get("result")
 
         return self.call(f"querying data/{'/'.join(path)}", go)
+
+    def _send_json(self, method: str, where: str, body: bytes, ok: tuple[int, ...]) -> Any:
+        """Sends JSON ``body`` to ``/v1/data/<where>``; the response if its status is in ``ok``."""
+        return self._check(
+            self.session.request(
+                method,
+                f"{self.base}/v1/data/{where}",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=self.timeout,
+            ),
+            ok,
+        )
+
+    def _delete(self, what: str, fn: Callable[[], Any]) -> None:
+        """``call(what, fn)`` for a delete: what OPA does not have is already gone."""
+        try:
+            self.call(what, fn)
+        except _Rejected as exc:
+            if exc.code != "resource_not_found":
+                raise
 
     def healthy(self) -> bool:
         import requests
