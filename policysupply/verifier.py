@@ -326,6 +326,30 @@ class _Candidate:
     attestation: bool = False
 
 
+def _envelope_candidates(
+    scheme: str, parsed: sb.ParsedBundle, env: sb.Envelope, *, attestation: bool = False
+) -> list[_Candidate]:
+    """One candidate per signature on a Sigstore bundle's DSSE envelope ``env``.
+
+    Each carries ``parsed``'s certificate, chain, log entries and timestamps.
+    """
+    return [
+        _Candidate(
+            scheme,
+            env.pae(),
+            sig,
+            env.payload,
+            certificate=parsed.certificate,
+            chain=parsed.chain,
+            tlog=parsed.tlog_entries,
+            timestamps=parsed.timestamps,
+            envelope=env,
+            attestation=attestation,
+        )
+        for sig in env.signatures
+    ]
+
+
 class Verifier:
     """Checks signatures on artifacts against a :class:`TrustPolicy`."""
 
@@ -442,19 +466,9 @@ class Verifier:
             except (ValueError, AttributeError):
                 predicate_type = None
             out.extend(
-                _Candidate(
-                    "bundle",
-                    env.pae(),
-                    sig,
-                    env.payload,
-                    certificate=parsed.certificate,
-                    chain=parsed.chain,
-                    tlog=parsed.tlog_entries,
-                    timestamps=parsed.timestamps,
-                    envelope=env,
-                    attestation=predicate_type != cosign.SIGN_PREDICATE,
+                _envelope_candidates(
+                    "bundle", parsed, env, attestation=predicate_type != cosign.SIGN_PREDICATE
                 )
-                for sig in env.signatures
             )
         return out
 
@@ -782,20 +796,7 @@ class Verifier:
                 named = False
             if env.payload_type != cosign.INTOTO or not named:
                 raise DigestMismatchError(f"{name}: the bundle's statement does not name {digest}")
-            candidates = [
-                _Candidate(
-                    "blob",
-                    env.pae(),
-                    sig,
-                    env.payload,
-                    certificate=parsed.certificate,
-                    chain=parsed.chain,
-                    tlog=parsed.tlog_entries,
-                    timestamps=parsed.timestamps,
-                    envelope=env,
-                )
-                for sig in env.signatures
-            ]
+            candidates = _envelope_candidates("blob", parsed, env)
         good: list[VerifiedSignature] = []
         errors: list[VerificationError] = []
         for c in candidates:
