@@ -217,7 +217,7 @@ def main() -> None:
     try:
         registry = Registry.remote(server.host, insecure=True)
         signer = Signer.generate()
-        _, pub = signer.write_key_pair(tmp, password="bench")  # noqa: S106 - a throwaway key
+        _, pub = signer.write_key_pair(tmp, password="bench")
         results = {kind: run_kind(kind, rounds, registry, server.host, signer, pub, tmp, procs)
                    for kind in ("blobs", "records")}
         registry.close()

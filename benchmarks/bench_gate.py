@@ -96,7 +96,7 @@ def main() -> None:
     signer = Signer.generate()
     for name in ("cosign.key", "cosign.pub"):
         (work / name).unlink(missing_ok=True)
-    key, pub = signer.write_key_pair(work, password="bench")  # noqa: S106 - throwaway key
+    key, pub = signer.write_key_pair(work, password="bench")
     gen = _start_distribution(work / "registry")
     server = next(gen)
     host = server.host
