@@ -18,6 +18,7 @@ the precise failure below it::
     │   ├── CertificateError
     │   │   └── CertificateExpiredError
     │   ├── TransparencyLogError
+    │   ├── ClaimMismatchError
     │   ├── ThresholdNotMetError
     │   ├── DigestMismatchError
     │   ├── RollbackError
@@ -34,6 +35,7 @@ __all__ = [
     "AuthenticationError",
     "BundleError",
     "CertificateError",
+    "ClaimMismatchError",
     "CertificateExpiredError",
     "DigestMismatchError",
     "IdentityMismatchError",
@@ -147,6 +149,15 @@ class TransparencyLogError(VerificationError):
 
     A missing entry, a bad signed entry timestamp or inclusion proof, or a
     body whose signature, key or digest differs from the signature checked.
+    """
+
+
+class ClaimMismatchError(VerificationError):
+    """A trusted signature's signed claims do not fit the artifact being verified.
+
+    The signed digest, ``docker-reference`` or a required annotation differs:
+    for example a valid signature copied from another image (mix-and-match),
+    or one made for another repository or environment.
     """
 
 

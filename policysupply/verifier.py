@@ -27,6 +27,7 @@ from policysupply._internal import cosign, keys, oci
 from policysupply._internal import sigstore_bundle as sb
 from policysupply._internal.oci import Reference
 from policysupply.errors import (
+    ClaimMismatchError,
     DigestMismatchError,
     IdentityMismatchError,
     NoSignatureError,
@@ -112,9 +113,12 @@ class TrustPolicy:
             survives mirroring), ``exact`` (host too), or ``off`` (as cosign).
         max_signature_age: Refuse material whose newest trusted signature is
             older than this (freeze protection: an attacker replaying old but
-            valid signatures). Needs a signed time: our ``signed-at``
-            annotation or, for keyless signatures, the transparency-log time;
-            material without one is refused while this is set.
+            valid signatures). Needs a signed time: the transparency log's
+            or an RFC 3161 timestamp authority's time, verified against the
+            trusted root (keyless signatures; key signatures when the
+            verifier has a ``trusted_root`` or ``require_tlog`` is set), or
+            else our ``signed-at`` annotation; material without one is
+            refused while this is set.
         require_tlog: Whether signatures need a verified transparency log entry.
             ``None`` (default): keyless signatures do, key signatures do not
             (cosign's ``--insecure-ignore-tlog`` for keys). ``True``: every
@@ -159,9 +163,10 @@ class VerifiedSignature:
         key_id: The trusted key that made it.
         scheme: ``legacy`` or ``bundle``.
         annotations: The signed annotations.
-        signed_at: The signed signing time, if the signature carries one (for
-            keyless signatures: the transparency log's or timestamp
-            authority's time).
+        signed_at: The signed signing time, if the signature carries one: the
+            transparency log's or timestamp authority's time, verified against
+            the trusted root (keyless signatures, and key signatures checked
+            against trust material), else our ``signed-at`` annotation.
         identity: The trusted identity that matched, for keyless signatures.
         subject: The certificate's subject (first SAN), for keyless signatures.
         issuer: The certificate's OIDC issuer, for keyless signatures.
@@ -205,7 +210,41 @@ class VerifiedAttestation:
     signature: VerifiedSignature
 
 
-_TOKEN = object()
+class _Seal:
+    """Issued by the Verifier for exactly one set of field values.
+
+    ``attrs.evolve`` copies private fields, so a plain token would let
+    ``evolve(verified, bundle=other)`` wrap unverified content; a seal only
+    accepts the very objects it was issued for.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, *values: object) -> None:
+        self._values = values
+
+    @staticmethod
+    def check(token: object, what: str, *values: object) -> None:
+        ok = (
+            isinstance(token, _Seal)
+            and len(token._values) == len(values)
+            and all(a is b for a, b in zip(token._values, values, strict=True))
+        )
+        if not ok:
+            raise TypeError(f"{what} is created by Verifier only, and cannot be altered")
+
+
+def _sealed_artifact(
+    reference: Reference,
+    signatures: tuple[VerifiedSignature, ...],
+    attestations: tuple[VerifiedAttestation, ...] = (),
+) -> VerifiedArtifact:
+    return VerifiedArtifact(
+        reference=reference,
+        signatures=signatures,
+        attestations=attestations,
+        _token=_Seal(reference, signatures, attestations),
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -228,8 +267,9 @@ class VerifiedArtifact:
     _token: object = attrs.field(alias="_token", repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        if self._token is not _TOKEN:
-            raise TypeError("VerifiedArtifact is created by Verifier only")
+        _Seal.check(
+            self._token, "VerifiedArtifact", self.reference, self.signatures, self.attestations
+        )
 
     @property
     def digest(self) -> str:
@@ -286,8 +326,7 @@ class VerifiedBundle:
     _token: object = attrs.field(alias="_token", repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        if self._token is not _TOKEN:
-            raise TypeError("VerifiedBundle is created by Verifier only")
+        _Seal.check(self._token, "VerifiedBundle", self.artifact, self.bundle)
 
     @property
     def reference(self) -> Reference:
@@ -362,7 +401,11 @@ class Verifier:
                 Sigstore ``trusted_root.json`` path (offline), ``"staging"``,
                 a ``sigstore.models.TrustedRoot``, or ``None`` for the
                 public-good root through sigstore's TUF client (network,
-                cached).
+                cached). When given, key signatures carrying log entries or
+                RFC 3161 timestamps (cosign 3's default ``sign --key``) get
+                their verified time as ``signed_at``; with ``None`` key
+                signatures are checked against the key alone (no network)
+                unless the policy sets ``require_tlog``.
         """
         self.policy = policy
         self._keys = policy.key_ids()
@@ -578,25 +621,38 @@ class Verifier:
         )
 
     def _key_checks(self, c: _Candidate) -> list[VerifiedSignature]:
+        """The trusted keys behind one signature, with its verified signing time.
+
+        A time comes only from verified material: the log entry's signed
+        entry timestamp or an RFC 3161 timestamp, checked against the trusted
+        root. That needs trust material: with ``require_tlog`` (which also
+        demands a matching log entry), or when a trusted root was given and
+        the signature carries log entries or timestamps. Otherwise nothing
+        beyond the key is read, and nothing is fetched.
+        """
         found = []
         for kid, key in self._keys.items():
             if not keys.verify(key, c.signature, c.message):
                 continue
             signed_at = None
             log_index = None
-            if self.policy.require_tlog:
+            if self.policy.require_tlog or (
+                self._trusted_root is not None and (c.tlog or c.timestamps)
+            ):
                 from policysupply._internal import keyless
 
-                signed_at = keyless.verify_key_tlog(
+                check = keyless.verify_key_times(
                     trust=self._trust_material(),
                     key=key,
                     signature=c.signature,
                     tlog_entries=c.tlog,
+                    timestamps=c.timestamps,
                     artifact_sha256=c.artifact_sha256,
                     envelope=c.envelope,
                     envelope_blob=c.envelope_blob,
+                    require_tlog=bool(self.policy.require_tlog),
                 )
-                log_index = c.tlog[0].log_index if c.tlog else None
+                signed_at, log_index = check.signed_time, check.log_index
             found.append(
                 VerifiedSignature(
                     key_id=kid,
@@ -667,7 +723,7 @@ class Verifier:
                 continue
             ok, why, annotations = self._claims_ok(c, pinned, digest)
             if not ok:
-                errors.append(VerificationError(f"{signers[0].signer[:28]}…: {why}"))
+                errors.append(ClaimMismatchError(f"{signers[0].signer[:28]}…: {why}"))
                 continue
             signed_at = _signed_time(annotations.get(cosign.ANN_SIGNED_AT))
             good.extend(
@@ -686,12 +742,7 @@ class Verifier:
         if attestations or (attestations is None and self.policy.attestations):
             statements += self._legacy_attestations(registry, r.repository, digest)
             verified_attestations = self._attestations(pinned, statements)
-        artifact = VerifiedArtifact(
-            reference=pinned,
-            signatures=tuple(good),
-            attestations=verified_attestations,
-            _token=_TOKEN,
-        )
+        artifact = _sealed_artifact(pinned, tuple(good), verified_attestations)
         self._check_age(artifact)
         return artifact
 
@@ -812,7 +863,7 @@ class Verifier:
                 f"{name}: {len(distinct)} distinct trusted signer(s) signed, "
                 f"{self.policy.threshold} required"
             )
-        artifact = VerifiedArtifact(reference=ref, signatures=tuple(good), _token=_TOKEN)
+        artifact = _sealed_artifact(ref, tuple(good))
         self._check_age(artifact)
         return artifact
 
@@ -825,7 +876,8 @@ class Verifier:
             raise StaleSignatureError(
                 f"{artifact.reference}: no trusted signature carries a signed time, and the "
                 f"policy refuses material older than {limit}; sign with policysupply "
-                "(signed-at annotation) or keyless (transparency-log time)"
+                "(signed-at annotation), keyless, or with an RFC 3161 timestamp or log "
+                "entry verified against the verifier's trusted_root"
             )
         age = dt.datetime.now(dt.timezone.utc) - newest
         if age > limit:
@@ -871,7 +923,7 @@ class Verifier:
                 revision=bundle.manifest.revision,
                 signed_at=artifact.signed_at,
             )
-        return VerifiedBundle(artifact=artifact, bundle=bundle, _token=_TOKEN)
+        return VerifiedBundle(artifact=artifact, bundle=bundle, _token=_Seal(artifact, bundle))
 
 
 def _signed_time(value: object) -> dt.datetime | None:
@@ -903,19 +955,11 @@ def _pool() -> Any:
 def _keyless_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
     """Certificate, chain, Rekor entry and timestamp from cosign's legacy layer annotations.
 
+    Key-signed layers carry no certificate, but may carry a Rekor entry and
+    an RFC 3161 timestamp (cosign ``sign --key`` with a log or a TSA).
     Malformed parts are dropped (verification then fails for lack of them).
     """
     out: dict[str, Any] = {}
-    cert = annotations.get(_ANN_CERTIFICATE)
-    if not cert:
-        return out  # a key signature: no need to load the keyless machinery
-    from policysupply._internal import keyless
-
-    ders = keyless.pem_chain(cert)
-    if not ders:
-        return out
-    out["certificate"] = ders[0]
-    out["chain"] = tuple(keyless.pem_chain(annotations.get(_ANN_CHAIN) or ""))
     rekor = annotations.get(_ANN_BUNDLE)
     if rekor:
         with contextlib.suppress(VerificationError):
@@ -927,6 +971,16 @@ def _keyless_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
             out["timestamps"] = (base64.b64decode(raw, validate=True),)
         except (ValueError, KeyError, TypeError):
             pass
+    cert = annotations.get(_ANN_CERTIFICATE)
+    if not cert:
+        return out  # a key signature: no need to load the keyless machinery
+    from policysupply._internal import keyless
+
+    ders = keyless.pem_chain(cert)
+    if not ders:
+        return {}
+    out["certificate"] = ders[0]
+    out["chain"] = tuple(keyless.pem_chain(annotations.get(_ANN_CHAIN) or ""))
     return out
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from policysupply import (
     Bundle,
+    ClaimMismatchError,
     NoSignatureError,
     Registry,
     Signer,
@@ -60,6 +61,25 @@ def test_only_the_verifier_constructs_verified_values(
         VerifiedBundle(artifact=None, bundle=bundle, _token=None)  # type: ignore[arg-type]
 
 
+def test_verified_values_cannot_be_altered_with_evolve(
+    setup: tuple[Registry, Bundle, Signer],
+) -> None:
+    import attrs
+
+    reg, bundle, signer = setup
+    signer.sign(reg, "acme/a:1")
+    verified = verifier(signer).verify_bundle(reg, "acme/a:1")
+    evil = Bundle(manifest=bundle.manifest, modules={}, data={"acme": {"evil": True}})
+    with pytest.raises(TypeError, match="cannot be altered"):
+        attrs.evolve(verified, bundle=evil)
+    other = oci.Reference(repository="acme/a", digest="sha256:" + "0" * 64)
+    with pytest.raises(TypeError, match="cannot be altered"):
+        attrs.evolve(verified.artifact, reference=other)
+    with pytest.raises(TypeError, match="cannot be altered"):
+        attrs.evolve(verified.artifact, signatures=())
+    assert attrs.evolve(verified) == verified  # an unchanged copy is still the same value
+
+
 def test_unsigned(setup: tuple[Registry, Bundle, Signer]) -> None:
     reg, _, signer = setup
     with pytest.raises(NoSignatureError):
@@ -97,7 +117,7 @@ def test_mix_and_match_signature_copied_to_another_image(
     b = reg.push(other, "acme/a:2")
     sig_manifest, _ = reg.get_manifest(f"acme/a:{a.location}")
     reg.put_manifest(f"acme/a:{cosign.sig_tag(str(b.digest))}", sig_manifest)
-    with pytest.raises(VerificationError, match="signature is for"):
+    with pytest.raises(ClaimMismatchError, match="signature is for"):
         verifier(signer).verify_bundle(reg, "acme/a:2")
 
 
@@ -151,12 +171,12 @@ def test_bundle_blob_replaced_in_registry(
 def test_required_annotation_and_docker_reference(setup: tuple[Registry, Bundle, Signer]) -> None:
     reg, _, signer = setup
     signer.sign(reg, "acme/a:1", annotations={"env": "dev"})
-    with pytest.raises(VerificationError, match="required annotation"):
+    with pytest.raises(ClaimMismatchError, match="required annotation"):
         verifier(signer, annotations={"env": "prod"}).verify(reg, "acme/a:1")
     # Copied into another repository, the signed docker-reference no longer matches.
     target = Registry.local(reg._store.root.parent / "copy")  # type: ignore[attr-defined]
     reg.copy("acme/a:1", to=target, to_ref="evil/b:1")
-    with pytest.raises(VerificationError, match="names"):
+    with pytest.raises(ClaimMismatchError, match="names"):
         verifier(signer).verify(target, "evil/b:1")
     assert verifier(signer, docker_reference="off").verify(target, "evil/b:1")
 
