@@ -703,27 +703,59 @@ def verify_keyless(
     )
 
 
-def verify_key_tlog(
+@attrs.frozen(kw_only=True)
+class KeyTimeCheck:
+    """What a key-signed signature's log entries and timestamps proved.
+
+    Attributes:
+        signed_time: The earliest verified signing time (a log's signed entry
+            timestamp or a trusted TSA's RFC 3161 time), or None.
+        log_index: The index of the verified, matching log entry, or None.
+    """
+
+    signed_time: datetime | None
+    log_index: int | None
+
+
+def verify_key_times(
     *,
     trust: TrustMaterial,
     key: Any,
     signature: bytes,
     tlog_entries: Sequence[TlogEntry],
+    timestamps: Sequence[bytes] = (),
     artifact_sha256: bytes | None = None,
     envelope: Envelope | None = None,
     envelope_blob: bytes | None = None,
-) -> datetime | None:
-    """Checks the log entries of a key-signed signature (when the policy requires a log).
+    require_tlog: bool = False,
+) -> KeyTimeCheck:
+    """Checks the log entries and RFC 3161 timestamps of a key-signed signature.
 
-    Returns:
-        The signed integration time, when a SET covers it.
+    The key signature itself must already have verified. Only verified
+    material yields a time: a log entry must name this signature, key and
+    content and carry a valid SET or inclusion proof; a timestamp must be
+    signed by a timestamp authority of the trusted root over this signature
+    (or, for cosign's legacy ``.att`` layers, over the stored envelope).
+
+    Args:
+        trust: The trusted root.
+        key: The public key the signature verified with.
+        signature: The signature.
+        tlog_entries: Candidate log entries.
+        timestamps: RFC 3161 timestamps (DER).
+        artifact_sha256: ``hashedrekord`` content hash (message signatures).
+        envelope: The DSSE envelope (DSSE content).
+        envelope_blob: The stored envelope bytes (cosign legacy ``.att``).
+        require_tlog: Whether a matching, verified log entry is mandatory.
+            Without it, entries and timestamps that do not verify are
+            ignored: they just give no time.
 
     Raises:
-        TransparencyLogError: No matching, verified entry.
+        TransparencyLogError: ``require_tlog`` and no matching, verified entry.
     """
-    if not tlog_entries:
-        raise TransparencyLogError("signature has no transparency log entry")
-    problems = []
+    times: list[datetime] = []
+    log_index: int | None = None
+    problems: list[str] = []
     for entry in tlog_entries:
         try:
             check_entry_body(
@@ -734,10 +766,26 @@ def verify_key_tlog(
                 envelope=envelope,
                 envelope_blob=envelope_blob,
             )
-            return verify_tlog_entry(entry, trust)
+            when = verify_tlog_entry(entry, trust)
         except TransparencyLogError as exc:
             problems.append(str(exc))
-    raise TransparencyLogError("; ".join(problems))
+            continue
+        log_index = entry.log_index
+        if when is not None:
+            times.append(when)
+        break
+    if require_tlog and log_index is None:
+        raise TransparencyLogError("; ".join(problems) or "signature has no transparency log entry")
+    if timestamps:
+        try:
+            stamped = trust.timestamp_times(timestamps, signature)
+            if not stamped and envelope_blob is not None:
+                # cosign's legacy attestations timestamp the stored envelope
+                stamped = trust.timestamp_times(timestamps, envelope_blob)
+        except VerificationError:
+            stamped = []  # malformed, or no TSA in the trusted root: no time from it
+        times += stamped
+    return KeyTimeCheck(signed_time=min(times) if times else None, log_index=log_index)
 
 
 # -- signing ------------------------------------------------------------------
