@@ -55,9 +55,12 @@ ACCEPT_MANIFESTS = ", ".join(
 class _Transient(Exception):  # internal signal, never escapes
     """A failure worth retrying; converted to TransientRegistryError at the end."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, refused: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.refused = refused  # the connection itself failed (refused, DNS)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -218,6 +221,8 @@ class Client:
             elapsed = time.monotonic() - start
             if attempts_made >= policy.max_attempts or elapsed >= policy.deadline:
                 return True
+            if exc.refused and attempts_made >= policy.max_refused_attempts:
+                return True
             ra = exc.retry_after
             return ra is not None and elapsed + ra > policy.deadline
 
@@ -340,7 +345,7 @@ class Client:
                 )
                 resp = self._http.send(req, stream=True)
             except httpx.TimeoutException as exc:
-                raise _Transient(f"{what}: timed out ({type(exc).__name__})") from None
+                raise _Transient(f"timed out ({type(exc).__name__})") from None
             except httpx.TransportError as exc:
                 reason = _certificate_failure(exc)
                 if reason:  # not transient: retrying cannot fix trust
@@ -349,7 +354,10 @@ class Client:
                         f"({reason}); add its CA (SSL_CERT_FILE) or, for a plain-HTTP "
                         "registry, use insecure=True"
                     ) from None
-                raise _Transient(f"{what}: connection failed ({type(exc).__name__})") from None
+                raise _Transient(
+                    f"connection failed ({type(exc).__name__})",
+                    refused=isinstance(exc, httpx.ConnectError),
+                ) from None
             if resp.status_code == 401 and attempt == 1:
                 challenge = resp.headers.get("www-authenticate", "")
                 resp.close()
@@ -380,7 +388,7 @@ class Client:
             return
         if status in _RETRY_STATUSES:
             raise _Transient(
-                f"{what}: registry answered {status}", _retry_after(resp.headers.get("retry-after"))
+                f"registry answered {status}", _retry_after(resp.headers.get("retry-after"))
             )
         detail = _registry_message(resp)
         if status == 404:
@@ -403,9 +411,9 @@ class Client:
         try:
             yield from resp.iter_bytes(_READ_CHUNK)
         except httpx.TimeoutException:
-            raise _Transient(f"{what}: timed out reading the body") from None
+            raise _Transient("timed out reading the body") from None
         except httpx.TransportError as exc:
-            raise _Transient(f"{what}: body cut short ({type(exc).__name__})") from None
+            raise _Transient(f"body cut short ({type(exc).__name__})") from None
 
     def _read_bounded(self, resp: httpx.Response, limit: int, what: str) -> bytes:
         out = bytearray()

@@ -35,12 +35,16 @@ class RetryPolicy:
         max_attempts: Upper bound on attempts per operation.
         initial_backoff: First back-off in seconds (exponential with jitter).
         max_backoff: Largest back-off between attempts, in seconds.
+        max_refused_attempts: Attempts while the host refuses connections
+            (nothing listening, or no such host): enough to ride out a
+            restart, not minutes of waiting on a wrong address.
     """
 
     deadline: float = 120.0
     max_attempts: int = 10
     initial_backoff: float = 0.2
     max_backoff: float = 10.0
+    max_refused_attempts: int = 3
 
     @classmethod
     def none(cls) -> RetryPolicy:

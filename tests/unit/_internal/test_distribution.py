@@ -167,3 +167,19 @@ def test_retry_after_beyond_the_deadline_gives_up_at_once() -> None:
         client(handler, retry=RetryPolicy(deadline=2)).tags("a/b", page_size=10)
     assert len(calls) == 1
     assert time.monotonic() - start < 1.5
+
+
+def test_refused_connections_give_up_after_a_few_attempts() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    policy = RetryPolicy(deadline=30, initial_backoff=0.001, max_backoff=0.002)
+    with pytest.raises(TransientRegistryError) as err:
+        client(handler, retry=policy).tags("a/b", page_size=10)
+    assert len(calls) == policy.max_refused_attempts == 3
+    assert str(err.value).startswith(
+        "list tags of a/b on reg.test: connection failed (ConnectError) (gave up after 3 attempt"
+    )
