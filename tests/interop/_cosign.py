@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,20 @@ COSIGN_VERIFY_FLAGS = ["--insecure-ignore-tlog=true", "--allow-http-registry"]
 # Verifying Sigstore bundles (Rekor v2 + TSA) against the loopback stack's
 # trusted root: cosign 2 does that only in its new-bundle mode.
 KEYLESS_VERIFY_FLAGS = {"2": ["--new-bundle-format", "--use-signed-timestamps"], "3": []}
+
+# Key-only Sigstore bundles for blobs (``sign-blob --key --bundle``): no log, no TSA.
+COSIGN_BLOB_SIGN_FLAGS = {
+    "2": ["--new-bundle-format", "--tlog-upload=false"],
+    "3": ["--tlog-upload=false", "--use-signing-config=false"],
+}
+COSIGN_BLOB_VERIFY_FLAGS = {
+    "2": ["--new-bundle-format", "--insecure-ignore-tlog=true"],
+    "3": ["--insecure-ignore-tlog=true"],
+}
+
+# What cosign prints when a verification (not a flag, not the network) fails.
+BAD_SIGNATURE = r"invalid signature when validating ASN\.1 encoded signature"
+BAD_DSSE_SIGNATURE = r"accepted signatures do not match threshold, Found: 0"
 
 
 def run_cosign(
@@ -60,6 +75,14 @@ def run_cosign(
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def assert_refused(proc: subprocess.CompletedProcess[str], pattern: str) -> None:
+    """Asserts cosign exited non-zero *because verification failed*: ``pattern``
+    (a regex) must be in its stderr, so a bad flag or an unreachable registry
+    cannot pass for a refusal."""
+    assert proc.returncode != 0, f"cosign accepted:\n{proc.stderr}"
+    assert re.search(pattern, proc.stderr), f"cosign failed otherwise:\n{proc.stderr}"
 
 
 def keyless_cosign(
