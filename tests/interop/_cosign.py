@@ -40,6 +40,11 @@ COSIGN_BLOB_VERIFY_FLAGS = {
 # What cosign prints when a verification (not a flag, not the network) fails.
 BAD_SIGNATURE = r"invalid signature when validating ASN\.1 encoded signature"
 BAD_DSSE_SIGNATURE = r"accepted signatures do not match threshold, Found: 0"
+# sigstore-go's bundle path, then cosign's classic (.sig) path
+WRONG_IDENTITY = (
+    r"no matching CertificateIdentity found, last error: expected SAN value"
+    r"|none of the expected identities matched what was in the certificate"
+)
 
 
 def run_cosign(

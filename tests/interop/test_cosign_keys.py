@@ -15,7 +15,15 @@ from policysupply import (
     UntrustedSignatureError,
     Verifier,
 )
-from tests.interop._cosign import COSIGN_SIGN_FLAGS, COSIGN_VERIFY_FLAGS, push_policy, run_cosign
+from tests.interop._cosign import (
+    BAD_DSSE_SIGNATURE,
+    BAD_SIGNATURE,
+    COSIGN_SIGN_FLAGS,
+    COSIGN_VERIFY_FLAGS,
+    assert_refused,
+    push_policy,
+    run_cosign,
+)
 from tests.interop.conftest import RegistryServer
 
 pytestmark = pytest.mark.interop
@@ -79,7 +87,7 @@ def test_cosign_rejects_our_signature_with_another_key(
         cwd=tmp_path,
         check=False,
     )
-    assert proc.returncode != 0
+    assert_refused(proc, BAD_SIGNATURE)
 
 
 def test_cosign3_bundle_referrer_verifies_on_both_registries(
@@ -112,20 +120,24 @@ def test_cosign3_bundle_referrer_verifies_on_both_registries(
             )
 
 
+@pytest.mark.parametrize("registry", ["referrers_registry", "distribution"])
 def test_our_bundle_scheme_verifies_in_cosign3(
-    referrers_registry: RegistryServer, example_dir: Path, tmp_path: Path
+    registry: str, request: pytest.FixtureRequest, example_dir: Path, tmp_path: Path
 ) -> None:
-    reg = Registry.remote(referrers_registry.host, insecure=True)
+    # ggcr serves the referrers API; Debian's distribution 2.8 does not, so the
+    # bundle is found through the fallback tag sha256-<hex>.
+    server: RegistryServer = request.getfixturevalue(registry)
+    reg = Registry.remote(server.host, insecure=True)
     pushed = reg.push(Bundle.from_directory(example_dir), "acme/policy:1.0")
     signer = Signer.generate()
     _, pub = signer.write_key_pair(tmp_path, password="pw")
     signer.sign(reg, pushed, scheme="bundle")
-    run_cosign(
-        "3",
-        "verify",
-        "--key",
-        str(pub),
-        *COSIGN_VERIFY_FLAGS,
-        f"{referrers_registry.host}/acme/policy@{pushed.digest}",
-        cwd=tmp_path,
+    assert reg.referrers(pushed), server.kind
+    ref = f"{server.host}/acme/policy@{pushed.digest}"
+    out = run_cosign("3", "verify", "--key", str(pub), *COSIGN_VERIFY_FLAGS, ref, cwd=tmp_path)
+    assert pushed.digest in out.stdout
+    _, other_pub = Signer.generate().write_key_pair(tmp_path, password="pw", name="other")
+    wrong = run_cosign(
+        "3", "verify", "--key", str(other_pub), *COSIGN_VERIFY_FLAGS, ref, cwd=tmp_path, check=False
     )
+    assert_refused(wrong, BAD_DSSE_SIGNATURE)

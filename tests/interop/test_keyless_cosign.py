@@ -22,6 +22,8 @@ from policysupply.identity import Identity
 from tests.interop import _sigstore_fixtures
 from tests.interop._cosign import (
     KEYLESS_VERIFY_FLAGS,
+    WRONG_IDENTITY,
+    assert_refused,
     bundle_signing_flags,
     keyless_cosign,
     legacy_signing_flags,
@@ -123,7 +125,7 @@ def test_our_keyless_bundle_signature_verifies_with_cosign(
             *KEYLESS_VERIFY_FLAGS[version],
             check=False,
         )
-        assert wrong.returncode != 0
+        assert_refused(wrong, WRONG_IDENTITY)
 
 
 def test_our_keyless_legacy_signature_verifies_with_cosign(
@@ -372,7 +374,7 @@ def test_blobs_both_ways(version: str, sigstore_stack: SigstoreStack, tmp_path: 
         )
 
     assert cosign_verify_blob(ours, DEFAULT_EMAIL).returncode == 0
-    assert cosign_verify_blob(ours, "mallory@example.com").returncode != 0
+    assert_refused(cosign_verify_blob(ours, "mallory@example.com"), WRONG_IDENTITY)
 
     # cosign signs, we verify
     theirs = tmp_path / "cosign.sigstore.json"

@@ -16,7 +16,10 @@ import pytest
 from tests.conftest import peer
 from tests.interop import _sigstore_fixtures
 from tests.interop._cosign import (
+    BAD_SIGNATURE,
     KEYLESS_VERIFY_FLAGS,
+    WRONG_IDENTITY,
+    assert_refused,
     bundle_signing_flags,
     keyless_cosign,
     legacy_signing_flags,
@@ -206,7 +209,7 @@ def test_cosign_sign_blob_and_verify_both_ways(
     wrong = verify_blob_with_cosign(
         version, stack, artifact, bundle, tmp_path, identity="mallory@example.com", check=False
     )
-    assert wrong.returncode != 0
+    assert_refused(wrong, WRONG_IDENTITY)
 
     # sigstore-python signs; cosign verifies.
     ours = tmp_path / "sigstore-python.sigstore.json"
@@ -214,7 +217,10 @@ def test_cosign_sign_blob_and_verify_both_ways(
     verify_blob_with_cosign(version, stack, artifact, ours, tmp_path)
     tampered = tmp_path / "tampered.rego"
     tampered.write_bytes(ARTIFACT + b"#")
-    assert verify_blob_with_cosign(version, stack, tampered, ours, tmp_path, check=False).returncode
+    assert_refused(
+        verify_blob_with_cosign(version, stack, tampered, ours, tmp_path, check=False),
+        BAD_SIGNATURE,
+    )
 
 
 @pytest.fixture(params=["distribution", "referrers_registry"])
@@ -263,7 +269,7 @@ def test_cosign3_signs_an_image_keylessly_and_both_cosigns_verify(
         wrong = keyless_cosign(
             version, stack, *verify, "--certificate-identity", other, ref, cwd=tmp_path, check=False
         )
-        assert wrong.returncode != 0
+        assert_refused(wrong, WRONG_IDENTITY)
 
 
 def test_cosign2_legacy_keyless_signature_and_both_cosigns_verify(
@@ -309,7 +315,7 @@ def test_cosign2_legacy_keyless_signature_and_both_cosigns_verify(
             cwd=tmp_path,
             check=False,
         )
-        assert wrong.returncode != 0
+        assert_refused(wrong, WRONG_IDENTITY)
 
 
 # -- offline material (tests/fixtures/sigstore) --------------------------------------
