@@ -47,3 +47,17 @@ def save(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def run(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> str:
+    """Runs a peer tool; stops the benchmark with its stderr if it fails."""
+    proc = subprocess.run(cmd, env=env, input=stdin, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:2])} failed: {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def cosign_env(home: Path, password: str = "bench") -> dict[str, str]:
+    """cosign's environment for a benchmark: its own HOME and docker config, no prompts."""
+    return {**os.environ, "COSIGN_PASSWORD": password, "COSIGN_YES": "true",
+            "HOME": str(home), "DOCKER_CONFIG": str(home / ".docker")}

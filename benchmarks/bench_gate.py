@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _common import WORK, machine, median_time, peer, save
+from _common import WORK, cosign_env, machine, median_time, peer, run, save
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,13 +42,6 @@ from policysupply.gate import DEFAULT_QUERY, INPUT_SCHEMA, Gate  # noqa: E402
 from tests.interop._cosign import COSIGN_SIGN_FLAGS, COSIGN_VERIFY_FLAGS  # noqa: E402
 from tests.interop._gate_fixtures import push_image  # noqa: E402
 from tests.interop.conftest import _start_distribution  # noqa: E402
-
-
-def run(cmd: list[str], env: dict[str, str], stdin: str | None = None) -> str:
-    proc = subprocess.run(cmd, env=env, input=stdin, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed: {proc.stderr[-2000:]}")
-    return proc.stdout
 
 
 def peer_decision(
@@ -89,8 +80,7 @@ def main() -> None:
     n_images = 100 if args.quick else 500
     work = WORK / "gate"
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "COSIGN_PASSWORD": "bench", "COSIGN_YES": "true",
-           "HOME": str(work), "DOCKER_CONFIG": str(work / ".docker")}
+    env = cosign_env(work)
     cosign, opa = str(peer("cosign2")), str(peer("opa"))
 
     signer = Signer.generate()

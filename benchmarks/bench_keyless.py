@@ -22,12 +22,11 @@ Reported (median of rounds; speedup = cosign / ours, above 1 means we are faster
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import WORK, machine, median_time, peer, save
+from _common import WORK, machine, median_time, peer, run, save
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,13 +35,6 @@ from policysupply import Bundle, Registry, TrustPolicy, Verifier  # noqa: E402
 from policysupply.identity import Identity  # noqa: E402
 from tests.interop._sigstore_fixtures import DEFAULT_EMAIL, start_sigstore_stack  # noqa: E402
 from tests.interop.conftest import _start_distribution  # noqa: E402
-
-
-def run(cmd: list[str], env: dict[str, str]) -> str:
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[0]} {cmd[1]} failed: {proc.stderr[-2000:]}")
-    return proc.stdout
 
 
 def main() -> None:

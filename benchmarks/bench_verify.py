@@ -19,14 +19,13 @@ Reported (median of rounds; ratio = cosign / ours, above 1 means we are faster):
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import WORK, machine, median_time, peer, save
+from _common import WORK, cosign_env, machine, median_time, peer, run, save
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -37,11 +36,6 @@ from tests.interop.conftest import _start_distribution  # noqa: E402
 VERIFY_FLAGS = ["--insecure-ignore-tlog=true", "--allow-http-registry"]
 
 
-def run(cmd: list[str], env: dict[str, str]) -> None:
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed: {proc.stderr[-2000:]}")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -51,13 +45,7 @@ def main() -> None:
     n_refs = 200 if args.quick else 1000
     work = WORK / "verify"
     work.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "COSIGN_PASSWORD": "bench",
-        "COSIGN_YES": "true",
-        "HOME": str(work),
-        "DOCKER_CONFIG": str(work / ".docker"),
-    }
+    env = cosign_env(work)
     cosign = str(peer("cosign2"))
     cli = str(Path(sys.executable).parent / "policysupply")
 
