@@ -13,6 +13,7 @@ the precise failure below it::
     ├── SigningError
     ├── VerificationError
     │   ├── NoSignatureError
+    │   │   └── MissingAttestationError
     │   ├── UntrustedSignatureError
     │   │   └── IdentityMismatchError
     │   ├── CertificateError
@@ -40,6 +41,7 @@ __all__ = [
     "DigestMismatchError",
     "IdentityMismatchError",
     "LoadError",
+    "MissingAttestationError",
     "NoSignatureError",
     "NotFoundError",
     "PolicySupplyError",
@@ -118,6 +120,10 @@ class VerificationError(PolicySupplyError):
 
 class NoSignatureError(VerificationError):
     """The artifact carries no signature at all."""
+
+
+class MissingAttestationError(NoSignatureError):
+    """The policy requires an attestation of a predicate type the artifact does not carry."""
 
 
 class UntrustedSignatureError(VerificationError):

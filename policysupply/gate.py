@@ -35,6 +35,7 @@ from policysupply.errors import (
     BundleError,
     CertificateError,
     DigestMismatchError,
+    MissingAttestationError,
     NoSignatureError,
     RollbackError,
     StaleSignatureError,
@@ -62,6 +63,8 @@ _DEFAULT_SETTINGS = ("allowed_registries", "required_identities", "required_atte
 
 # Most specific first: the first class an error is an instance of names it.
 _ERROR_CODES: tuple[tuple[type[VerificationError], str], ...] = (
+    # Before NoSignatureError, its base: signed, but a required attestation is absent.
+    (MissingAttestationError, "missing_attestation"),
     (NoSignatureError, "no_signature"),
     # Includes IdentityMismatchError: a valid signature by nobody trusted.
     (UntrustedSignatureError, "untrusted_signature"),

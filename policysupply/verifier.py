@@ -30,6 +30,7 @@ from policysupply.errors import (
     ClaimMismatchError,
     DigestMismatchError,
     IdentityMismatchError,
+    MissingAttestationError,
     NoSignatureError,
     NotFoundError,
     RegistryError,
@@ -781,7 +782,9 @@ class Verifier:
             if any(a.predicate_type == wanted for a in good):
                 continue
             if wanted not in seen:
-                raise NoSignatureError(f"{pinned}: no attestation of type {wanted!r}")
+                raise MissingAttestationError(
+                    f"{pinned}: no attestation of type {wanted!r} (the trust policy requires one)"
+                )
             raise _combined(pinned, len(errors.get(wanted, [])), errors.get(wanted, []), wanted)
         return tuple(good)
 

@@ -649,3 +649,21 @@ def test_required_attestations_from_verified_statements(
     assert gate.decide(reg, "acme/app:2").fired == ("required_attestations",)
     # Without the setting, attestations are not read (one registry read fewer).
     assert gate_for(signer).decide(reg, "acme/app:1").input["verification"]["attestations"] == []
+
+
+def test_missing_required_attestation_is_denied_as_such(tmp_path: Path) -> None:
+    from policysupply import Bundle, Gate, Registry, Signer, TrustPolicy, Verifier
+
+    slsa = "https://slsa.dev/provenance/v1"
+    reg = Registry.local(tmp_path / "oci")
+    reg.push(Bundle(modules={}, data={"x": 1}), "acme/app:1")
+    signer = Signer.generate()
+    signer.sign(reg, "acme/app:1")
+    gate = Gate(Verifier(TrustPolicy(keys=[signer.public_key_pem], attestations=[slsa])))
+    decision = gate.decide(reg, "acme/app:1")
+    assert not decision.allowed
+    assert decision.evidence["input"]["verification"]["error"] == "missing_attestation"
+    assert any("no attestation of type" in r for r in decision.reasons)
+    assert not any(r.startswith("unsigned:") for r in decision.reasons)
+    signer.attest(reg, "acme/app:1", predicate_type=slsa, predicate={"builder": {"id": "ci"}})
+    assert gate.decide(reg, "acme/app:1").allowed

@@ -25,6 +25,7 @@ from policysupply.errors import (
     CertificateError,
     CertificateExpiredError,
     IdentityMismatchError,
+    MissingAttestationError,
     NoSignatureError,
     StaleSignatureError,
     ThresholdNotMetError,
@@ -426,7 +427,7 @@ def test_attestation_required_and_exposed(
 
 def test_missing_or_untrusted_attestation(fake: FakeSigstore, root: Path, reg: Registry) -> None:
     keyless_signer(fake).sign(reg, "acme/a:1")
-    with pytest.raises(NoSignatureError, match="no attestation of type"):
+    with pytest.raises(MissingAttestationError, match="no attestation of type"):
         verifier(root, attestations=[SLSA]).verify(reg, "acme/a:1")
     keyless_signer(fake, subject="mallory@evil.example", extensions={}).attest(
         reg, "acme/a:1", predicate_type=SLSA, predicate={}
