@@ -1,12 +1,14 @@
 """Loading verified bundles into a real OPA: REST loads with rollback, and the bundle server.
 
 Everything runs against real parts on loopback: Debian's distribution registry,
-OPA (REST API and its bundle plugin), and our fault-injecting proxy in front
-of OPA for failures part-way through a load.
+OPA (REST API and its bundle plugin), real cosign 2.x / 3.x signing with key
+files, and our fault-injecting proxy in front of OPA for failures part-way
+through a load.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -18,6 +20,7 @@ import pytest
 
 from policysupply import (
     Bundle,
+    DigestMismatchError,
     LoadError,
     NoSignatureError,
     Registry,
@@ -29,6 +32,7 @@ from policysupply import (
 from policysupply.loaders import OPA, BundleServer, fetch_verified, publish
 from policysupply.verifier import VerifiedBundle
 from tests.interop import faultproxy
+from tests.interop._cosign import COSIGN_SIGN_FLAGS, run_cosign
 from tests.interop._loader_fixtures import (
     CASES,
     answers,
@@ -65,6 +69,59 @@ def local(tmp_path: Path) -> Pipeline:
 
 
 # -- scenario 1: build, sign, push, refuse what is not genuine, load what is -----------
+
+
+def _release_bundle(tmp: Path, name: str, signed_by: str) -> Bundle:
+    """A small policy under root ``release/<name>`` that says who signed it.
+
+    Its root does not overlap the example's ``k8s``, so it loads next to it.
+    """
+    root = tmp / f"release-{name}"
+    (root / "release" / name).mkdir(parents=True, exist_ok=True)
+    (root / "release" / name / "policy.rego").write_text(
+        f"package release.{name}\n\n"
+        f"signed_by := {json.dumps(signed_by)}\n\n"
+        "default allow := false\n\n"
+        'allow if input.user == "alice"\n'
+    )
+    (root / "release" / name / "data.json").write_text(json.dumps({"owners": ["alice"]}))
+    return Bundle.from_directory(root, roots=[f"release/{name}"], revision=f"{name}-1")
+
+
+def _cosign_keys(tmp: Path, name: str) -> Path:
+    """A cosign key pair made by real cosign 2 in ``tmp/name``; returns the directory."""
+    d = tmp / name
+    d.mkdir()
+    run_cosign("2", "generate-key-pair", cwd=d)
+    return d
+
+
+def _cosign_sign(version: str, keys: Path, server: RegistryServer, digest_ref: str) -> None:
+    """Real cosign ``version`` signs ``digest_ref`` (``repo@sha256:...``) with ``keys``.
+
+    cosign 2 stores a legacy ``.sig`` tag; cosign 3 (its default) a Sigstore
+    bundle as a referrer (the ``sha256-<hex>`` fallback tag on distribution 2.8).
+    """
+    run_cosign(
+        version,
+        "sign",
+        "--key",
+        str(keys / "cosign.key"),
+        *COSIGN_SIGN_FLAGS[version],
+        f"{server.host}/{digest_ref}",
+        cwd=keys,
+    )
+
+
+def _layer_blob_file(storage: Path, registry: Registry, ref: str) -> tuple[str, Path]:
+    """The digest of ``ref``'s one layer and the file distribution stores it in."""
+    raw, _ = registry.get_manifest(ref)
+    (layer,) = json.loads(raw)["layers"]
+    digest: str = layer["digest"]
+    hexd = digest.removeprefix("sha256:")
+    path = storage / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexd[:2] / hexd / "data"
+    assert path.is_file(), path
+    return digest, path
 
 
 def test_end_to_end_only_the_genuine_bundle_reaches_opa(
@@ -116,13 +173,120 @@ def test_end_to_end_only_the_genuine_bundle_reaches_opa(
         assert state(rest_opa) == before
         publish(genuine, registry, "acme/policy:prod", pipe.signer)
 
-        # ...and served to OPA's bundle plugin.
+        # Bundles signed by real cosign with a key file the release team keeps:
+        # cosign 2's legacy .sig tag and cosign 3's default Sigstore bundle.
+        trusted = _cosign_keys(tmp_path, "cosign-trusted")
+        release = Verifier(TrustPolicy(keys=[trusted / "cosign.pub"]))
+        cosigned: dict[str, VerifiedBundle] = {}
+        for version, scheme in (("2", "legacy"), ("3", "bundle")):
+            name = f"cosign{version}"
+            pushed = registry.push(
+                _release_bundle(tmp_path, name, f"cosign {version}"), f"acme/{name}:1"
+            )
+            _cosign_sign(version, trusted, distribution, f"acme/{name}@{pushed.digest}")
+            v = fetch_verified(registry, f"acme/{name}:1", release)
+            assert v.reference.digest == pushed.digest
+            assert [s.scheme for s in v.artifact.signatures] == [scheme]
+            assert opa.load(v).reference == v.reference
+            assert opa.query(f"release/{name}/signed_by") == f"cosign {version}"
+            assert opa.query(f"release/{name}/allow", {"user": "alice"}) is True
+            assert opa.query(f"release/{name}/allow", {"user": "mallory"}) is False
+            assert opa.query(f"release/{name}/owners") == ["alice"]
+            cosigned[name] = v
+        assert set(opa.loaded()) == {
+            f"{distribution.host}/acme/{n}" for n in ("policy", "cosign2", "cosign3")
+        }
+        assert answers(rest_opa) == EXPECTED
+        loaded_state = state(rest_opa)
+
+        # An unsigned copy of a cosign-signed bundle (same bytes, same digest,
+        # in a repository its signature does not live in) is refused...
+        copy = registry.copy(
+            cosigned["cosign2"].reference,
+            to=registry,
+            to_ref="acme/mirror:1",
+            with_signatures=False,
+        )
+        assert copy.digest == cosigned["cosign2"].reference.digest
+        with pytest.raises(NoSignatureError):
+            fetch_verified(registry, "acme/mirror:1", release)
+        # ...and so is a changed bundle under the release tag, signed by real
+        # cosign with a key nobody trusts.
+        untrusted = _cosign_keys(tmp_path, "cosign-untrusted")
+        for version in ("2", "3"):
+            forged = Bundle(
+                manifest=cosigned["cosign2"].bundle.manifest,
+                modules={
+                    "release/cosign2/policy.rego": (
+                        "package release.cosign2\n\n"
+                        f'signed_by := "mallory with cosign {version}"\n\nallow := true\n'
+                    )
+                },
+                data=cosigned["cosign2"].bundle.data,
+            )
+            moved = registry.push(forged, "acme/cosign2:1")
+            _cosign_sign(version, untrusted, distribution, f"acme/cosign2@{moved.digest}")
+            with pytest.raises(UntrustedSignatureError):
+                fetch_verified(registry, "acme/cosign2:1", release)
+            forged_watch = server.watch(registry, "acme/cosign2:1", release, name="forged")
+            forged_watch.stop()
+            assert forged_watch.check() is False
+            assert (forged_watch.last_error or "").startswith("UntrustedSignatureError")
+            assert server.served("forged") is None
+        assert state(rest_opa) == loaded_state
+        assert opa.query("release/cosign2/allow", {"user": "mallory"}) is False
+
+        # ...and served to OPA's bundle plugin, the cosign-signed ones too.
         assert watch.check() is True
+        for name, v in cosigned.items():
+            assert server.publish(v, name).reference == v.reference
         config = tmp_path / "opa-bundles.yaml"
-        config.write_text(server.opa_config_yaml(long_polling_timeout_seconds=5))
-        bundle_opa = start_opa("-c", str(config))  # healthy only once the bundle is active
+        config.write_text(
+            server.opa_config_yaml(["authz", "cosign2", "cosign3"], long_polling_timeout_seconds=5)
+        )
+        bundle_opa = start_opa("-c", str(config))  # healthy only once every bundle is active
         assert opa_revision(bundle_opa, "authz") == "example-1"
         assert answers(bundle_opa) == EXPECTED
+        for name in cosigned:
+            assert opa_revision(bundle_opa, name) == f"{name}-1"
+            allow = bundle_opa.post(f"/v1/data/release/{name}/allow", {"input": {"user": "alice"}})
+            assert allow["result"] is True
+        served_answers = answers(bundle_opa)
+
+        # Real tampering behind the signed digest: the registry's own storage
+        # now holds other bytes (a bundle allowing everything) under the layer
+        # digest the signed manifest names. The tag, manifest and signature are
+        # untouched, so only the layer's hash can tell.
+        storage = tmp_path / "distribution" / "data"
+        layer, blob = _layer_blob_file(storage, registry, "acme/policy:prod")
+        assert layer == genuine.digest  # the layer is the bundle's .tar.gz
+        allow_all = Bundle(
+            manifest=genuine.manifest,
+            modules={"k8s/admission/admission.rego": "package k8s.admission\n\nallow := true\n"},
+            data={},
+        )
+        blob.write_bytes(allow_all.to_bytes())
+        status, _, served_bytes = fetch(f"{distribution.url}/v2/acme/policy/blobs/{layer}")
+        assert (status, served_bytes) == (200, allow_all.to_bytes())  # really served
+        with pytest.raises(DigestMismatchError, match=layer):
+            fetch_verified(registry, "acme/policy:prod", pipe.verifier)
+        with pytest.raises(DigestMismatchError):
+            pipe.verifier.verify_bundle(registry, f"acme/policy@{ref.digest}")
+        # A fresh bundle server following the tag refuses it too.
+        fresh = BundleServer(tmp_path / "fresh").start()
+        try:
+            tampered_watch = fresh.watch(registry, "acme/policy:prod", pipe.verifier, name="authz")
+            tampered_watch.stop()
+            assert tampered_watch.check() is False
+            assert (tampered_watch.last_error or "").startswith("DigestMismatchError")
+            assert fresh.served("authz") is None
+        finally:
+            fresh.stop()
+        # Neither OPA ever saw those bytes.
+        assert state(rest_opa) == loaded_state
+        assert answers(rest_opa) == EXPECTED
+        assert answers(bundle_opa) == served_answers == EXPECTED
+        assert opa_revision(bundle_opa, "authz") == "example-1"
     finally:
         server.stop()
         opa.close()
