@@ -24,7 +24,13 @@ from policysupply.cli._common import (
     reported,
 )
 from policysupply.cli._registry_cmds import REFERENCE_HELP
-from policysupply.cli._trust import TrustOptions, trust_options, verifier_from_options
+from policysupply.cli._trust import (
+    TrustOptions,
+    rules_trust_options,
+    rules_verifier,
+    trust_options,
+    verifier_from_options,
+)
 
 if TYPE_CHECKING:
     from policysupply import Bundle, Verifier
@@ -74,15 +80,9 @@ def _local_rules(path: str) -> Bundle:
     "--rules",
     metavar="PATH|REFERENCE",
     help="Rule bundle: a directory, a .tar.gz, or a signed policy image (verified with "
-    "--rules-key before use). Default: policysupply's built-in rules.",
+    "--rules-key or --rules-certificate-* before use). Default: policysupply's built-in rules.",
 )
-@click.option(
-    "--rules-key",
-    "rules_keys",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="Public key trusted to sign a --rules image (repeatable; default: --key).",
-)
+@rules_trust_options
 @click.option("--query", help="Query the rules answer (default: the built-in rules' decision).")
 @click.option(
     "--allow-registry",
@@ -109,7 +109,7 @@ def gate(
     image: str,
     trust: TrustOptions,
     rules: str | None,
-    rules_keys: tuple[str, ...],
+    rules_trust: TrustOptions | None,
     query: str | None,
     allowed_registries: tuple[str, ...],
     required_attestations: tuple[str, ...],
@@ -132,8 +132,13 @@ def gate(
       policysupply gate reg.example.com/acme/app:1.4 -k build.pub \
           --rules reg.example.com/acme/gate-rules:prod --rules-key policy.pub \
           --context '{"env": "prod"}'
+      policysupply gate reg.example.com/acme/app:1.4 -k build.pub \
+          --rules reg.example.com/acme/gate-rules:prod \
+          --rules-certificate-identity \
+            https://github.com/acme/gate-rules/.github/workflows/release.yml@refs/heads/main \
+          --rules-certificate-oidc-issuer https://token.actions.githubusercontent.com
     """
-    from policysupply import Gate, TrustPolicy, Verifier
+    from policysupply import Gate
 
     verifier = _require(verifier_from_options(trust, as_json))
     ctx = _read_context(context)
@@ -147,22 +152,23 @@ def gate(
     q: dict[str, Any] = {"query": query} if query else {}
     with target.registry:
         if rules is not None and not Path(rules).exists():
-            # A policy image: verified (with --rules-key, or the image keys) before use.
+            # A policy image: verified (with the --rules-* trust, or the image's) before use.
             source = open_target(rules, net, param="--rules")
-            with reported(as_json, code=EXIT_USAGE):
-                rules_verifier = Verifier(TrustPolicy(keys=rules_keys)) if rules_keys else verifier
+            for_rules = rules_verifier(rules_trust, trust, as_json) or verifier
             with reported(as_json), source.registry:
                 g = Gate.from_registry(
                     source.registry,
                     source.ref,
                     verifier,
-                    rules_verifier=rules_verifier,
+                    rules_verifier=for_rules,
                     settings=settings or None,
                     **q,
                 )
         else:
-            if rules_keys:
-                raise click.UsageError("--rules-key applies to a --rules policy image")
+            if rules_trust is not None:
+                raise click.UsageError(
+                    "--rules-key and --rules-certificate-* apply to a --rules policy image"
+                )
             with reported(as_json, code=EXIT_USAGE):
                 bundle = _local_rules(rules) if rules is not None else None
                 g = Gate(verifier, bundle, settings=settings or None, **q)

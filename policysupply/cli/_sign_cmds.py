@@ -23,6 +23,7 @@ from policysupply.cli._common import (
 from policysupply.cli._registry_cmds import REFERENCE_HELP
 from policysupply.cli._trust import (
     TrustOptions,
+    require_attestation_option,
     signature_json,
     trust_options,
     verifier_from_options,
@@ -226,26 +227,32 @@ def _identity_token(value: str) -> str:
 @click.command(cls=Command, epilog=REFERENCE_HELP)
 @click.argument("reference")
 @trust_options(required=True)
+@require_attestation_option
 @registry_options
 @json_option
 def verify(
     reference: str,
     trust: TrustOptions,
+    required_attestations: tuple[str, ...],
     net: NetOptions,
     as_json: bool,
 ) -> None:
     r"""Verify the signatures on REFERENCE (a policy image or any OCI artifact).
 
     Exit code 0 when at least --threshold distinct trusted keys signed the
-    resolved digest with the required annotations; 1 when verification fails
-    (unsigned, untrusted, threshold not met, claims wrong); 2 for setup errors.
+    resolved digest with the required annotations, and a trusted signer
+    attested each --require-attestation predicate type; 1 when verification
+    fails (unsigned, untrusted, threshold not met, claims wrong, attestation
+    missing or untrusted); 2 for setup errors.
 
     \b
     Examples:
       policysupply verify registry.example.com/acme/policy:1.0 --key cosign.pub
       policysupply verify localhost:5000/app:1 -k a.pub -k b.pub --threshold 2 -a env=prod
+      policysupply verify registry.example.com/acme/app:1.4 -k cosign.pub \
+          --require-attestation https://slsa.dev/provenance/v1
     """
-    verifier = verifier_from_options(trust, as_json)
+    verifier = verifier_from_options(trust, as_json, attestations=required_attestations)
     assert verifier is not None  # noqa: S101 - --key is required
     target = open_target(reference, net, param="REFERENCE")
     with reported(as_json), target.registry:
@@ -259,6 +266,10 @@ def verify(
                 "digest": artifact.digest,
                 "key_ids": list(artifact.key_ids),
                 "signatures": [signature_json(s) for s in artifact.signatures],
+                "attestations": [
+                    {"predicate_type": a.predicate_type, **signature_json(a.signature)}
+                    for a in artifact.attestations
+                ],
             }
         )
     else:
@@ -267,3 +278,7 @@ def verify(
             extra = "".join(f" {k}={v}" for k, v in sorted(s.annotations.items()))
             who = f"{s.subject} ({s.issuer})" if s.subject else s.key_id
             click.echo(f"  {s.scheme} signature by {who}{extra}")
+        for a in artifact.attestations:
+            s = a.signature
+            who = f"{s.subject} ({s.issuer})" if s.subject else s.key_id
+            click.echo(f"  {s.scheme} attestation {a.predicate_type} by {who}")

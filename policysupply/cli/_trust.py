@@ -193,19 +193,34 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
     return decorate
 
 
-def verifier_from_options(trust: TrustOptions, as_json: bool) -> Verifier | None:
+def verifier_from_options(
+    trust: TrustOptions, as_json: bool, *, attestations: tuple[str, ...] = ()
+) -> Verifier | None:
     """A Verifier for the options, or ``None`` when no key or identity was given.
 
     A key file that is not a public key, an incomplete identity, or a
     threshold the signers cannot meet is a configuration error (exit code 2).
+
+    Args:
+        trust: The trust options as given.
+        as_json: Report configuration errors as JSON.
+        attestations: Predicate types a trusted signer must have attested
+            (``TrustPolicy.attestations``; ``verify --require-attestation``).
     """
     from policysupply import Identity, TrustPolicy, Verifier
 
     required = parse_annotations(trust.annotations)
     if not trust.keys and not trust.keyless:
-        if trust.threshold != 1 or required or trust.max_signature_age or trust.state:
+        if (
+            trust.threshold != 1
+            or required
+            or trust.max_signature_age
+            or trust.state
+            or attestations
+        ):
             raise click.UsageError(
-                "--threshold, -a, --max-signature-age and --state need a --key or an identity"
+                "--threshold, -a, --max-signature-age, --state and --require-attestation "
+                "need a --key or an identity"
             )
         return None
     with reported(as_json, code=EXIT_USAGE):
@@ -232,8 +247,98 @@ def verifier_from_options(trust: TrustOptions, as_json: bool) -> Verifier | None
             annotations=required,
             docker_reference=trust.docker_reference,  # type: ignore[arg-type]
             max_signature_age=trust.max_signature_age,
+            attestations=attestations,
         )
     return Verifier(policy, trusted_root=trust.trusted_root)
+
+
+def require_attestation_option(f: F) -> F:
+    """Adds ``--require-attestation PREDICATE_TYPE`` (repeatable) as ``required_attestations``.
+
+    The same flag as ``gate --require-attestation``; for ``verify`` it becomes
+    ``TrustPolicy(attestations=...)``.
+    """
+    return click.option(
+        "--require-attestation",
+        "required_attestations",
+        multiple=True,
+        metavar="PREDICATE_TYPE",
+        help="Require an attestation of this predicate type (e.g. "
+        "https://slsa.dev/provenance/v1) signed by a trusted key or identity (repeatable).",
+    )(f)
+
+
+def rules_trust_options(f: F) -> F:
+    """Adds ``gate``'s trust options for a ``--rules`` policy image.
+
+    ``--rules-key`` (repeatable), ``--rules-certificate-identity`` and
+    ``--rules-certificate-oidc-issuer``; the command receives
+    ``rules_trust: TrustOptions | None`` (``None`` when none was given, so the
+    image's trust applies to the rules too); :func:`rules_verifier` turns it
+    into a Verifier.
+    """
+
+    @functools.wraps(f)
+    def wrapper(
+        *args: Any,
+        rules_keys: tuple[str, ...],
+        rules_certificate_identity: str | None,
+        rules_certificate_oidc_issuer: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        given = rules_keys or rules_certificate_identity or rules_certificate_oidc_issuer
+        rules_trust = (
+            TrustOptions(
+                keys=rules_keys,
+                identity=rules_certificate_identity,
+                issuer=rules_certificate_oidc_issuer,
+            )
+            if given
+            else None
+        )
+        return f(*args, rules_trust=rules_trust, **kwargs)
+
+    g: Any = wrapper
+    g = click.option(
+        "--rules-certificate-oidc-issuer",
+        metavar="TEXT",
+        help="Keyless: the OIDC issuer of the --rules image's signer, exactly.",
+    )(g)
+    g = click.option(
+        "--rules-certificate-identity",
+        metavar="TEXT",
+        help="Keyless: the --rules image signer's identity (certificate SAN), exactly "
+        "(with --rules-certificate-oidc-issuer; checked against --trusted-root).",
+    )(g)
+    g = click.option(
+        "--rules-key",
+        "rules_keys",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Public key trusted to sign a --rules image (repeatable). Without --rules-key "
+        "or a --rules-certificate-* identity, the image's trust options apply.",
+    )(g)
+    return g  # type: ignore[no-any-return]
+
+
+def rules_verifier(
+    rules_trust: TrustOptions | None, trust: TrustOptions, as_json: bool
+) -> Verifier | None:
+    """The Verifier for a ``--rules`` image, or ``None`` to use the image's.
+
+    Keyless rules identities are checked against the image options'
+    ``--trusted-root``. An identity without its issuer (or the reverse) is a
+    configuration error (exit code 2), as for the image's own options.
+    """
+    if rules_trust is None:
+        return None
+    if bool(rules_trust.identity) != bool(rules_trust.issuer):
+        raise click.UsageError(
+            "--rules-certificate-identity and --rules-certificate-oidc-issuer go together"
+        )
+    return verifier_from_options(
+        attrs.evolve(rules_trust, trusted_root=trust.trusted_root), as_json
+    )
 
 
 def signature_json(sig: VerifiedSignature) -> dict[str, Any]:
