@@ -265,6 +265,13 @@ class Client:
 
     # -- one attempt ---------------------------------------------------------
 
+    def _same_origin(self, url: str) -> bool:
+        try:
+            target, base = httpx.URL(url), httpx.URL(self.base)
+        except httpx.InvalidURL:
+            return False
+        return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
+
     def _auth_header(self, scope: str) -> str | None:
         with self._lock:
             token = self._tokens.get(scope)
@@ -330,9 +337,13 @@ class Client:
             The open response; with ``missing_ok`` a 404 is returned too.
         """
         full = url if url.startswith(("http://", "https://")) else self.base + url
+        # Upload sessions and pagination hand us URLs from Location/Link
+        # headers; credentials go only to the registry itself, never to
+        # another host a registry (or an attacker answering for it) names.
+        ours = full is not url or self._same_origin(full)
         for attempt in (1, 2):
             hdrs = dict(headers or {})
-            auth = self._auth_header(scope)
+            auth = self._auth_header(scope) if ours else None
             if auth:
                 hdrs["Authorization"] = auth
             try:

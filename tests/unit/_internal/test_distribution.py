@@ -183,3 +183,30 @@ def test_refused_connections_give_up_after_a_few_attempts() -> None:
     assert str(err.value).startswith(
         "list tags of a/b on reg.test: connection failed (ConnectError) (gave up after 3 attempt"
     )
+
+
+@pytest.mark.parametrize("location", ["https://storage.evil.test/up/1", "http://reg.test/up/1"])
+def test_credentials_never_follow_location_or_link_to_another_origin(location: str) -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("Authorization")
+        seen.append((f"{request.url.scheme}://{request.url.host}", auth))
+        if request.url.host == "reg.test" and request.url.scheme == "https" and not auth:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        if request.method == "POST":
+            return httpx.Response(202, headers={"Location": location})
+        if request.method == "PUT":
+            return httpx.Response(201)
+        if request.url.path.endswith("/tags/list") and "last" not in str(request.url):
+            link = f'<{location.rsplit("/up", 1)[0]}/v2/x/tags/list?last=a>; rel="next"'
+            return httpx.Response(200, json={"tags": ["a"]}, headers={"Link": link})
+        return httpx.Response(200, json={"tags": ["b"]})
+
+    c = client(handler, creds=Credentials(username="u", password="p"))
+    c.upload_blob("x", "sha256:" + "0" * 64, 5, lambda: [b"hello"], chunk_size=None)
+    c.tags("x", page_size=10)
+    foreign = [auth for origin, auth in seen if origin != "https://reg.test"]
+    assert foreign  # the other origin was contacted (upload PUT, next tags page) ...
+    assert foreign == [None] * len(foreign)  # ... but never with credentials
+    assert any(auth for origin, auth in seen if origin == "https://reg.test")
