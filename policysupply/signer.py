@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -90,14 +93,15 @@ class SigstoreBundle:
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Writes the bundle to ``path`` (conventionally ``<file>.sigstore.json``).
 
+        Atomic: the bytes go to a temporary file in the same directory, which is
+        fsynced and renamed over ``path``; on any failure ``path`` keeps its old
+        content (or stays absent) and the temporary file is removed.
+
         Raises:
             SigningError: The file cannot be written.
         """
         p = Path(path)
-        try:
-            p.write_bytes(self.data)
-        except OSError as exc:
-            raise SigningError(f"cannot write {p}: {exc.strerror}") from None
+        _publish([(p, self.data, 0o666)], overwrite=True)
         return p
 
 
@@ -236,13 +240,19 @@ class Signer:
     ) -> tuple[Path, Path]:
         """Writes ``<name>.key`` (encrypted like cosign's, mode 0600) and ``<name>.pub``.
 
-        Existing files are not overwritten.
+        Existing files are never overwritten. Each file is written in full to a
+        temporary file in ``directory`` (the key's created with mode 0600) and
+        fsynced, then hard-linked under its final name, which fails rather
+        than replace a file that appeared meanwhile. Both files or neither: if
+        anything fails, what this call created is removed, so a retry starts
+        clean.
 
         Returns:
             ``(private key path, public key path)``.
 
         Raises:
-            SigningError: A file already exists or cannot be written.
+            SigningError: A file already exists or cannot be written (the
+                message names the file).
         """
         from cryptography.hazmat.primitives import serialization
 
@@ -256,20 +266,7 @@ class Signer:
             serialization.NoEncryption(),
         )
         pem = keys.encrypt_private_key(der, pw)
-        try:
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise SigningError(f"{key_path} exists; refusing to overwrite a key") from None
-        except OSError as exc:
-            raise SigningError(f"cannot write {key_path}: {exc.strerror}") from None
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-        try:
-            with pub_path.open("xb") as f:
-                f.write(self.public_key_pem)
-        except FileExistsError:
-            key_path.unlink()
-            raise SigningError(f"{pub_path} exists; refusing to overwrite a key") from None
+        _publish([(key_path, pem, 0o600), (pub_path, self.public_key_pem, 0o666)], overwrite=False)
         return key_path, pub_path
 
     def sign_bytes(self, message: bytes) -> bytes:
@@ -597,3 +594,106 @@ def _cert_key_id(made: sb.ParsedBundle) -> str:
 
     assert made.certificate is not None  # noqa: S101 - keyless bundles carry one
     return keys.key_id(keyless.load_certificate(made.certificate).public_key())
+
+
+def _publish(files: list[tuple[Path, bytes, int]], *, overwrite: bool) -> None:
+    """Puts each ``(path, data, mode)`` in place whole, or leaves every path as it was.
+
+    Each file is written to a temporary file beside it (created with ``mode``,
+    less the umask), fsynced, and then renamed over ``path`` (``overwrite``) or
+    hard-linked to it, which fails if ``path`` exists. On failure the temporary
+    files, and any file this call already put in place, are removed.
+
+    Raises:
+        SigningError: A path exists (without ``overwrite``) or a write failed;
+            the message names the file.
+    """
+    temps: list[Path] = []
+    placed: list[Path] = []
+    done = False
+    try:
+        for path, data, mode in files:
+            if not overwrite and os.path.lexists(path):
+                raise SigningError(f"{path} exists; refusing to overwrite it")
+            temps.append(_write_temp(path, data, mode))
+        for (path, _, _), tmp in zip(files, temps, strict=True):
+            try:
+                if overwrite:
+                    os.replace(tmp, path)
+                else:
+                    _link_new(tmp, path)
+            except FileExistsError:
+                raise SigningError(f"{path} exists; refusing to overwrite it") from None
+            except OSError as exc:
+                raise SigningError(f"cannot write {path}: {exc.strerror or exc}") from None
+            placed.append(path)
+        _fsync_dirs({p.parent for p, _, _ in files})
+        done = True
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if not done and not overwrite:
+            for path in placed:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    """``data`` in a new, fsynced temporary file in ``path``'s directory."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags | getattr(os, "O_NOFOLLOW", 0), mode)
+    except OSError as exc:
+        raise SigningError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SigningError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+# Hard links unsupported by the file system (e.g. FAT, some network and FUSE mounts).
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """Gives ``tmp``'s file the name ``path``; FileExistsError if ``path`` exists.
+
+    A hard link cannot replace an existing file. Where the file system has
+    none, the fallback (check, then rename) has a small race with another
+    writer creating ``path`` meanwhile.
+    """
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.rename(tmp, path)
+
+
+def _fsync_dirs(directories: set[Path]) -> None:
+    """Makes the new names durable (best effort: not every platform can fsync a directory)."""
+    for d in directories:
+        try:
+            fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

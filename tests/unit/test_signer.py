@@ -159,3 +159,150 @@ def test_keyless_trust_fetch_failure_is_a_signing_error(monkeypatch: pytest.Monk
     signer = Signer.keyless(identity_token=_token(), trust="staging")
     with pytest.raises(SigningError, match="cannot fetch Sigstore's staging trust config"):
         signer.sign_blob(b"data")
+
+
+# -- writing key pairs and bundles ------------------------------------------------------
+
+_FSIZE_SCRIPT = """
+import os, resource, signal, sys
+from policysupply import Signer, SigstoreBundle
+from policysupply.errors import SigningError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+d = sys.argv[1]
+signer = Signer.generate()
+bundle = signer.sign_blob(b"x")
+hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+resource.setrlimit(resource.RLIMIT_FSIZE, (100, hard))
+for what, call in [
+    ("pair", lambda: signer.write_key_pair(d, password="pw")),
+    ("bundle", lambda: bundle.write(os.path.join(d, "b.sigstore.json"))),
+]:
+    try:
+        call()
+        print(what, "wrote")
+    except SigningError as exc:
+        print(what, "SigningError", exc)
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+signer.write_key_pair(d, password="pw")
+bundle.write(os.path.join(d, "b.sigstore.json"))
+print("retry ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="POSIX only")
+def test_writes_that_hit_a_file_size_limit_leave_no_partial_files(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "b.sigstore.json").write_bytes(b"GOOD-OLD-CONTENT" * 100)
+    out = subprocess.run(
+        [sys.executable, "-c", _FSIZE_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"pair SigningError cannot write {tmp_path / 'cosign.key'}: File too large"
+    assert lines[1].startswith(f"bundle SigningError cannot write {tmp_path / 'b.sigstore.json'}")
+    assert lines[2] == "retry ok"  # nothing truncated was left behind to refuse the retry
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "b.sigstore.json",
+        "cosign.key",
+        "cosign.pub",
+    ]
+    assert Signer.from_key_file(tmp_path / "cosign.key", password="pw")
+
+
+def _failing_fsync(monkeypatch: pytest.MonkeyPatch, fail_on: int) -> None:
+    import os
+
+    real = os.fsync
+    calls = {"n": 0}
+
+    def fsync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == fail_on:
+            raise OSError(28, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_write_key_pair_failure_on_the_public_key_removes_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signer = Signer.generate()
+    _failing_fsync(monkeypatch, fail_on=2)  # the key's temp file syncs; the .pub's does not
+    with pytest.raises(SigningError, match=r"cannot write .*cosign\.pub: No space left"):
+        signer.write_key_pair(tmp_path, password="pw")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    key, pub = signer.write_key_pair(tmp_path, password="pw")
+    assert Signer.from_key_file(key, password="pw").key_id == signer.key_id
+    assert pub.read_bytes() == signer.public_key_pem
+
+
+def test_write_key_pair_modes_and_no_temp_files(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        key, pub = Signer.generate().write_key_pair(tmp_path, password="pw", name="k")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(pub.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.key", "k.pub"]
+
+
+@pytest.mark.parametrize("existing", ["cosign.key", "cosign.pub"])
+def test_write_key_pair_never_overwrites(existing: str, tmp_path: Path) -> None:
+    (tmp_path / existing).write_bytes(b"someone else's")
+    with pytest.raises(SigningError, match=f"{existing} exists; refusing to overwrite"):
+        Signer.generate().write_key_pair(tmp_path, password="pw")
+    assert [p.name for p in tmp_path.iterdir()] == [existing]
+    assert (tmp_path / existing).read_bytes() == b"someone else's"
+
+
+def test_write_key_pair_loses_a_race_without_overwriting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key file that appears after the existence check is still not replaced."""
+    from policysupply import signer as signer_mod
+
+    real = signer_mod._write_temp
+
+    def racing(path: Path, data: bytes, mode: int) -> Path:
+        tmp = real(path, data, mode)
+        if path.name == "cosign.pub":
+            (tmp_path / "cosign.key").write_bytes(b"raced in")
+        return tmp
+
+    monkeypatch.setattr(signer_mod, "_write_temp", racing)
+    with pytest.raises(SigningError, match=r"cosign\.key exists; refusing to overwrite"):
+        Signer.generate().write_key_pair(tmp_path, password="pw")
+    assert [p.name for p in tmp_path.iterdir()] == ["cosign.key"]
+    assert (tmp_path / "cosign.key").read_bytes() == b"raced in"
+
+
+def test_write_key_pair_missing_directory_is_a_signing_error(tmp_path: Path) -> None:
+    with pytest.raises(SigningError, match=r"cannot write .*nope/cosign\.key"):
+        Signer.generate().write_key_pair(tmp_path / "nope", password="pw")
+
+
+def test_sigstore_bundle_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "b.sigstore.json"
+    target.write_bytes(b"previous good bundle")
+    bundle = Signer.generate().sign_blob(b"x")
+    _failing_fsync(monkeypatch, fail_on=1)
+    with pytest.raises(SigningError, match=r"cannot write .*b\.sigstore\.json: No space left"):
+        bundle.write(target)
+    assert target.read_bytes() == b"previous good bundle"
+    assert [p.name for p in tmp_path.iterdir()] == ["b.sigstore.json"]
+    monkeypatch.undo()
+    assert bundle.write(target) == target
+    assert target.read_bytes() == bundle.to_json()
+    assert [p.name for p in tmp_path.iterdir()] == ["b.sigstore.json"]
