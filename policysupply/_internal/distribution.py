@@ -13,6 +13,7 @@ clean state.
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import hashlib
 import json
@@ -40,7 +41,6 @@ T = TypeVar("T")
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_MANIFEST = 4 * 1024 * 1024  # distribution-spec's suggested manifest limit
 _MAX_JSON = 16 * 1024 * 1024
-_READ_CHUNK = 1024 * 1024
 
 ACCEPT_MANIFESTS = ", ".join(
     [
@@ -49,6 +49,13 @@ ACCEPT_MANIFESTS = ", ".join(
         "application/vnd.docker.distribution.manifest.v2+json",
         "application/vnd.docker.distribution.manifest.list.v2+json",
     ]
+)
+
+
+# When the current operation must end (monotonic clock); set by Client.retrying
+# so that a body trickling in below the per-read timeout still stops on time.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "policysupply_deadline", default=None
 )
 
 
@@ -198,11 +205,17 @@ class Client:
         request actually has to be retried.
         """
         start = time.monotonic()
+        outer = _DEADLINE.get()
+        ends = start + self._retry.deadline
+        token = _DEADLINE.set(ends if outer is None else min(outer, ends))
         try:
-            return fn()
-        except _Transient as exc:
-            first = exc
-        return self._retry_loop(what, fn, start, first)
+            try:
+                return fn()
+            except _Transient as exc:
+                first = exc
+            return self._retry_loop(what, fn, start, first)
+        finally:
+            _DEADLINE.reset(token)
 
     def _retry_loop(self, what: str, fn: Callable[[], T], start: float, first: _Transient) -> T:
         import random
@@ -419,8 +432,13 @@ class Client:
 
         The caller closes ``resp`` (in a ``finally``), also when it stops early.
         """
+        ends = _DEADLINE.get()
         try:
-            yield from resp.iter_bytes(_READ_CHUNK)
+            # As received (not re-chunked), so the deadline is checked per read.
+            for chunk in resp.iter_bytes():
+                if ends is not None and time.monotonic() > ends:
+                    raise _Transient("the operation's deadline passed while reading the body")
+                yield chunk
         except httpx.TimeoutException:
             raise _Transient("timed out reading the body") from None
         except httpx.TransportError as exc:

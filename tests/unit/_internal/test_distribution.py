@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -210,3 +211,21 @@ def test_credentials_never_follow_location_or_link_to_another_origin(location: s
     assert foreign  # the other origin was contacted (upload PUT, next tags page) ...
     assert foreign == [None] * len(foreign)  # ... but never with credentials
     assert any(auth for origin, auth in seen if origin == "https://reg.test")
+
+
+def test_a_body_trickling_in_stops_at_the_deadline() -> None:
+    def drip() -> Iterator[bytes]:
+        yield b'{"name":"a/b","tags":['
+        for _ in range(100):  # each read arrives well inside any per-read timeout
+            time.sleep(0.1)
+            yield b" "
+        yield b"]}"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=drip())
+
+    start = time.monotonic()
+    policy = RetryPolicy(deadline=1, initial_backoff=0.01, max_backoff=0.02)
+    with pytest.raises(TransientRegistryError, match="deadline passed"):
+        client(handler, retry=policy).tags("a/b", page_size=10)
+    assert time.monotonic() - start < 3
