@@ -89,7 +89,7 @@ def _registry_message(resp: httpx.Response) -> str:
         body = json.loads(resp.read()[:65536])
         first = body["errors"][0]
         text = f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
-    except (ValueError, LookupError, TypeError, AttributeError, httpx.HTTPError):
+    except (ValueError, RecursionError, LookupError, TypeError, AttributeError, httpx.HTTPError):
         return ""  # an unreadable or unparsable body just gives no detail
     return f" ({text[:200]})" if text else ""
 
@@ -592,11 +592,13 @@ class Client:
             )
             try:
                 page = json.loads(body).get("tags") or []
-            except (ValueError, AttributeError):
-                raise RegistryError(f"list tags of {repository}: malformed response") from None
+            except (ValueError, RecursionError, AttributeError):
+                page = None
+            if not isinstance(page, list):
+                raise RegistryError(f"list tags of {repository}: malformed response")
             names = [t for t in page if isinstance(t, str)]
             out.extend(names)
-            nxt = _next_link_from_headers(headers)
+            nxt = self._next_link(headers, url, f"list tags of {repository}")
             if nxt:
                 url, params = nxt, None
             elif page_size and len(names) == page_size and names[-1] != (params or {}).get("last"):
@@ -620,7 +622,11 @@ class Client:
         params = {"artifactType": artifact_type} if artifact_type else None
         out: list[dict[str, Any]] = []
         filtered = False
+        pages = 0
         while url:
+            pages += 1
+            if pages > 10_000:
+                raise RegistryError(f"list referrers of {repository}@{digest}: too many pages")
             body, headers, status = self.request_bytes(
                 "GET",
                 url,
@@ -636,15 +642,15 @@ class Client:
                 self._no_referrers_api = True
                 return None
             try:
-                index = json.loads(body)
-                manifests = index.get("manifests") or []
-            except (ValueError, AttributeError):
-                raise RegistryError(
-                    f"referrers of {repository}@{digest}: malformed index"
-                ) from None
+                manifests = json.loads(body).get("manifests") or []
+            except (ValueError, RecursionError, AttributeError):
+                manifests = None
+            if not isinstance(manifests, list):
+                raise RegistryError(f"referrers of {repository}@{digest}: malformed index")
             out.extend(m for m in manifests if isinstance(m, dict))
             filtered = "artifacttype" in headers.get("oci-filters-applied", "").lower()
-            url, params = _next_link_from_headers(headers), None
+            what = f"list referrers of {repository}@{digest}"
+            url, params = self._next_link(headers, url, what), None
         if artifact_type and filtered:
             out = [m for m in out if m.get("artifactType") == artifact_type]
         # Unfiltered results are filtered by the caller, after normalising.
@@ -803,15 +809,25 @@ class Client:
         loc = headers.get("location")
         if not loc:
             raise RegistryError(f"{what}: registry sent no upload location")
-        return str(httpx.URL(self.base + "/").join(loc))
+        try:
+            return str(httpx.URL(self.base + "/").join(loc))
+        except httpx.InvalidURL:
+            raise RegistryError(f"{what}: registry sent a malformed upload location") from None
 
+    def _next_link(self, headers: httpx.Headers, current: str, what: str) -> str | None:
+        """The next page's absolute URL from a ``Link`` header, resolved against ``current``.
 
-def _next_link_from_headers(headers: httpx.Headers) -> str | None:
-    link = headers.get("link")
-    if not link:
-        return None
-    m = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link)
-    return m.group(1) if m else None
+        Absolute, so a relative reference cannot be glued onto our host name
+        (``<.evil.test/...>``) and the same-origin check on credentials applies.
+        """
+        link = headers.get("link")
+        m = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link) if link else None
+        if not m:
+            return None
+        try:
+            return str(httpx.URL(self.base + "/").join(current).join(m.group(1)))
+        except httpx.InvalidURL:
+            raise RegistryError(f"{what}: registry sent a malformed Link header") from None
 
 
 def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:

@@ -56,7 +56,7 @@ def fallback_tag(digest: str) -> str:
 
 def check_digest(digest: str) -> str:
     """Returns ``digest`` if it is a well-formed sha256 digest, else raises ``RegistryError``."""
-    if not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
         raise RegistryError(f"not a sha256 digest: {digest!r}")
     return digest
 
@@ -184,12 +184,15 @@ class Descriptor:
         ann = obj.get("annotations") or {}
         if not isinstance(ann, dict) or not all(isinstance(v, str) for v in ann.values()):
             raise RegistryError("descriptor annotations must be strings")
+        artifact_type = obj.get("artifactType")
+        if artifact_type is not None and not isinstance(artifact_type, str):
+            raise RegistryError("descriptor artifactType must be a string")
         return cls(
             media_type=media_type,
             digest=digest,
             size=size,
             annotations=ann,
-            artifact_type=obj.get("artifactType"),
+            artifact_type=artifact_type,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def media_type_of(data: bytes, declared: str = "") -> str:
     """The manifest's own ``mediaType``, else ``declared``, else by shape."""
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return declared or oci.MANIFEST_V1
     mt = obj.get("mediaType") if isinstance(obj, dict) else None
     if isinstance(mt, str) and mt:
@@ -47,16 +47,27 @@ def media_type_of(data: bytes, declared: str = "") -> str:
 
 
 def referrer_descriptor(data: bytes, digest: str) -> Descriptor | None:
-    """The descriptor a referrers index lists for a manifest, or None if it has no subject."""
+    """The descriptor a referrers index lists for a manifest, or None if it has no subject.
+
+    Raises:
+        RegistryError: The manifest, its ``artifactType`` or its annotations are malformed.
+    """
     obj = oci.parse_manifest(data, what=digest)
     if not isinstance(obj.get("subject"), dict):
         return None
     artifact_type = obj.get("artifactType") or (obj.get("config") or {}).get("mediaType")
+    annotations = obj.get("annotations") or {}
+    if not isinstance(artifact_type, str | None):
+        raise RegistryError(f"{digest}: manifest artifactType must be a string")
+    if not isinstance(annotations, dict) or not all(
+        isinstance(v, str) for v in annotations.values()
+    ):
+        raise RegistryError(f"{digest}: manifest annotations must be strings")
     return Descriptor(
         media_type=media_type_of(data),
         digest=digest,
         size=len(data),
-        annotations=dict(obj.get("annotations") or {}),
+        annotations=dict(annotations),
         artifact_type=artifact_type,
     )
 
@@ -376,7 +387,7 @@ class LayoutStore:
 
     def resolve(self, repository: str, tag: str) -> str | None:
         for d in reversed(self.read_index(repository)["manifests"]):
-            if d.get("annotations", {}).get(oci.ANN_REF_NAME) == tag:
+            if (d.get("annotations") or {}).get(oci.ANN_REF_NAME) == tag:
                 return str(d["digest"])
         return None
 
@@ -408,7 +419,7 @@ class LayoutStore:
                 index["manifests"] = [
                     d
                     for d in index["manifests"]
-                    if d.get("annotations", {}).get(oci.ANN_REF_NAME) != tag
+                    if (d.get("annotations") or {}).get(oci.ANN_REF_NAME) != tag
                 ]
                 entry["annotations"] = {oci.ANN_REF_NAME: tag}
                 index["manifests"].append(entry)
@@ -418,7 +429,7 @@ class LayoutStore:
 
     def tags(self, repository: str) -> list[str]:
         names = {
-            d.get("annotations", {}).get(oci.ANN_REF_NAME)
+            (d.get("annotations") or {}).get(oci.ANN_REF_NAME)
             for d in self.read_index(repository)["manifests"]
         }
         return sorted(n for n in names if n)
@@ -432,7 +443,7 @@ class LayoutStore:
                 index["manifests"] = [
                     d
                     for d in index["manifests"]
-                    if d.get("annotations", {}).get(oci.ANN_REF_NAME) != reference
+                    if (d.get("annotations") or {}).get(oci.ANN_REF_NAME) != reference
                 ]
             if len(index["manifests"]) == before:
                 raise NotFoundError(f"{repository}: {reference} not found ({self.root})")
@@ -450,12 +461,15 @@ class LayoutStore:
             try:
                 data = self.get_bytes(repository, candidate)
                 obj = json.loads(data)
-            except (NotFoundError, ValueError):
+            except (NotFoundError, ValueError, RecursionError):
                 continue
             subject = obj.get("subject") if isinstance(obj, dict) else None
             if not isinstance(subject, dict) or subject.get("digest") != digest:
                 continue
-            desc = referrer_descriptor(data, candidate)
+            try:
+                desc = referrer_descriptor(data, candidate)
+            except RegistryError:
+                continue  # a malformed referrer is not listed (anyone may push one)
             if desc and (artifact_type is None or desc.artifact_type == artifact_type):
                 out.append(desc)
         return out
@@ -509,7 +523,7 @@ class RemoteStore:
         _, indexed = self.client.put_manifest(repository, tag or digest, data, media_type)
         desc = referrer_descriptor(data, digest)
         if desc is not None and not indexed:
-            subject = json.loads(data)["subject"]["digest"]
+            subject = oci.check_digest(json.loads(data)["subject"].get("digest"))
             # No OCI-Subject header: either no referrers API, or a registry
             # (ggcr) that indexes without saying so. Ask the API before
             # writing a fallback tag, as oras-go does.
@@ -581,12 +595,20 @@ class RemoteStore:
             found = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
         out = []
         for m in found:
-            desc = Descriptor.from_json(m)
+            # A malformed referrer is not listed (anyone who can push may add
+            # one); the registry failing to answer still raises.
+            try:
+                desc = Descriptor.from_json(m)
+            except RegistryError:
+                continue
             if desc.artifact_type in (None, "", oci.EMPTY_V1):
                 # Some registries (ggcr) report the config media type instead
                 # of the manifest's artifactType: read the manifest itself.
                 data, _, _ = self.client.get_manifest(repository, desc.digest)
-                desc = referrer_descriptor(data, desc.digest) or desc
+                try:
+                    desc = referrer_descriptor(data, desc.digest) or desc
+                except RegistryError:
+                    continue
             if artifact_type is None or desc.artifact_type == artifact_type:
                 out.append(desc)
         return out
