@@ -146,7 +146,9 @@ class Signer:
         self._keyless: KeylessSession | None = None
 
     @classmethod
-    def keyless(cls, *, identity_token: str, trust: Any = "production") -> Signer:
+    def keyless(
+        cls, *, identity_token: str, trust: Any = "production", timeout: float = 60.0
+    ) -> Signer:
         """A keyless signer: Fulcio certificate + Rekor entry through sigstore-python.
 
         Nothing touches the network until the first signature. The certificate
@@ -161,14 +163,20 @@ class Signer:
                 ``sigstore.models.ClientTrustConfig``, or a path to a client
                 trust config JSON (a private Sigstore deployment: its trusted
                 root plus Fulcio/Rekor URLs).
+            timeout: Seconds each request to Fulcio, Rekor or a timestamp
+                authority may take to connect, and to deliver each part of its
+                answer (sigstore-python itself sets none for Fulcio and Rekor).
+                Rekor v2 answers only once the entry is in the log, so keep it
+                well above the log's integration time.
 
         Raises:
-            SigningError: Later, at the first signature, if the token, Fulcio
-                or Rekor fail.
+            ValueError: ``timeout`` is not positive.
+            SigningError: Later, at the first signature, if the token, Fulcio,
+                Rekor or the TSA fail, or do not answer within ``timeout``.
         """
         from policysupply._internal.keyless import KeylessSession
 
-        return cls._with_keyless(KeylessSession(identity_token, trust))
+        return cls._with_keyless(KeylessSession(identity_token, trust, timeout=timeout))
 
     @classmethod
     def _with_keyless(cls, session: Any) -> Signer:

@@ -811,16 +811,112 @@ def _parse_sigstore_bundle(bundle: Any) -> ParsedBundle:
     return parse_bundle(bundle.to_json(), what="bundle from sigstore")
 
 
+DEFAULT_TIMEOUT = 60.0
+
+
+def _timed_adapter(timeout: float) -> Any:
+    """A requests transport adapter that gives every request without one a timeout."""
+    from requests.adapters import HTTPAdapter
+
+    class TimeoutAdapter(HTTPAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = timeout
+            return super().send(request, *args, **kwargs)
+
+    return TimeoutAdapter()
+
+
+def _time_session(session: Any, timeout: float) -> Any:
+    adapter = _timed_adapter(timeout)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def apply_timeouts(context: Any, timeout: float) -> None:
+    """Gives every HTTP request of a sigstore ``SigningContext`` a default timeout.
+
+    sigstore-python posts to Fulcio and Rekor with no timeout (its TSA client
+    passes 5 s), so a service that accepts a connection and never answers
+    would hang signing forever. Its Fulcio client holds one ``requests``
+    session; its Rekor and TSA clients create a session per thread on first
+    use. Each gets a transport adapter that supplies ``timeout`` (connect and
+    read, in seconds) to requests that set none.
+
+    Raises:
+        SigningError: A client of an unexpected shape (a sigstore-python
+            version whose requests could not be bounded): refused rather
+            than risk an unbounded wait.
+    """
+    import threading
+
+    import requests
+
+    class TimedLocal(threading.local):
+        # sigstore checks hasattr(local, "session"), then stores a new Session.
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name == "session" and isinstance(value, requests.Session):
+                _time_session(value, timeout)
+            super().__setattr__(name, value)
+
+    clients = [
+        ("Fulcio", getattr(context, "_fulcio", None)),
+        ("Rekor", getattr(context, "_rekor", None)),
+        *(("TSA", c) for c in getattr(context, "_tsa_clients", None) or []),
+    ]
+    for name, client in clients:
+        if isinstance(getattr(client, "session", None), requests.Session):
+            _time_session(client.session, timeout)
+        elif isinstance(getattr(client, "_thread_local", None), threading.local):
+            client._thread_local = TimedLocal()
+        else:
+            raise SigningError(
+                f"cannot set a timeout on sigstore's {name} client "
+                f"({type(client).__name__}); unsupported sigstore-python version"
+            )
+
+
+def _timed_out(exc: BaseException) -> bool:
+    import requests
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, requests.Timeout | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _failure(what: str, exc: Exception) -> SigningError:
+    if _timed_out(exc):  # sigstore's message is requests', e.g. "(read timeout=60)"
+        return SigningError(f"{what}: timed out ({exc})")
+    return SigningError(f"{what}: {exc}")
+
+
 class KeylessSession:
     """Signs through sigstore-python: an ephemeral key, a Fulcio certificate, a Rekor entry.
 
-    Nothing touches the network until the first signature.
+    Nothing touches the network until the first signature. Every request to
+    Fulcio, Rekor and the TSA has a timeout (see :func:`apply_timeouts`).
     """
 
-    def __init__(self, identity_token: str, trust: Any) -> None:
-        """Args: identity_token: a raw OIDC JWT; trust: see :func:`client_trust_config`."""
+    def __init__(
+        self, identity_token: str, trust: Any, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """A session; nothing is fetched yet.
+
+        Args:
+            identity_token: A raw OIDC JWT.
+            trust: See :func:`client_trust_config`.
+            timeout: Seconds each Fulcio/Rekor/TSA request may take to connect,
+                and to deliver each part of its answer.
+        """
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
         self._token = identity_token
         self._trust = trust
+        self._timeout = float(timeout)
         self._signer: Any = None
         self._context: Any = None
 
@@ -835,10 +931,15 @@ class KeylessSession:
             except IdentityError as exc:
                 raise SigningError(f"identity token rejected: {exc}") from None
             try:
-                self._context = SigningContext.from_trust_config(config)
-                self._signer = self._context.signer(token, cache=True).__enter__()
-            except Exception as exc:  # Fulcio errors, network errors, expired tokens
+                context = SigningContext.from_trust_config(config)
+            except Exception as exc:
                 raise SigningError(f"cannot get a Fulcio signing certificate: {exc}") from None
+            apply_timeouts(context, self._timeout)
+            self._context = context
+            try:
+                self._signer = context.signer(token, cache=True).__enter__()
+            except Exception as exc:  # Fulcio errors, network errors, expired tokens
+                raise _failure("cannot get a Fulcio signing certificate", exc) from None
         return self._signer
 
     @property
@@ -861,7 +962,7 @@ class KeylessSession:
         try:
             return _parse_sigstore_bundle(signer.sign_artifact(data))
         except Exception as exc:
-            raise SigningError(f"keyless signing failed: {exc}") from None
+            raise _failure("keyless signing failed", exc) from None
 
     def sign_dsse(self, statement: bytes) -> ParsedBundle:
         """A ``dsseEnvelope`` bundle (dsse entry) over an in-toto statement.
@@ -887,7 +988,7 @@ class KeylessSession:
             assert envelope is not None  # noqa: S101 - sign_dsse makes one
             return _parse_sigstore_bundle(bundle), envelope.to_json().encode()
         except Exception as exc:
-            raise SigningError(f"keyless signing failed: {exc}") from None
+            raise _failure("keyless signing failed", exc) from None
 
     def timestamp(self, data: bytes) -> bytes | None:
         """An RFC 3161 timestamp (DER) over ``data`` from the first configured TSA, if any.
@@ -905,7 +1006,7 @@ class KeylessSession:
         try:
             return bytes(clients[0].request_timestamp(data).as_bytes())
         except Exception as exc:  # sigstore's TimestampError, network errors
-            raise SigningError(f"timestamp authority failed: {exc}") from None
+            raise _failure("timestamp authority failed", exc) from None
 
     def chain_pem(self, leaf_der: bytes) -> bytes:
         """The issuing chain (intermediates, root) from the trusted root, as cosign stores it."""

@@ -306,3 +306,97 @@ def test_sigstore_bundle_write_is_atomic(tmp_path: Path, monkeypatch: pytest.Mon
     assert bundle.write(target) == target
     assert target.read_bytes() == bundle.to_json()
     assert [p.name for p in tmp_path.iterdir()] == ["b.sigstore.json"]
+
+
+# -- keyless timeouts -------------------------------------------------------------------
+
+
+@pytest.fixture
+def black_hole() -> Any:
+    """A loopback port that accepts connections (kernel backlog) and never answers."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+def _trust_config(fulcio: str, rekor: str) -> Any:
+    from sigstore.models import ClientTrustConfig
+
+    from tests.unit._sigstore_pki import FakeSigstore
+
+    def service(url: str) -> dict[str, Any]:
+        start = {"start": "2020-01-01T00:00:00Z"}
+        return {"url": url, "majorApiVersion": 1, "validFor": start, "operator": "test"}
+
+    config = {
+        "mediaType": "application/vnd.dev.sigstore.clienttrustconfig.v0.1+json",
+        "trustedRoot": FakeSigstore().trusted_root(),
+        "signingConfig": {
+            "mediaType": "application/vnd.dev.sigstore.signingconfig.v0.2+json",
+            "caUrls": [service(fulcio)],
+            "oidcUrls": [],
+            "rekorTlogUrls": [service(rekor)],
+            "rekorTlogConfig": {"selector": "ANY"},
+            "tsaUrls": [],
+            "tsaConfig": {"selector": "ANY"},
+        },
+    }
+    import json
+
+    return ClientTrustConfig.from_json(json.dumps(config))
+
+
+def test_keyless_signing_times_out_on_a_fulcio_that_never_answers(black_hole: str) -> None:
+    signer = Signer.keyless(
+        identity_token=_token(), trust=_trust_config(black_hole, black_hole), timeout=1
+    )
+    started = time.monotonic()
+    with pytest.raises(SigningError, match=r"certificate: timed out .*read timeout=1\b"):
+        signer.sign_blob(b"data")
+    assert time.monotonic() - started < 5
+
+
+def test_keyless_timeouts_reach_every_sigstore_session(black_hole: str) -> None:
+    """Fulcio's session and the per-thread Rekor sessions made later all carry the timeout."""
+    import threading
+
+    from sigstore.sign import SigningContext
+
+    from policysupply._internal.keyless import apply_timeouts
+
+    context = SigningContext.from_trust_config(_trust_config(black_hole, black_hole))
+    apply_timeouts(context, 2.5)
+
+    def timeout_of(session: Any) -> Any:
+        return session.get_adapter("https://example.invalid/")
+
+    seen: list[Any] = [timeout_of(context._fulcio.session), timeout_of(context._rekor._session)]
+    worker = threading.Thread(target=lambda: seen.append(timeout_of(context._rekor._session)))
+    worker.start()
+    worker.join()
+    assert len(seen) == 3
+    assert all(type(a).__name__ == "TimeoutAdapter" for a in seen)
+    assert seen[1] is not seen[2]  # one session per thread, as sigstore intends
+
+
+def test_keyless_timeouts_refuse_an_unknown_client_shape() -> None:
+    from policysupply._internal.keyless import apply_timeouts
+
+    class Context:
+        _fulcio = object()
+        _rekor = object()
+        _tsa_clients = ()
+
+    with pytest.raises(SigningError, match="cannot set a timeout on sigstore's Fulcio client"):
+        apply_timeouts(Context(), 1)
+
+
+def test_keyless_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="timeout must be positive"):
+        Signer.keyless(identity_token=_token(), timeout=0)
