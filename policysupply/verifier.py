@@ -465,7 +465,7 @@ class Verifier:
             blob = registry.get_blob(repo, desc.digest, limit=1 << 20)
             try:
                 env = sb.Envelope.from_json(json.loads(blob))
-            except (ValueError, VerificationError):
+            except (ValueError, RecursionError, VerificationError):
                 continue
             if env.payload_type != cosign.INTOTO:
                 continue
@@ -490,8 +490,16 @@ class Verifier:
         for desc in registry.referrers(f"{repo}@{digest}"):
             if not (desc.artifact_type or "").startswith(cosign.BUNDLE_PREFIX):
                 continue
-            data, _ = registry.get_manifest(f"{repo}@{desc.digest}")
-            layers = oci.parse_manifest(data, what=desc.digest).get("layers") or []
+            # Anyone who can push may add referrers: one that is gone or
+            # malformed is skipped, as cosign does, and cannot fail the rest.
+            try:
+                data, _ = registry.get_manifest(f"{repo}@{desc.digest}")
+            except NotFoundError:
+                continue
+            try:
+                layers = oci.parse_manifest(data, what=desc.digest).get("layers") or []
+            except RegistryError:
+                continue
             if len(layers) != 1 or not str(layers[0].get("mediaType", "")).startswith(
                 cosign.BUNDLE_PREFIX
             ):
@@ -507,7 +515,7 @@ class Verifier:
                 continue  # cosign's OCI path only takes DSSE statements
             try:
                 predicate_type = json.loads(env.payload).get("predicateType")
-            except (ValueError, AttributeError):
+            except (ValueError, RecursionError, AttributeError):
                 predicate_type = None
             out.extend(
                 _envelope_candidates(
@@ -523,8 +531,10 @@ class Verifier:
     ) -> tuple[bool, str, dict[str, str]]:
         try:
             doc = json.loads(c.claims)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False, "signed payload is not JSON", {}
+        if not isinstance(doc, dict):
+            return False, "signed payload is not a JSON object", {}
         if c.scheme == "legacy":
             try:
                 critical = doc["critical"]
@@ -550,9 +560,7 @@ class Verifier:
                 if got != wanted:
                     return False, f"signature names {signed_ref!r}, not {wanted!r}", {}
         else:
-            subjects = doc.get("subject") or []
-            hexd = digest.split(":", 1)[1]
-            match = [s for s in subjects if (s.get("digest") or {}).get("sha256") == hexd]
+            match = _subjects_naming(doc, digest)
             if doc.get("predicateType") != cosign.SIGN_PREDICATE:
                 return False, "bundle is an attestation, not a signature", {}
             if not match:
@@ -750,7 +758,6 @@ class Verifier:
     def _attestations(
         self, pinned: Reference, statements: list[_Candidate]
     ) -> tuple[VerifiedAttestation, ...]:
-        hexd = str(pinned.digest).split(":", 1)[1]
         good: list[VerifiedAttestation] = []
         errors: dict[str, list[VerificationError]] = {}
         seen: set[str] = set()
@@ -758,13 +765,12 @@ class Verifier:
             try:
                 doc = json.loads(c.claims)
                 predicate_type = str(doc["predicateType"])
-                subjects = doc.get("subject") or []
                 predicate = doc.get("predicate") or {}
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, RecursionError, KeyError, TypeError, AttributeError):
                 continue
             seen.add(predicate_type)
             try:
-                if not any((s.get("digest") or {}).get("sha256") == hexd for s in subjects):
+                if not _subjects_naming(doc, str(pinned.digest)):
                     raise VerificationError(f"attestation statement does not name {pinned.digest}")
                 signers = self._signer_checks(c)
             except VerificationError as exc:
@@ -841,12 +847,8 @@ class Verifier:
         else:
             env = parsed.content
             try:
-                doc = json.loads(env.payload)
-                named = any(
-                    (s.get("digest") or {}).get("sha256") == sha.hex()
-                    for s in doc.get("subject") or []
-                )
-            except (ValueError, AttributeError, TypeError):
+                named = bool(_subjects_naming(json.loads(env.payload), digest))
+            except (ValueError, RecursionError):
                 named = False
             if env.payload_type != cosign.INTOTO or not named:
                 raise DigestMismatchError(f"{name}: the bundle's statement does not name {digest}")
@@ -929,6 +931,28 @@ class Verifier:
         return VerifiedBundle(artifact=artifact, bundle=bundle, _token=_Seal(artifact, bundle))
 
 
+def _subjects_naming(statement: object, digest: str) -> list[dict[str, Any]]:
+    """The subjects of an in-toto statement that name ``digest`` (``sha256:<hex>``).
+
+    Signed statements come from anyone who can push: a statement that is not
+    an object, a ``subject`` that is not a list, or entries that are not
+    objects with a ``digest`` object name nothing.
+    """
+    if not isinstance(statement, dict):
+        return []
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list):
+        return []
+    hexd = digest.split(":", 1)[1]
+    return [
+        s
+        for s in subjects
+        if isinstance(s, dict)
+        and isinstance(s.get("digest"), dict)
+        and s["digest"].get("sha256") == hexd
+    ]
+
+
 def _signed_time(value: object) -> dt.datetime | None:
     """Parses a signed RFC 3339 UTC time (``...Z``); None if absent or malformed."""
     if not isinstance(value, str) or not value.endswith("Z"):
@@ -972,7 +996,7 @@ def _keyless_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
         try:
             raw = json.loads(stamp)["SignedRFC3161Timestamp"]
             out["timestamps"] = (base64.b64decode(raw, validate=True),)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, RecursionError, KeyError, TypeError):
             pass
     cert = annotations.get(_ANN_CERTIFICATE)
     if not cert:

@@ -105,7 +105,7 @@ class TlogEntry:
         """
         try:
             return _obj(json.loads(self.body), "tlog entry body")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise VerificationError("tlog entry body is not JSON") from None
 
     def to_json(self) -> dict[str, Any]:
@@ -214,7 +214,7 @@ class TlogEntry:
         what = "cosign bundle annotation"
         try:
             doc = _obj(json.loads(value), what)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise VerificationError(f"{what} is not JSON") from None
         payload = _obj(doc.get("Payload"), f"{what}.Payload")
         body = _b64(payload.get("body"), f"{what}.Payload.body")
@@ -224,7 +224,7 @@ class TlogEntry:
             raise VerificationError(f"{what}.Payload.logID: not hex") from None
         try:
             kind_doc = _obj(json.loads(body), "tlog entry body")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise VerificationError(f"{what}: entry body is not JSON") from None
         return cls(
             log_index=_int(payload.get("logIndex"), f"{what}.Payload.logIndex"),
@@ -358,7 +358,7 @@ def parse_bundle(data: bytes | str, *, what: str = "Sigstore bundle") -> ParsedB
         raise VerificationError(f"{what}: larger than {MAX_BUNDLE_BYTES} bytes")
     try:
         doc = _obj(json.loads(raw), what)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise VerificationError(f"{what}: not JSON") from None
     media_type = str(doc.get("mediaType", ""))
     if media_type not in MEDIA_TYPES:
