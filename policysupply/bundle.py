@@ -38,9 +38,16 @@ def _freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any] | None
 def _roots(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
-    if isinstance(value, str) or not all(isinstance(r, str) for r in value):
-        raise BundleError("manifest roots must be a list of strings", entry=".manifest")
-    return tuple(bf.normalize_root(r) for r in value)
+    bad = BundleError("manifest roots must be a list of strings", entry=".manifest")
+    if isinstance(value, (str, bytes, Mapping)):
+        raise bad
+    try:
+        items = tuple(value)
+    except TypeError:  # a number, a bool: not a list at all
+        raise bad from None
+    if not all(isinstance(r, str) for r in items):
+        raise bad
+    return tuple(bf.normalize_root(r) for r in items)
 
 
 @attrs.frozen(kw_only=True)
@@ -131,10 +138,15 @@ class Manifest:
         return out
 
 
-def _dumps(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+def _dumps(value: Any, *, entry: str) -> bytes:
+    # Values read from bundles are vetted when parsed; this catches ones a
+    # caller put into a Bundle or Manifest directly.
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise BundleError(f"cannot be written as JSON: {exc}", entry=entry) from None
 
 
 class _Cache:
@@ -302,7 +314,10 @@ class Bundle:
                 modules[name] = _decode_rego(raw, name)
             elif base in bf.DATA_BASENAMES:
                 bf.insert_data(
-                    merged, bf.data_path_of(name), bf.parse_data_file(name, raw), entry=name
+                    merged,
+                    bf.data_path_of(name),
+                    bf.parse_data_file(name, raw, limits=limits),
+                    entry=name,
                 )
             elif name.endswith(".manifest"):
                 if manifest is not None:
@@ -334,8 +349,8 @@ class Bundle:
     def entries(self) -> dict[str, bytes]:
         """The tarball entries (name without leading ``/`` → bytes) ``to_bytes`` writes."""
         out = dict(self.files)
-        out[".manifest"] = _dumps(self.manifest.to_json())
-        out["data.json"] = _dumps(dict(self.data))
+        out[".manifest"] = _dumps(self.manifest.to_json(), entry=".manifest")
+        out["data.json"] = _dumps(dict(self.data), entry="data.json")
         for name, source in self.modules.items():
             out[name] = source.encode("utf-8")
         return out

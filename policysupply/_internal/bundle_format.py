@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
 from policysupply.errors import BundleError
 
 DATA_BASENAMES = frozenset({"data.json", "data.yaml", "data.yml"})
@@ -21,20 +23,88 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _NonFinite(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise _NonFinite(text)
+    return value
+
+
+_INF = float("inf")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Only a ``\uD8xx``-``\uDFxx`` escape can put a surrogate into parsed JSON text
+# (raw UTF-8 cannot encode one), so most files skip the fix-up walk entirely.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    r"""Replaces each lone surrogate in strings (keys too) with U+FFFD, as Go's JSON decoder does.
+
+    Python's decoder keeps ``"\ud800"`` as a lone surrogate, which cannot be
+    encoded as UTF-8 and so could never be written back out; OPA reads the
+    same escape as U+FFFD. Valid pairs are already combined by the decoder,
+    so any surrogate left is a lone one. Iterative: depth is bounded only by
+    the decoder's recursion limit.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if not isinstance(value, (dict, list)):
+        return value
+    root: list[Any] = [value]
+    stack: list[tuple[list[Any] | dict[str, Any], Any]] = [(root, 0)]
+    while stack:
+        parent, key = stack.pop()
+        node = parent[key]
+        if isinstance(node, str):
+            parent[key] = _SURROGATE.sub("\ufffd", node)
+        elif isinstance(node, list):
+            stack.extend((node, i) for i in range(len(node)))
+        elif isinstance(node, dict):
+            if any(_SURROGATE.search(k) for k in node):
+                # Rebuilt in order, so a key that collides after replacement
+                # keeps the last value, as Go's decoder does.
+                fixed = {_SURROGATE.sub("\ufffd", k): v for k, v in node.items()}
+                node.clear()
+                node.update(fixed)
+            stack.extend((node, k) for k in node)
+    return root[0]
+
+
 def parse_json(raw: bytes, *, entry: str) -> Any:
-    """Parses strict JSON (no NaN/Infinity), naming ``entry`` and the line on failure."""
+    r"""Parses strict JSON, naming ``entry`` and the line on failure.
+
+    Kept in line with OPA's loader (Go's ``encoding/json``): ``NaN`` and
+    ``Infinity`` are not JSON and are refused; a lone surrogate escape such as
+    ``"\ud800"`` becomes U+FFFD. One deliberate difference: OPA keeps numbers
+    as arbitrary-precision text, so it accepts ``1e999``; a Python float
+    cannot hold it (it would become ``inf``, which has no JSON form and could
+    never be written back out), so such a number is refused here.
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BundleError(f"not valid UTF-8 at byte {exc.start}", entry=entry) from None
     try:
-        return json.loads(text, parse_constant=_no_constants)
+        value = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise BundleError(
             f"invalid JSON: {exc.msg}", entry=entry, line=exc.lineno, column=exc.colno
         ) from None
+    except _NonFinite as exc:
+        raise BundleError(
+            f"number {str(exc)[:40]} is out of the range of a 64-bit float "
+            "(it would be infinite, which has no JSON form)",
+            entry=entry,
+        ) from None
     except (ValueError, RecursionError) as exc:
         raise BundleError(f"invalid JSON: {exc}", entry=entry) from None
+    if _SURROGATE_ESCAPE.search(raw):
+        value = _replace_lone_surrogates(value)
+    return value
 
 
 def _yaml_loader() -> Any:
@@ -68,28 +138,106 @@ def _yaml_loader() -> Any:
     return Loader
 
 
-def _jsonify_yaml(value: Any, entry: str) -> Any:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if k is None or isinstance(k, (dict, list, bytes)):
-                raise BundleError(f"YAML key {k!r} cannot be a JSON object key", entry=entry)
-            key = ("true" if k else "false") if isinstance(k, bool) else str(k)
-            out[key] = _jsonify_yaml(v, entry)
-        return out
-    if isinstance(value, list):
-        return [_jsonify_yaml(v, entry) for v in value]
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+# go-yaml's alias-expansion bounds (decode.go, allowedAliasRatio), which OPA's
+# YAML loader inherits: small documents may draw up to 99% of their decoded
+# nodes from alias expansion, very large ones 10%; past that the document is
+# refused as "excessive aliasing" (a "billion laughs" bomb).
+_ALIAS_RATIO_LOW = 400_000
+_ALIAS_RATIO_HIGH = 4_000_000
+
+
+def _allowed_alias_ratio(decoded: int) -> float:
+    if decoded <= _ALIAS_RATIO_LOW:
+        return 0.99
+    if decoded >= _ALIAS_RATIO_HIGH:
+        return 0.10
+    span = _ALIAS_RATIO_HIGH - _ALIAS_RATIO_LOW
+    return 0.99 - 0.89 * (decoded - _ALIAS_RATIO_LOW) / span
+
+
+class _YamlBudget:
+    """Counts what converting a YAML document to JSON expands to.
+
+    PyYAML resolves an alias to the very object its anchor built, so the
+    loaded value is a DAG whose JSON form can be exponentially larger than
+    the file. Converting it copies every use; this stops the copy the moment
+    it exceeds go-yaml's aliasing ratio (as OPA would refuse the file) or
+    the JSON text it would serialise to grows past ``max_size`` bytes.
+    """
+
+    def __init__(self, entry: str, max_size: int) -> None:
+        self.entry = entry
+        self.max_size = max_size
+        self.seen: set[int] = set()
+        self.alias_depth = 0
+        self.decoded = 1  # go-yaml counts the document node too
+        self.aliased = 0
+        self.size = 0
+
+    def count(self, size: int) -> None:
+        self.decoded += 1
+        self.size += size
+        if self.alias_depth:
+            self.aliased += 1
+        if (
+            self.aliased > 100
+            and self.decoded > 1000
+            and self.aliased / self.decoded > _allowed_alias_ratio(self.decoded)
+        ):
+            raise BundleError(
+                "YAML document contains excessive aliasing (anchors expand to "
+                f"more than {self.decoded} values)",
+                entry=self.entry,
+            )
+        if self.size > self.max_size:
+            raise BundleError(
+                f"YAML document expands to more than {self.max_size} bytes of JSON "
+                "(through aliases); raise Limits.max_entry_size if it is genuine",
+                entry=self.entry,
+            )
+
+
+def _jsonify_yaml(value: Any, budget: _YamlBudget) -> Any:
+    entry = budget.entry
+    if isinstance(value, (dict, list)):
+        # A container met a second time is an alias use: go-yaml counts the
+        # alias node itself, then everything under it as expansion.
+        alias = id(value) in budget.seen
+        if alias:
+            budget.count(0)
+        budget.seen.add(id(value))
+        budget.alias_depth += alias
+        try:
+            if isinstance(value, list):
+                budget.count(2)
+                return [_jsonify_yaml(v, budget) for v in value]
+            budget.count(2)
+            out: dict[str, Any] = {}
+            for k, v in value.items():
+                if k is None or isinstance(k, (dict, list, bytes)):
+                    raise BundleError(f"YAML key {k!r} cannot be a JSON object key", entry=entry)
+                key = ("true" if k else "false") if isinstance(k, bool) else str(k)
+                budget.count(len(key) + 4)
+                out[key] = _jsonify_yaml(v, budget)
+            return out
+        finally:
+            budget.alias_depth -= alias
+    if isinstance(value, float) and (value != value or value in (_INF, -_INF)):
         raise BundleError("YAML value NaN/Infinity has no JSON form", entry=entry)
     if isinstance(value, bytes) or not isinstance(value, (str, int, float, bool, type(None))):
         raise BundleError(
             f"YAML value of type {type(value).__name__} has no JSON form", entry=entry
         )
+    budget.count(len(value) + 3 if isinstance(value, str) else 8)
     return value
 
 
-def parse_yaml(raw: bytes, *, entry: str) -> Any:
-    """Parses a YAML data file into JSON-compatible values (OPA's conversion rules)."""
+def parse_yaml(raw: bytes, *, entry: str, max_size: int = DEFAULT_LIMITS.max_entry_size) -> Any:
+    """Parses a YAML data file into JSON-compatible values (OPA's conversion rules).
+
+    Aliases are expanded within go-yaml's bounds (see :class:`_YamlBudget`),
+    and the result must fit in ``max_size`` bytes of JSON.
+    """
     import yaml
 
     try:
@@ -109,14 +257,22 @@ def parse_yaml(raw: bytes, *, entry: str) -> Any:
         ) from None
     except RecursionError:
         raise BundleError("invalid YAML: nested too deeply", entry=entry) from None
-    return _jsonify_yaml(value, entry)
+    try:
+        return _jsonify_yaml(value, _YamlBudget(entry, max_size))
+    except RecursionError:
+        raise BundleError("invalid YAML: nested too deeply", entry=entry) from None
 
 
-def parse_data_file(name: str, raw: bytes) -> Any:
-    """Parses a ``data.json`` / ``data.yaml`` / ``data.yml`` entry."""
+def parse_data_file(name: str, raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Parses a ``data.json`` / ``data.yaml`` / ``data.yml`` entry.
+
+    A YAML file's aliases may expand it to at most ``limits.max_entry_size``
+    bytes of JSON: the bundle is written back out with its data as JSON, and
+    must stay readable under the same limits.
+    """
     if name.rsplit("/", 1)[-1] == "data.json":
         return parse_json(raw, entry=name)
-    return parse_yaml(raw, entry=name)
+    return parse_yaml(raw, entry=name, max_size=limits.max_entry_size)
 
 
 def data_path_of(name: str) -> tuple[str, ...]:

@@ -308,3 +308,98 @@ def test_check_reports_bad_calls(call: str, message: str) -> None:
     with pytest.raises(BundleError, match=message) as err:
         b.check()
     assert (err.value.entry, err.value.line) == ("app.rego", 6)
+
+
+# -- hostile data and manifests (review findings) ---------------------------------
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"-1e400", b"1E+309"])
+def test_data_json_number_out_of_float_range_is_refused_at_read(number: bytes) -> None:
+    # OPA keeps such numbers as text; a Python float would become inf, which
+    # could never be written back out, so the bundle is refused when read.
+    raw = write_entries({"data.json": b'{"x": ' + number + b"}"})
+    with pytest.raises(BundleError, match="out of the range") as exc:
+        Bundle.from_bytes(raw)
+    assert exc.value.entry == "data.json"
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_data_json_nan_and_infinity_are_refused(constant: bytes) -> None:
+    raw = write_entries({"a/data.json": b'{"x": ' + constant + b"}"})
+    with pytest.raises(BundleError, match="not valid JSON") as exc:
+        Bundle.from_bytes(raw)
+    assert exc.value.entry == "a/data.json"
+
+
+def test_data_json_lone_surrogates_become_replacement_chars_as_in_opa() -> None:
+    raw = write_entries(
+        {"data.json": rb'{"s": "a\ud800b", "\udc00": ["\ud83d\ude00", "\udfff\ud800"]}'}
+    )
+    b = Bundle.from_bytes(raw)
+    assert b.data == {"s": "a\ufffdb", "\ufffd": ["\U0001f600", "\ufffd\ufffd"]}
+    # Serialisable, so the bundle can be digested, served and read back.
+    assert Bundle.from_bytes(b.to_bytes()).data == b.data
+    assert b.digest.startswith("sha256:")
+
+
+def test_data_json_small_numbers_still_read() -> None:
+    b = Bundle.from_bytes(write_entries({"data.json": b'{"a": 1e308, "b": 1e-999, "c": 2}'}))
+    assert b.data == {"a": 1e308, "b": 0.0, "c": 2}
+
+
+def test_unserialisable_data_given_directly_is_a_bundle_error() -> None:
+    b = Bundle(data={"x": float("inf")})
+    with pytest.raises(BundleError, match="cannot be written as JSON") as exc:
+        b.to_bytes()
+    assert exc.value.entry == "data.json"
+
+
+def _billion_laughs(levels: int = 10) -> bytes:
+    lines = ["a0: &a0 [x,x,x,x,x,x,x,x,x,x]"]
+    lines += [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_yaml_billion_laughs_is_refused_quickly() -> None:
+    import time
+
+    raw = write_entries({"p/data.yaml": _billion_laughs()})
+    assert len(raw) < 400
+    start = time.monotonic()
+    with pytest.raises(BundleError, match="excessive aliasing") as exc:
+        Bundle.from_bytes(raw)
+    assert exc.value.entry == "p/data.yaml"
+    assert time.monotonic() - start < 5
+
+
+def test_yaml_scalar_alias_expansion_is_bounded_by_entry_size_limit() -> None:
+    from policysupply import Limits
+
+    # Few aliases (go-yaml's ratio allows them) of one big string: 2 MB of JSON.
+    doc = "s: &s " + "x" * 100_000 + "\nl: [" + ",".join(["*s"] * 20) + "]\n"
+    raw = write_entries({"data.yaml": doc.encode()})
+    with pytest.raises(BundleError, match="expands to more than") as exc:
+        Bundle.from_bytes(raw, limits=Limits(max_entry_size=1_000_000))
+    assert exc.value.entry == "data.yaml"
+    assert len(Bundle.from_bytes(raw).data["l"]) == 20
+
+
+def test_yaml_moderate_aliasing_is_accepted_as_by_opa() -> None:
+    # opa 1.22 loads this (200 uses of a 100-item anchor); 5000 uses it refuses.
+    def doc(uses: int) -> bytes:
+        base = "base: &b [" + ",".join(str(i) for i in range(100)) + "]\nrefs:\n"
+        return (base + "  - *b\n" * uses).encode()
+
+    b = Bundle.from_bytes(write_entries({"data.yaml": doc(200)}))
+    assert len(b.data["refs"]) == 200
+    assert b.data["refs"][0] == list(range(100))
+    with pytest.raises(BundleError, match="excessive aliasing"):
+        Bundle.from_bytes(write_entries({"data.yaml": doc(5000)}))
+
+
+@pytest.mark.parametrize("roots", [b"5", b"true", b'{"a": 1}', b'"a"', b'["a", 1]'])
+def test_manifest_roots_of_wrong_type_are_a_bundle_error(roots: bytes) -> None:
+    raw = write_entries({".manifest": b'{"roots": ' + roots + b"}"})
+    with pytest.raises(BundleError, match="roots must be a list of strings") as exc:
+        Bundle.from_bytes(raw)
+    assert exc.value.entry == ".manifest"
