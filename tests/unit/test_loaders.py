@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import urllib.error
@@ -16,7 +17,16 @@ from typing import Any
 import pytest
 import yaml
 
-from policysupply import Bundle, LoadError, Manifest, Registry, Signer, TrustPolicy, Verifier
+from policysupply import (
+    Bundle,
+    LoadError,
+    Manifest,
+    Registry,
+    Signer,
+    TrustPolicy,
+    Verifier,
+    loaders,
+)
 from policysupply.loaders import (
     _MISSING,
     OPA,
@@ -119,9 +129,7 @@ def test_extract_writes_exactly_the_bundle_entries_and_replaces_atomically(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oci", "policy"]
 
 
-def test_extract_refuses_a_foreign_directory_and_keeps_the_old_tree_on_failure(
-    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_extract_refuses_a_foreign_directory(env: Env, tmp_path: Path) -> None:
     v1 = env.release("1", ["alice"])
     foreign = tmp_path / "home"
     foreign.mkdir()
@@ -130,24 +138,86 @@ def test_extract_refuses_a_foreign_directory_and_keeps_the_old_tree_on_failure(
         extract_verified(v1, foreign)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
+
+@pytest.mark.parametrize("swap", ["exchange", "two-renames"])
+def test_extract_keeps_the_old_tree_on_failure(
+    swap: str, env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1 = env.release("1", ["alice"])
     out = extract_verified(v1, tmp_path / "policy")
     before = (out / "data.json").read_bytes()
     v2 = env.release("2", ["bob"])
-    real_rename = os.rename
-    calls = {"n": 0}
+    if swap == "exchange":
 
-    def failing_rename(src: Any, dst: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] == 2:  # the new tree's rename into place
+        def failing_exchange(a: Path, b: Path) -> bool:
             raise OSError(28, "No space left on device")
-        real_rename(src, dst)
 
-    monkeypatch.setattr(os, "rename", failing_rename)
+        monkeypatch.setattr(loaders, "_exchange", failing_exchange)
+    else:
+        monkeypatch.setattr(loaders, "_exchange", lambda a, b: False)  # no renameat2
+        real_rename = os.rename
+        calls = {"n": 0}
+
+        def failing_rename(src: Any, dst: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 2:  # the new tree's rename into place
+                raise OSError(28, "No space left on device")
+            real_rename(src, dst)
+
+        monkeypatch.setattr(os, "rename", failing_rename)
     with pytest.raises(LoadError, match="No space left"):
         extract_verified(v2, out)
-    monkeypatch.undo()
     assert (out / "data.json").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "oci", "policy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oci", "policy"]
+    # and the fallback path, once it works, replaces the tree as the swap does
+    monkeypatch.undo()
+    monkeypatch.setattr(loaders, "_exchange", lambda a, b: False)
+    extract_verified(v2, out)
+    assert Bundle.from_directory(out) == v2.bundle
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oci", "policy"]
+
+
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") or sys.platform == "darwin"),
+    reason="atomic directory swap needs renameat2 or renamex_np",
+)
+def test_extract_swaps_trees_without_a_gap(env: Env, tmp_path: Path) -> None:
+    """A reader polling files under the directory always finds them, old or new."""
+    v1, v2 = env.release("1", ["alice"]), env.release("2", ["bob"])
+    out = extract_verified(v1, tmp_path / "policy")
+    assert loaders._exchange(tmp_path / "oci", out)  # the platform can swap here
+    assert loaders._exchange(tmp_path / "oci", out)  # and swap back
+    known = {
+        name: {v.bundle.entries()[name] for v in (v1, v2)} for name in (".manifest", "data.json")
+    }
+    stop = threading.Event()
+    problems: list[str] = []
+    reads = {"n": 0}
+
+    def reader() -> None:
+        while not stop.is_set():
+            for name, wanted in known.items():
+                try:
+                    content = (out / name).read_bytes()
+                except OSError as exc:
+                    problems.append(f"{name}: {exc.strerror}")
+                    continue
+                if content not in wanted:
+                    problems.append(f"{name}: partial or unknown content")
+                reads["n"] += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(200):
+            extract_verified(v2 if i % 2 == 0 else v1, out)
+    finally:
+        stop.set()
+        thread.join()
+    assert problems == []
+    assert reads["n"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oci", "policy"]
+    assert Bundle.from_directory(out) == v1.bundle
 
 
 # -- bundle server -----------------------------------------------------------------
