@@ -24,6 +24,7 @@ from policysupply.errors import SigningError, VerificationError
 
 ENCRYPTED_TYPES = ("ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY")
 _SCRYPT_N = (32768, 65536, 131072)  # the three parameter sets cosign accepts
+_CURVE_HASHES = {"secp256r1": "SHA256", "secp384r1": "SHA384", "secp521r1": "SHA512"}
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)\r?\n-----END \1-----", re.DOTALL)
 
 
@@ -88,7 +89,7 @@ def decrypt_private_key(body: bytes, password: bytes, *, what: str) -> bytes:
         salt = base64.b64decode(kdf["salt"], validate=True)
         nonce = base64.b64decode(cipher["nonce"], validate=True)
         ciphertext = base64.b64decode(doc["ciphertext"], validate=True)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
         raise SigningError(
             f"{what}: not a valid encrypted cosign key (malformed JSON body)"
         ) from None
@@ -113,6 +114,7 @@ def load_private_key(data: bytes, password: bytes | None, *, what: str) -> Any:
     Raises:
         SigningError: Unreadable, wrong password, or unsupported key type.
     """
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -133,12 +135,14 @@ def load_private_key(data: bytes, password: bytes | None, *, what: str) -> Any:
             key = serialization.load_pem_private_key(pem_encode(kind, der), password=None)
         else:
             key = serialization.load_der_private_key(der, password=None)
+    except UnsupportedAlgorithm as exc:
+        raise SigningError(f"{what}: unsupported key type or curve ({exc})") from None
     except (ValueError, TypeError) as exc:
         raise SigningError(
             f"{what}: cannot parse the private key ({exc.__class__.__name__})"
         ) from None
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+        if key.curve.name not in _CURVE_HASHES:
             raise SigningError(f"{what}: unsupported curve {key.curve.name}")
     elif not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
         raise SigningError(f"{what}: unsupported key type {type(key).__name__}")
@@ -151,12 +155,22 @@ def load_public_key(data: bytes, *, what: str) -> Any:
     Raises:
         VerificationError: Unreadable or unsupported.
     """
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
     try:
-        return serialization.load_pem_public_key(data)
+        key = serialization.load_pem_public_key(data)
+    except UnsupportedAlgorithm as exc:
+        raise VerificationError(f"{what}: unsupported key type or curve ({exc})") from None
     except (ValueError, TypeError, AttributeError):
         raise VerificationError(f"{what}: not a PEM public key") from None
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _CURVE_HASHES:
+            raise VerificationError(f"{what}: unsupported curve {key.curve.name}")
+    elif not isinstance(key, (rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
+        raise VerificationError(f"{what}: unsupported key type {type(key).__name__}")
+    return key
 
 
 def public_pem(key: Any) -> bytes:
@@ -185,15 +199,13 @@ def key_id(key: Any) -> str:
 
 
 def _hash_for(key: Any) -> Any:
+    """The hash cosign uses with ``key``; None for a curve it does not support."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
-        return {
-            "secp256r1": hashes.SHA256(),
-            "secp384r1": hashes.SHA384(),
-            "secp521r1": hashes.SHA512(),
-        }[key.curve.name]
+        name = _CURVE_HASHES.get(key.curve.name)
+        return getattr(hashes, name)() if name else None
     return hashes.SHA256()
 
 
@@ -202,6 +214,8 @@ def sign(key: Any, message: bytes) -> bytes:
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 
     if isinstance(key, ec.EllipticCurvePrivateKey):
+        if _hash_for(key) is None:
+            raise SigningError(f"unsupported curve {key.curve.name}")
         return key.sign(message, ec.ECDSA(_hash_for(key)))
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(message)
@@ -215,6 +229,8 @@ def verify(key: Any, signature: bytes, message: bytes) -> bool:
 
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
+            if _hash_for(key) is None:
+                return False  # a curve cosign does not use (a key object passed in directly)
             key.verify(signature, message, ec.ECDSA(_hash_for(key)))
         elif isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, message)
