@@ -1155,6 +1155,7 @@ class BundleServer:
         host: str = "127.0.0.1",
         port: int = 0,
         token: str | None = None,
+        timeout: float = 30.0,
     ) -> None:
         """Opens the store directory and reads the bundles persisted there.
 
@@ -1164,14 +1165,24 @@ class BundleServer:
             host: Address to listen on.
             port: Port to listen on; 0 picks a free one at :meth:`start`.
             token: If set, requests must carry ``Authorization: Bearer <token>``.
+            timeout: Seconds each read from or write to a connection may
+                block. An idle keep-alive connection, or a client that stops
+                sending its request or reading the answer, is closed after
+                that long, freeing its thread. Long polls are not cut short:
+                the server holds them without touching the socket, for up to
+                the ``wait`` the client asked (at most 300 s).
 
         Raises:
+            ValueError: ``timeout`` is not positive.
             LoadError: The directory cannot be created or read.
         """
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
         self.directory = Path(directory)
         self.host = host
         self._port = port
         self._token = token
+        self._timeout = float(timeout)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._served: dict[str, tuple[ServedBundle, bytes]] = {}
@@ -1556,6 +1567,9 @@ def _handler(server: BundleServer) -> type[http.server.BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         server_version = "policysupply-bundle-server"
         sys_version = ""
+        # The socket timeout for every read and write (StreamRequestHandler.setup):
+        # a timed-out read or write ends the request and closes the connection.
+        timeout = server._timeout
 
         def log_message(self, format: str, *args: Any) -> None:
             logger.debug("bundle server: " + format, *args)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -265,6 +266,70 @@ def test_server_long_poll_answers_when_a_bundle_is_published(env: Env, tmp_path:
         assert time.monotonic() - start < 10
         assert headers["Content-Type"] == "application/vnd.openpolicyagent.bundles"
         assert Bundle.from_bytes(body).manifest.revision == "2"
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``sock`` (EOF) within ``seconds``; reads anything sent."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def _server_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith("Thread-"))
+
+
+def test_server_drops_idle_connections(env: Env, tmp_path: Path) -> None:
+    v1 = env.release("1", ["alice"])
+    with BundleServer(tmp_path / "store", timeout=0.5) as server:
+        server.publish(v1, "authz")
+        before = _server_threads()
+        silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
+        # a client that sends half a request and stops
+        silent[0].sendall(b"GET /bundles/authz HTTP/1.1\r\nHost: x\r\n")
+        keep_alive = socket.create_connection(("127.0.0.1", server.port))
+        keep_alive.sendall(b"GET /bundles/authz HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        try:
+            assert all(_closed_within(s, 5) for s in [*silent, keep_alive])
+            assert time.monotonic() - started < 5
+        finally:
+            for s in [*silent, keep_alive]:
+                s.close()
+        deadline = time.monotonic() + 5
+        while _server_threads() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _server_threads() <= before  # each connection's thread has ended
+        assert get(f"{server.url}/bundles/authz")[0] == 200  # and the server still serves
+
+
+def test_server_timeout_does_not_cut_long_polls(env: Env, tmp_path: Path) -> None:
+    v1, v2 = env.release("1", ["alice"]), env.release("2", ["bob"])
+    with BundleServer(tmp_path / "store", timeout=0.5) as server:
+        etag = server.publish(v1, "authz").etag
+        url = f"{server.url}/bundles/authz"
+        prefer = {"If-None-Match": etag, "Prefer": "modes=snapshot,delta;wait=2"}
+        start = time.monotonic()
+        assert get(url, prefer)[0] == 304  # held past the socket timeout, then answered
+        assert time.monotonic() - start >= 1.9
+        timer = threading.Timer(1.5, server.publish, args=(v2, "authz"))
+        timer.start()
+        prefer["Prefer"] = "modes=snapshot,delta;wait=20"
+        status, _, body = get(url, prefer)
+        timer.join()
+        assert status == 200
+        assert Bundle.from_bytes(body).manifest.revision == "2"
+
+
+def test_server_timeout_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="timeout must be positive"):
+        BundleServer(tmp_path / "store", timeout=0)
 
 
 def test_server_token(env: Env, tmp_path: Path) -> None:
