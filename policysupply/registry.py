@@ -333,6 +333,11 @@ class Registry:
 
         Returns:
             The descriptor of the bundle layer.
+
+        Raises:
+            RegistryError: The image cannot be read, or ``path`` cannot be
+                written (full disk, permissions); ``path`` is then unchanged.
+            DigestMismatchError: The bytes do not match their digest.
         """
         r = self._ref(ref)
         _, layer = self._layer_of(r)
@@ -571,20 +576,35 @@ class Registry:
             durable: fsync before the rename, so a crash never leaves a
                 partial file under ``path`` (``False`` trades that for speed,
                 as ``oras pull`` does).
+
+        Raises:
+            RegistryError: The blob cannot be read, or ``path`` cannot be
+                written (full disk, permissions); ``path`` is then unchanged.
+            DigestMismatchError: The bytes do not match the digest or size.
         """
         desc = blob if isinstance(blob, Descriptor) else None
         digest = desc.digest if desc else oci.check_digest(str(blob))
         size = desc.size if desc else None
         tally = _Tally(progress, size or 0)
-        with stores.atomic_file(Path(path), durable=durable) as f:
-            writer = stores.BackgroundWriter(f, durable=durable)
-            try:
-                self._store.read_blob(
-                    self._repo(repository), digest, size, writer.reset, writer.write, tally.blob()
-                )
-                writer.drain()
-            finally:
-                writer.close()
+        try:
+            with stores.atomic_file(Path(path), durable=durable) as f:
+                writer = stores.BackgroundWriter(f, durable=durable)
+                try:
+                    self._store.read_blob(
+                        self._repo(repository),
+                        digest,
+                        size,
+                        writer.reset,
+                        writer.write,
+                        tally.blob(),
+                    )
+                    writer.drain()
+                finally:
+                    writer.close()
+        except OSError as exc:  # full disk, file size limit, no permission...
+            raise RegistryError(
+                f"cannot write {path}: {exc.strerror or exc}; it was left as it was"
+            ) from None
 
     def put_blob(
         self, repository: str, data: bytes, *, media_type: str = "application/octet-stream"

@@ -10,6 +10,7 @@ backwards.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -42,7 +43,10 @@ def _version_key(revision: str | None) -> tuple[int, ...] | None:
     m = _VERSION.match(revision)
     if not m:
         return None
-    return tuple(int(p) for p in m.group(1).split("."))
+    try:
+        return tuple(int(p) for p in m.group(1).split("."))
+    except ValueError:  # a component beyond int()'s digit limit: not a version
+        return None
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -52,7 +56,10 @@ def _iso(t: dt.datetime | None) -> str | None:
 def _parse_time(value: Any) -> dt.datetime | None:
     if value is None:
         return None
-    return dt.datetime.fromisoformat(str(value))
+    parsed = dt.datetime.fromisoformat(str(value))
+    if parsed.tzinfo is None:
+        raise ValueError(f"time {str(value)[:40]!r} has no UTC offset")
+    return parsed
 
 
 @attrs.frozen(kw_only=True)
@@ -90,12 +97,15 @@ class AcceptedRecord:
         accepted = _parse_time(doc["accepted_at"])
         if accepted is None:
             raise ValueError("accepted_at is missing")
+        superseded = doc.get("superseded") or []
+        if not isinstance(superseded, list):
+            raise TypeError("superseded is not a list")
         return cls(
             digest=str(doc["digest"]),
             revision=None if revision is None else str(revision),
             signed_at=_parse_time(doc.get("signed_at")),
             accepted_at=accepted,
-            superseded=tuple(str(d) for d in doc.get("superseded") or ()),
+            superseded=tuple(str(d) for d in superseded),
         )
 
 
@@ -135,9 +145,9 @@ class TrustState:
             if doc.get("format") != _FORMAT:
                 raise ValueError(f"unknown format {doc.get('format')!r}")
             return {str(k): AcceptedRecord.from_json(v) for k, v in dict(doc["references"]).items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise VerificationError(
-                f"trust state {self.path} is corrupt ({exc}); restore it from a backup, "
+                f"trust state {self.path} is corrupt ({str(exc)[:200]}); restore it from a backup, "
                 "or delete it to trust the next verified material on first use"
             ) from None
 
@@ -148,12 +158,27 @@ class TrustState:
             "format": _FORMAT,
             "references": {k: records[k].to_json() for k in sorted(records)},
         }
-        atomic_write(self.path, json.dumps(doc, indent=2).encode() + b"\n")
+        try:
+            atomic_write(self.path, json.dumps(doc, indent=2).encode() + b"\n")
+        except OSError as exc:
+            raise VerificationError(
+                f"cannot write trust state {self.path}: {exc.strerror or exc}; "
+                "it was left as it was, and nothing was accepted"
+            ) from None
 
+    @contextlib.contextmanager
     def _lock(self) -> Any:
         from policysupply._internal.stores import locked
 
-        return locked(self.path.with_name(self.path.name + ".lock"))
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(locked(lock_path))
+            except OSError as exc:
+                raise VerificationError(
+                    f"cannot lock trust state {self.path} ({lock_path}): {exc.strerror or exc}"
+                ) from None
+            yield
 
     # -- API ------------------------------------------------------------------
 
@@ -193,8 +218,12 @@ class TrustState:
             RollbackError: ``digest`` was accepted before and superseded; or it
                 claims the accepted revision with different content; or its
                 revision or signing time is older than what was accepted.
-            VerificationError: The state file is unreadable or corrupt.
+            VerificationError: The state file is unreadable, corrupt, or cannot
+                be written (it is then left as it was).
+            ValueError: ``signed_at`` has no time zone.
         """
+        if signed_at is not None and signed_at.utcoffset() is None:
+            raise ValueError("signed_at must be a timezone-aware datetime")
         with self._lock():
             records = self._read()
             old = records.get(reference)

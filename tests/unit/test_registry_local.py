@@ -143,3 +143,24 @@ def test_concurrent_writers_keep_every_tag(tmp_path: Path, fixtures_dir: Path) -
 def test_bad_references_are_refused(tmp_path: Path, ref: str) -> None:
     with pytest.raises(RegistryError):
         Registry.local(tmp_path).resolve(ref)
+
+
+def test_download_to_a_full_disk_is_a_registry_error_and_keeps_the_old_file(
+    tmp_path: Path, bundle: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    reg = Registry.local(tmp_path / "oci")
+    reg.push(bundle, "p:1")
+    target = tmp_path / "bundle.tar.gz"
+    target.write_bytes(b"OLD")
+
+    def full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(RegistryError, match=f"cannot write {target}: No space"):
+        reg.download("p:1", target)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"OLD"
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []

@@ -69,11 +69,65 @@ def test_failed_write_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.Mo
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(VerificationError, match=f"cannot write trust state {path}: No space"):
         state.accept("r", digest="sha256:b", revision="2", signed_at=None)
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+def _record(**fields: object) -> bytes:
+    record = {
+        "digest": "sha256:a",
+        "revision": "1",
+        "signed_at": "2024-01-01T00:00:00+00:00",
+        "accepted_at": "2024-01-01T00:00:00+00:00",
+        "superseded": [],
+    }
+    return json.dumps({"format": 1, "references": {"r": record | fields}}).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _record(signed_at="2024-01-01T00:00:00"),  # no UTC offset: cannot be ordered
+        _record(accepted_at="2024-01-01T00:00:00"),
+        _record(superseded="abc"),
+        _record(superseded=5),
+        b'{"format": 1, "references": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ],
+)
+def test_hostile_state_files_are_corrupt(tmp_path: Path, body: bytes) -> None:
+    path = tmp_path / "s.json"
+    path.write_bytes(body)
+    with pytest.raises(VerificationError, match="corrupt"):
+        TrustState(path).accept("r", digest="sha256:b", revision="2", signed_at=T0)
+    assert path.read_bytes() == body
+
+
+def test_revisions_beyond_the_int_digit_limit_are_not_versions(tmp_path: Path) -> None:
+    huge = "9" * 5000
+    path = tmp_path / "s.json"
+    path.write_bytes(_record(revision=huge))
+    state = TrustState(path)
+    # Not a version, so no revision order: the signing time decides.
+    record = state.accept("r", digest="sha256:b", revision="2", signed_at=T0)
+    assert record.revision == "2"
+    assert state.accept("r", digest="sha256:c", revision=huge, signed_at=T0 + HOUR).revision == huge
+
+
+def test_naive_signed_at_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        TrustState(tmp_path / "s.json").accept(
+            "r", digest="sha256:a", revision=None, signed_at=dt.datetime(2026, 1, 1)
+        )
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_unwritable_lock_is_a_verification_error(tmp_path: Path) -> None:
+    (tmp_path / "s.json.lock").mkdir()  # cannot be opened as the lock file
+    with pytest.raises(VerificationError, match="cannot lock trust state"):
+        TrustState(tmp_path / "s.json").records()
 
 
 def _accept_many(path: str, worker: int) -> None:
