@@ -171,6 +171,60 @@ def v1_body_without_if(source: str) -> int | None:
     return None
 
 
+# rego-cpp parses and evaluates recursively on the C stack: a module holding
+# `[[[…]]]` a few thousand deep, or data/input nested as deep, kills the whole
+# process with SIGSEGV (no exception to catch). Nothing is handed to it past
+# this depth. `opa check` accepts modules this deep; real policies and
+# documents stay within a few dozen levels.
+MAX_NESTING = 500
+
+
+def excessive_nesting(source: str) -> int | None:
+    """Offset of the first ``(``/``[``/``{`` nested past ``MAX_NESTING``, if any.
+
+    Brackets inside strings, raw strings and comments do not count.
+    """
+    depth = 0
+    for tok in _tokens(source):
+        if tok.text in ("(", "[", "{"):
+            depth += 1
+            if depth > MAX_NESTING:
+                return tok.offset
+        elif tok.text in (")", "]", "}"):
+            depth = max(0, depth - 1)
+    return None
+
+
+def _nesting_message() -> str:
+    return (
+        f"brackets nested more than {MAX_NESTING} deep; the embedded engine "
+        "refuses such modules (its parser would exhaust the stack)"
+    )
+
+
+def check_value_nesting(value: Any, *, what: str, entry: str | None = None) -> None:
+    """Raises ``BundleError`` if a JSON-like value nests past ``MAX_NESTING``.
+
+    Iterative, so it is safe on values of any depth.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping):
+            children: Any = node.values()
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        if depth > MAX_NESTING:
+            raise BundleError(
+                f"{what} is nested more than {MAX_NESTING} deep; the embedded "
+                "engine refuses it (evaluating it would exhaust the stack)",
+                entry=entry,
+            )
+        stack.extend((child, depth + 1) for child in children)
+
+
 RESULT_VAR = "__policysupply_result__"
 
 
@@ -280,6 +334,11 @@ class Engine:
         rp = _regopy()
         self.lock = threading.Lock()
         self._interp: regopy.Interpreter = rp.Interpreter()
+        for name in sorted(modules):
+            off = excessive_nesting(modules[name])
+            if off is not None:
+                raise BundleError(_nesting_message(), entry=name, line=line_of(modules[name], off))
+        check_value_nesting(data, what="data", entry="data.json")
         with _ENGINE_LOCK, _captured_c_stdout():
             for name in sorted(modules):
                 try:
@@ -303,6 +362,9 @@ class Engine:
         )
 
         rp = _regopy()
+        check_value_nesting(input, what="input")
+        if excessive_nesting(query) is not None:
+            raise BundleError(f"query: {_nesting_message()}")
         with self.lock, _ENGINE_LOCK, _captured_c_stdout():
             try:
                 # regopy.Input keeps string values exact (set_input_term would keep
@@ -329,6 +391,10 @@ class Engine:
             return []
         try:
             parsed = json.loads(text)
+        except RecursionError:
+            raise BundleError(
+                f"query {query!r}: the result is nested too deeply to be read back"
+            ) from None
         except ValueError:
             # rego-cpp does not escape quotes or backslashes in the strings it
             # prints; such a result cannot be read back unambiguously.
@@ -361,6 +427,14 @@ def compile_diagnostics(
     # Parse modules one at a time so that every broken file is reported, not
     # only the first.
     for name in sorted(modules):
+        off = excessive_nesting(modules[name])
+        if off is not None:
+            diags.append(
+                RegoDiagnostic(
+                    entry=name, line=line_of(modules[name], off), message=_nesting_message()
+                )
+            )
+            continue
         interp = rp.Interpreter()
         with _ENGINE_LOCK, _captured_c_stdout():
             try:

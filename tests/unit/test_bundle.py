@@ -403,3 +403,79 @@ def test_manifest_roots_of_wrong_type_are_a_bundle_error(roots: bytes) -> None:
     with pytest.raises(BundleError, match="roots must be a list of strings") as exc:
         Bundle.from_bytes(raw)
     assert exc.value.entry == ".manifest"
+
+
+# -- nesting the embedded engine cannot survive -----------------------------------
+
+_DEEP_SCRIPT = """
+import sys
+sys.setrecursionlimit(100_000)
+from policysupply import Bundle, BundleError
+kind, n = sys.argv[1], int(sys.argv[2])
+deep = []
+for _ in range(n):
+    deep = [deep]
+try:
+    if kind == "module":
+        b = Bundle(modules={"a.rego": "package a\\nx := " + "[" * n + "]" * n + "\\n"})
+        try:
+            b.check()
+            print("check ok")
+        except BundleError as exc:
+            print("check", exc.entry, exc.line, exc)
+        b.evaluate("data.a.x")
+    elif kind == "data":
+        Bundle(modules={"a.rego": "package a\\nx := data.d\\n"}, data={"d": deep}).evaluate(
+            "data.a.x"
+        )
+    elif kind == "input":
+        Bundle(modules={"a.rego": "package a\\nx := input\\n"}).evaluate("data.a.x", deep)
+    print("evaluated")
+except BundleError as exc:
+    print("BundleError", exc)
+"""
+
+
+def _run_deep(kind: str, n: int) -> str:
+    import subprocess
+    import sys
+
+    # A child process, so that a crash in rego-cpp fails the test instead of
+    # killing pytest.
+    proc = subprocess.run(
+        [sys.executable, "-c", _DEEP_SCRIPT, kind, str(n)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def test_deeply_nested_module_is_refused_by_check_and_evaluate() -> None:
+    out = _run_deep("module", 10_000)
+    assert "check a.rego 2 " in out
+    assert "nested more than 500 deep" in out
+    assert "BundleError a.rego:2: brackets nested more than 500 deep" in out
+
+
+def test_module_nested_500_deep_still_checks_and_evaluates() -> None:
+    # `opa check` accepts this; the limit must not refuse what OPA takes.
+    n = 500
+    b = Bundle(modules={"a.rego": "package a\nx := " + "[" * n + "]" * n + "\n"})
+    b.check()
+    assert b.evaluate("count(data.a.x)") == 1
+
+
+def test_nesting_in_strings_and_comments_does_not_count() -> None:
+    n = 2000
+    src = f'package a\n# {"[" * n}\nx := "{"{" * n}"\ny := `{"(" * n}`\n'
+    b = Bundle(modules={"a.rego": src})
+    b.check()
+    assert b.evaluate("data.a.x") == "{" * n
+
+
+@pytest.mark.parametrize("kind", ["data", "input"])
+def test_deeply_nested_data_or_input_is_refused_before_the_engine(kind: str) -> None:
+    out = _run_deep(kind, 10_000)
+    assert f"BundleError {'data.json: ' if kind == 'data' else ''}{kind} is nested more" in out
