@@ -37,7 +37,8 @@ class Limits:
         max_compressed: Largest accepted ``.tar.gz``, in bytes.
         max_uncompressed: Largest accepted inflated tar stream, in bytes.
         max_entries: Most tar members accepted.
-        max_entry_size: Largest accepted single member, in bytes.
+        max_entry_size: Largest accepted single member, in bytes; also bounds
+            the JSON a YAML data file expands to through aliases.
         max_ratio: Largest inflated/compressed ratio, checked past 8 MiB inflated.
         max_depth: Most path components in one entry name.
     """
