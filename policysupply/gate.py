@@ -412,9 +412,19 @@ class _CompiledRules:
             rego_output_string,
         )
 
-        from policysupply._internal.rego import _ENGINE_LOCK, RESULT_VAR, _first_error_message
+        from policysupply._internal.rego import (
+            _ENGINE_LOCK,
+            RESULT_VAR,
+            _first_error_message,
+            check_value_nesting,
+        )
 
-        term = json.dumps(document, ensure_ascii=False, allow_nan=False)
+        # Deep nesting crashes rego-cpp (and json.dumps recurses): refuse it first.
+        check_value_nesting(document, what="gate input")
+        try:
+            term = json.dumps(document, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"gate input cannot be passed to the rules: {exc}") from None
         with self._lock:
             if self._plan is None:
                 self._compile()
@@ -748,6 +758,14 @@ class Gate:
         digest = registry.resolve(given)
         host = registry.host or given.host
         pinned = Reference(host=host, repository=given.repository, digest=digest)
+        ctx = dict(context or {})
+        from policysupply._internal.rego import check_value_nesting
+
+        check_value_nesting(ctx, what="gate context")  # before json.dumps recurses
+        try:
+            json.dumps(ctx, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"gate context must be JSON-serialisable: {exc}") from None
         try:
             artifact = self.verifier.verify(
                 _CachedReads(registry, self._cache, digest),
@@ -757,11 +775,6 @@ class Gate:
             verification = _verified_doc(artifact)
         except VerificationError as exc:
             verification = _failed_doc(exc)
-        ctx = dict(context or {})
-        try:
-            json.dumps(ctx, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"gate context must be JSON-serialisable: {exc}") from None
         document = {
             "schema": INPUT_SCHEMA,
             "image": _image_doc(given, host, digest),

@@ -667,3 +667,19 @@ def test_missing_required_attestation_is_denied_as_such(tmp_path: Path) -> None:
     assert not any(r.startswith("unsigned:") for r in decision.reasons)
     signer.attest(reg, "acme/app:1", predicate_type=slsa, predicate={"builder": {"id": "ci"}})
     assert gate.decide(reg, "acme/app:1").allowed
+
+
+def test_deeply_nested_context_is_refused_before_the_engine(tmp_path: Path) -> None:
+    from policysupply import Bundle, BundleError, Gate, Registry, Signer, TrustPolicy, Verifier
+
+    reg = Registry.local(tmp_path / "oci")
+    reg.push(Bundle(modules={}, data={"x": 1}), "acme/app:1")
+    signer = Signer.generate()
+    signer.sign(reg, "acme/app:1")
+    deep: object = "bottom"
+    for _ in range(20_000):  # past both Python's recursion limit and rego-cpp's stack
+        deep = [deep]
+    gate = Gate(Verifier(TrustPolicy(keys=[signer.public_key_pem])))
+    with pytest.raises(BundleError, match="nest"):
+        gate.decide(reg, "acme/app:1", context={"deep": deep})
+    assert gate.decide(reg, "acme/app:1", context={"shallow": [[1]]}).allowed
