@@ -19,33 +19,8 @@ BIN_DIR="$PEERS_DIR/bin"
 mkdir -p "$BIN_DIR"
 
 log() { printf 'install-peers: %s\n' "$*" >&2; }
-
-# build_wrapped NAME VERSION MODULE IMPORT_PKG MAIN_GO
-# Builds MODULE@VERSION through a tiny local wrapper module. A wrapper (rather
-# than `go install MODULE@VERSION`) is needed because `go install` refuses
-# modules whose go.mod carries replace directives, as OPA's has at times.
-build_wrapped() {
-  local name=$1 version=$2 module=$3 main_go=$4
-  local target="$BIN_DIR/$name-$version"
-  if [[ -x "$target" ]]; then
-    log "$name $version already built: $target"
-  else
-    local work
-    work=$(mktemp -d)
-    log "building $name $version from the Go module proxy (a few minutes)"
-    printf 'module policysupply.local/%s-wrapper\n\ngo 1.24\n' "$name" >"$work/go.mod"
-    printf '%s\n' "$main_go" >"$work/main.go"
-    (
-      cd "$work"
-      GOFLAGS=-mod=mod go get "$module@$version"
-      go mod tidy
-      CGO_ENABLED=0 go build -trimpath -o "$target.tmp" .
-    )
-    mv "$target.tmp" "$target"
-    rm -rf "$work"
-  fi
-  ln -sfn "$name-$version" "$BIN_DIR/$name"
-}
+# shellcheck source=scripts/_go_build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_go_build.sh"
 
 install_opa() {
   build_wrapped opa "$OPA_VERSION" github.com/open-policy-agent/opa '
@@ -67,26 +42,6 @@ func main() {
 		os.Exit(1)
 	}
 }'
-}
-
-# go_installed NAME VERSION PACKAGE [BINARY]
-# Peers whose command is a main package (and whose go.mod has no replace
-# directives) install with plain `go install` into a private GOBIN. BINARY is
-# the name `go install` gives the command when it differs from NAME.
-go_installed() {
-  local name=$1 version=$2 package=$3 binary=${4:-$1}
-  local target="$BIN_DIR/$name-$version"
-  if [[ -x "$target" ]]; then
-    log "$name $version already built: $target"
-  else
-    local gobin
-    gobin=$(mktemp -d)
-    log "building $name $version from the Go module proxy"
-    CGO_ENABLED=0 GOBIN="$gobin" go install -trimpath "$package@$version"
-    mv "$gobin/$binary" "$target"
-    rm -rf "$gobin"
-  fi
-  ln -sfn "$name-$version" "$BIN_DIR/$name"
 }
 
 install_oras() {
