@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from policysupply._internal.oci import Reference
+from policysupply._internal.stores import atomic_write  # temp file (0600), fsync, rename
 from policysupply.errors import (
     BundleError,
     LoadError,
@@ -1093,20 +1094,6 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _write_atomic(path: Path, content: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @attrs.frozen(kw_only=True)
 class ServedBundle:
     """A bundle a :class:`BundleServer` is serving.
@@ -1262,8 +1249,8 @@ class BundleServer:
         try:
             # Tarball first, under a content-addressed name, then the record
             # that points at it: a crash in between leaves the old pair intact.
-            _write_atomic(self.directory / f"{served.name}.{hexd}.tar.gz", payload)
-            _write_atomic(
+            atomic_write(self.directory / f"{served.name}.{hexd}.tar.gz", payload)
+            atomic_write(
                 self.directory / f"{served.name}.json",
                 json.dumps(meta, indent=1, sort_keys=True).encode(),
             )
