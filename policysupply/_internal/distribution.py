@@ -353,7 +353,7 @@ class Client:
         # Upload sessions and pagination hand us URLs from Location/Link
         # headers; credentials go only to the registry itself, never to
         # another host a registry (or an attacker answering for it) names.
-        ours = full is not url or self._same_origin(full)
+        ours = self._same_origin(full)
         for attempt in (1, 2):
             hdrs = dict(headers or {})
             auth = self._auth_header(scope) if ours else None
