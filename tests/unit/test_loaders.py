@@ -26,20 +26,22 @@ from policysupply import (
     Signer,
     TrustPolicy,
     Verifier,
-    loaders,
 )
 from policysupply.loaders import (
-    _MISSING,
     OPA,
     BundleServer,
+    extract_verified,
+    fetch_verified,
+    publish,
+)
+from policysupply.loaders import extract as extraction
+from policysupply.loaders._core import (
+    _MISSING,
     _base_only,
     _effective_roots,
     _module_prefix,
     _split,
     _virtual_paths,
-    extract_verified,
-    fetch_verified,
-    publish,
 )
 from policysupply.verifier import VerifiedBundle
 
@@ -153,9 +155,9 @@ def test_extract_keeps_the_old_tree_on_failure(
         def failing_exchange(a: Path, b: Path) -> bool:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(loaders, "_exchange", failing_exchange)
+        monkeypatch.setattr(extraction, "_exchange", failing_exchange)
     else:
-        monkeypatch.setattr(loaders, "_exchange", lambda a, b: False)  # no renameat2
+        monkeypatch.setattr(extraction, "_exchange", lambda a, b: False)  # no renameat2
         real_rename = os.rename
         calls = {"n": 0}
 
@@ -172,7 +174,7 @@ def test_extract_keeps_the_old_tree_on_failure(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oci", "policy"]
     # and the fallback path, once it works, replaces the tree as the swap does
     monkeypatch.undo()
-    monkeypatch.setattr(loaders, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(extraction, "_exchange", lambda a, b: False)
     extract_verified(v2, out)
     assert Bundle.from_directory(out) == v2.bundle
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oci", "policy"]
@@ -186,8 +188,8 @@ def test_extract_swaps_trees_without_a_gap(env: Env, tmp_path: Path) -> None:
     """A reader polling files under the directory always finds them, old or new."""
     v1, v2 = env.release("1", ["alice"]), env.release("2", ["bob"])
     out = extract_verified(v1, tmp_path / "policy")
-    assert loaders._exchange(tmp_path / "oci", out)  # the platform can swap here
-    assert loaders._exchange(tmp_path / "oci", out)  # and swap back
+    assert extraction._exchange(tmp_path / "oci", out)  # the platform can swap here
+    assert extraction._exchange(tmp_path / "oci", out)  # and swap back
     known = {
         name: {v.bundle.entries()[name] for v in (v1, v2)} for name in (".manifest", "data.json")
     }
