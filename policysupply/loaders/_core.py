@@ -1,23 +1,25 @@
-"""Pure helpers of the REST loader: data paths, module ids, roots, base documents."""
+"""Pure helpers of the REST loader: data paths, module ids, roots, base documents.
+
+Nothing here talks to OPA; every function is a plain computation over values
+(OPA's answers included), unit-tested directly.
+"""
 
 from __future__ import annotations
 
 import json
-import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from policysupply.errors import LoadError
+from policysupply.loaders._api import MISSING, DataPath
 
 if TYPE_CHECKING:
     from policysupply.bundle import Bundle
 
-
-_MISSING = object()  # "no document here" (distinct from JSON null)
-Path_ = tuple[str, ...]  # a data path, split into segments
+RECORDS: DataPath = ("system", "policysupply", "bundles")  # where loads are recorded in OPA
 
 
-def _split(path: str) -> Path_:
+def split_path(path: str) -> DataPath:
     p = path.strip().strip("/")
     if p.startswith("data."):
         p = p[5:]
@@ -27,21 +29,17 @@ def _split(path: str) -> Path_:
     return tuple(s for s in p.split(sep) if s) if p else ()
 
 
-def _url_path(path: Path_) -> str:
-    return "/".join(urllib.parse.quote(s, safe="") for s in path)
-
-
-def _module_prefix(name: str) -> str:
+def module_prefix(name: str) -> str:
     # "~" cannot occur in a registry reference, so no bundle's prefix is a
     # prefix of another's, whatever its module paths are.
     return f"policysupply/{name}/~/"
 
 
-def _record_key(name: str) -> str:
+def record_key(name: str) -> str:
     return name.replace("/", "~")
 
 
-def _check_load_name(name: str) -> str:
+def check_load_name(name: str) -> str:
     if not name or "~" in name or any(c.isspace() or ord(c) < 32 for c in name):
         raise LoadError(
             f"invalid load name {name!r}: use a reference name like host/repo "
@@ -50,7 +48,7 @@ def _check_load_name(name: str) -> str:
     return name.strip("/")
 
 
-def _effective_roots(bundle: Bundle) -> tuple[Path_, ...]:
+def effective_roots(bundle: Bundle) -> tuple[DataPath, ...]:
     """Roots as data paths; a bundle that owns all of ``data`` gets its top-level keys.
 
     OPA's bundle plugin would wipe every other document for such a bundle; over
@@ -70,21 +68,21 @@ def _effective_roots(bundle: Bundle) -> tuple[Path_, ...]:
     return tuple((t,) for t in sorted(tops))
 
 
-def _overlap(a: Path_, b: Path_) -> bool:
+def overlap(a: DataPath, b: DataPath) -> bool:
     n = min(len(a), len(b))
     return a[:n] == b[:n]
 
 
-def _value_at(doc: Any, path: Path_) -> Any:
+def value_at(doc: Any, path: DataPath) -> Any:
     node = doc
     for seg in path:
         if not isinstance(node, Mapping) or seg not in node:
-            return _MISSING
+            return MISSING
         node = node[seg]
     return node
 
 
-def _virtual_paths(policies: list[Mapping[str, Any]]) -> list[Path_]:
+def virtual_paths(policies: list[Mapping[str, Any]]) -> list[DataPath]:
     """Data paths that rules define, from ``GET /v1/policies`` ASTs.
 
     Each is the package path plus the ground prefix of the rule's head
@@ -92,7 +90,7 @@ def _virtual_paths(policies: list[Mapping[str, Any]]) -> list[Path_]:
     OPA refuses base data at or under such a path, so removing them from a
     ``GET /v1/data`` answer leaves the base documents.
     """
-    out: set[Path_] = set()
+    out: set[DataPath] = set()
     for policy in policies:
         ast = policy.get("ast") or {}
         pkg_terms = (ast.get("package") or {}).get("path") or []
@@ -110,12 +108,12 @@ def _virtual_paths(policies: list[Mapping[str, Any]]) -> list[Path_]:
     return sorted(out)
 
 
-def _base_only(merged: Any, root: Path_, virtual: list[Path_]) -> Any:
+def base_only(merged: Any, root: DataPath, virtual: list[DataPath]) -> Any:
     """The base document at ``root`` from a merged (base + rules) ``GET /v1/data`` answer."""
-    if merged is _MISSING:
-        return _MISSING
+    if merged is MISSING:
+        return MISSING
     if any(root[: len(v)] == v for v in virtual):
-        return _MISSING  # a rule defines this path or one above it: no base data can live here
+        return MISSING  # a rule defines this path or one above it: no base data can live here
     rels = [v[len(root) :] for v in virtual if v[: len(root)] == root]
     if not rels:
         return merged
@@ -139,12 +137,42 @@ def _base_only(merged: Any, root: Path_, virtual: list[Path_]) -> Any:
             if not parent[key]:
                 del parent[key]
     if isinstance(doc, dict) and not doc and isinstance(merged, dict) and merged:
-        return _MISSING
+        return MISSING
     return doc
 
 
-def _redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "<redacted>") if secret else text
+def check_overlaps(
+    name: str, roots: tuple[DataPath, ...], records: Mapping[str, Any], where: str
+) -> None:
+    """Refuses roots that overlap another load's (as OPA refuses overlapping bundle roots).
+
+    Raises:
+        LoadError: A root overlaps one recorded for another load name.
+    """
+    key = record_key(name)
+    for other_key, other in records.items():
+        if other_key == key or not isinstance(other, dict):
+            continue
+        for r in roots:
+            for o in other.get("roots") or []:
+                if overlap(r, tuple(str(o).split("/")) if o else ()):
+                    raise LoadError(
+                        f"root {'/'.join(r)!r} of {name} overlaps root {o!r} of "
+                        f"{other.get('name', other_key)}, already loaded in {where}; "
+                        "nothing changed"
+                    )
 
 
-_RECORDS: Path_ = ("system", "policysupply", "bundles")
+def check_roots(reference: object, roots: tuple[DataPath, ...]) -> None:
+    """Refuses roots over the load records, before anything is sent.
+
+    Raises:
+        LoadError: A root overlaps ``data.system.policysupply.bundles``.
+    """
+    for r in roots:
+        if overlap(r, RECORDS):
+            raise LoadError(
+                f"{reference}: root {'/'.join(r) or '(all of data)'!r} overlaps "
+                f"data.{'.'.join(RECORDS)}, where loads are recorded; declare narrower "
+                "roots in the bundle's .manifest"
+            )

@@ -1,4 +1,4 @@
-"""One load as a sequence of writes, each with its inverse (the undo log)."""
+"""The undo log: one load (or unload) as writes through :class:`OpaApi`, each with its inverse."""
 
 from __future__ import annotations
 
@@ -6,34 +6,33 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from policysupply.errors import LoadError
-from policysupply.loaders._core import _MISSING, Path_
-from policysupply.loaders._rest import _Rejected, _Rest
+from policysupply.loaders._api import MISSING, DataPath, OpaApi, Rejected
 
 
-class _Plan:
+class Plan:
     """One load (or unload) as a sequence of writes, each with its exact inverse."""
 
-    def __init__(self, rest: _Rest) -> None:
-        self.rest = rest
+    def __init__(self, api: OpaApi) -> None:
+        self.api = api
         self.undo: list[tuple[str, Callable[[], None]]] = []
         self.writes = 0
 
     def put_module(self, pid: str, raw: str, before: str | None) -> None:
         self._push(f"restore policy {pid}", self._module_restorer(pid, before))
-        self.rest.put_policy(pid, raw)
+        self.api.put_policy(pid, raw)
         self.writes += 1
 
     def delete_module(self, pid: str, before: str | None) -> None:
         self._push(f"restore policy {pid}", self._module_restorer(pid, before))
-        self.rest.delete_policy(pid)
+        self.api.delete_policy(pid)
         self.writes += 1
 
-    def set_data(self, path: Path_, value: Any, before: Any) -> None:
+    def set_data(self, path: DataPath, value: Any, before: Any) -> None:
         self._push(f"restore data/{'/'.join(path)}", self._data_restorer(path, before))
-        if value is _MISSING:
-            self.rest.delete_data(path)
+        if value is MISSING:
+            self.api.delete_data(path)
         else:
-            self.rest.put_data(path, value)
+            self.api.put_data(path, value)
         self.writes += 1
 
     def converge(
@@ -41,7 +40,7 @@ class _Plan:
         ops: list[tuple[str, str]],
         modules: Mapping[str, str],
         state: dict[str, str | None],
-    ) -> dict[tuple[str, str], _Rejected]:
+    ) -> dict[tuple[str, str], Rejected]:
         """Runs module deletes/puts in rounds until all pass or a round passes none.
 
         OPA compiles every module on each write, so one may be refused until
@@ -53,7 +52,7 @@ class _Plan:
         """
         pending = list(dict.fromkeys(ops))
         while pending:
-            errors: dict[tuple[str, str], _Rejected] = {}
+            errors: dict[tuple[str, str], Rejected] = {}
             for op in pending:
                 kind, pid = op
                 try:
@@ -64,7 +63,7 @@ class _Plan:
                     else:
                         self.put_module(pid, modules[pid], state.get(pid))
                         state[pid] = modules[pid]
-                except _Rejected as exc:
+                except Rejected as exc:
                     if not exc.retryable:
                         raise
                     errors[op] = exc
@@ -81,19 +80,19 @@ class _Plan:
 
     def _module_restorer(self, pid: str, before: str | None) -> Callable[[], None]:
         if before is None:
-            return lambda: self.rest.delete_policy(pid)
-        return lambda: self.rest.put_policy(pid, before)
+            return lambda: self.api.delete_policy(pid)
+        return lambda: self.api.put_policy(pid, before)
 
-    def _data_restorer(self, path: Path_, before: Any) -> Callable[[], None]:
-        if before is _MISSING:
-            return lambda: self.rest.delete_data(path)
-        return lambda: self.rest.put_data(path, before)
+    def _data_restorer(self, path: DataPath, before: Any) -> Callable[[], None]:
+        if before is MISSING:
+            return lambda: self.api.delete_data(path)
+        return lambda: self.api.put_data(path, before)
 
     def rollback(self) -> list[str]:
         failures = []
         for what, fn in reversed(self.undo):
             try:
                 fn()
-            except (_Rejected, LoadError) as exc:
+            except (Rejected, LoadError) as exc:
                 failures.append(f"{what}: {exc}")
         return failures

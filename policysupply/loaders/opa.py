@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import urllib.parse
-from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -12,23 +11,17 @@ import attrs
 
 from policysupply._internal.oci import Reference
 from policysupply.errors import LoadError
+from policysupply.loaders._api import OpaApi, Rejected
 from policysupply.loaders._common import _require_verified
 from policysupply.loaders._core import (
-    _MISSING,
-    _RECORDS,
-    Path_,
-    _base_only,
-    _check_load_name,
-    _effective_roots,
-    _module_prefix,
-    _overlap,
-    _record_key,
-    _split,
-    _value_at,
-    _virtual_paths,
+    RECORDS,
+    check_load_name,
+    check_roots,
+    effective_roots,
+    module_prefix,
+    split_path,
 )
-from policysupply.loaders._plan import _Plan
-from policysupply.loaders._rest import _Rejected, _Rest
+from policysupply.loaders._load import Change, Held, apply
 from policysupply.verifier import VerifiedBundle
 
 
@@ -112,19 +105,20 @@ class OPA:
         self._timeout = timeout
         self._retries = retries
         self._verify = verify
-        self._client: _Rest | None = None
+        self._client: OpaApi | None = None
         self._lock = threading.Lock()
-        # What this object last loaded per name: the load record and the data
-        # at each root. While OPA's record still matches, this is the exact
-        # rollback snapshot, and OPA need not evaluate (and send) its data.
-        self._held: dict[str, tuple[dict[str, Any], dict[Path_, Any]]] = {}
+        self._held: dict[str, Held] = {}  # what this object last wrote, per load name
 
     def __repr__(self) -> str:
         return f"OPA({self.url!r})"
 
-    def _rest(self) -> _Rest:
+    def _api(self) -> OpaApi:
         if self._client is None:
-            self._client = _Rest(self.url, self._token, self._timeout, self._retries, self._verify)
+            from policysupply.loaders._opa_http import HttpOpa
+
+            self._client = HttpOpa(
+                self.url, self._token, self._timeout, self._retries, self._verify
+            )
         return self._client
 
     def close(self) -> None:
@@ -146,7 +140,7 @@ class OPA:
 
     def healthy(self) -> bool:
         """Whether OPA answers ``GET /health`` with 200."""
-        return self._rest().healthy()
+        return self._api().healthy()
 
     def query(self, path: str, input: Any = None) -> Any:
         """Evaluates a document: ``POST /v1/data/<path>`` with ``input``.
@@ -162,20 +156,20 @@ class OPA:
         Raises:
             LoadError: OPA is unreachable or refused the query.
         """
-        rest = self._rest()
+        api = self._api()
         try:
-            return rest.query(_split(path), input)
-        except _Rejected as exc:
+            return api.query(split_path(path), input)
+        except Rejected as exc:
             raise LoadError(
                 f"OPA at {self.url} refused the query for {path!r}: {exc.code}: {exc.message}"
             ) from None
 
     def loaded(self) -> dict[str, dict[str, Any]]:
         """The load records OPA holds, by load name (reference, digest, revision, roots)."""
-        rest = self._rest()
+        api = self._api()
         try:
-            records = rest.get_data(_RECORDS)
-        except _Rejected as exc:
+            records = api.get_data(RECORDS)
+        except Rejected as exc:
             raise LoadError(f"OPA at {self.url}: cannot read load records: {exc}") from None
         if not isinstance(records, dict):
             return {}
@@ -216,7 +210,7 @@ class OPA:
         """
         verified = _require_verified(verified, "OPA.load")
         bundle = verified.bundle
-        load_name = _check_load_name(name or verified.reference.name)
+        load_name = check_load_name(name or verified.reference.name)
         v0 = sorted(m for m in bundle.modules if bundle.rego_version_of(m) == 0)
         if v0:
             raise LoadError(
@@ -224,15 +218,9 @@ class OPA:
                 "modules as the server's Rego version. Serve it with BundleServer, "
                 "where OPA honours the manifest's rego_version"
             )
-        roots = _effective_roots(bundle)
-        for r in roots:
-            if _overlap(r, _RECORDS):
-                raise LoadError(
-                    f"{verified.reference}: root {'/'.join(r) or '(all of data)'!r} overlaps "
-                    f"data.{'.'.join(_RECORDS)}, where loads are recorded; declare narrower "
-                    "roots in the bundle's .manifest"
-                )
-        prefix = _module_prefix(load_name)
+        roots = effective_roots(bundle)
+        check_roots(verified.reference, roots)
+        prefix = module_prefix(load_name)
         modules = {prefix + path: src for path, src in bundle.modules.items()}
         record = {
             "name": load_name,
@@ -243,7 +231,14 @@ class OPA:
             "modules": sorted(modules),
         }
         with self._lock:
-            removed, writes = self._apply(load_name, roots, modules, bundle.data, record)
+            removed, writes = apply(
+                self._api(),
+                Change(
+                    name=load_name, roots=roots, modules=modules, data=bundle.data, record=record
+                ),
+                self._held,
+                self.url,
+            )
         return LoadResult(
             name=load_name,
             reference=verified.reference,
@@ -261,130 +256,4 @@ class OPA:
             LoadError: OPA refused or failed a step (rolled back as in :meth:`load`).
         """
         with self._lock:
-            self._apply(_check_load_name(name), (), {}, {}, None)
-
-    def _apply(
-        self,
-        name: str,
-        roots: tuple[Path_, ...],
-        modules: Mapping[str, str],
-        data: Mapping[str, Any],
-        record: Mapping[str, Any] | None,
-    ) -> tuple[tuple[str, ...], int]:
-        rest = self._rest()
-        prefix = _module_prefix(name)
-        key = _record_key(name)
-        try:
-            policies = rest.list_policies()
-            records = rest.get_data(_RECORDS)
-        except _Rejected as exc:
-            raise LoadError(f"OPA at {self.url}: cannot read its state: {exc}") from None
-        records = records if isinstance(records, dict) else {}
-        for other_key, other in records.items():
-            if other_key == key or not isinstance(other, dict):
-                continue
-            for r in roots:
-                for o in other.get("roots") or []:
-                    if _overlap(r, tuple(str(o).split("/")) if o else ()):
-                        raise LoadError(
-                            f"root {'/'.join(r)!r} of {name} overlaps root {o!r} of "
-                            f"{other.get('name', other_key)}, already loaded in {self.url}; "
-                            "nothing changed"
-                        )
-        current = {str(p.get("id")): str(p.get("raw", "")) for p in policies}
-        old = records.get(key) if isinstance(records.get(key), dict) else None
-        old_roots = [tuple(str(r).split("/")) for r in (old or {}).get("roots") or []]
-        data_roots = list(dict.fromkeys([*roots, *old_roots]))
-        held = self._held.get(name)
-        known = held[1] if held is not None and old == held[0] else {}
-        virtual = _virtual_paths(policies)
-        try:
-            snapshot = {
-                r: known[r] if r in known else _base_only(rest.get_data(r), r, virtual)
-                for r in data_roots
-            }
-        except _Rejected as exc:
-            raise LoadError(
-                f"OPA at {self.url}: cannot read the data it holds now ({exc}); nothing changed"
-            ) from None
-        ours = {pid for pid in current if pid.startswith(prefix)}
-        state: dict[str, str | None] = {pid: current[pid] for pid in ours}
-        plan = _Plan(rest)
-        removed = tuple(sorted(ours - set(modules)))
-
-        def stale() -> list[tuple[str, str]]:
-            return [
-                ("delete", p)
-                for p in sorted(ours)
-                if state.get(p) is not None and state.get(p) != modules.get(p)
-            ]
-
-        def clear() -> None:
-            # Old versions can block new ones (a renamed function, a rule where
-            # data goes): take every old module of this load out, dependents first.
-            stuck = plan.converge(stale(), modules, state)
-            if stuck:
-                raise next(iter(stuck.values()))
-
-        try:
-            # An old module whose rules sit where new data goes would make the
-            # data write conflict: take it out first (its new version follows).
-            by_id = {str(p.get("id")): p for p in policies}
-            colliding = [
-                ("delete", pid)
-                for pid in sorted(ours & set(modules))
-                if current[pid] != modules[pid]
-                and any(_value_at(data, v) is not _MISSING for v in _virtual_paths([by_id[pid]]))
-            ]
-            deferred = plan.converge([("delete", p) for p in removed] + colliding, modules, state)
-            for r in data_roots:
-                value = _value_at(data, r) if r in roots else _MISSING
-                if value == snapshot[r]:
-                    continue
-                try:
-                    plan.set_data(r, value, snapshot[r])
-                except _Rejected as exc:
-                    if not exc.retryable:
-                        raise
-                    clear()
-                    plan.set_data(r, value, snapshot[r])
-            writes = [("put", p) for p in sorted(modules) if state.get(p) != modules[p]]
-            stuck = plan.converge([*deferred, *writes], modules, state)
-            if stuck:
-                clear()
-                writes = [("put", p) for p in sorted(modules) if state.get(p) != modules[p]]
-                stuck = plan.converge(writes, modules, state)
-            if stuck:
-                (_, pid), why = next(iter(stuck.items()))
-                raise _Rejected(why.status, why.code, f"{pid}: {why.message}", False)
-            if record is None:
-                if old is not None:
-                    plan.set_data((*_RECORDS, key), _MISSING, old)
-            elif old != record:
-                plan.set_data((*_RECORDS, key), dict(record), old if old else _MISSING)
-        except BaseException as exc:
-            failures = plan.rollback()
-            if failures:
-                self._held.pop(name, None)
-            if not isinstance(exc, Exception):
-                raise  # interrupted: put back, then let the interrupt through
-            cause = (
-                f"OPA refused it: {exc.code}: {exc.message}"
-                if isinstance(exc, _Rejected)
-                else str(exc)
-            )
-            undone = (
-                f"the {len(plan.undo)} step(s) taken were rolled back; OPA serves what it "
-                "served before"
-                if not failures
-                else f"ROLLBACK INCOMPLETE, OPA may serve a mix of revisions "
-                f"({'; '.join(failures[:3])}); load the previous bundle again"
-            )
-            raise LoadError(f"loading {name} into {self.url} failed: {cause}; {undone}") from (
-                None if isinstance(exc, (_Rejected, LoadError)) else exc
-            )
-        if record is None:
-            self._held.pop(name, None)
-        else:
-            self._held[name] = (dict(record), {r: _value_at(data, r) for r in roots})
-        return removed, plan.writes
+            apply(self._api(), Change(name=check_load_name(name)), self._held, self.url)

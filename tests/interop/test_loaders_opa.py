@@ -301,7 +301,7 @@ def test_revisions_replace_their_own_modules_and_data(
 ) -> None:
     server = start_opa()
     # Someone else's policy and data outside our roots must survive every load.
-    server_put = OPA(server.url)._rest()
+    server_put = OPA(server.url)._api()
     server_put.put_policy("theirs.rego", "package theirs\n\nok := true\n")
     server_put.put_data(("other",), {"keep": [1, 2]})
     opa = OPA(server.url)

@@ -35,13 +35,13 @@ from policysupply.loaders import (
     publish,
 )
 from policysupply.loaders import extract as extraction
+from policysupply.loaders._api import MISSING
 from policysupply.loaders._core import (
-    _MISSING,
-    _base_only,
-    _effective_roots,
-    _module_prefix,
-    _split,
-    _virtual_paths,
+    base_only,
+    effective_roots,
+    module_prefix,
+    split_path,
+    virtual_paths,
 )
 from policysupply.verifier import VerifiedBundle
 
@@ -490,21 +490,21 @@ def test_watch_thread_runs_and_stops(env: Env, tmp_path: Path) -> None:
 
 
 def test_split_paths() -> None:
-    assert _split("k8s/admission/allow") == ("k8s", "admission", "allow")
-    assert _split("data.k8s.admission.allow") == ("k8s", "admission", "allow")
-    assert _split("/k8s/") == ("k8s",)
-    assert _split("data") == ()
+    assert split_path("k8s/admission/allow") == ("k8s", "admission", "allow")
+    assert split_path("data.k8s.admission.allow") == ("k8s", "admission", "allow")
+    assert split_path("/k8s/") == ("k8s",)
+    assert split_path("data") == ()
 
 
-def test_module_prefixes_never_nest() -> None:
-    a, b = _module_prefix("host/acme/policy"), _module_prefix("host/acme/policy/k8s")
+def testmodule_prefixes_never_nest() -> None:
+    a, b = module_prefix("host/acme/policy"), module_prefix("host/acme/policy/k8s")
     assert not (a + "k8s/~/x.rego").startswith(b)
     assert not b.startswith(a)
 
 
 def test_rootless_bundle_owns_its_top_level_documents() -> None:
     bundle = Bundle(modules={"a.rego": "package alpha.x\nallow := true\n"}, data={"beta": {"k": 1}})
-    assert _effective_roots(bundle) == (("alpha",), ("beta",))
+    assert effective_roots(bundle) == (("alpha",), ("beta",))
 
 
 def test_base_documents_are_separated_from_rule_values() -> None:
@@ -540,18 +540,18 @@ def test_base_documents_are_separated_from_rule_values() -> None:
             },
         }
     ]
-    virtual = _virtual_paths(policies)
+    virtual = virtual_paths(policies)
     assert virtual == [("a", "b", "allow"), ("a", "b", "q", "r"), ("a", "b", "s")]
     merged = {"b": {"allow": True, "q": {"r": 2, "keep": 1}, "s": [1], "users": ["x"]}}
-    assert _base_only(merged, ("a",), virtual) == {"b": {"q": {"keep": 1}, "users": ["x"]}}
+    assert base_only(merged, ("a",), virtual) == {"b": {"q": {"keep": 1}, "users": ["x"]}}
     # Only rule values under the root: no base document there at all.
-    assert _base_only({"b": {"allow": True, "s": []}}, ("a",), virtual) is _MISSING
+    assert base_only({"b": {"allow": True, "s": []}}, ("a",), virtual) is MISSING
     # A root at or under a rule cannot hold base data.
-    assert _base_only(True, ("a", "b", "allow"), virtual) is _MISSING
-    assert _base_only([1], ("a", "b", "s", "x"), virtual) is _MISSING
+    assert base_only(True, ("a", "b", "allow"), virtual) is MISSING
+    assert base_only([1], ("a", "b", "s", "x"), virtual) is MISSING
     # Nothing in OPA, and roots no rule touches, pass through.
-    assert _base_only(_MISSING, ("a",), virtual) is _MISSING
-    assert _base_only({"k": 1}, ("c",), virtual) == {"k": 1}
+    assert base_only(MISSING, ("a",), virtual) is MISSING
+    assert base_only({"k": 1}, ("c",), virtual) == {"k": 1}
 
 
 def test_opa_url_checks_and_secrets(tmp_path: Path) -> None:

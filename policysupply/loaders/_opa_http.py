@@ -1,4 +1,7 @@
-"""The REST calls the OPA loader makes, over opa-python-client's session."""
+"""The one adapter that speaks HTTP to OPA (opa-python-client and its ``requests`` session).
+
+Nothing else in policysupply imports ``opa_client`` or reaches into it.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +11,27 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from policysupply.errors import LoadError
-from policysupply.loaders._core import _MISSING, Path_, _redact, _url_path
+from policysupply.loaders._api import MISSING, DataPath, Rejected
 
 
-class _Rejected(Exception):
-    """OPA answered a write with an error (compile, parse, conflict, auth)."""
-
-    def __init__(self, status: int, code: str, message: str, parse: bool) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.parse = parse
-
-    @property
-    def retryable(self) -> bool:
-        """A compile error that another module's write may resolve (not a parse error)."""
-        return not self.parse and self.code in ("invalid_parameter", "invalid_operation")
+def _url_path(path: DataPath) -> str:
+    return "/".join(urllib.parse.quote(s, safe="") for s in path)
 
 
-class _Rest:
-    """The REST calls the loader needs, over opa-python-client's session.
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "<redacted>") if secret else text
+
+
+class HttpOpa:
+    """:class:`~policysupply.loaders._api.OpaApi` over HTTP, with opa-python-client.
 
     opa-python-client's methods are used where they fit (module PUT/DELETE,
     data DELETE); reads, data writes and queries go over the same ``requests``
-    session (ADR 0008 says why).
+    session (ADR 0008 says why). That session is the client's private
+    ``_session``: this class is the only place that touches it, and
+    ``tests/unit/loaders/test_opa_http.py`` pins what it relies on (the
+    session carries the token, and ``root_url`` set after construction is
+    where the client's own calls go).
     """
 
     def __init__(
@@ -70,7 +69,7 @@ class _Rest:
 
         try:
             return fn()
-        except _Rejected:
+        except Rejected:
             raise
         except oe.RegoParseError as exc:
             details = [e.get("message", "") for e in (exc.errors or []) if isinstance(e, Mapping)]
@@ -79,14 +78,14 @@ class _Rest:
                 for e in exc.errors or []
             )
             msg = "; ".join(d for d in details if d) or str(exc.message)
-            raise _Rejected(400, str(exc.expression), msg, parse) from None
+            raise Rejected(400, str(exc.expression), msg, parse) from None
         except (
             oe.DeletePolicyError,
             oe.DeleteDataError,
             oe.PolicyNotFoundError,
             oe.TypeException,
         ) as exc:
-            raise _Rejected(400, str(exc.expression), str(exc.message), False) from None
+            raise Rejected(400, str(exc.expression), str(exc.message), False) from None
         except requests.RequestException as exc:
             raise LoadError(
                 f"OPA at {self.base}: {what} failed: {type(exc).__name__}: "
@@ -108,7 +107,7 @@ class _Rest:
         errs = body.get("errors") or []
         detail = "; ".join(str(e.get("message", "")) for e in errs if isinstance(e, Mapping))
         message = detail or str(body.get("message") or resp.reason or "")
-        raise _Rejected(
+        raise Rejected(
             resp.status_code,
             code,
             _redact(message, self.token),
@@ -124,18 +123,18 @@ class _Rest:
 
         return list(self.call("listing policies", go))
 
-    def get_data(self, path: Path_) -> Any:
+    def get_data(self, path: DataPath) -> Any:
         def go() -> Any:
             resp = self._check(
                 self.session.get(f"{self.base}/v1/data/{_url_path(path)}", timeout=self.timeout),
                 (200,),
             )
             body = resp.json()
-            return body.get("result", _MISSING)
+            return body.get("result", MISSING)
 
         return self.call(f"reading data/{'/'.join(path)}", go)
 
-    def put_data(self, path: Path_, value: Any) -> None:
+    def put_data(self, path: DataPath, value: Any) -> None:
         # Not OpaClient.update_or_create_data: it takes objects only and sends
         # spaced JSON; a compact body is smaller for OPA to read.
         where = _url_path(path)
@@ -144,7 +143,7 @@ class _Rest:
             f"writing data/{'/'.join(path)}", lambda: self._send_json("PUT", where, body, (204,))
         )
 
-    def delete_data(self, path: Path_) -> None:
+    def delete_data(self, path: DataPath) -> None:
         self._delete(
             f"deleting data/{'/'.join(path)}",
             lambda: self.client.delete_data(_url_path(path)),
@@ -163,7 +162,7 @@ class _Rest:
         quoted = urllib.parse.quote(pid, safe="/:~@")
         self._delete(f"deleting policy {pid}", lambda: self.client.delete_policy(quoted))
 
-    def query(self, path: Path_, input: Any) -> Any:
+    def query(self, path: DataPath, input: Any) -> Any:
         payload = {} if input is None else {"input": input}
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -190,7 +189,7 @@ class _Rest:
         """``call(what, fn)`` for a delete: what OPA does not have is already gone."""
         try:
             self.call(what, fn)
-        except _Rejected as exc:
+        except Rejected as exc:
             if exc.code != "resource_not_found":
                 raise
 
