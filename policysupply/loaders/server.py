@@ -15,15 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from policysupply._internal import fs
 from policysupply._internal.oci import Reference
-from policysupply._internal.stores import atomic_write  # temp file (0600), fsync, rename
 from policysupply.errors import (
     LoadError,
     PolicySupplyError,
 )
 from policysupply.loaders._common import _require_verified, logger
 from policysupply.loaders._http import _handler, _listen
-from policysupply.loaders.extract import _fsync_dir
 from policysupply.loaders.watch import BundleWatch
 from policysupply.verifier import VerifiedBundle
 
@@ -207,12 +206,12 @@ class BundleServer:
         try:
             # Tarball first, under a content-addressed name, then the record
             # that points at it: a crash in between leaves the old pair intact.
-            atomic_write(self.directory / f"{served.name}.{hexd}.tar.gz", payload)
-            atomic_write(
+            fs.atomic_write(self.directory / f"{served.name}.{hexd}.tar.gz", payload)
+            fs.atomic_write(
                 self.directory / f"{served.name}.json",
                 json.dumps(meta, indent=1, sort_keys=True).encode(),
             )
-            _fsync_dir(self.directory)
+            fs.fsync_dirs([self.directory])
         except OSError as exc:
             raise LoadError(
                 f"cannot store bundle {served.name} in {self.directory}: {exc.strerror}; "

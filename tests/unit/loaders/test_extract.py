@@ -14,7 +14,7 @@ from policysupply import (
     Bundle,
     LoadError,
 )
-from policysupply.loaders import extract as extraction
+from policysupply._internal import fs
 from policysupply.loaders import (
     extract_verified,
 )
@@ -59,9 +59,9 @@ def test_extract_keeps_the_old_tree_on_failure(
         def failing_exchange(a: Path, b: Path) -> bool:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(extraction, "_exchange", failing_exchange)
+        monkeypatch.setattr(fs, "exchange", failing_exchange)
     else:
-        monkeypatch.setattr(extraction, "_exchange", lambda a, b: False)  # no renameat2
+        monkeypatch.setattr(fs, "exchange", lambda a, b: False)  # no renameat2
         real_rename = os.rename
         calls = {"n": 0}
 
@@ -78,7 +78,7 @@ def test_extract_keeps_the_old_tree_on_failure(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oci", "policy"]
     # and the fallback path, once it works, replaces the tree as the swap does
     monkeypatch.undo()
-    monkeypatch.setattr(extraction, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(fs, "exchange", lambda a, b: False)
     extract_verified(v2, out)
     assert Bundle.from_directory(out) == v2.bundle
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oci", "policy"]
@@ -92,8 +92,8 @@ def test_extract_swaps_trees_without_a_gap(env: Env, tmp_path: Path) -> None:
     """A reader polling files under the directory always finds them, old or new."""
     v1, v2 = env.release("1", ["alice"]), env.release("2", ["bob"])
     out = extract_verified(v1, tmp_path / "policy")
-    assert extraction._exchange(tmp_path / "oci", out)  # the platform can swap here
-    assert extraction._exchange(tmp_path / "oci", out)  # and swap back
+    assert fs.exchange(tmp_path / "oci", out)  # the platform can swap here
+    assert fs.exchange(tmp_path / "oci", out)  # and swap back
     known = {
         name: {v.bundle.entries()[name] for v in (v1, v2)} for name in (".manifest", "data.json")
     }
@@ -124,4 +124,15 @@ def test_extract_swaps_trees_without_a_gap(env: Env, tmp_path: Path) -> None:
     assert problems == []
     assert reads["n"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oci", "policy"]
+    assert Bundle.from_directory(out) == v1.bundle
+
+
+def test_verified_bundle_extract_is_extract_verified(env: Env, tmp_path: Path) -> None:
+    v1 = env.release("1", ["alice"])
+    out = v1.extract(tmp_path / "policy")
+    assert Bundle.from_directory(out) == v1.bundle
+    with pytest.raises(LoadError, match="not a safe relative path"):
+        from policysupply._internal.extraction import write_tree
+
+        write_tree({"../escape": b"x"}, tmp_path / "policy")
     assert Bundle.from_directory(out) == v1.bundle
