@@ -18,7 +18,8 @@ from policysupply.loaders._http import BUNDLE_MEDIA_TYPE as BUNDLE_MEDIA_TYPE
 from policysupply.loaders.extract import extract_verified
 from policysupply.loaders.opa import OPA, LoadResult
 from policysupply.loaders.pipeline import fetch_verified, publish
-from policysupply.loaders.server import BundleServer, ServedBundle
+from policysupply.loaders.server import BundleServer
+from policysupply.loaders.store import ServedBundle
 from policysupply.loaders.watch import BundleWatch
 
 __all__ = [

@@ -6,7 +6,7 @@ import hmac
 import re
 import socket
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from policysupply.loaders._common import logger
@@ -14,7 +14,10 @@ from policysupply.loaders._common import logger
 if TYPE_CHECKING:
     import http.server
 
-    from policysupply.loaders.server import BundleServer
+    from policysupply.loaders.store import ServedBundle
+
+# (name, the ETag the client holds if it is current, seconds to wait) -> what to answer
+Current = Callable[[str, "str | None", float], "tuple[ServedBundle, bytes] | None"]
 
 
 BUNDLE_MEDIA_TYPE = "application/vnd.openpolicyagent.bundles"
@@ -43,8 +46,20 @@ def _etags(header: str | None) -> set[str]:
     return out
 
 
-def _handler(server: BundleServer) -> type[http.server.BaseHTTPRequestHandler]:
+def _handler(
+    token: str | None,
+    timeout: float,
+    serving: Callable[[str], ServedBundle | None],
+    current: Current,
+) -> type[http.server.BaseHTTPRequestHandler]:
+    """The request handler class for a server with this ``token`` and socket ``timeout``.
+
+    ``serving(name)`` is what is served now; ``current(name, etag, wait)``
+    answers, holding a long poll until the bundle changes or ``wait`` ends.
+    """
     import http.server
+
+    socket_timeout = timeout
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -52,7 +67,7 @@ def _handler(server: BundleServer) -> type[http.server.BaseHTTPRequestHandler]:
         sys_version = ""
         # The socket timeout for every read and write (StreamRequestHandler.setup):
         # a timed-out read or write ends the request and closes the connection.
-        timeout = server._timeout
+        timeout = socket_timeout
 
         def log_message(self, format: str, *args: Any) -> None:
             logger.debug("bundle server: " + format, *args)
@@ -69,7 +84,6 @@ def _handler(server: BundleServer) -> type[http.server.BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
         def _authorized(self) -> bool:
-            token = server._token
             if token is None:
                 return True
             got = self.headers.get("Authorization") or ""
@@ -89,9 +103,9 @@ def _handler(server: BundleServer) -> type[http.server.BaseHTTPRequestHandler]:
             prefer = self.headers.get("Prefer") or ""
             wm = _WAIT.search(prefer)
             wait = min(float(wm.group(1)), _MAX_LONG_POLL) if wm else 0.0
-            current = server.served(name)
-            held = current.etag if current is not None and current.etag in tags else None
-            entry = server._current(name, held, wait)
+            now = serving(name)
+            held = now.etag if now is not None and now.etag in tags else None
+            entry = current(name, held, wait)
             if entry is None:
                 self._plain(404, f"no bundle named {name}\n")
                 return

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
-import json
 import os
-import re
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -15,15 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from policysupply._internal import fs
 from policysupply._internal.oci import Reference
-from policysupply.errors import (
-    LoadError,
-    PolicySupplyError,
-)
+from policysupply.errors import LoadError
 from policysupply.loaders._common import _require_verified, logger
 from policysupply.loaders._http import _handler, _listen
-from policysupply.loaders.watch import BundleWatch
+from policysupply.loaders.store import BundleStore, ServedBundle, check_bundle_name, utcnow
+from policysupply.loaders.watch import BundleWatch, OnExpiry
 from policysupply.verifier import VerifiedBundle
 
 if TYPE_CHECKING:
@@ -32,44 +26,6 @@ if TYPE_CHECKING:
     from policysupply.registry import Registry
     from policysupply.trust_state import TrustState
     from policysupply.verifier import Verifier
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_STORED = re.compile(r"^(?P<name>.+)\.(?P<hex>[0-9a-f]{64})\.tar\.gz$")
-_STORE_FORMAT = 1
-
-
-def _check_bundle_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise LoadError(
-            f"invalid bundle name {name!r}: use letters, digits, '.', '_' and '-' "
-            "(it becomes a file name and the URL path bundles/<name>)"
-        )
-    return name
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@attrs.frozen(kw_only=True)
-class ServedBundle:
-    """A bundle a :class:`BundleServer` is serving.
-
-    Attributes:
-        name: The bundle name (URL path ``bundles/<name>``).
-        reference: The verified image it came from, by digest.
-        revision: The manifest revision.
-        etag: The ``ETag`` OPA sees (``"<sha256 hex of the tarball>"``).
-        size: Tarball size in bytes.
-        published: When it was published (RFC 3339, UTC).
-    """
-
-    name: str
-    reference: Reference
-    revision: str
-    etag: str
-    size: int
-    published: str
 
 
 class BundleServer:
@@ -134,129 +90,92 @@ class BundleServer:
         self._thread: threading.Thread | None = None
         self._watches: list[BundleWatch] = []
         self._stopping = False
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LoadError(f"cannot create {self.directory}: {exc.strerror}") from None
-        self._load_store()
+        self._store = BundleStore(self.directory)
+        self._served = self._store.load()
+        self._store.sweep(s for s, _ in self._served.values())
+        now = utcnow()
+        for served, _ in self._served.values():
+            if not served.live(now):
+                logger.error(
+                    "stored bundle %s expired at %s (its signature is too old); not serving it",
+                    served.name,
+                    served.expires,
+                    extra={
+                        "event": "policysupply.bundle_expired",
+                        "bundle": served.name,
+                        "reference": str(served.reference),
+                        "digest": served.reference.digest,
+                        "reason": "StaleSignatureError",
+                        "detail": f"expired at {served.expires}",
+                        "serving": None,
+                    },
+                )
 
     def __repr__(self) -> str:
         where = self.url if self._httpd else "not started"
         return f"BundleServer({str(self.directory)!r}, {where})"
 
-    # -- store ------------------------------------------------------------------
-
-    def _load_store(self) -> None:
-        try:
-            metas = sorted(self.directory.glob("*.json"))
-        except OSError as exc:
-            raise LoadError(f"cannot read {self.directory}: {exc.strerror}") from None
-        for meta_path in metas:
-            try:
-                meta = json.loads(meta_path.read_bytes())
-                name = _check_bundle_name(str(meta["name"]))
-                if meta_path.name != f"{name}.json" or meta.get("format") != _STORE_FORMAT:
-                    raise ValueError("unexpected file name or format")
-                hexd = str(meta["sha256"])
-                payload = (self.directory / f"{name}.{hexd}.tar.gz").read_bytes()
-                if hashlib.sha256(payload).hexdigest() != hexd:
-                    raise ValueError("tarball does not match its recorded sha256")
-                served = ServedBundle(
-                    name=name,
-                    reference=Reference.parse(str(meta["reference"])),
-                    revision=str(meta.get("revision", "")),
-                    etag=f'"{hexd}"',
-                    size=len(payload),
-                    published=str(meta.get("published", "")),
-                )
-            except (OSError, ValueError, KeyError, TypeError, PolicySupplyError) as exc:
-                logger.error(
-                    "stored bundle %s is unreadable; not serving it",
-                    meta_path.name,
-                    extra={
-                        "event": "policysupply.bundle_store_unreadable",
-                        "file": str(meta_path),
-                        "detail": str(exc),
-                    },
-                )
-                continue
-            self._served[name] = (served, payload)
-        self._sweep()
-
-    def _sweep(self) -> None:
-        keep = {f"{s.name}.{s.etag.strip(chr(34))}.tar.gz" for s, _ in self._served.values()}
-        with contextlib.suppress(OSError):
-            for p in self.directory.iterdir():
-                m = _STORED.match(p.name)
-                stale_tar = m is not None and p.name not in keep and m["name"] in self._served
-                if stale_tar or (p.name.startswith(".") and p.name.endswith(".tmp")):
-                    p.unlink(missing_ok=True)
-
-    def _persist(self, served: ServedBundle, payload: bytes) -> None:
-        hexd = served.etag.strip('"')
-        meta = {
-            "format": _STORE_FORMAT,
-            "name": served.name,
-            "reference": str(served.reference),
-            "revision": served.revision,
-            "sha256": hexd,
-            "size": served.size,
-            "published": served.published,
-        }
-        try:
-            # Tarball first, under a content-addressed name, then the record
-            # that points at it: a crash in between leaves the old pair intact.
-            fs.atomic_write(self.directory / f"{served.name}.{hexd}.tar.gz", payload)
-            fs.atomic_write(
-                self.directory / f"{served.name}.json",
-                json.dumps(meta, indent=1, sort_keys=True).encode(),
-            )
-            fs.fsync_dirs([self.directory])
-        except OSError as exc:
-            raise LoadError(
-                f"cannot store bundle {served.name} in {self.directory}: {exc.strerror}; "
-                "still serving the previous one"
-            ) from None
-
     # -- publishing ---------------------------------------------------------------
 
-    def publish(self, verified: VerifiedBundle, name: str) -> ServedBundle:
+    def publish(
+        self,
+        verified: VerifiedBundle,
+        name: str,
+        *,
+        max_age: dt.timedelta | None = None,
+    ) -> ServedBundle:
         """Serves ``verified`` as bundle ``name`` from now on (and after restarts).
 
         The new bundle is stored durably before it is served; waiting
-        long-polling requests for ``name`` are answered at once.
+        long-polling requests for ``name`` are answered at once. With
+        ``max_age`` it is served only until its newest signed signing time
+        is that old (:attr:`ServedBundle.expires`), here and after restarts.
 
         Args:
             verified: The bundle (only a :class:`VerifiedBundle` is accepted).
             name: Bundle name: OPA's ``bundles.<name>`` and the URL path.
+            max_age: Usually the trust policy's ``max_signature_age``.
 
         Returns:
             What is now served.
 
         Raises:
             TypeError: ``verified`` is not a :class:`VerifiedBundle`.
-            LoadError: Invalid name, or the store cannot be written (the
-                previous bundle stays served).
+            LoadError: Invalid name, no signed time with ``max_age``, or the
+                store cannot be written (the previous bundle stays served).
         """
         verified = _require_verified(verified, "BundleServer.publish")
-        _check_bundle_name(name)
+        check_bundle_name(name)
+        signed_at = verified.artifact.signed_at
+        if max_age is not None and signed_at is None:
+            raise LoadError(
+                f"{verified.reference}: no signature carries a signed time, so it cannot be "
+                f"served for at most {max_age}"
+            )
+        expires = None if max_age is None or signed_at is None else signed_at + max_age
         payload = verified.bundle.to_bytes()
-        hexd = hashlib.sha256(payload).hexdigest()
         served = ServedBundle(
             name=name,
             reference=verified.reference,
             revision=verified.bundle.manifest.revision,
-            etag=f'"{hexd}"',
+            etag=f'"{hashlib.sha256(payload).hexdigest()}"',
             size=len(payload),
-            published=_now(),
+            published=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            signed_at=signed_at,
+            expires=expires,
         )
         with self._changed:
             current = self._served.get(name)
             if current is not None and current[0].etag == served.etag:
-                return current[0]  # same bytes: OPA's ETag stays valid
-            self._persist(served, payload)
+                # Same bytes: OPA's ETag stays valid; only the signing time may be newer.
+                times = (signed_at, expires)
+                if (current[0].signed_at, current[0].expires) == times:
+                    return current[0]
+                self._update(attrs.evolve(current[0], signed_at=signed_at, expires=expires))
+                return self._served[name][0]
+            self._store.persist(served, payload)
             self._served[name] = (served, payload)
-            self._sweep()
+            self._store.sweep(s for s, _ in self._served.values())
             self._changed.notify_all()
         logger.info(
             "serving bundle %s revision %r from %s",
@@ -270,20 +189,42 @@ class BundleServer:
                 "digest": served.reference.digest,
                 "revision": served.revision,
                 "etag": served.etag,
+                "expires": None if expires is None else expires.isoformat(),
             },
         )
         return served
 
-    def served(self, name: str) -> ServedBundle | None:
-        """What is served as ``name``, or ``None``."""
+    def _update(self, served: ServedBundle) -> None:
+        """Replaces the record of an entry whose bytes stay the same (call with the lock held)."""
+        self._store.persist(served, None)
+        self._served[served.name] = (served, self._served[served.name][1])
+        self._changed.notify_all()
+
+    def _stored(self, name: str) -> ServedBundle | None:
+        """The entry for ``name``, served or expired."""
         with self._lock:
             entry = self._served.get(name)
         return entry[0] if entry else None
 
+    def _set_expiry(self, name: str, expires: dt.datetime | None) -> ServedBundle | None:
+        """Moves an entry's deadline (a watch withdrawing it, or following its policy)."""
+        with self._changed:
+            entry = self._served.get(name)
+            if entry is None or entry[0].expires == expires:
+                return entry[0] if entry else None
+            self._update(attrs.evolve(entry[0], expires=expires))
+            return self._served[name][0]
+
+    def served(self, name: str) -> ServedBundle | None:
+        """What is served as ``name``, or ``None`` (nothing, or it expired)."""
+        served = self._stored(name)
+        return served if served is not None and served.live(utcnow()) else None
+
     def names(self) -> list[str]:
-        """Names of the bundles being served."""
+        """Names of the bundles being served (not expired)."""
+        now = utcnow()
         with self._lock:
-            return sorted(self._served)
+            return sorted(n for n, (s, _) in self._served.items() if s.live(now))
 
     def _current(
         self, name: str, etag: str | None, wait: float
@@ -301,7 +242,7 @@ class BundleServer:
                     timeout=wait,
                 )
                 entry = self._served.get(name)
-            return entry
+            return entry if entry is not None and entry[0].live(utcnow()) else None
 
     # -- watching -------------------------------------------------------------------
 
@@ -314,6 +255,7 @@ class BundleServer:
         name: str | None = None,
         interval: float = 30.0,
         state: TrustState | None = None,
+        on_expiry: OnExpiry = "withdraw",
     ) -> BundleWatch:
         """Starts a thread that publishes each new digest of ``ref`` that verifies.
 
@@ -325,6 +267,15 @@ class BundleServer:
         ``bundle``, ``reference``, ``digest``, ``reason``, ``detail``) and the
         old bundle stays served.
 
+        Freeze protection: when the verifier's policy has a
+        ``max_signature_age``, the served bundle's age is checked now (before
+        any network call) and every round, whether or not the tag moved. A
+        bundle whose newest signed signing time is older than that is
+        reported (event ``policysupply.bundle_expired``, :attr:`BundleWatch.last_error`,
+        :attr:`BundleWatch.expired`) and, with ``on_expiry="withdraw"`` (the
+        default), no longer served until a fresh signature verifies; with
+        ``"serve"`` it stays served (and is still reported).
+
         Args:
             registry: Where the image lives.
             ref: The tag to follow.
@@ -332,12 +283,16 @@ class BundleServer:
             name: Bundle name (default: the repository's last component).
             interval: Seconds between checks.
             state: Rollback protection across restarts.
+            on_expiry: ``"withdraw"`` or ``"serve"`` a bundle past its maximum age.
 
         Returns:
             The running watch (stopped by :meth:`stop`).
+
+        Raises:
+            ValueError: ``on_expiry`` is neither ``"withdraw"`` nor ``"serve"``.
         """
         r = Reference.parse(ref) if isinstance(ref, str) else ref
-        bundle_name = _check_bundle_name(name or r.repository.rsplit("/", 1)[-1])
+        bundle_name = check_bundle_name(name or r.repository.rsplit("/", 1)[-1])
         w = BundleWatch(
             server=self,
             registry=registry,
@@ -346,7 +301,9 @@ class BundleServer:
             name=bundle_name,
             interval=interval,
             state=state,
+            on_expiry=on_expiry,
         )
+        w.check_age()  # at once: a stored bundle may already be too old for this policy
         with self._lock:
             self._watches.append(w)
         w.start()
@@ -381,7 +338,7 @@ class BundleServer:
         """
         if self._httpd is not None:
             return self
-        handler = _handler(self)
+        handler = _handler(self._token, self._timeout, self.served, self._current)
         try:
             httpd = _listen(self.host, self._port, handler)
         except OSError as exc:
@@ -467,7 +424,7 @@ class BundleServer:
         return {
             "services": {service: svc},
             "bundles": {
-                _check_bundle_name(n): {
+                check_bundle_name(n): {
                     "service": service,
                     "resource": f"bundles/{n}",
                     "polling": dict(polling),
