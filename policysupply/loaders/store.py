@@ -9,7 +9,6 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import attrs
 
@@ -17,6 +16,7 @@ from policysupply._internal import fs
 from policysupply._internal.oci import Reference
 from policysupply.errors import LoadError, PolicySupplyError
 from policysupply.loaders._common import logger
+from policysupply.trust_state import _iso, _parse_time  # one RFC 3339 format for stored times
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _STORED = re.compile(r"^(?P<name>.+)\.(?P<hex>[0-9a-f]{64})\.tar\.gz$")
@@ -71,19 +71,6 @@ class ServedBundle:
     def live(self, now: dt.datetime) -> bool:
         """Whether it may be served at ``now``."""
         return self.expires is None or now < self.expires
-
-
-def _time(value: Any) -> dt.datetime | None:
-    if value is None:
-        return None
-    parsed = dt.datetime.fromisoformat(str(value))
-    if parsed.tzinfo is None:
-        raise ValueError(f"time without a zone: {value!r}")
-    return parsed
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.astimezone(dt.timezone.utc).isoformat()
 
 
 class BundleStore:
@@ -145,8 +132,8 @@ class BundleStore:
             etag=f'"{hexd}"',
             size=len(payload),
             published=str(meta.get("published", "")),
-            signed_at=_time(meta.get("signed_at")),
-            expires=_time(meta.get("expires")),
+            signed_at=_parse_time(meta.get("signed_at")),
+            expires=_parse_time(meta.get("expires")),
         )
         return served, payload
 
