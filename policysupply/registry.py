@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +42,11 @@ __all__ = [
 
 Progress = Callable[[int, int], None]
 """Progress callback: ``(bytes done, bytes total)``."""
+
+
+class DownloadCancelled(Exception):
+    """A download stopped because its caller no longer wants the bytes (never escapes the API)."""
+
 
 _CHUNK = 1024 * 1024
 _SPOOL = 8 * 1024 * 1024
@@ -311,12 +317,43 @@ class Registry:
             raise RegistryError(
                 f"{r}: bundle layer is {layer.size} bytes, over the limit of {lim.max_compressed}"
             )
+        tarball = self.layer_bytes(r.repository, layer, progress=progress)
+        return Bundle.from_bytes(tarball, limits=lim)
+
+    def layer_bytes(
+        self,
+        repository: str,
+        layer: Descriptor,
+        *,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> bytes:
+        """A layer's bytes in memory, exactly as stored, checked against its digest and size.
+
+        Args:
+            repository: Repository holding the layer.
+            layer: Its descriptor (the digest and size are enforced while it streams).
+            progress: Called with ``(bytes done, bytes total)``.
+            cancel: When set, the download stops at its next chunk and
+                raises :class:`DownloadCancelled`.
+
+        Raises:
+            NotFoundError: No such blob.
+            DigestMismatchError: The bytes do not match the descriptor.
+            DownloadCancelled: ``cancel`` was set.
+        """
         buf = bytearray()
         tally = _Tally(progress, layer.size)
+
+        def write(chunk: bytes) -> None:
+            if cancel is not None and cancel.is_set():
+                raise DownloadCancelled(f"download of {layer.digest} cancelled")
+            buf.extend(chunk)
+
         self._store.read_blob(
-            r.repository, layer.digest, layer.size, buf.clear, buf.extend, tally.blob()
+            self._repo(repository), layer.digest, layer.size, buf.clear, write, tally.blob()
         )
-        return Bundle.from_bytes(bytes(buf), limits=lim)
+        return bytes(buf)
 
     def download(
         self,

@@ -324,15 +324,32 @@ class VerifiedBundle:
 
     artifact: VerifiedArtifact
     bundle: Bundle
+    _tarball: bytes = attrs.field(alias="_tarball", repr=False, eq=False)
     _token: object = attrs.field(alias="_token", repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        _Seal.check(self._token, "VerifiedBundle", self.artifact, self.bundle)
+        _Seal.check(self._token, "VerifiedBundle", self.artifact, self.bundle, self._tarball)
 
     @property
     def reference(self) -> Reference:
         """The verified image reference (by digest)."""
         return self.artifact.reference
+
+    @property
+    def tarball(self) -> bytes:
+        """The bundle layer exactly as the registry served it.
+
+        These are the bytes whose digest the signed manifest names (checked
+        as they streamed in); :attr:`bundle` was read from them. A bundle
+        built by ``opa build`` or any other tool keeps its own bytes here,
+        which :meth:`Bundle.to_bytes` (a deterministic re-encoding) would not.
+        """
+        return self._tarball
+
+    @property
+    def tarball_digest(self) -> str:
+        """``sha256:<hex>`` of :attr:`tarball` (the layer digest in the signed manifest)."""
+        return oci.sha256_digest(self._tarball)
 
     def _repr_html_(self) -> str:
         return self.artifact._repr_html_() + self.bundle._repr_html_()
@@ -709,6 +726,17 @@ class Verifier:
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         digest = registry.resolve(r)
         pinned = Reference(host=registry.host or r.host, repository=r.repository, digest=digest)
+        return self._verify_pinned(registry, pinned, attestations)
+
+    def _verify_pinned(
+        self, registry: Registry, pinned: Reference, attestations: bool | None
+    ) -> VerifiedArtifact:
+        """:meth:`verify` of a digest that exists: discovery and every check.
+
+        One lookup per storage scheme for the subject, shared by every key
+        and identity of the policy.
+        """
+        r, digest = pinned, str(pinned.digest)
         # Both storage schemes are looked up at once: on a remote registry each
         # is two round trips, and they do not depend on each other.
         bundles = _pool().submit(self._bundles, registry, r.repository, digest)
@@ -899,10 +927,15 @@ class Verifier:
         *,
         state: TrustState | None = None,
     ) -> VerifiedBundle:
-        """Verifies a policy image, then pulls its bundle **by the verified digest**.
+        """Verifies a policy image and returns its bundle, read only once verification passed.
 
-        A tag moved between verification and pull cannot swap content: the
-        pull uses the digest, and every byte is digest-checked. With ``state``
+        The manifest is fetched once (by tag or digest) and its digest is
+        computed from the bytes received; the signatures are verified for
+        that digest, and the bundle layer the same manifest names streams in
+        meanwhile, checked against its digest and size. A tag moved in
+        between cannot swap content. Nothing from the layer is parsed or
+        returned unless verification passes; if it fails, the download is
+        cancelled and the verification error raised. With ``state``
         the result must also move forward from what was last accepted for
         this reference (``host/repository:tag``), and is recorded there.
 
@@ -917,9 +950,54 @@ class Verifier:
             RegistryError: The image cannot be pulled.
             BundleError: The verified image does not hold a valid bundle.
         """
+        from policysupply.bundle import Bundle, Limits
+        from policysupply.registry import DownloadCancelled
+
         r = Reference.parse(ref) if isinstance(ref, str) else ref
-        artifact = self.verify(registry, r)
-        bundle = registry.pull(artifact.reference)
+        # One GET by tag (or digest): the body is hashed here (and checked
+        # against the registry's Docker-Content-Digest), so the digest that is
+        # verified is the digest of the very manifest that names the layer.
+        manifest_bytes, _ = registry.get_manifest(r)
+        digest = oci.sha256_digest(manifest_bytes)
+        if r.digest and r.digest != digest:
+            raise DigestMismatchError(f"{r}: manifest hashes to {digest}; refusing it")
+        pinned = Reference(host=registry.host or r.host, repository=r.repository, digest=digest)
+        limits = Limits()
+        layer: oci.Descriptor | None = None
+        not_a_bundle: RegistryError | None = None
+        try:
+            manifest = oci.parse_manifest(manifest_bytes, what=str(pinned))
+            layer = oci.bundle_layer(manifest, what=str(pinned))
+            if layer.size > limits.max_compressed:
+                raise RegistryError(
+                    f"{pinned}: bundle layer is {layer.size} bytes, over the limit of "
+                    f"{limits.max_compressed}"
+                )
+        except RegistryError as exc:
+            layer, not_a_bundle = None, exc  # reported only once the signatures verified
+        # The layer streams into a hasher while the signatures are looked up
+        # and checked. Nothing is parsed or returned before they pass; if they
+        # fail, the download is cancelled and its bytes dropped.
+        cancel = threading.Event()
+        download = (
+            _pool().submit(registry.layer_bytes, r.repository, layer, cancel=cancel)
+            if layer is not None
+            else None
+        )
+        try:
+            artifact = self._verify_pinned(registry, pinned, None)
+        except BaseException:
+            cancel.set()
+            if download is not None:
+                download.exception()  # wait: no download keeps running behind an error
+            raise
+        if not_a_bundle is not None or download is None:
+            raise not_a_bundle or RegistryError(f"{pinned}: not a policy image")
+        try:
+            tarball = download.result()
+        except DownloadCancelled:  # pragma: no cover - only cancelled on failure above
+            raise RegistryError(f"{pinned}: bundle download was cancelled") from None
+        bundle = Bundle.from_bytes(tarball, limits=limits)
         if state is not None:
             stream = Reference(host=registry.host or r.host, repository=r.repository, tag=r.tag)
             state.accept(
@@ -928,7 +1006,12 @@ class Verifier:
                 revision=bundle.manifest.revision,
                 signed_at=artifact.signed_at,
             )
-        return VerifiedBundle(artifact=artifact, bundle=bundle, _token=_Seal(artifact, bundle))
+        return VerifiedBundle(
+            artifact=artifact,
+            bundle=bundle,
+            _tarball=tarball,
+            _token=_Seal(artifact, bundle, tarball),
+        )
 
 
 def _subjects_naming(statement: object, digest: str) -> list[dict[str, Any]]:
@@ -975,7 +1058,9 @@ def _pool() -> Any:
         if _POOL is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="policysupply-verify")
+            # Each verification may hold two workers (the bundle referrers
+            # lookup, a layer download) while its caller's thread does the rest.
+            _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="policysupply-verify")
         return _POOL
 
 

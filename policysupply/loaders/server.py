@@ -126,7 +126,9 @@ class BundleServer:
     ) -> ServedBundle:
         """Serves ``verified`` as bundle ``name`` from now on (and after restarts).
 
-        The new bundle is stored durably before it is served; waiting
+        What OPA downloads is the verified layer exactly as the registry
+        served it (:attr:`VerifiedBundle.tarball`), and its ``ETag`` is that
+        layer's SHA-256. The new bundle is stored durably before it is served; waiting
         long-polling requests for ``name`` are answered at once. With
         ``max_age`` it is served only until its newest signed signing time
         is that old (:attr:`ServedBundle.expires`), here and after restarts.
@@ -153,7 +155,9 @@ class BundleServer:
                 f"served for at most {max_age}"
             )
         expires = None if max_age is None or signed_at is None else signed_at + max_age
-        payload = verified.bundle.to_bytes()
+        # The verified layer itself, byte for byte (not a re-encoding): its
+        # hash is the layer digest the signed manifest names, and the ETag.
+        payload = verified.tarball
         served = ServedBundle(
             name=name,
             reference=verified.reference,

@@ -6,6 +6,7 @@ import base64
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 
 from policysupply import (
@@ -13,6 +14,7 @@ from policysupply import (
     ClaimMismatchError,
     NoSignatureError,
     Registry,
+    RegistryError,
     Signer,
     SigningError,
     ThresholdNotMetError,
@@ -209,14 +211,16 @@ def test_tag_moved_between_resolve_and_pull_yields_the_verified_content(
     reg, bundle, signer = setup
     signer.sign(reg, "acme/a:1")
     evil = Bundle(manifest=bundle.manifest, modules={}, data={"acme": {"evil": True}})
-    real_resolve = reg.resolve
+    real_get_manifest = reg.get_manifest
+    moved = []
 
-    def resolve_then_move(ref: object) -> str:
-        digest = real_resolve(ref)  # type: ignore[arg-type]
-        reg.push(evil, "acme/a:1")  # the attacker moves the tag right after
-        return digest
+    def resolve_then_move(ref: object) -> tuple[bytes, str]:
+        answer = real_get_manifest(ref)  # type: ignore[arg-type]
+        if not moved:  # the tag's manifest: the attacker moves the tag right after
+            moved.append(reg.push(evil, "acme/a:1"))
+        return answer
 
-    monkeypatch.setattr(reg, "resolve", resolve_then_move)
+    monkeypatch.setattr(reg, "get_manifest", resolve_then_move)
     verified = verifier(signer).verify_bundle(reg, "acme/a:1")
     monkeypatch.undo()
     assert verified.bundle == bundle  # pulled by the verified digest, not the tag
@@ -340,3 +344,58 @@ def test_forged_signed_time_is_not_trusted(setup: tuple[Registry, Bundle, Signer
     with pytest.raises(VerificationError, match="not an RFC 3339"):
         verifier(signer).verify(reg, "acme/a:1")
     assert sig.payload
+
+
+def test_unsigned_bundle_is_never_parsed(
+    setup: tuple[Registry, Bundle, Signer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The layer streams in while the signatures are checked; an unsigned
+    # bundle (here: possibly a hostile archive) must not reach the parser.
+    reg, _, signer = setup
+    parsed: list[int] = []
+    real = Bundle.from_bytes.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[Bundle], data: bytes, **kw: object) -> Bundle:
+        parsed.append(len(data))
+        return real(cls, data, **kw)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Bundle, "from_bytes", classmethod(spy))
+    with pytest.raises(NoSignatureError):
+        verifier(signer).verify_bundle(reg, "acme/a:1")
+    other = Signer.generate()
+    other.sign(reg, "acme/a:1")
+    with pytest.raises(UntrustedSignatureError):
+        verifier(signer).verify_bundle(reg, "acme/a:1")
+    assert parsed == []
+    verified = verifier(other).verify_bundle(reg, "acme/a:1")
+    assert parsed == [len(verified.tarball)]
+
+
+def test_verified_bundle_keeps_the_layer_bytes_as_served(
+    setup: tuple[Registry, Bundle, Signer],
+) -> None:
+    reg, bundle, signer = setup
+    signer.sign(reg, "acme/a:1")
+    verified = verifier(signer).verify_bundle(reg, "acme/a:1")
+    manifest = json.loads(reg.get_manifest(verified.reference)[0])
+    layer = oci.bundle_layer(manifest, what="test")
+    assert verified.tarball_digest == layer.digest
+    assert verified.tarball == bundle.to_bytes()
+    with pytest.raises(TypeError):  # the bytes are sealed with the rest
+        attrs.evolve(verified, _tarball=b"other")
+
+
+def test_signed_artifact_that_is_not_a_bundle_fails_after_verification(
+    setup: tuple[Registry, Bundle, Signer],
+) -> None:
+    reg, _, signer = setup
+    config = reg.put_blob("acme/img", b"{}", media_type=oci.CONFIG_V1)
+    manifest = oci.canonical_json(
+        {"schemaVersion": 2, "mediaType": oci.MANIFEST_V1, "config": config.to_json(), "layers": []}
+    )
+    reg.put_manifest("acme/img:1", manifest)
+    with pytest.raises(NoSignatureError):  # verification decides first
+        verifier(signer).verify_bundle(reg, "acme/img:1")
+    signer.sign(reg, "acme/img:1")
+    with pytest.raises(RegistryError, match="not a policy image"):
+        verifier(signer).verify_bundle(reg, "acme/img:1")
