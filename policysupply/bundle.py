@@ -155,6 +155,8 @@ class _Cache:
         self.lock = threading.Lock()
         self.bytes: bytes | None = None
         self.engine: Any = None
+        # The data files as read (from_bytes), so loaders can send their bytes on.
+        self.sources: tuple[bf.DataSource, ...] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -299,6 +301,7 @@ class Bundle:
         modules: dict[str, str] = {}
         merged: dict[str, Any] = {}
         files: dict[str, bytes] = {}
+        sources: list[bf.DataSource] = []
         manifest: Manifest | None = None
         # Data files are placed in a fixed order so that the error for a
         # conflict does not depend on the archive's member order.
@@ -312,19 +315,23 @@ class Bundle:
             elif name.endswith(".rego"):
                 modules[name] = _decode_rego(raw, name)
             elif base in bf.DATA_BASENAMES:
-                bf.insert_data(
-                    merged,
-                    bf.data_path_of(name),
-                    bf.parse_data_file(name, raw, limits=limits),
-                    entry=name,
-                )
+                path = bf.data_path_of(name)
+                if base == "data.json":
+                    value, source = bf.parse_json_source(raw, entry=name, path=path)
+                else:
+                    value = bf.parse_data_file(name, raw, limits=limits)
+                    source = bf.DataSource(path, None, None)
+                sources.append(source)
+                bf.insert_data(merged, path, value, entry=name)
             elif name.endswith(".manifest"):
                 if manifest is not None:
                     raise BundleError("more than one manifest in bundle", entry=name)
                 manifest = Manifest.from_json(raw, entry=name)
             else:
                 files[name] = raw
-        return cls(manifest=manifest or Manifest(), modules=modules, data=merged, files=files)
+        bundle = cls(manifest=manifest or Manifest(), modules=modules, data=merged, files=files)
+        bundle._cache.sources = tuple(sources)
+        return bundle
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> Bundle:
@@ -394,6 +401,15 @@ class Bundle:
         except OSError as exc:
             raise BundleError(f"cannot write {target}: {exc.strerror}") from None
         return target
+
+    def _raw_document(self, root: tuple[str, ...]) -> bytes | None:
+        """The data document at ``root`` as the bytes of the bundle's own data files.
+
+        ``None`` when the bundle was not read from a tarball, or the document
+        is not a contiguous piece of its files (see ``bundle_format.raw_document``).
+        """
+        sources = self._cache.sources
+        return None if sources is None else bf.raw_document(sources, root)
 
     # -- Rego --------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
 from policysupply.errors import BundleError
@@ -105,6 +105,144 @@ def parse_json(raw: bytes, *, entry: str) -> Any:
     if _SURROGATE_ESCAPE.search(raw):
         value = _replace_lone_surrogates(value)
     return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float)
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+class DataSource(NamedTuple):
+    """A data file as it was read, so its documents can be sent on as the very same bytes.
+
+    Attributes:
+        path: The data path its directory maps to.
+        text: The JSON text (``None`` for YAML, which is re-encoded as JSON).
+        spans: For a top-level object: each member's value as ``(start, end)``
+            in ``text`` (the last one for a repeated key, as both Python's
+            and Go's decoders keep the last); ``None`` otherwise.
+    """
+
+    path: tuple[str, ...]
+    text: str | None
+    spans: Mapping[str, tuple[int, int]] | None
+
+
+def _members(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]] | None:
+    """Decodes a top-level JSON object member by member, noting where each value lies.
+
+    The same C decoder as ``json.loads`` does the work (``raw_decode`` on each
+    value), so this costs one parse. ``None`` when the text is not a
+    well-formed object; the caller then parses it the ordinary way, for the
+    value or the error message.
+    """
+    scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
+    value: dict[str, Any] = {}
+    spans: dict[str, tuple[int, int]] = {}
+    try:
+        i = _WS.match(text, 0).end()  # type: ignore[union-attr]
+        if text[i] != "{":
+            return None
+        i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+        if text[i] == "}":
+            i += 1
+        else:
+            while True:
+                if text[i] != '"':
+                    return None
+                key, i = scanstring(text, i + 1, True)
+                i = _WS.match(text, i).end()  # type: ignore[union-attr]
+                if text[i] != ":":
+                    return None
+                i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+                member, end = _DECODER.raw_decode(text, i)
+                value[key] = member
+                spans[key] = (i, end)
+                i = _WS.match(text, end).end()  # type: ignore[union-attr]
+                if text[i] == ",":
+                    i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+                    continue
+                if text[i] != "}":
+                    return None
+                i += 1
+                break
+    except (ValueError, IndexError, RecursionError):
+        return None
+    if _WS.match(text, i).end() != len(text):  # type: ignore[union-attr]
+        return None
+    return value, spans
+
+
+def parse_json_source(raw: bytes, *, entry: str, path: tuple[str, ...]) -> tuple[Any, DataSource]:
+    """:func:`parse_json`, also returning where the file's top-level documents lie in its text.
+
+    Raises:
+        BundleError: As :func:`parse_json`.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"not valid UTF-8 at byte {exc.start}", entry=entry) from None
+    found = None if _SURROGATE_ESCAPE.search(raw) else _members(text)
+    if found is None:
+        # Not an object, malformed (parse_json names the error), or with lone
+        # surrogates to replace (keys could then collide): no spans.
+        return parse_json(raw, entry=entry), DataSource(path, text, None)
+    return found[0], DataSource(path, text, found[1])
+
+
+def raw_document(sources: Iterable[DataSource], root: tuple[str, ...]) -> bytes | None:
+    """The JSON document at ``root`` as the bundle's own bytes, or ``None`` if it has none.
+
+    Built only from the data files' text: a file exactly at ``root``, one
+    top-level member of a file just above it, or files below ``root`` (none
+    inside another) nested in objects by their paths. ``None`` when the
+    document comes from anywhere else (merged files, YAML, a member deeper
+    in a file): then it must be encoded from the parsed value.
+    """
+    relevant = [
+        s
+        for s in sources
+        if s.path[: len(root)] == root
+        or (
+            root[: len(s.path)] == s.path
+            # a file above root whose members are known matters only if it has root's
+            and (s.spans is None or len(s.path) == len(root) or root[len(s.path)] in s.spans)
+        )
+    ]
+    if not relevant or any(s.text is None for s in relevant):
+        return None
+    if len(relevant) == 1:
+        s = relevant[0]
+        assert s.text is not None  # noqa: S101 - checked above
+        if s.path == root:
+            return s.text.encode("utf-8")
+        if len(s.path) == len(root) - 1:
+            span = (s.spans or {}).get(root[-1])
+            return None if span is None else s.text[span[0] : span[1]].encode("utf-8")
+        if len(s.path) < len(root):
+            return None
+    paths = [s.path for s in relevant]
+    for s in relevant:
+        if len(s.path) <= len(root):
+            return None  # a file at or above root next to others: their data merges
+        if any(p != s.path and p[: len(s.path)] == s.path for p in paths):
+            return None  # a file inside another file's document: merged
+    tree: dict[str, Any] = {}
+    for s in relevant:
+        node = tree
+        rel = s.path[len(root) :]
+        for seg in rel[:-1]:
+            node = node.setdefault(seg, {})
+        node[rel[-1]] = s.text
+    return _compose(tree).encode("utf-8")
+
+
+def _compose(node: dict[str, Any]) -> str:
+    parts = []
+    for key, value in node.items():
+        inner = value if isinstance(value, str) else _compose(value)
+        parts.append(json.dumps(key) + ":" + inner)
+    return "{" + ",".join(parts) + "}"
 
 
 def _yaml_loader() -> Any:

@@ -58,12 +58,20 @@ class OpaApi(Protocol):
         """``GET /v1/policies``: each policy's ``id``, ``raw`` source and ``ast``."""
         ...
 
+    def get_policy(self, pid: str) -> Mapping[str, Any] | None:
+        """``GET /v1/policies/<id>``: its ``id``, ``raw`` source and ``ast``; ``None`` if absent."""
+        ...
+
     def get_data(self, path: DataPath) -> Any:
         """``GET /v1/data/<path>``: base data merged with rule values, or ``MISSING``."""
         ...
 
-    def put_data(self, path: DataPath, value: Any) -> None:
-        """``PUT /v1/data/<path>``."""
+    def put_data(self, path: DataPath, value: Any, body: bytes | None = None) -> None:
+        """``PUT /v1/data/<path>`` of ``value``.
+
+        ``body``, when given, is ``value`` as JSON bytes to send unchanged
+        (the verified bundle's own text); otherwise ``value`` is encoded.
+        """
         ...
 
     def delete_data(self, path: DataPath) -> None:

@@ -8,12 +8,12 @@ snapshot, then makes the writes through a :class:`~policysupply.loaders._plan.Pl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import attrs
 
-from policysupply.errors import LoadError
+from policysupply.errors import BundleError, LoadError
 from policysupply.loaders._api import MISSING, DataPath, OpaApi, Rejected
 from policysupply.loaders._core import (
     RECORDS,
@@ -26,10 +26,18 @@ from policysupply.loaders._core import (
 )
 from policysupply.loaders._plan import Plan
 
-# What an OPA object last wrote for a load name: the record, and the data at each
-# root. While OPA's record still matches, this is the exact rollback snapshot,
-# and OPA need not evaluate (and send) its data.
-Held = tuple[dict[str, Any], dict[DataPath, Any]]
+# What an OPA object last wrote for a load name: the record, the data at each
+# root, and the module sources. While OPA's record still matches, this is the
+# exact rollback snapshot, and OPA need not evaluate (and send) its data or
+# modules: a load then reads one document (the load records) before writing.
+Held = tuple[dict[str, Any], dict[DataPath, Any], dict[str, str]]
+
+# Sends a root's document as given bytes (the bundle's own), or None: encode the value.
+Bodies = Callable[[DataPath], "bytes | None"]
+
+
+def _no_bodies(_: DataPath) -> bytes | None:
+    return None
 
 
 @attrs.frozen(kw_only=True)
@@ -42,6 +50,8 @@ class Change:
         modules: Policy id -> module source.
         data: The bundle's data document.
         record: The load record to write, or ``None`` to unload.
+        bodies: Per root, the document's bytes to send as they are (the
+            verified bundle's own), or ``None`` to encode it from ``data``.
     """
 
     name: str
@@ -49,14 +59,20 @@ class Change:
     modules: Mapping[str, str] = attrs.field(factory=dict)
     data: Mapping[str, Any] = attrs.field(factory=dict)
     record: Mapping[str, Any] | None = None
+    bodies: Bodies = _no_bodies
 
 
 @attrs.frozen(kw_only=True)
 class _Before:
-    """What OPA held before the first write (read once, never re-read)."""
+    """What OPA held before the first write (read once, never re-read).
 
-    policies: list[Mapping[str, Any]]
-    current: dict[str, str]  # policy id -> source
+    Only what this load touches: its own policy ids, its record, the data at
+    its roots; never everything OPA holds.
+    """
+
+    current: dict[str, str]  # this load's policy ids that exist -> source
+    created: DataPath | None  # the highest absent ancestor of the records, if absent
+    asts: dict[str, Mapping[str, Any]]  # policy id -> OPA's AST, where it was read
     old: dict[str, Any] | None  # this name's load record
     snapshot: dict[DataPath, Any]  # base data at every root involved
 
@@ -81,11 +97,11 @@ def apply(
             message says whether completely).
     """
     before = _read(api, change, held, where)
-    ours = {pid for pid in before.current if pid.startswith(module_prefix(change.name))}
+    ours = set(before.current)
     removed = tuple(sorted(ours - set(change.modules)))
     plan = Plan(api)
     try:
-        _Writes(plan, change, before, ours).run(removed)
+        _Writes(plan, change, before, ours, api).run(removed)
     except BaseException as exc:
         failures = plan.rollback()
         if failures:
@@ -101,54 +117,93 @@ def apply(
         held[change.name] = (
             dict(change.record),
             {r: value_at(change.data, r) for r in change.roots},
+            dict(change.modules),
         )
     return removed, plan.writes
 
 
 def _read(api: OpaApi, change: Change, held: Mapping[str, Held], where: str) -> _Before:
+    """Reads what this load replaces, and nothing else OPA holds.
+
+    The load record names the policy ids and roots this name owns (a load
+    first widens it to every id it is about to write, so even an incomplete
+    rollback leaves them findable). While it matches what this object last
+    wrote, that memory is the snapshot; otherwise each recorded policy is
+    read by its id and the data at each root from OPA.
+    """
     try:
-        policies = api.list_policies()
         records = api.get_data(RECORDS)
     except Rejected as exc:
         raise LoadError(f"OPA at {where}: cannot read its state: {exc}") from None
+    created: DataPath | None = None
+    if records is MISSING:
+        # The first load into this OPA: writing a record creates its parents;
+        # a rollback removes whatever it created.
+        created = RECORDS
+        try:
+            for depth in (1, 2):
+                if api.get_data(RECORDS[:depth]) is MISSING:
+                    created = RECORDS[:depth]
+                    break
+        except Rejected as exc:
+            raise LoadError(f"OPA at {where}: cannot read its state: {exc}") from None
     records = records if isinstance(records, dict) else {}
     check_overlaps(change.name, change.roots, records, where)
     record = records.get(record_key(change.name))
     old = record if isinstance(record, dict) else None
     old_roots = [tuple(str(r).split("/")) for r in (old or {}).get("roots") or []]
     remembered = held.get(change.name)
-    known = remembered[1] if remembered is not None and old == remembered[0] else {}
-    virtual = virtual_paths(policies)
+    if remembered is not None and old == remembered[0]:
+        return _Before(
+            current=dict(remembered[2]),
+            created=created,
+            asts={},
+            old=old,
+            snapshot=dict(remembered[1]),
+        )
+    current: dict[str, str] = {}
+    asts: dict[str, Mapping[str, Any]] = {}
+    prefix = module_prefix(change.name)
     try:
+        for pid in (old or {}).get("modules") or []:
+            if not isinstance(pid, str) or not pid.startswith(prefix):
+                continue  # a record names only its own ids; anything else is not ours
+            policy = api.get_policy(pid)
+            if policy is not None:
+                current[pid] = str(policy.get("raw", ""))
+                asts[pid] = policy
+        # Rules of this load's modules are merged into GET /v1/data answers:
+        # their ASTs tell which paths to take out again.
+        virtual = virtual_paths(list(asts.values()))
         snapshot = {
-            r: known[r] if r in known else base_only(api.get_data(r), r, virtual)
+            r: base_only(api.get_data(r), r, virtual)
             for r in dict.fromkeys([*change.roots, *old_roots])
         }
     except Rejected as exc:
         raise LoadError(
             f"OPA at {where}: cannot read the data it holds now ({exc}); nothing changed"
         ) from None
-    return _Before(
-        policies=policies,
-        current={str(p.get("id")): str(p.get("raw", "")) for p in policies},
-        old=old,
-        snapshot=snapshot,
-    )
+    return _Before(current=current, created=created, asts=asts, old=old, snapshot=snapshot)
 
 
 class _Writes:
     """The writes of one load, in the order that lets OPA's compiler accept each."""
 
-    def __init__(self, plan: Plan, change: Change, before: _Before, ours: set[str]) -> None:
+    def __init__(
+        self, plan: Plan, change: Change, before: _Before, ours: set[str], api: OpaApi
+    ) -> None:
         self.plan = plan
         self.change = change
         self.before = before
         self.ours = ours
+        self.api = api
         # What each of this load's policy ids holds in OPA as the writes go on.
         self.state: dict[str, str | None] = {pid: before.current[pid] for pid in ours}
+        self.record_now: dict[str, Any] | None = before.old  # the record in OPA now
 
     def run(self, removed: tuple[str, ...]) -> None:
         modules = self.change.modules
+        self._widen_record()
         deferred = self.plan.converge(
             [("delete", p) for p in removed] + self._colliding(), modules, self.state
         )
@@ -162,17 +217,63 @@ class _Writes:
             raise Rejected(why.status, why.code, f"{pid}: {why.message}", False)
         self._write_record()
 
+    def _widen_record(self) -> None:
+        """Before writing policy ids or roots the record does not list yet, lists them.
+
+        The record is how the next load finds what this name owns without
+        reading all of OPA. Written first (and restored on rollback), so ids
+        a failed load wrote stay findable even if the rollback cannot finish.
+        """
+        record, old = self.change.record, self.before.old
+        if record is None:
+            return
+        listed = set((old or {}).get("modules") or [])
+        roots = list((old or {}).get("roots") or [])
+        new_ids = sorted(set(self.change.modules) - listed)
+        new_roots = [r for r in record.get("roots") or [] if r not in roots]
+        if not new_ids and not new_roots:
+            return
+        # A first load's widened record names no revision yet: the record
+        # written last, after everything else, is what says it is loaded.
+        wider = {
+            **(old or {"name": record.get("name", self.change.name)}),
+            "modules": sorted(listed | set(new_ids)),
+            "roots": roots + new_roots,
+        }
+        path = (*RECORDS, record_key(self.change.name))
+        self.plan.set_data(path, wider, old or MISSING, created=self.before.created)
+        self.record_now = wider
+
     def _colliding(self) -> list[tuple[str, str]]:
         # An old module whose rules sit where new data goes would make the
         # data write conflict: take it out first (its new version follows).
-        by_id = {str(p.get("id")): p for p in self.before.policies}
+        # Only modules whose package holds new data can collide; only their
+        # ASTs are read.
+        from policysupply._internal.rego import package_path
+
         modules, data = self.change.modules, self.change.data
-        return [
-            ("delete", pid)
-            for pid in sorted(self.ours & set(modules))
-            if self.before.current[pid] != modules[pid]
-            and any(value_at(data, v) is not MISSING for v in virtual_paths([by_id[pid]]))
-        ]
+        out = []
+        for pid in sorted(self.ours & set(modules)):
+            old_source = self.before.current[pid]
+            if old_source == modules[pid]:
+                continue
+            try:
+                package = package_path(old_source, entry=pid)
+            except BundleError:
+                package = ()  # not readable here: ask OPA for its AST
+            if package and value_at(data, package) is MISSING:
+                continue
+            ast = self.before.asts.get(pid)
+            if ast is None:
+                try:
+                    ast = self.api.get_policy(pid)
+                except Rejected:
+                    ast = None
+            if ast is not None and any(
+                value_at(data, v) is not MISSING for v in virtual_paths([ast])
+            ):
+                out.append(("delete", pid))
+        return out
 
     def _write_data(self) -> None:
         snapshot = self.before.snapshot
@@ -180,13 +281,14 @@ class _Writes:
             value = value_at(self.change.data, r) if r in self.change.roots else MISSING
             if value == snapshot[r]:
                 continue
+            body = None if value is MISSING else self.change.bodies(r)
             try:
-                self.plan.set_data(r, value, snapshot[r])
+                self.plan.set_data(r, value, snapshot[r], body)
             except Rejected as exc:
                 if not exc.retryable:
                     raise
                 self._clear()
-                self.plan.set_data(r, value, snapshot[r])
+                self.plan.set_data(r, value, snapshot[r], body)
 
     def _puts(self) -> list[tuple[str, str]]:
         modules = self.change.modules
@@ -207,12 +309,14 @@ class _Writes:
 
     def _write_record(self) -> None:
         path = (*RECORDS, record_key(self.change.name))
-        old, record = self.before.old, self.change.record
+        old, record = self.record_now, self.change.record
         if record is None:
             if old is not None:
                 self.plan.set_data(path, MISSING, old)
         elif old != record:
-            self.plan.set_data(path, dict(record), old if old else MISSING)
+            self.plan.set_data(
+                path, dict(record), old if old else MISSING, created=self.before.created
+            )
 
 
 def _failed(name: str, where: str, exc: Exception, steps: int, failures: list[str]) -> LoadError:

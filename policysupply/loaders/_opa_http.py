@@ -22,6 +22,24 @@ def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "<redacted>") if secret else text
 
 
+def encode_json(value: Any, *, what: str) -> bytes:
+    r"""``value`` as compact JSON that OPA reads back as the same value.
+
+    The C encoder, ASCII-only (its fastest path; ``\uXXXX`` escapes are
+    read back as the same characters, a lone surrogate as U+FFFD, as OPA's
+    decoder and the bundle reader both do). Integers of any size are exact;
+    a float is written as the shortest text that reads back as that float.
+    NaN and infinities have no JSON form and are refused.
+
+    Raises:
+        LoadError: ``value`` cannot be written as JSON.
+    """
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise LoadError(f"{what} cannot be sent to OPA as JSON: {exc}") from None
+
+
 class HttpOpa:
     """:class:`~policysupply.loaders._api.OpaApi` over HTTP, with opa-python-client.
 
@@ -123,6 +141,19 @@ class HttpOpa:
 
         return list(self.call("listing policies", go))
 
+    def get_policy(self, pid: str) -> Mapping[str, Any] | None:
+        quoted = urllib.parse.quote(pid, safe="/:~@")
+
+        def go() -> Mapping[str, Any] | None:
+            resp = self.session.get(f"{self.base}/v1/policies/{quoted}", timeout=self.timeout)
+            if resp.status_code == 404:
+                return None
+            result = self._check(resp, (200,)).json().get("result")
+            return result if isinstance(result, dict) else None
+
+        answer: Mapping[str, Any] | None = self.call(f"reading policy {pid}", go)
+        return answer
+
     def get_data(self, path: DataPath) -> Any:
         def go() -> Any:
             resp = self._check(
@@ -134,11 +165,12 @@ class HttpOpa:
 
         return self.call(f"reading data/{'/'.join(path)}", go)
 
-    def put_data(self, path: DataPath, value: Any) -> None:
+    def put_data(self, path: DataPath, value: Any, body: bytes | None = None) -> None:
         # Not OpaClient.update_or_create_data: it takes objects only and sends
         # spaced JSON; a compact body is smaller for OPA to read.
         where = _url_path(path)
-        body = json.dumps(value, separators=(",", ":")).encode()  # ASCII: the fastest path
+        if body is None:
+            body = encode_json(value, what=f"data/{'/'.join(path)}")
         self.call(
             f"writing data/{'/'.join(path)}", lambda: self._send_json("PUT", where, body, (204,))
         )

@@ -27,12 +27,27 @@ class Plan:
         self.api.delete_policy(pid)
         self.writes += 1
 
-    def set_data(self, path: DataPath, value: Any, before: Any) -> None:
-        self._push(f"restore data/{'/'.join(path)}", self._data_restorer(path, before))
+    def set_data(
+        self,
+        path: DataPath,
+        value: Any,
+        before: Any,
+        body: bytes | None = None,
+        *,
+        created: DataPath | None = None,
+    ) -> None:
+        """Writes (or, for ``MISSING``, deletes) the document at ``path``.
+
+        ``created``: where ``before`` is ``MISSING``, the highest ancestor
+        of ``path`` that did not exist either (the write creates it); the
+        inverse deletes that, leaving no empty objects behind.
+        """
+        undo = created if created is not None and before is MISSING else path
+        self._push(f"restore data/{'/'.join(undo)}", self._data_restorer(undo, before))
         if value is MISSING:
             self.api.delete_data(path)
         else:
-            self.api.put_data(path, value)
+            self.api.put_data(path, value, body)
         self.writes += 1
 
     def converge(

@@ -180,15 +180,22 @@ class OPA:
 
         Steps (each undone in reverse order if a later one fails):
 
-        1. read OPA's policies and load records; take the data at every root
-           involved as the rollback snapshot (from this object's memory of
-           its last load when OPA's record still matches it, else from OPA);
-        2. delete this bundle's modules that the new revision dropped (and
+        1. read the load records; take this load's modules and the data at
+           every root involved as the rollback snapshot: from this object's
+           memory of its last load while OPA's record still matches it, else
+           from OPA (the recorded policy ids one by one, the data per root).
+           Nothing else OPA holds is read, so a load costs what it changes,
+           however much else is loaded;
+        2. if the bundle brings policy ids or roots its record does not list,
+           list them in the record first (so a failed load stays findable);
+        3. delete this bundle's modules that the new revision dropped (and
            old modules whose rules sit where the new data goes);
-        3. write each root's data document (or delete it);
-        4. write changed modules, retrying ones that depend on modules not
+        4. write each changed root's data document (or delete it), sent as
+           the verified bundle's own bytes where its data files hold the
+           document in one piece;
+        5. write changed modules, retrying ones that depend on modules not
            yet written or removed;
-        5. write the load record.
+        6. write the load record.
 
         The roots belong to the load, as bundle roots do in OPA: writes
         there by anyone else may be overwritten or lost on rollback.
@@ -234,7 +241,14 @@ class OPA:
             removed, writes = apply(
                 self._api(),
                 Change(
-                    name=load_name, roots=roots, modules=modules, data=bundle.data, record=record
+                    name=load_name,
+                    roots=roots,
+                    modules=modules,
+                    data=bundle.data,
+                    record=record,
+                    # Each root's document as the verified bundle's own bytes
+                    # where its data files hold it as one piece; else encoded.
+                    bodies=bundle._raw_document,
                 ),
                 self._held,
                 self.url,

@@ -51,6 +51,24 @@ class Env:
         self.registry.push(make_bundle(revision, users), "acme/policy:prod")
 
 
+def push_tarball(registry: Registry, ref: str, tarball: bytes) -> str:
+    """Pushes a bundle tarball as a policy image byte for byte (``Registry.push`` re-encodes).
+
+    Returns:
+        The digest reference.
+    """
+    from policysupply._internal import oci
+
+    manifest, config = oci.policy_manifest(
+        tarball, title=ref, created="2026-01-01T00:00:00Z", revision=None
+    )
+    repository = ref.rsplit(":", 1)[0]
+    registry.put_blob(repository, config, media_type=oci.CONFIG_V1)
+    registry.put_blob(repository, tarball, media_type=oci.LAYER_TAR_GZIP)
+    digest = registry.put_manifest(ref, manifest)
+    return f"{repository}@{digest}"
+
+
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, headers=headers or {})
     try:

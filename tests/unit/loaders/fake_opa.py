@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from policysupply._internal.bundle_format import parse_json
 from policysupply._internal.rego import opa_builtins
 from policysupply.errors import LoadError
 from policysupply.loaders._api import MISSING, DataPath, Rejected
@@ -46,6 +47,7 @@ class FakeOpa:
         self.attempts: list[tuple[str, str]] = []  # every write tried, in order
         self.accepted: list[int] = []  # which attempts (1-based) OPA applied
         self.reads: list[str] = []
+        self.bodies: list[tuple[str, bytes]] = []  # data PUTs sent as given bytes
         self.down = False
 
     # -- state, for assertions --------------------------------------------------
@@ -57,8 +59,13 @@ class FakeOpa:
     # -- OpaApi: reads -------------------------------------------------------------
 
     def list_policies(self) -> list[Mapping[str, Any]]:
-        self._read("policies")
+        self._read("policies")  # every module OPA holds: a load must never need this
         return [{"id": pid, "raw": raw, "ast": _ast(raw)} for pid, raw in self.policies.items()]
+
+    def get_policy(self, pid: str) -> Mapping[str, Any] | None:
+        self._read("policy/" + pid)
+        raw = self.policies.get(pid)
+        return None if raw is None else {"id": pid, "raw": raw, "ast": _ast(raw)}
 
     def get_data(self, path: DataPath) -> Any:
         self._read("data/" + "/".join(path))
@@ -77,7 +84,13 @@ class FakeOpa:
 
     # -- OpaApi: writes --------------------------------------------------------------
 
-    def put_data(self, path: DataPath, value: Any) -> None:
+    def put_data(self, path: DataPath, value: Any, body: bytes | None = None) -> None:
+        if body is not None:
+            # The bytes sent must read back as exactly the value meant (read
+            # as OPA reads JSON: a lone surrogate escape becomes U+FFFD).
+            read_back = parse_json(body, entry="PUT body")
+            assert read_back == value, f"body for {path} does not read back as the value"
+            self.bodies.append(("/".join(path), body))
         self._write("PUT data", "/".join(path), lambda data, _: _set(data, path, value))
 
     def delete_data(self, path: DataPath) -> None:

@@ -13,7 +13,7 @@ from policysupply import Bundle, LoadError, Manifest
 from policysupply.loaders import OPA, fetch_verified, publish
 from policysupply.loaders._load import Change, apply
 from policysupply.verifier import VerifiedBundle
-from tests.unit.loaders._env import Env
+from tests.unit.loaders._env import Env, push_tarball
 from tests.unit.loaders.fake_opa import FakeOpa
 
 NAME = "acme/app"
@@ -251,3 +251,130 @@ def test_roots_overlapping_another_load_are_refused_before_any_write(
         opa.load(v2, name="acme/other")
     assert fake.state() == before
     assert len(fake.attempts) == attempts
+
+
+def _unrelated(n: int) -> FakeOpa:
+    fake = with_neighbours()
+    for i in range(n):
+        fake.policies[f"other/{i}.rego"] = f"package other.m{i}\n\nx := {i}\n"
+    return fake
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_load_reads_only_what_it_replaces_however_much_else_is_loaded(
+    revisions: tuple[VerifiedBundle, VerifiedBundle], fresh: bool
+) -> None:
+    """What a load reads and writes does not grow with unrelated modules in OPA.
+
+    ``fresh``: a new OPA object each time (no memory of the last load), so
+    the recorded policy ids and the roots' data are read from OPA.
+    """
+    v1, v2 = revisions
+    calls = {}
+    for n in (0, 500):
+        fake = _unrelated(n)
+        opa = opa_over(fake)
+        opa.load(v1, name=NAME)
+        fake.reads.clear()
+        start = len(fake.attempts)
+        opa = opa_over(fake) if fresh else opa
+        opa.load(v2, name=NAME)
+        assert "policies" not in fake.reads  # never all of OPA's modules
+        calls[n] = (list(fake.reads), fake.attempts[start:])
+    assert calls[0] == calls[500]
+    reads = calls[500][0]
+    if fresh:  # the record, each recorded module by id, the data at the root
+        assert reads == ["data/system/policysupply/bundles"] + [
+            f"policy/{PREFIX}{m}" for m in sorted(V1)
+        ] + ["data/app"]
+    else:  # the record; the rest is remembered, except the AST of the one
+        # changed module whose package now also holds data (app.cfg.mode)
+        assert reads == ["data/system/policysupply/bundles", f"policy/{PREFIX}app/cfg/cfg.rego"]
+
+
+def test_ids_a_failed_load_wrote_are_found_by_the_next_load(
+    revisions: tuple[VerifiedBundle, VerifiedBundle],
+) -> None:
+    """A load whose rollback cannot finish may leave new policy ids behind.
+
+    Without listing every module, the next load finds them through the load
+    record, which lists every id before it is written.
+    """
+    v1, v2 = revisions
+    fake = with_neighbours()
+    opa = opa_over(fake)
+    opa.load(v1, name=NAME)
+    before = fake.state()
+    writes = _writes_of_a_clean_load(v1, v2, "refuse")
+    new_module = PREFIX + "app/new/new.rego"
+    # OPA goes away right after the new module landed: the rollback cannot run.
+    probe = with_neighbours()
+    opa_over(probe).load(v1, name=NAME)
+    start = len(probe.attempts)
+    opa_over(probe).load(v2, name=NAME)
+    landed = probe.attempts[start:].index(("PUT policy", new_module)) + 1
+    assert landed in writes
+    fake.faults = {len(fake.attempts) + landed + 1: "down"}
+    with pytest.raises(LoadError, match="ROLLBACK INCOMPLETE"):
+        opa.load(v2, name=NAME)
+    fake.down, fake.faults = False, {}
+    assert new_module in fake.policies
+    opa_over(fake).load(v1, name=NAME)  # a new process, no memory of the failure
+    assert fake.state() == before
+
+
+def test_data_goes_to_opa_as_the_verified_bytes(env: Env) -> None:
+    """Each root's document is sent as the bundle's own text where it is one piece.
+
+    Numbers and strings stay as written (OPA reads them itself): integers
+    beyond 64 bits, more digits than a float holds, -0, escapes, a lone
+    surrogate (which OPA, like the bundle reader, reads as U+FFFD).
+    """
+    from policysupply._internal import tarball
+
+    text = (
+        b'{"big": 123456789012345678901234567890, "precise": 1.00000000000000000001,'
+        b' "negzero": -0, "tiny": 5e-324, "esc": "caf\\u00e9 \\ud800",'
+        b' "utf8": "\xc3\xa9\xf0\x9f\x98\x80"}'
+    )
+    entries = {
+        ".manifest": b'{"revision":"r","roots":["app","cfg"]}',
+        "app/data.json": text,  # exactly at a root: sent whole
+        # a member of a file (the last of a repeated key, as Go's decoder keeps)
+        "data.json": b'{"cfg": {"mode" : "strict"}, "cfg": {"mode" : "lax"}}',
+        "app/main.rego": b"package app\n\nx := 1\n",
+    }
+    pushed = push_tarball(env.registry, "acme/app:raw", tarball.write_entries(entries))
+    env.signer.sign(env.registry, pushed)
+    verified = fetch_verified(env.registry, "acme/app:raw", env.verifier)
+    assert verified.bundle.data["app"]["esc"] == "caf\u00e9 \ufffd"
+    fake = FakeOpa()
+    opa_over(fake).load(verified, name=NAME)
+    sent = dict(fake.bodies)
+    assert sent["app"] == text
+    assert sent["cfg"] == b'{"mode" : "lax"}'
+
+
+def test_data_without_a_verbatim_form_is_encoded_exactly(env: Env) -> None:
+    """Merged files and YAML have no single piece of text: the encoder must be exact."""
+    from policysupply._internal import tarball
+    from policysupply.loaders._opa_http import encode_json
+
+    entries = {
+        ".manifest": b'{"revision":"r","roots":["app"]}',
+        "app/data.json": b'{"a": {"big": 18446744073709551617, "neg": -0.0}}',
+        "app/a/data.yaml": b"b: [1, 2.5, caf\xc3\xa9]\n",
+    }
+    layer = tarball.write_entries(entries)
+    assert Bundle.from_bytes(layer)._raw_document(("app",)) is None  # merged: encoded
+    env.signer.sign(env.registry, push_tarball(env.registry, "acme/app:enc", layer))
+    verified = fetch_verified(env.registry, "acme/app:enc", env.verifier)
+    fake = FakeOpa()
+    opa_over(fake).load(verified, name=NAME)
+    assert fake.bodies == []  # encoded by the adapter, not sent verbatim
+    expected = {"a": {"big": 18446744073709551617, "neg": -0.0, "b": [1, 2.5, "café"]}}
+    assert fake.data["app"] == expected
+    body = encode_json({"big": 2**80, "z": -0.0, "s": "é\ud800", "f": 0.1}, what="x")
+    assert body == b'{"big":1208925819614629174706176,"z":-0.0,"s":"\\u00e9\\ud800","f":0.1}'
+    with pytest.raises(LoadError, match="cannot be sent to OPA as JSON"):
+        encode_json({"x": float("inf")}, what="data/x")
