@@ -157,6 +157,7 @@ class _Cache:
         self.engine: Any = None
         # The data files as read (from_bytes), so loaders can send their bytes on.
         self.sources: tuple[bf.DataSource, ...] | None = None
+        self.inexact = False  # data holds numbers a float cannot (bf.ExactFloat)
 
 
 @attrs.frozen(kw_only=True)
@@ -298,6 +299,7 @@ class Bundle:
                 the entry.
         """
         entries = tarball.read_entries(bytes(data), limits)
+        inexact = bf.inexact_numbers_seen()
         modules: dict[str, str] = {}
         merged: dict[str, Any] = {}
         files: dict[str, bytes] = {}
@@ -331,6 +333,7 @@ class Bundle:
                 files[name] = raw
         bundle = cls(manifest=manifest or Manifest(), modules=modules, data=merged, files=files)
         bundle._cache.sources = tuple(sources)
+        bundle._cache.inexact = bf.inexact_numbers_seen() != inexact
         return bundle
 
     @classmethod
@@ -403,13 +406,23 @@ class Bundle:
         return target
 
     def _raw_document(self, root: tuple[str, ...]) -> bytes | None:
-        """The data document at ``root`` as the bytes of the bundle's own data files.
+        """The data document at ``root`` as JSON that reads as OPA reads the bundle.
 
-        ``None`` when the bundle was not read from a tarball, or the document
-        is not a contiguous piece of its files (see ``bundle_format.raw_document``).
+        The bytes of the bundle's own data files where they hold the document
+        in one piece (see ``bundle_format.raw_document``); else, when the data
+        holds numbers a float cannot (kept as their text), an exact encoding;
+        else ``None``: ``json.dumps`` of the value is exact.
         """
-        sources = self._cache.sources
-        return None if sources is None else bf.raw_document(sources, root)
+        cache = self._cache
+        raw = None if cache.sources is None else bf.raw_document(cache.sources, root)
+        if raw is None and cache.inexact:
+            node: Any = self.data
+            for seg in root:
+                if not isinstance(node, Mapping) or seg not in node:
+                    return None
+                node = node[seg]
+            return bf.exact_json(node).encode("utf-8")
+        return raw
 
     # -- Rego --------------------------------------------------------------
 

@@ -7,9 +7,11 @@ data leaf must sit under a root.
 
 from __future__ import annotations
 
+import decimal
 import fnmatch
 import json
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -27,11 +29,61 @@ class _NonFinite(ValueError):
     pass
 
 
+class ExactFloat(float):
+    """A JSON number a float cannot hold exactly, with its text (which OPA keeps).
+
+    OPA reads numbers as arbitrary-precision text; ``1.00000000000000000001``
+    is not ``1.0`` to it. Such numbers compare and compute as the nearest
+    float here, and are written back out as their text (:func:`exact_json`).
+    """
+
+    text: str
+
+    def __new__(cls, text: str) -> ExactFloat:
+        value = super().__new__(cls, text)
+        value.text = text
+        return value
+
+
+_STATE = threading.local()  # per thread: how many ExactFloats parsing made
+
+
+def inexact_numbers_seen() -> int:
+    """How many JSON numbers this thread has parsed that a float cannot hold exactly."""
+    return int(getattr(_STATE, "inexact", 0))
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if value in (_INF, -_INF):
         raise _NonFinite(text)
+    # Up to 15 significant digits a double holds any decimal exactly enough to
+    # give it back (DBL_DIG), and a float's text has a '.' or an exponent.
+    if len(text) > 16 and decimal.Decimal(text) != decimal.Decimal(repr(value)):
+        _STATE.inexact = inexact_numbers_seen() + 1
+        return ExactFloat(text)
     return value
+
+
+def exact_json(value: Any) -> str:
+    """Compact JSON of ``value`` with each :class:`ExactFloat` written as its own text.
+
+    Slower than ``json.dumps`` (containers are walked here); used only for
+    documents that hold such numbers.
+
+    Raises:
+        ValueError: NaN or an infinity.
+        TypeError: A value JSON has no form for.
+    """
+    if isinstance(value, dict):
+        return (
+            "{" + ",".join(json.dumps(str(k)) + ":" + exact_json(v) for k, v in value.items()) + "}"
+        )
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(exact_json(v) for v in value) + "]"
+    if isinstance(value, ExactFloat):
+        return value.text
+    return json.dumps(value, allow_nan=False)
 
 
 _INF = float("inf")
@@ -127,13 +179,16 @@ class DataSource(NamedTuple):
     spans: Mapping[str, tuple[int, int]] | None
 
 
-def _members(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]] | None:
+def _members(
+    text: str, fix: bool = False
+) -> tuple[dict[str, Any], dict[str, tuple[int, int]]] | None:
     """Decodes a top-level JSON object member by member, noting where each value lies.
 
     The same C decoder as ``json.loads`` does the work (``raw_decode`` on each
     value), so this costs one parse. ``None`` when the text is not a
     well-formed object; the caller then parses it the ordinary way, for the
-    value or the error message.
+    value or the error message. ``fix``: the text has lone surrogate escapes,
+    replaced (keys as they are read, so a repeated key keeps its last value).
     """
     scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
     value: dict[str, Any] = {}
@@ -150,12 +205,14 @@ def _members(text: str) -> tuple[dict[str, Any], dict[str, tuple[int, int]]] | N
                 if text[i] != '"':
                     return None
                 key, i = scanstring(text, i + 1, True)
+                if fix:
+                    key = _SURROGATE.sub("\ufffd", key)  # as Go's decoder reads it
                 i = _WS.match(text, i).end()  # type: ignore[union-attr]
                 if text[i] != ":":
                     return None
                 i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
                 member, end = _DECODER.raw_decode(text, i)
-                value[key] = member
+                value[key] = _replace_lone_surrogates(member) if fix else member
                 spans[key] = (i, end)
                 i = _WS.match(text, end).end()  # type: ignore[union-attr]
                 if text[i] == ",":
@@ -182,10 +239,9 @@ def parse_json_source(raw: bytes, *, entry: str, path: tuple[str, ...]) -> tuple
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BundleError(f"not valid UTF-8 at byte {exc.start}", entry=entry) from None
-    found = None if _SURROGATE_ESCAPE.search(raw) else _members(text)
+    found = _members(text, fix=_SURROGATE_ESCAPE.search(raw) is not None)
     if found is None:
-        # Not an object, malformed (parse_json names the error), or with lone
-        # surrogates to replace (keys could then collide): no spans.
+        # Not an object, or malformed (parse_json names the error): no spans.
         return parse_json(raw, entry=entry), DataSource(path, text, None)
     return found[0], DataSource(path, text, found[1])
 

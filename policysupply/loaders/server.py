@@ -15,7 +15,7 @@ import attrs
 from policysupply._internal.oci import Reference
 from policysupply.errors import LoadError
 from policysupply.loaders._common import _require_verified, logger
-from policysupply.loaders._http import _handler, _listen
+from policysupply.loaders._http import EVENTS_PATH, _handler, _listen
 from policysupply.loaders.store import BundleStore, ServedBundle, check_bundle_name, utcnow
 from policysupply.loaders.watch import BundleWatch, OnExpiry
 from policysupply.verifier import VerifiedBundle
@@ -56,6 +56,7 @@ class BundleServer:
         port: int = 0,
         token: str | None = None,
         timeout: float = 30.0,
+        events_token: str | None = None,
     ) -> None:
         """Opens the store directory and reads the bundles persisted there.
 
@@ -71,6 +72,12 @@ class BundleServer:
                 that long, freeing its thread. Long polls are not cut short:
                 the server holds them without touching the socket, for up to
                 the ``wait`` the client asked (at most 300 s).
+            events_token: Enables the push-notification receiver: a registry
+                posting its events to ``<url>/registry/events`` with
+                ``Authorization: Bearer <events_token>`` wakes the watches on
+                the pushed repositories at once (see
+                :meth:`registry_notifications`). An event only wakes a watch:
+                what is served is still decided by verification.
 
         Raises:
             ValueError: ``timeout`` is not positive.
@@ -82,6 +89,7 @@ class BundleServer:
         self.host = host
         self._port = port
         self._token = token
+        self._events_token = events_token
         self._timeout = float(timeout)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -313,6 +321,53 @@ class BundleServer:
         w.start()
         return w
 
+    def _wake_watches(self, repositories: set[str]) -> int:
+        """Wakes the watches following a tag in one of ``repositories``; how many."""
+        with self._lock:
+            watches = [w for w in self._watches if w.reference.repository in repositories]
+        for w in watches:
+            w.wake()
+        return len(watches)
+
+    def registry_notifications(
+        self, *, name: str = "policysupply", timeout: str = "1s", backoff: str = "1s"
+    ) -> dict[str, Any]:
+        """The ``notifications`` section for a distribution (``docker-registry``) config.
+
+        With it the registry posts an event for every push to this server,
+        which wakes the watches on that repository at once; polling every
+        ``interval`` stays as the fallback for events that never arrive. The
+        section contains the ``events_token`` (distribution has no variable
+        substitution there): keep the registry's config file private.
+
+        Args:
+            name: The endpoint's name in the registry's config.
+            timeout: How long the registry waits for this server per delivery.
+            backoff: How long it waits after a failed delivery before retrying.
+
+        Returns:
+            A dict to put under the registry config's top-level ``notifications`` key.
+
+        Raises:
+            LoadError: No ``events_token`` was configured, or the server has no port yet.
+        """
+        if self._events_token is None:
+            raise LoadError("BundleServer was created without events_token: no receiver")
+        return {
+            "events": {"includereferences": False},
+            "endpoints": [
+                {
+                    "name": name,
+                    "url": self.url + EVENTS_PATH,
+                    "headers": {"Authorization": [f"Bearer {self._events_token}"]},
+                    "timeout": timeout,
+                    "threshold": 3,
+                    "backoff": backoff,
+                    "ignore": {"actions": ["pull", "delete", "mount"]},
+                }
+            ],
+        }
+
     # -- HTTP -------------------------------------------------------------------------
 
     @property
@@ -342,7 +397,14 @@ class BundleServer:
         """
         if self._httpd is not None:
             return self
-        handler = _handler(self._token, self._timeout, self.served, self._current)
+        handler = _handler(
+            self._token,
+            self._timeout,
+            self.served,
+            self._current,
+            self._events_token,
+            self._wake_watches,
+        )
         try:
             httpd = _listen(self.host, self._port, handler)
         except OSError as exc:

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 OnExpiry = Literal["withdraw", "serve"]
 
+# Seconds between the quick re-checks that follow a wake-up (about 3 s in all).
+_SETTLE = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
 
 class _Server(Protocol):
     """What a watch needs from :class:`~policysupply.loaders.BundleServer`."""
@@ -77,6 +80,7 @@ class BundleWatch:
         self.last_error: str | None = None
         self._expiry: str | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._reported: set[tuple[str, str]] = set()
         self._round = threading.Lock()
@@ -93,9 +97,19 @@ class BundleWatch:
         )
         self._thread.start()
 
+    def wake(self) -> None:
+        """Runs the next check now instead of at the end of the interval.
+
+        For push notifications: a registry event says only *that* something
+        changed; the check decides what, and verification whether it is served.
+        Wake-ups during a check run one more check right after it.
+        """
+        self._wake.set()
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stops the thread, waiting for a running check to finish."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -105,16 +119,26 @@ class BundleWatch:
         return self._thread is not None and self._thread.is_alive()
 
     def _run(self) -> None:
+        settle = 0  # quick re-checks left after a wake-up
         while not self._stop.is_set():
+            self._wake.clear()  # a wake-up from here on means: check again
+            published = False
             try:
-                self.check()
+                published = self.check()
             except Exception:  # keep watching whatever one round did
                 logger.exception(
                     "watch of %s failed unexpectedly",
                     self.reference,
                     extra={"event": "policysupply.watch_error", "bundle": self.name},
                 )
-            self._stop.wait(self.interval)
+            # A registry may announce a push before the tag points at it
+            # (distribution links the tag after its event), and a signature
+            # often follows its image: after a wake-up, look again shortly.
+            settle = 0 if published else settle
+            delay = self.interval if not settle else _SETTLE[len(_SETTLE) - settle]
+            settle = max(0, settle - 1)
+            if self._wake.wait(delay):  # polling is the fallback for missed events
+                settle = len(_SETTLE)
 
     def _reject(self, digest: str, exc: BaseException, event: str) -> None:
         reason = type(exc).__name__

@@ -151,7 +151,12 @@ REGISTRY_PASSWORD = "s3cret-Passw0rd-xyz"
 
 
 def _start_distribution(
-    tmp: Path, *, htpasswd: bool = False, token_realm: str = "", token_cert: Path | None = None
+    tmp: Path,
+    *,
+    htpasswd: bool = False,
+    token_realm: str = "",
+    token_cert: Path | None = None,
+    notifications: dict[str, Any] | None = None,
 ) -> Iterator[RegistryServer]:
     binary = peer("docker-registry")
     port = free_port()
@@ -179,7 +184,10 @@ def _start_distribution(
         "log:\n  level: warn\n"
         f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'data'}\n"
         "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n" + auth
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        + auth
+        # JSON is YAML: the notifications section as given
+        + (f"notifications: {json.dumps(notifications)}\n" if notifications else "")
     )
     log = tmp / "registry.log"
     with log.open("wb") as out:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from policysupply import (
+    LoadError,
     Signer,
 )
 from policysupply.loaders import (
@@ -113,3 +114,80 @@ def test_watch_passes_trust_state_and_refuses_a_rollback(
     served = server.served("authz")
     assert served is not None
     assert served.revision == "2"
+
+
+def _post(url: str, body: bytes, token: str | None) -> int:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _wait(predicate: Any, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def test_push_events_wake_the_watch_only_when_authenticated(env: Env, tmp_path: Path) -> None:
+    import json
+
+    env.release("1", ["alice"])
+    token = "events-secret-123"
+    with BundleServer(tmp_path / "store", events_token=token) as server:
+        watch = server.watch(
+            env.registry, "acme/policy:prod", env.verifier, name="authz", interval=3600
+        )
+        assert _wait(lambda: server.served("authz") is not None)
+        env.release("2", ["bob"])
+        url = f"{server.url}/registry/events"
+
+        def event(repository: str, action: str = "push") -> bytes:
+            return json.dumps(
+                {"events": [{"action": action, "target": {"repository": repository}}]}
+            ).encode()
+
+        # Unauthenticated, malformed, for another repository, or not a push: no wake-up.
+        assert _post(url, event("acme/policy"), None) == 401
+        assert _post(url, event("acme/policy"), "wrong") == 401
+        assert _post(url, b"[1, 2", token) == 400
+        assert _post(url, event("acme/other"), token) == 200
+        assert _post(url, event("acme/policy", "pull"), token) == 200
+        time.sleep(0.5)
+        assert server.served("authz").revision == "1"  # type: ignore[union-attr]
+        assert _post(url, event("acme/policy"), token) == 200
+        assert _wait(lambda: server.served("authz").revision == "2")  # type: ignore[union-attr]
+        # The event decides nothing: an unsigned push it announces is not served.
+        env.push_unsigned("3", ["mallory"])
+        assert _post(url, event("acme/policy"), token) == 200
+        assert _wait(lambda: watch.last_error is not None)
+        assert "NoSignatureError" in str(watch.last_error)
+        assert server.served("authz").revision == "2"  # type: ignore[union-attr]
+        config = server.registry_notifications()["endpoints"][0]
+        assert config["url"] == url
+        assert config["headers"] == {"Authorization": [f"Bearer {token}"]}
+
+
+def test_event_receiver_is_off_without_a_token_and_bounds_the_body(tmp_path: Path) -> None:
+    with BundleServer(tmp_path / "store") as server:
+        assert _post(f"{server.url}/registry/events", b"{}", None) == 405
+        with pytest.raises(LoadError, match="events_token"):
+            server.registry_notifications()
+    with BundleServer(tmp_path / "store2", events_token="t") as server:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        # Refused from the header alone: the body is never read.
+        conn.putrequest("POST", "/registry/events")
+        conn.putheader("Authorization", "Bearer t")
+        conn.putheader("Content-Length", str(2 << 20))
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+        conn.close()
