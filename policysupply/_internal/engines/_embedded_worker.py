@@ -221,7 +221,7 @@ def main() -> None:
             return
         try:
             answer = worker.handle(req)
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, typed there
+        except Exception as exc:
             answer = {"ok": False, "error": {"kind": "internal", "message": repr(exc)[:500]}}
         write_message(stdout, answer)
 

@@ -62,6 +62,13 @@ def _refusal(
 
 
 def _check_plain(value: Any, what: str, entry: str | None = None) -> None:
+    number = src.first_inexact_number(value)
+    if number is not None:
+        raise UnsupportedByEngineError(
+            f"{what} holds the number {number!r}, beyond what the embedded engine "
+            f"computes with exactly (2^53); {ADVICE}",
+            entry=entry,
+        )
     bad = src.first_non_plain_string(value)
     if bad is not None:
         shown = bad if len(bad) <= 40 else bad[:37] + "..."
@@ -90,6 +97,38 @@ def _parse_diagnostic(error: Mapping[str, Any], name: str, source: str) -> RegoD
     if message == "Invalid collection":
         message += f" (if `opa check` accepts this module: {ADVICE})"
     return RegoDiagnostic(entry=name, line=line, message=message)
+
+
+# Idle workers, reset and ready for the next preparation: starting a Python
+# process with regopy costs ~100-400 ms, a reset well under 1 ms.
+_POOL: list[WorkerProcess] = []
+_POOL_LOCK = threading.Lock()
+_POOL_SIZE = 2
+
+
+def _take_worker() -> WorkerProcess:
+    with _POOL_LOCK:
+        while _POOL:
+            worker = _POOL.pop()
+            if worker.running:
+                return worker
+    return WorkerProcess()
+
+
+def _give_back(worker: WorkerProcess, timeout: float | None) -> None:
+    """Resets a worker into the pool, or kills it."""
+    with worker.lock:
+        if worker.running:
+            try:
+                ok = worker.request({"op": "reset"}, timeout=timeout).get("ok")
+            except WorkerDiedError:
+                ok = False
+            if ok:
+                with _POOL_LOCK:
+                    if len(_POOL) < _POOL_SIZE:
+                        _POOL.append(worker)
+                        return
+        worker.close()
 
 
 # The worker used by check(): parses each module in a fresh interpreter.
@@ -160,7 +199,16 @@ class EmbeddedEngine:
             if early is not None:
                 diags.append(RegoDiagnostic(entry=name, line=early[0], message=early[1]))
                 continue
-            diags.extend(self._parse(name, source))
+            parsed = self._parse(name, source)
+            if parsed:
+                # rego-cpp refuses some valid Rego (`some k, v in` inside a
+                # comprehension, `with` on functions): say so, not "syntax error".
+                found = src.unsupported_constructs(
+                    source, unsupported_builtins=unsupported_builtins()
+                )
+                if found:
+                    raise _refusal(name, source, found)
+            diags.extend(parsed)
         if diags:
             return _sorted(diags)
         packages = {name: src.package_path(s, entry=name) for name, s in modules.items()}
@@ -244,7 +292,7 @@ class EmbeddedPrepared:
         self._modules = modules
         self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False)
         self._timeout = timeout
-        self._worker = WorkerProcess()
+        self._worker = _take_worker()
         self._loaded = False
         self._closed = False
         self._packages = {n: src.package_path(s, entry=n) for n, s in modules.items()}
@@ -262,8 +310,13 @@ class EmbeddedPrepared:
         return f"EmbeddedPrepared(modules={len(self._modules)}, worker_pid={self.worker_pid})"
 
     def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
-        self._worker.close()
+        if self._loaded:
+            _give_back(self._worker, self._timeout)
+        else:
+            self._worker.close()
 
     def _load(self) -> None:
         """(Re)starts the worker and loads modules then data, one request each."""
@@ -328,7 +381,9 @@ class EmbeddedPrepared:
             raise BundleError("this preparation was closed")
         if src.excessive_nesting(query) is not None:
             raise BundleError(f"query: {src._nesting_message()}")
-        found = src.unsupported_constructs(query, unsupported_builtins=unsupported_builtins())
+        found = src.unsupported_constructs(
+            query, unsupported_builtins=unsupported_builtins(), query=True
+        )
         if found:
             raise _refusal(None, query, found)
         input_json: str | None = None
@@ -415,6 +470,18 @@ def _expression_texts(query: str) -> list[str]:
     return parts
 
 
+def _is_assignment(expr: str) -> bool:
+    depth = 0
+    for tok in src._tokens(expr):
+        if tok.text in ("(", "[", "{"):
+            depth += 1
+        elif tok.text in (")", "]", "}"):
+            depth -= 1
+        elif depth == 0 and tok.text in (":=", "="):
+            return True
+    return False
+
+
 def _results(text: str, query: str, wrapped: bool, texts: list[str]) -> list[ResultSet]:
     if text == "undefined":
         return []
@@ -438,9 +505,18 @@ def _results(text: str, query: str, wrapped: bool, texts: list[str]) -> list[Res
             out.append({"expressions": [{"value": value, "text": query.strip()}]})
             continue
         values = list(row.get("expressions") or [])
-        names = texts if len(texts) == len(values) else [""] * len(values)
+        if len(values) != len(texts):
+            # rego-cpp splits some expressions in two (`x := xs[_]`); an
+            # assignment or unification is true whenever there is a result.
+            if not all(_is_assignment(t) for t in texts):
+                raise UnsupportedByEngineError(
+                    f"query {query!r}: the embedded engine cannot report the value of "
+                    f"each expression; bind them to variables, or {ADVICE}"
+                )
+            values = [True] * len(texts)
+        names = texts
         result: dict[str, Any] = {
-            "expressions": [{"value": v, "text": t} for v, t in zip(values, names)]
+            "expressions": [{"value": v, "text": t} for v, t in zip(values, names, strict=True)]
         }
         if bindings:
             result["bindings"] = bindings

@@ -10,6 +10,7 @@ OPA engine does not need them.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -409,10 +410,11 @@ def _arity_problem(name: str, arity: int, toks: list[_Tok], open_idx: int) -> st
     return None
 
 
-def calls(source: str) -> Iterator[tuple[str, int]]:
+def calls(source: str, *, query: bool = False) -> Iterator[tuple[str, int]]:
     """Every function call in ``source``: (dotted name as written, offset).
 
-    Rule and function heads at the start of a line are definitions, not calls.
+    In a module, rule and function heads at the start of a line are
+    definitions, not calls; a query has no definitions.
     """
     toks = list(_tokens(source))
     firsts = _lines_first_tokens(toks, source)
@@ -432,15 +434,15 @@ def calls(source: str) -> Iterator[tuple[str, int]]:
         while j + 1 < len(toks) and toks[j].text == "." and toks[j + 1].kind == "ident":
             parts.append(toks[j + 1].text)
             j += 2
-        if j < len(toks) and toks[j].text == "(" and not (depth == 0 and i in firsts):
+        if j < len(toks) and toks[j].text == "(" and (query or not (depth == 0 and i in firsts)):
             yield ".".join(parts), tok.offset
         i = j if j > i + 1 else i + 1
 
 
-def called_builtins(source: str) -> set[str]:
-    """Names of OPA builtins that ``source`` calls."""
+def called_builtins(source: str, *, query: bool = False) -> set[str]:
+    """Names of OPA builtins that ``source`` (a module, or a query) calls."""
     table = opa_builtins()
-    return {name for name, _ in calls(source) if name in table}
+    return {name for name, _ in calls(source, query=query) if name in table}
 
 
 # ---------------------------------------------------------------------------
@@ -467,6 +469,34 @@ _PATTERN_ARGS = {
 # sprintf verbs whose output matches OPA's for every value (%d overflows at
 # 2^31, %q and the width/precision forms are not implemented alike).
 _SPRINTF_SAFE = re.compile(r"(?:[^%]|%[sv%])*\Z")
+
+
+# Past 2^53 a float loses integers; OPA computes exactly, rego-cpp does not
+# (1e30 + 1 is 1000000000000000019884624838657 there).
+_EXACT_LIMIT = 2**53
+
+
+def _too_big(text: str) -> bool:
+    try:
+        return abs(float(text)) >= _EXACT_LIMIT
+    except (OverflowError, ValueError):
+        return True
+
+
+def first_inexact_number(value: Any, *, limit: int = 1_000_000) -> float | None:
+    """The first float in a JSON-like value too large for rego-cpp to compute exactly."""
+    stack: list[Any] = [value]
+    seen = 0
+    while stack and seen < limit:
+        node = stack.pop()
+        seen += 1
+        if isinstance(node, float) and abs(node) >= _EXACT_LIMIT:
+            return node
+        if isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            stack.extend(node)
+    return None
 
 
 def is_plain_string(value: str) -> bool:
@@ -534,7 +564,7 @@ def _arg_index(toks: list[_Tok], i: int) -> tuple[str, int] | None:
 
 
 def unsupported_constructs(
-    source: str, *, unsupported_builtins: Mapping[str, str]
+    source: str, *, unsupported_builtins: Mapping[str, str], query: bool = False
 ) -> list[tuple[int, str]]:
     """(offset, reason) for everything in ``source`` the embedded engine refuses.
 
@@ -543,7 +573,7 @@ def unsupported_constructs(
     """
     toks = list(_tokens(source))
     problems: list[tuple[int, str]] = []
-    for name, off in calls(source):
+    for name, off in calls(source, query=query):
         if name in unsupported_builtins:
             problems.append((off, f"builtin {name} ({unsupported_builtins[name]})"))
     # Bracket stack: (opening token index, saw `|` at this level).
@@ -565,9 +595,8 @@ def unsupported_constructs(
                         )
                     )
             where = _arg_index(toks, i)
-            if where and where == ("sprintf", 0) and body is not None:
-                if not _SPRINTF_SAFE.match(body):
-                    problems.append((tok.offset, "sprintf with verbs other than %s and %v"))
+            if where == ("sprintf", 0) and body is not None and not _SPRINTF_SAFE.match(body):
+                problems.append((tok.offset, "sprintf with verbs other than %s and %v"))
         elif text == "sprintf":
             nxt = toks[i + 2] if i + 2 < len(toks) else None
             if (
@@ -576,6 +605,10 @@ def unsupported_constructs(
                 and (nxt is None or nxt.kind not in ("string", "raw"))
             ):
                 problems.append((tok.offset, "sprintf with a format that is not a literal"))
+        if tok.kind == "number" and ("e" in text or "E" in text) and _too_big(text):
+            problems.append(
+                (tok.offset, f"the number {text} (rego-cpp computes with it inexactly)")
+            )
         if text in ("(", "[", "{"):
             stack.append([i, False])
             stmt_start = i + 1
@@ -679,11 +712,9 @@ def _rules(toks: list[_Tok], firsts: set[int]) -> list[tuple[int, int]]:
         elif tok.text in (")", "]", "}"):
             depth = max(0, depth - 1)
     starts.append(len(toks))
-    out = []
-    for a, b in zip(starts, starts[1:]):
-        if toks[a].text not in ("package", "import"):
-            out.append((a, b))
-    return out
+    return [
+        (a, b) for a, b in itertools.pairwise(starts) if toks[a].text not in ("package", "import")
+    ]
 
 
 def _rule_names(source: str) -> set[str]:
@@ -774,9 +805,11 @@ def tok_offset(toks: list[_Tok], i: int) -> int:
 def semantic_problems(
     modules: Mapping[str, str], packages: Mapping[str, tuple[str, ...]]
 ) -> list[RegoDiagnostic]:
-    """OPA compile errors found without a Rego parser (undefined functions,
-    arity, assignment to a call, re-assignment, unsafe variables, type errors
-    of literal arguments)."""
+    """OPA compile errors found without a Rego parser.
+
+    Undefined functions, arity, assignment to a call, re-assignment, unsafe
+    variables and type errors of literal arguments.
+    """
     defined: dict[tuple[str, ...], set[str]] = {}
     rules_in: dict[tuple[str, ...], set[str]] = {}
     for name, source in modules.items():
@@ -828,9 +861,8 @@ def _rule_problems(
         tok = toks[i]
         if tok.text in ("(", "[", "{"):
             depth_stack.append(i)
-        elif tok.text in (")", "]", "}"):
-            if depth_stack:
-                depth_stack.pop()
+        elif tok.text in (")", "]", "}") and depth_stack:
+            depth_stack.pop()
         scope = depth_stack[-1] if depth_stack else -1
         at_stmt_start = i == a or (
             toks[i - 1].text in (";", "{", "|")
@@ -1017,15 +1049,21 @@ def opa_error_line(source: str, byte_offset: int, message: str) -> int:
             and line_of(source, toks[k].offset) == line_of(source, tok.offset)
         ):
             k += 1
-        if k < len(toks) and toks[k].text == "as" and k + 2 < len(toks):
-            if line_of(source, toks[k + 1].offset) != line_of(source, toks[k].offset):
-                return line_of(source, toks[k + 2].offset)
+        if (
+            k + 2 < len(toks)
+            and toks[k].text == "as"
+            and line_of(source, toks[k + 1].offset) != line_of(source, toks[k].offset)
+        ):
+            return line_of(source, toks[k + 2].offset)
     # An infix operator with its right operand missing: OPA skips the
     # newline and fails on the next token.
-    for t, nxt in zip(toks[at:], toks[at + 1 :]):
-        if t.text in _INFIX and line_of(source, nxt.offset) > line_of(source, t.offset):
-            if nxt.text in (")", "]", "}") or nxt.kind == "other":
-                return line_of(source, nxt.offset)
+    for t, nxt in itertools.pairwise(toks[at:]):
+        if (
+            t.text in _INFIX
+            and line_of(source, nxt.offset) > line_of(source, t.offset)
+            and (nxt.text in (")", "]", "}") or nxt.kind == "other")
+        ):
+            return line_of(source, nxt.offset)
         if line_of(source, t.offset) > line_of(source, tok.offset):
             break
     return line_of(source, offset)
