@@ -202,9 +202,14 @@ def compile_diagnostics(
     v1_modules: frozenset[str],
     packages: Mapping[str, tuple[str, ...]],
 ) -> list[RegoDiagnostic]:
-    """Every problem the embedded engine's ``check`` finds (see ``EmbeddedEngine.check``)."""
+    """Every problem the embedded engine's check finds, without its refusals.
+
+    ``Bundle.check`` checks bundles that OPA may evaluate, so builtins the
+    embedded engine refuses are not problems here (``EmbeddedEngine.check``
+    refuses them).
+    """
     del packages  # derived again from the sources
     from policysupply._internal.engines.embedded import default_engine
 
     versions = {name: (1 if name in v1_modules else 0) for name in modules}
-    return default_engine().check(modules, {}, rego_versions=versions)
+    return default_engine().diagnostics(modules, rego_versions=versions, refuse=False)

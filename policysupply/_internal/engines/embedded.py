@@ -174,6 +174,20 @@ class EmbeddedEngine:
                 construct this engine would answer differently from OPA.
         """
         del data
+        diags = self.diagnostics(modules, rego_versions=rego_versions, refuse=True)
+        if not diags:
+            self._refuse_unsupported(modules)
+        return diags
+
+    def diagnostics(
+        self, modules: Mapping[str, str], *, rego_versions: RegoVersions, refuse: bool
+    ) -> list[RegoDiagnostic]:
+        """``check`` without the refusals when ``refuse`` is false.
+
+        For checking a bundle that OPA will evaluate (``policysupply build``):
+        builtins rego-cpp gets wrong are fine there, and constructs its parser
+        cannot read are reported as problems of this engine, not raised.
+        """
         diags: list[RegoDiagnostic] = []
         for name in sorted(modules):
             source = modules[name]
@@ -206,17 +220,16 @@ class EmbeddedEngine:
                 found = src.unsupported_constructs(
                     source, unsupported_builtins=unsupported_builtins()
                 )
-                if found:
+                if found and refuse:
                     raise _refusal(name, source, found)
+                if found:
+                    refusal = _refusal(name, source, found)
+                    parsed = [RegoDiagnostic(entry=name, line=refusal.line, message=str(refusal))]
             diags.extend(parsed)
         if diags:
             return _sorted(diags)
         packages = {name: src.package_path(s, entry=name) for name, s in modules.items()}
-        diags.extend(src.semantic_problems(modules, packages))
-        if diags:
-            return _sorted(diags)
-        self._refuse_unsupported(modules)
-        return []
+        return _sorted(src.semantic_problems(modules, packages))
 
     def _parse(self, name: str, source: str) -> list[RegoDiagnostic]:
         worker = _check_worker()
