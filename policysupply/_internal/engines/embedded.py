@@ -199,7 +199,14 @@ class EmbeddedEngine:
                     )
                 )
                 continue
-            if rego_versions.get(name, 1) == 1:
+            if '$"' in source and refuse:
+                # Template strings: neither this lexer nor rego-cpp reads them.
+                found = src.unsupported_constructs(
+                    source, unsupported_builtins=unsupported_builtins()
+                )
+                if found:
+                    raise _refusal(name, source, found)
+            if rego_versions.get(name, 1) == 1 and '$"' not in source:
                 off = src.v1_body_without_if(source)
                 if off is not None:
                     diags.append(

@@ -402,8 +402,8 @@ def _arity_problem(name: str, arity: int, toks: list[_Tok], open_idx: int) -> st
                 depth -= 1
                 if depth == 0:
                     break
-            elif depth == 1 and tok.text == ",":
-                count += 1
+            elif depth == 1 and tok.text == "," and toks[k + 1].text != ")":
+                count += 1  # (a trailing comma adds no argument)
     # One extra argument is allowed: it binds the result (`count(xs, n)`).
     if count < arity or count > arity + 1:
         return f"{name}: arity mismatch: {count} argument(s) given, {arity} expected"
@@ -771,7 +771,7 @@ def _unsafe_vars(
         i = where[0]
         prev = toks[i - 1].text if i > a else ""
         nxt = toks[i + 1].text if i + 1 < b else ""
-        if nxt in (":=", "=") or prev in ("=", "some", "every", ",") or nxt == ",":
+        if nxt in (":=", "=", ",", "as") or prev in ("=", "some", "every", ",", "with", "as"):
             continue  # assigned, unified, declared, or one of several names
         if prev == "[" and nxt == "]":
             # A ref index binds (iterates) unless negated.
