@@ -105,8 +105,15 @@ def test_worker_killed_from_outside_is_an_error_then_recovers(engine: EmbeddedEn
         pid = p.worker_pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        with pytest.raises(BundleError, match="crashed"):
-            p.query("data.a.x")
+        # Whether the next query meets the dying worker (a "crashed" error) or
+        # finds it already gone (a fresh worker, modules reloaded) depends on
+        # scheduling; either way no wrong answer, and the engine recovers.
+        try:
+            first = p.query("data.a.x")
+        except BundleError as exc:
+            assert "crashed" in str(exc)  # noqa: PT017
+        else:
+            assert first[0]["expressions"][0]["value"] == 1
         assert p.query("data.a.x")[0]["expressions"][0]["value"] == 1
     finally:
         p.close()
