@@ -188,7 +188,12 @@ def load_certificate(der_or_pem: bytes, *, what: str = "certificate") -> Any:
         # SAN, a duplicate) must fail here, not as a ValueError deep inside
         # verification.
         cert.extensions  # noqa: B018
-    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+    except (
+        ValueError,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+        x509.InvalidVersion,
+    ):
         raise CertificateError(f"{what}: not a valid X.509 certificate") from None
     return cert
 
@@ -551,7 +556,12 @@ def verify_chain(
         try:
             hint = x509.load_der_x509_certificate(der)
             hint.extensions  # noqa: B018 - parsed lazily; a malformed one raises here
-        except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        except (
+            ValueError,
+            x509.DuplicateExtension,
+            x509.UnsupportedGeneralNameType,
+            x509.InvalidVersion,
+        ):
             continue  # hints are untrusted: a bad one just does not help
         intermediates.append(hint)
     try:
