@@ -178,18 +178,21 @@ def load_certificate(der_or_pem: bytes, *, what: str = "certificate") -> Any:
         CertificateError: Not a certificate.
     """
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
 
     try:
         if der_or_pem.lstrip().startswith(b"-----"):
             cert = x509.load_pem_x509_certificate(der_or_pem)
         else:
             cert = x509.load_der_x509_certificate(der_or_pem)
-        # cryptography parses extensions on first use: a malformed one (a bad
-        # SAN, a duplicate) must fail here, not as a ValueError deep inside
-        # verification.
+        # cryptography parses extensions and the public key on first use: a
+        # malformed one (a bad SAN, a duplicate extension, a point not on the
+        # curve) must fail here, not as a ValueError deep inside verification.
         cert.extensions  # noqa: B018
+        cert.public_key()
     except (
         ValueError,
+        UnsupportedAlgorithm,
         x509.DuplicateExtension,
         x509.UnsupportedGeneralNameType,
         x509.InvalidVersion,
