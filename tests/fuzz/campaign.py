@@ -107,7 +107,11 @@ def run_target(name: str, seconds: int, work: Path, findings: Path) -> Result:
         features=int(last[1]),
         corpus_size=int(last[2]),
         returncode=proc.returncode,
-        findings=sorted(p for p in findings.iterdir() if p.is_file()),
+        # slow-unit-* files only note an input over 10 s (libFuzzer exits 0):
+        # on a shared machine that is load, not a hang (-timeout catches those).
+        findings=sorted(
+            p for p in findings.iterdir() if p.is_file() and not p.name.startswith("slow-unit-")
+        ),
         output=output,
     )
 
