@@ -178,13 +178,27 @@ def load_certificate(der_or_pem: bytes, *, what: str = "certificate") -> Any:
         CertificateError: Not a certificate.
     """
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
 
     try:
         if der_or_pem.lstrip().startswith(b"-----"):
-            return x509.load_pem_x509_certificate(der_or_pem)
-        return x509.load_der_x509_certificate(der_or_pem)
-    except ValueError:
+            cert = x509.load_pem_x509_certificate(der_or_pem)
+        else:
+            cert = x509.load_der_x509_certificate(der_or_pem)
+        # cryptography parses extensions and the public key on first use: a
+        # malformed one (a bad SAN, a duplicate extension, a point not on the
+        # curve) must fail here, not as a ValueError deep inside verification.
+        cert.extensions  # noqa: B018
+        cert.public_key()
+    except (
+        ValueError,
+        UnsupportedAlgorithm,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+        x509.InvalidVersion,
+    ):
         raise CertificateError(f"{what}: not a valid X.509 certificate") from None
+    return cert
 
 
 def pem_chain(data: bytes | str) -> list[bytes]:
@@ -543,9 +557,16 @@ def verify_chain(
     intermediates = []
     for der in hints:
         try:
-            intermediates.append(x509.load_der_x509_certificate(der))
-        except ValueError:
+            hint = x509.load_der_x509_certificate(der)
+            hint.extensions  # noqa: B018 - parsed lazily; a malformed one raises here
+        except (
+            ValueError,
+            x509.DuplicateExtension,
+            x509.UnsupportedGeneralNameType,
+            x509.InvalidVersion,
+        ):
             continue  # hints are untrusted: a bad one just does not help
+        intermediates.append(hint)
     try:
         chain = list(verifier.verify(cert, intermediates).chain[1:])
     except (X509Error, x509.UnsupportedGeneralNameType) as exc:
