@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests lint typecheck docs demo`."""
+"""Developer sessions: `nox -s tests lint typecheck docs demo conformance`."""
 
 from __future__ import annotations
 
@@ -43,3 +43,21 @@ def demo(session: nox.Session) -> None:
     """Run `policysupply demo`."""
     session.install(".")
     session.run("policysupply", "demo", *session.posargs)
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """sigstore-conformance bundle-verify cases through Verifier.verify_blob.
+
+    Needs SIGSTORE_CONFORMANCE_ASSETS: the suite's test/assets directory at the
+    commit pinned in tests/conformance/run.py (not vendored; see that file).
+    """
+    import os
+
+    if not os.environ.get("SIGSTORE_CONFORMANCE_ASSETS"):
+        session.error(
+            "set SIGSTORE_CONFORMANCE_ASSETS to sigstore-conformance's test/assets "
+            "(see tests/conformance/run.py for the pinned commit)"
+        )
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.conformance.run", *session.posargs)

@@ -32,6 +32,7 @@ from tests.unit._tsa import TimestampAuthority, tlv
 # A trusted-root validity window: (start, end); None leaves the end open.
 Window = tuple[datetime, datetime | None]
 OPEN: Window = (datetime(2020, 1, 1, tzinfo=timezone.utc), None)
+ORIGIN = "fake-rekor.example"  # the log's checkpoint origin and signer name (no spaces: C2SP)
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 FULCIO = "1.3.6.1.4.1.57264.1"
@@ -122,6 +123,7 @@ class FakeSigstore:
         tsa: bool = True,
         extra_cas: list[CA] | None = None,
         extra_logs: list[Any] | None = None,
+        tsas: list[TimestampAuthority] | None = None,
         ca_window: Window = OPEN,
         tlog_window: Window = OPEN,
         ct_window: Window = OPEN,
@@ -174,9 +176,10 @@ class FakeSigstore:
                 {
                     "subject": {"organization": "sigstore.dev", "commonName": "tsa"},
                     "uri": "http://127.0.0.1:1/tsa",
-                    "certChain": chain(self.tsa.chain_der()),
+                    "certChain": chain(authority.chain_der()),
                     "validFor": valid_for(tsa_window),
                 }
+                for authority in (tsas if tsas is not None else [self.tsa])
             ]
             if tsa
             else [],
@@ -371,15 +374,13 @@ class FakeSigstore:
         if proof:
             hashed = [self._leaf(x) for x in self.leaves]
             root = self._root(hashed)
-            note = f"fake-rekor - 1\n{len(hashed)}\n{base64.b64encode(root).decode()}\n"
-            sig = log_key.sign(note.encode(), ec.ECDSA(hashes.SHA256()))
-            stamp = base64.b64encode(self.log_id[:4] + sig).decode()
+            note = f"{ORIGIN}\n{len(hashed)}\n{base64.b64encode(root).decode()}\n"
             inclusion = sb.InclusionProof(
                 log_index=index,
                 root_hash=root,
                 tree_size=len(hashed),
                 hashes=tuple(self._path(index, hashed)),
-                checkpoint=f"{note}\n\u2014 fake-rekor {stamp}\n",
+                checkpoint=self.signed_note(note, [(ORIGIN, log_key, self.log_id[:4])]),
             )
         kind = kind or (str(body["kind"]), str(body["apiVersion"]))
         return sb.TlogEntry(
@@ -392,6 +393,19 @@ class FakeSigstore:
             inclusion_proof=inclusion,
             body=raw,
         )
+
+    @staticmethod
+    def signed_note(note: str, signers: list[tuple[str, Any, bytes]]) -> str:
+        """A C2SP signed note: ``note``, a blank line, one ``— name base64(hint+sig)`` per signer.
+
+        Each signer is ``(name, private key, 4-byte key hint)``; ECDSA keys sign
+        with SHA-256, as Rekor does.
+        """
+        lines = []
+        for name, key, hint in signers:
+            sig = key.sign(note.encode(), ec.ECDSA(hashes.SHA256()))
+            lines.append(f"\u2014 {name} {base64.b64encode(hint + sig).decode()}\n")
+        return f"{note}\n{''.join(lines)}"
 
     # -- signing -------------------------------------------------------------
 
@@ -555,6 +569,9 @@ def blob_bundle(
     stamp: bool | datetime | None = None,
     media_type: str = sb.BUNDLE_V03,
     key: ec.EllipticCurvePrivateKey | None = None,
+    issued: tuple[ec.EllipticCurvePrivateKey, bytes] | None = None,
+    tsa: TimestampAuthority | None = None,
+    predicate: Mapping[str, Any] | None = None,
     **issue: Any,
 ) -> sb.ParsedBundle:
     """A Sigstore bundle over ``data`` as a Sigstore client would make it.
@@ -571,11 +588,17 @@ def blob_bundle(
             datetime); None: only for Rekor v2 entries, which carry no time.
         media_type: The bundle's media type.
         key: Sign with this key (a key-signed bundle) instead of a Fulcio certificate.
+        issued: Sign with this ``(key, certificate DER)`` from :meth:`FakeSigstore.issue`.
+        tsa: The timestamp authority (default: ``fake.tsa``).
+        predicate: The in-toto predicate (DSSE).
         issue: Arguments for :meth:`FakeSigstore.issue`.
     """
     cert: bytes | None = None
+    if issued is not None:
+        key, cert = issued
     if key is None:
         key, cert = fake.issue(**issue)
+    if cert is not None:
         pem = x509.load_der_x509_certificate(cert).public_bytes(serialization.Encoding.PEM)
     else:
         pem = key.public_key().public_bytes(
@@ -584,7 +607,8 @@ def blob_bundle(
     digest = hashlib.sha256(data).digest()
     content: sb.MessageSignature | sb.Envelope
     if dsse:
-        statement = sb.statement(SLSA, {}, [{"name": "blob", "digest": {"sha256": digest.hex()}}])
+        subject = [{"name": "blob", "digest": {"sha256": digest.hex()}}]
+        statement = sb.statement(SLSA, predicate or {}, subject)
         sig = key.sign(sb.pae(sb.INTOTO, statement), ec.ECDSA(hashes.SHA256()))
         content = sb.Envelope(payload_type=sb.INTOTO, payload=statement, signatures=(sig,))
         env_json = json.dumps(content.to_json(), separators=(",", ":")).encode()
@@ -615,7 +639,7 @@ def blob_bundle(
         stamp = rekor == "v2"
     if stamp:
         at = stamp if isinstance(stamp, datetime) else None
-        stamps = (fake.tsa.timestamp(sig, at=at),)
+        stamps = ((tsa or fake.tsa).timestamp(sig, at=at),)
     return sb.ParsedBundle(
         media_type=media_type,
         certificate=cert,
