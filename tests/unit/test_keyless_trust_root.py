@@ -262,11 +262,20 @@ def test_trusted_root_without_transparency_logs_verifies_timestamped_signature(
     "change",
     [
         {"certificateAuthorities": []},
-        {"timestampAuthorities": [{"certChain": {"certificates": []}, "validFor": {}}]},
+        {
+            "timestampAuthorities": [
+                {
+                    "subject": {},
+                    "certChain": {"certificates": []},
+                    "validFor": {"start": "2020-01-01T00:00:00Z"},
+                }
+            ]
+        },
+        {"tlogs": [], "ctlogs": [], "timestampAuthorities": []},
         {"tlogs": [{"publicKey": {"rawBytes": "AAAA", "keyDetails": "PKIX_ECDSA_P256_SHA_256"}}]},
         {"ctlogs": "none"},
     ],
-    ids=["no-ca", "empty-tsa-chain", "bad-tlog-key", "ctlogs-not-a-list"],
+    ids=["no-ca", "empty-tsa-chain", "only-a-ca", "bad-tlog-key", "ctlogs-not-a-list"],
 )
 def test_incomplete_trusted_root_is_a_verification_error(
     fake: FakeSigstore, tmp_path: Path, change: dict[str, Any]
