@@ -114,7 +114,7 @@ def load_private_key(data: bytes, password: bytes | None, *, what: str) -> Any:
     Raises:
         SigningError: Unreadable, wrong password, or unsupported key type.
     """
-    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.exceptions import InternalError, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -137,7 +137,9 @@ def load_private_key(data: bytes, password: bytes | None, *, what: str) -> Any:
             key = serialization.load_der_private_key(der, password=None)
     except UnsupportedAlgorithm as exc:
         raise SigningError(f"{what}: unsupported key type or curve ({exc})") from None
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, InternalError) as exc:
+        # InternalError: OpenSSL refusing key material it parsed (an Ed448
+        # key of the wrong length, for one).
         raise SigningError(
             f"{what}: cannot parse the private key ({exc.__class__.__name__})"
         ) from None
@@ -155,7 +157,7 @@ def load_public_key(data: bytes, *, what: str) -> Any:
     Raises:
         VerificationError: Unreadable or unsupported.
     """
-    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.exceptions import InternalError, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -163,7 +165,7 @@ def load_public_key(data: bytes, *, what: str) -> Any:
         key = serialization.load_pem_public_key(data)
     except UnsupportedAlgorithm as exc:
         raise VerificationError(f"{what}: unsupported key type or curve ({exc})") from None
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, InternalError):
         raise VerificationError(f"{what}: not a PEM public key") from None
     if isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name not in _CURVE_HASHES:
