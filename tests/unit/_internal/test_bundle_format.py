@@ -30,7 +30,8 @@ def _sources_of(entries: dict[str, bytes]) -> tuple[Any, Any]:
         ({"data.json": b'{"a": {"b": 1}}'}, ("a", "b"), None),  # deeper than one member
         ({"a/data.json": b'{"b": {}}', "a/b/data.json": b"{}"}, ("a",), None),  # merged
         ({"a/data.yaml": b"x: 1\n"}, ("a",), None),  # YAML: encoded
-        ({"data.json": b'{"a": "\\ud800"}'}, ("a",), None),  # a lone surrogate: no spans
+        ({"data.json": b'{"a": "\\ud800"}'}, ("a",), b'"\\ud800"'),  # OPA reads U+FFFD
+        ({"data.json": b'{"\\ud800": 1, "\\ufffd": 2}'}, ("\ufffd",), b"2"),  # keys as Go
         ({"a/data.json": b'"\\ud800"'}, ("a",), b'"\\ud800"'),  # whole file: OPA reads U+FFFD
         ({"b/data.json": b"1"}, ("a",), None),  # nothing there
     ],
