@@ -67,22 +67,23 @@ def _inflate(data: bytes, limits: Limits) -> bytes:
     rest = data
     while rest:
         d = zlib.decompressobj(wbits=31)
-        pos = 0
+        pos = len(rest)
+        chunk = rest
         while not d.eof:
-            # Feed small slices and cap each output so that a bomb never
-            # inflates far past a limit in one call.
-            if d.unconsumed_tail:
-                chunk = d.unconsumed_tail
-            elif pos < len(rest):
-                chunk = rest[pos : pos + _CHUNK]
-                pos += len(chunk)
-            else:
-                break
+            # Each call may produce at most one byte past what the limits
+            # allow (the size limit, and the ratio to the compressed size),
+            # so a bomb never inflates past them; a genuine bundle inflates
+            # in one call.
+            allowed = max(len(data) * limits.max_ratio, _RATIO_GRACE)
+            budget = min(limits.max_uncompressed, allowed) - len(out) + 1
             try:
-                out += d.decompress(chunk, _CHUNK)
+                out += d.decompress(chunk, max(budget, 1))
             except zlib.error as exc:
                 raise BundleError(f"corrupt gzip stream: {exc}") from None
             _check_inflated(len(out), len(data), limits)
+            chunk = d.unconsumed_tail
+            if not chunk:
+                break
         if not d.eof:
             raise BundleError("truncated gzip stream: the bundle was cut short")
         rest = d.unused_data + rest[pos:]
