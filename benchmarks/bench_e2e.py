@@ -112,11 +112,12 @@ def make_bundle(revision: str, kind: str, target: int = 1 << 20) -> Bundle:
     return Bundle.from_bytes(bundle.to_bytes())
 
 
-def start_opa(opa_bin: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_opa(opa_bin: Path, tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = (tmp / f"opa-{port}.log").open("wb")
     proc = subprocess.Popen(
-        [str(opa_bin), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error"],
+        [str(opa_bin), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error",
+         *extra],
         stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

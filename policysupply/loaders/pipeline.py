@@ -24,7 +24,11 @@ def publish(
     *,
     annotations: Mapping[str, str] | None = None,
 ) -> Reference:
-    """Pushes ``bundle`` as a policy image, then signs the pushed digest.
+    """Pushes ``bundle`` as a policy image, signs the pushed digest, then moves the tag.
+
+    The image is stored by digest and signed before ``ref``'s tag names it,
+    so the tag never points at an unsigned image: a watch woken by the
+    registry's push notification finds the signature already there.
 
     Args:
         bundle: The bundle to publish.
@@ -40,8 +44,16 @@ def publish(
         RegistryError: The push or storing the signature failed.
         SigningError: The signature could not be made.
     """
-    pushed = registry.push(bundle, ref)
+    r = Reference.parse(ref) if isinstance(ref, str) else ref
+    pushed = registry.push(bundle, Reference(host=r.host, repository=r.repository))
     signer.sign(registry, pushed, annotations=annotations)
+    if r.tag:
+        manifest, media_type = registry.get_manifest(pushed)
+        registry.put_manifest(
+            Reference(host=r.host, repository=r.repository, tag=r.tag),
+            manifest,
+            media_type=media_type,
+        )
     return pushed
 
 

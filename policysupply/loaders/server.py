@@ -363,7 +363,13 @@ class BundleServer:
                     "timeout": timeout,
                     "threshold": 3,
                     "backoff": backoff,
-                    "ignore": {"actions": ["pull", "delete", "mount"]},
+                    # Only manifest pushes matter (a tag moving, a signature
+                    # arriving): fewer events queue ahead of the one that does.
+                    "ignoredmediatypes": ["application/octet-stream"],
+                    "ignore": {
+                        "mediatypes": ["application/octet-stream"],
+                        "actions": ["pull", "delete", "mount"],
+                    },
                 }
             ],
         }
