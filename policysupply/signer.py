@@ -417,7 +417,8 @@ class Signer:
         self, registry: Registry, pinned: Reference, annotations: Mapping[str, str] | None
     ) -> Signature:
         assert pinned.digest  # noqa: S101 - resolved by the caller
-        statement = cosign.sign_statement(pinned.digest, annotations)
+        # Binds the repository as the legacy payload's docker-reference does.
+        statement = cosign.sign_statement(pinned.digest, annotations, name=pinned.name)
         bundle, signature, key_id, cert, log_index = self._sign_statement(statement)
         location = self._attach_bundle(registry, pinned, bundle, cosign.SIGN_PREDICATE)
         return Signature(
