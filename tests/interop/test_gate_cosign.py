@@ -273,7 +273,11 @@ def test_gate_with_cosign_keyless_identities_and_attestations(
     builders = Identity(
         issuer=stack.github_issuer, subject_regex=r"https://github\.com/acme/shop/.*"
     )
-    verifier = Verifier(TrustPolicy(identities=[builders]), trusted_root=stack.trusted_root_path)
+    # cosign 3's signatures name no repository: binding it is explicitly waived.
+    verifier = Verifier(
+        TrustPolicy(identities=[builders], docker_reference="any"),
+        trusted_root=stack.trusted_root_path,
+    )
     gate = Gate(
         verifier,
         settings={
