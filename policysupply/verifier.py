@@ -940,8 +940,8 @@ class Verifier:
                     else ""
                 )
                 + "; sign with policysupply (signed signed-at claim) or keyless, or set "
-                "insecure_witnessed_age=True in the trust policy to judge such signatures "
-                "by their verified log or timestamp time"
+                "insecure_witnessed_age=True in the trust policy (CLI: --insecure-witnessed-age) "
+                "to judge such signatures by their verified log or timestamp time"
             )
         newest = max(known)
         age = dt.datetime.now(dt.timezone.utc) - newest
@@ -1005,8 +1005,8 @@ def _reference_mismatch(mode: DockerReferenceCheck, names: list[str], ref: Refer
             f"signature names no repository, and the trust policy's "
             f"docker_reference={mode!r} needs it to name {wanted!r} (cosign 3 signs only "
             "the digest); to accept signatures that name no repository, set "
-            'docker_reference="any" (and bind the repository otherwise, e.g. with a '
-            "required annotation)"
+            'docker_reference="any" (CLI: --docker-reference any) and bind the '
+            "repository otherwise, e.g. with a required annotation"
         )
     for name in names:
         got = name

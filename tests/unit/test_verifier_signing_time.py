@@ -243,6 +243,29 @@ def test_malleated_twin_in_a_dsse_envelope_is_one_signature(root: Path, reg: Reg
     assert len(artifact.signatures) == 1
 
 
+def test_keyless_malleated_twin_is_one_signature(
+    fake: FakeSigstore, root: Path, reg: Registry
+) -> None:
+    backend = FakeBackend(fake, subject=WORKFLOW)
+    sig = Signer._with_keyless(backend).sign(reg, "acme/a:1")
+    evil = twin(sig.signature)
+    entry = fake.log(
+        FakeSigstore.hashedrekord(hashlib.sha256(sig.payload).digest(), evil, backend.cert_pem)
+    )
+
+    def add_twin(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        copy = json.loads(json.dumps(layers[0]))
+        copy["annotations"][cosign.ANN_SIGNATURE] = base64.b64encode(evil).decode()
+        copy["annotations"][cosign_bundle_annotation()] = entry.to_cosign_annotation()
+        return [*layers, copy]
+
+    edit_sig_layers(reg, "acme/a:1", add_twin)
+    artifact = Verifier(TrustPolicy(identities=[TRUSTED]), trusted_root=root).verify(
+        reg, "acme/a:1"
+    )
+    assert len(artifact.signatures) == 1
+
+
 # -- rollback: TrustState's signing-time rule --------------------------------------------
 
 
