@@ -300,6 +300,9 @@ class Signer:
         ``legacy`` appends to the ``sha256-<hex>.sig`` manifest (other signers'
         signatures are kept); ``bundle`` attaches a Sigstore bundle as an OCI
         referrer the way cosign 3 does (referrers API, or the fallback tag).
+        Both bind the repository: the payload's ``docker-reference``, or the
+        bundle statement's subject ``name`` (which cosign 3 itself leaves out,
+        and ignores when it verifies).
 
         Args:
             registry: Where the artifact lives.

@@ -1058,12 +1058,15 @@ class _OneEach:
         first = self._by_id.get(signature_id)
         if first is None:
             self._by_id[signature_id] = s
-        elif s.witnessed_at is not None and (
+            return
+        # Each copy's lower bound is sound on its own; the lower one holds for both.
+        bounds = [t for t in (first.signed_at, s.signed_at) if t is not None]
+        merged = attrs.evolve(first, signed_at=min(bounds) if bounds else None)
+        if s.witnessed_at is not None and (
             first.witnessed_at is None or s.witnessed_at < first.witnessed_at
         ):
-            self._by_id[signature_id] = attrs.evolve(
-                first, witnessed_at=s.witnessed_at, log_index=s.log_index
-            )
+            merged = attrs.evolve(merged, witnessed_at=s.witnessed_at, log_index=s.log_index)
+        self._by_id[signature_id] = merged
 
     def __bool__(self) -> bool:
         return bool(self._by_id)
