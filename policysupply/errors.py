@@ -193,7 +193,8 @@ class StaleSignatureError(VerificationError):
     """Trusted signatures are older than the policy's maximum age (a freeze attack).
 
     Also raised when the policy sets a maximum age and no trusted signature
-    carries a signed time to check it against.
+    carries a signing time its signer produced to check it against (a log or
+    timestamp time proves only that a signature existed by then).
     """
 
 
