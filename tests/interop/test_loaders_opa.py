@@ -512,8 +512,10 @@ def test_opa_lost_mid_load_says_the_rollback_is_incomplete(
     v2 = local.release(k8s_revision(example_dir, tmp_path, "v2"))
     direct.load(v1)
     v1_state = state(server)
-    # After the first write, OPA stops accepting anything.
-    proxy.add(faultproxy.Rule("PUT", ".", "status", times=-1, status=503))
+    # Part-way through, OPA stops accepting modules: the record, the delete of
+    # a dropped module and the data land, the first module PUT (and every
+    # PUT that would restore one) fails.
+    proxy.add(faultproxy.Rule("PUT", "/v1/policies/", "status", times=-1, status=503))
     with pytest.raises(LoadError) as err:
         via_proxy.load(v2)
     message = str(err.value)
