@@ -17,14 +17,18 @@ import threading
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from policysupply._internal import bundle_format as bf
+from policysupply._internal import opa_signatures as bf_sig
 from policysupply._internal import tarball
 from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
 from policysupply.errors import BundleError
+
+if TYPE_CHECKING:
+    from policysupply.native import NativeTrust, NativeVerification
 
 __all__ = ["Bundle", "Limits", "Manifest"]
 
@@ -156,6 +160,10 @@ class _Cache:
         self.lock = threading.Lock()
         self.bytes: bytes | None = None
         self.engine: Any = None
+        # The entries exactly as read, kept for a bundle that carries an
+        # OPA-native signature: its signature covers those bytes, and
+        # rewriting data or manifest in our canonical form could break it.
+        self.source: dict[str, bytes] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -280,7 +288,13 @@ class Bundle:
         return cls(manifest=manifest, modules=modules, data=data)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Bundle:
+    def from_bytes(
+        cls,
+        data: bytes,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        native: NativeTrust | None = None,
+    ) -> Bundle:
         """Reads a ``.tar.gz`` bundle (as ``opa build`` writes it) from memory.
 
         The input is treated as hostile: it is read within ``limits``, and
@@ -288,15 +302,26 @@ class Bundle:
         invalid JSON/YAML and root violations are refused. Nothing is written
         to disk.
 
+        A bundle carrying ``.signatures.json`` keeps its entries exactly as
+        read, so that :meth:`to_bytes` writes the same signed content again.
+
         Args:
             data: The bundle bytes.
             limits: Size and count bounds.
+            native: Require a valid OPA-native signature under this trust,
+                checked on the entries as read, before anything is parsed.
 
         Raises:
             BundleError: The bundle is malformed or unsafe; the error names
                 the entry.
+            VerificationError: ``native`` is given and the signature is
+                missing or does not verify (a subclass says what failed).
         """
         entries = tarball.read_entries(bytes(data), limits)
+        if native is not None:
+            from policysupply.native import verify_entries
+
+            verify_entries(entries, native)
         modules: dict[str, str] = {}
         merged: dict[str, Any] = {}
         files: dict[str, bytes] = {}
@@ -325,14 +350,24 @@ class Bundle:
                 manifest = Manifest.from_json(raw, entry=name)
             else:
                 files[name] = raw
-        return cls(manifest=manifest or Manifest(), modules=modules, data=merged, files=files)
+        bundle = cls(manifest=manifest or Manifest(), modules=modules, data=merged, files=files)
+        if any(bf_sig.is_signatures_file(n) for n in entries):
+            bundle._cache.source = entries
+        return bundle
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> Bundle:
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        native: NativeTrust | None = None,
+    ) -> Bundle:
         """Reads a ``.tar.gz`` bundle file; see :meth:`from_bytes`.
 
         Raises:
             BundleError: Unreadable, too large, or invalid.
+            VerificationError: ``native`` is given and the signature fails.
         """
         p = Path(path)
         try:
@@ -342,12 +377,18 @@ class Bundle:
             raw = p.read_bytes()
         except OSError as exc:
             raise BundleError(f"cannot read {p}: {exc.strerror}") from None
-        return cls.from_bytes(raw, limits=limits)
+        return cls.from_bytes(raw, limits=limits, native=native)
 
     # -- serialisation -----------------------------------------------------
 
     def entries(self) -> dict[str, bytes]:
-        """The tarball entries (name without leading ``/`` → bytes) ``to_bytes`` writes."""
+        """The tarball entries (name without leading ``/`` → bytes) ``to_bytes`` writes.
+
+        Our canonical serialisation, except for a bundle read with an
+        OPA-native signature: its entries as read.
+        """
+        if self._cache.source is not None:
+            return dict(self._cache.source)
         out = dict(self.files)
         out[".manifest"] = _dumps(self.manifest.to_json(), entry=".manifest")
         out["data.json"] = _dumps(dict(self.data), entry="data.json")
@@ -402,6 +443,99 @@ class Bundle:
             Path(tmp).unlink(missing_ok=True)
             raise BundleError(f"cannot write {target}: {exc.strerror}") from None
         return target
+
+    # -- OPA-native signatures ---------------------------------------------
+
+    def sign(
+        self,
+        key: Any,
+        *,
+        alg: str | None = None,
+        key_id: str | None = None,
+        scope: str | None = None,
+        claims: Mapping[str, Any] | None = None,
+        append: bool = False,
+    ) -> Bundle:
+        """A copy of this bundle with an OPA-native signature in ``/.signatures.json``.
+
+        The token is what ``opa build --signing-key`` writes: every other
+        entry listed with its SHA-256 (``data.json`` and ``.manifest`` in
+        OPA's canonical JSON form), signed with ``alg``. OPA verifies it when
+        configured with the matching key. Everything but ``.signatures.json``
+        stays byte-identical to the unsigned bundle.
+
+        Args:
+            key: A key-based :class:`~policysupply.Signer`, a ``cryptography``
+                private key, PEM text/bytes or a path to a PEM file; for
+                ``HS*`` the shared secret (``str``/``bytes``).
+            alg: ``RS256``/``384``/``512``, ``PS*``, ``ES*`` or ``HS*``.
+                Default: RS256 for RSA keys (OPA's default), ES256/384/512 by
+                the curve of an ECDSA key, HS256 for a ``bytes`` secret.
+            key_id: Written as the token's ``kid`` so that a verifier trusting
+                several keys picks this one (and, without claims or scope, as
+                the legacy ``keyid`` claim, as ``opa build`` does). ``None``
+                writes neither, as ``opa sign`` does.
+            scope: The ``scope`` claim; OPA requires it to equal the
+                configured scope.
+            claims: Extra claims (``iss``, ``iat``, ...). ``files`` is reserved.
+            append: Add the token to the existing ones instead of replacing
+                them. OPA (1.22) refuses bundles with more than one token;
+                only policysupply's verifier counts them (threshold).
+
+        Returns:
+            The signed bundle.
+
+        Raises:
+            SigningError: Unusable key, algorithm or claims.
+        """
+        from policysupply.native import sign_entries
+
+        entries = {n: b for n, b in self.entries().items() if not bf_sig.is_signatures_file(n)}
+        previous = self.files.get(bf_sig.SIGNATURES_FILE) if append else None
+        known: dict[str, bytes] = {}
+        if self._cache.source is None:
+            # Our own writer's output is already canonical JSON except that
+            # Go escapes U+2028/U+2029; no need to parse it again.
+            for name in (".manifest", "data.json"):
+                known[name] = (
+                    entries[name]
+                    .replace(b"\xe2\x80\xa8", b"\\u2028")
+                    .replace(b"\xe2\x80\xa9", b"\\u2029")
+                )
+        signatures = sign_entries(
+            entries,
+            key=key,
+            alg=alg,
+            key_id=key_id,
+            scope=scope,
+            claims=claims,
+            canonical=known,
+            previous=previous,
+        )
+        files = {n: b for n, b in self.files.items() if not bf_sig.is_signatures_file(n)}
+        files[bf_sig.SIGNATURES_FILE] = signatures
+        signed = attrs.evolve(self, files=files)
+        if self._cache.source is not None:
+            signed._cache.source = {**entries, bf_sig.SIGNATURES_FILE: signatures}
+        return signed
+
+    def verify_native(self, trust: NativeTrust) -> NativeVerification:
+        """Verifies this bundle's OPA-native signature against what :meth:`to_bytes` writes.
+
+        Args:
+            trust: Trusted keys and rules (:class:`~policysupply.native.NativeTrust`).
+
+        Returns:
+            The signatures that verified.
+
+        Raises:
+            VerificationError: A subclass naming what failed: no signature,
+                an untrusted or forged token, a scope mismatch, a file added,
+                missing or changed, an unsafe ``exclude_files``.
+        """
+        from policysupply.native import verify_entries
+
+        return verify_entries(self.entries(), trust)
 
     # -- Rego --------------------------------------------------------------
 
