@@ -285,7 +285,7 @@ class NativeTrust:
         )
 
     def to_opa_config(self, bundle: str, *, include_secrets: bool = False) -> dict[str, Any]:
-        """The OPA config fragment that verifies the same way: ``keys`` and ``bundles.<bundle>.signing``.
+        """OPA config that verifies the same way: ``keys`` and ``bundles.<bundle>.signing``.
 
         Merge it into the rest of the bundle source (``service``,
         ``resource``, polling). A ``signing`` block, even an empty one, makes
@@ -657,10 +657,11 @@ def verify_native(
     from policysupply._internal import tarball
 
     if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
         try:
-            source = Path(source).read_bytes()
+            source = path.read_bytes()
         except OSError as exc:
-            raise BundleError(f"cannot read {source}: {exc.strerror}") from None
+            raise BundleError(f"cannot read {path}: {exc.strerror}") from None
     return verify_entries(tarball.read_entries(bytes(source)), trust)
 
 
@@ -716,10 +717,7 @@ def load_signing_key(key: Any, alg: str | None) -> tuple[Any, str]:
             data = bytes(key)
         else:
             raise SigningError(f"a {type(key).__name__} is not a signing key")
-        if hmac_alg:
-            material = data
-        else:
-            material = _keys.load_private_key(data, None, what="signing key")
+        material = data if hmac_alg else _keys.load_private_key(data, None, what="signing key")
     if alg is None:
         alg = osig.algorithm_for_key(material)
     try:

@@ -133,7 +133,7 @@ def go_float(value: float) -> str:
     d = Decimal(repr(value))
     if a < 1e-6 or a >= 1e21:
         sign, digits, exponent = d.normalize().as_tuple()
-        assert isinstance(exponent, int)
+        exponent = int(exponent)  # finite: never 'n'/'N'/'F'
         text = "".join(map(str, digits))
         exp = exponent + len(text) - 1
         mant = text[0] + ("." + text[1:] if len(text) > 1 else "")
@@ -390,11 +390,26 @@ def parse_token(compact: str) -> Token:
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant, parse_float=RawNumber)
+        value = json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_no_constant,
+            parse_float=RawNumber,
+            parse_int=RawNumber,
+        )
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ValueError(f"{what} is not JSON") from None
     if not isinstance(value, dict):
         raise ValueError(f"{what} is not a JSON object")
+    return value
+
+
+def parse_claims(raw: bytes) -> dict[str, Any]:
+    """A claims file (JSON object), numbers kept as written (as ``opa build --claims-file``).
+
+    Raises:
+        ValueError: Not a JSON object.
+    """
+    value = _json_object(raw, "claims file")
     return value
 
 
@@ -408,7 +423,7 @@ def encode_signatures_file(tokens: list[str], *, plugin: str | None = DEFAULT_PL
 
 
 def decode_signatures_file(raw: bytes) -> tuple[list[str] | None, str]:
-    """``(tokens, plugin)`` from ``.signatures.json``; ``tokens`` is ``None`` when the key is absent.
+    """``(tokens, plugin)`` from ``.signatures.json`` (``tokens`` ``None`` when absent).
 
     Raises:
         ValueError: Not a JSON object of the expected shape.
@@ -670,7 +685,7 @@ def _go_class(pattern: str, i: int) -> tuple[str, int] | None:
 
 
 def go_match_regex(pattern: str) -> re.Pattern[str] | None:
-    """A regex equivalent to Go's ``filepath.Match(pattern, name)``; ``None`` if malformed.
+    r"""A regex equivalent to Go's ``filepath.Match(pattern, name)``; ``None`` if malformed.
 
     ``*`` matches any run of non-``/`` characters, ``?`` one, ``[...]`` /
     ``[^...]`` a class, ``\\`` escapes. A malformed pattern matches nothing

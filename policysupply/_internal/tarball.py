@@ -164,6 +164,8 @@ def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
             if count > limits.max_entries:
                 raise BundleError(f"more than {limits.max_entries} entries in bundle")
             if member.isdir():
+                if member.name in (".", "./", "/"):  # the root itself (`tar -C dir .`)
+                    continue
                 normalize_entry_name(member.name, limits)
                 continue
             if member.issym() or member.islnk():
