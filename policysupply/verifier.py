@@ -46,6 +46,7 @@ from policysupply.trust_state import TrustState
 if TYPE_CHECKING:
     from policysupply._internal.keyless import TrustMaterial
     from policysupply.bundle import Bundle
+    from policysupply.native import NativeTrust
     from policysupply.signer import SigstoreBundle
 
 __all__ = [
@@ -129,6 +130,12 @@ class TrustPolicy:
             (cosign's default; ``False`` is ``--insecure-ignore-sct``).
         attestations: Predicate types (e.g. ``https://slsa.dev/provenance/v1``)
             of which a trusted signer must have attested the artifact.
+        native: Also require a valid OPA-native signature (``/.signatures.json``)
+            inside policy bundles (:meth:`Verifier.verify_bundle`), under
+            this :class:`~policysupply.native.NativeTrust`. With no ``keys``
+            and no ``identities`` it is the only requirement: bundles then
+            need no cosign signature (and :meth:`Verifier.verify` refuses
+            everything, having nothing to check images with).
     """
 
     keys: tuple[Any, ...] = attrs.field(default=(), converter=_load_keys)
@@ -140,12 +147,20 @@ class TrustPolicy:
     require_tlog: bool | None = None
     require_sct: bool = True
     attestations: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    native: NativeTrust | None = None
 
     def __attrs_post_init__(self) -> None:
-        if not self.keys and not self.identities:
-            raise VerificationError("a trust policy needs at least one key or identity")
+        if not self.keys and not self.identities and self.native is None:
+            raise VerificationError(
+                "a trust policy needs at least one key or identity (or an OPA-native trust)"
+            )
         n = len(self.keys) + len(self.identities)
-        if not 1 <= self.threshold <= n:
+        if n == 0 and self.threshold != 1:
+            raise VerificationError(
+                "threshold counts cosign signers, and this policy trusts none; "
+                "set NativeTrust.threshold for OPA-native signatures"
+            )
+        if n and not 1 <= self.threshold <= n:
             raise VerificationError(
                 f"threshold {self.threshold} cannot be met by {n} trusted signer(s) "
                 f"({len(self.keys)} key(s), {len(self.identities)} identity(ies))"
@@ -707,6 +722,12 @@ class Verifier:
             ThresholdNotMetError: Fewer distinct trusted signers than the threshold.
         """
         r = Reference.parse(ref) if isinstance(ref, str) else ref
+        if not self.policy.keys and not self.policy.identities:
+            raise VerificationError(
+                f"{r}: this trust policy trusts only OPA-native signatures, which live "
+                "inside policy bundles (verify_bundle); it has no key or identity to "
+                "check other artifacts with"
+            )
         digest = registry.resolve(r)
         pinned = Reference(host=registry.host or r.host, repository=r.repository, digest=digest)
         # Both storage schemes are looked up at once: on a remote registry each
@@ -918,8 +939,16 @@ class Verifier:
             BundleError: The verified image does not hold a valid bundle.
         """
         r = Reference.parse(ref) if isinstance(ref, str) else ref
-        artifact = self.verify(registry, r)
+        native = self.policy.native
+        if self.policy.keys or self.policy.identities:
+            artifact = self.verify(registry, r)
+        else:  # OPA-native signatures only: they are checked once the bundle is here
+            digest = registry.resolve(r)
+            pinned = Reference(host=registry.host or r.host, repository=r.repository, digest=digest)
+            artifact = _sealed_artifact(pinned, ())
         bundle = registry.pull(artifact.reference)
+        if native is not None:
+            artifact = self._with_native(artifact, bundle, native)
         if state is not None:
             stream = Reference(host=registry.host or r.host, repository=r.repository, tag=r.tag)
             state.accept(
@@ -929,6 +958,22 @@ class Verifier:
                 signed_at=artifact.signed_at,
             )
         return VerifiedBundle(artifact=artifact, bundle=bundle, _token=_Seal(artifact, bundle))
+
+    def _with_native(
+        self, artifact: VerifiedArtifact, bundle: Bundle, native: NativeTrust
+    ) -> VerifiedArtifact:
+        """``artifact`` plus the bundle's verified OPA-native signatures (raises if they fail)."""
+        result = bundle.verify_native(native)
+        extra = tuple(
+            VerifiedSignature(key_id=s.key_id, scheme="opa-native", annotations={})
+            for s in result.signatures
+        )
+        combined = _sealed_artifact(
+            artifact.reference, artifact.signatures + extra, artifact.attestations
+        )
+        if not artifact.signatures:
+            self._check_age(combined)
+        return combined
 
 
 def _subjects_naming(statement: object, digest: str) -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -129,6 +128,8 @@ def go_float(value: float) -> str:
         raise ValueError(f"{value} has no JSON form")
     if value == 0:
         return "-0" if math.copysign(1.0, value) < 0 else "0"
+    from decimal import Decimal
+
     a = abs(value)
     d = Decimal(repr(value))
     if a < 1e-6 or a >= 1e21:
@@ -596,6 +597,8 @@ def _whole_number(v: Any) -> int | None:
     text = str(v) if isinstance(v, (RawNumber, float)) else None
     if text is None:
         return None
+    from decimal import Decimal
+
     try:
         d = Decimal(text)
     except ArithmeticError:
