@@ -157,13 +157,15 @@ class _Cache:
     """Derived values computed once per Bundle (not part of its identity)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.bytes: bytes | None = None
         self.engine: Any = None
-        # The entries exactly as read, kept for a bundle that carries an
-        # OPA-native signature: its signature covers those bytes, and
-        # rewriting data or manifest in our canonical form could break it.
+        # The entries to_bytes() writes. Set when reading a bundle that
+        # carries an OPA-native signature: its signature covers the bytes as
+        # read, and rewriting data or manifest in our canonical form could
+        # break it. Otherwise computed once (and reused by sign()).
         self.source: dict[str, bytes] | None = None
+        self.signed_source = False
 
 
 @attrs.frozen(kw_only=True)
@@ -226,7 +228,10 @@ class Bundle:
         Reads every ``*.rego``, every ``data.json`` / ``data.yaml`` /
         ``data.yml`` (its directory is its data path) and ``.manifest`` at the
         top if present. Hidden directories (``.git``…) and other files are
-        skipped; symlinks must stay inside the directory.
+        skipped; symlinks must stay inside the directory. A top-level
+        ``.signatures.json`` (from ``opa sign``, or an extracted signed
+        bundle) is kept, with the files as read, as :meth:`from_bytes` does;
+        an override below changes the content, so it no longer matches.
 
         Args:
             path: The policy directory.
@@ -244,6 +249,7 @@ class Bundle:
         real_root = root.resolve()
         modules: dict[str, str] = {}
         data_files: dict[str, bytes] = {}
+        read: dict[str, bytes] = {}
         manifest = Manifest()
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -251,9 +257,12 @@ class Bundle:
             for fname in sorted(filenames):
                 rel = (rel_dir / fname).as_posix()
                 is_manifest = rel == ".manifest"
-                if not (fname.endswith(".rego") or fname in bf.DATA_BASENAMES or is_manifest):
+                is_sig = rel == bf_sig.SIGNATURES_FILE
+                if not (
+                    fname.endswith(".rego") or fname in bf.DATA_BASENAMES or is_manifest or is_sig
+                ):
                     continue
-                if fname.startswith(".") and not is_manifest:
+                if fname.startswith(".") and not (is_manifest or is_sig):
                     continue
                 full = Path(dirpath) / fname
                 if full.is_symlink() and not full.resolve().is_relative_to(real_root):
@@ -262,6 +271,9 @@ class Bundle:
                     raw = full.read_bytes()
                 except OSError as exc:
                     raise BundleError(f"cannot read: {exc.strerror}", entry=rel) from None
+                read[rel] = raw
+                if is_sig:
+                    continue
                 if is_manifest:
                     manifest = Manifest.from_json(raw)
                 elif fname.endswith(".rego"):
@@ -285,7 +297,13 @@ class Bundle:
             changes["rego_version"] = rego_version
         if changes:
             manifest = attrs.evolve(manifest, **changes)
-        return cls(manifest=manifest, modules=modules, data=data)
+        sig = read.get(bf_sig.SIGNATURES_FILE)
+        files = {bf_sig.SIGNATURES_FILE: sig} if sig is not None else {}
+        bundle = cls(manifest=manifest, modules=modules, data=data, files=files)
+        if sig is not None and not changes:
+            bundle._cache.source = read
+            bundle._cache.signed_source = True
+        return bundle
 
     @classmethod
     def from_bytes(
@@ -353,6 +371,7 @@ class Bundle:
         bundle = cls(manifest=manifest or Manifest(), modules=modules, data=merged, files=files)
         if any(bf_sig.is_signatures_file(n) for n in entries):
             bundle._cache.source = entries
+            bundle._cache.signed_source = True
         return bundle
 
     @classmethod
@@ -387,8 +406,14 @@ class Bundle:
         Our canonical serialisation, except for a bundle read with an
         OPA-native signature: its entries as read.
         """
-        if self._cache.source is not None:
-            return dict(self._cache.source)
+        cache = self._cache
+        if cache.source is None:
+            with cache.lock:
+                if cache.source is None:
+                    cache.source = self._canonical_entries()
+        return dict(cache.source)
+
+    def _canonical_entries(self) -> dict[str, bytes]:
         out = dict(self.files)
         out[".manifest"] = _dumps(self.manifest.to_json(), entry=".manifest")
         out["data.json"] = _dumps(dict(self.data), entry="data.json")
@@ -493,7 +518,7 @@ class Bundle:
         entries = {n: b for n, b in self.entries().items() if not bf_sig.is_signatures_file(n)}
         previous = self.files.get(bf_sig.SIGNATURES_FILE) if append else None
         known: dict[str, bytes] = {}
-        if self._cache.source is None:
+        if not self._cache.signed_source:
             # Our own writer's output is already canonical JSON except that
             # Go escapes U+2028/U+2029; no need to parse it again.
             for name in (".manifest", "data.json"):
@@ -515,8 +540,11 @@ class Bundle:
         files = {n: b for n, b in self.files.items() if not bf_sig.is_signatures_file(n)}
         files[bf_sig.SIGNATURES_FILE] = signatures
         signed = attrs.evolve(self, files=files)
-        if self._cache.source is not None:
-            signed._cache.source = {**entries, bf_sig.SIGNATURES_FILE: signatures}
+        # Exactly the entries that were signed: for a bundle read with its
+        # own bytes those bytes, otherwise what entries() would recompute
+        # (kept so that 50 MB of data is not serialised a second time).
+        signed._cache.source = {**entries, bf_sig.SIGNATURES_FILE: signatures}
+        signed._cache.signed_source = self._cache.signed_source
         return signed
 
     def verify_native(self, trust: NativeTrust) -> NativeVerification:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     import http.server
 
     from policysupply.bundle import Bundle
+    from policysupply.native import NativeTrust
     from policysupply.registry import Registry
     from policysupply.signer import Signer
     from policysupply.trust_state import TrustState
@@ -93,8 +94,15 @@ def publish(
     signer: Signer,
     *,
     annotations: Mapping[str, str] | None = None,
+    native: bool | None = None,
 ) -> Reference:
     """Pushes ``bundle`` as a policy image, then signs the pushed digest.
+
+    Defence in depth: with a key-based signer the bundle first gets an
+    OPA-native signature by the same key (``kid`` = the cosign key id), so
+    OPA verifies it itself even when it pulls the image without policysupply
+    (configure it with :meth:`NativeTrust.from_cosign_keys
+    <policysupply.native.NativeTrust.from_cosign_keys>` ``.to_opa_config``).
 
     Args:
         bundle: The bundle to publish.
@@ -102,14 +110,29 @@ def publish(
         ref: Target reference (its tag is moved to the new image).
         signer: Signs the digest that was pushed (never a tag).
         annotations: Extra signed claims (``cosign sign -a``).
+        native: Add the OPA-native signature. ``None`` (default): yes for a
+            key-based signer whose key OPA can verify, unless the bundle
+            already carries one (kept as it is); ``True``: always (replacing
+            an existing one; an error for keyless signers); ``False``: never.
 
     Returns:
         The digest reference of the pushed image.
 
     Raises:
         RegistryError: The push or storing the signature failed.
-        SigningError: The signature could not be made.
+        SigningError: A signature could not be made.
     """
+    from policysupply._internal.opa_signatures import SIGNATURES_FILE
+    from policysupply.native import native_algorithm
+
+    if native is None:
+        native = (
+            not signer.is_keyless
+            and SIGNATURES_FILE not in bundle.files
+            and native_algorithm(signer._need_key("publish")) is not None
+        )
+    if native:
+        bundle = bundle.sign(signer, key_id=signer.key_id)
     pushed = registry.push(bundle, ref)
     signer.sign(registry, pushed, annotations=annotations)
     return pushed
@@ -1475,6 +1498,7 @@ class BundleServer:
         max_delay_seconds: int = 20,
         long_polling_timeout_seconds: int | None = None,
         token_env: str = "POLICYSUPPLY_BUNDLE_TOKEN",  # noqa: S107 - a variable name
+        signing: NativeTrust | None = None,
     ) -> dict[str, Any]:
         """The ``services``/``bundles`` part of an OPA config for this server.
 
@@ -1488,6 +1512,9 @@ class BundleServer:
             token_env: With a server token, the config refers to this
                 environment variable (OPA substitutes ``${VAR}``) instead of
                 containing the secret.
+            signing: Also make OPA verify OPA-native signatures itself:
+                adds ``keys`` and a ``signing`` block to every bundle, so OPA
+                refuses a served bundle that is unsigned or changed.
 
         Returns:
             A dict; :meth:`opa_config_yaml` renders it.
@@ -1507,7 +1534,7 @@ class BundleServer:
         }
         if long_polling_timeout_seconds is not None:
             polling["long_polling_timeout_seconds"] = long_polling_timeout_seconds
-        return {
+        config: dict[str, Any] = {
             "services": {service: svc},
             "bundles": {
                 _check_bundle_name(n): {
@@ -1518,6 +1545,12 @@ class BundleServer:
                 for n in chosen
             },
         }
+        if signing is not None:
+            fragment = signing.to_opa_config(chosen[0])
+            config["keys"] = fragment["keys"]
+            for source in config["bundles"].values():
+                source["signing"] = dict(fragment["bundles"][chosen[0]]["signing"])
+        return config
 
     def opa_config_yaml(self, names: list[str] | None = None, **options: Any) -> str:
         """:meth:`opa_config` as YAML, ready for ``opa run --server -c``."""

@@ -284,6 +284,34 @@ class NativeTrust:
             exclude_files=tuple(signing.get("exclude_files") or ()),
         )
 
+    @classmethod
+    def from_cosign_keys(cls, keys: Iterable[Any], **options: Any) -> NativeTrust:
+        """Trusts the same keys as a cosign :class:`~policysupply.TrustPolicy`, by cosign key id.
+
+        :func:`~policysupply.publish` signs natively with the cosign key under
+        its key id (``sha256:<hex>``), so this is the trust that verifies
+        what it publishes. Keys OPA cannot use (Ed25519) are left out.
+
+        Args:
+            keys: ``cryptography`` public keys (``TrustPolicy.keys``), PEM,
+                or paths to ``cosign.pub`` files.
+            **options: Other :class:`NativeTrust` fields (``scope``, ...).
+
+        Raises:
+            VerificationError: None of the keys is usable by OPA.
+        """
+        from policysupply._internal import keys as _keys
+
+        out: dict[str, NativeKey] = {}
+        for k in keys:
+            pub = _load_any_public(k)
+            alg = native_algorithm(pub)
+            if alg is not None:
+                out[_keys.key_id(pub)] = NativeKey(key=pub, algorithm=alg)
+        if not out:
+            raise VerificationError("none of the keys can verify OPA-native signatures")
+        return cls(keys=out, **options)
+
     def to_opa_config(self, bundle: str, *, include_secrets: bool = False) -> dict[str, Any]:
         """OPA config that verifies the same way: ``keys`` and ``bundles.<bundle>.signing``.
 
@@ -322,6 +350,33 @@ class NativeTrust:
         if self.exclude_files:
             signing["exclude_files"] = list(self.exclude_files)
         return {"keys": keys, "bundles": {bundle: {"signing": signing}}}
+
+
+def _load_any_public(value: Any) -> Any:
+    from policysupply._internal import keys as _keys
+
+    if isinstance(value, os.PathLike) or (
+        isinstance(value, str) and not value.lstrip().startswith("-----")
+    ):
+        try:
+            value = Path(value).read_bytes()
+        except OSError as exc:
+            raise VerificationError(f"cannot read public key {value}: {exc.strerror}") from None
+    if isinstance(value, (bytes, str)):
+        raw = value.encode() if isinstance(value, str) else value
+        return _keys.load_public_key(raw, what="public key")
+    return value
+
+
+def native_algorithm(key: Any) -> str | None:
+    """The algorithm a cosign key signs OPA-natively with (``None``: OPA cannot verify it)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
+        return "RS256"
+    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
+        return osig._CURVE_ALG.get(key.curve.name)
+    return None
 
 
 @attrs.frozen(kw_only=True)
@@ -501,11 +556,12 @@ class _Digests:
         got = self.cache.get((name, alg))
         if got is None:
             if osig.basename(name) in ("data.json", ".manifest"):
-                # Already in canonical form (as our writer leaves it)? Then the
-                # raw bytes hash to the listed value and parsing is not needed:
-                # equal hashes mean these bytes are the canonical text itself.
+                # Already in canonical form (as our writer leaves it, or OPA's
+                # plus a newline)? Then these bytes hash to the listed value
+                # and need no parsing: equal hashes mean the text is the
+                # canonical text itself, which parses to the signed value.
                 h = osig.HASHES[alg]()
-                h.update(raw)
+                h.update(raw.strip(b" \t\r\n"))
                 if h.hexdigest() == want:
                     return True
             try:

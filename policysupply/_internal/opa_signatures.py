@@ -205,10 +205,10 @@ def _checked_float(text: str) -> float:
     return value
 
 
-def _checked_int(text: str) -> int:
-    if text == "-0":
-        raise _Exotic
-    return int(text)
+# JSON integers survive int() -> str() unchanged except "-0". Spotting one
+# textually (a false hit inside a string only costs the slow path) keeps the
+# C parser's own integer handling, which matters for large data files.
+_NEGATIVE_ZERO = re.compile(rb"-0(?![0-9.eE])")
 
 
 def _loads(text: str, raw: bytes, entry: str, **hooks: Any) -> Any:
@@ -246,7 +246,9 @@ def canonical_json(raw: bytes, *, entry: str) -> bytes:
     except UnicodeDecodeError as exc:
         raise BundleError(f"not valid UTF-8 at byte {exc.start}", entry=entry) from None
     try:
-        value = _loads(text, raw, entry, parse_float=_checked_float, parse_int=_checked_int)
+        if _NEGATIVE_ZERO.search(raw):
+            raise _Exotic
+        value = _loads(text, raw, entry, parse_float=_checked_float)
     except _Exotic:
         value = _loads(text, raw, entry, parse_float=RawNumber, parse_int=RawNumber)
         try:

@@ -77,7 +77,8 @@ def _load(source: str) -> Any:
     "--signing-key",
     metavar="KEY",
     help="Add an OPA-native signature (.signatures.json) as `opa build --signing-key` "
-    "does: a PEM private key file, or the secret for HS* algorithms.",
+    "does: a PEM private key file (a cosign.key too, password from $COSIGN_PASSWORD), "
+    "or the secret for HS* algorithms.",
 )
 @click.option(
     "--signing-alg",
@@ -93,8 +94,8 @@ def _load(source: str) -> Any:
 @click.option("--scope", help="Scope claim of the signature (OPA checks it against its config).")
 @click.option(
     "--key-id",
-    help="kid of the signature. Default: 'default' as opa build writes it; none "
-    "with --claims-file or --scope.",
+    help="kid of the signature. Default: 'default' as opa build writes it (a cosign.key: "
+    "its key id, as publish and serve --opa-signing use); none with --claims-file or --scope.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def build(
@@ -169,9 +170,20 @@ def _sign_native(
             claims = parse_claims(Path(claims_file).read_bytes())
         except (OSError, ValueError) as exc:
             raise SigningError(f"cannot read claims file {claims_file}: {exc}") from None
+    from policysupply.cli._common import key_is_encrypted, read_password
+
+    signing_key: Any = key
+    default_id = "default"  # what opa build writes (its --verification-key-id default)
+    if Path(key).is_file() and key_is_encrypted(Path(key)):
+        from policysupply.signer import Signer
+
+        # A cosign.key: signed under its cosign key id, as publish() does, so
+        # `serve --opa-signing -k cosign.pub` configures OPA to match.
+        signer = Signer.from_key_file(key, password=read_password(confirm=False))
+        signing_key, key_id = signer, key_id or signer.key_id
     if key_id is None and claims is None and scope is None:
-        key_id = "default"  # what opa build writes (its --verification-key-id default)
-    return b.sign(key, alg=alg, key_id=key_id, scope=scope, claims=claims)
+        key_id = default_id
+    return b.sign(signing_key, alg=alg, key_id=key_id, scope=scope, claims=claims)
 
 
 @cli.command()

@@ -33,7 +33,7 @@ from policysupply.errors import (
     UntrustedSignatureError,
     VerificationError,
 )
-from policysupply.loaders import BundleServer
+from policysupply.loaders import BundleServer, publish
 from policysupply.native import NativeKey, NativeTrust, verify_native
 from tests.interop._loader_fixtures import opa_revision, wait_for
 from tests.interop.conftest import OpaServer, RegistryServer, run_opa
@@ -329,36 +329,38 @@ def _signing_config(trust: NativeTrust, name: str, base: dict[str, Any]) -> dict
     return config
 
 
-def test_bundle_plugin_with_signing_from_bundle_server(
-    keys: dict[str, Key], tmp_path: Path, start_opa: Callable[..., OpaServer]
+def test_publish_defence_in_depth_through_bundle_server(
+    tmp_path: Path, start_opa: Callable[..., OpaServer]
 ) -> None:
+    # publish() signs the bundle OPA-natively with the cosign key, and the
+    # BundleServer's OPA config makes OPA check that signature itself.
     signer = Signer.generate()
     reg = Registry.local(tmp_path / "oci")
     src = policy_tree(tmp_path)
-    trust = NativeTrust(keys={"ci": NativeKey(key=signer.public_key_pem, algorithm="ES256")})
     verifier = Verifier(TrustPolicy(keys=[signer.public_key_pem]))
 
     def release(revision: str, *, native: bool) -> Any:
-        b = Bundle.from_directory(src, revision=revision)
-        reg.push(b.sign(signer, key_id="ci") if native else b, f"acme/authz:{revision}")
-        signer.sign(reg, f"acme/authz:{revision}")
-        return verifier.verify_bundle(reg, f"acme/authz:{revision}")
+        ref = f"acme/authz:{revision}"
+        publish(Bundle.from_directory(src, revision=revision), reg, ref, signer, native=native)
+        return verifier.verify_bundle(reg, ref)
 
     server = BundleServer(tmp_path / "served").start()
     try:
         server.publish(release("v1", native=True), "authz")
-        config = tmp_path / "opa.json"
-        base = server.opa_config(["authz"], min_delay_seconds=1, max_delay_seconds=1)
-        config.write_text(json.dumps(_signing_config(trust, "authz", base)))
+        config = tmp_path / "opa.yaml"
+        signing = NativeTrust.from_cosign_keys(verifier.policy.keys)
+        config.write_text(
+            server.opa_config_yaml(
+                ["authz"], min_delay_seconds=1, max_delay_seconds=1, signing=signing
+            )
+        )
         opa = start_opa("-c", str(config))
         wait_for(lambda: opa_revision(opa, "authz") == "v1", what="v1 active")
         assert opa.post("/v1/data/authz/allow", {"input": {"user": "alice"}})["result"] is True
         # A bundle without the native signature (cosign-verified, but e.g.
         # published by older tooling) is refused by OPA itself: v1 stays.
         server.publish(release("v2", native=False), "authz")
-        wait_for(
-            lambda: "missing .signatures.json" in opa.log.read_text(), what="OPA refusing v2"
-        )
+        wait_for(lambda: "missing .signatures.json" in opa.log.read_text(), what="OPA refusing v2")
         assert opa_revision(opa, "authz") == "v1"
         server.publish(release("v3", native=True), "authz")
         wait_for(lambda: opa_revision(opa, "authz") == "v3", what="v3 active")
@@ -435,3 +437,50 @@ def test_rotation_with_two_keys_in_opa_and_here(
     token = json.loads(b.files[".signatures.json"])["signatures"][0]
     assert json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"] == "2026"
     assert osig.is_signatures_file(".signatures.json")
+
+
+def test_cli_build_with_cosign_key_and_serve_opa_signing(
+    distribution: RegistryServer, tmp_path: Path, start_opa: Callable[..., OpaServer]
+) -> None:
+    import os
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_CONFIG"}
+    env.update(HOME=str(home), COSIGN_PASSWORD="cli-pass")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "policysupply", *args],
+            capture_output=True, text=True, env=env, cwd=home, timeout=180, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    cli("keygen")
+    ref = f"{distribution.host}/acme/authz:prod"
+    bundle = tmp_path / "b.tar.gz"
+    cli("build", str(policy_tree(tmp_path)), "-o", str(bundle), "--revision", "r1",
+        "--signing-key", "cosign.key")  # fmt: skip
+    cli("push", str(bundle), ref)
+    cli("sign", ref, "--key", "cosign.key")
+    err = (tmp_path / "serve.err").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "policysupply", "serve", ref, "-k", "cosign.pub",
+         "--opa-signing", "--addr", "127.0.0.1:0", "-d", str(tmp_path / "store"), "--json"],
+        stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=home,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, (tmp_path / "serve.err").read_text()
+        config = json.loads(line)["opa_config"]
+        assert config["bundles"]["authz"]["signing"] == {}
+        (tmp_path / "opa.yaml").write_text(json.dumps(config))
+        opa = start_opa("-c", str(tmp_path / "opa.yaml"))
+        wait_for(lambda: opa_revision(opa, "authz") == "r1", what="r1 active in OPA")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        err.close()

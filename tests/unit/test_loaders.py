@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import yaml
 
@@ -41,6 +42,7 @@ from policysupply.loaders import (
     fetch_verified,
     publish,
 )
+from policysupply.native import NativeTrust
 from policysupply.verifier import VerifiedBundle
 
 MODULE = "package acme.authz\n\ndefault allow := false\n\nallow if input.user in data.acme.users\n"
@@ -109,7 +111,22 @@ def test_publish_signs_the_pushed_digest_and_fetch_verified_pulls_it(env: Env) -
     ref = publish(bundle, env.registry, "acme/policy:1", env.signer)
     verified = fetch_verified(env.registry, "acme/policy:1", env.verifier)
     assert verified.reference == ref
-    assert verified.bundle == bundle
+    # Defence in depth: the bundle inside also carries an OPA-native
+    # signature by the same key, and nothing else changed.
+    assert attrs.evolve(verified.bundle, files={}) == bundle
+    native = NativeTrust.from_cosign_keys([env.signer.public_key_pem])
+    assert verified.bundle.verify_native(native).key_ids == (env.signer.key_id,)
+
+
+def test_publish_native_signature_options(env: Env) -> None:
+    bundle = make_bundle("1", ["alice"])
+    publish(bundle, env.registry, "acme/policy:plain", env.signer, native=False)
+    assert env.registry.pull("acme/policy:plain") == bundle
+    # A bundle that is already signed natively keeps its own signature.
+    other = Signer.generate()
+    own = bundle.sign(other, key_id="release")
+    publish(own, env.registry, "acme/policy:own", env.signer)
+    assert env.registry.pull("acme/policy:own").files == own.files
 
 
 # -- extraction -------------------------------------------------------------------
@@ -372,6 +389,26 @@ def test_opa_config(env: Env, tmp_path: Path) -> None:
                 }
             },
         }
+
+
+def test_opa_config_with_signing_makes_opa_verify_native_signatures(
+    env: Env, tmp_path: Path
+) -> None:
+    v1 = env.release("1", ["alice"])
+    signing = NativeTrust.from_cosign_keys([env.signer.public_key_pem])
+    with BundleServer(tmp_path / "store") as server:
+        server.publish(v1, "authz")
+        server.publish(v1, "other")
+        parsed = yaml.safe_load(server.opa_config_yaml(signing=signing))
+    kid = env.signer.key_id
+    assert parsed["keys"] == {
+        kid: {"key": env.signer.public_key_pem.decode(), "algorithm": "ES256"}
+    }
+    assert parsed["bundles"]["authz"]["signing"] == {}  # {} requires a signature
+    assert parsed["bundles"]["other"]["signing"] == {}
+    # ...and what publish() pushed verifies under exactly that configuration.
+    assert NativeTrust.from_opa_config(parsed, "authz").keys[kid].algorithm == "ES256"
+    v1.bundle.verify_native(NativeTrust.from_opa_config(parsed, "authz"))
 
 
 @pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 200])

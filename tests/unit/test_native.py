@@ -700,3 +700,19 @@ def test_signed_tarball_reads_with_tar_root_entry(tmp_path: Path) -> None:
         f.size = len(body)
         tf.addfile(f, io.BytesIO(body))
     assert Bundle.from_bytes(buf.getvalue()).manifest.revision == "x"
+
+
+def test_trust_from_cosign_keys(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    from policysupply import Signer
+
+    signer = Signer.generate()
+    pub = tmp_path / "cosign.pub"
+    pub.write_bytes(signer.public_key_pem)
+    for given in (str(pub), pub, signer.public_key_pem, signer._key.public_key()):
+        trust = NativeTrust.from_cosign_keys([given, rsa_key.public_key()])
+        assert trust.keys[signer.key_id].algorithm == "ES256"
+        assert len(trust.keys) == 2
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    with pytest.raises(VerificationError, match="none of the keys"):
+        NativeTrust.from_cosign_keys([ed25519.Ed25519PrivateKey.generate().public_key()])

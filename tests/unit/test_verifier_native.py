@@ -23,8 +23,10 @@ from policysupply.native import NativeKey, NativeTrust
 
 @pytest.fixture
 def setup(tmp_path: Path, fixtures_dir: Path) -> tuple[Registry, Bundle, Signer]:
-    return Registry.local(tmp_path / "oci"), Bundle.from_directory(fixtures_dir / "pinned"), (
-        Signer.generate()
+    return (
+        Registry.local(tmp_path / "oci"),
+        Bundle.from_directory(fixtures_dir / "pinned"),
+        (Signer.generate()),
     )
 
 
@@ -39,7 +41,8 @@ def test_cosign_and_native_both_required(setup: tuple[Registry, Bundle, Signer])
     policy = TrustPolicy(keys=[signer.public_key_pem], native=native_for(signer))
     verified = Verifier(policy).verify_bundle(reg, "acme/p:1")
     schemes = sorted(s.scheme for s in verified.artifact.signatures)
-    assert schemes[-1] == "opa-native" and len(schemes) == 2
+    assert schemes[-1] == "opa-native"
+    assert len(schemes) == 2
     assert "ci" in verified.artifact.key_ids
 
 
@@ -74,7 +77,9 @@ def test_native_only_refuses_tampered_bundle(setup: tuple[Registry, Bundle, Sign
     entries = read_entries(signed.to_bytes())
     # Re-push with a module added after signing (keeps the stale signature).
     name = sorted(n for n in entries if n.endswith(".rego"))[0]
-    tampered = attrs.evolve(signed, modules={**signed.modules, "extra/" + name: signed.modules[name]})
+    tampered = attrs.evolve(
+        signed, modules={**signed.modules, "extra/" + name: signed.modules[name]}
+    )
     reg.push(tampered, "acme/p:1")
     with pytest.raises(UnsignedFileError):
         Verifier(TrustPolicy(native=native_for(signer))).verify_bundle(reg, "acme/p:1")
