@@ -937,6 +937,10 @@ class Verifier:
             RollbackError: Older or conflicting material than ``state`` accepted.
             RegistryError: The image cannot be pulled.
             BundleError: The verified image does not hold a valid bundle.
+            SignedContentError: With ``TrustPolicy.native``: the bundle's files
+                differ from what its OPA-native signature lists (and the other
+                errors of :meth:`Bundle.verify_native`: no, untrusted, forged or
+                mis-scoped native signature).
         """
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         native = self.policy.native

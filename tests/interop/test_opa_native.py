@@ -484,3 +484,24 @@ def test_cli_build_with_cosign_key_and_serve_opa_signing(
         proc.terminate()
         proc.wait(timeout=30)
         err.close()
+
+
+def test_reformatted_data_still_verifies_and_opa_loads_what_we_load(
+    keys: dict[str, Key], tmp_path: Path, start_opa: Callable[..., OpaServer]
+) -> None:
+    # Same document, other bytes (indentation, key order, escapes): OPA's
+    # canonical hash matches, so both verify, and both load the same value.
+    key = keys["RS256"]
+    b = Bundle.from_directory(policy_tree(tmp_path), revision="r1")
+    e = read_entries(b.sign(key.material, key_id="default").to_bytes())
+    doc = json.loads(e["data.json"])
+    e["data.json"] = json.dumps(
+        dict(reversed(list(doc.items()))), indent=4, ensure_ascii=True
+    ).encode()
+    path = tmp_path / "reformatted.tar.gz"
+    path.write_bytes(write_entries(e))
+    ours = Bundle.from_file(path, native=NativeTrust(keys={"default": key.native()}))
+    opa = start_opa("--bundle", str(path), "--verification-key", str(key.public))
+    assert opa.get("/v1/data/authz")["result"]["limit"] == ours.data["authz"]["limit"] == 1.5
+    assert opa.get("/v1/data/authz")["result"]["note"] == ours.data["authz"]["note"]
+    assert opa.get("/v1/data/authz")["result"]["admins"] == ours.data["authz"]["admins"]
