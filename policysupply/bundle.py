@@ -231,7 +231,7 @@ class Bundle:
         skipped; symlinks must stay inside the directory. A top-level
         ``.signatures.json`` (from ``opa sign``, or an extracted signed
         bundle) is kept, with the files as read, as :meth:`from_bytes` does;
-        an override below changes the content, so it no longer matches.
+        with an override below it is left out (it would no longer match).
 
         Args:
             path: The policy directory.
@@ -297,10 +297,12 @@ class Bundle:
             changes["rego_version"] = rego_version
         if changes:
             manifest = attrs.evolve(manifest, **changes)
-        sig = read.get(bf_sig.SIGNATURES_FILE)
+        # A signature over the files as they are; an override changes the
+        # manifest, so the signature would no longer match and is left out.
+        sig = None if changes else read.get(bf_sig.SIGNATURES_FILE)
         files = {bf_sig.SIGNATURES_FILE: sig} if sig is not None else {}
         bundle = cls(manifest=manifest, modules=modules, data=data, files=files)
-        if sig is not None and not changes:
+        if sig is not None:
             bundle._cache.source = read
             bundle._cache.signed_source = True
         return bundle

@@ -716,3 +716,18 @@ def test_trust_from_cosign_keys(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> N
 
     with pytest.raises(VerificationError, match="none of the keys"):
         NativeTrust.from_cosign_keys([ed25519.Ed25519PrivateKey.generate().public_key()])
+
+
+def test_from_directory_keeps_a_signature_only_for_unchanged_content(
+    bundle: Bundle, rsa_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> None:
+    signed = bundle.sign(rsa_key, key_id="k1")
+    for name, body in signed.entries().items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(body)
+    again = Bundle.from_directory(tmp_path)
+    assert again == signed
+    again.verify_native(trust_for(rsa_key))
+    assert again.to_bytes() == signed.to_bytes()
+    overridden = Bundle.from_directory(tmp_path, revision="other")
+    assert ".signatures.json" not in overridden.files  # it would be stale
