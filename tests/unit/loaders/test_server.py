@@ -175,7 +175,6 @@ def test_opa_config(env: Env, tmp_path: Path) -> None:
         }
 
 
-@pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 200])
 def test_opa_config_with_signing_makes_opa_verify_native_signatures(
     env: Env, tmp_path: Path
 ) -> None:
@@ -195,6 +194,7 @@ def test_opa_config_with_signing_makes_opa_verify_native_signatures(
     v1.bundle.verify_native(NativeTrust.from_opa_config(parsed, "authz"))
 
 
+@pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 200])
 def test_bundle_names_are_checked(env: Env, tmp_path: Path, name: str) -> None:
     v1 = env.release("1", ["alice"])
     with pytest.raises(LoadError, match="invalid bundle name"):
