@@ -187,6 +187,8 @@ class VerifiedSignature:
         subject: The certificate's subject (first SAN), for keyless signatures.
         issuer: The certificate's OIDC issuer, for keyless signatures.
         log_index: The transparency log entry's index, when one was verified.
+        public_key: The trusted public key that verified it (key signatures;
+            ``None`` for keyless ones and shared secrets).
     """
 
     key_id: str
@@ -197,6 +199,7 @@ class VerifiedSignature:
     subject: str | None = None
     issuer: str | None = None
     log_index: int | None = None
+    public_key: Any = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def keyless(self) -> bool:
@@ -684,6 +687,7 @@ class Verifier:
                     annotations={},
                     signed_at=signed_at,
                     log_index=log_index,
+                    public_key=key,
                 )
             )
         if not found:
@@ -969,7 +973,14 @@ class Verifier:
         """``artifact`` plus the bundle's verified OPA-native signatures (raises if they fail)."""
         result = bundle.verify_native(native)
         extra = tuple(
-            VerifiedSignature(key_id=s.key_id, scheme="opa-native", annotations={})
+            VerifiedSignature(
+                key_id=s.key_id,
+                scheme="opa-native",
+                annotations={},
+                public_key=None
+                if isinstance(native.keys[s.key_id].material, bytes)
+                else native.keys[s.key_id].material,
+            )
             for s in result.signatures
         )
         combined = _sealed_artifact(

@@ -32,6 +32,9 @@ def publish(
     OPA verifies it itself even when it pulls the image without policysupply
     (configure it with :meth:`NativeTrust.from_cosign_keys
     <policysupply.native.NativeTrust.from_cosign_keys>` ``.to_opa_config``).
+    OPA refuses a signed bundle when it has no key at all: an OPA pulling the
+    image directly needs the key in its ``keys`` (``BundleServer`` configs
+    carry it), or publish with ``native=False``.
 
     Args:
         bundle: The bundle to publish.

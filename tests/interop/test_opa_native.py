@@ -505,3 +505,21 @@ def test_reformatted_data_still_verifies_and_opa_loads_what_we_load(
     assert opa.get("/v1/data/authz")["result"]["limit"] == ours.data["authz"]["limit"] == 1.5
     assert opa.get("/v1/data/authz")["result"]["note"] == ours.data["authz"]["note"]
     assert opa.get("/v1/data/authz")["result"]["admins"] == ours.data["authz"]["admins"]
+
+
+def test_opa_without_keys_refuses_a_signed_bundle(
+    opa_bin: Path, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    # Why BundleServer.opa_config always carries the keys of natively signed
+    # bundles: OPA with no key configured does not ignore a signature, it
+    # refuses the bundle.
+    path = tmp_path / "signed.tar.gz"
+    Bundle.from_directory(policy_tree(tmp_path)).sign(keys["ES256"].material, key_id="k").write(
+        path
+    )
+    proc = subprocess.run(
+        [str(opa_bin), "run", "--server", "--addr", "127.0.0.1:0", "--bundle", str(path)],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert b"verification key not provided" in proc.stdout + proc.stderr
