@@ -16,14 +16,18 @@ import threading
 import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from policysupply._internal import bundle_format as bf
+from policysupply._internal import opa_signatures as bf_sig
 from policysupply._internal import tarball
 from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
 from policysupply.errors import BundleError
+
+if TYPE_CHECKING:
+    from policysupply.native import NativeTrust, NativeVerification
 
 __all__ = ["Bundle", "Limits", "Manifest"]
 
@@ -152,12 +156,18 @@ class _Cache:
     """Derived values computed once per Bundle (not part of its identity)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.bytes: bytes | None = None
         self.engine: Any = None
         # The data files as read (from_bytes), so loaders can send their bytes on.
         self.sources: tuple[bf.DataSource, ...] | None = None
         self.inexact = False  # data holds numbers a float cannot (bf.ExactFloat)
+        # The entries to_bytes() writes. Set when reading a bundle that
+        # carries an OPA-native signature: its signature covers the bytes as
+        # read, and rewriting data or manifest in our canonical form could
+        # break it. Otherwise computed once (and reused by sign()).
+        self.source: dict[str, bytes] | None = None
+        self.signed_source = False
 
 
 @attrs.frozen(kw_only=True)
@@ -220,7 +230,10 @@ class Bundle:
         Reads every ``*.rego``, every ``data.json`` / ``data.yaml`` /
         ``data.yml`` (its directory is its data path) and ``.manifest`` at the
         top if present. Hidden directories (``.git``…) and other files are
-        skipped; symlinks must stay inside the directory.
+        skipped; symlinks must stay inside the directory. A top-level
+        ``.signatures.json`` (from ``opa sign``, or an extracted signed
+        bundle) is kept, with the files as read, as :meth:`from_bytes` does;
+        with an override below it is left out (it would no longer match).
 
         Args:
             path: The policy directory.
@@ -238,6 +251,7 @@ class Bundle:
         real_root = root.resolve()
         modules: dict[str, str] = {}
         data_files: dict[str, bytes] = {}
+        read: dict[str, bytes] = {}
         manifest = Manifest()
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -245,9 +259,12 @@ class Bundle:
             for fname in sorted(filenames):
                 rel = (rel_dir / fname).as_posix()
                 is_manifest = rel == ".manifest"
-                if not (fname.endswith(".rego") or fname in bf.DATA_BASENAMES or is_manifest):
+                is_sig = rel == bf_sig.SIGNATURES_FILE
+                if not (
+                    fname.endswith(".rego") or fname in bf.DATA_BASENAMES or is_manifest or is_sig
+                ):
                     continue
-                if fname.startswith(".") and not is_manifest:
+                if fname.startswith(".") and not (is_manifest or is_sig):
                     continue
                 full = Path(dirpath) / fname
                 if full.is_symlink() and not full.resolve().is_relative_to(real_root):
@@ -256,6 +273,9 @@ class Bundle:
                     raw = full.read_bytes()
                 except OSError as exc:
                     raise BundleError(f"cannot read: {exc.strerror}", entry=rel) from None
+                read[rel] = raw
+                if is_sig:
+                    continue
                 if is_manifest:
                     manifest = Manifest.from_json(raw)
                 elif fname.endswith(".rego"):
@@ -279,10 +299,24 @@ class Bundle:
             changes["rego_version"] = rego_version
         if changes:
             manifest = attrs.evolve(manifest, **changes)
-        return cls(manifest=manifest, modules=modules, data=data)
+        # A signature over the files as they are; an override changes the
+        # manifest, so the signature would no longer match and is left out.
+        sig = None if changes else read.get(bf_sig.SIGNATURES_FILE)
+        files = {bf_sig.SIGNATURES_FILE: sig} if sig is not None else {}
+        bundle = cls(manifest=manifest, modules=modules, data=data, files=files)
+        if sig is not None:
+            bundle._cache.source = read
+            bundle._cache.signed_source = True
+        return bundle
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Bundle:
+    def from_bytes(
+        cls,
+        data: bytes,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        native: NativeTrust | None = None,
+    ) -> Bundle:
         """Reads a ``.tar.gz`` bundle (as ``opa build`` writes it) from memory.
 
         The input is treated as hostile: it is read within ``limits``, and
@@ -290,15 +324,26 @@ class Bundle:
         invalid JSON/YAML and root violations are refused. Nothing is written
         to disk.
 
+        A bundle carrying ``.signatures.json`` keeps its entries exactly as
+        read, so that :meth:`to_bytes` writes the same signed content again.
+
         Args:
             data: The bundle bytes.
             limits: Size and count bounds.
+            native: Require a valid OPA-native signature under this trust,
+                checked on the entries as read, before anything is parsed.
 
         Raises:
             BundleError: The bundle is malformed or unsafe; the error names
                 the entry.
+            VerificationError: ``native`` is given and the signature is
+                missing or does not verify (a subclass says what failed).
         """
         entries = tarball.read_entries(bytes(data), limits)
+        if native is not None:
+            from policysupply.native import verify_entries
+
+            verify_entries(entries, native)
         inexact = bf.inexact_numbers_seen()
         modules: dict[str, str] = {}
         merged: dict[str, Any] = {}
@@ -334,14 +379,24 @@ class Bundle:
         bundle = cls(manifest=manifest or Manifest(), modules=modules, data=merged, files=files)
         bundle._cache.sources = tuple(sources)
         bundle._cache.inexact = bf.inexact_numbers_seen() != inexact
+        if any(bf_sig.is_signatures_file(n) for n in entries):
+            bundle._cache.source = entries
+            bundle._cache.signed_source = True
         return bundle
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> Bundle:
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        native: NativeTrust | None = None,
+    ) -> Bundle:
         """Reads a ``.tar.gz`` bundle file; see :meth:`from_bytes`.
 
         Raises:
             BundleError: Unreadable, too large, or invalid.
+            VerificationError: ``native`` is given and the signature fails.
         """
         p = Path(path)
         try:
@@ -351,12 +406,24 @@ class Bundle:
             raw = p.read_bytes()
         except OSError as exc:
             raise BundleError(f"cannot read {p}: {exc.strerror}") from None
-        return cls.from_bytes(raw, limits=limits)
+        return cls.from_bytes(raw, limits=limits, native=native)
 
     # -- serialisation -----------------------------------------------------
 
     def entries(self) -> dict[str, bytes]:
-        """The tarball entries (name without leading ``/`` → bytes) ``to_bytes`` writes."""
+        """The tarball entries (name without leading ``/`` → bytes) ``to_bytes`` writes.
+
+        Our canonical serialisation, except for a bundle read with an
+        OPA-native signature: its entries as read.
+        """
+        cache = self._cache
+        if cache.source is None:
+            with cache.lock:
+                if cache.source is None:
+                    cache.source = self._canonical_entries()
+        return dict(cache.source)
+
+    def _canonical_entries(self) -> dict[str, bytes]:
         out = dict(self.files)
         out[".manifest"] = _dumps(self.manifest.to_json(), entry=".manifest")
         out["data.json"] = _dumps(dict(self.data), entry="data.json")
@@ -423,6 +490,102 @@ class Bundle:
                 node = node[seg]
             return bf.exact_json(node).encode("utf-8")
         return raw
+
+    # -- OPA-native signatures ---------------------------------------------
+
+    def sign(
+        self,
+        key: Any,
+        *,
+        alg: str | None = None,
+        key_id: str | None = None,
+        scope: str | None = None,
+        claims: Mapping[str, Any] | None = None,
+        append: bool = False,
+    ) -> Bundle:
+        """A copy of this bundle with an OPA-native signature in ``/.signatures.json``.
+
+        The token is what ``opa build --signing-key`` writes: every other
+        entry listed with its SHA-256 (``data.json`` and ``.manifest`` in
+        OPA's canonical JSON form), signed with ``alg``. OPA verifies it when
+        configured with the matching key. Everything but ``.signatures.json``
+        stays byte-identical to the unsigned bundle.
+
+        Args:
+            key: A key-based :class:`~policysupply.Signer`, a ``cryptography``
+                private key, PEM text/bytes or a path to a PEM file; for
+                ``HS*`` the shared secret (``str``/``bytes``).
+            alg: ``RS256``/``384``/``512``, ``PS*``, ``ES*`` or ``HS*``.
+                Default: RS256 for RSA keys (OPA's default), ES256/384/512 by
+                the curve of an ECDSA key, HS256 for a ``bytes`` secret.
+            key_id: Written as the token's ``kid`` so that a verifier trusting
+                several keys picks this one (and, without claims or scope, as
+                the legacy ``keyid`` claim, as ``opa build`` does). ``None``
+                writes neither, as ``opa sign`` does.
+            scope: The ``scope`` claim; OPA requires it to equal the
+                configured scope.
+            claims: Extra claims (``iss``, ``iat``, ...). ``files`` is reserved.
+            append: Add the token to the existing ones instead of replacing
+                them. OPA (1.22) refuses bundles with more than one token;
+                only policysupply's verifier counts them (threshold).
+
+        Returns:
+            The signed bundle.
+
+        Raises:
+            SigningError: Unusable key, algorithm or claims.
+        """
+        from policysupply.native import sign_entries
+
+        entries = {n: b for n, b in self.entries().items() if not bf_sig.is_signatures_file(n)}
+        previous = self.files.get(bf_sig.SIGNATURES_FILE) if append else None
+        known: dict[str, bytes] = {}
+        if not self._cache.signed_source:
+            # Our own writer's output is already canonical JSON except that
+            # Go escapes U+2028/U+2029; no need to parse it again.
+            for name in (".manifest", "data.json"):
+                known[name] = (
+                    entries[name]
+                    .replace(b"\xe2\x80\xa8", b"\\u2028")
+                    .replace(b"\xe2\x80\xa9", b"\\u2029")
+                )
+        signatures = sign_entries(
+            entries,
+            key=key,
+            alg=alg,
+            key_id=key_id,
+            scope=scope,
+            claims=claims,
+            canonical=known,
+            previous=previous,
+        )
+        files = {n: b for n, b in self.files.items() if not bf_sig.is_signatures_file(n)}
+        files[bf_sig.SIGNATURES_FILE] = signatures
+        signed = attrs.evolve(self, files=files)
+        # Exactly the entries that were signed: for a bundle read with its
+        # own bytes those bytes, otherwise what entries() would recompute
+        # (kept so that 50 MB of data is not serialised a second time).
+        signed._cache.source = {**entries, bf_sig.SIGNATURES_FILE: signatures}
+        signed._cache.signed_source = self._cache.signed_source
+        return signed
+
+    def verify_native(self, trust: NativeTrust) -> NativeVerification:
+        """Verifies this bundle's OPA-native signature against what :meth:`to_bytes` writes.
+
+        Args:
+            trust: Trusted keys and rules (:class:`~policysupply.native.NativeTrust`).
+
+        Returns:
+            The signatures that verified.
+
+        Raises:
+            VerificationError: A subclass naming what failed: no signature,
+                an untrusted or forged token, a scope mismatch, a file added,
+                missing or changed, an unsafe ``exclude_files``.
+        """
+        from policysupply.native import verify_entries
+
+        return verify_entries(self.entries(), trust)
 
     # -- Rego --------------------------------------------------------------
 

@@ -21,8 +21,16 @@ the precise failure below it::
     │   │   └── CertificateExpiredError
     │   ├── TransparencyLogError
     │   ├── ClaimMismatchError
+    │   │   └── ScopeMismatchError
     │   ├── ThresholdNotMetError
     │   ├── DigestMismatchError
+    │   │   └── FileDigestMismatchError (also a SignedContentError)
+    │   ├── SignedContentError
+    │   │   ├── UnsignedFileError
+    │   │   ├── MissingSignedFileError
+    │   │   └── FileDigestMismatchError
+    │   ├── MalformedSignatureError
+    │   ├── UnsafeExclusionError
     │   ├── RollbackError
     │   └── StaleSignatureError
     └── LoadError
@@ -40,6 +48,9 @@ __all__ = [
     "ClaimMismatchError",
     "CertificateExpiredError",
     "DigestMismatchError",
+    "FileDigestMismatchError",
+    "MalformedSignatureError",
+    "MissingSignedFileError",
     "IdentityMismatchError",
     "InsecureTransportError",
     "LoadError",
@@ -49,11 +60,15 @@ __all__ = [
     "PolicySupplyError",
     "RegistryError",
     "RollbackError",
+    "ScopeMismatchError",
+    "SignedContentError",
     "SigningError",
     "StaleSignatureError",
     "ThresholdNotMetError",
     "TransientRegistryError",
     "TransparencyLogError",
+    "UnsafeExclusionError",
+    "UnsignedFileError",
     "UntrustedSignatureError",
     "VerificationError",
 ]
@@ -177,12 +192,56 @@ class ClaimMismatchError(VerificationError):
     """
 
 
+class ScopeMismatchError(ClaimMismatchError):
+    """An OPA-native signature was made for another scope than the one required.
+
+    OPA compares the token's ``scope`` claim with the configured scope (the
+    bundle's ``signing.scope``, else the key's ``scope``); both unset also match.
+    """
+
+
 class ThresholdNotMetError(VerificationError):
     """Fewer distinct trusted signers than the policy's threshold."""
 
 
 class DigestMismatchError(VerificationError):
     """Content did not hash to the digest it was addressed by."""
+
+
+class SignedContentError(VerificationError):
+    """A bundle's files differ from the file list its OPA-native signature covers.
+
+    Attributes:
+        entry: The bundle file (relative to the bundle root) that differs.
+    """
+
+    def __init__(self, message: str, *, entry: str) -> None:
+        self.entry = entry
+        super().__init__(f"{entry}: {message}")
+
+
+class UnsignedFileError(SignedContentError):
+    """A file is in the bundle but not in its signature's file list (it was added)."""
+
+
+class MissingSignedFileError(SignedContentError):
+    """A file the signature lists is not in the bundle (it was removed)."""
+
+
+class FileDigestMismatchError(SignedContentError, DigestMismatchError):
+    """A file's hash differs from the one its signature lists (it was changed)."""
+
+
+class MalformedSignatureError(VerificationError):
+    """The bundle's ``.signatures.json`` or a token in it cannot be read as OPA writes it.
+
+    Not JSON, not a compact JWS, a second signatures file, a signing plugin
+    other than OPA's default, an unknown or (by default) weak file hash.
+    """
+
+
+class UnsafeExclusionError(VerificationError):
+    """``exclude_files`` would leave a file OPA loads (Rego, data, manifest, wasm) unverified."""
 
 
 class RollbackError(VerificationError):

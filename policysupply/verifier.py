@@ -46,6 +46,7 @@ from policysupply.trust_state import TrustState
 if TYPE_CHECKING:
     from policysupply._internal.keyless import TrustMaterial
     from policysupply.bundle import Bundle
+    from policysupply.native import NativeTrust
     from policysupply.signer import SigstoreBundle
 
 __all__ = [
@@ -145,6 +146,12 @@ class TrustPolicy:
             (cosign's default; ``False`` is ``--insecure-ignore-sct``).
         attestations: Predicate types (e.g. ``https://slsa.dev/provenance/v1``)
             of which a trusted signer must have attested the artifact.
+        native: Also require a valid OPA-native signature (``/.signatures.json``)
+            inside policy bundles (:meth:`Verifier.verify_bundle`), under
+            this :class:`~policysupply.native.NativeTrust`. With no ``keys``
+            and no ``identities`` it is the only requirement: bundles then
+            need no cosign signature (and :meth:`Verifier.verify` refuses
+            everything, having nothing to check images with).
     """
 
     keys: tuple[Any, ...] = attrs.field(default=(), converter=_load_keys)
@@ -157,12 +164,20 @@ class TrustPolicy:
     require_tlog: bool | None = None
     require_sct: bool = True
     attestations: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    native: NativeTrust | None = None
 
     def __attrs_post_init__(self) -> None:
-        if not self.keys and not self.identities:
-            raise VerificationError("a trust policy needs at least one key or identity")
+        if not self.keys and not self.identities and self.native is None:
+            raise VerificationError(
+                "a trust policy needs at least one key or identity (or an OPA-native trust)"
+            )
         n = len(self.keys) + len(self.identities)
-        if not 1 <= self.threshold <= n:
+        if n == 0 and self.threshold != 1:
+            raise VerificationError(
+                "threshold counts cosign signers, and this policy trusts none; "
+                "set NativeTrust.threshold for OPA-native signatures"
+            )
+        if n and not 1 <= self.threshold <= n:
             raise VerificationError(
                 f"threshold {self.threshold} cannot be met by {n} trusted signer(s) "
                 f"({len(self.keys)} key(s), {len(self.identities)} identity(ies))"
@@ -196,6 +211,8 @@ class VerifiedSignature:
         subject: The certificate's subject (first SAN), for keyless signatures.
         issuer: The certificate's OIDC issuer, for keyless signatures.
         log_index: The transparency log entry's index, when one was verified.
+        public_key: The trusted public key that verified it (key signatures;
+            ``None`` for keyless ones and shared secrets).
     """
 
     key_id: str
@@ -207,6 +224,7 @@ class VerifiedSignature:
     subject: str | None = None
     issuer: str | None = None
     log_index: int | None = None
+    public_key: Any = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def keyless(self) -> bool:
@@ -715,6 +733,7 @@ class Verifier:
                     annotations={},
                     witnessed_at=witnessed_at,
                     log_index=log_index,
+                    public_key=key,
                 )
             )
         if not found:
@@ -763,6 +782,12 @@ class Verifier:
             ThresholdNotMetError: Fewer distinct trusted signers than the threshold.
         """
         r = Reference.parse(ref) if isinstance(ref, str) else ref
+        if not self.policy.keys and not self.policy.identities:
+            raise VerificationError(
+                f"{r}: this trust policy trusts only OPA-native signatures, which live "
+                "inside policy bundles (verify_bundle); it has no key or identity to "
+                "check other artifacts with"
+            )
         digest = registry.resolve(r)
         pinned = Reference(host=registry.host or r.host, repository=r.repository, digest=digest)
         return self._verify_pinned(registry, pinned, attestations)
@@ -1009,6 +1034,10 @@ class Verifier:
             RollbackError: Older or conflicting material than ``state`` accepted.
             RegistryError: The image cannot be pulled.
             BundleError: The verified image does not hold a valid bundle.
+            SignedContentError: With ``TrustPolicy.native``: the bundle's files
+                differ from what its OPA-native signature lists (and the other
+                errors of :meth:`Bundle.verify_native`: no, untrusted, forged or
+                mis-scoped native signature).
         """
         from policysupply.bundle import Bundle, Limits
         from policysupply.registry import DownloadCancelled
@@ -1044,8 +1073,12 @@ class Verifier:
             if layer is not None
             else None
         )
+        native = self.policy.native
         try:
-            artifact = self._verify_pinned(registry, pinned, None)
+            if self.policy.keys or self.policy.identities:
+                artifact = self._verify_pinned(registry, pinned, None)
+            else:  # OPA-native signatures only: checked below, before the bundle is parsed
+                artifact = _sealed_artifact(pinned, ())
         except BaseException:
             cancel.set()
             if download is not None:
@@ -1057,7 +1090,11 @@ class Verifier:
             tarball = download.result()
         except DownloadCancelled:  # pragma: no cover - only cancelled on failure above
             raise RegistryError(f"{pinned}: bundle download was cancelled") from None
-        bundle = Bundle.from_bytes(tarball, limits=limits)
+        bundle = Bundle.from_bytes(
+            tarball, limits=limits, native=native if not artifact.signatures else None
+        )
+        if native is not None:
+            artifact = self._with_native(artifact, bundle, native)
         if state is not None:
             stream = Reference(host=registry.host or r.host, repository=r.repository, tag=r.tag)
             state.accept(
@@ -1072,6 +1109,29 @@ class Verifier:
             _tarball=tarball,
             _token=_Seal(artifact, bundle, tarball),
         )
+
+    def _with_native(
+        self, artifact: VerifiedArtifact, bundle: Bundle, native: NativeTrust
+    ) -> VerifiedArtifact:
+        """``artifact`` plus the bundle's verified OPA-native signatures (raises if they fail)."""
+        result = bundle.verify_native(native)
+        extra = tuple(
+            VerifiedSignature(
+                key_id=s.key_id,
+                scheme="opa-native",
+                annotations={},
+                public_key=None
+                if isinstance(native.keys[s.key_id].material, bytes)
+                else native.keys[s.key_id].material,
+            )
+            for s in result.signatures
+        )
+        combined = _sealed_artifact(
+            artifact.reference, artifact.signatures + extra, artifact.attestations
+        )
+        if not artifact.signatures:
+            self._check_age(combined)
+        return combined
 
 
 def _reference_mismatch(mode: DockerReferenceCheck, names: list[str], ref: Reference) -> str | None:

@@ -174,6 +174,8 @@ def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
                     "sparse member in bundle; sparse files are not allowed", entry=member.name
                 )
             if member.isdir():
+                if member.name in (".", "./", "/"):  # the root itself (`tar -C dir .`)
+                    continue
                 normalize_entry_name(member.name, limits)
                 continue
             if member.issym() or member.islnk():

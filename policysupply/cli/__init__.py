@@ -19,7 +19,7 @@ from policysupply.cli._common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Group, fail
 from policysupply.cli._registry_cmds import copy, pull, push
 from policysupply.cli._run_cmds import gate, load, serve
 from policysupply.cli._sign_cmds import keygen, sign, verify
-from policysupply.errors import PolicySupplyError
+from policysupply.errors import PolicySupplyError, SigningError
 
 __all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "cli", "main"]
 
@@ -73,6 +73,30 @@ def _load(source: str) -> Any:
 @click.option("--revision", help="Manifest revision (e.g. a git SHA).")
 @click.option("--root", "roots", multiple=True, help="Manifest root (repeatable).")
 @click.option("--no-check", is_flag=True, help="Skip compiling the Rego before writing.")
+@click.option(
+    "--signing-key",
+    metavar="KEY",
+    help="Add an OPA-native signature (.signatures.json) as `opa build --signing-key` "
+    "does: a PEM private key file (a cosign.key too, password from $COSIGN_PASSWORD), "
+    "or the secret for HS* algorithms.",
+)
+@click.option(
+    "--signing-alg",
+    metavar="ALG",
+    help="RS256 (default for RSA keys), RS384/512, PS256/384/512, ES256/384/512 "
+    "(default by curve), HS256/384/512.",
+)
+@click.option(
+    "--claims-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON file of extra claims for the signature (as opa build --claims-file).",
+)
+@click.option("--scope", help="Scope claim of the signature (OPA checks it against its config).")
+@click.option(
+    "--key-id",
+    help="kid of the signature. Default: 'default' as opa build writes it (a cosign.key: "
+    "its key id, as publish and serve --opa-signing use); none with --claims-file or --scope.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def build(
     directory: str,
@@ -80,20 +104,36 @@ def build(
     revision: str | None,
     roots: tuple[str, ...],
     no_check: bool,
+    signing_key: str | None,
+    signing_alg: str | None,
+    claims_file: str | None,
+    scope: str | None,
+    key_id: str | None,
     as_json: bool,
 ) -> None:
     r"""Build a deterministic OPA bundle from DIRECTORY.
 
+    With --signing-key the bundle carries an OPA-native signature that
+    `opa run --verification-key` and OPA's bundle `signing` config verify.
+
     \b
     Example:
       policysupply build policies/ -o bundle.tar.gz --revision v1.2.0 --root k8s
+      policysupply build policies/ -o bundle.tar.gz --signing-key private.pem
     """
     from policysupply.bundle import Bundle
 
+    signing = (claims_file, scope, key_id, signing_alg)
+    if signing_key is None and any(v is not None for v in signing):
+        raise click.UsageError(
+            "--signing-alg, --claims-file, --scope and --key-id need --signing-key"
+        )
     try:
         b = Bundle.from_directory(directory, revision=revision, roots=list(roots) or None)
         if not no_check:
             b.check()
+        if signing_key is not None:
+            b = _sign_native(b, signing_key, signing_alg, claims_file, scope, key_id)
         b.write(output)
     except PolicySupplyError as exc:
         _fail(exc, as_json)
@@ -112,6 +152,38 @@ def build(
     else:
         click.echo(f"wrote {output} ({len(b.to_bytes()):,} bytes, {len(b.modules)} modules)")
         click.echo(f"digest {b.digest}")
+
+
+def _sign_native(
+    b: Any,
+    key: str,
+    alg: str | None,
+    claims_file: str | None,
+    scope: str | None,
+    key_id: str | None,
+) -> Any:
+    from policysupply._internal.opa_signatures import parse_claims
+
+    claims = None
+    if claims_file is not None:
+        try:
+            claims = parse_claims(Path(claims_file).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise SigningError(f"cannot read claims file {claims_file}: {exc}") from None
+    from policysupply.cli._common import key_is_encrypted, read_password
+
+    signing_key: Any = key
+    default_id = "default"  # what opa build writes (its --verification-key-id default)
+    if Path(key).is_file() and key_is_encrypted(Path(key)):
+        from policysupply.signer import Signer
+
+        # A cosign.key: signed under its cosign key id, as publish() does, so
+        # `serve --opa-signing -k cosign.pub` configures OPA to match.
+        signer = Signer.from_key_file(key, password=read_password(confirm=False))
+        signing_key, key_id = signer, key_id or signer.key_id
+    if key_id is None and claims is None and scope is None:
+        key_id = default_id
+    return b.sign(signing_key, alg=alg, key_id=key_id, scope=scope, claims=claims)
 
 
 @cli.command()

@@ -207,6 +207,7 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
         Verifier,
     )
     from policysupply.loaders import OPA, extract_verified, publish
+    from policysupply.native import NativeTrust
 
     click.secho("policysupply demo: a policy bundle from source to decision", bold=True)
     _info(f"example policies: {example}")
@@ -241,12 +242,20 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
     verifier = Verifier(TrustPolicy(keys=[pub_path]))
     state = TrustState(work / "trust-state.json")
     verified = verifier.verify_bundle(reg, ref, state=state)
+    _expect(verified.reference.digest == pushed.digest, "the verified image is not the pushed one")
+    # publish also signed the bundle OPA-natively with the same key (defence in depth).
+    native = verified.bundle.verify_native(NativeTrust.from_cosign_keys([signer.public_key_pem]))
     _expect(
-        verified.bundle.digest == bundle.digest, "the verified bundle differs from the pushed one"
+        verified.bundle.modules == bundle.modules and verified.bundle.data == bundle.data,
+        "the verified bundle differs from the pushed one",
     )
     _ok(
         f"{verified.artifact.digest[:19]}… signed by {verified.artifact.key_ids[0][:19]}…, "
         f"revision {verified.bundle.manifest.revision!r} recorded in {state.path.name}"
+    )
+    _info(
+        f"the bundle also carries an OPA-native signature ({native.signatures[0].algorithm}, "
+        "same key) that OPA checks itself when configured with the key"
     )
 
     _step(5, "Load the verified bundle (only a VerifiedBundle is accepted)")
@@ -322,7 +331,7 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
             RollbackError,
         )
         blob = work / "oci" / "acme" / "k8s-policy" / "blobs" / "sha256"
-        victim = blob / bundle.digest.split(":", 1)[1]  # what the tag points at now
+        victim = blob / verified.bundle.digest.split(":", 1)[1]  # what the tag points at now
         victim.write_bytes(evil.to_bytes())  # swap the bundle bytes behind a signed digest
         _refused(
             "bundle bytes replaced behind the signed digest",

@@ -305,6 +305,12 @@ def _parse_addr(addr: str) -> tuple[str, int]:
     show_envvar=True,
     help="Require this bearer token from OPA (prefer the environment variable).",
 )
+@click.option(
+    "--opa-signing",
+    is_flag=True,
+    help="Make OPA verify the bundles' OPA-native signatures itself: the printed config "
+    "gets `keys` (the --key keys) and a `signing` block (as `publish` signs).",
+)
 @trust_options(required=True, state=True)
 @registry_options
 @json_option
@@ -315,6 +321,7 @@ def serve(
     interval: float,
     on_expiry: str,
     server_token: str | None,
+    opa_signing: bool,
     trust: TrustOptions,
     net: NetOptions,
     as_json: bool,
@@ -343,6 +350,12 @@ def serve(
     from policysupply import BundleServer
 
     verifier = _require(verifier_from_options(trust, as_json))
+    signing = None
+    if opa_signing:
+        from policysupply.native import NativeTrust
+
+        with reported(as_json, code=EXIT_USAGE):
+            signing = NativeTrust.from_cosign_keys(verifier.policy.keys)
     host, port = _parse_addr(addr)
     targets = [open_target(r, net, param="REFERENCES") for r in references]
     _log_rejections(as_json)
@@ -369,7 +382,7 @@ def serve(
         for w in watches:
             w.check()  # settle the first round before reporting what is served
         names = [w.name for w in watches]
-        config = server.opa_config(names)
+        config = server.opa_config(names, signing=signing)
         status = {}
         for w in watches:
             served = server.served(w.name)
@@ -389,7 +402,7 @@ def serve(
                     else f"# {n}: nothing verified yet ({s['error']})"
                 )
                 click.echo(line, err=True)
-            click.echo(server.opa_config_yaml(names), nl=False)
+            click.echo(server.opa_config_yaml(names, signing=signing), nl=False)
         sys.stdout.flush()
         # Expiry needs no round: the clock alone ends a bundle's life.
         while not stop.wait(1.0):

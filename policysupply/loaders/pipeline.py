@@ -23,6 +23,7 @@ def publish(
     signer: Signer,
     *,
     annotations: Mapping[str, str] | None = None,
+    native: bool | None = None,
 ) -> Reference:
     """Pushes ``bundle`` as a policy image, signs the pushed digest, then moves the tag.
 
@@ -30,20 +31,44 @@ def publish(
     so the tag never points at an unsigned image: a watch woken by the
     registry's push notification finds the signature already there.
 
+    Defence in depth: with a key-based signer the bundle first gets an
+    OPA-native signature by the same key (``kid`` = the cosign key id), so
+    OPA verifies it itself even when it pulls the image without policysupply
+    (configure it with :meth:`NativeTrust.from_cosign_keys
+    <policysupply.native.NativeTrust.from_cosign_keys>` ``.to_opa_config``).
+    OPA refuses a signed bundle when it has no key at all: an OPA pulling the
+    image directly needs the key in its ``keys`` (``BundleServer`` configs
+    carry it), or publish with ``native=False``.
+
     Args:
         bundle: The bundle to publish.
         registry: Where to push it.
         ref: Target reference (its tag is moved to the new image).
         signer: Signs the digest that was pushed (never a tag).
         annotations: Extra signed claims (``cosign sign -a``).
+        native: Add the OPA-native signature. ``None`` (default): yes for a
+            key-based signer whose key OPA can verify, unless the bundle
+            already carries one (kept as it is); ``True``: always (replacing
+            an existing one; an error for keyless signers); ``False``: never.
 
     Returns:
         The digest reference of the pushed image.
 
     Raises:
         RegistryError: The push or storing the signature failed.
-        SigningError: The signature could not be made.
+        SigningError: A signature could not be made.
     """
+    from policysupply._internal.opa_signatures import SIGNATURES_FILE
+    from policysupply.native import native_algorithm
+
+    if native is None:
+        native = (
+            not signer.is_keyless
+            and SIGNATURES_FILE not in bundle.files
+            and native_algorithm(signer._need_key("publish")) is not None
+        )
+    if native:
+        bundle = bundle.sign(signer, key_id=signer.key_id)
     r = Reference.parse(ref) if isinstance(ref, str) else ref
     pushed = registry.push(bundle, Reference(host=r.host, repository=r.repository))
     signer.sign(registry, pushed, annotations=annotations)

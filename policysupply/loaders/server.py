@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -23,6 +24,7 @@ from policysupply.verifier import VerifiedBundle
 if TYPE_CHECKING:
     import http.server
 
+    from policysupply.native import NativeTrust
     from policysupply.registry import Registry
     from policysupply.trust_state import TrustState
     from policysupply.verifier import Verifier
@@ -97,6 +99,9 @@ class BundleServer:
         self._httpd: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._watches: list[BundleWatch] = []
+        # Public keys that verified each published bundle: OPA needs them
+        # in its config to load a bundle carrying an OPA-native signature.
+        self._keys: dict[str, list[Any]] = {}
         self._stopping = False
         self._store = BundleStore(self.directory)
         self._served = self._store.load()
@@ -187,6 +192,9 @@ class BundleServer:
                 return self._served[name][0]
             self._store.persist(served, payload)
             self._served[name] = (served, payload)
+            self._keys[name] = [
+                sig.public_key for sig in verified.artifact.signatures if sig.public_key is not None
+            ]
             self._store.sweep(s for s, _ in self._served.values())
             self._changed.notify_all()
         logger.info(
@@ -461,6 +469,7 @@ class BundleServer:
         max_delay_seconds: int = 20,
         long_polling_timeout_seconds: int | None = None,
         token_env: str = "POLICYSUPPLY_BUNDLE_TOKEN",  # noqa: S107 - a variable name
+        signing: NativeTrust | None = None,
     ) -> dict[str, Any]:
         """The ``services``/``bundles`` part of an OPA config for this server.
 
@@ -474,12 +483,21 @@ class BundleServer:
             token_env: With a server token, the config refers to this
                 environment variable (OPA substitutes ``${VAR}``) instead of
                 containing the secret.
+            signing: Make OPA require and verify OPA-native signatures
+                itself: its ``keys`` and a ``signing`` block on every bundle,
+                so OPA refuses a served bundle that is unsigned or changed.
+                Without it, the config still carries ``keys`` (the public keys
+                of the trust policy of each watch and of each published
+                bundle's signatures): OPA refuses a natively signed bundle
+                whose key it does not have, and verifies one it has.
 
         Returns:
             A dict; :meth:`opa_config_yaml` renders it.
 
         Raises:
-            LoadError: No bundle names given or served.
+            LoadError: No bundle names given or served, or a served bundle
+                carries an OPA-native signature by a key this server does not
+                know (pass ``signing=`` with that key).
         """
         chosen = names if names is not None else self.names()
         if not chosen:
@@ -493,17 +511,67 @@ class BundleServer:
         }
         if long_polling_timeout_seconds is not None:
             polling["long_polling_timeout_seconds"] = long_polling_timeout_seconds
-        return {
-            "services": {service: svc},
-            "bundles": {
-                check_bundle_name(n): {
-                    "service": service,
-                    "resource": f"bundles/{n}",
-                    "polling": dict(polling),
-                }
-                for n in chosen
-            },
+        bundles: dict[str, Any] = {
+            check_bundle_name(n): {
+                "service": service,
+                "resource": f"bundles/{n}",
+                "polling": dict(polling),
+            }
+            for n in chosen
         }
+        if signing is not None:
+            fragment = signing.to_opa_config(chosen[0])
+            keys = fragment["keys"]
+            for source in bundles.values():
+                source["signing"] = dict(fragment["bundles"][chosen[0]]["signing"])
+        else:
+            keys = self._opa_keys(chosen)
+        # Keys first: a reader that stops at the bundles still has them.
+        config: dict[str, Any] = {"keys": keys} if keys else {}
+        config["services"] = {service: svc}
+        config["bundles"] = bundles
+        return config
+
+    def _opa_keys(self, names: list[str]) -> dict[str, Any]:
+        """OPA ``keys`` for ``names``: every public key that may have signed them natively.
+
+        Keys without a ``signing`` block do not make OPA require signatures;
+        they let it load (and verify) a bundle that carries one.
+        """
+        from policysupply._internal.opa_signatures import is_signatures_file
+        from policysupply._internal.tarball import read_entries
+        from policysupply.errors import VerificationError
+        from policysupply.native import NativeTrust, verify_entries
+
+        out: dict[str, Any] = {}
+        with self._lock:
+            watches = list(self._watches)
+            served = {n: self._served.get(n) for n in names}
+            published = {n: list(self._keys.get(n, ())) for n in names}
+        for name in names:
+            candidates = published[name] + [
+                k for w in watches if w.name == name for k in w.verifier.policy.keys
+            ]
+            trust = None
+            with contextlib.suppress(VerificationError):
+                trust = NativeTrust.from_cosign_keys(candidates)
+            entry = served[name]
+            if entry is not None:
+                entries = read_entries(entry[1])
+                if any(is_signatures_file(n) for n in entries):
+                    try:
+                        if trust is None:
+                            raise VerificationError("no key OPA could verify it with")
+                        verify_entries(entries, trust)
+                    except VerificationError as exc:
+                        raise LoadError(
+                            f"bundle {name} carries an OPA-native signature this server has "
+                            f"no matching key for ({exc}); OPA refuses a signed bundle without "
+                            "its key: pass signing=NativeTrust(...) with it"
+                        ) from None
+            if trust is not None:
+                out.update(trust.to_opa_config(name)["keys"])
+        return out
 
     def opa_config_yaml(self, names: list[str] | None = None, **options: Any) -> str:
         """:meth:`opa_config` as YAML, ready for ``opa run --server -c``."""

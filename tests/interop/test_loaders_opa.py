@@ -267,7 +267,8 @@ def test_end_to_end_only_the_genuine_bundle_reaches_opa(
         # untouched, so only the layer's hash can tell.
         storage = tmp_path / "distribution" / "data"
         layer, blob = _layer_blob_file(storage, registry, "acme/policy:prod")
-        assert layer == genuine.digest  # the layer is the bundle's .tar.gz
+        # The layer is the bundle's .tar.gz (as published: signed natively too).
+        assert layer == registry.pull("acme/policy:prod").digest
         allow_all = Bundle(
             manifest=genuine.manifest,
             modules={"k8s/admission/admission.rego": "package k8s.admission\n\nallow := true\n"},

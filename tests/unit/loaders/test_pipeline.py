@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 
+from policysupply import Signer
 from policysupply.loaders import (
     OPA,
     BundleServer,
@@ -13,6 +15,7 @@ from policysupply.loaders import (
     fetch_verified,
     publish,
 )
+from policysupply.native import NativeTrust
 from tests.unit.loaders._env import Env, make_bundle
 
 
@@ -34,4 +37,18 @@ def test_publish_signs_the_pushed_digest_and_fetch_verified_pulls_it(env: Env) -
     ref = publish(bundle, env.registry, "acme/policy:1", env.signer)
     verified = fetch_verified(env.registry, "acme/policy:1", env.verifier)
     assert verified.reference == ref
-    assert verified.bundle == bundle
+    # Defence in depth: the bundle inside also carries an OPA-native
+    # signature by the same key, and nothing else changed.
+    assert attrs.evolve(verified.bundle, files={}) == bundle
+    native = NativeTrust.from_cosign_keys([env.signer.public_key_pem])
+    assert verified.bundle.verify_native(native).key_ids == (env.signer.key_id,)
+
+
+def test_publish_native_signature_options(env: Env) -> None:
+    bundle = make_bundle("1", ["alice"])
+    publish(bundle, env.registry, "acme/policy:plain", env.signer, native=False)
+    assert env.registry.pull("acme/policy:plain") == bundle
+    # A bundle that is already signed natively keeps its own signature.
+    own = bundle.sign(Signer.generate(), key_id="release")
+    publish(own, env.registry, "acme/policy:own", env.signer)
+    assert env.registry.pull("acme/policy:own").files == own.files

@@ -17,11 +17,15 @@ import yaml
 from policysupply import (
     Bundle,
     LoadError,
+    Signer,
 )
 from policysupply.loaders import (
     BundleServer,
+    fetch_verified,
+    publish,
 )
-from tests.unit.loaders._env import Env, get
+from policysupply.native import NativeKey, NativeTrust
+from tests.unit.loaders._env import Env, get, make_bundle
 
 
 def test_server_speaks_opas_bundle_protocol(env: Env, tmp_path: Path) -> None:
@@ -171,7 +175,51 @@ def test_opa_config(env: Env, tmp_path: Path) -> None:
                     },
                 }
             },
+            # publish() signed the bundle natively too: OPA needs the key to
+            # load it (no `signing` block: unsigned bundles still load).
+            "keys": {
+                env.signer.key_id: {
+                    "key": env.signer.public_key_pem.decode(),
+                    "algorithm": "ES256",
+                }
+            },
         }
+
+
+def test_opa_config_refuses_a_native_signature_by_an_unknown_key(env: Env, tmp_path: Path) -> None:
+    # Signed natively by a key the server has not seen: OPA would refuse the
+    # bundle ("verification key not provided"), so no config is made for it.
+    release = Signer.generate()
+    bundle = make_bundle("1", ["alice"]).sign(release, key_id="release")
+    publish(bundle, env.registry, "acme/policy:prod", env.signer)
+    v1 = fetch_verified(env.registry, "acme/policy:prod", env.verifier)
+    with BundleServer(tmp_path / "store") as server:
+        server.publish(v1, "authz")
+        with pytest.raises(LoadError, match="no matching key"):
+            server.opa_config()
+        signing = NativeTrust(
+            keys={"release": NativeKey(key=release.public_key_pem, algorithm="ES256")}
+        )
+        assert set(server.opa_config(signing=signing)["keys"]) == {"release"}
+
+
+def test_opa_config_with_signing_makes_opa_verify_native_signatures(
+    env: Env, tmp_path: Path
+) -> None:
+    v1 = env.release("1", ["alice"])
+    signing = NativeTrust.from_cosign_keys([env.signer.public_key_pem])
+    with BundleServer(tmp_path / "store") as server:
+        server.publish(v1, "authz")
+        server.publish(v1, "other")
+        parsed = yaml.safe_load(server.opa_config_yaml(signing=signing))
+    kid = env.signer.key_id
+    assert parsed["keys"] == {
+        kid: {"key": env.signer.public_key_pem.decode(), "algorithm": "ES256"}
+    }
+    assert parsed["bundles"]["authz"]["signing"] == {}  # {} requires a signature
+    assert parsed["bundles"]["other"]["signing"] == {}
+    # ...and what publish() pushed verifies under exactly that configuration.
+    v1.bundle.verify_native(NativeTrust.from_opa_config(parsed, "authz"))
 
 
 @pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "x" * 200])

@@ -1,0 +1,849 @@
+"""OPA-native bundle signatures: ``/.signatures.json`` as ``opa build --signing-key`` writes it.
+
+OPA verifies these itself when a bundle is loaded with ``--verification-key``
+or through a bundle source with a ``signing`` block, so a bundle signed here
+is checked by OPA even when policysupply is not in the loading path. This
+module verifies them the way OPA does, with a few additions that never let
+through anything OPA would refuse for content reasons:
+
+* several trusted keys at once, picked by the token's ``kid`` (key rotation
+  without a gap), and a threshold of distinct keys when a bundle carries
+  several tokens (OPA itself accepts exactly one token);
+* ``exclude_files`` that would leave Rego, data or the manifest unverified
+  is refused (or only warned about, by policy);
+* MD5 and SHA-1 file hashes are refused unless allowed.
+
+Format details: ``docs/concepts/opa-signatures.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from policysupply._internal import opa_signatures as osig
+from policysupply.errors import (
+    BundleError,
+    FileDigestMismatchError,
+    MalformedSignatureError,
+    MissingSignedFileError,
+    NoSignatureError,
+    ScopeMismatchError,
+    SigningError,
+    ThresholdNotMetError,
+    UnsafeExclusionError,
+    UnsignedFileError,
+    UntrustedSignatureError,
+    VerificationError,
+)
+
+if TYPE_CHECKING:
+    from policysupply.bundle import Bundle
+
+__all__ = [
+    "NativeKey",
+    "NativeSignature",
+    "NativeTrust",
+    "NativeVerification",
+    "verify_native",
+]
+
+logger = logging.getLogger("policysupply.native")
+
+ALGORITHMS = tuple(osig.ALGORITHMS)
+"""JWS algorithms OPA signs and verifies bundles with."""
+
+ExcludedContent = Literal["refuse", "warn"]
+
+# More tokens than this is not a signed bundle but an attempt to make us work.
+_MAX_TOKENS = 16
+# Payload and file-entry fields OPA decodes. Go's decoder matches JSON keys to
+# them case-insensitively, so a near-duplicate spelling could be read by OPA
+# and not by us (or the other way round): such payloads are refused.
+_PAYLOAD_FIELDS = ("files", "keyid", "scope", "iat", "iss")
+_FILE_FIELDS = ("name", "hash", "algorithm")
+_HEX = re.compile(r"^[0-9a-fA-F]*$")
+_LOADED_BASENAMES = frozenset(
+    {"data.json", "data.yaml", "data.yml", "policy.wasm", "plan.json", "plan.pb", "patch.json"}
+)
+
+
+def loaded_by_opa(name: str) -> bool:
+    """Whether OPA loads entry ``name`` into its store (Rego, data, manifest, wasm, plans)."""
+    return (
+        name.endswith(".rego")
+        or name.endswith(".manifest")
+        or name.endswith(".manifest.pb")
+        or osig.basename(name) in _LOADED_BASENAMES
+    )
+
+
+def _check_algorithm(alg: str, what: str) -> str:
+    if alg not in osig.ALGORITHMS:
+        raise VerificationError(
+            f"{what}: unsupported algorithm {alg!r}; OPA signs bundles with one of "
+            f"{', '.join(osig.ALGORITHMS)}"
+        )
+    return alg
+
+
+def _load_verification_key(value: Any, alg: str) -> Any:
+    """Key material for ``alg``: HMAC secret bytes, or a ``cryptography`` public key."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if osig.ALGORITHMS[alg][0] == "HMAC":
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        if not isinstance(value, (bytes, bytearray)) or not value:
+            raise VerificationError(f"{alg} needs a non-empty shared secret (str or bytes)")
+        return bytes(value)
+    if isinstance(value, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        pub = value
+    elif isinstance(value, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        pub = value.public_key()
+    else:
+        if isinstance(value, os.PathLike) or (
+            isinstance(value, str) and not value.lstrip().startswith("-----")
+        ):
+            try:
+                value = Path(value).read_bytes()
+            except OSError as exc:
+                raise VerificationError(
+                    f"cannot read verification key {value}: {exc.strerror}"
+                ) from None
+        raw = value.encode("utf-8") if isinstance(value, str) else value
+        if not isinstance(raw, (bytes, bytearray)):
+            raise VerificationError(f"a {type(value).__name__} is not a verification key")
+        pub = _pem_public_key(bytes(raw))
+    try:
+        osig.check_key_fits(alg, pub, private=False)
+    except ValueError as exc:
+        raise VerificationError(f"verification key does not fit: {exc}") from None
+    return pub
+
+
+def _pem_public_key(raw: bytes) -> Any:
+    """A public key from the PEM forms OPA accepts: public key, certificate, private key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from policysupply._internal import keys as _keys
+
+    blocks = _keys.pem_blocks(raw)
+    kind = blocks[0][0] if blocks else ""
+    try:
+        if kind == "CERTIFICATE":
+            return x509.load_pem_x509_certificate(raw).public_key()
+        if kind in ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"):
+            return serialization.load_pem_private_key(raw, password=None).public_key()
+        return serialization.load_pem_public_key(raw)
+    except (ValueError, TypeError) as exc:
+        raise VerificationError(f"not a PEM key OPA accepts: {exc.__class__.__name__}") from None
+    except Exception as exc:  # cryptography's UnsupportedAlgorithm
+        raise VerificationError(f"unsupported verification key: {exc}") from None
+
+
+@attrs.frozen(kw_only=True)
+class NativeKey:
+    """One trusted key for OPA-native signatures: an entry of OPA's ``keys`` config.
+
+    Attributes:
+        key: The public key (PEM ``str``/``bytes``, a path to a PEM file, or
+            a ``cryptography`` key) or, for ``HS*``, the shared secret itself.
+        algorithm: The JWS algorithm the key verifies (``RS256``, ``PS384``,
+            ``ES256``, ``HS512``, ...). As in OPA, this, not the token's
+            header, decides how a signature is checked.
+        scope: The scope tokens made with this key must carry, unless the
+            trust names one (OPA's ``keys.<id>.scope``).
+    """
+
+    key: Any = attrs.field(repr=False)
+    algorithm: str = "RS256"
+    scope: str | None = None
+    _material: Any = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        _check_algorithm(self.algorithm, "NativeKey")
+        object.__setattr__(self, "_material", _load_verification_key(self.key, self.algorithm))
+
+    @property
+    def material(self) -> Any:
+        """The loaded key: secret bytes or a ``cryptography`` public key."""
+        return self._material
+
+    def public_pem(self) -> str:
+        """The public key as PEM text, as OPA's ``keys.<id>.key`` takes it.
+
+        Raises:
+            VerificationError: An HMAC key (its secret is not public).
+        """
+        if isinstance(self._material, bytes):
+            raise VerificationError(f"an {self.algorithm} key is a shared secret, not public")
+        from policysupply._internal import keys as _keys
+
+        return _keys.public_pem(self._material).decode("ascii")
+
+
+def _native_keys(value: Mapping[str, NativeKey]) -> Mapping[str, NativeKey]:
+    import types
+
+    out = dict(value)
+    for kid, key in out.items():
+        if not isinstance(kid, str) or not kid:
+            raise VerificationError(f"key ids must be non-empty strings, not {kid!r}")
+        if not isinstance(key, NativeKey):
+            raise VerificationError(f"keys[{kid!r}] must be a NativeKey, not {type(key).__name__}")
+    return types.MappingProxyType(out)
+
+
+@attrs.frozen(kw_only=True)
+class NativeTrust:
+    """What an OPA-native bundle signature must satisfy: OPA's ``keys`` + ``signing`` config.
+
+    Attributes:
+        keys: Trusted keys by key id (OPA's ``keys``). Several at once let
+            signers move to a new key with no gap: each token names its key
+            in ``kid``.
+        key_id: Verify every token with this key, whatever its ``kid`` says
+            (OPA's ``signing.keyid``).
+        scope: The scope tokens must carry (OPA's ``signing.scope``); when
+            unset, the key's own scope, else none.
+        exclude_files: Go ``filepath.Match`` patterns of files left
+            unverified (OPA's ``signing.exclude_files``).
+        excluded_content: What to do when ``exclude_files`` would leave a
+            file OPA loads (Rego, data, manifest, wasm, plan) unverified:
+            ``refuse`` (default) or ``warn`` and go on, as OPA does.
+        threshold: How many distinct trusted keys must have signed. A bundle
+            OPA accepts carries one token, so more than 1 only fits bundles
+            verified by policysupply alone.
+        allow_weak_hashes: Accept MD5/SHA-1 file hashes (OPA does; no signer
+            we know writes them, and they allow collisions).
+    """
+
+    keys: Mapping[str, NativeKey] = attrs.field(converter=_native_keys)
+    key_id: str | None = None
+    scope: str | None = None
+    exclude_files: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    excluded_content: ExcludedContent = "refuse"
+    threshold: int = 1
+    allow_weak_hashes: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if not self.keys:
+            raise VerificationError("an OPA-native trust needs at least one key")
+        if self.key_id is not None and self.key_id not in self.keys:
+            raise VerificationError(f"key id {self.key_id!r} is not among the trusted keys")
+        if self.excluded_content not in ("refuse", "warn"):
+            raise VerificationError("excluded_content must be 'refuse' or 'warn'")
+        distinct = 1 if self.key_id is not None else len(self.keys)
+        if not 1 <= self.threshold <= distinct:
+            raise VerificationError(
+                f"threshold {self.threshold} cannot be met by {distinct} usable key(s)"
+            )
+        if not all(isinstance(p, str) for p in self.exclude_files):
+            raise VerificationError("exclude_files must be strings")
+
+    @classmethod
+    def from_opa_config(cls, config: Mapping[str, Any], bundle: str | None = None) -> NativeTrust:
+        """Reads OPA's own config: ``keys`` and ``bundles.<bundle>.signing``.
+
+        Args:
+            config: The parsed OPA configuration (``keys`` at least).
+            bundle: The bundle whose ``signing`` block applies; ``None`` uses
+                the keys alone (tokens pick their key by ``kid``).
+
+        Raises:
+            VerificationError: A key or the signing block is malformed.
+        """
+        raw_keys = config.get("keys") or {}
+        if not isinstance(raw_keys, Mapping):
+            raise VerificationError("OPA config: keys must be an object")
+        keys: dict[str, NativeKey] = {}
+        for kid, kc in raw_keys.items():
+            if not isinstance(kc, Mapping) or "key" not in kc:
+                continue  # signing-only entries (private_key) verify nothing
+            keys[str(kid)] = NativeKey(
+                key=kc["key"], algorithm=kc.get("algorithm") or "RS256", scope=kc.get("scope")
+            )
+        signing: Mapping[str, Any] = {}
+        if bundle is not None:
+            source = (config.get("bundles") or {}).get(bundle)
+            if not isinstance(source, Mapping):
+                raise VerificationError(f"OPA config: no bundle {bundle!r}")
+            signing = source.get("signing") or {}
+        return cls(
+            keys=keys,
+            key_id=signing.get("keyid") or None,
+            scope=signing.get("scope") or None,
+            exclude_files=tuple(signing.get("exclude_files") or ()),
+        )
+
+    @classmethod
+    def from_cosign_keys(cls, keys: Iterable[Any], **options: Any) -> NativeTrust:
+        """Trusts the same keys as a cosign :class:`~policysupply.TrustPolicy`, by cosign key id.
+
+        :func:`~policysupply.publish` signs natively with the cosign key under
+        its key id (``sha256:<hex>``), so this is the trust that verifies
+        what it publishes. Keys OPA cannot use (Ed25519) are left out.
+
+        Args:
+            keys: ``cryptography`` public keys (``TrustPolicy.keys``), PEM,
+                or paths to ``cosign.pub`` files.
+            **options: Other :class:`NativeTrust` fields (``scope``, ...).
+
+        Raises:
+            VerificationError: None of the keys is usable by OPA.
+        """
+        from policysupply._internal import keys as _keys
+
+        out: dict[str, NativeKey] = {}
+        for k in keys:
+            pub = _load_any_public(k)
+            alg = native_algorithm(pub)
+            if alg is not None:
+                out[_keys.key_id(pub)] = NativeKey(key=pub, algorithm=alg)
+        if not out:
+            raise VerificationError("none of the keys can verify OPA-native signatures")
+        return cls(keys=out, **options)
+
+    def to_opa_config(self, bundle: str, *, include_secrets: bool = False) -> dict[str, Any]:
+        """OPA config that verifies the same way: ``keys`` and ``bundles.<bundle>.signing``.
+
+        Merge it into the rest of the bundle source (``service``,
+        ``resource``, polling). A ``signing`` block, even an empty one, makes
+        OPA refuse unsigned bundles.
+
+        Args:
+            bundle: The bundle name (``bundles.<bundle>``).
+            include_secrets: Include ``HS*`` shared secrets; refused otherwise,
+                so a config meant for distribution never carries one.
+
+        Raises:
+            VerificationError: An HMAC key without ``include_secrets``.
+        """
+        keys: dict[str, Any] = {}
+        for kid, k in self.keys.items():
+            if isinstance(k.material, bytes):
+                if not include_secrets:
+                    raise VerificationError(
+                        f"key {kid!r} is an {k.algorithm} shared secret; pass "
+                        "include_secrets=True to write it into a config"
+                    )
+                entry: dict[str, Any] = {"key": k.material.decode("utf-8", "strict")}
+            else:
+                entry = {"key": k.public_pem()}
+            entry["algorithm"] = k.algorithm
+            if k.scope:
+                entry["scope"] = k.scope
+            keys[kid] = entry
+        signing: dict[str, Any] = {}
+        if self.key_id:
+            signing["keyid"] = self.key_id
+        if self.scope:
+            signing["scope"] = self.scope
+        if self.exclude_files:
+            signing["exclude_files"] = list(self.exclude_files)
+        return {"keys": keys, "bundles": {bundle: {"signing": signing}}}
+
+
+def _load_any_public(value: Any) -> Any:
+    from policysupply._internal import keys as _keys
+
+    if isinstance(value, os.PathLike) or (
+        isinstance(value, str) and not value.lstrip().startswith("-----")
+    ):
+        try:
+            value = Path(value).read_bytes()
+        except OSError as exc:
+            raise VerificationError(f"cannot read public key {value}: {exc.strerror}") from None
+    if isinstance(value, (bytes, str)):
+        raw = value.encode() if isinstance(value, str) else value
+        return _keys.load_public_key(raw, what="public key")
+    return value
+
+
+def native_algorithm(key: Any) -> str | None:
+    """The algorithm a cosign key signs OPA-natively with (``None``: OPA cannot verify it)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
+        return "RS256"
+    if isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)):
+        return osig._CURVE_ALG.get(key.curve.name)
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class NativeSignature:
+    """One token that verified: made by a trusted key, for this scope, over exactly these files.
+
+    Attributes:
+        key_id: The trusted key's id.
+        algorithm: The algorithm it was checked with.
+        scope: The token's scope (``""`` when it has none).
+        claims: The token's other claims (``iat``, ``iss``, custom ones).
+        files: How many files it covers.
+    """
+
+    key_id: str
+    algorithm: str
+    scope: str
+    claims: Mapping[str, Any]
+    files: int
+
+
+@attrs.frozen(kw_only=True)
+class NativeVerification:
+    """The outcome of a successful OPA-native verification.
+
+    Attributes:
+        signatures: The tokens that counted (distinct keys).
+        excluded: Files left unverified by ``exclude_files``.
+        warnings: What was let through with a warning (``excluded_content="warn"``).
+        ignored: Tokens that did not count, and why (a key not trusted here).
+    """
+
+    signatures: tuple[NativeSignature, ...]
+    excluded: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Distinct trusted keys that signed."""
+        return tuple(sorted({s.key_id for s in self.signatures}))
+
+
+# -- verification -------------------------------------------------------------------
+
+
+def _string_field(obj: Mapping[str, Any], name: str, what: str) -> str:
+    value = obj.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise MalformedSignatureError(f"{what}: {name!r} is not a string")
+    return value
+
+
+def _guard_fields(obj: Mapping[str, Any], fields: Iterable[str], what: str) -> None:
+    wanted = set(fields)
+    for k in obj:
+        if k not in wanted and k.casefold() in wanted:
+            raise MalformedSignatureError(
+                f"{what}: field {k!r} is a different spelling of {k.casefold()!r}; "
+                "OPA's decoder would read it as that field, so the token is ambiguous"
+            )
+
+
+def _listed_files(payload: Mapping[str, Any], trust: NativeTrust) -> dict[str, tuple[str, str]]:
+    files = payload.get("files")
+    if files is None:
+        return {}
+    if not isinstance(files, list):
+        raise MalformedSignatureError('token payload: "files" is not a list')
+    out: dict[str, tuple[str, str]] = {}
+    for f in files:
+        if not isinstance(f, dict):
+            raise MalformedSignatureError('token payload: a "files" entry is not an object')
+        _guard_fields(f, _FILE_FIELDS, "token file entry")
+        name = _string_field(f, "name", "token file entry")
+        digest = _string_field(f, "hash", "token file entry")
+        alg = _string_field(f, "algorithm", "token file entry")
+        if not alg:
+            raise MalformedSignatureError(f"{name}: no hashing algorithm listed for it")
+        if alg not in osig.HASHES:
+            raise MalformedSignatureError(f"{name}: unsupported hashing algorithm {alg!r}")
+        if alg in osig.WEAK_HASHES and not trust.allow_weak_hashes:
+            raise MalformedSignatureError(
+                f"{name}: listed with {alg}, a hash that allows collisions; refusing it "
+                "(NativeTrust.allow_weak_hashes=True accepts it, as OPA does)"
+            )
+        if len(digest) % 2 or not _HEX.match(digest):
+            raise MalformedSignatureError(f"{name}: listed hash is not hex")
+        # Names are compared exactly, as OPA does ("/x" never matches "x").
+        out[name] = (digest.lower(), alg)
+    return out
+
+
+@attrs.frozen
+class _Checked:
+    signature: NativeSignature
+    files: dict[str, tuple[str, str]]
+
+
+def _check_token(token: str, trust: NativeTrust, ignored: list[str]) -> _Checked | None:
+    """Verifies one token's signature and scope; ``None`` when its key is not trusted here."""
+    try:
+        tok = osig.parse_token(token)
+    except ValueError as exc:
+        raise MalformedSignatureError(f"{osig.SIGNATURES_FILE}: {exc}") from None
+    _guard_fields(tok.payload, _PAYLOAD_FIELDS, "token payload")
+    kid = trust.key_id
+    if kid is None:
+        header_kid = tok.header.get("kid")
+        if header_kid is not None and not isinstance(header_kid, str):
+            raise MalformedSignatureError("token header: kid is not a string")
+        kid = header_kid or _string_field(tok.payload, "keyid", "token payload")
+    if not kid:
+        ignored.append("a token names no key (no kid, no keyid) and the trust sets no key_id")
+        return None
+    key = trust.keys.get(kid)
+    if key is None:
+        ignored.append(f"a token by key {kid!r}, which is not trusted here")
+        return None
+    if tok.header.get("alg") != key.algorithm or not osig.jws_verify(
+        key.algorithm, key.material, tok.signing_input, tok.signature
+    ):
+        raise UntrustedSignatureError(
+            f"a token claims trusted key {kid!r} but its {key.algorithm} signature does "
+            "not verify: the signatures file was forged or damaged"
+        )
+    want = trust.scope if trust.scope is not None else (key.scope or "")
+    scope = _string_field(tok.payload, "scope", "token payload")
+    if scope != want:
+        raise ScopeMismatchError(
+            f"token by key {kid!r} has scope {scope!r}, but scope {want!r} is required"
+        )
+    claims = {k: v for k, v in tok.payload.items() if k != "files"}
+    for name in ("keyid", "iss"):
+        _string_field(tok.payload, name, "token payload")
+    iat = tok.payload.get("iat")
+    if iat is not None and osig._whole_number(iat) is None:
+        raise MalformedSignatureError("token payload: iat is not a whole number")
+    files = _listed_files(tok.payload, trust)
+    return _Checked(
+        signature=NativeSignature(
+            key_id=kid,
+            algorithm=key.algorithm,
+            scope=scope,
+            claims=_plain(claims),
+            files=len(files),
+        ),
+        files=files,
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, osig.RawNumber):
+        text = value.text
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _Digests:
+    """File hashes computed once per (entry, algorithm), shared by all tokens."""
+
+    def __init__(self, entries: Mapping[str, bytes]) -> None:
+        self.entries = entries
+        self.cache: dict[tuple[str, str], str] = {}
+
+    def matches(self, name: str, want: str, alg: str) -> bool:
+        raw = self.entries[name]
+        got = self.cache.get((name, alg))
+        if got is None:
+            if osig.basename(name) in ("data.json", ".manifest"):
+                # Already in canonical form (as our writer leaves it, or OPA's
+                # plus a newline)? Then these bytes hash to the listed value
+                # and need no parsing: equal hashes mean the text is the
+                # canonical text itself, which parses to the signed value.
+                h = osig.HASHES[alg]()
+                h.update(raw.strip(b" \t\r\n"))
+                if h.hexdigest() == want:
+                    return True
+            try:
+                got = osig.file_digest(name, raw, alg)
+            except BundleError as exc:
+                raise FileDigestMismatchError(
+                    f"cannot be hashed as OPA does ({exc.reason})", entry=name
+                ) from None
+            self.cache[(name, alg)] = got
+        return got == want
+
+
+def _check_content(
+    checked: _Checked, content: list[str], digests: _Digests, excluded: set[str]
+) -> None:
+    listed = dict(checked.files)
+    for name in content:
+        if name in excluded:
+            listed.pop(name, None)
+            continue
+        entry = listed.pop(name, None)
+        if entry is None:
+            raise UnsignedFileError(
+                f"not covered by the signature of key {checked.signature.key_id!r} "
+                "(added after signing?)",
+                entry=name,
+            )
+        want, alg = entry
+        if not digests.matches(name, want, alg):
+            raise FileDigestMismatchError(
+                f"content differs from what key {checked.signature.key_id!r} signed "
+                f"({alg} {want[:16]}...)",
+                entry=name,
+            )
+    if listed:
+        missing = sorted(listed)
+        raise MissingSignedFileError(
+            f"signed by key {checked.signature.key_id!r} but not in the bundle"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+            entry=missing[0],
+        )
+
+
+def verify_entries(entries: Mapping[str, bytes], trust: NativeTrust) -> NativeVerification:
+    """Verifies bundle entries (name relative to the root → bytes) as OPA would.
+
+    Raises:
+        NoSignatureError: No ``.signatures.json``, or one without tokens.
+        MalformedSignatureError: Unreadable signatures or tokens.
+        UntrustedSignatureError: No token by a trusted key, or a forged one.
+        ScopeMismatchError: A trusted token for another scope.
+        UnsignedFileError: A file not covered by the signature.
+        MissingSignedFileError: A signed file not in the bundle.
+        FileDigestMismatchError: A file changed since it was signed.
+        UnsafeExclusionError: ``exclude_files`` would skip a loaded file.
+        ThresholdNotMetError: Fewer distinct trusted keys than the threshold.
+    """
+    sig_names = sorted(n for n in entries if osig.is_signatures_file(n))
+    if not sig_names:
+        raise NoSignatureError(
+            "bundle carries no .signatures.json, but an OPA-native signature is required"
+        )
+    if len(sig_names) > 1:
+        raise MalformedSignatureError(
+            f"bundle contains more than one signatures file: {', '.join(sig_names)}"
+        )
+    try:
+        tokens, plugin = osig.decode_signatures_file(entries[sig_names[0]])
+    except ValueError as exc:
+        raise MalformedSignatureError(f"{sig_names[0]}: {exc}") from None
+    if tokens is None and not plugin:
+        raise NoSignatureError(f"{sig_names[0]} holds no signatures")
+    if plugin not in ("", osig.DEFAULT_PLUGIN):
+        raise MalformedSignatureError(
+            f"{sig_names[0]}: made by signing plugin {plugin!r}; only OPA's default "
+            "JWT format is implemented"
+        )
+    if not tokens:
+        raise NoSignatureError(f"{sig_names[0]} holds no signatures")
+    if len(tokens) > _MAX_TOKENS:
+        raise MalformedSignatureError(f"{sig_names[0]}: more than {_MAX_TOKENS} tokens")
+
+    content = sorted(n for n in entries if n != sig_names[0])
+    patterns = [osig.go_match_regex(p) for p in trust.exclude_files]
+    excluded = {n for n in content if any(rx is not None and rx.fullmatch(n) for rx in patterns)}
+    warnings: list[str] = []
+    risky = sorted(n for n in excluded if loaded_by_opa(n))
+    if risky:
+        msg = (
+            f"exclude_files {list(trust.exclude_files)} leaves {len(risky)} file(s) that "
+            f"OPA loads unverified: {', '.join(risky[:5])}"
+        )
+        if trust.excluded_content == "refuse":
+            raise UnsafeExclusionError(
+                msg + "; narrow the patterns, or set excluded_content='warn' to accept it"
+            )
+        logger.warning(msg, extra={"event": "policysupply.native_exclusion", "files": risky})
+        warnings.append(msg)
+
+    ignored: list[str] = []
+    by_key: dict[str, NativeSignature] = {}
+    digests = _Digests(entries)
+    for token in tokens:
+        checked = _check_token(token, trust, ignored)
+        if checked is None:
+            continue
+        _check_content(checked, content, digests, excluded)
+        by_key.setdefault(checked.signature.key_id, checked.signature)
+    if not by_key:
+        raise UntrustedSignatureError(
+            "no OPA-native signature by a trusted key: " + "; ".join(ignored)
+        )
+    if len(by_key) < trust.threshold:
+        raise ThresholdNotMetError(
+            f"{len(by_key)} of the required {trust.threshold} trusted keys signed "
+            f"({', '.join(sorted(by_key))})"
+        )
+    return NativeVerification(
+        signatures=tuple(by_key[k] for k in sorted(by_key)),
+        excluded=tuple(sorted(excluded)),
+        warnings=tuple(warnings),
+        ignored=tuple(ignored),
+    )
+
+
+def verify_native(
+    source: Bundle | bytes | str | os.PathLike[str], trust: NativeTrust
+) -> NativeVerification:
+    """Verifies a bundle's OPA-native signature (``/.signatures.json``) as OPA does.
+
+    Args:
+        source: A :class:`~policysupply.Bundle`, ``.tar.gz`` bytes, or a path
+            to a bundle file. Bytes and files are checked entry by entry as
+            read, before anything is parsed into a bundle.
+        trust: The keys and rules.
+
+    Returns:
+        What verified.
+
+    Raises:
+        VerificationError: A subclass naming what failed (see
+            :func:`verify_entries`).
+        BundleError: The archive itself is unreadable.
+    """
+    from policysupply.bundle import Bundle
+
+    if isinstance(source, Bundle):
+        return source.verify_native(trust)
+    from policysupply._internal import tarball
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            source = path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"cannot read {path}: {exc.strerror}") from None
+    return verify_entries(tarball.read_entries(bytes(source)), trust)
+
+
+# -- signing ------------------------------------------------------------------------
+
+
+def load_signing_key(key: Any, alg: str | None) -> tuple[Any, str]:
+    """``(key material, algorithm)`` for :meth:`Bundle.sign`.
+
+    ``key`` may be a :class:`~policysupply.Signer` (key-based), a
+    ``cryptography`` private key, PEM text/bytes, a path to a PEM file, or
+    for ``HS*`` the secret itself. A ``str`` follows ``opa build
+    --signing-key``: PEM if it starts with ``-----BEGIN``, else a file if one
+    exists there, else (``HS*`` only) the secret.
+
+    Raises:
+        SigningError: Unreadable key, or one that does not fit ``alg``.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from policysupply._internal import keys as _keys
+    from policysupply.signer import Signer
+
+    if alg is not None and alg not in osig.ALGORITHMS:
+        raise SigningError(
+            f"unsupported signing algorithm {alg!r}; use one of {', '.join(osig.ALGORITHMS)}"
+        )
+    hmac_alg = alg is not None and osig.ALGORITHMS[alg][0] == "HMAC"
+    material: Any
+    if isinstance(key, Signer):
+        if key.is_keyless:
+            raise SigningError(
+                "a keyless signer has no lasting key OPA could be configured with; "
+                "sign OPA-natively with a key"
+            )
+        material = key._need_key("an OPA-native signature")
+    elif isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        material = key
+    else:
+        data: bytes
+        if isinstance(key, os.PathLike):
+            data = _read_key_file(Path(key))
+        elif isinstance(key, str):
+            if key.startswith("-----BEGIN"):
+                data = key.encode("utf-8")
+            elif os.path.exists(key):
+                data = _read_key_file(Path(key))
+            elif hmac_alg:
+                data = key.encode("utf-8")
+            else:
+                raise SigningError(f"signing key {key!r}: no such file, and not PEM")
+        elif isinstance(key, (bytes, bytearray)):
+            data = bytes(key)
+        else:
+            raise SigningError(f"a {type(key).__name__} is not a signing key")
+        material = data if hmac_alg else _keys.load_private_key(data, None, what="signing key")
+    if alg is None:
+        alg = osig.algorithm_for_key(material)
+    try:
+        osig.check_key_fits(alg, material, private=True)
+    except ValueError as exc:
+        raise SigningError(f"signing key does not fit: {exc}") from None
+    return material, alg
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SigningError(f"cannot read signing key {path}: {exc.strerror}") from None
+
+
+def sign_entries(
+    entries: Mapping[str, bytes],
+    *,
+    key: Any,
+    alg: str | None,
+    key_id: str | None,
+    scope: str | None,
+    claims: Mapping[str, Any] | None,
+    canonical: Mapping[str, bytes] | None = None,
+    previous: bytes | None = None,
+) -> bytes:
+    """``.signatures.json`` bytes for ``entries`` (every entry but a signatures file).
+
+    Args:
+        entries: Bundle entries to cover.
+        key: See :func:`load_signing_key`.
+        alg: JWS algorithm; ``None`` picks one from the key.
+        key_id: ``kid`` header (and, without claims, ``keyid`` claim).
+        scope: ``scope`` claim.
+        claims: Extra claims.
+        canonical: Canonical forms already known for structured entries.
+        previous: An existing signatures file to append the new token to.
+
+    Raises:
+        SigningError: Bad key, algorithm or claims.
+    """
+    material, alg = load_signing_key(key, alg)
+    if claims is not None and not isinstance(claims, Mapping):
+        raise SigningError("claims must be a mapping")
+    merged: dict[str, Any] | None = dict(claims) if claims is not None else None
+    if scope is not None:
+        merged = {**(merged or {}), "scope": scope}
+    files: list[tuple[str, str]] = []
+    known = canonical or {}
+    import hashlib
+
+    for name in osig.signing_order(n for n in entries if not osig.is_signatures_file(n)):
+        raw = entries[name]
+        try:
+            form = known.get(name)
+            if form is None:
+                form = osig.canonical_form(name, raw)
+        except BundleError as exc:
+            raise SigningError(f"cannot sign {name}: {exc.reason}") from None
+        files.append((name, hashlib.sha256(form).hexdigest()))
+    try:
+        token = osig.make_token(files, alg=alg, key=material, key_id=key_id, claims=merged)
+    except ValueError as exc:
+        raise SigningError(f"cannot make the signature token: {exc}") from None
+    tokens = [token]
+    if previous is not None:
+        try:
+            old, _ = osig.decode_signatures_file(previous)
+        except ValueError as exc:
+            raise SigningError(f"cannot append to the existing signatures: {exc}") from None
+        tokens = [*(old or []), token]
+    return osig.encode_signatures_file(tokens)
