@@ -129,6 +129,10 @@ class TrustPolicy:
             (cosign's default; ``False`` is ``--insecure-ignore-sct``).
         attestations: Predicate types (e.g. ``https://slsa.dev/provenance/v1``)
             of which a trusted signer must have attested the artifact.
+        allowed_registries: When set, only artifacts under these hosts or
+            ``host/repository`` prefixes (whole path components; a local
+            layout's repository has no host) verify; anything else fails
+            before any lookup with a ``ClaimMismatchError``.
     """
 
     keys: tuple[Any, ...] = attrs.field(default=(), converter=_load_keys)
@@ -140,6 +144,42 @@ class TrustPolicy:
     require_tlog: bool | None = None
     require_sct: bool = True
     attestations: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    allowed_registries: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> TrustPolicy:
+        """Reads a trust policy file (YAML, or JSON when the name ends in ``.json``).
+
+        The format (keys, identities, threshold, annotations, docker_reference,
+        attestations, allowed_registries, signing_time.max_age,
+        transparency_log, require_sct) is described by the JSON Schema shipped
+        as ``policysupply/schemas/trust-policy.schema.json``; key paths are
+        relative to the file. Unknown fields are refused, so a typo cannot
+        drop a requirement.
+
+        Args:
+            path: The policy file.
+            **overrides: Fields to set instead of the file's (e.g. ``threshold=2``).
+
+        Raises:
+            VerificationError: The file is unreadable or malformed, or a key
+                in it cannot be read.
+        """
+        from policysupply._internal import policy_file
+
+        fields = policy_file.read(path)
+        fields.update(overrides)
+        return cls(**fields)
+
+    def allows_location(self, name: str) -> bool:
+        """Whether ``name`` (``host/repository``) is under an allowed registry (or none are set)."""
+        if not self.allowed_registries:
+            return True
+        for entry in self.allowed_registries:
+            prefix = entry.rstrip("/")
+            if name == prefix or name.startswith(prefix + "/"):
+                return True
+        return False
 
     def __attrs_post_init__(self) -> None:
         if not self.keys and not self.identities:
@@ -707,8 +747,15 @@ class Verifier:
             ThresholdNotMetError: Fewer distinct trusted signers than the threshold.
         """
         r = Reference.parse(ref) if isinstance(ref, str) else ref
+        host = registry.host or r.host
+        name = f"{host}/{r.repository}" if host else r.repository
+        if not self.policy.allows_location(name):
+            raise ClaimMismatchError(
+                f"{name} is not under an allowed registry of the trust policy "
+                f"(allowed: {', '.join(self.policy.allowed_registries)})"
+            )
         digest = registry.resolve(r)
-        pinned = Reference(host=registry.host or r.host, repository=r.repository, digest=digest)
+        pinned = Reference(host=host, repository=r.repository, digest=digest)
         # Both storage schemes are looked up at once: on a remote registry each
         # is two round trips, and they do not depend on each other.
         bundles = _pool().submit(self._bundles, registry, r.repository, digest)

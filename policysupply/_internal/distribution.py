@@ -27,7 +27,7 @@ import httpx
 
 from policysupply._internal import oci
 from policysupply._internal.credentials import Credentials
-from policysupply._internal.netconfig import RetryPolicy, Timeout
+from policysupply._internal.netconfig import RetryPolicy, Timeout, tls_context
 from policysupply.errors import (
     AuthenticationError,
     DigestMismatchError,
@@ -129,14 +129,15 @@ class _LazyTLSTransport(httpx.BaseTransport):
     an https URL, which is then verified as usual.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, context: Callable[[], Any]) -> None:
+        self._context = context
         self._inner: httpx.HTTPTransport | None = None
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         with self._lock:
             if self._inner is None:
-                self._inner = httpx.HTTPTransport(verify=True)
+                self._inner = httpx.HTTPTransport(verify=self._context())
         return self._inner.handle_request(request)
 
     def close(self) -> None:
@@ -157,6 +158,7 @@ class Client:
         retry: RetryPolicy,
         transport: httpx.BaseTransport | None = None,
         user_agent: str = "policysupply",
+        tls: Callable[[], Any] | None = None,
     ) -> None:
         self.host = host
         self.base = f"{scheme}://{host}"
@@ -172,7 +174,7 @@ class Client:
             # the Authorization header when a redirect leaves the origin.
             headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
             transport=transport or httpx.HTTPTransport(verify=False),  # http:// only
-            mounts=None if transport else {"https://": _LazyTLSTransport()},
+            mounts=None if transport else {"https://": _LazyTLSTransport(tls or tls_context)},
         )
         self._lock = threading.Lock()
         # The distribution spec forbids a 404 from a registry that has the

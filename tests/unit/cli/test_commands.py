@@ -102,12 +102,13 @@ def test_push_plain_output_prints_the_digest_reference(layout: Path, example_dir
     assert result.stdout.splitlines()[-1] == f"oci:{layout}:acme/p@{digest}"
 
 
-def test_push_of_broken_rego_fails_with_1_and_pushes_nothing(layout: Path, tmp_path: Path) -> None:
+def test_push_of_broken_rego_fails_with_2_and_pushes_nothing(layout: Path, tmp_path: Path) -> None:
+    # Input error, not a verdict: 1 is only ever "not verified" or DENY.
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "x.rego").write_text("package p\n\nallow {\n")
     result = invoke("push", str(tmp_path / "p"), f"oci:{layout}:acme/p:1", "--json")
-    assert result.exit_code == 1
-    assert as_json(result)["error"] == "BundleError"
+    assert result.exit_code == 2
+    assert as_json(result)["error"]["type"] == "BundleError"
     assert not (layout / "acme" / "p" / "index.json").exists()
 
 
@@ -148,7 +149,7 @@ def test_pull_verify_without_key_is_a_usage_error(pushed: str) -> None:
 def test_pull_missing_tag_is_exit_2(pushed: str, tmp_path: Path) -> None:
     result = invoke("pull", pushed.replace(":1.0", ":nope"), "-o", str(tmp_path / "x"), "--json")
     assert result.exit_code == 2
-    assert as_json(result)["error"] == "NotFoundError"
+    assert as_json(result)["error"]["type"] == "NotFoundError"
 
 
 # -- sign / verify --------------------------------------------------------------
@@ -167,7 +168,7 @@ def test_sign_then_verify_with_annotations(pushed: str, keys: tuple[Path, Path])
 
     wrong = invoke("verify", pushed, "--key", str(keys[1]), "-a", "env=dev", "--json")
     assert wrong.exit_code == 1
-    assert "env" in str(as_json(wrong)["message"])
+    assert "env" in str(as_json(wrong)["error"]["message"])
 
 
 def test_sign_bundle_scheme_verifies(pushed: str, keys: tuple[Path, Path]) -> None:
@@ -184,7 +185,7 @@ def test_sign_with_wrong_password_is_exit_2_and_never_echoes_it(
 ) -> None:
     result = invoke("sign", pushed, "--key", str(keys[0]), "--json", password="guess-Wr0ng")
     assert result.exit_code == 2
-    assert "wrong password" in str(as_json(result)["message"])
+    assert "wrong password" in str(as_json(result)["error"]["message"])
     assert "guess-Wr0ng" not in result.output
 
 
@@ -198,18 +199,18 @@ def test_verify_failures_exit_1_with_the_specific_error(
     pushed: str, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
     unsigned = invoke("verify", pushed, "--key", str(keys[1]), "--json")
-    assert (unsigned.exit_code, as_json(unsigned)["error"]) == (1, "NoSignatureError")
+    assert (unsigned.exit_code, as_json(unsigned)["error"]["type"]) == (1, "NoSignatureError")
 
     (tmp_path / "other").mkdir()
     _, other_pub = Signer.generate().write_key_pair(tmp_path / "other", password="x")
     assert invoke("sign", pushed, "--key", str(keys[0])).exit_code == 0
     untrusted = invoke("verify", pushed, "--key", str(other_pub), "--json")
-    assert (untrusted.exit_code, as_json(untrusted)["error"]) == (1, "UntrustedSignatureError")
+    assert (untrusted.exit_code, as_json(untrusted)["error"]["type"]) == (1, "UntrustedSignatureError")
 
     short = invoke(
         "verify", pushed, "-k", str(keys[1]), "-k", str(other_pub), "--threshold", "2", "--json"
     )
-    assert (short.exit_code, as_json(short)["error"]) == (1, "ThresholdNotMetError")
+    assert (short.exit_code, as_json(short)["error"]["type"]) == (1, "ThresholdNotMetError")
 
 
 def test_verify_configuration_errors_exit_2(pushed: str, keys: tuple[Path, Path]) -> None:
@@ -248,7 +249,7 @@ def test_copy_with_and_without_signatures(
     bare = f"oci:{tmp_path / 'bare'}:acme/policy:1.0"
     assert invoke("copy", pushed, bare, "--without-signatures").exit_code == 0
     result = invoke("verify", bare, "--key", str(keys[1]), "--json")
-    assert (result.exit_code, as_json(result)["error"]) == (1, "NoSignatureError")
+    assert (result.exit_code, as_json(result)["error"]["type"]) == (1, "NoSignatureError")
 
 
 # -- help -----------------------------------------------------------------------
@@ -280,7 +281,7 @@ def test_pull_with_state_refuses_a_rollback(
             "-o", str(tmp_path / f"r{revision}.tar.gz"), "--json",
         )
         assert result.exit_code == expected, result.output
-    assert as_json(result)["error"] == "RollbackError"
+    assert as_json(result)["error"]["type"] == "RollbackError"
     assert not (tmp_path / "r1.tar.gz").exists()
     assert Bundle.from_file(tmp_path / "r2.tar.gz").manifest.revision == "2"
 
@@ -297,4 +298,4 @@ def test_stale_signature_is_refused(pushed: str, keys: tuple[Path, Path]) -> Non
     old = "dev.policysupply/signed-at=2020-09-13T12:26:40Z"
     assert invoke("sign", pushed, "--key", str(keys[0]), "-a", old).exit_code == 0
     result = invoke("verify", pushed, "-k", str(keys[1]), "--max-signature-age", "7d", "--json")
-    assert (result.exit_code, as_json(result)["error"]) == (1, "StaleSignatureError")
+    assert (result.exit_code, as_json(result)["error"]["type"]) == (1, "StaleSignatureError")
