@@ -618,6 +618,14 @@ def progress_bar(description: str, enabled: bool) -> Iterator[Callable[[int, int
             bar.update(task, completed=final.total)
 
 
+def stdin_is_terminal() -> bool:
+    """Whether stdin is an interactive terminal (prompts are possible)."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _stdin_line() -> str:
     line = sys.stdin.readline()
     return line.rstrip("\r\n")
@@ -632,7 +640,7 @@ def read_password(*, confirm: bool) -> str:
     env = os.environ.get("COSIGN_PASSWORD")
     if env is not None:
         return env
-    if not sys.stdin.isatty():
+    if not stdin_is_terminal():
         return _stdin_line()
     first: str = click.prompt(
         "Enter password for private key",

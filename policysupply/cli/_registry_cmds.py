@@ -21,6 +21,7 @@ from policysupply.cli._common import (
     registry_options,
     reported,
     say,
+    stdin_is_terminal,
     usage_error,
 )
 from policysupply.cli._trust import (
@@ -388,13 +389,13 @@ def login(
     if password is not None and password_stdin:
         usage_error("give --password or --password-stdin, not both", "--password-stdin")
     if username is None:
-        if not sys.stdin.isatty() or password_stdin:
+        if not stdin_is_terminal() or password_stdin:
             usage_error("give --username (-u)", "--username")
         username = click.prompt("Username", err=True)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif password is None:
-        if not sys.stdin.isatty():
+        if not stdin_is_terminal():
             usage_error("give --password-stdin (or --password) off a terminal", "--password")
         password = click.prompt("Password", hide_input=True, err=True)
     if not username or not password:

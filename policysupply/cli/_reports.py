@@ -105,17 +105,17 @@ def render_json(results: Sequence[GateResult]) -> str:
     return json.dumps(_plain(doc), sort_keys=True)
 
 
-def render_text(results: Sequence[GateResult]) -> list[tuple[str, str | None]]:
-    """Lines and their colour for the terminal."""
-    lines: list[tuple[str, str | None]] = []
+def render_text(results: Sequence[GateResult]) -> list[tuple[str, str | None, bool]]:
+    """Lines, their colour, and whether they go to stderr (an image without a decision)."""
+    lines: list[tuple[str, str | None, bool]] = []
     for r in results:
         if r.decision is None:
             assert r.error is not None  # noqa: S101 - an undecided result carries its error
-            lines.append((f"ERROR {r.given}: {r.error['message']}", "red"))
+            lines.append((f"error: {r.given}: {r.error['message']}", "red", True))
             continue
         verdict = "ALLOW" if r.decision.allowed else "DENY"
-        lines.append((f"{verdict} {r.reference}", "green" if r.decision.allowed else "red"))
-        lines.extend((f"  - {reason}", None) for reason in r.decision.reasons)
+        lines.append((f"{verdict} {r.reference}", "green" if r.decision.allowed else "red", False))
+        lines.extend((f"  - {reason}", None, False) for reason in r.decision.reasons)
     return lines
 
 

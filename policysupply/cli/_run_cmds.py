@@ -248,8 +248,8 @@ def gate(
     results = [_judge(g, ref, net, ctx) for ref in refs]
     default_rules = rules is None and not query
     if fmt == "text":
-        for line, colour in _reports.render_text(results):
-            say(line, essential=True, fg=colour)
+        for line, colour, err in _reports.render_text(results):
+            say(line, essential=True, fg=colour, err=err)
         sys.exit(_reports.worst(results))
     if fmt == "json":
         report = _reports.render_json(results)
@@ -264,7 +264,7 @@ def gate(
             Path(output_file).write_text(report if report.endswith("\n") else report + "\n")
         except OSError as exc:
             usage_error(f"cannot write {output_file}: {exc.strerror or exc}", "--output-file")
-        for line, colour in _reports.render_text(results):
+        for line, colour, _ in _reports.render_text(results):
             if not line.startswith("  - "):
                 click.secho(line, err=True, fg=colour)
     else:

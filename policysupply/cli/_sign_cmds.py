@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,12 +21,14 @@ from policysupply.cli._common import (
     emit_json,
     json_option,
     key_is_encrypted,
+    on_terminal,
     open_target,
     parse_annotations,
     read_password,
     registry_options,
     reported,
     say,
+    stdin_is_terminal,
     usage_error,
 )
 from policysupply.cli._trust import (
@@ -245,7 +246,7 @@ def keyless_token(opts: SignerOptions) -> str:
         token = _ambient_token()
         if token:
             return token
-    if opts.oidc in ("auto", "browser") and sys.stdin.isatty() and sys.stderr.isatty():
+    if opts.oidc in ("auto", "browser") and stdin_is_terminal() and on_terminal():
         return _browser_token(opts.sigstore_trust)
     usage_error(
         "nothing to sign with: give --key cosign.key, or an OIDC token for keyless "

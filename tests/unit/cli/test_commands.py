@@ -63,8 +63,13 @@ def test_keygen_writes_a_cosign_key_pair_without_printing_the_password(tmp_path:
 
 def test_keygen_reads_the_password_from_stdin_off_a_terminal(tmp_path: Path) -> None:
     result = invoke(
-        "keygen", "-d", str(tmp_path), "--output-key-prefix", "release",
-        password=None, stdin="from-stdin\n",
+        "keygen",
+        "-d",
+        str(tmp_path),
+        "--output-key-prefix",
+        "release",
+        password=None,
+        stdin="from-stdin\n",
     )
     assert result.exit_code == 0, result.output
     Signer.from_key_file(tmp_path / "release.key", password="from-stdin")
@@ -122,9 +127,7 @@ def test_pull_unverified_writes_the_exact_layer(pushed: str, layout: Path, tmp_p
     assert doc["digest"] == Registry.local(layout).resolve("acme/policy:1.0")
 
 
-def test_pull_with_key_verifies_first(
-    pushed: str, keys: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_pull_with_key_verifies_first(pushed: str, keys: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "out.tar.gz"
     result = invoke("pull", pushed, "--key", str(keys[1]), "-o", str(out))
     assert result.exit_code == 1
@@ -225,8 +228,15 @@ def test_verify_configuration_errors_exit_2(pushed: str, keys: tuple[Path, Path]
 
 @pytest.mark.parametrize(
     "ref",
-    ["acme/policy:1.0", "oci:", "oci:/tmp/x", "oci:/tmp/x:Bad/Repo", "oci:/tmp/x:reg.io/a/b:1",
-     "Reg.io/UPPER:1", "host.io/a:b:c"],
+    [
+        "acme/policy:1.0",
+        "oci:",
+        "oci:/tmp/x",
+        "oci:/tmp/x:Bad/Repo",
+        "oci:/tmp/x:reg.io/a/b:1",
+        "Reg.io/UPPER:1",
+        "host.io/a:b:c",
+    ],
 )
 def test_malformed_references_are_usage_errors(ref: str, keys: tuple[Path, Path]) -> None:
     result = invoke("verify", ref, "--key", str(keys[1]))
@@ -278,8 +288,15 @@ def test_pull_with_state_refuses_a_rollback(
         assert invoke("push", str(example_dir), ref, "--revision", revision).exit_code == 0
         assert invoke("sign", ref, "--key", str(keys[0])).exit_code == 0
         result = invoke(
-            "pull", ref, "-k", str(keys[1]), "--state", str(state),
-            "-o", str(tmp_path / f"r{revision}.tar.gz"), "--json",
+            "pull",
+            ref,
+            "-k",
+            str(keys[1]),
+            "--state",
+            str(state),
+            "-o",
+            str(tmp_path / f"r{revision}.tar.gz"),
+            "--json",
         )
         assert result.exit_code == expected, result.output
     assert as_json(result)["error"]["type"] == "RollbackError"

@@ -116,8 +116,15 @@ def test_rules_from_a_directory(
     ctx = tmp_path / "ctx.json"
     ctx.write_text('{"env": "dev"}')
     result = gate(
-        image, "-k", str(signer_files[1]), "--rules", str(tmp_path / "r"),
-        "--query", "data.custom.decision", "--context", str(ctx),
+        image,
+        "-k",
+        str(signer_files[1]),
+        "--rules",
+        str(tmp_path / "r"),
+        "--query",
+        "data.custom.decision",
+        "--context",
+        str(ctx),
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("ALLOW")
