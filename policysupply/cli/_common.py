@@ -19,9 +19,7 @@ The exit-code contract (docs/cli.md, ADR 0014):
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -290,23 +288,21 @@ def _verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-class _RedactQuery(logging.Filter):
+def _redact_query(record: Any) -> bool:
     """Drops query strings from logged URLs (pre-signed blob URLs carry signatures)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(
-                str(a).split("?", 1)[0] if "://" in str(a) else a
-                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
-            )
-        return True
+    if record.args:
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        record.args = tuple(str(a).split("?", 1)[0] if "://" in str(a) else a for a in args)
+    return True
 
 
 def _configure_logging(level: int) -> None:
     """``-v``: policysupply's events on stderr; ``-vv``: also each HTTP request."""
+    import logging
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
-    handler.addFilter(_RedactQuery())
+    handler.addFilter(_redact_query)
     for name, at in (("policysupply", 1), ("httpx", 2)):
         log = logging.getLogger(name)
         if level >= at:
@@ -425,6 +421,8 @@ def registry_options(f: F) -> F:
 
 
 def _is_loopback(host: str) -> bool:
+    import ipaddress
+
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     name = name.strip("[]")
     if name == "localhost" or name.endswith(".localhost"):
