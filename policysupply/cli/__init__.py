@@ -132,6 +132,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "demo",
         "Run the whole story on embedded defaults, narrated step by step.",
     ),
+    "examples": (
+        "_misc_cmds",
+        "examples",
+        "Copy the example policies, inputs and trust policy into DIRECTORY.",
+    ),
     "version": ("_misc_cmds", "version", "Print the version of policysupply and its engines."),
     "completion": (
         "_misc_cmds",

@@ -148,10 +148,18 @@ def unavailable_reason(exc: BaseException) -> str | None:
     Walks ``__cause__``/``__context__`` (kept even behind ``raise ... from None``).
     """
     import socket
+    import ssl
 
     if isinstance(exc, TransientRegistryError):
         return "the registry did not answer usefully before the deadline"
     seen: BaseException | None = exc
+    for _ in range(12):  # a TLS failure is configuration (trust), not unavailability
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLError):
+            return None
+        seen = seen.__cause__ or seen.__context__
+    seen = exc
     for _ in range(12):
         if seen is None:
             return None
@@ -420,6 +428,11 @@ def registry_options(f: F) -> F:
     return decorated  # type: ignore[no-any-return]
 
 
+def plain_http(net: NetOptions, host: str) -> bool:
+    """Plain HTTP: asked for, or a loopback host without TLS options (--ca-file, --insecure)."""
+    return net.plain_http or (_is_loopback(host) and not (net.ca_file or net.insecure))
+
+
 def _is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -480,6 +493,12 @@ def _split_layout(rest: str) -> tuple[str, str]:
     return directory, ref
 
 
+def check_net(net: NetOptions) -> None:
+    """Refuses contradictory registry options (usage error)."""
+    if net.plain_http and (net.insecure or net.ca_file):
+        usage_error("--plain-http talks HTTP: --insecure and --ca-file are for HTTPS")
+
+
 def open_target(text: str, net: NetOptions, *, param: str) -> Target:
     """Parses ``host[:port]/repo[:tag|@digest]`` or ``oci:DIR:repo[:tag|@digest]``.
 
@@ -524,12 +543,11 @@ def open_target(text: str, net: NetOptions, *, param: str) -> Target:
             "or oci:DIR:REPOSITORY[:TAG] for a local OCI layout",
             param_hint=param,
         )
-    if net.plain_http and (net.insecure or net.ca_file):
-        usage_error("--plain-http talks HTTP: --insecure and --ca-file are for HTTPS")
+    check_net(net)
     try:
         registry = Registry.remote(
             r.host,
-            insecure=net.plain_http or _is_loopback(r.host),
+            insecure=plain_http(net, r.host),
             docker_config=net.docker_config,
             timeout=Timeout(connect=min(10.0, net.timeout), pool=min(10.0, net.timeout)),
             retry=RetryPolicy(deadline=net.timeout),

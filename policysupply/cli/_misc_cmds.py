@@ -103,3 +103,56 @@ def completion(shell: str) -> None:
     cls = get_completion_class(shell)
     assert cls is not None  # noqa: S101 - click.Choice admits only shells click knows
     click.echo(cls(cli, {}, "policysupply", "_POLICYSUPPLY_COMPLETE").source())
+
+
+@click.command(cls=Command)
+@click.argument("directory", type=click.Path(file_okay=False), default="policysupply-examples")
+@json_option
+def examples(directory: str, as_json: bool) -> None:
+    r"""Copy the example policies, inputs and trust policy into DIRECTORY.
+
+    Writes policies/ (Kubernetes admission policies, a bundle source tree),
+    pod.json and pod-privileged.json (inputs for eval), and
+    trust-policy.yaml (for --policy) with its JSON Schema for editors.
+    Existing files are never overwritten.
+    The quickstart uses exactly these.
+
+    \b
+    Example:
+      policysupply examples ./demo && cd demo && policysupply build policies/ -o bundle.tar.gz
+    """
+    import shutil
+    from importlib import resources
+    from pathlib import Path
+
+    from policysupply.cli._common import say, usage_error
+
+    target = Path(directory)
+    plan = {
+        "policies": "kubernetes",
+        "pod.json": "pod.json",
+        "pod-privileged.json": "pod-privileged.json",
+        "trust-policy.yaml": "trust-policy.yaml",
+        "trust-policy.schema.json": "../schemas/trust-policy.schema.json",
+    }
+    existing = [name for name in plan if (target / name).exists()]
+    if existing:
+        usage_error(
+            f"{target / existing[0]} exists; refusing to overwrite (choose another DIRECTORY)"
+        )
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with resources.as_file(resources.files("policysupply") / "examples") as source:
+            for name, src in plan.items():
+                if (source / src).is_dir():
+                    shutil.copytree(source / src, target / name)
+                else:
+                    shutil.copyfile(source / src, target / name)
+    except OSError as exc:
+        usage_error(f"cannot write the examples to {target}: {exc.strerror or exc}")
+    written = [str(target / name) for name in plan]
+    if as_json:
+        emit_json({"ok": True, "directory": str(target), "files": written})
+    else:
+        for path in written:
+            say(f"wrote {path}")

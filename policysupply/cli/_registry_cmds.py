@@ -383,8 +383,9 @@ def login(
     """
     from policysupply import Credentials, Registry, RetryPolicy, Timeout
     from policysupply._internal import docker_login
-    from policysupply.cli._common import _is_loopback
+    from policysupply.cli._common import check_net, plain_http
 
+    check_net(net)
     host = _login_host(registry)
     if password is not None and password_stdin:
         usage_error("give --password or --password-stdin, not both", "--password-stdin")
@@ -404,7 +405,7 @@ def login(
     config = Path(net.docker_config) if net.docker_config else None
     reg = Registry.remote(
         host,
-        insecure=net.plain_http or _is_loopback(host),
+        insecure=plain_http(net, host),
         auth=creds,
         timeout=Timeout(connect=min(10.0, net.timeout), pool=min(10.0, net.timeout)),
         retry=RetryPolicy(deadline=net.timeout),
