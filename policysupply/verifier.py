@@ -447,7 +447,16 @@ class Verifier:
                 their verified time as ``signed_at``; with ``None`` key
                 signatures are checked against the key alone (no network)
                 unless the policy sets ``require_tlog``.
+
+        Raises:
+            PolicySupplyError: The policy trusts identities, needs transparency
+                logs or was given a trusted root, and sigstore-python (the
+                ``keyless`` extra) is not installed.
         """
+        if policy.identities or policy.require_tlog or trusted_root is not None:
+            from policysupply._internal import extras
+
+            extras.require("sigstore", "verifying keyless signatures or transparency logs")
         self.policy = policy
         self._keys = policy.key_ids()
         self._trusted_root = trusted_root

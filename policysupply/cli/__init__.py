@@ -216,6 +216,17 @@ class LazyGroup(click.Group):
             # The reader went away (``| head``): nothing left to say to it.
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - interpreter shutdown closes it
             return EXIT_OK
+        except ModuleNotFoundError as exc:
+            from policysupply._internal import extras
+
+            if exc.name is None or exc.name.split(".")[0] not in extras.EXTRA_FOR:
+                raise
+            return report(
+                "MissingExtraError",
+                f"this needs the optional dependency {exc.name.split('.')[0]!r}, which is not "
+                f"installed: {extras.hint(exc.name.split('.')[0])}",
+                EXIT_USAGE,
+            )
         except PolicySupplyError as exc:  # a command that forgot to report it
             from policysupply.cli._common import exit_code_for
 

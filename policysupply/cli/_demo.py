@@ -306,6 +306,11 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
         "decisions are not what the example policies intend",
     )
     opa_path = _find_opa(opa)
+    from policysupply._internal import extras
+
+    if opa_path and not extras.available("opa_client"):
+        _info(f"(found {opa_path}, but loading into OPA needs {extras.hint('opa_client')})")
+        opa_path = None
     opa_ctx: contextlib.AbstractContextManager[str | None] = (
         _opa_server(opa_path, work) if opa_path else contextlib.nullcontext(None)
     )

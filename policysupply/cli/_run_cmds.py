@@ -313,7 +313,14 @@ def load(
           --opa http://opa.internal:8181 --state /var/lib/policysupply/trust.json
     """
     from policysupply import OPA, fetch_verified
+    from policysupply._internal import extras
 
+    if not extras.available("opa_client"):
+        usage_error(
+            "loading into OPA's REST API needs opa-python-client, which is not installed: "
+            f"{extras.hint('opa_client')} (or serve the bundle to OPA's bundle plugin: "
+            "policysupply serve)"
+        )
     verifier = _require(verifier_from_options(trust, as_json))
     with reported(as_json, code=EXIT_USAGE):
         opa = OPA(opa_url, token=opa_token)

@@ -240,6 +240,14 @@ def _browser_token(trust: str) -> str:
 
 def keyless_token(opts: SignerOptions) -> str:
     """The OIDC token for keyless signing: given, ambient, or from a browser sign-in."""
+    from policysupply._internal import extras
+
+    if not extras.available("sigstore"):
+        usage_error(
+            "nothing to sign with: give --key cosign.key; keyless signing needs "
+            f"sigstore-python, which is not installed: {extras.hint('sigstore')}",
+            "--key",
+        )
     if opts.identity_token is not None:
         return _identity_token(opts.identity_token)
     if opts.oidc in ("auto", "ambient"):
