@@ -12,7 +12,6 @@ import hashlib
 import html
 import json
 import os
-import tempfile
 import threading
 import types
 from collections.abc import Mapping
@@ -385,21 +384,14 @@ class Bundle:
         Raises:
             BundleError: The file could not be written.
         """
+        from policysupply._internal import fs
+
         target = Path(path)
         payload = self.to_bytes()
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        except OSError as exc:
-            raise BundleError(f"cannot write {target}: {exc.strerror}") from None
-        try:
-            with os.fdopen(fd, "wb") as f:
+            with fs.atomic_file(target, mode=0o644, parents=False) as f:
                 f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise BundleError(f"cannot write {target}: {exc.strerror}") from None
         return target
 

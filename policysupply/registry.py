@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from policysupply._internal import oci, stores
+from policysupply._internal import fs, oci, stores
 from policysupply._internal.credentials import Credentials, from_docker_config
 from policysupply._internal.netconfig import RetryPolicy, Timeout
 from policysupply._internal.oci import Descriptor, Reference
@@ -605,8 +605,8 @@ class Registry:
         size = desc.size if desc else None
         tally = _Tally(progress, size or 0)
         try:
-            with stores.atomic_file(Path(path), durable=durable) as f:
-                writer = stores.BackgroundWriter(f, durable=durable)
+            with fs.atomic_file(Path(path), durable=durable) as f:
+                writer = fs.BackgroundWriter(f, durable=durable)
                 try:
                     self._store.read_blob(
                         self._repo(repository),

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
-import errno
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -611,101 +608,17 @@ def _cert_key_id(made: sb.ParsedBundle) -> str:
 def _publish(files: list[tuple[Path, bytes, int]], *, overwrite: bool) -> None:
     """Puts each ``(path, data, mode)`` in place whole, or leaves every path as it was.
 
-    Each file is written to a temporary file beside it (created with ``mode``,
-    less the umask), fsynced, and then renamed over ``path`` (``overwrite``) or
-    hard-linked to it, which fails if ``path`` exists. On failure the temporary
-    files, and any file this call already put in place, are removed.
+    See :func:`policysupply._internal.fs.place_files`.
 
     Raises:
         SigningError: A path exists (without ``overwrite``) or a write failed;
             the message names the file.
     """
-    temps: list[Path] = []
-    placed: list[Path] = []
-    done = False
-    try:
-        for path, data, mode in files:
-            if not overwrite and os.path.lexists(path):
-                raise SigningError(f"{path} exists; refusing to overwrite it")
-            temps.append(_write_temp(path, data, mode))
-        for (path, _, _), tmp in zip(files, temps, strict=True):
-            try:
-                if overwrite:
-                    os.replace(tmp, path)
-                else:
-                    _link_new(tmp, path)
-            except FileExistsError:
-                raise SigningError(f"{path} exists; refusing to overwrite it") from None
-            except OSError as exc:
-                raise SigningError(f"cannot write {path}: {exc.strerror or exc}") from None
-            placed.append(path)
-        _fsync_dirs({p.parent for p, _, _ in files})
-        done = True
-    finally:
-        for tmp in temps:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-        if not done and not overwrite:
-            for path in placed:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+    from policysupply._internal import fs
 
-
-def _write_temp(path: Path, data: bytes, mode: int) -> Path:
-    """``data`` in a new, fsynced temporary file in ``path``'s directory."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(tmp, flags | getattr(os, "O_NOFOLLOW", 0), mode)
+        fs.place_files(files, overwrite=overwrite)
+    except FileExistsError as exc:
+        raise SigningError(f"{exc.filename} exists; refusing to overwrite it") from None
     except OSError as exc:
-        raise SigningError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise SigningError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-# Hard links unsupported by the file system (e.g. FAT, some network and FUSE mounts).
-_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV}
-
-
-def _link_new(tmp: Path, path: Path) -> None:
-    """Gives ``tmp``'s file the name ``path``; FileExistsError if ``path`` exists.
-
-    A hard link cannot replace an existing file. Where the file system has
-    none, the fallback (check, then rename) has a small race with another
-    writer creating ``path`` meanwhile.
-    """
-    try:
-        os.link(tmp, path, follow_symlinks=False)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in _NO_LINKS:
-            raise
-        if os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
-        os.rename(tmp, path)
-
-
-def _fsync_dirs(directories: set[Path]) -> None:
-    """Makes the new names durable (best effort: not every platform can fsync a directory)."""
-    for d in directories:
-        try:
-            fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        raise SigningError(f"cannot write {exc.filename}: {exc.strerror or exc}") from None

@@ -152,14 +152,14 @@ class TrustState:
             ) from None
 
     def _write(self, records: Mapping[str, AcceptedRecord]) -> None:
-        from policysupply._internal.stores import atomic_write
-
         doc = {
             "format": _FORMAT,
             "references": {k: records[k].to_json() for k in sorted(records)},
         }
+        from policysupply._internal import fs
+
         try:
-            atomic_write(self.path, json.dumps(doc, indent=2).encode() + b"\n")
+            fs.atomic_write(self.path, json.dumps(doc, indent=2).encode() + b"\n")
         except OSError as exc:
             raise VerificationError(
                 f"cannot write trust state {self.path}: {exc.strerror or exc}; "
@@ -168,12 +168,12 @@ class TrustState:
 
     @contextlib.contextmanager
     def _lock(self) -> Any:
-        from policysupply._internal.stores import locked
+        from policysupply._internal import fs
 
         lock_path = self.path.with_name(self.path.name + ".lock")
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(locked(lock_path))
+                stack.enter_context(fs.locked(lock_path))
             except OSError as exc:
                 raise VerificationError(
                     f"cannot lock trust state {self.path} ({lock_path}): {exc.strerror or exc}"

@@ -385,9 +385,9 @@ class VerifiedBundle:
         Raises:
             LoadError: An entry is not a safe relative path, or writing failed.
         """
-        from policysupply.loaders import extract_verified
+        from policysupply._internal.extraction import write_tree
 
-        return extract_verified(self, directory)
+        return write_tree(self.bundle.entries(), directory)
 
 
 @attrs.frozen

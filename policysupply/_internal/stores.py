@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from policysupply._internal import oci
+from policysupply._internal import fs, oci
 from policysupply._internal.oci import Descriptor
 from policysupply.errors import DigestMismatchError, NotFoundError, RegistryError
 
@@ -139,120 +138,6 @@ class Store(Protocol):
 # -- local OCI image layout -----------------------------------------------------
 
 
-def atomic_write(target: Path, data: bytes) -> None:
-    """Writes ``data`` to ``target`` via a temp file and rename (fsynced)."""
-    with atomic_file(target) as f:
-        f.write(data)
-
-
-@contextlib.contextmanager
-def atomic_file(target: Path, *, durable: bool = True) -> Iterator[Any]:
-    """A binary file that replaces ``target`` only if the block completes.
-
-    With ``durable`` the data is fsynced before the rename, so a crash cannot
-    leave an empty or partial file under the final name.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class BackgroundWriter:
-    """Writes chunks to a file from a worker thread, flushing to disk as it goes.
-
-    Hashing and network reads stay on the caller's thread; writing and
-    ``fdatasync`` (which release the GIL) overlap with them, so the final
-    fsync of a big download has little left to do. Memory is bounded by the
-    queue (a few chunks).
-    """
-
-    _SYNC_EVERY = 16 * 1024 * 1024
-
-    def __init__(self, f: Any, *, durable: bool = True) -> None:
-        import queue
-        import threading
-
-        self._f = f
-        self._durable = durable
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        unsynced = 0
-        while True:
-            chunk = self._q.get()
-            try:
-                if chunk is None:
-                    return
-                if self._error is None:
-                    self._f.write(chunk)
-                    unsynced += len(chunk)
-                    if self._durable and unsynced >= self._SYNC_EVERY:
-                        self._f.flush()
-                        os.fdatasync(self._f.fileno())
-                        unsynced = 0
-            except BaseException as exc:  # re-raised on the caller's thread
-                self._error = exc
-            finally:
-                self._q.task_done()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def write(self, chunk: bytes) -> None:
-        """Queues ``chunk`` (blocks while the queue is full)."""
-        self._raise()
-        self._q.put(chunk)
-
-    def drain(self) -> None:
-        """Waits until every queued chunk is written."""
-        self._q.join()
-        self._raise()
-
-    def reset(self) -> None:
-        """Drains, then empties the file (a retried download starts over)."""
-        self._q.join()
-        self._error = None
-        self._f.seek(0)
-        self._f.truncate()
-
-    def close(self) -> None:
-        """Stops the worker thread."""
-        self._q.put(None)
-        self._thread.join()
-
-
-@contextlib.contextmanager
-def locked(lock_path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (fcntl) held for the block."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a+b") as f:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - non-POSIX: best effort, no lock
-            yield
-            return
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 # File systems limit one path component to 255 bytes (names here are ASCII).
 _MAX_NAME = 255
 
@@ -319,7 +204,7 @@ class LayoutStore:
     def _ensure_layout(self, repository: str) -> None:
         d = self._repo_dir(repository)
         if not (d / "oci-layout").exists():
-            atomic_write(d / "oci-layout", _LAYOUT_FILE)
+            fs.atomic_write(d / "oci-layout", _LAYOUT_FILE)
 
     def put_bytes(self, repository: str, data: bytes) -> str:
         digest = oci.sha256_digest(data)
@@ -327,7 +212,7 @@ class LayoutStore:
         with self._writing(repository):
             if not path.exists():
                 self._ensure_layout(repository)
-                atomic_write(path, data)
+                fs.atomic_write(path, data)
         return digest
 
     def get_bytes(self, repository: str, digest: str) -> bytes:
@@ -386,7 +271,7 @@ class LayoutStore:
             self._ensure_layout(repository)
         h = hashlib.sha256()
         n = 0
-        with self._writing(repository), atomic_file(path) as f:
+        with self._writing(repository), fs.atomic_file(path) as f:
             for chunk in source():
                 n += len(chunk)
                 h.update(chunk)
@@ -415,10 +300,10 @@ class LayoutStore:
         """Yields the index for editing under the repository lock; writes it back atomically."""
         with self._writing(repository):
             self._ensure_layout(repository)
-        with self._writing(repository), locked(self._repo_dir(repository) / ".lock"):
+        with self._writing(repository), fs.locked(self._repo_dir(repository) / ".lock"):
             index = self.read_index(repository)
             yield index
-            atomic_write(
+            fs.atomic_write(
                 self._repo_dir(repository) / "index.json",
                 json.dumps(index, indent=2, sort_keys=True).encode(),
             )

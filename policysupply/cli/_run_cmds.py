@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from policysupply.cli._common import (
+    EXIT_FAIL,
     EXIT_OK,
     EXIT_USAGE,
     OUT,
@@ -387,6 +388,14 @@ def _parse_addr(addr: str) -> tuple[str, int]:
     help="How often each tag is re-resolved.",
 )
 @click.option(
+    "--on-expiry",
+    type=click.Choice(["withdraw", "serve", "exit"]),
+    default="withdraw",
+    show_default=True,
+    help="A served bundle older than --max-signature-age: stop serving it, keep serving it "
+    "(still reported), or stop the server (exit code 1).",
+)
+@click.option(
     "--server-token",
     envvar="POLICYSUPPLY_BUNDLE_TOKEN",
     show_envvar=True,
@@ -400,6 +409,7 @@ def serve(
     directory: str,
     addr: str,
     interval: float,
+    on_expiry: str,
     server_token: str | None,
     trust: TrustOptions,
     net: NetOptions,
@@ -411,6 +421,12 @@ def serve(
     only once it verifies, atomically. A rejected one is logged and the last
     good bundle stays served. Prints the OPA configuration to use, then runs
     until interrupted.
+
+    With --max-signature-age, each served bundle's age is checked at start-up
+    and every round even if the tag did not move: one whose newest signature
+    is too old is logged (event policysupply.bundle_expired) and handled as
+    --on-expiry says. The exit status is 1 if a bundle is expired when the
+    server stops.
 
     \b
     Examples:
@@ -437,7 +453,14 @@ def serve(
         with reported(as_json):
             for t in targets:
                 watches.append(
-                    server.watch(t.registry, t.ref, verifier, interval=interval, state=state)
+                    server.watch(
+                        t.registry,
+                        t.ref,
+                        verifier,
+                        interval=interval,
+                        state=state,
+                        on_expiry="serve" if on_expiry == "serve" else "withdraw",
+                    )
                 )
         for w in watches:
             w.check()  # settle the first round before reporting what is served
@@ -464,13 +487,19 @@ def serve(
                 click.echo(line, err=True)
             click.echo(server.opa_config_yaml(names), nl=False)
         sys.stdout.flush()
-        stop.wait()
+        # Expiry needs no round: the clock alone ends a bundle's life.
+        while not stop.wait(1.0):
+            if on_expiry == "exit" and any(w.expired for w in watches):
+                break
+        expired = sorted(w.name for w in watches if w.expired)
     finally:
         server.stop()
         for t in targets:
             t.registry.close()
         logging.getLogger("policysupply.loaders").handlers.clear()
-    sys.exit(EXIT_OK)
+    if expired:
+        click.echo(f"error: expired (signature too old): {', '.join(expired)}", err=True)
+    sys.exit(EXIT_FAIL if expired else EXIT_OK)
 
 
 def _log_rejections(as_json: bool) -> None:

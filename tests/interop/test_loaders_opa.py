@@ -8,10 +8,14 @@ through a load.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +47,7 @@ from tests.interop._loader_fixtures import (
     state,
     wait_for,
 )
-from tests.interop.conftest import OpaServer, RegistryServer
+from tests.interop.conftest import OpaServer, RegistryServer, free_port
 
 pytestmark = pytest.mark.interop
 
@@ -301,7 +305,7 @@ def test_revisions_replace_their_own_modules_and_data(
 ) -> None:
     server = start_opa()
     # Someone else's policy and data outside our roots must survive every load.
-    server_put = OPA(server.url)._rest()
+    server_put = OPA(server.url)._api()
     server_put.put_policy("theirs.rego", "package theirs\n\nok := true\n")
     server_put.put_data(("other",), {"keep": [1, 2]})
     opa = OPA(server.url)
@@ -614,3 +618,124 @@ def test_opa_keeps_its_bundle_while_the_server_is_down(
 
     time.sleep(2.5)
     assert answers(opa) == EXPECTED
+
+
+# -- freeze: the clock ends a bundle's life, with real OPA and the CLI ----------------------
+
+
+def _serve(tmp_path: Path, ref: str, pub: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """Runs ``policysupply serve`` on a free port; returns it and the OPA config it printed."""
+    port = free_port()
+    err = (tmp_path / f"serve-{port}.err").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "policysupply",
+            "serve",
+            ref,
+            "-k",
+            str(pub),
+            "--max-signature-age",
+            "1h",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--interval",
+            "0.3",
+            "-d",
+            str(tmp_path / "store"),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+    )
+    assert proc.stdout is not None
+    config = ""
+    while "resource:" not in config:
+        line = proc.stdout.readline()
+        if not line:
+            pytest.fail((tmp_path / f"serve-{port}.err").read_text())
+        config += line
+    return proc, config
+
+
+def test_freeze_attack_an_expired_bundle_is_withdrawn_and_never_reaches_a_new_opa(
+    opa_bin: Path, start_opa: Callable[..., OpaServer], example_dir: Path, tmp_path: Path
+) -> None:
+    """The tag never moves; the signature just grows old. ``serve --on-expiry exit`` stops
+    with status 1 at the deadline; restarted (default: withdraw), it no longer hands the
+    persisted bundle to an OPA that starts now. (An OPA that activated it earlier keeps
+    it in memory: OPA's bundle protocol has no "withdraw"; hence the exit status.)"""
+    layout = tmp_path / "oci"
+    signer = Signer.generate()
+    pub = tmp_path / "cosign.pub"
+    pub.write_bytes(signer.public_key_pem)
+    left = 15  # seconds until the signature is older than the 1h maximum
+    signed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1, seconds=-left)
+    deadline = time.monotonic() + left
+    publish(
+        Bundle.from_directory(example_dir, revision="frozen"),
+        Registry.local(layout),
+        "acme/policy:prod",
+        signer,
+        annotations={"dev.policysupply/signed-at": signed.strftime("%Y-%m-%dT%H:%M:%SZ")},
+    )
+    ref = f"oci:{layout}:acme/policy:prod"
+
+    first, config = _serve(tmp_path, ref, pub, "--on-expiry", "exit")
+    try:
+        (tmp_path / "opa1.yaml").write_text(config)
+        opa = start_opa("-c", str(tmp_path / "opa1.yaml"))
+        assert opa_revision(opa, "policy") == "frozen"
+        assert first.wait(timeout=left + 60) == 1
+        assert time.monotonic() >= deadline - 1
+    finally:
+        first.kill()
+        first.wait()
+    errors = "".join(p.read_text() for p in tmp_path.glob("serve-*.err"))
+    assert "StaleSignatureError" in errors
+    assert "expired" in errors
+
+    second, config = _serve(tmp_path, ref, pub)
+    try:
+        url = re.search(r"url: (\S+)", config)
+        assert url is not None
+        assert fetch(f"{url.group(1)}/bundles/policy")[0] == 404
+        (tmp_path / "opa2.yaml").write_text(config)
+        port = free_port()
+        opa2 = subprocess.Popen(
+            [
+                str(opa_bin),
+                "run",
+                "--server",
+                "--addr",
+                f"127.0.0.1:{port}",
+                "-c",
+                str(tmp_path / "opa2.yaml"),
+                "--log-level",
+                "error",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+
+            def up() -> bool:
+                try:
+                    return fetch(f"{base}/health")[0] == 200
+                except OSError:
+                    return False
+
+            wait_for(up, what="OPA up")
+            time.sleep(2)  # its first download has been answered by now
+            assert fetch(f"{base}/health?bundles")[0] != 200  # OPA has no bundle
+            bundles = json.loads(fetch(f"{base}/v1/data/system/bundles")[2])
+            assert not bundles.get("result")
+        finally:
+            opa2.terminate()
+            opa2.wait(timeout=30)
+    finally:
+        second.terminate()
+        assert second.wait(timeout=30) == 1  # stopped while a bundle is expired

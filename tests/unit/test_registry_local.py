@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,24 +93,25 @@ def test_tampered_manifest_is_refused(tmp_path: Path, bundle: Bundle) -> None:
 
 def test_failed_push_leaves_no_tag_and_no_partial_blob(tmp_path: Path, bundle: Bundle,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from policysupply._internal import stores
+    from policysupply._internal import fs
 
     reg = Registry.local(tmp_path)
     reg.push(bundle, "p:1")
-    real = stores.atomic_write
+    real = fs.atomic_write
     calls = {"n": 0}
 
-    def flaky(target: Path, data: bytes) -> None:
+    def flaky(target: Path, data: bytes, **kwargs: Any) -> None:
         calls["n"] += 1
         if target.name == "index.json":
             raise OSError(28, "No space left on device")
-        real(target, data)
+        real(target, data, **kwargs)
 
-    monkeypatch.setattr(stores, "atomic_write", flaky)
+    monkeypatch.setattr(fs, "atomic_write", flaky)
     other = Bundle.from_bytes(bundle.to_bytes())
     other = Bundle(manifest=other.manifest, modules=dict(other.modules),
                    data={"acme": {"changed": True}})
-    with pytest.raises(OSError, match="No space"):
+    # A typed error naming the layout (it was a raw OSError before the layout store wrapped it).
+    with pytest.raises(RegistryError, match="No space left on device"):
         reg.push(other, "p:1")
     monkeypatch.undo()
     assert reg.pull("p:1") == bundle  # the tag still names the old, complete image

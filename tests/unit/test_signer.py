@@ -271,9 +271,9 @@ def test_write_key_pair_loses_a_race_without_overwriting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A key file that appears after the existence check is still not replaced."""
-    from policysupply import signer as signer_mod
+    from policysupply._internal import fs
 
-    real = signer_mod._write_temp
+    real = fs.write_temp
 
     def racing(path: Path, data: bytes, mode: int) -> Path:
         tmp = real(path, data, mode)
@@ -281,7 +281,7 @@ def test_write_key_pair_loses_a_race_without_overwriting(
             (tmp_path / "cosign.key").write_bytes(b"raced in")
         return tmp
 
-    monkeypatch.setattr(signer_mod, "_write_temp", racing)
+    monkeypatch.setattr(fs, "write_temp", racing)
     with pytest.raises(SigningError, match=r"cosign\.key exists; refusing to overwrite"):
         Signer.generate().write_key_pair(tmp_path, password="pw")
     assert [p.name for p in tmp_path.iterdir()] == ["cosign.key"]

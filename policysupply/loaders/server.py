@@ -1,0 +1,440 @@
+"""Serving verified bundles over OPA's bundle HTTP protocol."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from policysupply._internal.oci import Reference
+from policysupply.errors import LoadError
+from policysupply.loaders._common import _require_verified, logger
+from policysupply.loaders._http import _handler, _listen
+from policysupply.loaders.store import BundleStore, ServedBundle, check_bundle_name, utcnow
+from policysupply.loaders.watch import BundleWatch, OnExpiry
+from policysupply.verifier import VerifiedBundle
+
+if TYPE_CHECKING:
+    import http.server
+
+    from policysupply.registry import Registry
+    from policysupply.trust_state import TrustState
+    from policysupply.verifier import Verifier
+
+
+class BundleServer:
+    """Serves verified bundles to OPA's bundle plugin over HTTP.
+
+    OPA polls ``GET <url>/bundles/<name>``; the server answers ``200`` with
+    the tarball and an ``ETag``, ``304`` when OPA's ``If-None-Match`` is
+    current, and holds long-polling requests (``Prefer: wait=N``) until a new
+    bundle is published. OPA activates each download atomically and keeps its
+    last good bundle if anything fails, which the REST API cannot offer.
+
+    Only :class:`VerifiedBundle` values are served (:meth:`publish`,
+    :meth:`watch`). The last bundle of each name is kept in ``directory``
+    (written atomically, checked against its hash when read back) so a
+    restarted server serves it again at once.
+
+    Example:
+        >>> with BundleServer("/var/lib/policysupply") as server:   # doctest: +SKIP
+        ...     server.watch(registry, "acme/policy:prod", verifier, name="authz")
+        ...     print(server.opa_config_yaml())
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Opens the store directory and reads the bundles persisted there.
+
+        Args:
+            directory: Where the last good bundle of each name is kept
+                (created with mode 0700 if missing).
+            host: Address to listen on.
+            port: Port to listen on; 0 picks a free one at :meth:`start`.
+            token: If set, requests must carry ``Authorization: Bearer <token>``.
+            timeout: Seconds each read from or write to a connection may
+                block. An idle keep-alive connection, or a client that stops
+                sending its request or reading the answer, is closed after
+                that long, freeing its thread. Long polls are not cut short:
+                the server holds them without touching the socket, for up to
+                the ``wait`` the client asked (at most 300 s).
+
+        Raises:
+            ValueError: ``timeout`` is not positive.
+            LoadError: The directory cannot be created or read.
+        """
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, not {timeout!r}")
+        self.directory = Path(directory)
+        self.host = host
+        self._port = port
+        self._token = token
+        self._timeout = float(timeout)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._served: dict[str, tuple[ServedBundle, bytes]] = {}
+        self._httpd: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._watches: list[BundleWatch] = []
+        self._stopping = False
+        self._store = BundleStore(self.directory)
+        self._served = self._store.load()
+        self._store.sweep(s for s, _ in self._served.values())
+        now = utcnow()
+        for served, _ in self._served.values():
+            if not served.live(now):
+                logger.error(
+                    "stored bundle %s expired at %s (its signature is too old); not serving it",
+                    served.name,
+                    served.expires,
+                    extra={
+                        "event": "policysupply.bundle_expired",
+                        "bundle": served.name,
+                        "reference": str(served.reference),
+                        "digest": served.reference.digest,
+                        "reason": "StaleSignatureError",
+                        "detail": f"expired at {served.expires}",
+                        "serving": None,
+                    },
+                )
+
+    def __repr__(self) -> str:
+        where = self.url if self._httpd else "not started"
+        return f"BundleServer({str(self.directory)!r}, {where})"
+
+    # -- publishing ---------------------------------------------------------------
+
+    def publish(
+        self,
+        verified: VerifiedBundle,
+        name: str,
+        *,
+        max_age: dt.timedelta | None = None,
+    ) -> ServedBundle:
+        """Serves ``verified`` as bundle ``name`` from now on (and after restarts).
+
+        The new bundle is stored durably before it is served; waiting
+        long-polling requests for ``name`` are answered at once. With
+        ``max_age`` it is served only until its newest signed signing time
+        is that old (:attr:`ServedBundle.expires`), here and after restarts.
+
+        Args:
+            verified: The bundle (only a :class:`VerifiedBundle` is accepted).
+            name: Bundle name: OPA's ``bundles.<name>`` and the URL path.
+            max_age: Usually the trust policy's ``max_signature_age``.
+
+        Returns:
+            What is now served.
+
+        Raises:
+            TypeError: ``verified`` is not a :class:`VerifiedBundle`.
+            LoadError: Invalid name, no signed time with ``max_age``, or the
+                store cannot be written (the previous bundle stays served).
+        """
+        verified = _require_verified(verified, "BundleServer.publish")
+        check_bundle_name(name)
+        signed_at = verified.artifact.signed_at
+        if max_age is not None and signed_at is None:
+            raise LoadError(
+                f"{verified.reference}: no signature carries a signed time, so it cannot be "
+                f"served for at most {max_age}"
+            )
+        expires = None if max_age is None or signed_at is None else signed_at + max_age
+        payload = verified.bundle.to_bytes()
+        served = ServedBundle(
+            name=name,
+            reference=verified.reference,
+            revision=verified.bundle.manifest.revision,
+            etag=f'"{hashlib.sha256(payload).hexdigest()}"',
+            size=len(payload),
+            published=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            signed_at=signed_at,
+            expires=expires,
+        )
+        with self._changed:
+            current = self._served.get(name)
+            if current is not None and current[0].etag == served.etag:
+                # Same bytes: OPA's ETag stays valid; only the signing time may be newer.
+                times = (signed_at, expires)
+                if (current[0].signed_at, current[0].expires) == times:
+                    return current[0]
+                self._update(attrs.evolve(current[0], signed_at=signed_at, expires=expires))
+                return self._served[name][0]
+            self._store.persist(served, payload)
+            self._served[name] = (served, payload)
+            self._store.sweep(s for s, _ in self._served.values())
+            self._changed.notify_all()
+        logger.info(
+            "serving bundle %s revision %r from %s",
+            name,
+            served.revision,
+            served.reference,
+            extra={
+                "event": "policysupply.bundle_published",
+                "bundle": name,
+                "reference": str(served.reference),
+                "digest": served.reference.digest,
+                "revision": served.revision,
+                "etag": served.etag,
+                "expires": None if expires is None else expires.isoformat(),
+            },
+        )
+        return served
+
+    def _update(self, served: ServedBundle) -> None:
+        """Replaces the record of an entry whose bytes stay the same (call with the lock held)."""
+        self._store.persist(served, None)
+        self._served[served.name] = (served, self._served[served.name][1])
+        self._changed.notify_all()
+
+    def _stored(self, name: str) -> ServedBundle | None:
+        """The entry for ``name``, served or expired."""
+        with self._lock:
+            entry = self._served.get(name)
+        return entry[0] if entry else None
+
+    def _set_expiry(self, name: str, expires: dt.datetime | None) -> ServedBundle | None:
+        """Moves an entry's deadline (a watch withdrawing it, or following its policy)."""
+        with self._changed:
+            entry = self._served.get(name)
+            if entry is None or entry[0].expires == expires:
+                return entry[0] if entry else None
+            self._update(attrs.evolve(entry[0], expires=expires))
+            return self._served[name][0]
+
+    def served(self, name: str) -> ServedBundle | None:
+        """What is served as ``name``, or ``None`` (nothing, or it expired)."""
+        served = self._stored(name)
+        return served if served is not None and served.live(utcnow()) else None
+
+    def names(self) -> list[str]:
+        """Names of the bundles being served (not expired)."""
+        now = utcnow()
+        with self._lock:
+            return sorted(n for n, (s, _) in self._served.items() if s.live(now))
+
+    def _current(
+        self, name: str, etag: str | None, wait: float
+    ) -> tuple[ServedBundle, bytes] | None:
+        with self._changed:
+            entry = self._served.get(name)
+            if wait > 0 and etag is not None:
+                # Long polling: hold the request until the bundle changes.
+                self._changed.wait_for(
+                    lambda: (
+                        self._stopping
+                        or (self._served.get(name) or (None, b""))[0] is None
+                        or self._served[name][0].etag != etag
+                    ),
+                    timeout=wait,
+                )
+                entry = self._served.get(name)
+            return entry if entry is not None and entry[0].live(utcnow()) else None
+
+    # -- watching -------------------------------------------------------------------
+
+    def watch(
+        self,
+        registry: Registry,
+        ref: str | Reference,
+        verifier: Verifier,
+        *,
+        name: str | None = None,
+        interval: float = 30.0,
+        state: TrustState | None = None,
+        on_expiry: OnExpiry = "withdraw",
+    ) -> BundleWatch:
+        """Starts a thread that publishes each new digest of ``ref`` that verifies.
+
+        Every ``interval`` seconds the tag is resolved; a digest different
+        from the one served is verified with ``verifier.verify_bundle`` (and
+        ``state``, for rollback protection). A bundle that verifies replaces
+        the served one atomically; one that does not is logged (logger
+        ``policysupply.loaders``, ``extra`` fields ``event``,
+        ``bundle``, ``reference``, ``digest``, ``reason``, ``detail``) and the
+        old bundle stays served.
+
+        Freeze protection: when the verifier's policy has a
+        ``max_signature_age``, the served bundle's age is checked now (before
+        any network call) and every round, whether or not the tag moved. A
+        bundle whose newest signed signing time is older than that is
+        reported (event ``policysupply.bundle_expired``, :attr:`BundleWatch.last_error`,
+        :attr:`BundleWatch.expired`) and, with ``on_expiry="withdraw"`` (the
+        default), no longer served until a fresh signature verifies; with
+        ``"serve"`` it stays served (and is still reported).
+
+        Args:
+            registry: Where the image lives.
+            ref: The tag to follow.
+            verifier: The trust policy.
+            name: Bundle name (default: the repository's last component).
+            interval: Seconds between checks.
+            state: Rollback protection across restarts.
+            on_expiry: ``"withdraw"`` or ``"serve"`` a bundle past its maximum age.
+
+        Returns:
+            The running watch (stopped by :meth:`stop`).
+
+        Raises:
+            ValueError: ``on_expiry`` is neither ``"withdraw"`` nor ``"serve"``.
+        """
+        r = Reference.parse(ref) if isinstance(ref, str) else ref
+        bundle_name = check_bundle_name(name or r.repository.rsplit("/", 1)[-1])
+        w = BundleWatch(
+            server=self,
+            registry=registry,
+            ref=r,
+            verifier=verifier,
+            name=bundle_name,
+            interval=interval,
+            state=state,
+            on_expiry=on_expiry,
+        )
+        w.check_age()  # at once: a stored bundle may already be too old for this policy
+        with self._lock:
+            self._watches.append(w)
+        w.start()
+        return w
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`), else the requested one."""
+        if self._httpd is not None:
+            return int(self._httpd.server_address[1])
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL for OPA's ``services.<name>.url``.
+
+        Raises:
+            LoadError: The server has not been started (its port is not known).
+        """
+        if self._httpd is None and self._port == 0:
+            raise LoadError("BundleServer has no port yet: call start() first")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> BundleServer:
+        """Starts serving in a background thread.
+
+        Raises:
+            LoadError: The address cannot be bound.
+        """
+        if self._httpd is not None:
+            return self
+        handler = _handler(self._token, self._timeout, self.served, self._current)
+        try:
+            httpd = _listen(self.host, self._port, handler)
+        except OSError as exc:
+            raise LoadError(f"cannot listen on {self.host}:{self._port}: {exc.strerror}") from None
+        self._stopping = False
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, name="policysupply-bundle-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops the watches and the HTTP server (the store stays on disk)."""
+        with self._changed:
+            watches, self._watches = self._watches, []
+            self._stopping = True
+            self._changed.notify_all()
+        for w in watches:
+            w.stop()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def __enter__(self) -> BundleServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- OPA configuration ----------------------------------------------------------
+
+    def opa_config(
+        self,
+        names: list[str] | None = None,
+        *,
+        service: str = "policysupply",
+        min_delay_seconds: int = 10,
+        max_delay_seconds: int = 20,
+        long_polling_timeout_seconds: int | None = None,
+        token_env: str = "POLICYSUPPLY_BUNDLE_TOKEN",  # noqa: S107 - a variable name
+    ) -> dict[str, Any]:
+        """The ``services``/``bundles`` part of an OPA config for this server.
+
+        Args:
+            names: Bundles to configure (default: all served now).
+            service: The service name in OPA's config.
+            min_delay_seconds: OPA's polling minimum.
+            max_delay_seconds: OPA's polling maximum.
+            long_polling_timeout_seconds: Enables long polling (OPA then learns
+                of a new bundle within a request round trip).
+            token_env: With a server token, the config refers to this
+                environment variable (OPA substitutes ``${VAR}``) instead of
+                containing the secret.
+
+        Returns:
+            A dict; :meth:`opa_config_yaml` renders it.
+
+        Raises:
+            LoadError: No bundle names given or served.
+        """
+        chosen = names if names is not None else self.names()
+        if not chosen:
+            raise LoadError("no bundles to configure: publish one or pass names=")
+        svc: dict[str, Any] = {"url": self.url}
+        if self._token is not None:
+            svc["credentials"] = {"bearer": {"token": f"${{{token_env}}}"}}
+        polling: dict[str, Any] = {
+            "min_delay_seconds": min_delay_seconds,
+            "max_delay_seconds": max_delay_seconds,
+        }
+        if long_polling_timeout_seconds is not None:
+            polling["long_polling_timeout_seconds"] = long_polling_timeout_seconds
+        return {
+            "services": {service: svc},
+            "bundles": {
+                check_bundle_name(n): {
+                    "service": service,
+                    "resource": f"bundles/{n}",
+                    "polling": dict(polling),
+                }
+                for n in chosen
+            },
+        }
+
+    def opa_config_yaml(self, names: list[str] | None = None, **options: Any) -> str:
+        """:meth:`opa_config` as YAML, ready for ``opa run --server -c``."""
+        import yaml
+
+        return str(yaml.safe_dump(self.opa_config(names, **options), sort_keys=False))

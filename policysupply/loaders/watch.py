@@ -1,0 +1,259 @@
+"""Following a registry tag and publishing what verifies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from policysupply._internal.oci import Reference
+from policysupply.errors import (
+    BundleError,
+    RegistryError,
+    VerificationError,
+)
+from policysupply.loaders._common import logger
+from policysupply.loaders.store import ServedBundle, utcnow
+
+if TYPE_CHECKING:
+    from policysupply.registry import Registry
+    from policysupply.trust_state import TrustState
+    from policysupply.verifier import VerifiedBundle, Verifier
+
+OnExpiry = Literal["withdraw", "serve"]
+
+
+class _Server(Protocol):
+    """What a watch needs from :class:`~policysupply.loaders.BundleServer`."""
+
+    def served(self, name: str) -> ServedBundle | None: ...
+
+    def publish(
+        self, verified: VerifiedBundle, name: str, *, max_age: dt.timedelta | None = None
+    ) -> ServedBundle: ...
+
+    def _stored(self, name: str) -> ServedBundle | None: ...
+
+    def _set_expiry(self, name: str, expires: dt.datetime | None) -> ServedBundle | None: ...
+
+
+class BundleWatch:
+    """A thread that follows a registry tag and publishes what verifies.
+
+    Created by :meth:`BundleServer.watch`. :meth:`check` runs one round
+    (useful from a scheduler or a test).
+
+    Attributes:
+        name: The bundle name it publishes.
+        reference: The tag it follows.
+        last_error: The last rejection or failure, or ``None`` after a good round.
+        on_expiry: ``"withdraw"`` or ``"serve"`` an expired bundle.
+    """
+
+    def __init__(
+        self,
+        *,
+        server: _Server,
+        registry: Registry,
+        ref: Reference,
+        verifier: Verifier,
+        name: str,
+        interval: float,
+        state: TrustState | None,
+        on_expiry: OnExpiry = "withdraw",
+    ) -> None:
+        """Use :meth:`BundleServer.watch`."""
+        if on_expiry not in ("withdraw", "serve"):
+            raise ValueError(f"on_expiry must be 'withdraw' or 'serve', not {on_expiry!r}")
+        self.on_expiry: OnExpiry = on_expiry
+        self.server = server
+        self.registry = registry
+        self.reference = ref
+        self.verifier = verifier
+        self.name = name
+        self.interval = interval
+        self.state = state
+        self.last_error: str | None = None
+        self._expiry: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reported: set[tuple[str, str]] = set()
+        self._round = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"BundleWatch({str(self.reference)!r} -> {self.name!r})"
+
+    def start(self) -> None:
+        """Starts the thread (the first check runs at once)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._run, name=f"policysupply-watch-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops the thread, waiting for a running check to finish."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except Exception:  # keep watching whatever one round did
+                logger.exception(
+                    "watch of %s failed unexpectedly",
+                    self.reference,
+                    extra={"event": "policysupply.watch_error", "bundle": self.name},
+                )
+            self._stop.wait(self.interval)
+
+    def _reject(self, digest: str, exc: BaseException, event: str) -> None:
+        reason = type(exc).__name__
+        self.last_error = f"{reason}: {exc}"
+        key = (digest, f"{reason}: {exc}")
+        # Re-checked every round (a signature may arrive later), logged once.
+        level = logging.WARNING if key not in self._reported else logging.DEBUG
+        self._reported.add(key)
+        served = self.server.served(self.name)
+        logger.log(
+            level,
+            "%s: not serving %s@%s (%s); still serving %s",
+            self.name,
+            self.reference,
+            digest or "?",
+            reason,
+            served.reference if served else "nothing",
+            extra={
+                "event": event,
+                "bundle": self.name,
+                "reference": str(self.reference),
+                "digest": digest,
+                "reason": reason,
+                "detail": str(exc),
+                "serving": str(served.reference) if served else None,
+            },
+        )
+
+    def check(self) -> bool:
+        """One round: check the served bundle's age; resolve; verify + publish what is new.
+
+        A digest is verified again when it differs from the stored one, or
+        when the stored one expired (a fresh signature may have arrived).
+
+        Returns:
+            Whether a bundle was published (new, or the same bytes re-signed).
+        """
+        with self._round:
+            expired = self.check_age()
+            try:
+                digest = self.registry.resolve(self.reference)
+            except RegistryError as exc:
+                self._reject("", exc, "policysupply.watch_registry_error")
+                return self._failed(expired)
+            stored = self.server._stored(self.name)
+            if stored is not None and stored.reference.digest == digest and not expired:
+                self.last_error = None
+                return False
+            try:
+                verified = self.verifier.verify_bundle(
+                    self.registry, self.reference, state=self.state
+                )
+            except (VerificationError, BundleError) as exc:
+                self._reject(digest, exc, "policysupply.bundle_rejected")
+                return self._failed(expired)
+            except RegistryError as exc:
+                self._reject(digest, exc, "policysupply.watch_registry_error")
+                return self._failed(expired)
+            current = self.server._stored(self.name)
+            if (
+                not expired
+                and current is not None
+                and current.reference.digest == verified.reference.digest
+            ):
+                return False
+            self.server.publish(verified, self.name, max_age=self._max_age())
+            self.last_error = None
+            return True
+
+    @property
+    def expired(self) -> bool:
+        """Whether the bundle stored under :attr:`name` is older than the policy allows now.
+
+        Such a bundle is withdrawn (unless ``on_expiry="serve"``) until a
+        fresh signature verifies.
+        """
+        stored = self.server._stored(self.name)
+        limit = self.verifier.policy.max_signature_age
+        return stored is not None and limit is not None and _too_old(stored, limit, utcnow())
+
+    def _max_age(self) -> dt.timedelta | None:
+        return self.verifier.policy.max_signature_age if self.on_expiry == "withdraw" else None
+
+    def _failed(self, expired: bool) -> bool:
+        if expired and self._expiry is not None:
+            self.last_error = self._expiry  # the clock's verdict outranks a failed refresh
+        return False
+
+    def check_age(self) -> bool:
+        """Re-evaluates the stored bundle's age under the verifier's policy (no network).
+
+        Keeps the server's deadline for the bundle in line with the policy;
+        an expired bundle is reported and, unless ``on_expiry="serve"``,
+        withdrawn.
+
+        Returns:
+            Whether the stored bundle is past the policy's ``max_signature_age``.
+        """
+        stored = self.server._stored(self.name)
+        limit = self.verifier.policy.max_signature_age
+        self._expiry = None
+        if stored is None or limit is None:
+            return False
+        now = utcnow()
+        if stored.signed_at is not None and not _too_old(stored, limit, now):
+            # Follow this policy: it may be stricter or laxer than the one it was published under.
+            deadline = stored.signed_at + limit if self.on_expiry == "withdraw" else None
+            self.server._set_expiry(self.name, deadline)
+            return False
+        withdraw = self.on_expiry == "withdraw"
+        self.server._set_expiry(self.name, now if withdraw else None)
+        when = stored.signed_at.isoformat() if stored.signed_at else "an unknown time"
+        self._expiry = (
+            f"StaleSignatureError: {self.name}: {stored.reference} was signed at {when}, "
+            f"longer ago than the policy's max_signature_age ({limit}); "
+            + ("no longer served" if withdraw else "still served (on_expiry='serve')")
+            + "; re-sign it, or suspect a freeze attack"
+        )
+        self.last_error = self._expiry
+        key = (str(stored.reference.digest), f"expired:{self.on_expiry}")
+        level = logging.ERROR if withdraw else logging.WARNING
+        logger.log(
+            level if key not in self._reported else logging.DEBUG,
+            "%s",
+            self._expiry,
+            extra={
+                "event": "policysupply.bundle_expired",
+                "bundle": self.name,
+                "reference": str(self.reference),
+                "digest": stored.reference.digest,
+                "reason": "StaleSignatureError",
+                "detail": self._expiry,
+                "serving": None if withdraw else str(stored.reference),
+            },
+        )
+        self._reported.add(key)
+        return True
+
+
+def _too_old(stored: ServedBundle, limit: dt.timedelta, now: dt.datetime) -> bool:
+    """Past ``limit`` since its newest signed time (or no signed time is known)."""
+    return stored.signed_at is None or now - stored.signed_at > limit
