@@ -46,7 +46,12 @@ def test_same_bundle_same_created_same_digest(tmp_path: Path, bundle: Bundle) ->
     assert a.digest == b.digest
 
 
-def test_tags_and_delete(tmp_path: Path, bundle: Bundle) -> None:
+def test_tags_and_delete(
+    tmp_path: Path, bundle: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One creation time, so the three pushes are one manifest even when they
+    # straddle a second on a loaded machine (the test was flaky without it).
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     reg = Registry.local(tmp_path)
     d1 = reg.push(bundle, "p:1")
     reg.push(bundle, "p:2")
