@@ -9,6 +9,7 @@ the precise failure below it::
     ├── RegistryError
     │   ├── NotFoundError
     │   ├── AuthenticationError
+    │   ├── InsecureTransportError
     │   └── TransientRegistryError
     ├── SigningError
     ├── VerificationError
@@ -40,6 +41,7 @@ __all__ = [
     "CertificateExpiredError",
     "DigestMismatchError",
     "IdentityMismatchError",
+    "InsecureTransportError",
     "LoadError",
     "MissingAttestationError",
     "NoSignatureError",
@@ -104,6 +106,14 @@ class NotFoundError(RegistryError):
 
 class AuthenticationError(RegistryError):
     """The registry refused the credentials (or needed some and got none)."""
+
+
+class InsecureTransportError(RegistryError):
+    """Plain HTTP where it was not allowed (a configuration problem, never retried).
+
+    An ``http://`` registry without ``insecure=True``, or an https registry
+    (or its token service) redirecting to plain HTTP.
+    """
 
 
 class TransientRegistryError(RegistryError):
@@ -183,7 +193,8 @@ class StaleSignatureError(VerificationError):
     """Trusted signatures are older than the policy's maximum age (a freeze attack).
 
     Also raised when the policy sets a maximum age and no trusted signature
-    carries a signed time to check it against.
+    carries a signing time its signer produced to check it against (a log or
+    timestamp time proves only that a signature existed by then).
     """
 
 

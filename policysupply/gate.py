@@ -231,6 +231,7 @@ def _signature_doc(sig: Any) -> dict[str, Any]:
         "annotations": _jsonable(getattr(sig, "annotations", None) or {}),
         "identity": _identity_doc(sig),
         "signed_at": _time(getattr(sig, "signed_at", None)),
+        "witnessed_at": _time(getattr(sig, "witnessed_at", None)),
         "log_index": getattr(sig, "log_index", None),
     }
 

@@ -24,7 +24,7 @@ from policysupply._internal import fs, oci, stores
 from policysupply._internal.credentials import Credentials, from_docker_config
 from policysupply._internal.netconfig import RetryPolicy, Timeout
 from policysupply._internal.oci import Descriptor, Reference
-from policysupply.errors import NotFoundError, RegistryError
+from policysupply.errors import InsecureTransportError, NotFoundError, RegistryError
 
 if TYPE_CHECKING:
     from policysupply.bundle import Bundle, Limits
@@ -132,8 +132,10 @@ class Registry:
         then, too).
 
         Args:
-            host: ``host[:port]`` (an ``http://`` or ``https://`` prefix is allowed).
-            insecure: Use plain HTTP (for loopback or lab registries).
+            host: ``host[:port]``, spoken to over https; an ``https://`` prefix
+                is allowed, and ``http://`` with ``insecure=True``.
+            insecure: Use plain HTTP (for loopback or lab registries), as oras's
+                ``--plain-http``. Credentials then cross the network in clear.
             auth: Credentials, or ``(username, password)``. Default: the
                 user's docker config (``auths``, ``credsStore``, ``credHelpers``).
             docker_config: Path of a docker ``config.json`` to use instead of
@@ -152,11 +154,18 @@ class Registry:
 
         Raises:
             RegistryError: ``host`` is malformed.
+            InsecureTransportError: ``host`` is an ``http://`` URL but
+                ``insecure`` is not set (plain HTTP is never chosen silently).
         """
         scheme = "http" if insecure else "https"
         for prefix in ("http://", "https://"):
             if host.startswith(prefix):
                 scheme, host = prefix[:-3], host[len(prefix) :]
+        if scheme == "http" and not insecure:
+            raise InsecureTransportError(
+                f"registry http://{host} is plain HTTP: pass insecure=True to use it "
+                "(oras's --plain-http), or use https://"
+            )
         host = host.rstrip("/")
         if not host or "/" in host or "@" in host:
             raise RegistryError(f"invalid registry host {host!r}: use host[:port]")

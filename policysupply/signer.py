@@ -301,6 +301,9 @@ class Signer:
         ``legacy`` appends to the ``sha256-<hex>.sig`` manifest (other signers'
         signatures are kept); ``bundle`` attaches a Sigstore bundle as an OCI
         referrer the way cosign 3 does (referrers API, or the fallback tag).
+        Both bind the repository: the payload's ``docker-reference``, or the
+        bundle statement's subject ``name`` (which cosign 3 itself leaves out,
+        and ignores when it verifies).
 
         Args:
             registry: Where the artifact lives.
@@ -418,7 +421,8 @@ class Signer:
         self, registry: Registry, pinned: Reference, annotations: Mapping[str, str] | None
     ) -> Signature:
         assert pinned.digest  # noqa: S101 - resolved by the caller
-        statement = cosign.sign_statement(pinned.digest, annotations)
+        # Binds the repository as the legacy payload's docker-reference does.
+        statement = cosign.sign_statement(pinned.digest, annotations, name=pinned.name)
         bundle, signature, key_id, cert, log_index = self._sign_statement(statement)
         location = self._attach_bundle(registry, pinned, bundle, cosign.SIGN_PREDICATE)
         return Signature(

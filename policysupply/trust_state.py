@@ -29,24 +29,48 @@ _FORMAT = 1
 # Superseded digests remembered per reference; enough for years of releases
 # while keeping the file small.
 _HISTORY = 256
-_VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:[-+].*)?$")
+# v?N(.N)* with an optional -pre-release and +build metadata (semver's shape,
+# any number of numeric components).
+_VERSION = re.compile(r"v?(\d+(?:\.\d+)*)(?:-([^+]*))?(?:\+(.*))?", re.DOTALL)
+# `git describe` output: <tag>-<commits since the tag>-g<abbreviated sha>[-dirty].
+_DESCRIBE = re.compile(r"(?:(.*)-)?(\d+)-g[0-9a-f]{4,40}(?:-dirty)?", re.DOTALL)
+_HUGE_NUMBER = re.compile(r"\d{64}")
+# A release sorts after all of its pre-releases (semver 2.0.0, section 11).
+_RELEASE = (1,)
+
+VersionKey = tuple[tuple[int, ...], tuple[Any, ...], int]
 
 
-def _version_key(revision: str | None) -> tuple[int, ...] | None:
-    """A comparable key for version-like revisions (``1.2.3``, ``v2``), else None.
+def _version_key(revision: str | None) -> VersionKey | None:
+    """A comparable key for version-like revisions (``1.2.3``, ``v2``, ``1.2.3-rc.1``), else None.
 
+    Semver precedence: numeric components compare as numbers; a pre-release
+    (``-rc.1``) sorts before its release, its dot-separated identifiers
+    compare numerically when all digits, else as ASCII, numeric before
+    alphanumeric, fewer before more; build metadata (``+build.5``) is ignored.
+    ``git describe`` output (``v1.4.0-3-gabc1234``: 3 commits after the tag,
+    the revision the CI how-to uses) sorts after its tag, by commit count.
     Other revisions (git SHAs, build ids) have no order; for those the signing
     time and the superseded-digest history do the work.
     """
-    if not revision:
-        return None
-    m = _VERSION.match(revision)
+    if not revision or _HUGE_NUMBER.search(revision):
+        return None  # not a version, on every Python (int()'s digit limit varies)
+    m = _VERSION.fullmatch(revision)
     if not m:
         return None
+    pre: str | None = m.group(2)
+    commits = 0
+    described = _DESCRIBE.fullmatch(pre) if pre is not None else None
     try:
-        return tuple(int(p) for p in m.group(1).split("."))
+        if described is not None:
+            pre, commits = described.group(1), int(described.group(2))
+        numbers = tuple(int(p) for p in m.group(1).split("."))
+        if pre is None:
+            return numbers, _RELEASE, commits
+        ids = tuple((0, int(i)) if i.isdigit() else (1, i) for i in pre.split("."))
     except ValueError:  # a component beyond int()'s digit limit: not a version
         return None
+    return numbers, (0, ids), commits
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -68,8 +92,9 @@ class AcceptedRecord:
 
     Attributes:
         digest: The last accepted manifest digest.
-        revision: Its bundle revision (``None`` when the bundle has none).
-        signed_at: The newest trusted signing time, when one was signed.
+        revision: Its bundle revision (``None`` when the bundle has none; an
+            empty revision is recorded as none).
+        signed_at: The newest signer-produced signing time (a lower bound), if any.
         accepted_at: When it was accepted on this machine.
         superseded: Digests accepted earlier and replaced since (newest last).
     """
@@ -208,8 +233,9 @@ class TrustState:
         Args:
             reference: The stream the material belongs to (e.g. ``host/repo:tag``).
             digest: The verified manifest digest.
-            revision: The bundle's revision, if it has one.
-            signed_at: The newest trusted signing time, if one was signed.
+            revision: The bundle's revision, if it has one (``""`` is none).
+            signed_at: The newest signer-produced signing time (a lower bound:
+                ``VerifiedArtifact.signed_at``), if there is one.
 
         Returns:
             The record now stored.
@@ -224,6 +250,7 @@ class TrustState:
         """
         if signed_at is not None and signed_at.utcoffset() is None:
             raise ValueError("signed_at must be a timezone-aware datetime")
+        revision = revision or None  # a bundle without a revision: "" and None alike
         with self._lock():
             records = self._read()
             old = records.get(reference)
@@ -259,6 +286,8 @@ def _refuse_rollback(
             f"{reference}: {digest} was accepted before and has since been replaced by "
             f"{old.digest} (revision {old.revision!r}); refusing to roll back"
         )
+    # No revision (None, or "" as older versions recorded it) is never "the same
+    # revision" and has no order: only the digest history and signing time apply.
     if revision is not None and revision == old.revision:
         raise RollbackError(
             f"{reference}: revision {revision!r} was accepted as {old.digest}; "

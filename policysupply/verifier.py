@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -64,7 +64,7 @@ _ANN_BUNDLE = "dev.sigstore.cosign/bundle"
 _ANN_TIMESTAMP = "dev.sigstore.cosign/rfc3161timestamp"
 _DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
 
-DockerReferenceCheck = Literal["repository", "exact", "off"]
+DockerReferenceCheck = Literal["repository", "exact", "any", "off"]
 
 
 def _load_keys(value: Iterable[Any]) -> tuple[Any, ...]:
@@ -109,17 +109,33 @@ class TrustPolicy:
         threshold: How many *distinct* trusted signers must have signed: each
             key and each identity counts once (k of the n keys + identities).
         annotations: Claims every counted signature must carry (``cosign -a``).
-        docker_reference: How the signed ``docker-reference`` must match the
-            verified reference: ``repository`` (same repository path, any host:
-            survives mirroring), ``exact`` (host too), or ``off`` (as cosign).
+        docker_reference: How the repository a signature names (the legacy
+            payload's ``docker-reference``; a bundle statement's subject
+            ``name``) must match the verified reference: ``repository``
+            (default: same repository path, any host, so it survives
+            mirroring), ``exact`` (host too), or ``any`` (not checked, as
+            cosign; ``off`` is the same). With ``repository`` or ``exact`` a
+            signature that names no repository is refused: cosign 3 signs
+            images with a statement that names only the digest, so its
+            signatures need ``any`` (bind the repository another way, e.g. a
+            required annotation ``cosign sign -a``).
         max_signature_age: Refuse material whose newest trusted signature is
             older than this (freeze protection: an attacker replaying old but
-            valid signatures). Needs a signed time: the transparency log's
-            or an RFC 3161 timestamp authority's time, verified against the
-            trusted root (keyless signatures; key signatures when the
-            verifier has a ``trusted_root`` or ``require_tlog`` is set), or
-            else our ``signed-at`` annotation; material without one is
-            refused while this is set.
+            valid signatures). The age is measured from a lower bound on the
+            signing time that only the signer could produce (see
+            :attr:`VerifiedSignature.signed_at`). A transparency log's or
+            timestamp authority's time never counts: it proves only that a
+            signature existed by then, and anyone can log an old signature
+            again. Material without a signer-produced time is refused while
+            this is set, unless ``insecure_witnessed_age`` is set.
+        insecure_witnessed_age: Opt out of the rule above for signatures with
+            no signer-produced time (cosign 3's ``sign --key``): judge their
+            age by the earliest verified log or timestamp time instead. Anyone
+            who logs an old signature again (or its malleated ECDSA twin)
+            renews that time, so this stops only replays by attackers who do
+            not bother to; prefer signing with policysupply (a signed
+            ``signed-at`` claim) or keyless. Never affects signatures that
+            carry a signer-produced time, nor rollback ordering.
         require_tlog: Whether signatures need a verified transparency log entry.
             ``None`` (default): keyless signatures do, key signatures do not
             (cosign's ``--insecure-ignore-tlog`` for keys). ``True``: every
@@ -141,6 +157,7 @@ class TrustPolicy:
     annotations: Mapping[str, str] = attrs.field(factory=dict)
     docker_reference: DockerReferenceCheck = "repository"
     max_signature_age: dt.timedelta | None = None
+    insecure_witnessed_age: bool = False
     require_tlog: bool | None = None
     require_sct: bool = True
     attestations: tuple[str, ...] = attrs.field(default=(), converter=_strings)
@@ -204,10 +221,17 @@ class VerifiedSignature:
         key_id: The trusted key that made it.
         scheme: ``legacy`` or ``bundle``.
         annotations: The signed annotations.
-        signed_at: The signed signing time, if the signature carries one: the
-            transparency log's or timestamp authority's time, verified against
-            the trusted root (keyless signatures, and key signatures checked
-            against trust material), else our ``signed-at`` annotation.
+        signed_at: A lower bound on the signing time that only the signer
+            could produce, or None: for key signatures the signed
+            ``dev.policysupply/signed-at`` claim; for keyless signatures the
+            Fulcio certificate's start of validity (its key did not exist
+            before), or the signed claim when it is later but not after the
+            log or timestamp saw the signature. Freeze limits and rollback
+            ordering use this time only.
+        witnessed_at: The earliest verified transparency-log or RFC 3161
+            timestamp time: the signature existed by then (an upper bound on
+            the signing time). Anyone can log an old signature again, so this
+            never makes a signature look newer; it is evidence only.
         identity: The trusted identity that matched, for keyless signatures.
         subject: The certificate's subject (first SAN), for keyless signatures.
         issuer: The certificate's OIDC issuer, for keyless signatures.
@@ -218,6 +242,7 @@ class VerifiedSignature:
     scheme: str
     annotations: Mapping[str, str]
     signed_at: dt.datetime | None = None
+    witnessed_at: dt.datetime | None = None
     identity: Identity | None = None
     subject: str | None = None
     issuer: str | None = None
@@ -333,7 +358,11 @@ class VerifiedArtifact:
 
     @property
     def signed_at(self) -> dt.datetime | None:
-        """The newest signed signing time among the counted signatures."""
+        """The newest signer-produced signing time among the counted signatures.
+
+        Each is a lower bound (:attr:`VerifiedSignature.signed_at`); log and
+        timestamp times never count.
+        """
         times = [s.signed_at for s in self.signatures if s.signed_at is not None]
         return max(times) if times else None
 
@@ -597,17 +626,7 @@ class Verifier:
                 return False, f"signed payload has type {kind!r}", {}
             if signed_digest != digest:
                 return False, f"signature is for {signed_digest}, not {digest}", {}
-            mode = self.policy.docker_reference
-            if mode != "off":
-                wanted = ref.name if mode == "exact" else ref.repository
-                got = str(signed_ref)
-                if mode == "repository":
-                    try:
-                        got = Reference.parse(got).repository if got else ""
-                    except RegistryError:
-                        got = ""
-                if got != wanted:
-                    return False, f"signature names {signed_ref!r}, not {wanted!r}", {}
+            names = [signed_ref] if isinstance(signed_ref, str) and signed_ref else []
         else:
             match = _subjects_naming(doc, digest)
             if doc.get("predicateType") != cosign.SIGN_PREDICATE:
@@ -615,6 +634,11 @@ class Verifier:
             if not match:
                 return False, f"bundle statement does not name {digest}", {}
             annotations = match[0].get("annotations") or {}
+            # The subject's name is the repository, as policysupply signs (cosign 3: none).
+            names = [m["name"] for m in match if isinstance(m.get("name"), str) and m["name"]]
+        why = _reference_mismatch(self.policy.docker_reference, names, ref)
+        if why is not None:
+            return False, why, {}
         if not isinstance(annotations, dict):
             annotations = {}
         for k, v in self.policy.annotations.items():
@@ -665,7 +689,11 @@ class Verifier:
                         key_id=keys.key_id(cert.public_key()),
                         scheme=c.scheme,
                         annotations={},
-                        signed_at=check.signed_time,
+                        # Fulcio issued the certificate for a fresh key at its start:
+                        # no signature by that key is older. The log's time is only
+                        # evidence that the signature existed by then.
+                        signed_at=check.identity.not_before,
+                        witnessed_at=check.signed_time,
                         identity=identity,
                         subject=check.identity.subject,
                         issuer=check.identity.issuer,
@@ -679,20 +707,21 @@ class Verifier:
         )
 
     def _key_checks(self, c: _Candidate) -> list[VerifiedSignature]:
-        """The trusted keys behind one signature, with its verified signing time.
+        """The trusted keys behind one signature, with its witnessed time.
 
-        A time comes only from verified material: the log entry's signed
-        entry timestamp or an RFC 3161 timestamp, checked against the trusted
-        root. That needs trust material: with ``require_tlog`` (which also
-        demands a matching log entry), or when a trusted root was given and
-        the signature carries log entries or timestamps. Otherwise nothing
-        beyond the key is read, and nothing is fetched.
+        The witnessed time comes only from verified material: the log entry's
+        signed entry timestamp or an RFC 3161 timestamp, checked against the
+        trusted root. That needs trust material: with ``require_tlog`` (which
+        also demands a matching log entry), or when a trusted root was given
+        and the signature carries log entries or timestamps. Otherwise
+        nothing beyond the key is read, and nothing is fetched. It is never
+        a signing time (``signed_at``): only the signed claim is.
         """
         found = []
         for kid, key in self._keys.items():
             if not keys.verify(key, c.signature, c.message):
                 continue
-            signed_at = None
+            witnessed_at = None
             log_index = None
             if self.policy.require_tlog or (
                 self._trusted_root is not None and (c.tlog or c.timestamps)
@@ -710,19 +739,29 @@ class Verifier:
                     envelope_blob=c.envelope_blob,
                     require_tlog=bool(self.policy.require_tlog),
                 )
-                signed_at, log_index = check.signed_time, check.log_index
+                witnessed_at, log_index = check.signed_time, check.log_index
             found.append(
                 VerifiedSignature(
                     key_id=kid,
                     scheme=c.scheme,
                     annotations={},
-                    signed_at=signed_at,
+                    witnessed_at=witnessed_at,
                     log_index=log_index,
                 )
             )
         if not found:
             raise UntrustedSignatureError("not signed by a trusted key")
         return found
+
+    def _signature_id(self, c: _Candidate, s: VerifiedSignature) -> str:
+        """One identity for a signature and its malleated twin (see ``keys.signature_identity``)."""
+        if s.keyless and c.certificate is not None:
+            from policysupply._internal import keyless
+
+            key = keyless.load_certificate(c.certificate).public_key()
+        else:
+            key = self._keys[s.key_id]
+        return f"{s.signer}|" + keys.signature_identity(key, c.signature, c.message)
 
     # -- API ------------------------------------------------------------------
 
@@ -778,7 +817,7 @@ class Verifier:
         candidates = [c for c in candidates if not c.attestation]
         if not candidates:
             raise NoSignatureError(f"{pinned}: no signatures found (neither .sig tag nor bundle)")
-        good: list[VerifiedSignature] = []
+        good = _OneEach()
         errors: list[VerificationError] = []
         for c in candidates:
             try:
@@ -790,11 +829,12 @@ class Verifier:
             if not ok:
                 errors.append(ClaimMismatchError(f"{signers[0].signer[:28]}…: {why}"))
                 continue
-            signed_at = _signed_time(annotations.get(cosign.ANN_SIGNED_AT))
-            good.extend(
-                attrs.evolve(s, annotations=annotations, signed_at=s.signed_at or signed_at)
-                for s in signers
-            )
+            claimed = _signed_time(annotations.get(cosign.ANN_SIGNED_AT))
+            for s in signers:
+                good.add(
+                    self._signature_id(c, s),
+                    attrs.evolve(s, annotations=annotations, signed_at=_lower_bound(s, claimed)),
+                )
         if not good:
             raise _combined(pinned, len(candidates), errors)
         distinct = {s.signer for s in good}
@@ -807,7 +847,7 @@ class Verifier:
         if attestations or (attestations is None and self.policy.attestations):
             statements += self._legacy_attestations(registry, r.repository, digest)
             verified_attestations = self._attestations(pinned, statements)
-        artifact = _sealed_artifact(pinned, tuple(good), verified_attestations)
+        artifact = _sealed_artifact(pinned, good.values(), verified_attestations)
         self._check_age(artifact)
         return artifact
 
@@ -815,6 +855,7 @@ class Verifier:
         self, pinned: Reference, statements: list[_Candidate]
     ) -> tuple[VerifiedAttestation, ...]:
         good: list[VerifiedAttestation] = []
+        counted: set[tuple[str, str]] = set()
         errors: dict[str, list[VerificationError]] = {}
         seen: set[str] = set()
         for c in statements:
@@ -832,6 +873,10 @@ class Verifier:
             except VerificationError as exc:
                 errors.setdefault(predicate_type, []).append(exc)
                 continue
+            one = (predicate_type, self._signature_id(c, signers[0]))
+            if one in counted:
+                continue  # the same signature again (or its malleated twin)
+            counted.add(one)
             good.append(
                 VerifiedAttestation(
                     predicate_type=predicate_type,
@@ -909,11 +954,12 @@ class Verifier:
             if env.payload_type != cosign.INTOTO or not named:
                 raise DigestMismatchError(f"{name}: the bundle's statement does not name {digest}")
             candidates = _envelope_candidates("blob", parsed, env)
-        good: list[VerifiedSignature] = []
+        good = _OneEach()
         errors: list[VerificationError] = []
         for c in candidates:
             try:
-                good.extend(self._signer_checks(c))
+                for s in self._signer_checks(c):
+                    good.add(self._signature_id(c, s), s)
             except VerificationError as exc:
                 errors.append(exc)
         if not good:
@@ -924,7 +970,7 @@ class Verifier:
                 f"{name}: {len(distinct)} distinct trusted signer(s) signed, "
                 f"{self.policy.threshold} required"
             )
-        artifact = _sealed_artifact(ref, tuple(good))
+        artifact = _sealed_artifact(ref, good.values())
         self._check_age(artifact)
         return artifact
 
@@ -932,14 +978,28 @@ class Verifier:
         limit = self.policy.max_signature_age
         if limit is None:
             return
-        newest = artifact.signed_at
-        if newest is None:
+        witnessed = self.policy.insecure_witnessed_age
+        times = [
+            s.signed_at if s.signed_at is not None or not witnessed else s.witnessed_at
+            for s in artifact.signatures
+        ]
+        known = [t for t in times if t is not None]
+        if not known:
+            witness = any(s.witnessed_at is not None for s in artifact.signatures)
             raise StaleSignatureError(
-                f"{artifact.reference}: no trusted signature carries a signed time, and the "
-                f"policy refuses material older than {limit}; sign with policysupply "
-                "(signed-at annotation), keyless, or with an RFC 3161 timestamp or log "
-                "entry verified against the verifier's trusted_root"
+                f"{artifact.reference}: no trusted signature carries a signing time its signer "
+                f"produced, and the policy refuses material older than {limit}"
+                + (
+                    " (a transparency log or timestamp time proves only that a signature "
+                    "existed by then: anyone can log an old signature again)"
+                    if witness
+                    else ""
+                )
+                + "; sign with policysupply (signed signed-at claim) or keyless, or set "
+                "insecure_witnessed_age=True in the trust policy (CLI: --insecure-witnessed-age) "
+                "to judge such signatures by their verified log or timestamp time"
             )
+        newest = max(known)
         age = dt.datetime.now(dt.timezone.utc) - newest
         if age > limit:
             raise StaleSignatureError(
@@ -987,6 +1047,35 @@ class Verifier:
         return VerifiedBundle(artifact=artifact, bundle=bundle, _token=_Seal(artifact, bundle))
 
 
+def _reference_mismatch(mode: DockerReferenceCheck, names: list[str], ref: Reference) -> str | None:
+    """Why no repository a signature names satisfies ``mode`` for ``ref``; None if one does.
+
+    A signature that names no repository never satisfies ``repository`` or
+    ``exact``: the check is refused, never skipped.
+    """
+    if mode in ("any", "off"):
+        return None
+    wanted = ref.name if mode == "exact" else ref.repository
+    if not names:
+        return (
+            f"signature names no repository, and the trust policy's "
+            f"docker_reference={mode!r} needs it to name {wanted!r} (cosign 3 signs only "
+            "the digest); to accept signatures that name no repository, set "
+            'docker_reference="any" (CLI: --docker-reference any) and bind the '
+            "repository otherwise, e.g. with a required annotation"
+        )
+    for name in names:
+        got = name
+        if mode == "repository":
+            try:
+                got = Reference.parse(name).repository
+            except RegistryError:
+                got = ""
+        if got == wanted:
+            return None
+    return f"signature names {names[0]!r}, not {wanted!r}"
+
+
 def _subjects_naming(statement: object, digest: str) -> list[dict[str, Any]]:
     """The subjects of an in-toto statement that name ``digest`` (``sha256:<hex>``).
 
@@ -1007,6 +1096,59 @@ def _subjects_naming(statement: object, digest: str) -> list[dict[str, Any]]:
         and isinstance(s.get("digest"), dict)
         and s["digest"].get("sha256") == hexd
     ]
+
+
+class _OneEach:
+    """Verified signatures, one per act of signing, in the order first seen.
+
+    The same signature stored twice, or its malleated ECDSA twin ``(r, n - s)``
+    (a different byte string, and a new transparency-log entry, that anyone
+    can make), is one signature: it is listed, counted and reported once,
+    with the earliest time any copy was witnessed.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, VerifiedSignature] = {}
+
+    def add(self, signature_id: str, s: VerifiedSignature) -> None:
+        first = self._by_id.get(signature_id)
+        if first is None:
+            self._by_id[signature_id] = s
+            return
+        # Each copy's lower bound is sound on its own; the lower one holds for both.
+        bounds = [t for t in (first.signed_at, s.signed_at) if t is not None]
+        merged = attrs.evolve(first, signed_at=min(bounds) if bounds else None)
+        if s.witnessed_at is not None and (
+            first.witnessed_at is None or s.witnessed_at < first.witnessed_at
+        ):
+            merged = attrs.evolve(merged, witnessed_at=s.witnessed_at, log_index=s.log_index)
+        self._by_id[signature_id] = merged
+
+    def __bool__(self) -> bool:
+        return bool(self._by_id)
+
+    def __iter__(self) -> Iterator[VerifiedSignature]:
+        return iter(self._by_id.values())
+
+    def values(self) -> tuple[VerifiedSignature, ...]:
+        return tuple(self._by_id.values())
+
+
+def _lower_bound(s: VerifiedSignature, claimed: dt.datetime | None) -> dt.datetime | None:
+    """The signer-produced lower bound on when ``s`` was made (see ``VerifiedSignature``).
+
+    Key signatures: the signed claim. Keyless: the certificate's start, or a
+    signed claim that is later but not after a log or timestamp saw the
+    signature (such a claim is false, and cannot make it look newer).
+    """
+    if not s.keyless:
+        return claimed
+    start = s.signed_at
+    if claimed is None or start is None or claimed <= start:
+        return start
+    if s.witnessed_at is not None and claimed > s.witnessed_at:
+        return start
+    return claimed
 
 
 def _signed_time(value: object) -> dt.datetime | None:

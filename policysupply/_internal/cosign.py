@@ -77,9 +77,18 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
 
 
-def sign_statement(digest: str, annotations: Mapping[str, str] | None) -> bytes:
-    """Cosign v3's in-toto statement for signing an image digest."""
-    subject: dict[str, Any] = {"digest": {"sha256": digest.split(":", 1)[1]}}
+def sign_statement(
+    digest: str, annotations: Mapping[str, str] | None, *, name: str | None = None
+) -> bytes:
+    """Cosign v3's in-toto statement for signing an image digest.
+
+    cosign 3 itself names only the digest (and ``-a`` annotations). ``name``
+    adds the in-toto subject's ``name``: the repository the signature is for,
+    the bundle scheme's counterpart of the legacy ``docker-reference``;
+    cosign 3 verifies the statement and ignores the name.
+    """
+    subject: dict[str, Any] = {"name": name} if name else {}
+    subject["digest"] = {"sha256": digest.split(":", 1)[1]}
     if annotations:
         subject["annotations"] = dict(sorted(annotations.items()))
     doc = {

@@ -31,6 +31,7 @@ from policysupply._internal.netconfig import RetryPolicy, Timeout, tls_context
 from policysupply.errors import (
     AuthenticationError,
     DigestMismatchError,
+    InsecureTransportError,
     NotFoundError,
     RegistryError,
     TransientRegistryError,
@@ -41,6 +42,8 @@ T = TypeVar("T")
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_MANIFEST = 4 * 1024 * 1024  # distribution-spec's suggested manifest limit
 _MAX_JSON = 16 * 1024 * 1024
+_MAX_TOKEN = 1024 * 1024
+_MAX_REDIRECTS = 10
 
 ACCEPT_MANIFESTS = ", ".join(
     [
@@ -170,8 +173,10 @@ class Client:
             timeout=httpx.Timeout(
                 connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.pool
             ),
-            follow_redirects=True,  # blob GETs may redirect to storage; httpx drops
+            # Redirects (blob GETs to storage) are followed by _follow, which
+            # refuses a downgrade to plain HTTP; httpx's redirect request drops
             # the Authorization header when a redirect leaves the origin.
+            follow_redirects=False,
             headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
             transport=transport or httpx.HTTPTransport(verify=False),  # http:// only
             mounts=None if transport else {"https://": _LazyTLSTransport(tls or tls_context)},
@@ -280,12 +285,39 @@ class Client:
 
     # -- one attempt ---------------------------------------------------------
 
-    def _same_origin(self, url: str) -> bool:
+    def _same_origin(self, url: str | httpx.URL) -> bool:
         try:
             target, base = httpx.URL(url), httpx.URL(self.base)
         except httpx.InvalidURL:
             return False
         return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
+
+    @staticmethod
+    def _origin(url: httpx.URL) -> str:
+        port = f":{url.port}" if url.port else ""
+        return f"{url.scheme}://{url.host}{port}"
+
+    def _follow(self, req: httpx.Request, what: str) -> httpx.Response:
+        """Sends ``req`` (streamed), following redirects but never down to plain HTTP.
+
+        An https request redirected to ``http://`` would expose the request
+        and let anyone on the path answer it, so that is refused wherever in
+        the chain it happens. httpx builds each next request, dropping the
+        Authorization header when the redirect leaves the origin.
+        """
+        for _ in range(_MAX_REDIRECTS + 1):
+            resp = self._http.send(req, stream=True, follow_redirects=False)
+            nxt = resp.next_request
+            if nxt is None:
+                return resp
+            resp.close()
+            if req.url.scheme == "https" and nxt.url.scheme != "https":
+                raise InsecureTransportError(
+                    f"{what}: {self._origin(req.url)} redirected to plain HTTP "
+                    f"({self._origin(nxt.url)}); refusing the downgrade"
+                )
+            req = nxt
+        raise RegistryError(f"{what}: more than {_MAX_REDIRECTS} redirects; giving up")
 
     def _auth_header(self, scope: str) -> str | None:
         with self._lock:
@@ -300,16 +332,39 @@ class Client:
         realm = params.get("realm")
         if not realm:
             raise AuthenticationError(f"{self.host} sent a bearer challenge without a realm")
+        try:
+            url = httpx.URL(realm)
+        except httpx.InvalidURL:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise AuthenticationError(f"{self.host} named a malformed token realm")
         query = {"scope": scope}
         if params.get("service"):
             query["service"] = params["service"]
         headers = {}
         if self._credentials:
+            # The registry chose this realm; a token service on another origin
+            # gets the credentials only over https (on plain HTTP anyone on
+            # the path could read them, or answer for the registry and name
+            # a realm of their own).
+            if not self._same_origin(url) and url.scheme != "https":
+                raise AuthenticationError(
+                    f"{self.host} names the token service {self._origin(url)}, another "
+                    "origin over plain HTTP; credentials go to another origin only over "
+                    "https (serve the token service over https or on the registry's origin)"
+                )
             headers["Authorization"] = self._credentials.basic_header()
+        what = f"get a token for {scope} from {self._origin(url)}"
         try:
-            resp = self._http.get(realm, params=query, headers=headers)
+            resp = self._follow(
+                self._http.build_request("GET", url, params=query, headers=headers), what
+            )
         except httpx.TransportError as exc:
             raise _Transient(f"token service unreachable ({type(exc).__name__})") from None
+        try:
+            body_bytes = self._read_bounded(resp, _MAX_TOKEN, what)
+        finally:
+            resp.close()
         if resp.status_code in _RETRY_STATUSES:
             raise _Transient(
                 f"token service answered {resp.status_code}",
@@ -321,9 +376,9 @@ class Client:
         if resp.status_code != 200:
             raise RegistryError(f"{self.host}: token service answered {resp.status_code}")
         try:
-            body = resp.json()
+            body = json.loads(body_bytes)
             token = body.get("token") or body.get("access_token")
-        except (ValueError, AttributeError):
+        except (ValueError, RecursionError, AttributeError):
             token = None
         if not isinstance(token, str) or not token:
             raise AuthenticationError(f"{self.host}: token service returned no token")
@@ -369,7 +424,7 @@ class Client:
                     params=params,
                     content=content() if content else None,
                 )
-                resp = self._http.send(req, stream=True)
+                resp = self._follow(req, what)
             except httpx.TimeoutException as exc:
                 raise _Transient(f"timed out ({type(exc).__name__})") from None
             except httpx.TransportError as exc:
@@ -384,6 +439,15 @@ class Client:
                     f"connection failed ({type(exc).__name__})",
                     refused=isinstance(exc, httpx.ConnectError),
                 ) from None
+            if resp.status_code == 401 and not self._same_origin(resp.request.url):
+                # A host a redirect (or an upload Location) led to asks for
+                # credentials: whatever realm it names, it is not the registry.
+                resp.close()
+                raise AuthenticationError(
+                    f"{what}: {self.host} redirected the request to "
+                    f"{self._origin(resp.request.url)}, which asks for credentials; the "
+                    f"registry's credentials are sent only to {self.base}"
+                )
             if resp.status_code == 401 and attempt == 1:
                 challenge = resp.headers.get("www-authenticate", "")
                 resp.close()

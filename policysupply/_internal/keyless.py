@@ -28,8 +28,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ class CertificateIdentity:
     """What a Fulcio certificate says about its holder.
 
     Attributes:
-        issuer: The OIDC issuer (extension ``.1.8``, falling back to ``.1.1``).
+        issuer: The OIDC issuer (extension ``.1.8``; ``.1.1`` only when ``.1.8`` is absent).
         sans: Every Subject Alternative Name value (email, URI, DNS, IP,
             Fulcio OtherName username), in certificate order.
         extensions: Fulcio extension values by dotted OID.
@@ -126,8 +126,12 @@ class CertificateIdentity:
 def certificate_identity(cert: Any) -> CertificateIdentity:
     """Reads the identity claims of a ``cryptography`` certificate.
 
+    The issuer is the v2 extension (``.1.8``) when the certificate has it;
+    only a certificate without it falls back to the deprecated ``.1.1``.
+
     Raises:
-        CertificateError: The certificate has no Subject Alternative Name.
+        CertificateError: The certificate has no Subject Alternative Name,
+            or its ``.1.8`` issuer is empty or not a DER UTF8String.
     """
     from cryptography import x509
 
@@ -154,13 +158,23 @@ def certificate_identity(cert: Any) -> CertificateIdentity:
         ):
             continue
         raw = ext.value.value
-        text = None if oid in _RAW_STRING_OIDS else _der_utf8(raw)
-        if text is None:
+        if oid in _RAW_STRING_OIDS:
             try:
                 text = raw.decode()
             except UnicodeDecodeError:
-                continue
-        extensions[oid] = text
+                text = None
+        else:
+            # Fulcio writes these as DER UTF8String only; anything else is not a claim
+            text = _der_utf8(raw)
+        if oid == EXTENSIONS["issuer_v2"] and not text:
+            # the v2 issuer is authoritative: when present it must be a non-empty
+            # UTF8String, never a reason to fall back to the deprecated .1.1
+            raise CertificateError(
+                f"signing certificate's OIDC issuer extension {oid} is empty or not a "
+                "DER UTF8String"
+            )
+        if text is not None:
+            extensions[oid] = text
     issuer = extensions.get(EXTENSIONS["issuer_v2"]) or extensions.get(EXTENSIONS["issuer"])
     return CertificateIdentity(
         issuer=issuer,
@@ -178,13 +192,27 @@ def load_certificate(der_or_pem: bytes, *, what: str = "certificate") -> Any:
         CertificateError: Not a certificate.
     """
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
 
     try:
         if der_or_pem.lstrip().startswith(b"-----"):
-            return x509.load_pem_x509_certificate(der_or_pem)
-        return x509.load_der_x509_certificate(der_or_pem)
-    except ValueError:
+            cert = x509.load_pem_x509_certificate(der_or_pem)
+        else:
+            cert = x509.load_der_x509_certificate(der_or_pem)
+        # cryptography parses extensions and the public key on first use: a
+        # malformed one (a bad SAN, a duplicate extension, a point not on the
+        # curve) must fail here, not as a ValueError deep inside verification.
+        cert.extensions  # noqa: B018
+        cert.public_key()
+    except (
+        ValueError,
+        UnsupportedAlgorithm,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+        x509.InvalidVersion,
+    ):
         raise CertificateError(f"{what}: not a valid X.509 certificate") from None
+    return cert
 
 
 def pem_chain(data: bytes | str) -> list[bytes]:
@@ -200,32 +228,117 @@ def certificate_pem(der: bytes) -> bytes:
 
 # -- trust material -----------------------------------------------------------
 
+# How far ahead of our clock a log's integration time may be (the log's clock
+# and ours differ by a little; a time further ahead has not happened yet).
+MAX_CLOCK_SKEW = timedelta(minutes=1)
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+@attrs.frozen(kw_only=True)
+class Window:
+    """A trusted-root ``validFor`` range: closed, ``[start, end]``; no end is open-ended."""
+
+    start: datetime
+    end: datetime | None
+
+    @classmethod
+    def of(cls, time_range: Any) -> Window:
+        """The window of a ``sigstore_models`` ``TimeRange`` (None: always valid)."""
+        if time_range is None:
+            return cls(start=datetime.min.replace(tzinfo=timezone.utc), end=None)
+        end = time_range.end
+        return cls(start=_utc(time_range.start), end=_utc(end) if end is not None else None)
+
+    def contains(self, when: datetime) -> bool:
+        """Whether ``when`` lies in the window (both ends included)."""
+        return self.start <= when and (self.end is None or when <= self.end)
+
+    def describe(self) -> str:
+        """The window as ``start .. end`` (ISO 8601)."""
+        end = self.end.isoformat() if self.end is not None else "open"
+        return f"{self.start.isoformat()} .. {end}"
+
+
+@attrs.frozen(kw_only=True)
+class _Trusted:
+    """One trusted item of the root (a log key or a CA chain) and its window."""
+
+    item: Any
+    window: Window
+
+    def valid_at(self, times: Sequence[datetime]) -> bool:
+        return all(self.window.contains(t) for t in times)
+
 
 class TrustMaterial:
-    """A Sigstore trusted root, with the keyrings and certificate store built once.
+    """A Sigstore trusted root, with each key and CA kept beside its validity window.
 
     Create with :meth:`load`. Loading a path is offline; ``production`` and
     ``staging`` go through sigstore-python's TUF client (network, cached).
+
+    sigstore-python's keyrings drop a key only before its ``validFor`` start;
+    here every Fulcio CA, log key, CT key and timestamp authority is used only
+    at times inside its window (``[start, end]``), and those times are the
+    verified signing times, not the clock. A root may lack any kind of
+    service (a timestamp-only private deployment has no logs): what it lacks
+    refuses, with a typed error, only the signatures that need it.
     """
 
     def __init__(self, root: Any, *, source: str) -> None:
-        """Wraps a ``sigstore.models.TrustedRoot``."""
-        from cryptography.x509.verification import Store
-        from sigstore._internal.trust import KeyringPurpose
+        """Wraps a ``sigstore.models.TrustedRoot``.
 
+        Raises:
+            VerificationError: The trusted root's contents cannot be read.
+        """
         self.source = source
         self.root = root
-        self._tsa: Any = None
         try:
-            self.fulcio_certs: list[Any] = list(root.get_fulcio_certs())
-        except Exception as exc:  # sigstore's MetadataError and friends
-            raise VerificationError(f"trusted root {source}: no Fulcio CA ({exc})") from None
-        self.store = Store(self.fulcio_certs)
-        self.rekor = root.rekor_keyring(KeyringPurpose.VERIFY)
-        try:
-            self.ct: Any = root.ct_keyring(KeyringPurpose.VERIFY)
-        except Exception:  # no CT logs: only verifies with require_sct=False
-            self.ct = None
+            inner = root._inner
+            self._cas = [
+                _Trusted(item=self._ca_chain(a), window=Window.of(a.valid_for))
+                for a in inner.certificate_authorities
+            ]
+            self._tsas = [
+                _Trusted(item=self._ca_chain(a), window=Window.of(a.valid_for))
+                for a in inner.timestamp_authorities
+            ]
+            self._tlogs = self._log_keys(inner.tlogs)
+            self._ctlogs = self._log_keys(inner.ctlogs)
+        except VerificationError:
+            raise
+        except Exception as exc:  # sigstore's Error, ValueError from bad DER, pydantic
+            raise VerificationError(
+                f"trusted root {source}: unreadable ({type(exc).__name__}: {exc})"
+            ) from None
+        self._stores: dict[tuple[int, ...], Any] = {}
+        self._keyrings: dict[tuple[str, tuple[int, ...]], Any] = {}
+
+    def _ca_chain(self, authority: Any) -> list[Any]:
+        from cryptography import x509
+
+        certs = [
+            x509.load_der_x509_certificate(c.raw_bytes) for c in authority.cert_chain.certificates
+        ]
+        if not certs:
+            raise VerificationError(f"trusted root {self.source}: a CA with no certificates")
+        return certs
+
+    @staticmethod
+    def _log_keys(logs: Sequence[Any]) -> list[_Trusted]:
+        from sigstore._internal.trust import Key
+        from sigstore.errors import Error as SigstoreError
+
+        out = []
+        for log in logs:
+            try:
+                Key(log.public_key)  # loadable and of a supported type
+            except (SigstoreError, ValueError):
+                continue  # as sigstore-python: an unusable key is no trusted key
+            out.append(_Trusted(item=log.public_key, window=Window.of(log.public_key.valid_for)))
+        return out
 
     @classmethod
     def load(cls, source: Any) -> TrustMaterial:
@@ -266,8 +379,120 @@ class TrustMaterial:
             ) from None
         return cls(root, source=str(path))
 
+    # -- Fulcio ---------------------------------------------------------------
+
+    def fulcio_store(self, at: datetime | None) -> Any:
+        """A path-validation store of the Fulcio CAs valid at ``at`` (None: every CA).
+
+        Raises:
+            CertificateError: No Fulcio CA of the trusted root is valid then.
+        """
+        from cryptography.x509.verification import Store
+
+        chosen = tuple(i for i, ca in enumerate(self._cas) if at is None or ca.window.contains(at))
+        if not chosen:
+            raise CertificateError(
+                f"no Fulcio CA of trusted root {self.source} is valid at "
+                f"{at.isoformat() if at else 'any time'} (validFor: "
+                + (", ".join(ca.window.describe() for ca in self._cas) or "no CA listed")
+                + ")"
+            )
+        if chosen not in self._stores:
+            self._stores[chosen] = Store([c for i in chosen for c in self._cas[i].item])
+        return self._stores[chosen]
+
+    # -- logs -----------------------------------------------------------------
+
+    def keyring(self, kind: str, times: Sequence[datetime] | None) -> Any:
+        """A sigstore keyring of the ``rekor`` or ``ct`` keys valid at every one of ``times``.
+
+        ``None`` gives every key, whatever its window (used only to explain a
+        refusal: "signed by a trusted key, but outside its window").
+        """
+        from sigstore._internal.trust import Keyring
+
+        keys = self._tlogs if kind == "rekor" else self._ctlogs
+        chosen = tuple(i for i, k in enumerate(keys) if times is None or k.valid_at(times))
+        cached = self._keyrings.get((kind, chosen))
+        if cached is None:
+            cached = self._keyrings[(kind, chosen)] = Keyring([keys[i].item for i in chosen])
+        return cached
+
+    def has_keys(self, kind: str) -> bool:
+        """Whether the trusted root lists any usable ``rekor`` or ``ct`` key."""
+        return bool(self._tlogs if kind == "rekor" else self._ctlogs)
+
+    def check_log_signature(
+        self,
+        what: str,
+        verify: Callable[[Any], None],
+        times: Sequence[datetime],
+        *,
+        kind: str = "rekor",
+        error: type[VerificationError] = TransparencyLogError,
+        detail: str = "",
+    ) -> None:
+        """Runs ``verify(keyring)`` with the keys valid at ``times``; explains a refusal.
+
+        Raises:
+            TransparencyLogError: (or ``error``) No key valid at those times
+                verifies; the message says when a trusted key outside its
+                window would have.
+        """
+        from sigstore.errors import VerificationError as SigstoreVerificationError
+
+        label = "transparency log" if kind == "rekor" else "CT log"
+        if not self.has_keys(kind):
+            raise error(f"{what}: trusted root {self.source} lists no {label} key")
+        try:
+            verify(self.keyring(kind, times))
+            return
+        except SigstoreVerificationError as exc:
+            first = exc
+        except Exception as exc:  # malformed input inside sigstore's helpers
+            raise error(f"{what} is malformed ({type(exc).__name__}: {exc})") from None
+        try:
+            verify(self.keyring(kind, None))
+        except Exception:
+            raise error(
+                f"{what} does not verify with a trusted {label} key{detail}: {first}"
+            ) from None
+        when = ", ".join(sorted({t.isoformat() for t in times}))
+        raise error(
+            f"{what}: signed by a trusted {label} key, but at {when} that key is outside "
+            f"its validity in trusted root {self.source} (validFor "
+            + ", ".join(
+                k.window.describe() for k in (self._tlogs if kind == "rekor" else self._ctlogs)
+            )
+            + ")"
+        )
+
+    def verify_log_signature(
+        self, log_id: bytes, signature: bytes, data: bytes, times: Sequence[datetime]
+    ) -> None:
+        """Checks a signature by the transparency log ``log_id`` (SET) with its key at ``times``.
+
+        Raises:
+            TransparencyLogError: No trusted log key valid at ``times`` verifies it.
+        """
+        from sigstore._utils import KeyID
+
+        self.check_log_signature(
+            "signed entry timestamp",
+            lambda ring: ring.verify(key_id=KeyID(log_id), signature=signature, data=data),
+            times,
+            detail=f" (log {log_id.hex()[:16]}…)",
+        )
+
+    # -- timestamp authorities -------------------------------------------------
+
     def timestamp_times(self, timestamps: Sequence[bytes], signature: bytes) -> list[datetime]:
         """Times of the RFC 3161 timestamps over ``signature`` that a trusted TSA signed.
+
+        A timestamp counts when it verifies with a timestamp authority's chain
+        of the trusted root (certificates valid at its time) and its time lies
+        inside that authority's ``validFor`` window, end included, and is not
+        later than now.
 
         Raises:
             VerificationError: A timestamp is malformed, or the trusted root
@@ -275,49 +500,45 @@ class TrustMaterial:
         """
         if not timestamps:
             return []
-        from rfc3161_client import decode_timestamp_response
-        from sigstore.verify import Verifier as SigstoreVerifier
+        from rfc3161_client import VerifierBuilder, decode_timestamp_response
+        from rfc3161_client.errors import VerificationError as TimestampVerificationError
 
-        if not self.root.get_timestamp_authorities():
+        if not self._tsas:
             raise VerificationError(
                 f"signature carries RFC 3161 timestamps, but trusted root {self.source} "
                 "lists no timestamp authority"
             )
-        if self._tsa is None:
-            self._tsa = SigstoreVerifier(trusted_root=self.root)
+        latest = datetime.now(timezone.utc) + MAX_CLOCK_SKEW
         times = []
         for der in timestamps[:32]:  # sigstore-go's bound against timestamp floods
             try:
                 response = decode_timestamp_response(der)
             except ValueError:
                 raise VerificationError("malformed RFC 3161 timestamp") from None
-            # sigstore-python's TSA chain + validity-window check (private, pinned <5)
-            result = self._tsa._verify_signed_timestamp(response, signature)
-            if result is not None:
-                times.append(result.time)
+            for tsa in self._tsas:
+                certs = tsa.item
+                if len(certs) < 2:  # a signing certificate and a root, at least
+                    continue
+                builder = (
+                    VerifierBuilder().tsa_certificate(certs[0]).add_root_certificate(certs[-1])
+                )
+                for cert in certs[1:-1]:
+                    builder = builder.add_intermediate_certificate(cert)
+                try:
+                    builder.build().verify_message(response, signature)
+                    when = _utc(response.tst_info.gen_time)
+                except (TimestampVerificationError, ValueError):
+                    continue
+                if tsa.window.contains(when) and when <= latest:
+                    times.append(when)
+                    break
         return times
-
-    def verify_log_signature(self, log_id: bytes, signature: bytes, data: bytes) -> None:
-        """Checks a signature by the transparency log ``log_id`` (SET or checkpoint).
-
-        Raises:
-            TransparencyLogError: No trusted log key verifies it.
-        """
-        from sigstore._utils import KeyID
-        from sigstore.errors import VerificationError as SigstoreVerificationError
-
-        try:
-            self.rekor.verify(key_id=KeyID(log_id), signature=signature, data=data)
-        except SigstoreVerificationError:
-            raise TransparencyLogError(
-                f"signed entry timestamp does not verify with trusted log {log_id.hex()[:16]}…"
-            ) from None
 
 
 # -- transparency log ---------------------------------------------------------
 
 
-def _verify_set(entry: TlogEntry, trust: TrustMaterial) -> None:
+def _verify_set(entry: TlogEntry, trust: TrustMaterial, when: datetime) -> None:
     import rfc8785
 
     assert entry.signed_entry_timestamp is not None  # noqa: S101 - checked by caller
@@ -327,10 +548,12 @@ def _verify_set(entry: TlogEntry, trust: TrustMaterial) -> None:
         "logID": entry.log_id.hex(),
         "logIndex": entry.log_index,
     }
-    trust.verify_log_signature(entry.log_id, entry.signed_entry_timestamp, rfc8785.dumps(payload))
+    trust.verify_log_signature(
+        entry.log_id, entry.signed_entry_timestamp, rfc8785.dumps(payload), [when]
+    )
 
 
-def _verify_inclusion(entry: TlogEntry, trust: TrustMaterial) -> None:
+def _verify_inclusion(entry: TlogEntry, trust: TrustMaterial, times: Sequence[datetime]) -> None:
     from sigstore._internal.merkle import verify_merkle_inclusion
     from sigstore._internal.rekor.checkpoint import verify_checkpoint
     from sigstore.errors import VerificationError as SigstoreVerificationError
@@ -340,33 +563,79 @@ def _verify_inclusion(entry: TlogEntry, trust: TrustMaterial) -> None:
     try:
         sig_entry = TransparencyLogEntry(_Entry.from_dict(entry.to_json()))
         verify_merkle_inclusion(sig_entry)
-        verify_checkpoint(trust.rekor, sig_entry)
     except SigstoreVerificationError as exc:
         raise TransparencyLogError(f"inclusion proof: {exc}") from None
-    except Exception as exc:  # malformed proof or checkpoint (pydantic, ValueError)
+    except Exception as exc:  # malformed proof (pydantic, ValueError)
         raise TransparencyLogError(f"inclusion proof is malformed ({exc})") from None
+    trust.check_log_signature(
+        "inclusion proof's checkpoint", lambda ring: verify_checkpoint(ring, sig_entry), times
+    )
 
 
-def verify_tlog_entry(entry: TlogEntry, trust: TrustMaterial) -> datetime | None:
-    """Checks a log entry's signed entry timestamp and/or inclusion proof.
+def verify_tlog_entry(
+    entry: TlogEntry, trust: TrustMaterial, *, times: Sequence[datetime] = ()
+) -> datetime | None:
+    """Checks that a trusted log signed this entry: its SET and/or its inclusion proof.
+
+    An entry counts only when at least one proof verifies against a log key
+    of the trusted root, valid at the time that proof is about, and every
+    proof it carries verifies: a signed entry timestamp (which needs the
+    integration time it signs), or a Merkle inclusion proof with a signed
+    checkpoint. Entries of bundles v0.2 and later must carry the inclusion
+    proof (a SET is only a promise of inclusion). An integration time later
+    than now is refused, signed or not.
+
+    Args:
+        entry: The log entry.
+        trust: The trusted root.
+        times: Independently verified signing times (RFC 3161), at which the
+            checkpoint's log key must be valid when no signed integration
+            time exists; with none either, the key must be valid now.
 
     Returns:
         The integration time, if a verified signed entry timestamp covers it
         (an inclusion proof alone does not sign the time).
 
     Raises:
-        TransparencyLogError: Neither is present, or one fails.
+        TransparencyLogError: No proof, a proof that fails, a SET without
+            its time, a log key outside its validity, or a future time.
     """
-    if entry.signed_entry_timestamp is None and entry.inclusion_proof is None:
-        raise TransparencyLogError("transparency log entry has neither a SET nor a proof")
-    if entry.inclusion_proof is not None:
-        if entry.inclusion_proof.checkpoint is None:
+    now = datetime.now(timezone.utc)
+    integrated = (
+        datetime.fromtimestamp(entry.integrated_time, tz=timezone.utc)
+        if entry.integrated_time is not None
+        else None
+    )
+    if integrated is not None and integrated > now + MAX_CLOCK_SKEW:
+        raise TransparencyLogError(
+            f"transparency log entry {entry.log_index} claims integration at "
+            f"{integrated.isoformat()}, in the future"
+        )
+    proof = entry.inclusion_proof
+    if entry.signed_entry_timestamp is None and proof is None:
+        raise TransparencyLogError(
+            "transparency log entry has neither a signed entry timestamp nor an inclusion proof"
+        )
+    if proof is None and entry.proof_required:
+        raise TransparencyLogError(
+            "transparency log entry has no inclusion proof (bundles v0.2 and later must "
+            "prove inclusion; a signed entry timestamp alone is a promise)"
+        )
+    signed_time: datetime | None = None
+    if entry.signed_entry_timestamp is not None:
+        if integrated is None:
+            raise TransparencyLogError(
+                "transparency log entry has a signed entry timestamp but no integration "
+                "time for it to sign"
+            )
+        _verify_set(entry, trust, integrated)
+        signed_time = integrated
+    if proof is not None:
+        if proof.checkpoint is None:
             raise TransparencyLogError("inclusion proof has no signed checkpoint")
-        _verify_inclusion(entry, trust)
-    if entry.signed_entry_timestamp is not None and entry.integrated_time is not None:
-        _verify_set(entry, trust)
-        return datetime.fromtimestamp(entry.integrated_time, tz=timezone.utc)
-    return None
+        at = [signed_time] if signed_time is not None else list(times) or [now]
+        _verify_inclusion(entry, trust, at)
+    return signed_time
 
 
 def _b64_pem_der(value: Any) -> bytes | None:
@@ -514,10 +783,14 @@ def check_entry_body(
 def verify_chain(
     cert: Any, at: datetime, trust: TrustMaterial, hints: Sequence[bytes]
 ) -> list[Any]:
-    """Path-validates a Fulcio leaf to a trusted root at ``at``; returns issuer..root.
+    """Path-validates a Fulcio leaf at ``at`` to a CA trusted then; returns issuer..root.
+
+    Only the Fulcio CAs whose ``validFor`` window contains ``at`` are trust
+    anchors: a CA the trusted root has retired does not vouch for
+    certificates used after its end.
 
     Raises:
-        CertificateError: No path to a trusted Fulcio certificate, or no
+        CertificateError: No path to a Fulcio CA valid at ``at``, or no
             code-signing usage.
     """
     from cryptography import x509
@@ -533,22 +806,44 @@ def verify_chain(
     ee = ExtensionPolicy.webpki_defaults_ee().may_be_present(
         x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None
     )
-    verifier = (
-        PolicyBuilder()
-        .store(trust.store)
-        .time(at)
-        .extension_policies(ca_policy=ca, ee_policy=ee)
-        .build_client_verifier()
-    )
     intermediates = []
     for der in hints:
         try:
-            intermediates.append(x509.load_der_x509_certificate(der))
-        except ValueError:
+            hint = x509.load_der_x509_certificate(der)
+            hint.extensions  # noqa: B018 - parsed lazily; a malformed one raises here
+        except (
+            ValueError,
+            x509.DuplicateExtension,
+            x509.UnsupportedGeneralNameType,
+            x509.InvalidVersion,
+        ):
             continue  # hints are untrusted: a bad one just does not help
+        intermediates.append(hint)
+
+    def path(store: Any) -> list[Any]:
+        verifier = (
+            PolicyBuilder()
+            .store(store)
+            .time(at)
+            .extension_policies(ca_policy=ca, ee_policy=ee)
+            .build_client_verifier()
+        )
+        return list(verifier.verify(cert, intermediates).chain[1:])
+
     try:
-        chain = list(verifier.verify(cert, intermediates).chain[1:])
+        chain = path(trust.fulcio_store(at))
     except (X509Error, x509.UnsupportedGeneralNameType) as exc:
+        retired = False
+        try:
+            path(trust.fulcio_store(None))
+            retired = True
+        except (CertificateError, X509Error, x509.UnsupportedGeneralNameType):
+            pass
+        if retired:
+            raise CertificateError(
+                f"signing certificate chains to a Fulcio CA of trusted root {trust.source} "
+                f"that is outside its validity at {at.isoformat()}"
+            ) from None
         raise CertificateError(
             f"signing certificate does not chain to a trusted Fulcio root ({trust.source}): {exc}"
         ) from None
@@ -562,24 +857,32 @@ def verify_chain(
     return chain
 
 
-def verify_sct(cert: Any, chain: list[Any], trust: TrustMaterial) -> None:
-    """Checks the certificate's embedded SCT against the trusted CT log keys.
+def verify_sct(
+    cert: Any, chain: list[Any], trust: TrustMaterial, times: Sequence[datetime] = ()
+) -> None:
+    """Checks the certificate's embedded SCT against the CT log keys valid at ``times``.
+
+    ``times`` are the verified signing times (the SCT's own timestamp is
+    signed by the very key being judged, so it cannot decide).
 
     Raises:
-        CertificateError: No SCT, no CT keys, or an invalid SCT.
+        CertificateError: No SCT, no CT keys, an invalid SCT, or a CT key
+            outside its validity.
     """
     from sigstore._internal.sct import verify_sct as _verify_sct
-    from sigstore.errors import VerificationError as SigstoreVerificationError
 
-    if trust.ct is None:
+    if not trust.has_keys("ct"):
         raise CertificateError(
             f"trusted root {trust.source} has no CT log keys to check the certificate's SCT "
             "(set require_sct=False for a deployment without CT)"
         )
-    try:
-        _verify_sct(cert, chain, trust.ct)
-    except SigstoreVerificationError as exc:
-        raise CertificateError(f"signing certificate's SCT: {exc}") from None
+    trust.check_log_signature(
+        "signing certificate's SCT",
+        lambda ring: _verify_sct(cert, chain, ring),
+        list(times) or [datetime.now(timezone.utc)],
+        kind="ct",
+        error=CertificateError,
+    )
 
 
 # -- one signature ------------------------------------------------------------
@@ -647,6 +950,10 @@ def verify_keyless(
     if not keys.verify(cert.public_key(), signature, message):
         raise UntrustedSignatureError("signature does not verify with its certificate's key")
     der = cert.public_bytes(serialization.Encoding.DER)
+    stamped = trust.timestamp_times(timestamps, signature)
+    if not stamped and timestamps and envelope_blob is not None:
+        # cosign's legacy attestations timestamp the stored envelope, not the signature
+        stamped = trust.timestamp_times(timestamps, envelope_blob)
     times: list[tuple[str, datetime]] = []
     entry: TlogEntry | None = None
     if tlog_entries or require_tlog:
@@ -663,7 +970,7 @@ def verify_keyless(
                     envelope=envelope,
                     envelope_blob=envelope_blob,
                 )
-                when = verify_tlog_entry(candidate, trust)
+                when = verify_tlog_entry(candidate, trust, times=stamped)
             except TransparencyLogError as exc:
                 problems.append(str(exc))
                 continue
@@ -673,10 +980,6 @@ def verify_keyless(
             break
         if entry is None:
             raise TransparencyLogError("; ".join(problems))
-    stamped = trust.timestamp_times(timestamps, signature)
-    if not stamped and timestamps and envelope_blob is not None:
-        # cosign's legacy attestations timestamp the stored envelope, not the signature
-        stamped = trust.timestamp_times(timestamps, envelope_blob)
     times += [("timestamp authority", t) for t in stamped]
     if not times:
         raise VerificationError(
@@ -694,7 +997,7 @@ def verify_keyless(
     for _, when in times:
         chain = verify_chain(cert, when, trust, chain_hints)
     if require_sct:
-        verify_sct(cert, chain, trust)
+        verify_sct(cert, chain, trust, [t for _, t in times])
     return KeylessCheck(
         identity=identity,
         signed_time=min(t for _, t in times),
@@ -753,6 +1056,15 @@ def verify_key_times(
     Raises:
         TransparencyLogError: ``require_tlog`` and no matching, verified entry.
     """
+    stamped: list[datetime] = []
+    if timestamps:
+        try:
+            stamped = trust.timestamp_times(timestamps, signature)
+            if not stamped and envelope_blob is not None:
+                # cosign's legacy attestations timestamp the stored envelope
+                stamped = trust.timestamp_times(timestamps, envelope_blob)
+        except VerificationError:
+            stamped = []  # malformed, or no TSA in the trusted root: no time from it
     times: list[datetime] = []
     log_index: int | None = None
     problems: list[str] = []
@@ -766,7 +1078,7 @@ def verify_key_times(
                 envelope=envelope,
                 envelope_blob=envelope_blob,
             )
-            when = verify_tlog_entry(entry, trust)
+            when = verify_tlog_entry(entry, trust, times=stamped)
         except TransparencyLogError as exc:
             problems.append(str(exc))
             continue
@@ -776,15 +1088,7 @@ def verify_key_times(
         break
     if require_tlog and log_index is None:
         raise TransparencyLogError("; ".join(problems) or "signature has no transparency log entry")
-    if timestamps:
-        try:
-            stamped = trust.timestamp_times(timestamps, signature)
-            if not stamped and envelope_blob is not None:
-                # cosign's legacy attestations timestamp the stored envelope
-                stamped = trust.timestamp_times(timestamps, envelope_blob)
-        except VerificationError:
-            stamped = []  # malformed, or no TSA in the trusted root: no time from it
-        times += stamped
+    times += stamped
     return KeyTimeCheck(signed_time=min(times) if times else None, log_index=log_index)
 
 

@@ -114,7 +114,7 @@ def load_private_key(data: bytes, password: bytes | None, *, what: str) -> Any:
     Raises:
         SigningError: Unreadable, wrong password, or unsupported key type.
     """
-    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.exceptions import InternalError, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -142,7 +142,9 @@ def load_private_key(data: bytes, password: bytes | None, *, what: str) -> Any:
             key = serialization.load_der_private_key(der, password=None)
     except UnsupportedAlgorithm as exc:
         raise SigningError(f"{what}: unsupported key type or curve ({exc})") from None
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, InternalError) as exc:
+        # InternalError: OpenSSL refusing key material it parsed (an Ed448
+        # key of the wrong length, for one).
         raise SigningError(
             f"{what}: cannot parse the private key ({exc.__class__.__name__})"
         ) from None
@@ -160,7 +162,7 @@ def load_public_key(data: bytes, *, what: str) -> Any:
     Raises:
         VerificationError: Unreadable or unsupported.
     """
-    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.exceptions import InternalError, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -168,7 +170,7 @@ def load_public_key(data: bytes, *, what: str) -> Any:
         key = serialization.load_pem_public_key(data)
     except UnsupportedAlgorithm as exc:
         raise VerificationError(f"{what}: unsupported key type or curve ({exc})") from None
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, InternalError):
         raise VerificationError(f"{what}: not a PEM public key") from None
     if isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name not in _CURVE_HASHES:
@@ -246,3 +248,50 @@ def verify(key: Any, signature: bytes, message: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+# Group orders of the curves cosign signs with (SEC 2 / FIPS 186-4).
+_CURVE_ORDERS = {
+    "secp256r1": 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551,
+    "secp384r1": int(
+        "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
+        "581A0DB248B0A77AECEC196ACCC52973",
+        16,
+    ),
+    "secp521r1": int(
+        "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"
+        "FA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
+        16,
+    ),
+}
+
+
+def signature_identity(key: Any, signature: bytes, message: bytes) -> str:
+    """What makes two verified signatures the same signature, however they are encoded.
+
+    An ECDSA signature ``(r, s)`` has a twin ``(r, n - s)`` that verifies too,
+    made by anyone without the key; both are one act of signing. The identity
+    is the key, the message and the signature with ``s`` in its low form, DER
+    re-encoded. Other key types (Ed25519 is checked strictly, RSA PKCS#1 v1.5
+    is deterministic) use the signature bytes as they are.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import (
+        decode_dss_signature,
+        encode_dss_signature,
+    )
+
+    canonical = signature
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        n = _CURVE_ORDERS.get(key.curve.name)
+        if n is not None:
+            try:
+                r, s = decode_dss_signature(signature)
+            except ValueError:
+                pass  # cannot have verified; keep the bytes
+            else:
+                canonical = encode_dss_signature(r, min(s, n - s))
+    h = hashlib.sha256()
+    for part in (spki_der(key), hashlib.sha256(message).digest(), canonical):
+        h.update(len(part).to_bytes(4, "big") + part)
+    return h.hexdigest()

@@ -170,19 +170,23 @@ def read(path: str | os.PathLike[str]) -> dict[str, Any]:
     if "annotations" in doc:
         out["annotations"] = _string_map(doc["annotations"], "annotations", p)
     if "docker_reference" in doc:
-        if doc["docker_reference"] not in ("repository", "exact", "off"):
-            raise _fail(p, "docker_reference", "must be repository, exact or off")
+        if doc["docker_reference"] not in ("repository", "exact", "any", "off"):
+            raise _fail(p, "docker_reference", "must be repository, exact or any")
         out["docker_reference"] = doc["docker_reference"]
     out["attestations"] = _strings(doc, "attestations", p)
     out["allowed_registries"] = _strings(doc, "allowed_registries", p)
     signing = doc.get("signing_time", {})
-    if not isinstance(signing, dict) or set(signing) - {"max_age"}:
-        raise _fail(p, "signing_time", "must be a mapping with max_age")
+    if not isinstance(signing, dict) or set(signing) - {"max_age", "insecure_witnessed_age"}:
+        raise _fail(p, "signing_time", "must be a mapping with max_age, insecure_witnessed_age")
     if "max_age" in signing:
         try:
             out["max_signature_age"] = parse_duration(signing["max_age"], what="max_age")
         except ValueError as exc:
             raise _fail(p, "signing_time.max_age", str(exc)) from None
+    if "insecure_witnessed_age" in signing:
+        if not isinstance(signing["insecure_witnessed_age"], bool):
+            raise _fail(p, "signing_time.insecure_witnessed_age", "must be true or false")
+        out["insecure_witnessed_age"] = signing["insecure_witnessed_age"]
     tlog = doc.get("transparency_log", "default")
     if tlog not in ("default", "required", "ignore"):
         raise _fail(p, "transparency_log", "must be default, required or ignore")

@@ -22,11 +22,12 @@ import attrs
 from policysupply.errors import VerificationError
 
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
+V01 = "application/vnd.dev.sigstore.bundle+json;version=0.1"
 MEDIA_TYPES = (
     BUNDLE_V03,
     "application/vnd.dev.sigstore.bundle+json;version=0.3",
     "application/vnd.dev.sigstore.bundle+json;version=0.2",
-    "application/vnd.dev.sigstore.bundle+json;version=0.1",
+    V01,
 )
 INTOTO = "application/vnd.in-toto+json"
 MAX_BUNDLE_BYTES = 4 << 20  # generous: real bundles are a few KiB
@@ -37,7 +38,8 @@ def _b64(value: Any, what: str) -> bytes:
     if not isinstance(value, str):
         raise VerificationError(f"{what}: expected a base64 string")
     try:
-        return base64.b64decode(value, validate=True)
+        # line breaks are allowed, as Go's protojson (cosign, sigstore-go) reads them
+        return base64.b64decode(value.replace("\n", "").replace("\r", ""), validate=True)
     except ValueError:
         raise VerificationError(f"{what}: not valid base64") from None
 
@@ -50,6 +52,13 @@ def _int(value: Any, what: str) -> int:
         return int(value)
     except ValueError:
         raise VerificationError(f"{what}: expected an integer") from None
+
+
+def _uint(value: Any, what: str) -> int:
+    n = _int(value, what)
+    if n < 0:
+        raise VerificationError(f"{what}: negative")
+    return n
 
 
 def _obj(value: Any, what: str) -> Mapping[str, Any]:
@@ -86,6 +95,8 @@ class TlogEntry:
         signed_entry_timestamp: The log's signature over the entry (SET), if given.
         inclusion_proof: Merkle proof and checkpoint, if given.
         body: The canonicalized entry body (JSON bytes).
+        proof_required: Whether the entry counts only with an inclusion proof
+            (entries of Sigstore bundles v0.2 and later).
     """
 
     log_index: int
@@ -96,6 +107,7 @@ class TlogEntry:
     signed_entry_timestamp: bytes | None
     inclusion_proof: InclusionProof | None
     body: bytes = attrs.field(repr=False)
+    proof_required: bool = attrs.field(default=False, eq=False)  # from the container
 
     def body_json(self) -> Mapping[str, Any]:
         """The decoded entry body.
@@ -134,7 +146,9 @@ class TlogEntry:
         return doc
 
     @classmethod
-    def from_json(cls, doc: Any, what: str = "tlog entry") -> TlogEntry:
+    def from_json(
+        cls, doc: Any, what: str = "tlog entry", *, proof_required: bool = False
+    ) -> TlogEntry:
         """Parses a bundle's ``tlogEntries`` item.
 
         Raises:
@@ -153,20 +167,20 @@ class TlogEntry:
             cp = p.get("checkpoint")
             envelope = _obj(cp, f"{what}.checkpoint").get("envelope") if cp else None
             proof = InclusionProof(
-                log_index=_int(p.get("logIndex"), f"{what}.inclusionProof.logIndex"),
+                log_index=_uint(p.get("logIndex"), f"{what}.inclusionProof.logIndex"),
                 root_hash=_b64(p.get("rootHash"), f"{what}.inclusionProof.rootHash"),
-                tree_size=_int(p.get("treeSize"), f"{what}.inclusionProof.treeSize"),
+                tree_size=_uint(p.get("treeSize"), f"{what}.inclusionProof.treeSize"),
                 hashes=tuple(_b64(h, f"{what}.inclusionProof.hashes") for h in hashes),
                 checkpoint=str(envelope) if envelope else None,
             )
         time = d.get("integratedTime")
         return cls(
-            log_index=_int(d.get("logIndex"), f"{what}.logIndex"),
+            log_index=_uint(d.get("logIndex"), f"{what}.logIndex"),
             log_id=_b64(_obj(d.get("logId"), f"{what}.logId").get("keyId"), f"{what}.logId"),
             kind=str(kv.get("kind", "")),
             version=str(kv.get("version", "")),
             # 0 is protobuf's default: an entry without a promise of time (Rekor v2)
-            integrated_time=_int(time, f"{what}.integratedTime") or None if time else None,
+            integrated_time=_uint(time, f"{what}.integratedTime") or None if time else None,
             signed_entry_timestamp=(
                 _b64(
                     _obj(promise, f"{what}.inclusionPromise").get("signedEntryTimestamp"),
@@ -177,6 +191,7 @@ class TlogEntry:
             ),
             inclusion_proof=proof,
             body=_b64(d.get("canonicalizedBody"), f"{what}.canonicalizedBody"),
+            proof_required=proof_required,
         )
 
     # -- cosign's legacy "dev.sigstore.cosign/bundle" annotation --------------
@@ -227,11 +242,11 @@ class TlogEntry:
         except (ValueError, RecursionError):
             raise VerificationError(f"{what}: entry body is not JSON") from None
         return cls(
-            log_index=_int(payload.get("logIndex"), f"{what}.Payload.logIndex"),
+            log_index=_uint(payload.get("logIndex"), f"{what}.Payload.logIndex"),
             log_id=log_id,
             kind=str(kind_doc.get("kind", "")),
             version=str(kind_doc.get("apiVersion", "")),
-            integrated_time=_int(payload.get("integratedTime"), f"{what}.Payload.integratedTime"),
+            integrated_time=_uint(payload.get("integratedTime"), f"{what}.Payload.integratedTime"),
             signed_entry_timestamp=_b64(doc.get("SignedEntryTimestamp"), f"{what}.SET"),
             inclusion_proof=None,
             body=body,
@@ -417,7 +432,9 @@ def parse_bundle(data: bytes | str, *, what: str = "Sigstore bundle") -> ParsedB
         chain=tuple(chain),
         key_hint=key_hint,
         tlog_entries=tuple(
-            TlogEntry.from_json(e, f"{what}.tlogEntries[{i}]") for i, e in enumerate(entries)
+            # bundles v0.2+ must prove inclusion (protobuf-specs); v0.1 may only promise it
+            TlogEntry.from_json(e, f"{what}.tlogEntries[{i}]", proof_required=media_type != V01)
+            for i, e in enumerate(entries)
         ),
         timestamps=tuple(
             _b64(_obj(s, what).get("signedTimestamp"), f"{what}.rfc3161Timestamps") for s in stamps

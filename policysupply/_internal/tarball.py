@@ -137,9 +137,13 @@ def normalize_entry_name(raw: str, limits: Limits = DEFAULT_LIMITS) -> str:
 def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, bytes]:
     """Reads a ``.tar.gz`` bundle into ``{relative name: bytes}``, fully vetted.
 
-    Directory entries are skipped (OPA ignores them). Links, devices, FIFOs and
-    other special members are refused, as are duplicate names, since a later
-    duplicate would silently shadow content that was reviewed.
+    Directory entries are skipped (OPA ignores them). Only regular files are
+    read: links, devices, FIFOs, contiguous files and other special members
+    are refused, and so are sparse members (old GNU or PAX 0.0/0.1/1.0),
+    whose holes a reader expands into bytes the archive never held (``opa
+    build`` never writes them). Duplicate names are refused, since a later
+    duplicate would silently shadow content that was reviewed. The bytes
+    materialised in all are bounded by ``limits.max_uncompressed``.
 
     Raises:
         BundleError: Not gzip, not tar, truncated, over a limit, or a bad entry
@@ -148,6 +152,7 @@ def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
     raw = _inflate(data, limits)
     entries: dict[str, bytes] = {}
     count = 0
+    total = 0
     try:
         tf = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")  # noqa: SIM115 - closed below
     except tarfile.ReadError as exc:
@@ -163,6 +168,10 @@ def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
             count += 1
             if count > limits.max_entries:
                 raise BundleError(f"more than {limits.max_entries} entries in bundle")
+            if member.issparse() or any(k.startswith("GNU.sparse.") for k in member.pax_headers):
+                raise BundleError(
+                    "sparse member in bundle; sparse files are not allowed", entry=member.name
+                )
             if member.isdir():
                 normalize_entry_name(member.name, limits)
                 continue
@@ -171,7 +180,9 @@ def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
                     f"link to {member.linkname!r} in bundle; links are not allowed",
                     entry=member.name,
                 )
-            if not member.isreg():
+            # OPA reads only regular files ('0', or the old '\0'); tarfile's
+            # isreg() also counts contiguous files ('7'), which OPA skips.
+            if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
                 raise BundleError(
                     "special file (device, FIFO or unknown type) in bundle",
                     entry=member.name,
@@ -194,6 +205,12 @@ def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
                 body = b""
             if len(body) != member.size:
                 raise BundleError("truncated tar archive: entry is cut short", entry=name)
+            total += len(body)
+            if total > limits.max_uncompressed:  # whatever a member type expands to
+                raise BundleError(
+                    f"bundle entries add up to more than {limits.max_uncompressed} bytes",
+                    entry=name,
+                )
             entries[name] = body
     if count == 0 and not raw.strip(b"\0"):
         raise BundleError("empty tar archive")

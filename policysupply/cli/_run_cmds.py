@@ -490,6 +490,10 @@ def serve(
         # Expiry needs no round: the clock alone ends a bundle's life.
         while not stop.wait(1.0):
             if on_expiry == "exit" and any(w.expired for w in watches):
+                # Report it now (structured log, last_error): the watch's own
+                # round may not have come round to it before we exit.
+                for w in watches:
+                    w.check_age()
                 break
         expired = sorted(w.name for w in watches if w.expired)
     finally:

@@ -40,8 +40,10 @@ class TrustOptions:
         keys: Paths of trusted public keys.
         threshold: Distinct trusted keys required.
         annotations: ``KEY=VALUE`` annotations every counted signature must carry.
-        docker_reference: ``repository``, ``exact`` or ``off``.
+        docker_reference: ``repository``, ``exact``, ``any`` (or its alias ``off``).
         max_signature_age: Freeze protection, or ``None``.
+        insecure_witnessed_age: Judge signatures without a signer-produced time
+            by their log or timestamp time (``TrustPolicy.insecure_witnessed_age``).
         state: Path of a rollback-protection state file, or ``None``.
         identity: ``--certificate-identity`` (exact SAN), or ``None``.
         identity_regexp: ``--certificate-identity-regexp`` (full match), or ``None``.
@@ -59,6 +61,7 @@ class TrustOptions:
     annotations: tuple[str, ...] = ()
     docker_reference: str | None = None
     max_signature_age: dt.timedelta | None = None
+    insecure_witnessed_age: bool = False
     state: str | None = None
     identity: str | None = None
     identity_regexp: str | None = None
@@ -98,6 +101,7 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
             annotations: tuple[str, ...],
             docker_reference: str | None,
             max_signature_age: dt.timedelta | None,
+            insecure_witnessed_age: bool,
             certificate_identity: str | None,
             certificate_identity_regexp: str | None,
             certificate_oidc_issuer: str | None,
@@ -115,6 +119,7 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
                 annotations=annotations,
                 docker_reference=docker_reference,
                 max_signature_age=max_signature_age,
+                insecure_witnessed_age=insecure_witnessed_age,
                 state=state_path,
                 identity=certificate_identity,
                 identity_regexp=certificate_identity_regexp,
@@ -169,6 +174,13 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
             "allowed registries, signing-time rules); the other options add to it.",
         )(g)
         g = click.option(
+            "--insecure-witnessed-age",
+            is_flag=True,
+            help="With --max-signature-age: judge signatures that carry no time their "
+            "signer produced (cosign 3's sign --key) by their transparency-log or timestamp "
+            "time. Anyone can log an old signature again, so this weakens freeze protection.",
+        )(g)
+        g = click.option(
             "--max-signature-age",
             metavar="DURATION",
             callback=parse_duration,
@@ -177,9 +189,11 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
         )(g)
         g = click.option(
             "--docker-reference",
-            type=click.Choice(["repository", "exact", "off"]),
-            help="How the signed docker-reference must match: same repository on any host "
-            "(survives mirroring; the default), exact host too, or not checked (as cosign).",
+            type=click.Choice(["repository", "exact", "any", "off"]),
+            help="How the repository a signature names must match: same repository on any "
+            "host (survives mirroring; the default), exact host too, or not checked ('any', "
+            "as cosign; 'off' is the same). cosign 3's signatures name no repository: they "
+            "need 'any'.",
         )(g)
         g = click.option(
             "-a",
@@ -230,12 +244,13 @@ def verifier_from_options(
             trust.threshold is not None
             or required
             or trust.max_signature_age
+            or trust.insecure_witnessed_age
             or trust.state
             or attestations
         ):
             usage_error(
-                "--threshold, -a, --max-signature-age, --state and --require-attestation "
-                "need a --key, an identity or a --policy file"
+                "--threshold, -a, --max-signature-age, --insecure-witnessed-age, --state and "
+                "--require-attestation need a --key, an identity or a --policy file"
             )
         return None
     with reported(as_json, code=EXIT_USAGE):
@@ -270,6 +285,8 @@ def verifier_from_options(
             fields["docker_reference"] = trust.docker_reference
         if trust.max_signature_age is not None:
             fields["max_signature_age"] = trust.max_signature_age
+        if trust.insecure_witnessed_age:
+            fields["insecure_witnessed_age"] = True
         if trust.ignore_tlog:
             fields["require_tlog"] = False
         policy = TrustPolicy(**fields)
@@ -359,7 +376,10 @@ def rules_verifier(
     if bool(rules_trust.identity) != bool(rules_trust.issuer):
         usage_error("--rules-certificate-identity and --rules-certificate-oidc-issuer go together")
     return verifier_from_options(
-        attrs.evolve(rules_trust, trusted_root=trust.trusted_root), as_json
+        attrs.evolve(
+            rules_trust, trusted_root=trust.trusted_root, docker_reference=trust.docker_reference
+        ),
+        as_json,
     )
 
 
@@ -370,6 +390,7 @@ def signature_json(sig: VerifiedSignature) -> dict[str, Any]:
         "scheme": sig.scheme,
         "annotations": dict(sig.annotations),
         "signed_at": sig.signed_at.isoformat() if sig.signed_at else None,
+        "witnessed_at": sig.witnessed_at.isoformat() if sig.witnessed_at else None,
     }
     if sig.subject is not None:
         doc.update(subject=sig.subject, issuer=sig.issuer)

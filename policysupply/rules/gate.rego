@@ -4,7 +4,7 @@
 #   input.image         {reference, registry, repository, name, tag, digest}
 #   input.verification  {verified, error, error_type, message, key_ids, signers,
 #                        signatures: [{key_id, scheme, annotations, identity,
-#                                      signed_at, log_index}],
+#                                      signed_at, witnessed_at, log_index}],
 #                        attestations: [{predicate_type, predicate, key_id, identity}]}
 #                       identity: null for keys, {issuer, subject, matched} keyless
 #   input.context       whatever the caller passed (not read by these rules)

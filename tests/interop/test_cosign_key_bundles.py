@@ -2,9 +2,12 @@
 
 cosign 3 signs with ``--key`` by default through a signing config: the bundle
 then holds a Rekor v2 entry and an RFC 3161 timestamp. Verified against the
-stack's trusted root, that timestamp is the signature's ``signed_at`` (for
-``max_signature_age`` and rollback ordering); without a trusted root a key
-signature is checked against the key alone, offline, and has no such time.
+stack's trusted root, that timestamp is the signature's ``witnessed_at``: it
+proves the signature existed by then, not that it is recent (anyone can log
+an old signature again), so it is never ``signed_at``. cosign 3's key
+signatures carry no signer-produced time: a ``max_signature_age`` refuses
+them unless the policy opts out with ``insecure_witnessed_age``. Without a
+trusted root a key signature is checked against the key alone, offline.
 
 Key-signed *blob* bundles (``sign-blob --key --bundle``, ``attest-blob
 --key``) are checked both ways: sigstore-python has no public-key path, so
@@ -19,6 +22,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import attrs
 import pytest
 
 from policysupply import Bundle, Signer, TrustPolicy, Verifier
@@ -80,7 +84,7 @@ def root_without_tsa(stack: SigstoreStack, tmp_path: Path) -> Path:
 # -- images: cosign 3's default `sign --key` -------------------------------------------
 
 
-def test_cosign3_default_key_signature_has_a_verified_time(
+def test_cosign3_default_key_signature_has_a_witnessed_time_only(
     server: RegistryServer, example_dir: Path, sigstore_stack: SigstoreStack, tmp_path: Path
 ) -> None:
     stack = sigstore_stack
@@ -98,23 +102,35 @@ def test_cosign3_default_key_signature_has_a_verified_time(
         ref,
         cwd=tmp_path,
     )
-    fresh = TrustPolicy(keys=[pub], max_signature_age=FRESH)
-    (s,) = Verifier(fresh, trusted_root=stack.trusted_root_path).verify(reg, ref).signatures
+    # cosign 3 names no repository: "any" is the explicit choice for its signatures.
+    base = TrustPolicy(keys=[pub], docker_reference="any")
+    root = stack.trusted_root_path
+    (s,) = Verifier(base, trusted_root=root).verify(reg, ref).signatures
     assert s.scheme == "bundle"
-    assert near_now(s.signed_at), s.signed_at
+    assert s.signed_at is None  # nothing its signer produced says when it was made
+    assert near_now(s.witnessed_at), s.witnessed_at  # the TSA saw it just now
     assert s.log_index is not None  # the Rekor v2 entry's inclusion proof verified
-    logged = TrustPolicy(keys=[pub], require_tlog=True, max_signature_age=FRESH)
-    assert Verifier(logged, trusted_root=stack.trusted_root_path).verify(reg, ref).signed_at
 
-    # Without a trusted root: the key alone, offline, as before: no time.
-    (plain,) = Verifier(TrustPolicy(keys=[pub])).verify(reg, ref).signatures
+    # Freeze protection fails closed for it, with or without require_tlog ...
+    for require_tlog in (None, True):
+        fresh = attrs.evolve(base, max_signature_age=FRESH, require_tlog=require_tlog)
+        with pytest.raises(StaleSignatureError, match="insecure_witnessed_age"):
+            Verifier(fresh, trusted_root=root).verify(reg, ref)
+        # ... unless the policy explicitly accepts the witnessed time.
+        opted = attrs.evolve(fresh, insecure_witnessed_age=True)
+        assert Verifier(opted, trusted_root=root).verify(reg, ref).signatures[0].witnessed_at
+
+    # Without a trusted root: the key alone, offline, as before: no time at all.
+    (plain,) = Verifier(base).verify(reg, ref).signatures
     assert plain.signed_at is None
+    assert plain.witnessed_at is None
     assert plain.log_index is None
-    with pytest.raises(StaleSignatureError, match="no trusted signature carries a signed time"):
-        Verifier(fresh).verify(reg, ref)
+    opted = attrs.evolve(base, max_signature_age=FRESH, insecure_witnessed_age=True)
+    with pytest.raises(StaleSignatureError, match="no trusted signature carries"):
+        Verifier(opted).verify(reg, ref)
     # A timestamp from an authority the root does not list gives no time.
     with pytest.raises(StaleSignatureError):
-        Verifier(fresh, trusted_root=root_without_tsa(stack, tmp_path)).verify(reg, ref)
+        Verifier(opted, trusted_root=root_without_tsa(stack, tmp_path)).verify(reg, ref)
 
 
 def test_require_tlog_with_key_signatures(
@@ -131,8 +147,9 @@ def test_require_tlog_with_key_signatures(
     stack_cosign("3", stack, *sign, *bundle_signing_flags(stack), logged_ref, cwd=tmp_path)
     run_cosign("3", *sign, *COSIGN_SIGN_FLAGS["3"], bare_ref, cwd=tmp_path)  # no log entry
 
+    pub = tmp_path / "cosign.pub"
     verifier = Verifier(
-        TrustPolicy(keys=[tmp_path / "cosign.pub"], require_tlog=True),
+        TrustPolicy(keys=[pub], require_tlog=True, docker_reference="any"),
         trusted_root=stack.trusted_root_path,
     )
     (s,) = verifier.verify(reg, logged_ref).signatures
@@ -140,7 +157,7 @@ def test_require_tlog_with_key_signatures(
     with pytest.raises(TransparencyLogError, match="no transparency log entry"):
         verifier.verify(reg, bare_ref)
     # require_tlog unset: the key signature without an entry is fine.
-    Verifier(TrustPolicy(keys=[tmp_path / "cosign.pub"])).verify(reg, bare_ref)
+    Verifier(TrustPolicy(keys=[pub], docker_reference="any")).verify(reg, bare_ref)
 
 
 # -- blobs: policysupply signs, cosign verifies -----------------------------------------
@@ -226,7 +243,7 @@ def test_cosign_key_only_blob_bundle_verifies_with_us(version: str, tmp_path: Pa
 
 
 @pytest.mark.parametrize("version", ["2", "3"])
-def test_cosign_default_key_blob_bundle_has_a_verified_time(
+def test_cosign_default_key_blob_bundle_has_a_witnessed_time_only(
     version: str, sigstore_stack: SigstoreStack, tmp_path: Path
 ) -> None:
     # cosign 3 by default, cosign 2 with --new-bundle-format: Rekor v2 + TSA
@@ -261,9 +278,13 @@ def test_cosign_default_key_blob_bundle_has_a_verified_time(
 
     pub = tmp_path / "cosign.pub"
     fresh = TrustPolicy(keys=[pub], max_signature_age=FRESH, require_tlog=True)
-    verifier = Verifier(fresh, trusted_root=stack.trusted_root_path)
+    with pytest.raises(StaleSignatureError, match="insecure_witnessed_age"):
+        Verifier(fresh, trusted_root=stack.trusted_root_path).verify_blob(artifact, bundle=bundle)
+    opted = attrs.evolve(fresh, insecure_witnessed_age=True)
+    verifier = Verifier(opted, trusted_root=stack.trusted_root_path)
     (s,) = verifier.verify_blob(artifact, bundle=bundle).signatures
-    assert near_now(s.signed_at), s.signed_at
+    assert s.signed_at is None
+    assert near_now(s.witnessed_at), s.witnessed_at
     assert s.log_index is not None
     with pytest.raises(DigestMismatchError):
         verifier.verify_blob(DATA + b"#", bundle=bundle)
@@ -277,10 +298,11 @@ def test_cosign_default_key_blob_bundle_has_a_verified_time(
     swapped.write_text(json.dumps(doc))
     loose = Verifier(TrustPolicy(keys=[pub]), trusted_root=stack.trusted_root_path)
     (s,) = loose.verify_blob(artifact, bundle=swapped).signatures
-    assert s.signed_at is None
+    assert s.witnessed_at is None
     with pytest.raises(StaleSignatureError):
         Verifier(
-            TrustPolicy(keys=[pub], max_signature_age=FRESH), trusted_root=stack.trusted_root_path
+            TrustPolicy(keys=[pub], max_signature_age=FRESH, insecure_witnessed_age=True),
+            trusted_root=stack.trusted_root_path,
         ).verify_blob(artifact, bundle=swapped)
 
 
@@ -317,7 +339,8 @@ def test_cosign3_attest_blob_with_a_key_verifies_with_us(
     pub = tmp_path / "cosign.pub"
     verifier = Verifier(TrustPolicy(keys=[pub]), trusted_root=stack.trusted_root_path)
     (s,) = verifier.verify_blob(artifact, bundle=bundle).signatures
-    assert (s.signed_at is not None) == (signing == "stack")
+    assert s.signed_at is None  # a key signature: no signer-produced time
+    assert (s.witnessed_at is not None) == (signing == "stack")
     with pytest.raises(DigestMismatchError, match="statement does not name"):
         verifier.verify_blob(DATA + b"#", bundle=bundle)
     with pytest.raises(UntrustedSignatureError):

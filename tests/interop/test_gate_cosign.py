@@ -50,6 +50,16 @@ def keys(tmp_path: Path) -> dict[str, Path]:
     return out
 
 
+def trusting(key_dir: Path, version: str) -> Verifier:
+    """A verifier trusting ``key_dir``'s key for signatures by cosign ``version``.
+
+    cosign 3's bundle signatures name no repository, so checking it is waived
+    explicitly; cosign 2's legacy payloads name it, and it is checked.
+    """
+    mode = "any" if version == "3" else "repository"
+    return Verifier(TrustPolicy(keys=[key_dir / "cosign.pub"], docker_reference=mode))
+
+
 def cosign_sign(version: str, key_dir: Path, image: str, *extra: str) -> None:
     run_cosign(
         version,
@@ -92,7 +102,7 @@ def test_gate_with_cosign_signatures(
     version: str, distribution: RegistryServer, keys: dict[str, Path], tmp_path: Path
 ) -> None:
     reg = Registry.remote(distribution.host, insecure=True)
-    trusted = Verifier(TrustPolicy(keys=[keys["trusted"] / "cosign.pub"]))
+    trusted = trusting(keys["trusted"], version)
     gate = Gate(trusted)
     host = distribution.host
     unsigned = push_image(reg, "shop/unsigned:1.0", seed="unsigned")
@@ -183,11 +193,7 @@ def test_custom_rules_replace_the_defaults(
     cosign_sign(version, keys["trusted"], f"{host}/shop/api@{staging.digest}", "-a", "env=staging")
     cosign_sign(version, keys["trusted"], f"{host}/shop/api@{release.digest}", "-a", "env=prod")
     rules = Bundle(modules={"acme/deploy.rego": PROD_ONLY})
-    gate = Gate(
-        Verifier(TrustPolicy(keys=[keys["trusted"] / "cosign.pub"])),
-        rules,
-        query="data.acme.deploy",
-    )
+    gate = Gate(trusting(keys["trusted"], version), rules, query="data.acme.deploy")
     ok = gate.decide(reg, f"{host}/shop/api:release", context={"env": "prod"})
     assert ok.allowed, ok.reasons
     denied = gate.decide(reg, f"{host}/shop/api:staging", context={"env": "prod"})
@@ -273,7 +279,11 @@ def test_gate_with_cosign_keyless_identities_and_attestations(
     builders = Identity(
         issuer=stack.github_issuer, subject_regex=r"https://github\.com/acme/shop/.*"
     )
-    verifier = Verifier(TrustPolicy(identities=[builders]), trusted_root=stack.trusted_root_path)
+    # cosign 3's signatures name no repository: binding it is explicitly waived.
+    verifier = Verifier(
+        TrustPolicy(identities=[builders], docker_reference="any"),
+        trusted_root=stack.trusted_root_path,
+    )
     gate = Gate(
         verifier,
         settings={

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from policysupply import Registry, Signer, TrustPolicy, Verifier
-from policysupply.errors import IdentityMismatchError, TransparencyLogError
+from policysupply.errors import ClaimMismatchError, IdentityMismatchError, TransparencyLogError
 from policysupply.identity import Identity
 from tests.interop import _sigstore_fixtures
 from tests.interop._cosign import (
@@ -189,7 +189,10 @@ def test_cosign3_keyless_signature_verifies_with_us(
             "source_repository_ref": "refs/heads/main",
         },
     )
-    (s,) = verifier(stack, gh).verify(reg, ref).signatures
+    # cosign 3's statement names no repository: refused unless explicitly waived.
+    with pytest.raises(ClaimMismatchError, match=r'names no repository.*docker_reference="any"'):
+        verifier(stack, gh).verify(reg, ref)
+    (s,) = verifier(stack, gh, docker_reference="any").verify(reg, ref).signatures
     assert s.subject == identity
     assert s.scheme == "bundle"
     evil = Identity(

@@ -304,6 +304,8 @@ def test_bearer_token_flow(
 ) -> None:
     server, tokens = distribution_token
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+    # The token service is another origin than the registry: https only.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tokens.tls_cert_path))  # type: ignore[attr-defined]
     with remote(server, retry=RetryPolicy.none()) as anon, pytest.raises(AuthenticationError):
         anon.push(bundle, "acme/policy:1.0")
     with (

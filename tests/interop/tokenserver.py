@@ -2,14 +2,19 @@
 
 Issues ES256 JWTs with an ``x5c`` header; distribution verifies them against
 the self-signed certificate written to ``cert_path`` (its ``rootcertbundle``).
+It is served over https (a realm on another origin than the registry's gets
+credentials only over https), with a certificate for 127.0.0.1 written to
+``tls_cert_path``: point ``SSL_CERT_FILE`` at it.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import ipaddress
 import json
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -56,6 +61,32 @@ class TokenServer:
             .sign(self.key, hashes.SHA256())
         )
         self.cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        tls_key = ec.generate_private_key(ec.SECP256R1())
+        tls_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        tls_cert = (
+            x509.CertificateBuilder()
+            .subject_name(tls_name)
+            .issuer_name(tls_name)
+            .public_key(tls_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+            .sign(tls_key, hashes.SHA256())
+        )
+        self.tls_cert_path = self.cert_path.with_name("token-tls.pem")
+        self.tls_key_path = self.cert_path.with_name("token-tls.key")
+        self.tls_cert_path.write_bytes(tls_cert.public_bytes(serialization.Encoding.PEM))
+        self.tls_key_path.write_bytes(
+            tls_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
 
     def token(self, scope: str, subject: str) -> str:
         access = []
@@ -113,7 +144,10 @@ def start(server: TokenServer) -> Iterator[TokenServer]:
             self.wfile.write(body)
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.url = f"http://127.0.0.1:{httpd.server_address[1]}/token"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(server.tls_cert_path, server.tls_key_path)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    server.url = f"https://127.0.0.1:{httpd.server_address[1]}/token"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:

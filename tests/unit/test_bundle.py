@@ -227,7 +227,8 @@ def test_check_reports_file_and_line(tmp_path: Path) -> None:
                            "bad/b.rego": "package bad\n\nallow if {\n  input.x == \n}\n"})
     with pytest.raises(BundleError) as err:
         Bundle.from_directory(root).check()
-    assert (err.value.entry, err.value.line) == ("bad/b.rego", 4)
+    # OPA's line: `opa check` points at the `}` that cannot be the missing operand.
+    assert (err.value.entry, err.value.line) == ("bad/b.rego", 5)
 
 
 def test_check_v1_requires_if(tmp_path: Path) -> None:

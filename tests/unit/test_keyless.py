@@ -375,7 +375,9 @@ def test_policy_needs_a_key_or_identity() -> None:
         TrustPolicy(identities=[TRUSTED], threshold=2)
 
 
-def test_max_signature_age_uses_the_log_time(fake: FakeSigstore, root: Path, reg: Registry) -> None:
+def test_max_signature_age_uses_the_certificate_start(
+    fake: FakeSigstore, root: Path, reg: Registry
+) -> None:
     keyless_signer(fake).sign(reg, "acme/a:1", timestamp=False)
     verifier(root, max_signature_age=dt.timedelta(minutes=5)).verify(reg, "acme/a:1")
     with pytest.raises(StaleSignatureError):

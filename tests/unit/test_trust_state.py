@@ -116,6 +116,15 @@ def test_revisions_beyond_the_int_digit_limit_are_not_versions(tmp_path: Path) -
     assert state.accept("r", digest="sha256:c", revision=huge, signed_at=T0 + HOUR).revision == huge
 
 
+@pytest.mark.parametrize(
+    "huge", ["1.0.0-" + "9" * 5000, "1.0.0-" + "9" * 5000 + "-gabcdef1", "1.0.0-rc." + "9" * 5000]
+)
+def test_huge_version_components_are_not_versions(tmp_path: Path, huge: str) -> None:
+    state = TrustState(tmp_path / "s.json")
+    state.accept("r", digest="sha256:a", revision="2.0.0", signed_at=T0)
+    assert state.accept("r", digest="sha256:b", revision=huge, signed_at=T0 + HOUR).revision == huge
+
+
 def test_naive_signed_at_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         TrustState(tmp_path / "s.json").accept(
@@ -148,3 +157,96 @@ def test_concurrent_processes_lose_no_update(tmp_path: Path) -> None:
         p.join(60)
         assert p.exitcode == 0
     assert len(TrustState(path).records()) == 80
+
+
+# -- revision order: semver precedence --------------------------------------------------
+
+SEMVER_SPEC_ORDER = [  # semver.org, section 11, in increasing precedence
+    "1.0.0-alpha",
+    "1.0.0-alpha.1",
+    "1.0.0-alpha.beta",
+    "1.0.0-beta",
+    "1.0.0-beta.2",
+    "1.0.0-beta.11",
+    "1.0.0-rc.1",
+    "1.0.0",
+    "1.0.1",
+    "1.1.0",
+    "2.0.0-rc1",
+    "v2.0.0-rc1-2-g1a2b3c4",  # git describe: 2 commits after the tag
+    "v2.0.0",
+    "v2.0.0-3-gabc1234",
+    "v2.0.0-12-g0fedcba-dirty",
+    "v2.0.1-rc.1",
+]
+
+
+def test_prerelease_after_its_release_is_rollback(tmp_path: Path) -> None:
+    state = TrustState(tmp_path / "s.json")
+    state.accept("r", digest="sha256:a", revision="1.2.3-rc1", signed_at=None)
+    state.accept("r", digest="sha256:b", revision="1.2.3", signed_at=None)
+    with pytest.raises(RollbackError, match="older than the accepted"):
+        state.accept("r", digest="sha256:c", revision="1.2.3-rc2", signed_at=None)
+    with pytest.raises(RollbackError, match="older than the accepted"):
+        state.accept("r", digest="sha256:d", revision="v1.2.3-rc.9", signed_at=T0)
+
+
+@pytest.mark.parametrize("i", range(len(SEMVER_SPEC_ORDER) - 1))
+def test_semver_precedence_goes_forward_only(tmp_path: Path, i: int) -> None:
+    lower, higher = SEMVER_SPEC_ORDER[i], SEMVER_SPEC_ORDER[i + 1]
+    state = TrustState(tmp_path / "s.json")
+    state.accept("r", digest="sha256:a", revision=lower, signed_at=None)
+    state.accept("r", digest="sha256:b", revision=higher, signed_at=None)
+    other = TrustState(tmp_path / "other.json")
+    other.accept("r", digest="sha256:b", revision=higher, signed_at=None)
+    with pytest.raises(RollbackError, match="older than the accepted"):
+        other.accept("r", digest="sha256:a", revision=lower, signed_at=None)
+
+
+def test_build_metadata_is_ignored_for_precedence(tmp_path: Path) -> None:
+    state = TrustState(tmp_path / "s.json")
+    state.accept("r", digest="sha256:a", revision="1.2.3+build.9", signed_at=T0)
+    # Same precedence, another build: not older by revision; the signing time decides.
+    state.accept("r", digest="sha256:b", revision="1.2.3+build.10", signed_at=T0 + HOUR)
+    with pytest.raises(RollbackError, match="signed at"):
+        state.accept("r", digest="sha256:c", revision="1.2.3+build.11", signed_at=T0)
+    with pytest.raises(RollbackError, match="older than the accepted"):
+        state.accept("r", digest="sha256:d", revision="1.2.2+build.99", signed_at=T0 + 2 * HOUR)
+    state.accept("r", digest="sha256:e", revision="1.2.4+build.1", signed_at=T0 + 2 * HOUR)
+
+
+def test_non_semver_revisions_keep_their_rules(tmp_path: Path) -> None:
+    state = TrustState(tmp_path / "s.json")
+    state.accept("r", digest="sha256:a", revision="v2", signed_at=None)
+    with pytest.raises(RollbackError, match="older than the accepted"):
+        state.accept("r", digest="sha256:b", revision="1.9.9.9", signed_at=None)
+    state.accept("r", digest="sha256:c", revision="2.0.1", signed_at=None)
+    # Unordered revisions (git SHAs, build ids): only digests and signing times order them.
+    state.accept("r", digest="sha256:d", revision="3f2a9c1", signed_at=T0)
+    with pytest.raises(RollbackError, match="signed at"):
+        state.accept("r", digest="sha256:e", revision="release_2024", signed_at=T0 - HOUR)
+
+
+# -- bundles without a revision -------------------------------------------------------
+
+
+@pytest.mark.parametrize("empty", ["", None])
+def test_bundle_without_revision_is_updatable(tmp_path: Path, empty: str | None) -> None:
+    state = TrustState(tmp_path / "s.json")
+    state.accept("r", digest="sha256:a", revision=empty, signed_at=T0)
+    record = state.accept("r", digest="sha256:b", revision=empty, signed_at=T0 + HOUR)
+    assert (record.digest, record.revision) == ("sha256:b", None)
+    state.accept("r", digest="sha256:c", revision="", signed_at=None)
+    # The other rules still hold: superseded digests, and an older signing time.
+    with pytest.raises(RollbackError, match="replaced"):
+        state.accept("r", digest="sha256:a", revision=empty, signed_at=T0 + 2 * HOUR)
+    state.accept("r", digest="sha256:d", revision=empty, signed_at=T0 + 2 * HOUR)
+    with pytest.raises(RollbackError, match="signed at"):
+        state.accept("r", digest="sha256:e", revision=empty, signed_at=T0)
+
+
+def test_empty_revision_recorded_by_an_older_version_is_updatable(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_bytes(_record(revision=""))
+    record = TrustState(path).accept("r", digest="sha256:b", revision="", signed_at=T0 + HOUR)
+    assert record.digest == "sha256:b"

@@ -330,7 +330,7 @@ def test_freeze_limit_needs_a_signed_time(setup: tuple[Registry, Bundle, Signer]
     reg, _, signer = setup
     signer.sign(reg, "acme/a:1", timestamp=False)  # as cosign signs: no signed time
     assert verifier(signer).verify(reg, "acme/a:1").signed_at is None
-    with pytest.raises(StaleSignatureError, match="no trusted signature carries a signed time"):
+    with pytest.raises(StaleSignatureError, match="no trusted signature carries a signing time"):
         verifier(signer, max_signature_age=dt.timedelta(days=1)).verify(reg, "acme/a:1")
 
 

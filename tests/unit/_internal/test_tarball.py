@@ -201,3 +201,130 @@ def test_writer_is_deterministic_and_normalised() -> None:
     for m in members:
         assert (m.mtime, m.uid, m.gid, m.mode, m.uname, m.gname) == (0, 0, 0, 0o644, "", "")
     assert read_entries(one) == entries
+
+
+# -- members that expand, or that tar readers interpret in their own way --------
+
+EXPANDED = 48 << 20  # what a hole-expanding reader would materialise
+
+
+def _octal(value: int, width: int) -> bytes:
+    return b"%0*o\0" % (width - 1, value)
+
+
+def old_gnu_sparse(name: bytes, realsize: int, data: bytes = b"x") -> bytes:
+    """One old-GNU sparse member ('S'): ``data`` at the end of ``realsize`` bytes of holes.
+
+    Built by hand: tarfile reads these but cannot write them.
+    """
+    hdr = bytearray(512)
+    hdr[0 : len(name)] = name
+    hdr[100:108] = _octal(0o644, 8)
+    hdr[108:116] = _octal(0, 8)
+    hdr[116:124] = _octal(0, 8)
+    hdr[124:136] = _octal(len(data), 12)  # bytes stored in the archive
+    hdr[136:148] = _octal(0, 12)
+    hdr[156:157] = tarfile.GNUTYPE_SPARSE
+    hdr[257:265] = tarfile.GNU_MAGIC + b"\0"  # "ustar  \0"
+    hdr[386:398] = _octal(realsize - len(data), 12)  # sparse[0].offset
+    hdr[398:410] = _octal(len(data), 12)  # sparse[0].numbytes
+    hdr[483:495] = _octal(realsize, 12)  # realsize
+    hdr[148:156] = b" " * 8
+    hdr[148:156] = b"%06o\0 " % sum(hdr)
+    body = data + b"\0" * (-len(data) % 512)
+    return bytes(hdr) + body + b"\0" * 1024
+
+
+def pax_sparse(version: str, name: str, realsize: int, data: bytes = b"x") -> bytes:
+    """One member in a GNU PAX sparse format (0.0, 0.1 or 1.0), through tarfile's PAX writer."""
+    offset = realsize - len(data)
+    stored = data
+    if version == "0.0":
+        pax = {
+            "GNU.sparse.size": str(realsize),
+            "GNU.sparse.numblocks": "1",
+            "GNU.sparse.offset": str(offset),
+            "GNU.sparse.numbytes": str(len(data)),
+        }
+    elif version == "0.1":
+        pax = {"GNU.sparse.size": str(realsize), "GNU.sparse.map": f"{offset},{len(data)}"}
+    else:  # 1.0: the map is a text block in front of the data
+        pax = {
+            "GNU.sparse.major": "1",
+            "GNU.sparse.minor": "0",
+            "GNU.sparse.name": name,
+            "GNU.sparse.realsize": str(realsize),
+        }
+        sparse_map = f"1\n{offset}\n{len(data)}\n".encode()
+        stored = sparse_map + b"\0" * (-len(sparse_map) % 512) + data
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo(name if version != "1.0" else "GNUSparseFile.0/" + name)
+        info.size = len(stored)
+        info.pax_headers = pax
+        tf.addfile(info, io.BytesIO(stored))
+    return buf.getvalue()
+
+
+def test_old_gnu_sparse_member_cannot_expand_past_limits() -> None:
+    # The reported attack: a ~200-byte .tar.gz whose one member declares 48 MiB
+    # of holes. The old reader materialised all of it, with max_uncompressed
+    # at 1 MiB (and max_entry_size far above it).
+    data = gzip.compress(old_gnu_sparse(b"data.json", EXPANDED))
+    assert len(data) < 400
+    with pytest.raises(BundleError, match="sparse") as err:
+        read_entries(data, Limits(max_uncompressed=1 << 20))
+    assert err.value.entry == "data.json"
+    with pytest.raises(BundleError, match="sparse"):
+        read_entries(data)  # refused under the default limits too
+
+
+@pytest.mark.parametrize("version", ["0.0", "0.1", "1.0"])
+def test_pax_sparse_members_are_refused(version: str) -> None:
+    data = gzip.compress(pax_sparse(version, "data.json", EXPANDED))
+    assert len(data) < 1000
+    with pytest.raises(BundleError, match="sparse"):
+        read_entries(data, Limits(max_uncompressed=1 << 20))
+
+
+def test_gnu_long_names_are_read_as_names() -> None:
+    name = "a/" + "n" * 200 + ".rego"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.GNU_FORMAT) as tf:
+        add_file(tf, name, b"package a\n")
+    assert read_entries(gzip.compress(buf.getvalue())) == {name: b"package a\n"}
+
+
+def test_gnu_long_link_names_are_still_links() -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.GNU_FORMAT) as tf:
+        add_special(tf, "evil.rego", tarfile.SYMTYPE, "/" + "x" * 300)
+    with pytest.raises(BundleError, match="link") as err:
+        read_entries(gzip.compress(buf.getvalue()))
+    assert err.value.entry == "evil.rego"
+
+
+@pytest.mark.parametrize("kind", [tarfile.CONTTYPE, b"M", b"V", b"Z"])
+def test_other_member_types_are_refused(kind: bytes) -> None:
+    # OPA loads only regular files ('0'); a contiguous file, a multi-volume
+    # continuation, a volume label or an unknown type is not one.
+    def add(tf: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo("x.rego")
+        info.type = kind
+        info.size = 10
+        tf.addfile(info, io.BytesIO(b"package a\n"))
+
+    with pytest.raises(BundleError) as err:
+        read_entries(make_tar(add))
+    assert err.value.entry == "x.rego"
+
+
+def test_pax_size_override_cannot_claim_more_than_the_archive_holds() -> None:
+    def add(tf: tarfile.TarFile) -> None:
+        info = tarfile.TarInfo("a.rego")
+        info.size = 10
+        info.pax_headers = {"size": str(EXPANDED)}
+        tf.addfile(info, io.BytesIO(b"package a\n"))
+
+    with pytest.raises(BundleError):
+        read_entries(make_tar(add), Limits(max_uncompressed=1 << 20))

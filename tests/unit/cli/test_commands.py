@@ -88,8 +88,10 @@ def test_keygen_never_overwrites_a_key(keys: tuple[Path, Path]) -> None:
 
 
 def test_push_directory_and_tarball_give_the_same_digest(
-    layout: Path, example_dir: Path, tmp_path: Path
+    layout: Path, example_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The manifest's creation time is to the second: pin it, as a reproducible build does.
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     built = Bundle.from_directory(example_dir)
     tarball = built.write(tmp_path / "b.tar.gz")
     a = as_json(invoke("push", str(example_dir), f"oci:{layout}:acme/p:dir", "--json"))

@@ -74,6 +74,7 @@ def test_verify_requires_each_attested_predicate_type(
             "scheme": scheme,
             "annotations": {},
             "signed_at": None,
+            "witnessed_at": None,
         }
     ]
     text = invoke("verify", ref, "-k", str(pub), "--require-attestation", SLSA)

@@ -1,0 +1,555 @@
+"""The embedded engine: rego-cpp (through ``regopy``) in a worker process.
+
+Zero-install, and never silently different from OPA:
+
+* rego-cpp runs in a child process (``_embedded_worker``), started on the
+  first ``prepare``/``check`` and reused for every query of a preparation; a
+  crash there (rego-cpp dies with SIGSEGV on some valid policies) is a
+  ``BundleError`` naming the module or query, never the death of the caller.
+* Builtin errors are strict (as ``opa eval --strict-builtin-errors``):
+  a type error, division by zero or failing builtin is a ``BundleError``,
+  never an undefined result that would silently disable a deny rule.
+* What rego-cpp answers differently from OPA is refused with
+  ``UnsupportedByEngineError`` ("use the OPA engine"): the builtins listed in
+  ``embedded_unsupported.json`` (derived by ``scripts/probe_embedded.py``
+  from OPA's compliance suite), strings rego-cpp mishandles (escapes, quotes,
+  control and non-ASCII characters), and a few constructs (see
+  ``rego_source.unsupported_constructs``). Rego v0 modules are refused too.
+
+See docs/adr/0012-embedded-engine-isolation.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+from policysupply._internal.engines import rego_source as src
+from policysupply._internal.engines._worker_client import WorkerDiedError, WorkerProcess
+from policysupply._internal.engines.base import (
+    RegoDiagnostic,
+    RegoVersions,
+    ResultSet,
+    UnsupportedByEngineError,
+)
+from policysupply.errors import BundleError
+
+ADVICE = "use the OPA engine (engine='opa')"
+
+
+@functools.lru_cache(maxsize=1)
+def unsupported_builtins() -> dict[str, str]:
+    """Builtins the embedded engine refuses, name -> why (from the probe's data file)."""
+    raw = resources.files("policysupply._internal.engines").joinpath("embedded_unsupported.json")
+    table: dict[str, Any] = json.loads(raw.read_text())["builtins"]
+    return {name: str(info["why"]) for name, info in table.items()}
+
+
+def _refusal(
+    entry: str | None, source: str, found: list[tuple[int, str]]
+) -> UnsupportedByEngineError:
+    off, what = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return UnsupportedByEngineError(
+        f"the embedded engine cannot evaluate {what} exactly as OPA does{more}; {ADVICE}",
+        entry=entry,
+        line=src.line_of(source, off) if entry is not None else None,
+    )
+
+
+def _check_plain(value: Any, what: str, entry: str | None = None) -> None:
+    number = src.first_inexact_number(value)
+    if number is not None:
+        raise UnsupportedByEngineError(
+            f"{what} holds the number {number!r}, beyond what the embedded engine "
+            f"computes with exactly (2^53); {ADVICE}",
+            entry=entry,
+        )
+    bad = src.first_non_plain_string(value)
+    if bad is not None:
+        shown = bad if len(bad) <= 40 else bad[:37] + "..."
+        raise UnsupportedByEngineError(
+            f"{what} holds the string {shown!r}; the embedded engine handles only "
+            'printable ASCII strings without " or \\ exactly (it applies builtins '
+            f"to the escaped form); {ADVICE}",
+            entry=entry,
+        )
+
+
+def _crash_message(what: str, reason: str) -> str:
+    return (
+        f"the embedded engine (rego-cpp) crashed {what} ({reason}); the calling "
+        f"process is unaffected; {ADVICE}"
+    )
+
+
+def _parse_diagnostic(error: Mapping[str, Any], name: str, source: str) -> RegoDiagnostic:
+    message = str(error.get("message") or "parse error")
+    line = None
+    if "offset" in error and error.get("name") == name:
+        # rego-cpp reports byte offsets into the UTF-8 source; OPA's line may
+        # be a later one (it points at the token that cannot continue).
+        line = src.opa_error_line(source, int(error["offset"]), message)
+    if message == "Invalid collection":
+        message += f" (if `opa check` accepts this module: {ADVICE})"
+    return RegoDiagnostic(entry=name, line=line, message=message)
+
+
+# Idle workers, reset and ready for the next preparation: starting a Python
+# process with regopy costs ~100-400 ms, a reset well under 1 ms.
+_POOL: list[WorkerProcess] = []
+_POOL_LOCK = threading.Lock()
+_POOL_SIZE = 2
+
+
+def _take_worker() -> WorkerProcess:
+    with _POOL_LOCK:
+        while _POOL:
+            worker = _POOL.pop()
+            if worker.running:
+                return worker
+    return WorkerProcess()
+
+
+def _give_back(worker: WorkerProcess, timeout: float | None) -> None:
+    """Resets a worker into the pool, or kills it."""
+    with worker.lock:
+        if worker.running:
+            try:
+                ok = worker.request({"op": "reset"}, timeout=timeout).get("ok")
+            except WorkerDiedError:
+                ok = False
+            if ok:
+                with _POOL_LOCK:
+                    if len(_POOL) < _POOL_SIZE:
+                        _POOL.append(worker)
+                        return
+        worker.close()
+
+
+# The worker used by check(): parses each module in a fresh interpreter.
+_CHECK_WORKER: WorkerProcess | None = None
+_CHECK_LOCK = threading.Lock()
+
+
+def _check_worker() -> WorkerProcess:
+    global _CHECK_WORKER
+    with _CHECK_LOCK:
+        if _CHECK_WORKER is None:
+            _CHECK_WORKER = WorkerProcess()
+        return _CHECK_WORKER
+
+
+class EmbeddedEngine:
+    """rego-cpp behind the engine seam, isolated in a worker process.
+
+    Args:
+        timeout: Seconds a single parse or query may take before the worker
+            is killed and the call fails (``None``: no limit).
+    """
+
+    def __init__(self, *, timeout: float | None = 60.0) -> None:
+        self._timeout = timeout
+
+    @property
+    def name(self) -> str:
+        return "embedded"
+
+    def __repr__(self) -> str:
+        return "EmbeddedEngine()"
+
+    # -- check -------------------------------------------------------------
+
+    def check(
+        self, modules: Mapping[str, str], data: Mapping[str, Any], *, rego_versions: RegoVersions
+    ) -> list[RegoDiagnostic]:
+        """Every problem ``opa check`` would report that this engine finds.
+
+        Raises:
+            UnsupportedByEngineError: The modules check, but use a builtin or
+                construct this engine would answer differently from OPA.
+        """
+        del data
+        diags = self.diagnostics(modules, rego_versions=rego_versions, refuse=True)
+        if not diags:
+            self._refuse_unsupported(modules)
+        return diags
+
+    def diagnostics(
+        self, modules: Mapping[str, str], *, rego_versions: RegoVersions, refuse: bool
+    ) -> list[RegoDiagnostic]:
+        """``check`` without the refusals when ``refuse`` is false.
+
+        For checking a bundle that OPA will evaluate (``policysupply build``):
+        builtins rego-cpp gets wrong are fine there, and constructs its parser
+        cannot read are reported as problems of this engine, not raised.
+        """
+        diags: list[RegoDiagnostic] = []
+        for name in sorted(modules):
+            source = modules[name]
+            off = src.excessive_nesting(source)
+            if off is not None:
+                diags.append(
+                    RegoDiagnostic(
+                        entry=name, line=src.line_of(source, off), message=src._nesting_message()
+                    )
+                )
+                continue
+            if '$"' in source and refuse:
+                # Template strings: neither this lexer nor rego-cpp reads them.
+                found = src.unsupported_constructs(
+                    source, unsupported_builtins=unsupported_builtins()
+                )
+                if found:
+                    raise _refusal(name, source, found)
+            if rego_versions.get(name, 1) == 1 and '$"' not in source:
+                off = src.v1_body_without_if(source)
+                if off is not None:
+                    diags.append(
+                        RegoDiagnostic(
+                            entry=name,
+                            line=src.line_of(source, off),
+                            message="`if` keyword is required before rule body (Rego v1)",
+                        )
+                    )
+            early = src.syntax_problem(source)
+            if early is not None:
+                diags.append(RegoDiagnostic(entry=name, line=early[0], message=early[1]))
+                continue
+            parsed = self._parse(name, source)
+            if parsed:
+                # rego-cpp refuses some valid Rego (`some k, v in` inside a
+                # comprehension, `with` on functions): say so, not "syntax error".
+                found = src.unsupported_constructs(
+                    source, unsupported_builtins=unsupported_builtins()
+                )
+                if found and refuse:
+                    raise _refusal(name, source, found)
+                if found:
+                    refusal = _refusal(name, source, found)
+                    parsed = [RegoDiagnostic(entry=name, line=refusal.line, message=str(refusal))]
+            diags.extend(parsed)
+        if diags:
+            return _sorted(diags)
+        packages = {name: src.package_path(s, entry=name) for name, s in modules.items()}
+        return _sorted(src.semantic_problems(modules, packages))
+
+    def _parse(self, name: str, source: str) -> list[RegoDiagnostic]:
+        worker = _check_worker()
+        try:
+            answer = worker.request(
+                {"op": "parse", "name": name, "source": source}, timeout=self._timeout
+            )
+        except WorkerDiedError as exc:
+            return [
+                RegoDiagnostic(
+                    entry=name, line=None, message=_crash_message("parsing this module", exc.reason)
+                )
+            ]
+        if answer.get("ok"):
+            return []
+        return [_parse_diagnostic(answer.get("error") or {}, name, source)]
+
+    @staticmethod
+    def _refuse_unsupported(modules: Mapping[str, str]) -> None:
+        table = unsupported_builtins()
+        for name in sorted(modules):
+            found = src.unsupported_constructs(modules[name], unsupported_builtins=table)
+            if found:
+                raise _refusal(name, modules[name], found)
+
+    # -- prepare -----------------------------------------------------------
+
+    def prepare(
+        self, modules: Mapping[str, str], data: Mapping[str, Any], *, rego_versions: RegoVersions
+    ) -> EmbeddedPrepared:
+        """Checks, refuses what this engine cannot answer exactly, loads a worker.
+
+        Raises:
+            UnsupportedByEngineError: Rego v0 modules, or builtins, constructs
+                or strings the embedded engine would answer differently.
+            BundleError: A module does not compile (first problem; the
+                message counts the rest).
+        """
+        v0 = sorted(m for m in modules if rego_versions.get(m, 1) == 0)
+        if v0:
+            raise UnsupportedByEngineError(
+                "the embedded engine does not implement Rego v0 semantics (e.g. "
+                "`deny[msg] { ... }` would evaluate as an object, not a set); "
+                f"{ADVICE}, or migrate the module to Rego v1 (`opa fmt --write --v0-v1`)",
+                entry=v0[0],
+            )
+        src.check_value_nesting(data, what="data", entry="data.json")
+        diags = self.check(modules, data, rego_versions=rego_versions)
+        if diags:
+            first = diags[0]
+            more = f" ({len(diags) - 1} more problem(s))" if len(diags) > 1 else ""
+            raise BundleError(first.message + more, entry=first.entry, line=first.line)
+        _check_plain(data, "data", entry="data.json")
+        prepared = EmbeddedPrepared(dict(modules), dict(data), timeout=self._timeout)
+        prepared._load()
+        return prepared
+
+
+def _sorted(diags: list[RegoDiagnostic]) -> list[RegoDiagnostic]:
+    return sorted(diags, key=lambda d: (d.entry, d.line or 0))
+
+
+class EmbeddedPrepared:
+    """Modules and data loaded into one worker process, reused for every query.
+
+    Safe to share between threads (queries are serialised). ``close()``
+    kills the worker; so does garbage collection and interpreter exit.
+    """
+
+    def __init__(
+        self, modules: dict[str, str], data: dict[str, Any], *, timeout: float | None
+    ) -> None:
+        self._modules = modules
+        self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False)
+        self._timeout = timeout
+        self._worker = _take_worker()
+        self._loaded = False
+        self._closed = False
+        self._packages = {n: src.package_path(s, entry=n) for n, s in modules.items()}
+
+    @property
+    def engine(self) -> str:
+        return "embedded"
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The worker's process id while it runs (for tests and diagnostics)."""
+        return self._worker.pid
+
+    def __repr__(self) -> str:
+        return f"EmbeddedPrepared(modules={len(self._modules)}, worker_pid={self.worker_pid})"
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._loaded:
+            _give_back(self._worker, self._timeout)
+        else:
+            self._worker.close()
+
+    def _load(self) -> None:
+        """(Re)starts the worker and loads modules then data, one request each."""
+        with self._worker.lock:
+            self._loaded = False
+            for name in sorted(self._modules):
+                try:
+                    answer = self._worker.request(
+                        {"op": "add_module", "name": name, "source": self._modules[name]},
+                        timeout=self._timeout,
+                    )
+                except WorkerDiedError as exc:
+                    raise BundleError(
+                        _crash_message("loading this module", exc.reason), entry=name
+                    ) from None
+                if not answer.get("ok"):
+                    d = _parse_diagnostic(answer.get("error") or {}, name, self._modules[name])
+                    self._worker.close()
+                    raise BundleError(d.message, entry=d.entry, line=d.line)
+            try:
+                answer = self._worker.request(
+                    {"op": "add_data", "json": self._data_json}, timeout=self._timeout
+                )
+            except WorkerDiedError as exc:
+                raise BundleError(
+                    _crash_message("loading data", exc.reason), entry="data.json"
+                ) from None
+            if not answer.get("ok"):
+                self._worker.close()
+                raise BundleError("the embedded engine refused the data", entry="data.json")
+            self._loaded = True
+
+    def _suspects(self, query: str) -> list[str]:
+        """Modules whose package the query refers to (all, if none match)."""
+        refs = {
+            tuple(p)
+            for p in (name.split(".")[1:] for name in _data_refs(query) if name.startswith("data."))
+        }
+        hits = sorted(
+            m
+            for m, pkg in self._packages.items()
+            for ref in refs
+            if ref[: len(pkg)] == pkg or pkg[: len(ref)] == ref
+        )
+        return hits or sorted(self._modules)
+
+    def query(self, query: str, input: Any = None) -> Sequence[ResultSet]:
+        """Evaluates ``query`` against the loaded modules and data.
+
+        Returns:
+            OPA's result sets: one ``{"expressions": [{"value", "text"}],
+            "bindings": {...}}`` per solution; empty when undefined.
+
+        Raises:
+            UnsupportedByEngineError: The query or input holds something this
+                engine would answer differently from OPA.
+            BundleError: The query does not parse, evaluation failed (type
+                error, division by zero, builtin error, conflicting values),
+                or rego-cpp crashed (the worker is restarted next time).
+        """
+        if self._closed:
+            raise BundleError("this preparation was closed")
+        if src.excessive_nesting(query) is not None:
+            raise BundleError(f"query: {src._nesting_message()}")
+        found = src.unsupported_constructs(
+            query, unsupported_builtins=unsupported_builtins(), query=True
+        )
+        if found:
+            raise _refusal(None, query, found)
+        input_json: str | None = None
+        if input is not None:
+            src.check_value_nesting(input, what="input")
+            _check_plain(input, "input")
+            try:
+                input_json = json.dumps(input, ensure_ascii=False, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise BundleError(f"input is not JSON: {exc}") from None
+        wrapped = src.wrap_single_expression(query)
+        texts = _expression_texts(query)
+        with self._worker.lock:
+            if not self._loaded or not self._worker.running:
+                self._load()
+            try:
+                answer = self._worker.request(
+                    {"op": "query", "query": wrapped or query, "input": input_json},
+                    timeout=self._timeout,
+                )
+            except WorkerDiedError as exc:
+                self._loaded = False
+                suspects = ", ".join(self._suspects(query))
+                raise BundleError(
+                    _crash_message(f"evaluating {query!r} over {suspects}", exc.reason)
+                ) from None
+        if not answer.get("ok"):
+            raise BundleError(f"query {query!r} failed: {_error_text(answer.get('error') or {})}")
+        return _results(str(answer.get("text", "")), query, wrapped is not None, texts)
+
+
+def _data_refs(query: str) -> list[str]:
+    toks = list(src._tokens(query))
+    out: list[str] = []
+    i = 0
+    while i < len(toks):
+        if toks[i].text == "data":
+            parts = ["data"]
+            j = i + 1
+            while j + 1 < len(toks) and toks[j].text == "." and toks[j + 1].kind == "ident":
+                parts.append(toks[j + 1].text)
+                j += 2
+            out.append(".".join(parts))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def _error_text(error: Mapping[str, Any]) -> str:
+    errors = error.get("errors")
+    if isinstance(errors, list) and errors:
+        return "; ".join(
+            f"{e.get('code') or 'eval_error'}: {e.get('message') or 'evaluation error'}"
+            for e in errors
+            if isinstance(e, Mapping)
+        )
+    return str(error.get("message") or "evaluation error")
+
+
+def _expression_texts(query: str) -> list[str]:
+    """The query's expressions as written (split at top-level ``;`` and newlines)."""
+    toks = list(src._tokens(query))
+    parts: list[str] = []
+    depth = 0
+    start: int | None = None
+    end = 0
+    for i, tok in enumerate(toks):
+        newline = i > 0 and "\n" in query[toks[i - 1].offset : tok.offset]
+        if depth == 0 and (tok.text == ";" or newline) and start is not None:
+            parts.append(query[start:end])
+            start = None
+        if tok.text == ";" and depth == 0:
+            continue
+        if start is None:
+            start = tok.offset
+        if tok.text in ("(", "[", "{"):
+            depth += 1
+        elif tok.text in (")", "]", "}"):
+            depth = max(0, depth - 1)
+        end = tok.offset + len(tok.text)
+    if start is not None:
+        parts.append(query[start:end])
+    return parts
+
+
+def _is_assignment(expr: str) -> bool:
+    depth = 0
+    for tok in src._tokens(expr):
+        if tok.text in ("(", "[", "{"):
+            depth += 1
+        elif tok.text in (")", "]", "}"):
+            depth -= 1
+        elif depth == 0 and tok.text in (":=", "="):
+            return True
+    return False
+
+
+def _results(text: str, query: str, wrapped: bool, texts: list[str]) -> list[ResultSet]:
+    if text == "undefined":
+        return []
+    try:
+        parsed = json.loads(text)
+    except RecursionError:
+        raise BundleError(f"query {query!r}: the result is nested too deeply to read") from None
+    except ValueError:
+        raise BundleError(
+            f"query {query!r}: the embedded engine returned a result it cannot "
+            f"represent exactly; {ADVICE}"
+        ) from None
+    rows = parsed if isinstance(parsed, list) else [parsed]
+    out: list[ResultSet] = []
+    for row in rows:
+        if not isinstance(row, Mapping):
+            raise BundleError(f"query {query!r}: malformed result from the embedded engine")
+        bindings = dict(row.get("bindings") or {})
+        if wrapped:
+            value = bindings.pop(src.RESULT_VAR, None)
+            out.append({"expressions": [{"value": value, "text": query.strip()}]})
+            continue
+        values = list(row.get("expressions") or [])
+        if len(values) != len(texts):
+            # rego-cpp splits some expressions in two (`x := xs[_]`); an
+            # assignment or unification is true whenever there is a result.
+            if not all(_is_assignment(t) for t in texts):
+                raise UnsupportedByEngineError(
+                    f"query {query!r}: the embedded engine cannot report the value of "
+                    f"each expression; bind them to variables, or {ADVICE}"
+                )
+            values = [True] * len(texts)
+        names = texts
+        result: dict[str, Any] = {
+            "expressions": [{"value": v, "text": t} for v, t in zip(values, names, strict=True)]
+        }
+        if bindings:
+            result["bindings"] = bindings
+        out.append(result)
+    return out
+
+
+_DEFAULT: EmbeddedEngine | None = None
+
+
+def default_engine() -> EmbeddedEngine:
+    """A shared ``EmbeddedEngine`` with default settings."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = EmbeddedEngine()
+    return _DEFAULT
