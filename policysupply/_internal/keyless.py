@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -553,6 +554,44 @@ def _verify_set(entry: TlogEntry, trust: TrustMaterial, when: datetime) -> None:
     )
 
 
+_NOTE_SIGNATURE = re.compile(r"\u2014 ([^\s+]+) ([A-Za-z0-9+/]+={0,2})")
+
+
+def _check_checkpoint_note(envelope: str, log_id: bytes) -> None:
+    """Reads a checkpoint as a signed note strictly, where sigstore-python is lenient.
+
+    sigstore-python skips lines it cannot parse, decodes base64 loosely and
+    never looks at the signer's name, so bytes of a checkpoint could change
+    and it would still verify. Here every signature line must be well formed
+    with canonical base64, and the line made by the log's key must carry the
+    log's name: the origin line (Rekor v2), or its host part before " - "
+    (Rekor v1, whose origin is "host - tree id").
+    """
+    if envelope.count("\n\n") != 1 or not envelope.endswith("\n"):
+        raise TransparencyLogError("checkpoint is not a signed note (text, blank line, signatures)")
+    body, signatures = envelope.split("\n\n")
+    origin = body.split("\n", 1)[0]
+    named = False
+    for line in signatures[:-1].split("\n"):
+        m = _NOTE_SIGNATURE.fullmatch(line)
+        try:
+            raw = base64.b64decode(m.group(2), validate=True) if m else b""
+        except ValueError:  # binascii.Error: bad padding
+            raw = b""
+        if m is None or base64.b64encode(raw).decode() != m.group(2) or len(raw) < 5:
+            raise TransparencyLogError(f"checkpoint has a malformed signature line {line!r}")
+        if raw[:4] == log_id[:4]:
+            name = m.group(1)
+            if name != origin and not origin.startswith(name + " - "):
+                raise TransparencyLogError(
+                    f"checkpoint is signed by the log's key under the name {name!r}, "
+                    f"not the log's own name ({origin!r})"
+                )
+            named = True
+    if not named:
+        raise TransparencyLogError("checkpoint carries no signature by the log's key")
+
+
 def _verify_inclusion(entry: TlogEntry, trust: TrustMaterial, times: Sequence[datetime]) -> None:
     from sigstore._internal.merkle import verify_merkle_inclusion
     from sigstore._internal.rekor.checkpoint import verify_checkpoint
@@ -560,6 +599,9 @@ def _verify_inclusion(entry: TlogEntry, trust: TrustMaterial, times: Sequence[da
     from sigstore.models import TransparencyLogEntry
     from sigstore_models.rekor.v1 import TransparencyLogEntry as _Entry
 
+    assert entry.inclusion_proof is not None  # noqa: S101 - checked by caller
+    assert entry.inclusion_proof.checkpoint is not None  # noqa: S101 - checked by caller
+    _check_checkpoint_note(entry.inclusion_proof.checkpoint, entry.log_id)
     try:
         sig_entry = TransparencyLogEntry(_Entry.from_dict(entry.to_json()))
         verify_merkle_inclusion(sig_entry)

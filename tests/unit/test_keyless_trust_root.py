@@ -358,7 +358,59 @@ def test_timestamp_exactly_at_tsa_validity_end_is_valid(fake: FakeSigstore, tmp_
     root = root_file(fake, tmp_path, tsa_window=(dt.datetime(2020, 1, 1, tzinfo=UTC), at))
     bundle = blob_bundle(fake, DATA, rekor="v2", stamp=at, subject=SUBJECT)
     (s,) = keyless_verifier(root).verify_blob(DATA, bundle=bundle.to_json()).signatures
-    assert s.signed_at == at
+    assert s.witnessed_at == at  # the TSA's time; signed_at is the signer's lower bound
     late = blob_bundle(fake, DATA, rekor="v2", stamp=at + dt.timedelta(seconds=1), subject=SUBJECT)
     with pytest.raises(VerificationError, match="signing time"):
         keyless_verifier(root).verify_blob(DATA, bundle=late.to_json())
+
+
+def _with_checkpoint(real: sb.ParsedBundle, change: Any) -> bytes:
+    doc = json.loads(real.to_json())
+    cp = doc["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]["checkpoint"]
+    cp["envelope"] = change(cp["envelope"])
+    return json.dumps(doc).encode()
+
+
+def _rename_signer(envelope: str) -> str:
+    body, sigs = envelope.split("\n\n")
+    name = sigs.split(" ")[1]
+    return body + "\n\n" + sigs.replace(f" {name} ", f" x{name} ", 1)
+
+
+def _noncanonical_base64(envelope: str) -> str:
+    # A signature whose last base64 character carries unused bits: loose
+    # decoders read the same bytes, so the text could change unnoticed.
+    body, sigs = envelope.split("\n\n")
+    line = sigs.rstrip("\n")
+    head, sig = line.rsplit(" ", 1)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    stripped = sig.rstrip("=")
+    if len(stripped) % 4 in (2, 3):
+        last = alphabet.index(stripped[-1])
+        stripped = stripped[:-1] + alphabet[last ^ 1]
+    else:
+        stripped += "="  # no slack bits: malform the padding instead
+    return body + "\n\n" + head + " " + stripped + sig[len(sig.rstrip("=")) :] + "\n"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _rename_signer,
+        _noncanonical_base64,
+        lambda e: e + "garbage line\n",
+        lambda e: e.replace("\n\n", "\n\nnot a signature\n", 1),
+    ],
+    ids=["signer-renamed", "noncanonical-base64", "trailing-garbage", "garbage-before-signature"],
+)
+def test_checkpoint_text_changed_outside_the_signed_body_is_not_a_proof(
+    fake: FakeSigstore, tmp_path: Path, change: Any
+) -> None:
+    # sigstore-python checks only the signed body's signature: it skips lines it
+    # cannot parse, decodes base64 loosely and ignores the signer's name, so a
+    # changed checkpoint still verified (found by the mutation property).
+    real = blob_bundle(fake, DATA, rekor="v2", stamp=True, subject=SUBJECT)
+    v = keyless_verifier(root_file(fake, tmp_path))
+    v.verify_blob(DATA, bundle=real.to_json())
+    with pytest.raises(TransparencyLogError, match="checkpoint"):
+        v.verify_blob(DATA, bundle=_with_checkpoint(real, change))
