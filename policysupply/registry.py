@@ -129,6 +129,8 @@ class Registry:
         timeout: Timeout | None = None,
         retry: RetryPolicy | None = None,
         chunk_size: int | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        verify_tls: bool = True,
     ) -> Registry:
         """A registry spoken to over the OCI distribution API.
 
@@ -148,6 +150,13 @@ class Registry:
             retry: The retry policy (transient failures only, bounded by a deadline).
             chunk_size: Upload blobs larger than this in chunks of this size
                 (default: one request per blob).
+            ca_file: For https: trust exactly the CA certificates in this PEM
+                file (a private registry's CA) instead of the system trust
+                store, which is the default (``SSL_CERT_FILE`` and
+                ``SSL_CERT_DIR`` are honoured).
+            verify_tls: ``False`` accepts any TLS certificate (a lab registry
+                with a self-signed certificate); the connection is still
+                encrypted but anyone in the path can impersonate the registry.
 
         Raises:
             RegistryError: ``host`` is malformed.
@@ -178,13 +187,16 @@ class Registry:
 
         httpx_without_cli()
         from policysupply._internal.distribution import Client
+        from policysupply._internal.netconfig import tls_context
 
+        ca = os.fspath(ca_file) if ca_file is not None else None
         client = Client(
             host,
             scheme=scheme,
             credentials=credentials,
             timeout=timeout or Timeout(),
             retry=retry or RetryPolicy(),
+            tls=lambda: tls_context(ca_file=ca, verify=verify_tls),
         )
         return cls(stores.RemoteStore(client=client, chunk_size=chunk_size), host=host)
 
@@ -399,13 +411,19 @@ class Registry:
         r = self._ref(ref)
         if r.digest:
             if not self._store.has_manifest(r.repository, r.digest):
-                raise NotFoundError(f"manifest {r.digest} not found in {r.name}")
+                raise self._missing(r, f"manifest {r.digest}")
             return r.digest
         tag = r.tag or "latest"
         digest = self._store.resolve(r.repository, tag)
         if digest is None:
-            raise NotFoundError(f"tag {tag!r} not found in {r.name}")
+            raise self._missing(r, f"tag {tag!r}")
         return digest
+
+    def _missing(self, r: Reference, what: str) -> NotFoundError:
+        # A layout can say more: the whole directory or repository may be absent.
+        if isinstance(self._store, stores.LayoutStore):
+            return self._store._not_found(r.repository, what)
+        return NotFoundError(f"{what} not found in {r.name}")
 
     def tags(self, repository: str) -> list[str]:
         """The tags of ``repository``, sorted (all pages)."""

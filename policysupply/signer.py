@@ -168,10 +168,14 @@ class Signer:
 
         Raises:
             ValueError: ``timeout`` is not positive.
-            SigningError: Later, at the first signature, if the token, Fulcio,
+            SigningError: sigstore-python is not installed (the ``keyless``
+                extra); later, at the first signature, if the token, Fulcio,
                 Rekor or the TSA fail, or do not answer within ``timeout``.
         """
+        from policysupply._internal import extras
         from policysupply._internal.keyless import KeylessSession
+
+        extras.require("sigstore", "keyless signing", SigningError)
 
         return cls._with_keyless(KeylessSession(identity_token, trust, timeout=timeout))
 

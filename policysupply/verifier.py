@@ -152,6 +152,10 @@ class TrustPolicy:
             and no ``identities`` it is the only requirement: bundles then
             need no cosign signature (and :meth:`Verifier.verify` refuses
             everything, having nothing to check images with).
+        allowed_registries: When set, only artifacts under these hosts or
+            ``host/repository`` prefixes (whole path components; a local
+            layout's repository has no host) verify; anything else fails
+            before any lookup with a ``ClaimMismatchError``.
     """
 
     keys: tuple[Any, ...] = attrs.field(default=(), converter=_load_keys)
@@ -165,6 +169,42 @@ class TrustPolicy:
     require_sct: bool = True
     attestations: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     native: NativeTrust | None = None
+    allowed_registries: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> TrustPolicy:
+        """Reads a trust policy file (YAML, or JSON when the name ends in ``.json``).
+
+        The format (keys, identities, threshold, annotations, docker_reference,
+        attestations, allowed_registries, signing_time.max_age,
+        transparency_log, require_sct) is described by the JSON Schema shipped
+        as ``policysupply/schemas/trust-policy.schema.json``; key paths are
+        relative to the file. Unknown fields are refused, so a typo cannot
+        drop a requirement.
+
+        Args:
+            path: The policy file.
+            **overrides: Fields to set instead of the file's (e.g. ``threshold=2``).
+
+        Raises:
+            VerificationError: The file is unreadable or malformed, or a key
+                in it cannot be read.
+        """
+        from policysupply._internal import policy_file
+
+        fields = policy_file.read(path)
+        fields.update(overrides)
+        return cls(**fields)
+
+    def allows_location(self, name: str) -> bool:
+        """Whether ``name`` (``host/repository``) is under an allowed registry (or none are set)."""
+        if not self.allowed_registries:
+            return True
+        for entry in self.allowed_registries:
+            prefix = entry.rstrip("/")
+            if name == prefix or name.startswith(prefix + "/"):
+                return True
+        return False
 
     def __attrs_post_init__(self) -> None:
         if not self.keys and not self.identities and self.native is None:
@@ -471,7 +511,16 @@ class Verifier:
                 their verified time as ``signed_at``; with ``None`` key
                 signatures are checked against the key alone (no network)
                 unless the policy sets ``require_tlog``.
+
+        Raises:
+            PolicySupplyError: The policy trusts identities, needs transparency
+                logs or was given a trusted root, and sigstore-python (the
+                ``keyless`` extra) is not installed.
         """
+        if policy.identities or policy.require_tlog or trusted_root is not None:
+            from policysupply._internal import extras
+
+            extras.require("sigstore", "verifying keyless signatures or transparency logs")
         self.policy = policy
         self._keys = policy.key_ids()
         self._trusted_root = trusted_root
@@ -782,6 +831,7 @@ class Verifier:
             ThresholdNotMetError: Fewer distinct trusted signers than the threshold.
         """
         r = Reference.parse(ref) if isinstance(ref, str) else ref
+        self._check_location(registry, r)
         if not self.policy.keys and not self.policy.identities:
             raise VerificationError(
                 f"{r}: this trust policy trusts only OPA-native signatures, which live "
@@ -791,6 +841,16 @@ class Verifier:
         digest = registry.resolve(r)
         pinned = Reference(host=registry.host or r.host, repository=r.repository, digest=digest)
         return self._verify_pinned(registry, pinned, attestations)
+
+    def _check_location(self, registry: Registry, r: Reference) -> None:
+        """Refuses, before any lookup, what is not under an allowed registry of the policy."""
+        host = registry.host or r.host
+        name = f"{host}/{r.repository}" if host else r.repository
+        if not self.policy.allows_location(name):
+            raise ClaimMismatchError(
+                f"{name} is not under an allowed registry of the trust policy "
+                f"(allowed: {', '.join(self.policy.allowed_registries)})"
+            )
 
     def _verify_pinned(
         self, registry: Registry, pinned: Reference, attestations: bool | None
@@ -1043,6 +1103,7 @@ class Verifier:
         from policysupply.registry import DownloadCancelled
 
         r = Reference.parse(ref) if isinstance(ref, str) else ref
+        self._check_location(registry, r)
         # One GET by tag (or digest): the body is hashed here (and checked
         # against the registry's Docker-Content-Digest), so the digest that is
         # verified is the digest of the very manifest that names the layer.

@@ -27,7 +27,7 @@ import httpx
 
 from policysupply._internal import oci
 from policysupply._internal.credentials import Credentials
-from policysupply._internal.netconfig import RetryPolicy, Timeout
+from policysupply._internal.netconfig import RetryPolicy, Timeout, tls_context
 from policysupply.errors import (
     AuthenticationError,
     DigestMismatchError,
@@ -132,14 +132,15 @@ class _LazyTLSTransport(httpx.BaseTransport):
     an https URL, which is then verified as usual.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, context: Callable[[], Any]) -> None:
+        self._context = context
         self._inner: httpx.HTTPTransport | None = None
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         with self._lock:
             if self._inner is None:
-                self._inner = httpx.HTTPTransport(verify=True)
+                self._inner = httpx.HTTPTransport(verify=self._context())
         return self._inner.handle_request(request)
 
     def close(self) -> None:
@@ -160,6 +161,7 @@ class Client:
         retry: RetryPolicy,
         transport: httpx.BaseTransport | None = None,
         user_agent: str = "policysupply",
+        tls: Callable[[], Any] | None = None,
     ) -> None:
         self.host = host
         self.base = f"{scheme}://{host}"
@@ -177,7 +179,7 @@ class Client:
             follow_redirects=False,
             headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
             transport=transport or httpx.HTTPTransport(verify=False),  # http:// only
-            mounts=None if transport else {"https://": _LazyTLSTransport()},
+            mounts=None if transport else {"https://": _LazyTLSTransport(tls or tls_context)},
         )
         self._lock = threading.Lock()
         # The distribution spec forbids a 404 from a registry that has the

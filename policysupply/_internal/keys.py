@@ -128,6 +128,11 @@ def load_private_key(data: bytes, password: bytes | None, *, what: str) -> Any:
         der = decrypt_private_key(body, password, what=what)
     elif kind in ("PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"):
         der = body
+    elif kind in ("PUBLIC KEY", "RSA PUBLIC KEY"):
+        raise SigningError(
+            f"{what}: that is a public key; signing needs the private key "
+            "(cosign.key, not cosign.pub), and the public key is for verifying"
+        )
     else:
         raise SigningError(f"{what}: unsupported PEM block {kind!r}")
     try:

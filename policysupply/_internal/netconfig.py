@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 
@@ -50,3 +52,39 @@ class RetryPolicy:
     def none(cls) -> RetryPolicy:
         """A policy that never retries."""
         return cls(max_attempts=1)
+
+
+def tls_context(*, ca_file: str | None = None, verify: bool = True) -> Any:
+    """The ``ssl.SSLContext`` registry connections use (built on the first https request).
+
+    By default the operating system's trust store (OpenSSL's default paths, which
+    also honour ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``), falling back to certifi's
+    bundle only where the system offers no CA at all (some macOS Python builds).
+    ``ca_file`` trusts exactly that PEM bundle instead (a private registry's CA,
+    as ``oras --ca-file``); ``verify=False`` checks nothing (``oras --insecure``).
+    """
+    import ssl
+
+    if not verify:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    if ca_file is not None:
+        try:
+            return ssl.create_default_context(cafile=ca_file)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            from policysupply.errors import RegistryError
+
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise RegistryError(
+                f"cannot use the CA file {ca_file}: {reason} (a PEM file of CA certificates)"
+            ) from None
+    ctx = ssl.create_default_context()
+    if not ctx.cert_store_stats().get("x509_ca"):
+        try:
+            import certifi
+        except ImportError:  # pragma: no cover - certifi comes with httpx
+            return ctx
+        ctx.load_verify_locations(cafile=certifi.where())
+    return ctx

@@ -138,6 +138,10 @@ class Store(Protocol):
 # -- local OCI image layout -----------------------------------------------------
 
 
+# File systems limit one path component to 255 bytes (names here are ASCII).
+_MAX_NAME = 255
+
+
 @attrs.frozen(kw_only=True)
 class LayoutStore:
     """One OCI image layout per repository under ``root``."""
@@ -153,7 +157,40 @@ class LayoutStore:
     def _repo_dir(self, repository: str) -> Path:
         # Reference.parse restricts repository components to [a-z0-9._-], so
         # joining cannot escape the root.
+        if any(len(part) > _MAX_NAME for part in repository.split("/")) or len(repository) > 1024:
+            raise RegistryError(
+                f"repository name {repository[:40]!r}... is too long for an OCI layout on disk "
+                f"(at most {_MAX_NAME} characters per path component, 1024 in all)"
+            )
         return self.root / repository
+
+    def _not_found(self, repository: str, what: str) -> NotFoundError:
+        """``what`` is missing; says so plainly when the layout itself is missing."""
+        if not self.root.is_dir():
+            return NotFoundError(
+                f"no OCI layout at {self.root}: the directory does not exist "
+                "(check the path; push creates it)"
+            )
+        if not (self._repo_dir(repository) / "oci-layout").is_file():
+            return NotFoundError(
+                f"no repository {repository!r} in the OCI layout at {self.root} "
+                "(check the repository name; push creates it)"
+            )
+        return NotFoundError(f"{what} not found in {repository} ({self.root})")
+
+    @contextlib.contextmanager
+    def _writing(self, repository: str) -> Iterator[None]:
+        """Turns a failed disk write into a ``RegistryError`` naming the layout.
+
+        Too long a name, no space, no permission: the atomic writes leave nothing partial.
+        """
+        try:
+            yield
+        except OSError as exc:
+            raise RegistryError(
+                f"cannot write {repository!r} to the OCI layout at {self.root}: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
 
     def blob_path(self, repository: str, digest: str) -> Path:
         oci.check_digest(digest)
@@ -172,9 +209,10 @@ class LayoutStore:
     def put_bytes(self, repository: str, data: bytes) -> str:
         digest = oci.sha256_digest(data)
         path = self.blob_path(repository, digest)
-        if not path.exists():
-            self._ensure_layout(repository)
-            fs.atomic_write(path, data)
+        with self._writing(repository):
+            if not path.exists():
+                self._ensure_layout(repository)
+                fs.atomic_write(path, data)
         return digest
 
     def get_bytes(self, repository: str, digest: str) -> bytes:
@@ -229,10 +267,11 @@ class LayoutStore:
             if progress:
                 progress(size)
             return
-        self._ensure_layout(repository)
+        with self._writing(repository):
+            self._ensure_layout(repository)
         h = hashlib.sha256()
         n = 0
-        with fs.atomic_file(path) as f:
+        with self._writing(repository), fs.atomic_file(path) as f:
             for chunk in source():
                 n += len(chunk)
                 h.update(chunk)
@@ -259,8 +298,9 @@ class LayoutStore:
     @contextlib.contextmanager
     def editing_index(self, repository: str) -> Iterator[dict[str, Any]]:
         """Yields the index for editing under the repository lock; writes it back atomically."""
-        self._ensure_layout(repository)
-        with fs.locked(self._repo_dir(repository) / ".lock"):
+        with self._writing(repository):
+            self._ensure_layout(repository)
+        with self._writing(repository), fs.locked(self._repo_dir(repository) / ".lock"):
             index = self.read_index(repository)
             yield index
             fs.atomic_write(
@@ -284,7 +324,7 @@ class LayoutStore:
         if not reference.startswith("sha256:"):
             found = self.resolve(repository, reference)
             if found is None:
-                raise NotFoundError(f"tag {reference!r} not found in {repository} ({self.root})")
+                raise self._not_found(repository, f"tag {reference!r}")
             digest = found
         data = self.get_bytes(repository, digest)
         return data, media_type_of(data)

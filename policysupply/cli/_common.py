@@ -1,13 +1,24 @@
-"""Shared plumbing for the commands: references, errors, output, progress, passwords.
+"""Shared plumbing for the commands: exit codes, errors, output, references, passwords.
 
 Kept free of heavy imports: rich, httpx and the crypto stack load only when a
 command needs them, so ``policysupply --help`` stays quick.
+
+The exit-code contract (docs/cli.md, ADR 0014):
+
+====  ==============================================================
+0     success; ``gate``: ALLOW
+1     decided "no": not verified, DENY, ``check`` found the bundle invalid
+2     usage, configuration or input error (fix the command or its files)
+3     a service (registry, OPA, Sigstore) was unreachable or failed;
+      nothing was decided, retrying may help
+4     internal error (a bug in policysupply: please report it)
+130   interrupted (Ctrl-C)
+====  ==============================================================
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import os
 import sys
@@ -21,8 +32,8 @@ import click
 
 from policysupply.errors import (
     BundleError,
-    LoadError,
     PolicySupplyError,
+    TransientRegistryError,
     VerificationError,
 )
 
@@ -32,16 +43,26 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERNAL = 4
+EXIT_INTERRUPTED = 130
 
 LAYOUT_PREFIX = "oci:"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+REFERENCE_HELP = """\b
+References:
+  HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry (HTTPS; plain HTTP with
+                                   --plain-http and for loopback hosts;
+                                   credentials from the docker config)
+  oci:DIR:REPO[:TAG|@DIGEST]       an OCI image layout under DIR (no server)
+"""
 
-def _no_rewrap_marks(text: str | None) -> str | None:
-    # Docstrings are raw (ruff D301), so click's "\b" no-rewrap mark arrives as
-    # a backslash and a "b"; turn it into the backspace click looks for.
-    return text.replace("\\b\n", "\b\n") if text else text
+KEY_PROMPT_HELP = """\b
+Password: taken from $COSIGN_PASSWORD when set, otherwise asked for on the
+terminal (hidden), or read as one line from stdin when that is not a terminal.
+"""
 
 
 class Command(click.Command):
@@ -49,28 +70,33 @@ class Command(click.Command):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.help = _no_rewrap_marks(self.help)
+        if self.help:  # docstrings are raw (ruff D301): "\\b" arrives as two characters
+            self.help = self.help.replace("\\b\n", "\b\n")
 
 
-class Group(click.Group):
-    """A click group with the same docstring handling; its commands are :class:`Command`."""
-
-    command_class = Command
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.help = _no_rewrap_marks(self.help)
+# -- output state ------------------------------------------------------------------
 
 
-def exit_code_for(exc: PolicySupplyError) -> int:
-    """1 for a failed check (verification, bundle, load), 2 for configuration problems.
+@attrs.define
+class _Output:
+    """How this process reports: set from ``--json``, ``-q`` and ``-v``."""
 
-    Registry and signing errors are about the environment (host, credentials,
-    key file, password), so a script can tell "fix your setup" from "refused".
-    """
-    if isinstance(exc, (VerificationError, BundleError, LoadError)):
-        return EXIT_FAIL
-    return EXIT_USAGE
+    json: bool = False
+    quiet: bool = False
+    verbose: int = 0
+
+
+OUT = _Output()
+
+
+def say(message: str = "", *, essential: bool = False, err: bool = False, **style: Any) -> None:
+    """Prints a human line (never in JSON mode; with ``-q`` only ``essential`` ones)."""
+    if OUT.json or (OUT.quiet and not essential):
+        return
+    if style:
+        click.secho(message, err=err, **style)
+    else:
+        click.echo(message, err=err)
 
 
 def emit_json(doc: Mapping[str, Any]) -> None:
@@ -78,51 +104,268 @@ def emit_json(doc: Mapping[str, Any]) -> None:
     click.echo(json.dumps(doc, sort_keys=True))
 
 
-def fail(exc: PolicySupplyError, as_json: bool, code: int | None = None) -> NoReturn:
-    """Reports ``exc`` (JSON on stdout, or a red line on stderr) and exits."""
-    code = exit_code_for(exc) if code is None else code
-    if as_json:
-        doc: dict[str, Any] = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
-        if isinstance(exc, BundleError):
-            doc.update(entry=exc.entry, line=exc.line, message=exc.reason)
-        emit_json(doc)
+# -- errors and exit codes ---------------------------------------------------------
+
+
+class CliError(click.ClickException):
+    """A usage or configuration problem the CLI found itself (exit code 2, no usage text).
+
+    Attributes:
+        kind: The ``error.type`` reported with ``--json``.
+        param: The option or argument at fault, if any.
+    """
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, kind: str = "UsageError", param: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.param = param
+
+
+# Exception class names (not imported: they belong to optional dependencies)
+# that mean a service could not be reached or did not answer in time.
+_UNREACHABLE_NAMES = frozenset(
+    {
+        "NewConnectionError",
+        "MaxRetryError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "Timeout",
+        "ProtocolError",
+        "RemoteDisconnected",
+        "ConnectionsError",
+    }
+)
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why a service was unreachable, if that is what ``exc`` (or its causes) says.
+
+    Walks ``__cause__``/``__context__`` (kept even behind ``raise ... from None``).
+    """
+    import socket
+    import ssl
+
+    if isinstance(exc, TransientRegistryError):
+        return "the registry did not answer usefully before the deadline"
+    seen: BaseException | None = exc
+    for _ in range(12):  # a TLS failure is configuration (trust), not unavailability
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLError):
+            return None
+        seen = seen.__cause__ or seen.__context__
+    seen = exc
+    for _ in range(12):
+        if seen is None:
+            return None
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return "host name not resolved"
+        if isinstance(seen, TimeoutError):
+            return "timed out"
+        if isinstance(seen, ConnectionError):
+            return "connection failed"
+        name = type(seen).__name__
+        if name in _UNREACHABLE_NAMES:
+            text = str(seen).lower()
+            if "refused" in text:
+                return "connection refused"
+            if "name or service not known" in text or "nodename nor servname" in text:
+                return "host name not resolved"
+            if "timed out" in text or "timeout" in name.lower():
+                return "timed out"
+            return "connection failed"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def exit_code_for(exc: PolicySupplyError, *, verdict: tuple[type[Exception], ...] = ()) -> int:
+    """The documented exit code for ``exc``.
+
+    1 for a failed verification (or a type the command declares its verdict,
+    e.g. ``BundleError`` for ``check``), 3 when a service was unreachable, 2 for
+    everything else (setup, input, credentials, not found).
+    """
+    if unavailable_reason(exc):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, (VerificationError, *verdict)):
+        return EXIT_FAIL
+    return EXIT_USAGE
+
+
+def error_document(kind: str, message: str, code: int, **extra: Any) -> dict[str, Any]:
+    """The one JSON document every failure prints with ``--json``."""
+    err: dict[str, Any] = {"type": kind, "message": message, "exit_code": code}
+    err.update({k: v for k, v in extra.items() if v is not None})
+    return {"ok": False, "error": err}
+
+
+def report(kind: str, message: str, code: int, **extra: Any) -> int:
+    """Prints a failure (JSON on stdout, or a red ``error:`` line on stderr); returns ``code``."""
+    if OUT.json:
+        emit_json(error_document(kind, message, code, **extra))
     else:
-        click.secho(f"error: {exc}", fg="red", err=True)
-    sys.exit(code)
+        click.secho(f"error: {message}", fg="red", err=True)
+    return code
+
+
+def describe(exc: PolicySupplyError, *, service: str | None = None) -> str:
+    """The message for ``exc``; an unreachable service gets a short, plain one."""
+    reason = unavailable_reason(exc)
+    if reason and service and not isinstance(exc, TransientRegistryError):
+        return f"cannot reach {service} ({reason}); check that it is running and the address"
+    return str(exc)
+
+
+def fail(
+    exc: PolicySupplyError,
+    as_json: bool | None = None,
+    code: int | None = None,
+    *,
+    verdict: tuple[type[Exception], ...] = (),
+    service: str | None = None,
+) -> NoReturn:
+    """Reports ``exc`` and exits with its code (3 for an unreachable service, always)."""
+    if as_json:
+        OUT.json = True
+    if unavailable_reason(exc):
+        code = EXIT_UNAVAILABLE
+    elif code is None:
+        code = exit_code_for(exc, verdict=verdict)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, BundleError):
+        extra.update(entry=exc.entry, line=exc.line, column=exc.column, reason=exc.reason)
+    sys.exit(report(type(exc).__name__, describe(exc, service=service), code, **extra))
 
 
 @contextmanager
-def reported(as_json: bool, *, code: int | None = None) -> Iterator[None]:
+def reported(
+    as_json: bool = False,
+    *,
+    code: int | None = None,
+    verdict: tuple[type[Exception], ...] = (),
+    service: str | None = None,
+) -> Iterator[None]:
     """Turns a ``PolicySupplyError`` raised inside into a report and an exit code.
 
     Args:
         as_json: Report as JSON on stdout.
-        code: Force this exit code (e.g. 2 while reading configuration).
+        code: Force this exit code (e.g. 2 while reading configuration); an
+            unreachable service is 3 regardless.
+        verdict: Error types that are this command's "no" (exit code 1).
+        service: What is being reached (``OPA at http://...``), for the message
+            when it cannot be.
     """
     try:
         yield
     except PolicySupplyError as exc:
-        fail(exc, as_json, code)
+        fail(exc, as_json, code, verdict=verdict, service=service)
+
+
+def usage_error(message: str, param: str | None = None) -> NoReturn:
+    """Raises a usage error (exit code 2) that prints without click's usage header."""
+    raise CliError(message, param=param)
+
+
+def wants_json(args: list[str]) -> bool:
+    """Whether the command line asks for JSON (so even usage errors print JSON)."""
+    for i, a in enumerate(args):
+        if a == "--":
+            return False
+        if a in ("--json", "--output=json", "-ojson"):
+            return True
+        if a in ("--output", "-o") and i + 1 < len(args) and args[i + 1] == "json":
+            return True
+    return False
+
+
+def _verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if param.name == "as_json" and value:
+        OUT.json = True
+    elif param.name == "quiet" and value:
+        OUT.quiet = True
+    elif param.name == "verbose" and value:
+        OUT.verbose = max(OUT.verbose, int(value))
+        _configure_logging(OUT.verbose)
+    return value
+
+
+def _redact_query(record: Any) -> bool:
+    """Drops query strings from logged URLs (pre-signed blob URLs carry signatures)."""
+    if record.args:
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        record.args = tuple(str(a).split("?", 1)[0] if "://" in str(a) else a for a in args)
+    return True
+
+
+def _configure_logging(level: int) -> None:
+    """``-v``: policysupply's events on stderr; ``-vv``: also each HTTP request."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
+    handler.addFilter(_redact_query)
+    for name, at in (("policysupply", 1), ("httpx", 2)):
+        log = logging.getLogger(name)
+        if level >= at:
+            log.setLevel(logging.DEBUG if level >= 2 else logging.INFO)
+            if not any(getattr(h, "_policysupply", False) for h in log.handlers):
+                handler._policysupply = True  # type: ignore[attr-defined]
+                log.addHandler(handler)
 
 
 def json_option(f: F) -> F:
-    """The ``--json`` flag every command has."""
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
+    """``--json``, ``-q/--quiet`` and ``-v/--verbose``: every command has them."""
+    g: Any = click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=_verbosity,
+        help="More detail on stderr (-v: events, -vv: every HTTP request).",
     )(f)
+    g = click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=_verbosity,
+        help="Print only errors and the essential result (e.g. the digest reference).",
+    )(g)
+    g = click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        callback=_verbosity,
+        help="Print exactly one JSON document on stdout, errors included.",
+    )(g)
+    return g  # type: ignore[no-any-return]
+
+
+# -- registries --------------------------------------------------------------------
 
 
 @attrs.frozen(kw_only=True)
 class NetOptions:
-    """How to reach registries, from ``--insecure``, ``--docker-config`` and ``--timeout``.
+    """How to reach registries, from the registry options.
 
     Attributes:
-        insecure: Plain HTTP for every host (loopback hosts always get it).
+        plain_http: Plain HTTP for every host (loopback hosts always get it).
+        insecure: Accept any TLS certificate (no verification).
+        ca_file: Trust exactly these CA certificates (PEM) for https registries.
         docker_config: A docker ``config.json`` for credentials.
         timeout: Seconds one registry operation may take, retries included.
     """
 
+    plain_http: bool = False
     insecure: bool = False
+    ca_file: str | None = None
     docker_config: str | None = None
     timeout: float = 120.0
 
@@ -132,15 +375,27 @@ def registry_options(f: F) -> F:
 
     @functools.wraps(f)
     def wrapper(
-        *args: Any, insecure: bool, docker_config: str | None, timeout: float, **kwargs: Any
+        *args: Any,
+        plain_http: bool,
+        insecure: bool,
+        ca_file: str | None,
+        docker_config: str | None,
+        timeout: float,
+        **kwargs: Any,
     ) -> Any:
-        net = NetOptions(insecure=insecure, docker_config=docker_config, timeout=timeout)
+        net = NetOptions(
+            plain_http=plain_http,
+            insecure=insecure,
+            ca_file=ca_file,
+            docker_config=docker_config,
+            timeout=timeout,
+        )
         return f(*args, net=net, **kwargs)
 
     decorated: Any = wrapper
     decorated = click.option(
         "--timeout",
-        type=click.FloatRange(min=0.1),
+        type=click.FloatRange(min=0.1, max=86400),
         default=120.0,
         show_default=True,
         metavar="SECONDS",
@@ -154,14 +409,33 @@ def registry_options(f: F) -> F:
         "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).",
     )(decorated)
     decorated = click.option(
+        "--ca-file",
+        type=click.Path(exists=True, dir_okay=False),
+        envvar="POLICYSUPPLY_CA_FILE",
+        help="Trust exactly the CA certificates in this PEM file for https registries "
+        "(default: the system trust store).",
+    )(decorated)
+    decorated = click.option(
         "--insecure",
         is_flag=True,
-        help="Plain HTTP to the registry (implied for loopback hosts).",
+        help="Do not verify the registry's TLS certificate (as oras --insecure).",
+    )(decorated)
+    decorated = click.option(
+        "--plain-http",
+        is_flag=True,
+        help="Talk plain HTTP to the registry (implied for loopback hosts).",
     )(decorated)
     return decorated  # type: ignore[no-any-return]
 
 
+def plain_http(net: NetOptions, host: str) -> bool:
+    """Plain HTTP: asked for, or a loopback host without TLS options (--ca-file, --insecure)."""
+    return net.plain_http or (_is_loopback(host) and not (net.ca_file or net.insecure))
+
+
 def _is_loopback(host: str) -> bool:
+    import ipaddress
+
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     name = name.strip("[]")
     if name == "localhost" or name.endswith(".localhost"):
@@ -202,6 +476,29 @@ def by_digest(ref: str, digest: str) -> str:
     return f"{base}@{digest}"
 
 
+def _split_layout(rest: str) -> tuple[str, str]:
+    """``DIR:REPO[:TAG]`` into ``(DIR, REPO[:TAG])``.
+
+    ``DIR`` may itself contain ``:`` when such a directory exists (the longest
+    existing one wins); otherwise the first ``:`` separates.
+    """
+    cuts = [i for i, c in enumerate(rest) if c == ":"]
+    for i in reversed(cuts):
+        try:
+            if Path(rest[:i]).is_dir():
+                return rest[:i], rest[i + 1 :]
+        except (OSError, ValueError):  # too long a name, a NUL byte: not a directory
+            continue
+    directory, _, ref = rest.partition(":")
+    return directory, ref
+
+
+def check_net(net: NetOptions) -> None:
+    """Refuses contradictory registry options (usage error)."""
+    if net.plain_http and (net.insecure or net.ca_file):
+        usage_error("--plain-http talks HTTP: --insecure and --ca-file are for HTTPS")
+
+
 def open_target(text: str, net: NetOptions, *, param: str) -> Target:
     """Parses ``host[:port]/repo[:tag|@digest]`` or ``oci:DIR:repo[:tag|@digest]``.
 
@@ -213,8 +510,8 @@ def open_target(text: str, net: NetOptions, *, param: str) -> Target:
 
     if text.startswith(LAYOUT_PREFIX):
         rest = text[len(LAYOUT_PREFIX) :]
-        directory, sep, ref = rest.partition(":")
-        if not sep or not directory or not ref:
+        directory, ref = _split_layout(rest)
+        if ":" not in rest or not directory or not ref:
             raise click.BadParameter(
                 f"{text!r}: a local layout reference is oci:DIR:REPOSITORY[:TAG|@DIGEST]",
                 param_hint=param,
@@ -225,7 +522,10 @@ def open_target(text: str, net: NetOptions, *, param: str) -> Target:
             raise click.BadParameter(str(exc), param_hint=param) from None
         if r.host:
             raise click.BadParameter(
-                f"{text!r}: a local layout reference has no registry host", param_hint=param
+                f"{text!r}: read as directory {directory!r} and repository {ref!r}, which "
+                "starts with a registry host; if the directory's name contains ':', create "
+                "it first (an existing directory is recognised) or use a path without ':'",
+                param_hint=param,
             )
         return Target(
             registry=Registry.local(directory),
@@ -243,13 +543,16 @@ def open_target(text: str, net: NetOptions, *, param: str) -> Target:
             "or oci:DIR:REPOSITORY[:TAG] for a local OCI layout",
             param_hint=param,
         )
+    check_net(net)
     try:
         registry = Registry.remote(
             r.host,
-            insecure=net.insecure or _is_loopback(r.host),
+            insecure=plain_http(net, r.host),
             docker_config=net.docker_config,
             timeout=Timeout(connect=min(10.0, net.timeout), pool=min(10.0, net.timeout)),
             retry=RetryPolicy(deadline=net.timeout),
+            ca_file=net.ca_file,
+            verify_tls=not net.insecure,
         )
     except RegistryError as exc:
         raise click.BadParameter(str(exc), param_hint=param) from None
@@ -267,6 +570,23 @@ def parse_annotations(values: tuple[str, ...], param: str = "-a") -> dict[str, s
     return out
 
 
+def read_json_document(value: str, *, param: str, what: str = "JSON") -> Any:
+    """Parses JSON given on the command line, refusing what Python cannot parse safely.
+
+    Raises:
+        click.BadParameter: Not JSON, or nested so deeply the parser gives up.
+    """
+    try:
+        return json.loads(value)
+    except RecursionError:
+        raise click.BadParameter(f"{what} is nested too deeply to read", param_hint=param) from None
+    except ValueError as exc:
+        raise click.BadParameter(f"{what} is not JSON: {exc}", param_hint=param) from None
+
+
+# -- terminal ----------------------------------------------------------------------
+
+
 def on_terminal() -> bool:
     """Whether stderr is an interactive terminal (progress bars go there)."""
     try:
@@ -281,7 +601,7 @@ def progress_bar(description: str, enabled: bool) -> Iterator[Callable[[int, int
 
     Yields the ``progress=`` callback the Registry methods take.
     """
-    if not enabled:
+    if not enabled or OUT.json or OUT.quiet:
         yield None
         return
     from rich.console import Console
@@ -314,6 +634,14 @@ def progress_bar(description: str, enabled: bool) -> Iterator[Callable[[int, int
             bar.update(task, completed=final.total)
 
 
+def stdin_is_terminal() -> bool:
+    """Whether stdin is an interactive terminal (prompts are possible)."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _stdin_line() -> str:
     line = sys.stdin.readline()
     return line.rstrip("\r\n")
@@ -328,7 +656,7 @@ def read_password(*, confirm: bool) -> str:
     env = os.environ.get("COSIGN_PASSWORD")
     if env is not None:
         return env
-    if not sys.stdin.isatty():
+    if not stdin_is_terminal():
         return _stdin_line()
     first: str = click.prompt(
         "Enter password for private key",
@@ -346,7 +674,10 @@ def read_password(*, confirm: bool) -> str:
             err=True,
         )
         if again != first:
-            raise click.UsageError("the two passwords do not match")
+            raise CliError(
+                "the two passwords do not match; nothing was written, run keygen again",
+                kind="PasswordMismatch",
+            )
     return first
 
 

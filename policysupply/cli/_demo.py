@@ -76,14 +76,36 @@ _BAD_POD: dict[str, Any] = {
 }
 
 
+@attrs.define
+class _Narration:
+    """What the demo says: printed as it goes, or kept for one JSON document (--json)."""
+
+    quiet: bool = False
+    steps: list[dict[str, Any]] = attrs.Factory(list)
+    intro: list[str] = attrs.Factory(list)
+
+    def line(self, text: str = "", **style: Any) -> None:
+        plain = click.unstyle(text)
+        if self.steps:
+            self.steps[-1]["lines"].append(plain.strip())
+        elif plain.strip():
+            self.intro.append(plain.strip())
+        if not self.quiet:
+            click.secho(text, **style)
+
+
+_SAY = _Narration()
+
+
 def _step(n: int, title: str) -> None:
-    click.echo()
-    click.secho(f"[{n}] {title}", bold=True)
+    if not _SAY.quiet:
+        click.echo()
+    _SAY.steps.append({"step": n, "title": title, "ok": True, "lines": []})
+    _SAY.line(f"[{n}] {title}", bold=True)
 
 
 def _ok(msg: str) -> None:
-    click.secho("    ✓ ", fg="green", nl=False)
-    click.echo(msg)
+    _SAY.line(click.style("    ✓ ", fg="green") + msg)
 
 
 class _StepFailed(Exception):
@@ -96,11 +118,32 @@ def _expect(condition: bool, failure: str) -> None:
 
 
 def _info(msg: str) -> None:
-    click.echo(f"    {msg}")
+    _SAY.line(f"    {msg}")
 
 
-def run_demo(workdir: str | None, opa: str | None = None) -> int:
-    """Runs the demo; returns the process exit code (0 when every step behaved)."""
+def run_demo(workdir: str | None, opa: str | None = None, *, as_json: bool = False) -> int:
+    """Runs the demo; returns 0 when every step behaved, else 1.
+
+    With ``as_json`` nothing is printed while it runs; one JSON document
+    (``ok``, ``steps`` with their lines, ``error``) is printed at the end.
+    """
+    global _SAY
+    _SAY = _Narration(quiet=as_json)
+    code = _run(workdir, opa)
+    if as_json:
+        doc: dict[str, Any] = {"ok": code == 0, "steps": _SAY.steps, "summary": _SAY.intro}
+        if code:
+            failed = next((s for s in reversed(_SAY.steps) if not s["ok"]), None)
+            doc["error"] = {
+                "type": "DemoStepFailed",
+                "message": failed["lines"][-1] if failed and failed["lines"] else "demo failed",
+                "exit_code": 4,
+            }
+        click.echo(json.dumps(doc, sort_keys=True))
+    return code
+
+
+def _run(workdir: str | None, opa: str | None) -> int:
     with ExitStack() as stack:
         work = (
             Path(workdir)
@@ -113,11 +156,10 @@ def run_demo(workdir: str | None, opa: str | None = None) -> int:
         )
         try:
             return _story(example, work, opa)
-        except _StepFailed as exc:
-            click.secho(f"    ✗ {exc}", fg="red")
-            return 1
-        except PolicySupplyError as exc:
-            click.secho(f"\ndemo failed: {exc}", fg="red", err=True)
+        except (_StepFailed, PolicySupplyError) as exc:
+            if _SAY.steps:
+                _SAY.steps[-1]["ok"] = False
+            _SAY.line(f"    ✗ {exc}", fg="red")
             return 1
 
 
@@ -209,7 +251,7 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
     from policysupply.loaders import OPA, extract_verified, publish
     from policysupply.native import NativeTrust
 
-    click.secho("policysupply demo: a policy bundle from source to decision", bold=True)
+    _SAY.line("policysupply demo: a policy bundle from source to decision", bold=True)
     _info(f"example policies: {example}")
     _info(f"working directory: {work}")
 
@@ -265,7 +307,7 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
     for label, pod in (("compliant pod", _GOOD_POD), ("privileged pod from docker.io", _BAD_POD)):
         allowed = bool(verified.bundle.evaluate("data.k8s.admission.allow", pod))
         verdicts[label] = allowed
-        click.echo(f"    embedded engine, {label}: {_verdict(allowed)}")
+        _SAY.line(f"    embedded engine, {label}: {_verdict(allowed)}")
         for reason in verified.bundle.evaluate("data.k8s.admission.deny", pod) or []:
             _info(f"  - {reason}")
     _expect(
@@ -273,6 +315,11 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
         "decisions are not what the example policies intend",
     )
     opa_path = _find_opa(opa)
+    from policysupply._internal import extras
+
+    if opa_path and not extras.available("opa_client"):
+        _info(f"(found {opa_path}, but loading into OPA needs {extras.hint('opa_client')})")
+        opa_path = None
     opa_ctx: contextlib.AbstractContextManager[str | None] = (
         _opa_server(opa_path, work) if opa_path else contextlib.nullcontext(None)
     )
@@ -297,7 +344,7 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
         expected = {"acme/web:1.4.2": True, "acme/miner:latest": False, "mirror/web:1.4.2": False}
         for image, want in expected.items():
             decision = gate.decide(reg, image)
-            click.echo(f"    {image}: {_verdict(decision.allowed)}")
+            _SAY.line(f"    {image}: {_verdict(decision.allowed)}")
             for reason in decision.reasons:
                 _info(f"  - {reason}")
             _expect(decision.allowed == want, f"the gate decided {decision.allowed} for {image}")
@@ -343,8 +390,9 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
             _expect(answer is False, "OPA's answer changed after refused bundles")
             _ok("OPA still serves the verified 1.0.0 policies")
 
-    click.echo()
-    click.secho(
+    if not _SAY.quiet:
+        click.echo()
+    _SAY.line(
         "Done: build → keygen → sign → push → verify → load → gate, attacks refused.", bold=True
     )
     _info(json.dumps({"bundle": bundle.digest, "image": str(pushed), "workdir": str(work)}))

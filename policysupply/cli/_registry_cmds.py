@@ -1,12 +1,15 @@
-"""``push``, ``pull`` and ``copy``: moving policy images between disk and registries."""
+"""``push``, ``pull``, ``copy``, ``tree``, ``login`` and ``logout``."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from policysupply.cli._common import (
+    REFERENCE_HELP,
     Command,
     NetOptions,
     by_digest,
@@ -17,6 +20,9 @@ from policysupply.cli._common import (
     progress_bar,
     registry_options,
     reported,
+    say,
+    stdin_is_terminal,
+    usage_error,
 )
 from policysupply.cli._trust import (
     TrustOptions,
@@ -24,15 +30,10 @@ from policysupply.cli._trust import (
     trust_options,
     verifier_from_options,
 )
-from policysupply.errors import BundleError
+from policysupply.errors import BundleError, NotFoundError
 
-REFERENCE_HELP = """\b
-References:
-  HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry (HTTPS; plain HTTP for loopback
-                                   hosts or with --insecure; credentials from
-                                   the docker config)
-  oci:DIR:REPO[:TAG|@DIGEST]       an OCI image layout under DIR (no server)
-"""
+# Re-exported for the commands that share the epilog.
+__all__ = ["REFERENCE_HELP", "copy", "login", "logout", "pull", "push", "tree"]
 
 
 @click.command(cls=Command, epilog=REFERENCE_HELP)
@@ -54,7 +55,9 @@ def push(
 ) -> None:
     r"""Push a bundle (directory or .tar.gz) to REFERENCE as a policy image.
 
-    Prints the digest reference: sign and deploy that, not the tag.
+    Prints the digest reference: sign and deploy that, not the tag. Exit code
+    2 for an invalid bundle, reference or credentials, 3 when the registry
+    cannot be reached.
 
     \b
     Examples:
@@ -64,21 +67,15 @@ def push(
     """
     from policysupply import Bundle
 
+    p = Path(source)
+    if revision is not None and not p.is_dir():
+        usage_error("--revision applies to a directory; a built bundle keeps its own", "--revision")
     target = open_target(reference, net, param="REFERENCE")
     with reported(as_json), target.registry:
-        p = Path(source)
-        if p.is_dir():
-            bundle = Bundle.from_directory(p, revision=revision)
-        else:
-            if revision is not None:
-                raise click.BadParameter(
-                    "--revision applies to a directory; a built bundle keeps its own",
-                    param_hint="--revision",
-                )
-            bundle = Bundle.from_file(p)
+        bundle = Bundle.from_directory(p, revision=revision) if p.is_dir() else Bundle.from_file(p)
         if not no_check:
             bundle.check()
-        with progress_bar("push", on_terminal() and not as_json) as progress:
+        with progress_bar("push", on_terminal()) as progress:
             pushed = target.registry.push(bundle, target.ref, version=version, progress=progress)
     digest = str(pushed.digest)
     pinned = target.pinned(digest)
@@ -93,8 +90,8 @@ def push(
             }
         )
     else:
-        click.echo(f"pushed {target.text}")
-        click.echo(pinned)
+        say(f"pushed {target.text}")
+        say(pinned, essential=True)
 
 
 @click.command(cls=Command, epilog=REFERENCE_HELP)
@@ -126,10 +123,11 @@ def pull(
 ) -> None:
     r"""Pull a policy image's bundle tarball from REFERENCE.
 
-    Every byte is checked against its digest. With --key the signatures are
-    verified first and the bundle is pulled by the verified digest (and, with
-    --state, must not roll back); without a key nothing vouches for who made
-    the bundle.
+    Every byte is checked against its digest. With --key (or an identity or
+    --policy) the signatures are verified first and the bundle is pulled by
+    the verified digest (and, with --state, must not roll back); without
+    them nothing vouches for who made the bundle. Exit code 1 when
+    verification fails.
 
     \b
     Examples:
@@ -139,9 +137,9 @@ def pull(
     """
     from policysupply import Bundle
 
-    if verify and not trust.keys:
-        raise click.UsageError("--verify needs at least one --key")
     verifier = verifier_from_options(trust, as_json)
+    if verify and verifier is None:
+        usage_error("--verify needs a --key, a keyless identity or a --policy file")
     target = open_target(reference, net, param="REFERENCE")
     signatures: list[dict[str, object]] = []
     with reported(as_json), target.registry:
@@ -153,13 +151,16 @@ def pull(
             )
             digest = verified.artifact.digest
             bundle = verified.bundle
-            bundle.write(output)
+            try:
+                bundle.write(output)
+            except OSError as exc:
+                raise BundleError(f"cannot write {output}: {exc.strerror or exc}") from None
             size = len(bundle.to_bytes())
             signatures = [signature_json(s) for s in verified.artifact.signatures]
         else:
             digest = target.registry.resolve(target.ref)
             # Download by the digest just resolved, never by the tag again.
-            with progress_bar("pull", on_terminal() and not as_json) as progress:
+            with progress_bar("pull", on_terminal()) as progress:
                 layer = target.registry.download(
                     by_digest(target.ref, digest), output, progress=progress
                 )
@@ -185,13 +186,13 @@ def pull(
             }
         )
     else:
-        click.echo(f"pulled {pinned}")
-        click.echo(f"wrote {output} ({size:,} bytes, revision {bundle.manifest.revision!r})")
+        say(f"pulled {pinned}")
+        say(f"wrote {output} ({size:,} bytes, revision {bundle.manifest.revision!r})")
         if verifier is not None:
             n = len({s.get("subject") or s["key_id"] for s in signatures})
-            click.secho(f"verified: signed by {n} trusted signer(s)", fg="green")
+            say(f"verified: signed by {n} trusted signer(s)", fg="green")
         else:
-            click.secho("not signature-checked (pass --key to verify)", fg="yellow", err=True)
+            say("not signature-checked (pass --key to verify)", fg="yellow", err=True)
 
 
 @click.command(cls=Command, epilog=REFERENCE_HELP)
@@ -225,7 +226,7 @@ def copy(
     """
     src = open_target(source, net, param="SOURCE")
     dst = open_target(destination, net, param="DESTINATION")
-    bar = progress_bar("copy", on_terminal() and not as_json)
+    bar = progress_bar("copy", on_terminal())
     with reported(as_json), src.registry, dst.registry, bar as progress:
         copied = src.registry.copy(
             src.ref,
@@ -240,6 +241,7 @@ def copy(
             {
                 "ok": True,
                 "source": source,
+                "reference": pinned,
                 "destination": pinned,
                 "digest": copied.digest,
                 "with_signatures": with_signatures,
@@ -247,5 +249,213 @@ def copy(
         )
     else:
         extra = " with signatures" if with_signatures else " without signatures"
-        click.echo(f"copied {source} → {destination}{extra}")
-        click.echo(pinned)
+        say(f"copied {source} → {destination}{extra}")
+        say(pinned, essential=True)
+
+
+_COSIGN_TAGS = (("signatures", ".sig"), ("attestations", ".att"), ("sboms", ".sbom"))
+
+
+def _layers(registry: Any, ref: str) -> list[dict[str, Any]]:
+    import json
+
+    data, _ = registry.get_manifest(ref)
+    manifest = json.loads(data)
+    return [
+        {
+            "digest": layer.get("digest"),
+            "media_type": layer.get("mediaType"),
+            "size": layer.get("size"),
+            "annotations": layer.get("annotations") or {},
+        }
+        for layer in manifest.get("layers") or []
+        if isinstance(layer, dict)
+    ]
+
+
+@click.command(cls=Command, epilog=REFERENCE_HELP)
+@click.argument("reference")
+@registry_options
+@json_option
+def tree(reference: str, net: NetOptions, as_json: bool) -> None:
+    r"""Show what is attached to REFERENCE: signatures, attestations, referrers.
+
+    Lists cosign's .sig, .att and .sbom tags for the resolved digest (with one
+    line per signature layer) and the OCI 1.1 referrers (Sigstore bundles,
+    SBOMs, anything with a subject), as `cosign tree` and `oras discover` do.
+    Nothing is verified: use `verify` for that.
+
+    \b
+    Examples:
+      policysupply tree registry.example.com/acme/policy:1.0
+      policysupply tree oci:./layout:acme/policy:1.0 --json
+    """
+    from policysupply._internal.oci import fallback_tag
+
+    target = open_target(reference, net, param="REFERENCE")
+    doc: dict[str, Any] = {"ok": True}
+    with reported(as_json), target.registry:
+        digest = target.registry.resolve(target.ref)
+        pinned = target.pinned(digest)
+        doc.update(reference=pinned, digest=digest)
+        base = by_digest(target.ref, digest).split("@", 1)[0]
+        for name, suffix in _COSIGN_TAGS:
+            tag = fallback_tag(digest) + suffix
+            try:
+                layers = _layers(target.registry, f"{base}:{tag}")
+            except NotFoundError:
+                doc[name] = None
+                continue
+            doc[name] = {"tag": tag, "layers": layers}
+        doc["referrers"] = [
+            {
+                "digest": d.digest,
+                "artifact_type": d.artifact_type,
+                "media_type": d.media_type,
+                "size": d.size,
+                "annotations": dict(d.annotations),
+            }
+            for d in target.registry.referrers(by_digest(target.ref, digest))
+        ]
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(pinned)
+    sections = [(n, doc[n]) for n, _ in _COSIGN_TAGS if doc[n]]
+    items: list[tuple[str, list[str]]] = [
+        (
+            f"{name} (cosign tag {entry['tag']})",
+            [f"{layer['digest']} {layer['media_type']}" for layer in entry["layers"]],
+        )
+        for name, entry in sections
+    ]
+    if doc["referrers"]:
+        items.append(
+            (
+                "referrers (OCI 1.1)",
+                [
+                    f"{r['digest']} {r['artifact_type'] or r['media_type']}"
+                    for r in doc["referrers"]
+                ],
+            )
+        )
+    if not items:
+        click.echo("└── nothing attached (no signatures, attestations or referrers)")
+    for i, (title, lines) in enumerate(items):
+        last = i == len(items) - 1
+        click.echo(f"{'└──' if last else '├──'} {title}")
+        for j, line in enumerate(lines):
+            branch = "└──" if j == len(lines) - 1 else "├──"
+            click.echo(f"{'    ' if last else '│   '}{branch} {line}")
+
+
+@click.command(cls=Command)
+@click.argument("registry")
+@click.option("-u", "--username", help="User name (prompted for on a terminal when missing).")
+@click.option(
+    "-p",
+    "--password",
+    help="Password or token. Prefer --password-stdin: a flag shows up in ps and shell history.",
+)
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@registry_options
+@json_option
+def login(
+    registry: str,
+    username: str | None,
+    password: str | None,
+    password_stdin: bool,
+    net: NetOptions,
+    as_json: bool,
+) -> None:
+    r"""Store credentials for REGISTRY in docker's config.
+
+    The credentials are checked against the registry first, then stored as
+    `docker login` stores them: through the credential helper the config
+    names (credHelpers, credsStore), else in config.json ($DOCKER_CONFIG,
+    or --docker-config) with mode 0600. docker, oras, cosign and every
+    policysupply command read them from there.
+
+    \b
+    Examples:
+      echo "$TOKEN" | policysupply login ghcr.io -u my-user --password-stdin
+      policysupply login registry.example.com -u ci
+    """
+    from policysupply import Credentials, Registry, RetryPolicy, Timeout
+    from policysupply._internal import docker_login
+    from policysupply.cli._common import check_net, plain_http
+
+    check_net(net)
+    host = _login_host(registry)
+    if password is not None and password_stdin:
+        usage_error("give --password or --password-stdin, not both", "--password-stdin")
+    if username is None:
+        if not stdin_is_terminal() or password_stdin:
+            usage_error("give --username (-u)", "--username")
+        username = click.prompt("Username", err=True)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif password is None:
+        if not stdin_is_terminal():
+            usage_error("give --password-stdin (or --password) off a terminal", "--password")
+        password = click.prompt("Password", hide_input=True, err=True)
+    if not username or not password:
+        usage_error("the user name and the password must not be empty")
+    creds = Credentials(username=username, password=password)
+    config = Path(net.docker_config) if net.docker_config else None
+    reg = Registry.remote(
+        host,
+        insecure=plain_http(net, host),
+        auth=creds,
+        timeout=Timeout(connect=min(10.0, net.timeout), pool=min(10.0, net.timeout)),
+        retry=RetryPolicy(deadline=net.timeout),
+        ca_file=net.ca_file,
+        verify_tls=not net.insecure,
+    )
+    with reported(as_json), reg:
+        docker_login.check(reg, host)
+        where = docker_login.store(host, creds, config)
+    if as_json:
+        emit_json({"ok": True, "registry": host, "username": username, "stored_in": where})
+    else:
+        say(f"Login Succeeded ({username} at {host}; stored in {where})", essential=True)
+
+
+def _login_host(text: str) -> str:
+    host = text
+    for prefix in ("https://", "http://"):
+        if host.startswith(prefix):
+            host = host[len(prefix) :]
+    host = host.rstrip("/")
+    if not host or "/" in host or "@" in host:
+        usage_error(f"{text!r} is not a registry host: use HOST[:PORT]", "REGISTRY")
+    return host
+
+
+@click.command(cls=Command)
+@click.argument("registry")
+@click.option(
+    "--docker-config",
+    type=click.Path(dir_okay=False),
+    envvar="POLICYSUPPLY_DOCKER_CONFIG",
+    help="Docker config.json (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).",
+)
+@json_option
+def logout(registry: str, docker_config: str | None, as_json: bool) -> None:
+    r"""Remove the credentials for REGISTRY from docker's config.
+
+    \b
+    Example:
+      policysupply logout ghcr.io
+    """
+    from policysupply._internal import docker_login
+
+    host = _login_host(registry)
+    with reported(as_json):
+        removed = docker_login.erase(host, Path(docker_config) if docker_config else None)
+    if as_json:
+        emit_json({"ok": True, "registry": host, "removed": removed})
+    elif removed:
+        say(f"Removed login credentials for {host}")
+    else:
+        say(f"Not logged in to {host}")

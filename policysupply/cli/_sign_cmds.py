@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 import click
 
 from policysupply.cli._common import (
     EXIT_USAGE,
+    KEY_PROMPT_HELP,
+    REFERENCE_HELP,
     Command,
     NetOptions,
     emit_json,
     json_option,
     key_is_encrypted,
+    on_terminal,
     open_target,
     parse_annotations,
     read_password,
     registry_options,
     reported,
+    say,
+    stdin_is_terminal,
+    usage_error,
 )
-from policysupply.cli._registry_cmds import REFERENCE_HELP
 from policysupply.cli._trust import (
     TrustOptions,
     require_attestation_option,
@@ -29,10 +39,10 @@ from policysupply.cli._trust import (
     verifier_from_options,
 )
 
-KEY_PROMPT_HELP = """\b
-Password: taken from $COSIGN_PASSWORD when set, otherwise asked for on the
-terminal (hidden), or read as one line from stdin when that is not a terminal.
-"""
+if TYPE_CHECKING:
+    from policysupply import Signer, VerifiedArtifact
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.command(cls=Command, epilog=KEY_PROMPT_HELP)
@@ -42,7 +52,7 @@ terminal (hidden), or read as one line from stdin when that is not a terminal.
     type=click.Path(file_okay=False),
     default=".",
     show_default=True,
-    help="Where to write the key pair.",
+    help="Where to write the key pair (created if missing).",
 )
 @click.option(
     "--output-key-prefix",
@@ -57,7 +67,7 @@ def keygen(directory: str, prefix: str, as_json: bool) -> None:
 
     Writes PREFIX.key (encrypted with the password, mode 0600) and PREFIX.pub.
     Both work with cosign, and cosign's work here. Existing files are never
-    overwritten.
+    overwritten (exit code 2).
 
     \b
     Examples:
@@ -66,13 +76,22 @@ def keygen(directory: str, prefix: str, as_json: bool) -> None:
     """
     from policysupply import Signer
 
+    if not prefix or "/" in prefix or prefix in (".", ".."):
+        usage_error(f"{prefix!r} is not a file name stem", "--output-key-prefix")
     d = Path(directory)
     for suffix in (".key", ".pub"):
         if (d / f"{prefix}{suffix}").exists():
-            raise click.UsageError(f"{d / (prefix + suffix)} exists; refusing to overwrite a key")
+            usage_error(f"{d / (prefix + suffix)} exists; refusing to overwrite a key")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        usage_error(
+            f"cannot create the key directory {d}: {exc.strerror or exc}; "
+            "choose a writable directory with -d",
+            "--directory",
+        )
     password = read_password(confirm=True)
     with reported(as_json, code=EXIT_USAGE):
-        d.mkdir(parents=True, exist_ok=True)
         signer = Signer.generate()
         key_path, pub_path = signer.write_key_pair(d, password=password, name=prefix)
     if as_json:
@@ -85,121 +104,89 @@ def keygen(directory: str, prefix: str, as_json: bool) -> None:
             }
         )
     else:
-        click.echo(f"Private key written to {key_path}")
-        click.echo(f"Public key written to {pub_path}")
-        click.echo(f"key id {signer.key_id}")
+        say(f"Private key written to {key_path}")
+        say(f"Public key written to {pub_path}", essential=True)
+        say(f"key id {signer.key_id}")
 
 
-@click.command(cls=Command, epilog=KEY_PROMPT_HELP + "\n" + REFERENCE_HELP)
-@click.argument("reference")
-@click.option(
-    "-k",
-    "--key",
-    "key",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Private key: cosign.key (encrypted) or a PEM private key.",
-)
-@click.option(
-    "--identity-token",
-    envvar="SIGSTORE_ID_TOKEN",
-    show_envvar=True,
-    metavar="TOKEN|FILE",
-    help="Keyless signing instead of --key: an OIDC identity token (audience sigstore), "
-    "or a file holding one, for a Fulcio certificate and a Rekor entry.",
-)
-@click.option(
-    "--sigstore-trust",
-    default="production",
-    show_default=True,
-    metavar="production|staging|FILE",
-    help="Keyless: the Sigstore deployment (a client trust config JSON for a private one).",
-)
-@click.option(
-    "--scheme",
-    type=click.Choice(["legacy", "bundle"]),
-    default="legacy",
-    show_default=True,
-    help="legacy: cosign's .sig tag (cosign 2 reads it); "
-    "bundle: a Sigstore bundle referrer (as cosign 3 writes).",
-)
-@click.option(
-    "-a",
-    "--annotation",
-    "annotations",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Annotation signed with the payload (repeatable).",
-)
-@registry_options
-@json_option
-def sign(
-    reference: str,
-    key: str | None,
-    identity_token: str | None,
-    sigstore_trust: str,
-    scheme: str,
-    annotations: tuple[str, ...],
-    net: NetOptions,
-    as_json: bool,
-) -> None:
-    r"""Sign the artifact at REFERENCE where cosign looks for signatures.
+# -- how to sign: a key, or keyless ------------------------------------------------
 
-    With --key the signature is made with a key pair; with --identity-token
-    (or $SIGSTORE_ID_TOKEN) it is keyless: a short-lived Fulcio certificate
-    for your OIDC identity, logged in Rekor. The tag is resolved once; the
-    signature covers that digest. Other signers' signatures are kept.
 
-    \b
-    Examples:
-      policysupply sign registry.example.com/acme/policy:1.0 --key cosign.key
-      policysupply sign localhost:5000/acme/policy@sha256:... --key cosign.key -a env=prod
-      policysupply sign oci:./layout:acme/policy:1.0 --key cosign.key --scheme bundle
-      SIGSTORE_ID_TOKEN="$(cat token.jwt)" policysupply sign ghcr.io/acme/policy:1.0
+@attrs.frozen(kw_only=True)
+class SignerOptions:
+    """How ``sign``, ``attest`` and ``sign-blob`` sign.
+
+    Attributes:
+        key: A private key file, or ``None`` for keyless.
+        identity_token: An OIDC token or a file holding one (keyless).
+        sigstore_trust: ``production``, ``staging`` or a client trust config file.
+        oidc: ``auto``, ``ambient``, ``browser`` or ``off``: where a keyless
+            token comes from when none was given.
     """
-    from policysupply import Signer
 
-    if (key is None) == (identity_token is None):
-        raise click.UsageError("give exactly one of --key and --identity-token")
-    claims = parse_annotations(annotations)
-    target = open_target(reference, net, param="REFERENCE")
-    if key is not None:
-        password = read_password(confirm=False) if key_is_encrypted(Path(key)) else None
-        with reported(as_json, code=EXIT_USAGE):
-            signer = Signer.from_key_file(key, password=password)
-    else:
-        assert identity_token is not None  # noqa: S101 - checked above
-        token = _identity_token(identity_token)
-        with reported(as_json, code=EXIT_USAGE):
-            signer = Signer.keyless(identity_token=token, trust=sigstore_trust)
-    with reported(as_json), target.registry:
-        sig = signer.sign(
-            target.registry,
-            target.ref,
-            annotations=claims or None,
-            scheme=scheme,  # type: ignore[arg-type]
+    key: str | None
+    identity_token: str | None
+    sigstore_trust: str
+    oidc: str
+
+
+SIGNER_HELP = """\b
+Signing: with --key PRIVATE_KEY, or keyless (no --key): an OIDC token from
+--identity-token / $SIGSTORE_ID_TOKEN, else the CI's ambient credential
+(GitHub Actions, GitLab, Buildkite, Google Cloud, as sigstore-python detects
+them), else a browser sign-in when on a terminal (--oidc picks one).
+"""
+
+
+def signer_options(f: F) -> F:
+    """Adds ``--key``, ``--identity-token``, ``--sigstore-trust`` and ``--oidc``."""
+
+    @functools.wraps(f)
+    def wrapper(
+        *args: Any,
+        key: str | None,
+        identity_token: str | None,
+        sigstore_trust: str,
+        oidc: str,
+        **kwargs: Any,
+    ) -> Any:
+        opts = SignerOptions(
+            key=key, identity_token=identity_token, sigstore_trust=sigstore_trust, oidc=oidc
         )
-    pinned = target.pinned(str(sig.reference.digest))
-    if as_json:
-        emit_json(
-            {
-                "ok": True,
-                "reference": pinned,
-                "digest": sig.reference.digest,
-                "key_id": sig.key_id,
-                "scheme": sig.scheme,
-                "location": sig.location,
-                "annotations": claims,
-                "keyless": sig.certificate is not None,
-                "log_index": sig.log_index,
-            }
-        )
-    else:
-        click.echo(f"signed {pinned}")
-        if sig.certificate is not None:
-            where = f", transparency log index {sig.log_index}" if sig.log_index is not None else ""
-            click.echo(f"keyless {sig.scheme} signature at {sig.location}{where}")
-        else:
-            click.echo(f"key id {sig.key_id}, {sig.scheme} signature at {sig.location}")
+        return f(*args, signing=opts, **kwargs)
+
+    g: Any = wrapper
+    g = click.option(
+        "--oidc",
+        type=click.Choice(["auto", "ambient", "browser", "off"]),
+        default="auto",
+        show_default=True,
+        help="Keyless without --identity-token: the CI's ambient credential, a browser "
+        "sign-in (on a terminal), auto (ambient, then browser), or off.",
+    )(g)
+    g = click.option(
+        "--sigstore-trust",
+        default="production",
+        show_default=True,
+        metavar="production|staging|FILE",
+        help="Keyless: the Sigstore deployment; a client trust config JSON (trusted root plus "
+        "signing config: Fulcio, Rekor, TSA and OIDC URLs) for a private one.",
+    )(g)
+    g = click.option(
+        "--identity-token",
+        envvar="SIGSTORE_ID_TOKEN",
+        show_envvar=True,
+        metavar="TOKEN|FILE",
+        help="Keyless: an OIDC identity token (audience sigstore), or a file holding one.",
+    )(g)
+    g = click.option(
+        "-k",
+        "--key",
+        "key",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Private key: cosign.key (encrypted) or a PEM private key.",
+    )(g)
+    return g  # type: ignore[no-any-return]
 
 
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
@@ -224,6 +211,180 @@ def _identity_token(value: str) -> str:
     return token
 
 
+def _ambient_token() -> str | None:
+    from sigstore.oidc import IdentityError, detect_credential
+
+    try:
+        return detect_credential()
+    except IdentityError as exc:
+        usage_error(f"the CI's ambient OIDC credential could not be read: {exc}", "--oidc")
+
+
+def _browser_token(trust: str) -> str:
+    from sigstore.models import ClientTrustConfig
+    from sigstore.oidc import IdentityError, Issuer
+
+    try:
+        if trust == "staging":
+            config = ClientTrustConfig.staging()
+        elif trust == "production":
+            config = ClientTrustConfig.production()
+        else:
+            config = ClientTrustConfig.from_json(Path(trust).read_text(encoding="utf-8"))
+        issuer = Issuer(config.signing_config.get_oidc_url())
+        say("Opening a browser to sign in for a Sigstore certificate…", err=True)
+        return str(issuer.identity_token())
+    except (IdentityError, OSError, ValueError) as exc:
+        usage_error(f"the browser sign-in did not produce a token: {exc}", "--oidc")
+
+
+def keyless_token(opts: SignerOptions) -> str:
+    """The OIDC token for keyless signing: given, ambient, or from a browser sign-in."""
+    from policysupply._internal import extras
+
+    if not extras.available("sigstore"):
+        usage_error(
+            "nothing to sign with: give --key cosign.key; keyless signing needs "
+            f"sigstore-python, which is not installed: {extras.hint('sigstore')}",
+            "--key",
+        )
+    if opts.identity_token is not None:
+        return _identity_token(opts.identity_token)
+    if opts.oidc in ("auto", "ambient"):
+        token = _ambient_token()
+        if token:
+            return token
+    if opts.oidc in ("auto", "browser") and stdin_is_terminal() and on_terminal():
+        return _browser_token(opts.sigstore_trust)
+    usage_error(
+        "nothing to sign with: give --key cosign.key, or an OIDC token for keyless "
+        "signing (--identity-token or $SIGSTORE_ID_TOKEN); no ambient CI credential "
+        "was found" + ("" if opts.oidc == "off" else " and this is not a terminal"),
+        "--key",
+    )
+
+
+def make_signer(opts: SignerOptions, as_json: bool) -> Signer:
+    """The Signer for the options (key password prompted for when needed)."""
+    from policysupply import Signer
+
+    if opts.key is not None:
+        if opts.identity_token is not None and "SIGSTORE_ID_TOKEN" not in os.environ:
+            usage_error("give --key or --identity-token, not both")
+        password = read_password(confirm=False) if key_is_encrypted(Path(opts.key)) else None
+        with reported(as_json, code=EXIT_USAGE):
+            return Signer.from_key_file(opts.key, password=password)
+    token = keyless_token(opts)
+    with reported(as_json, code=EXIT_USAGE):
+        return Signer.keyless(identity_token=token, trust=opts.sigstore_trust)
+
+
+@click.command(cls=Command, epilog=SIGNER_HELP + "\n" + KEY_PROMPT_HELP + "\n" + REFERENCE_HELP)
+@click.argument("reference")
+@signer_options
+@click.option(
+    "--scheme",
+    type=click.Choice(["legacy", "bundle"]),
+    default="legacy",
+    show_default=True,
+    help="legacy: cosign's .sig tag (cosign 2 reads it); "
+    "bundle: a Sigstore bundle referrer (as cosign 3 writes).",
+)
+@click.option(
+    "-a",
+    "--annotation",
+    "annotations",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Annotation signed with the payload (repeatable).",
+)
+@registry_options
+@json_option
+def sign(
+    reference: str,
+    signing: SignerOptions,
+    scheme: str,
+    annotations: tuple[str, ...],
+    net: NetOptions,
+    as_json: bool,
+) -> None:
+    r"""Sign the artifact at REFERENCE where cosign looks for signatures.
+
+    With --key the signature is made with a key pair; without it, keyless:
+    a short-lived Fulcio certificate for your OIDC identity, logged in
+    Rekor. The tag is resolved once; the signature covers that digest.
+    Other signers' signatures are kept.
+
+    \b
+    Examples:
+      policysupply sign registry.example.com/acme/policy:1.0 --key cosign.key
+      policysupply sign localhost:5000/acme/policy@sha256:... --key cosign.key -a env=prod
+      policysupply sign oci:./layout:acme/policy:1.0 --key cosign.key --scheme bundle
+      policysupply sign ghcr.io/acme/policy:1.0      # keyless, in GitHub Actions
+    """
+    claims = parse_annotations(annotations)
+    target = open_target(reference, net, param="REFERENCE")
+    signer = make_signer(signing, as_json)
+    with reported(as_json), target.registry:
+        sig = signer.sign(
+            target.registry,
+            target.ref,
+            annotations=claims or None,
+            scheme=scheme,  # type: ignore[arg-type]
+        )
+    pinned = target.pinned(str(sig.reference.digest))
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "reference": pinned,
+                "digest": sig.reference.digest,
+                "key_id": sig.key_id,
+                "scheme": sig.scheme,
+                "location": sig.location,
+                "annotations": claims,
+                "keyless": sig.certificate is not None,
+                "log_index": sig.log_index,
+            }
+        )
+    else:
+        say(f"signed {pinned}", essential=True)
+        if sig.certificate is not None:
+            where = f", transparency log index {sig.log_index}" if sig.log_index is not None else ""
+            say(f"keyless {sig.scheme} signature at {sig.location}{where}")
+        else:
+            say(f"key id {sig.key_id}, {sig.scheme} signature at {sig.location}")
+
+
+def artifact_json(pinned: str, artifact: VerifiedArtifact) -> dict[str, Any]:
+    """A verified artifact for ``--json`` (``verify``, ``verify-attestation``)."""
+    return {
+        "ok": True,
+        "verified": True,
+        "reference": pinned,
+        "digest": artifact.digest,
+        "key_ids": list(artifact.key_ids),
+        "signatures": [signature_json(s) for s in artifact.signatures],
+        "attestations": [
+            {"predicate_type": a.predicate_type, **signature_json(a.signature)}
+            for a in artifact.attestations
+        ],
+    }
+
+
+def print_artifact(pinned: str, artifact: VerifiedArtifact) -> None:
+    """The human form of a verified artifact."""
+    say(f"verified {pinned}", essential=True, fg="green")
+    for s in artifact.signatures:
+        extra = "".join(f" {k}={v}" for k, v in sorted(s.annotations.items()))
+        who = f"{s.subject} ({s.issuer})" if s.subject else s.key_id
+        say(f"  {s.scheme} signature by {who}{extra}")
+    for a in artifact.attestations:
+        s = a.signature
+        who = f"{s.subject} ({s.issuer})" if s.subject else s.key_id
+        say(f"  {s.scheme} attestation {a.predicate_type} by {who}")
+
+
 @click.command(cls=Command, epilog=REFERENCE_HELP)
 @click.argument("reference")
 @trust_options(required=True)
@@ -243,42 +404,24 @@ def verify(
     resolved digest with the required annotations, and a trusted signer
     attested each --require-attestation predicate type; 1 when verification
     fails (unsigned, untrusted, threshold not met, claims wrong, attestation
-    missing or untrusted); 2 for setup errors.
+    missing or untrusted); 2 for setup errors; 3 when the registry cannot be
+    reached.
 
     \b
     Examples:
       policysupply verify registry.example.com/acme/policy:1.0 --key cosign.pub
       policysupply verify localhost:5000/app:1 -k a.pub -k b.pub --threshold 2 -a env=prod
+      policysupply verify registry.example.com/acme/app:1.4 --policy trust-policy.yaml
       policysupply verify registry.example.com/acme/app:1.4 -k cosign.pub \
           --require-attestation https://slsa.dev/provenance/v1
     """
     verifier = verifier_from_options(trust, as_json, attestations=required_attestations)
-    assert verifier is not None  # noqa: S101 - --key is required
+    assert verifier is not None  # noqa: S101 - a key, identity or policy is required
     target = open_target(reference, net, param="REFERENCE")
     with reported(as_json), target.registry:
         artifact = verifier.verify(target.registry, target.ref)
     pinned = target.pinned(artifact.digest)
     if as_json:
-        emit_json(
-            {
-                "ok": True,
-                "reference": pinned,
-                "digest": artifact.digest,
-                "key_ids": list(artifact.key_ids),
-                "signatures": [signature_json(s) for s in artifact.signatures],
-                "attestations": [
-                    {"predicate_type": a.predicate_type, **signature_json(a.signature)}
-                    for a in artifact.attestations
-                ],
-            }
-        )
+        emit_json(artifact_json(pinned, artifact))
     else:
-        click.secho(f"verified {pinned}", fg="green")
-        for s in artifact.signatures:
-            extra = "".join(f" {k}={v}" for k, v in sorted(s.annotations.items()))
-            who = f"{s.subject} ({s.issuer})" if s.subject else s.key_id
-            click.echo(f"  {s.scheme} signature by {who}{extra}")
-        for a in artifact.attestations:
-            s = a.signature
-            who = f"{s.subject} ({s.issuer})" if s.subject else s.key_id
-            click.echo(f"  {s.scheme} attestation {a.predicate_type} by {who}")
+        print_artifact(pinned, artifact)

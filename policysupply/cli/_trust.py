@@ -4,34 +4,32 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import click
 
-from policysupply.cli._common import EXIT_USAGE, parse_annotations, reported
+from policysupply.cli._common import EXIT_USAGE, parse_annotations, reported, usage_error
 
 if TYPE_CHECKING:
     from policysupply import TrustState, VerifiedSignature, Verifier
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_DURATION = re.compile(r"^(\d+)([smhd]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_duration(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> dt.timedelta | None:
-    """``90``, ``90s``, ``15m``, ``12h`` or ``7d`` as a timedelta (usage error otherwise)."""
+    """``90``, ``90s``, ``15m``, ``12h`` or ``7d`` as a timedelta, at most 100 years."""
+    from policysupply._internal.policy_file import parse_duration as parse
+
     if value is None:
         return None
-    m = _DURATION.match(value.strip())
-    if not m or int(m.group(1)) == 0:
-        raise click.BadParameter(f"{value!r} is not a duration like 90s, 15m, 12h or 7d")
-    return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        return parse(value, what="duration")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("duration: ")) from None
 
 
 @attrs.frozen(kw_only=True)
@@ -54,12 +52,14 @@ class TrustOptions:
         github_repository: Required ``github_workflow_repository`` certificate claim.
         trusted_root: Sigstore ``trusted_root.json`` path, ``staging``, or ``None``
             for the public-good root.
+        policy: A trust policy file (``--policy``) the other options add to.
+        ignore_tlog: ``--insecure-ignore-tlog``: no signature needs a log entry.
     """
 
     keys: tuple[str, ...]
-    threshold: int = 1
+    threshold: int | None = None
     annotations: tuple[str, ...] = ()
-    docker_reference: str = "repository"
+    docker_reference: str | None = None
     max_signature_age: dt.timedelta | None = None
     insecure_witnessed_age: bool = False
     state: str | None = None
@@ -69,6 +69,8 @@ class TrustOptions:
     issuer_regexp: str | None = None
     github_repository: str | None = None
     trusted_root: str | None = None
+    policy: str | None = None
+    ignore_tlog: bool = False
 
     @property
     def keyless(self) -> bool:
@@ -95,9 +97,9 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
         def wrapper(
             *args: Any,
             keys: tuple[str, ...],
-            threshold: int,
+            threshold: int | None,
             annotations: tuple[str, ...],
-            docker_reference: str,
+            docker_reference: str | None,
             max_signature_age: dt.timedelta | None,
             insecure_witnessed_age: bool,
             certificate_identity: str | None,
@@ -106,6 +108,8 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
             certificate_oidc_issuer_regexp: str | None,
             certificate_github_workflow_repository: str | None,
             trusted_root: str | None,
+            policy: str | None,
+            insecure_ignore_tlog: bool,
             state_path: str | None = None,
             **kwargs: Any,
         ) -> Any:
@@ -123,11 +127,13 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
                 issuer_regexp=certificate_oidc_issuer_regexp,
                 github_repository=certificate_github_workflow_repository,
                 trusted_root=trusted_root,
+                policy=policy,
+                ignore_tlog=insecure_ignore_tlog,
             )
-            if required and not trust.keys and not trust.keyless:
-                raise click.UsageError(
-                    "give a trusted --key, or a keyless identity "
-                    "(--certificate-identity and --certificate-oidc-issuer)"
+            if required and not trust.keys and not trust.keyless and not trust.policy:
+                usage_error(
+                    "give a trusted --key, a keyless identity (--certificate-identity and "
+                    "--certificate-oidc-issuer), or a trust policy file (--policy)"
                 )
             return f(*args, trust=trust, **kwargs)
 
@@ -155,6 +161,19 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
         ):  # fmt: skip
             g = click.option(flag, metavar="TEXT", help=what)(g)
         g = click.option(
+            "--insecure-ignore-tlog",
+            is_flag=True,
+            help="No signature needs a transparency log entry (cosign's flag; key "
+            "signatures need none by default, keyless ones then need a timestamp).",
+        )(g)
+        g = click.option(
+            "--policy",
+            type=click.Path(exists=True, dir_okay=False),
+            envvar="POLICYSUPPLY_POLICY",
+            help="Trust policy file (YAML/JSON: keys, identities, threshold, attestations, "
+            "allowed registries, signing-time rules); the other options add to it.",
+        )(g)
+        g = click.option(
             "--insecure-witnessed-age",
             is_flag=True,
             help="With --max-signature-age: judge signatures that carry no time their "
@@ -171,11 +190,10 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
         g = click.option(
             "--docker-reference",
             type=click.Choice(["repository", "exact", "any", "off"]),
-            default="repository",
-            show_default=True,
             help="How the repository a signature names must match: same repository on any "
-            "host (survives mirroring), exact host too, or not checked ('any', as cosign; "
-            "'off' is the same). cosign 3's signatures name no repository: they need 'any'.",
+            "host (survives mirroring; the default), exact host too, or not checked ('any', "
+            "as cosign; 'off' is the same). cosign 3's signatures name no repository: they "
+            "need 'any'.",
         )(g)
         g = click.option(
             "-a",
@@ -188,9 +206,7 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
         g = click.option(
             "--threshold",
             type=click.IntRange(min=1),
-            default=1,
-            show_default=True,
-            help="Distinct trusted keys that must have signed.",
+            help="Distinct trusted keys that must have signed (default 1).",
         )(g)
         g = click.option(
             "-k",
@@ -199,7 +215,7 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
             multiple=True,
             type=click.Path(exists=True, dir_okay=False),
             help="Trusted public key (cosign.pub); repeatable."
-            + (" Required unless a keyless identity is given." if required else ""),
+            + (" Required unless a keyless identity or --policy is given." if required else ""),
         )(g)
         return g  # type: ignore[no-any-return]
 
@@ -223,22 +239,27 @@ def verifier_from_options(
     from policysupply import Identity, TrustPolicy, Verifier
 
     required = parse_annotations(trust.annotations)
-    if not trust.keys and not trust.keyless:
+    if not trust.keys and not trust.keyless and not trust.policy:
         if (
-            trust.threshold != 1
+            trust.threshold is not None
             or required
             or trust.max_signature_age
             or trust.insecure_witnessed_age
             or trust.state
             or attestations
         ):
-            raise click.UsageError(
-                "--threshold, -a, --max-signature-age, --insecure-witnessed-age, --state "
-                "and --require-attestation need a --key or an identity"
+            usage_error(
+                "--threshold, -a, --max-signature-age, --insecure-witnessed-age, --state and "
+                "--require-attestation need a --key, an identity or a --policy file"
             )
         return None
     with reported(as_json, code=EXIT_USAGE):
-        identities = []
+        fields: dict[str, Any] = {}
+        if trust.policy:
+            from policysupply._internal import policy_file
+
+            fields = policy_file.read(trust.policy)
+        identities = list(fields.get("identities", []))
         if trust.keyless:
             claims = (
                 {"github_workflow_repository": trust.github_repository}
@@ -254,16 +275,21 @@ def verifier_from_options(
                     extensions=claims,
                 )
             )
-        policy = TrustPolicy(
-            keys=trust.keys,
-            identities=identities,
-            threshold=trust.threshold,
-            annotations=required,
-            docker_reference=trust.docker_reference,  # type: ignore[arg-type]
-            max_signature_age=trust.max_signature_age,
-            insecure_witnessed_age=trust.insecure_witnessed_age,
-            attestations=attestations,
-        )
+        fields["identities"] = identities
+        fields["keys"] = [*fields.get("keys", []), *trust.keys]
+        fields["annotations"] = {**fields.get("annotations", {}), **required}
+        fields["attestations"] = [*fields.get("attestations", []), *attestations]
+        if trust.threshold is not None:
+            fields["threshold"] = trust.threshold
+        if trust.docker_reference is not None:
+            fields["docker_reference"] = trust.docker_reference
+        if trust.max_signature_age is not None:
+            fields["max_signature_age"] = trust.max_signature_age
+        if trust.insecure_witnessed_age:
+            fields["insecure_witnessed_age"] = True
+        if trust.ignore_tlog:
+            fields["require_tlog"] = False
+        policy = TrustPolicy(**fields)
     return Verifier(policy, trusted_root=trust.trusted_root)
 
 
@@ -348,9 +374,7 @@ def rules_verifier(
     if rules_trust is None:
         return None
     if bool(rules_trust.identity) != bool(rules_trust.issuer):
-        raise click.UsageError(
-            "--rules-certificate-identity and --rules-certificate-oidc-issuer go together"
-        )
+        usage_error("--rules-certificate-identity and --rules-certificate-oidc-issuer go together")
     return verifier_from_options(
         attrs.evolve(
             rules_trust, trusted_root=trust.trusted_root, docker_reference=trust.docker_reference

@@ -72,7 +72,7 @@ def test_push_sign_verify_pull_copy_round_trip(
 
     unsigned = run("verify", ref, "--key", str(pub), "--json", home=home)
     assert unsigned.returncode == 1
-    assert json.loads(unsigned.stdout)["error"] == "NoSignatureError"
+    assert json.loads(unsigned.stdout)["error"]["type"] == "NoSignatureError"
 
     signed = ok(run("sign", ref, "--key", str(key), "-a", "env=prod", "--json", home=home))
     assert signed["digest"] == pushed["digest"]
@@ -94,7 +94,7 @@ def test_push_sign_verify_pull_copy_round_trip(
     # refuses it under another name; cosign's behaviour (no check) accepts it.
     renamed = run("verify", mirror, "-k", str(pub), "--json", home=home)
     assert renamed.returncode == 1
-    assert "acme/policy" in json.loads(renamed.stdout)["message"]
+    assert "acme/policy" in json.loads(renamed.stdout)["error"]["message"]
     ok(run("verify", mirror, "-k", str(pub), "--docker-reference", "any", "--json", home=home))
 
     bare = f"{distribution.host}/bare/policy:1.0"
@@ -142,7 +142,7 @@ def test_docker_credentials_and_auth_errors(
     ref = f"{distribution_auth.host}/acme/policy:1"
     refused = run("push", str(example_dir), ref, "--json", home=home, password=None)
     assert refused.returncode == 2
-    assert json.loads(refused.stdout)["error"] == "AuthenticationError"
+    assert json.loads(refused.stdout)["error"]["type"] == "AuthenticationError"
 
     config = home / ".docker" / "config.json"
     config.parent.mkdir()
@@ -160,11 +160,12 @@ def test_docker_credentials_and_auth_errors(
         assert token not in proc.stdout + proc.stderr
 
 
-def test_unreachable_registry_is_a_configuration_error(home: Path, example_dir: Path) -> None:
+def test_unreachable_registry_exits_3_service_unavailable(home: Path, example_dir: Path) -> None:
+    # 3, not 2 (as before ADR 0014): nothing was decided, retrying may help.
     ref = f"127.0.0.1:{free_port()}/acme/policy:1"
     started = time.monotonic()
     proc = run("push", str(example_dir), ref, "--timeout", "2", "--json", home=home)
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert json.loads(proc.stdout)["ok"] is False
     assert time.monotonic() - started < 30
 
@@ -199,7 +200,7 @@ def test_load_refuses_unsigned_and_loads_verified(
 
     refused = run("load", ref, "-k", str(pub), "--opa", opa.url, "--json", home=home)
     assert refused.returncode == 1
-    assert json.loads(refused.stdout)["error"] == "NoSignatureError"
+    assert json.loads(refused.stdout)["error"]["type"] == "NoSignatureError"
     assert opa.get("/v1/policies")["result"] == []  # OPA never saw it
 
     ok(run("sign", ref, "--key", str(key), "--json", home=home))
@@ -351,7 +352,7 @@ def test_keyless_sign_and_verify_by_identity(
         home=home,
     )  # fmt: skip
     assert wrong.returncode == 1
-    assert json.loads(wrong.stdout)["error"] == "IdentityMismatchError"
+    assert json.loads(wrong.stdout)["error"]["type"] == "IdentityMismatchError"
     partial = run("verify", ref, "--certificate-identity-regexp", "example", *identity, home=home)
     assert partial.returncode == 1  # regexes match whole values only
 
@@ -366,7 +367,7 @@ def test_keyless_sign_and_verify_by_identity(
         password=None, extra_env={"SIGSTORE_ID_TOKEN": expired},
     )  # fmt: skip
     assert refused.returncode == 2
-    assert json.loads(refused.stdout)["error"] == "SigningError"
+    assert json.loads(refused.stdout)["error"]["type"] == "SigningError"
     assert expired not in refused.stdout + refused.stderr
     missing = run("sign", ref, "--identity-token", str(home / "no-token"), home=home)
     assert missing.returncode == 2

@@ -52,12 +52,15 @@ def test_check_broken_module_exits_1_with_location(tmp_path: Path) -> None:
     (tmp_path / "p" / "x.rego").write_text("package p\n\nallow {\n  true\n}\n")
     proc = run("check", str(tmp_path / "p"), "--json")
     assert proc.returncode == 1
-    assert json.loads(proc.stdout) | {"message": ""} == {
-        "ok": False,
-        "error": "BundleError",
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is False
+    assert doc["error"] | {"message": "", "reason": ""} == {
+        "type": "BundleError",
         "entry": "x.rego",
         "line": 3,
         "message": "",
+        "reason": "",
+        "exit_code": 1,
     }
 
 
@@ -115,8 +118,9 @@ def test_help_stays_light() -> None:
         " 'sigstore') if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     assert "HEAVY=\n" in out
 
 
@@ -135,7 +139,7 @@ def test_unexpected_errors_hide_their_text_unless_debugging(
     monkeypatch.delenv("POLICYSUPPLY_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exited:
         main()
-    assert exited.value.code == 1
+    assert exited.value.code == 4  # a bug: neither a verdict (1) nor a usage error (2)
     err = capsys.readouterr().err
     assert "internal error (RuntimeError)" in err
     assert "s3cr3t" not in err

@@ -63,8 +63,13 @@ def test_keygen_writes_a_cosign_key_pair_without_printing_the_password(tmp_path:
 
 def test_keygen_reads_the_password_from_stdin_off_a_terminal(tmp_path: Path) -> None:
     result = invoke(
-        "keygen", "-d", str(tmp_path), "--output-key-prefix", "release",
-        password=None, stdin="from-stdin\n",
+        "keygen",
+        "-d",
+        str(tmp_path),
+        "--output-key-prefix",
+        "release",
+        password=None,
+        stdin="from-stdin\n",
     )
     assert result.exit_code == 0, result.output
     Signer.from_key_file(tmp_path / "release.key", password="from-stdin")
@@ -104,12 +109,13 @@ def test_push_plain_output_prints_the_digest_reference(layout: Path, example_dir
     assert result.stdout.splitlines()[-1] == f"oci:{layout}:acme/p@{digest}"
 
 
-def test_push_of_broken_rego_fails_with_1_and_pushes_nothing(layout: Path, tmp_path: Path) -> None:
+def test_push_of_broken_rego_fails_with_2_and_pushes_nothing(layout: Path, tmp_path: Path) -> None:
+    # Input error, not a verdict: 1 is only ever "not verified" or DENY.
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "x.rego").write_text("package p\n\nallow {\n")
     result = invoke("push", str(tmp_path / "p"), f"oci:{layout}:acme/p:1", "--json")
-    assert result.exit_code == 1
-    assert as_json(result)["error"] == "BundleError"
+    assert result.exit_code == 2
+    assert as_json(result)["error"]["type"] == "BundleError"
     assert not (layout / "acme" / "p" / "index.json").exists()
 
 
@@ -123,9 +129,7 @@ def test_pull_unverified_writes_the_exact_layer(pushed: str, layout: Path, tmp_p
     assert doc["digest"] == Registry.local(layout).resolve("acme/policy:1.0")
 
 
-def test_pull_with_key_verifies_first(
-    pushed: str, keys: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_pull_with_key_verifies_first(pushed: str, keys: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "out.tar.gz"
     result = invoke("pull", pushed, "--key", str(keys[1]), "-o", str(out))
     assert result.exit_code == 1
@@ -150,7 +154,7 @@ def test_pull_verify_without_key_is_a_usage_error(pushed: str) -> None:
 def test_pull_missing_tag_is_exit_2(pushed: str, tmp_path: Path) -> None:
     result = invoke("pull", pushed.replace(":1.0", ":nope"), "-o", str(tmp_path / "x"), "--json")
     assert result.exit_code == 2
-    assert as_json(result)["error"] == "NotFoundError"
+    assert as_json(result)["error"]["type"] == "NotFoundError"
 
 
 # -- sign / verify --------------------------------------------------------------
@@ -169,7 +173,7 @@ def test_sign_then_verify_with_annotations(pushed: str, keys: tuple[Path, Path])
 
     wrong = invoke("verify", pushed, "--key", str(keys[1]), "-a", "env=dev", "--json")
     assert wrong.exit_code == 1
-    assert "env" in str(as_json(wrong)["message"])
+    assert "env" in str(as_json(wrong)["error"]["message"])
 
 
 def test_sign_bundle_scheme_verifies(pushed: str, keys: tuple[Path, Path]) -> None:
@@ -186,7 +190,7 @@ def test_sign_with_wrong_password_is_exit_2_and_never_echoes_it(
 ) -> None:
     result = invoke("sign", pushed, "--key", str(keys[0]), "--json", password="guess-Wr0ng")
     assert result.exit_code == 2
-    assert "wrong password" in str(as_json(result)["message"])
+    assert "wrong password" in str(as_json(result)["error"]["message"])
     assert "guess-Wr0ng" not in result.output
 
 
@@ -200,18 +204,19 @@ def test_verify_failures_exit_1_with_the_specific_error(
     pushed: str, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
     unsigned = invoke("verify", pushed, "--key", str(keys[1]), "--json")
-    assert (unsigned.exit_code, as_json(unsigned)["error"]) == (1, "NoSignatureError")
+    assert (unsigned.exit_code, as_json(unsigned)["error"]["type"]) == (1, "NoSignatureError")
 
     (tmp_path / "other").mkdir()
     _, other_pub = Signer.generate().write_key_pair(tmp_path / "other", password="x")
     assert invoke("sign", pushed, "--key", str(keys[0])).exit_code == 0
     untrusted = invoke("verify", pushed, "--key", str(other_pub), "--json")
-    assert (untrusted.exit_code, as_json(untrusted)["error"]) == (1, "UntrustedSignatureError")
+    assert untrusted.exit_code == 1
+    assert as_json(untrusted)["error"]["type"] == "UntrustedSignatureError"
 
     short = invoke(
         "verify", pushed, "-k", str(keys[1]), "-k", str(other_pub), "--threshold", "2", "--json"
     )
-    assert (short.exit_code, as_json(short)["error"]) == (1, "ThresholdNotMetError")
+    assert (short.exit_code, as_json(short)["error"]["type"]) == (1, "ThresholdNotMetError")
 
 
 def test_verify_configuration_errors_exit_2(pushed: str, keys: tuple[Path, Path]) -> None:
@@ -225,8 +230,15 @@ def test_verify_configuration_errors_exit_2(pushed: str, keys: tuple[Path, Path]
 
 @pytest.mark.parametrize(
     "ref",
-    ["acme/policy:1.0", "oci:", "oci:/tmp/x", "oci:/tmp/x:Bad/Repo", "oci:/tmp/x:reg.io/a/b:1",
-     "Reg.io/UPPER:1", "host.io/a:b:c"],
+    [
+        "acme/policy:1.0",
+        "oci:",
+        "oci:/tmp/x",
+        "oci:/tmp/x:Bad/Repo",
+        "oci:/tmp/x:reg.io/a/b:1",
+        "Reg.io/UPPER:1",
+        "host.io/a:b:c",
+    ],
 )
 def test_malformed_references_are_usage_errors(ref: str, keys: tuple[Path, Path]) -> None:
     result = invoke("verify", ref, "--key", str(keys[1]))
@@ -250,7 +262,7 @@ def test_copy_with_and_without_signatures(
     bare = f"oci:{tmp_path / 'bare'}:acme/policy:1.0"
     assert invoke("copy", pushed, bare, "--without-signatures").exit_code == 0
     result = invoke("verify", bare, "--key", str(keys[1]), "--json")
-    assert (result.exit_code, as_json(result)["error"]) == (1, "NoSignatureError")
+    assert (result.exit_code, as_json(result)["error"]["type"]) == (1, "NoSignatureError")
 
 
 # -- help -----------------------------------------------------------------------
@@ -278,11 +290,18 @@ def test_pull_with_state_refuses_a_rollback(
         assert invoke("push", str(example_dir), ref, "--revision", revision).exit_code == 0
         assert invoke("sign", ref, "--key", str(keys[0])).exit_code == 0
         result = invoke(
-            "pull", ref, "-k", str(keys[1]), "--state", str(state),
-            "-o", str(tmp_path / f"r{revision}.tar.gz"), "--json",
+            "pull",
+            ref,
+            "-k",
+            str(keys[1]),
+            "--state",
+            str(state),
+            "-o",
+            str(tmp_path / f"r{revision}.tar.gz"),
+            "--json",
         )
         assert result.exit_code == expected, result.output
-    assert as_json(result)["error"] == "RollbackError"
+    assert as_json(result)["error"]["type"] == "RollbackError"
     assert not (tmp_path / "r1.tar.gz").exists()
     assert Bundle.from_file(tmp_path / "r2.tar.gz").manifest.revision == "2"
 
@@ -299,4 +318,4 @@ def test_stale_signature_is_refused(pushed: str, keys: tuple[Path, Path]) -> Non
     old = "dev.policysupply/signed-at=2020-09-13T12:26:40Z"
     assert invoke("sign", pushed, "--key", str(keys[0]), "-a", old).exit_code == 0
     result = invoke("verify", pushed, "-k", str(keys[1]), "--max-signature-age", "7d", "--json")
-    assert (result.exit_code, as_json(result)["error"]) == (1, "StaleSignatureError")
+    assert (result.exit_code, as_json(result)["error"]["type"]) == (1, "StaleSignatureError")

@@ -97,7 +97,7 @@ def test_rules_from_a_signed_policy_image(
     # Unsigned rules are refused before any decision (exit 1, verification failure).
     refused = gate(*args, "--rules-key", str(pub), "--json")
     assert refused.exit_code == 1
-    assert as_json(refused)["error"] == "NoSignatureError"
+    assert as_json(refused)["error"]["type"] == "NoSignatureError"
 
     assert invoke("sign", rules_ref, "--key", str(key)).exit_code == 0
     allowed = gate(*args, "--rules-key", str(pub), "--context", "-", stdin='{"env": "dev"}')
@@ -116,8 +116,15 @@ def test_rules_from_a_directory(
     ctx = tmp_path / "ctx.json"
     ctx.write_text('{"env": "dev"}')
     result = gate(
-        image, "-k", str(signer_files[1]), "--rules", str(tmp_path / "r"),
-        "--query", "data.custom.decision", "--context", str(ctx),
+        image,
+        "-k",
+        str(signer_files[1]),
+        "--rules",
+        str(tmp_path / "r"),
+        "--query",
+        "data.custom.decision",
+        "--context",
+        str(ctx),
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("ALLOW")
@@ -144,4 +151,4 @@ def test_configuration_errors_exit_2(
 def test_missing_image_is_exit_2_not_a_deny(image: str, signer_files: tuple[Path, Path]) -> None:
     result = gate(image.replace(":1.4", ":nope"), "-k", str(signer_files[1]), "--json")
     assert result.exit_code == 2
-    assert as_json(result)["error"] == "NotFoundError"
+    assert as_json(result)["error"]["type"] == "NotFoundError"

@@ -52,8 +52,8 @@ def test_verify_requires_each_attested_predicate_type(
 
     # Signed, but not attested: a verification failure (exit 1), not a setup error.
     missing = invoke("verify", ref, "-k", str(pub), "--require-attestation", SLSA, "--json")
-    assert (missing.exit_code, as_json(missing)["error"]) == (1, "MissingAttestationError")
-    assert SLSA in str(as_json(missing)["message"])
+    assert (missing.exit_code, as_json(missing)["error"]["type"]) == (1, "MissingAttestationError")
+    assert SLSA in str(as_json(missing)["error"]["message"])
     # Without the flag the attestation is not asked for.
     assert invoke("verify", ref, "-k", str(pub)).exit_code == 0
 
@@ -86,8 +86,8 @@ def test_verify_requires_each_attested_predicate_type(
         "verify", ref, "-k", str(pub), "--require-attestation", SLSA,
         "--require-attestation", SBOM, "--json",
     )  # fmt: skip
-    assert (both.exit_code, as_json(both)["error"]) == (1, "MissingAttestationError")
-    assert SBOM in str(as_json(both)["message"])
+    assert (both.exit_code, as_json(both)["error"]["type"]) == (1, "MissingAttestationError")
+    assert SBOM in str(as_json(both)["error"]["message"])
 
 
 def test_verify_refuses_an_attestation_by_an_untrusted_key(
@@ -98,7 +98,7 @@ def test_verify_refuses_an_attestation_by_an_untrusted_key(
     signer.sign(reg, "acme/policy:1.0")
     Signer.generate().attest(reg, "acme/policy:1.0", predicate_type=SLSA, predicate={"x": 1})
     result = invoke("verify", ref, "-k", str(pub), "--require-attestation", SLSA, "--json")
-    assert (result.exit_code, as_json(result)["error"]) == (1, "UntrustedSignatureError")
+    assert (result.exit_code, as_json(result)["error"]["type"]) == (1, "UntrustedSignatureError")
 
 
 # -- gate --rules-certificate-identity / --rules-certificate-oidc-issuer ----------------
@@ -144,7 +144,7 @@ def test_gate_rules_image_signed_keyless_by_the_named_identity(gate_setup: list[
 
     # The image's key does not vouch for the rules: without --rules-* trust they are refused.
     by_image_key = invoke("gate", *gate_setup, "--json")
-    assert (by_image_key.exit_code, as_json(by_image_key)["error"]) == (
+    assert (by_image_key.exit_code, as_json(by_image_key)["error"]["type"]) == (
         1,
         "UntrustedSignatureError",
     )
@@ -156,7 +156,7 @@ def test_gate_rules_signed_by_another_identity_are_refused(gate_setup: list[str]
         "gate", *gate_setup, "--rules-certificate-identity", other,
         "--rules-certificate-oidc-issuer", GITHUB_ACTIONS_ISSUER, "--json",
     )  # fmt: skip
-    assert (result.exit_code, as_json(result)["error"]) == (1, "IdentityMismatchError")
+    assert (result.exit_code, as_json(result)["error"]["type"]) == (1, "IdentityMismatchError")
 
 
 @pytest.mark.parametrize(

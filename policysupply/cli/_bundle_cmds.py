@@ -1,0 +1,262 @@
+"""``build``, ``check`` and ``eval``: bundles on disk, no registry involved."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from policysupply.cli._common import (
+    Command,
+    emit_json,
+    json_option,
+    read_json_document,
+    reported,
+    say,
+    usage_error,
+)
+from policysupply.errors import BundleError, PolicySupplyError
+
+if TYPE_CHECKING:
+    from policysupply import Bundle
+
+
+def load_bundle(source: str, *, param: str = "SOURCE") -> Bundle:
+    """A bundle from a directory or a ``.tar.gz`` file (usage error if neither exists)."""
+    from policysupply import Bundle
+
+    p = Path(source)
+    if p.is_dir():
+        return Bundle.from_directory(p)
+    if not p.exists():
+        usage_error(f"{source} does not exist (give a policy directory or a .tar.gz bundle)", param)
+    return Bundle.from_file(p)
+
+
+@click.command(cls=Command)
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default="bundle.tar.gz",
+    show_default=True,
+    help="Where to write the bundle.",
+)
+@click.option("--revision", help="Manifest revision (e.g. a git SHA).")
+@click.option("--root", "roots", multiple=True, help="Manifest root (repeatable).")
+@click.option("--no-check", is_flag=True, help="Skip compiling the Rego before writing.")
+@click.option(
+    "--signing-key",
+    metavar="KEY",
+    help="Add an OPA-native signature (.signatures.json) as `opa build --signing-key` "
+    "does: a PEM private key file (a cosign.key too, password from $COSIGN_PASSWORD), "
+    "or the secret for HS* algorithms.",
+)
+@click.option(
+    "--signing-alg",
+    metavar="ALG",
+    help="RS256 (default for RSA keys), RS384/512, PS256/384/512, ES256/384/512 "
+    "(default by curve), HS256/384/512.",
+)
+@click.option(
+    "--claims-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON file of extra claims for the signature (as opa build --claims-file).",
+)
+@click.option("--scope", help="Scope claim of the signature (OPA checks it against its config).")
+@click.option(
+    "--key-id",
+    help="kid of the signature. Default: 'default' as opa build writes it (a cosign.key: "
+    "its key id, as publish and serve --opa-signing use); none with --claims-file or --scope.",
+)
+@json_option
+def build(
+    directory: str,
+    output: str,
+    revision: str | None,
+    roots: tuple[str, ...],
+    no_check: bool,
+    signing_key: str | None,
+    signing_alg: str | None,
+    claims_file: str | None,
+    scope: str | None,
+    key_id: str | None,
+    as_json: bool,
+) -> None:
+    r"""Build a deterministic OPA bundle from DIRECTORY.
+
+    With --signing-key the bundle carries an OPA-native signature that
+    `opa run --verification-key` and OPA's bundle `signing` config verify.
+    Exit code 1 when the Rego or data does not check (the file and line are
+    printed), 2 when the output cannot be written or the key is unusable.
+
+    \b
+    Example:
+      policysupply build policies/ -o bundle.tar.gz --revision v1.2.0 --root k8s
+      policysupply build policies/ -o bundle.tar.gz --signing-key private.pem
+    """
+    from policysupply import Bundle
+
+    if signing_key is None and any(
+        v is not None for v in (claims_file, scope, key_id, signing_alg)
+    ):
+        usage_error("--signing-alg, --claims-file, --scope and --key-id need --signing-key")
+    with reported(as_json, verdict=(BundleError,)):
+        b = Bundle.from_directory(directory, revision=revision, roots=list(roots) or None)
+        if not no_check:
+            b.check()
+    if signing_key is not None:
+        with reported(as_json):
+            b = _sign_native(b, signing_key, signing_alg, claims_file, scope, key_id)
+    with reported(as_json):
+        try:
+            b.write(output)
+        except OSError as exc:
+            raise BundleError(f"cannot write {output}: {exc.strerror or exc}") from None
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "path": output,
+                "digest": b.digest,
+                "revision": b.manifest.revision,
+                "modules": len(b.modules),
+            }
+        )
+    else:
+        say(f"wrote {output} ({len(b.to_bytes()):,} bytes, {len(b.modules)} modules)")
+        say(f"digest {b.digest}", essential=True)
+
+
+def _sign_native(
+    b: Bundle,
+    key: str,
+    alg: str | None,
+    claims_file: str | None,
+    scope: str | None,
+    key_id: str | None,
+) -> Bundle:
+    from policysupply._internal.opa_signatures import parse_claims
+    from policysupply.cli._common import key_is_encrypted, read_password
+    from policysupply.errors import SigningError
+
+    claims = None
+    if claims_file is not None:
+        try:
+            claims = parse_claims(Path(claims_file).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise SigningError(f"cannot read claims file {claims_file}: {exc}") from None
+    signing_key: Any = key
+    if Path(key).is_file() and key_is_encrypted(Path(key)):
+        from policysupply.signer import Signer
+
+        # A cosign.key: signed under its cosign key id, as publish() does, so
+        # `serve --opa-signing -k cosign.pub` configures OPA to match.
+        signer = Signer.from_key_file(key, password=read_password(confirm=False))
+        signing_key, key_id = signer, key_id or signer.key_id
+    if key_id is None and claims is None and scope is None:
+        key_id = "default"  # what opa build writes (its --verification-key-id default)
+    return b.sign(signing_key, alg=alg, key_id=key_id, scope=scope, claims=claims)
+
+
+@click.command(cls=Command)
+@click.argument("source")
+@json_option
+def check(source: str, as_json: bool) -> None:
+    r"""Check a bundle file or policy directory: structure, roots and Rego.
+
+    Exit code 0 when it checks, 1 when it does not (file and line printed).
+
+    \b
+    Example:
+      policysupply check bundle.tar.gz
+    """
+    with reported(as_json, verdict=(BundleError,)):
+        b = load_bundle(source)
+        b.check()
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "digest": b.digest,
+                "revision": b.manifest.revision,
+                "modules": len(b.modules),
+            }
+        )
+    else:
+        say(f"ok: {len(b.modules)} modules, digest {b.digest}")
+
+
+def _read_input(value: str | None) -> Any:
+    if value is None:
+        return None
+    if value == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise click.BadParameter(
+                f"cannot read {value}: {reason}", param_hint="--input"
+            ) from None
+    return read_json_document(text, param="--input", what="the input")
+
+
+def _query_problem(query: str) -> str | None:
+    """Why ``query`` is not valid Rego, checked as the body of a rule (None when it parses)."""
+    from policysupply import Bundle
+
+    module = f"package policysupply_query_check\n\nq if {{\n{query}\n}}\n"
+    try:
+        Bundle(modules={"query.rego": module}).check()
+    except BundleError as exc:
+        where = f" (line {exc.line - 3} of the query)" if exc.line and exc.line > 3 else ""
+        return f"{exc.reason}{where}"
+    except PolicySupplyError:
+        return None
+    return None
+
+
+@click.command("eval", cls=Command)
+@click.argument("source")
+@click.argument("query")
+@click.option(
+    "-i",
+    "--input",
+    "input_path",
+    metavar="FILE|-",
+    help="Input document (JSON file, or - for stdin).",
+)
+@json_option
+def eval_(source: str, query: str, input_path: str | None, as_json: bool) -> None:
+    r"""Evaluate QUERY against a bundle; prints the result.
+
+    The result is printed as JSON (``null`` when undefined); with --json it is
+    wrapped as {"ok": true, "query": ..., "result": ...}. Exit code 2 for an
+    invalid query, input or bundle.
+
+    \b
+    Example:
+      policysupply eval bundle.tar.gz data.k8s.admission.deny -i pod.json
+    """
+    import json
+
+    doc = _read_input(input_path)
+    with reported(as_json):
+        bundle = load_bundle(source)
+    try:
+        result = bundle.evaluate(query, doc)
+    except BundleError as exc:
+        problem = _query_problem(query) if exc.entry is None else None
+        if problem is not None:
+            usage_error(f"the query {query!r} is not valid Rego: {problem}", "QUERY")
+        with reported(as_json):
+            raise
+    if as_json:
+        emit_json({"ok": True, "query": query, "result": result})
+    else:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
