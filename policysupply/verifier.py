@@ -29,6 +29,7 @@ from policysupply._internal.oci import Reference
 from policysupply.errors import (
     ClaimMismatchError,
     DigestMismatchError,
+    FutureSigningTimeError,
     IdentityMismatchError,
     MissingAttestationError,
     NoSignatureError,
@@ -66,6 +67,11 @@ _ANN_TIMESTAMP = "dev.sigstore.cosign/rfc3161timestamp"
 _DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
 
 DockerReferenceCheck = Literal["repository", "exact", "any", "off"]
+
+# How far ahead of our clock a signed signing time may be: clocks differ by
+# seconds to minutes; a time further ahead is false, and would outlive a
+# freeze limit and block TrustState's "signing time must not go back" rule.
+MAX_SIGNED_TIME_SKEW = dt.timedelta(minutes=5)
 
 
 def _load_keys(value: Iterable[Any]) -> tuple[Any, ...]:
@@ -674,15 +680,41 @@ class Verifier:
         why = _reference_mismatch(self.policy.docker_reference, names, ref)
         if why is not None:
             return False, why, {}
+        return True, "", self._annotations_ok(annotations, keyless=c.certificate is not None)
+
+    def _annotations_ok(self, annotations: object, *, keyless: bool) -> dict[str, str]:
+        """A signature's signed annotations, once the policy's claims on them hold.
+
+        A keyless signature's claimed time never exceeds its log or timestamp
+        time (see ``_lower_bound``), so a future claim is ignored there; for a
+        key signature the claim is the signing time, and a future one refused.
+
+        Raises:
+            ClaimMismatchError: A required annotation is missing or differs, or
+                the signed time is malformed (``FutureSigningTimeError``: a key
+                signature's, more than :data:`MAX_SIGNED_TIME_SKEW` ahead of our clock).
+        """
         if not isinstance(annotations, dict):
             annotations = {}
         for k, v in self.policy.annotations.items():
             if annotations.get(k) != v:
-                return False, f"required annotation {k}={v!r} missing", {}
+                raise ClaimMismatchError(f"required annotation {k}={v!r} missing")
         signed_at = annotations.get(cosign.ANN_SIGNED_AT)
-        if signed_at is not None and _signed_time(signed_at) is None:
-            return False, f"signed time {str(signed_at)[:40]!r} is not an RFC 3339 UTC time", {}
-        return True, "", {str(k): str(v) for k, v in annotations.items()}
+        if signed_at is not None:
+            when = _signed_time(signed_at)
+            if when is None:
+                raise ClaimMismatchError(
+                    f"signed time {str(signed_at)[:40]!r} is not an RFC 3339 UTC time"
+                )
+            latest = dt.datetime.now(dt.timezone.utc) + MAX_SIGNED_TIME_SKEW
+            if when > latest and not keyless:
+                raise FutureSigningTimeError(
+                    f"signed time {when.isoformat()} is in the future (more than "
+                    f"{MAX_SIGNED_TIME_SKEW} ahead of this clock); a false time would outlive "
+                    "max_signature_age and block later releases: fix the signer's clock and "
+                    "re-sign"
+                )
+        return {str(k): str(v) for k, v in annotations.items()}
 
     # -- one candidate ----------------------------------------------------------
 
@@ -813,6 +845,8 @@ class Verifier:
             ref: Tag or digest reference.
             attestations: Also verify attestations and expose them on the
                 result. ``None`` (default): only when the policy requires some.
+                The policy's required attestations are verified whatever this
+                says: ``False`` cannot turn that requirement off.
 
         Raises:
             NoSignatureError: The artifact has no signatures at all (or no
@@ -882,9 +916,14 @@ class Verifier:
             except VerificationError as exc:
                 errors.append(exc)
                 continue
-            ok, why, annotations = self._claims_ok(c, pinned, digest)
+            try:
+                ok, why, annotations = self._claims_ok(c, pinned, digest)
+            except ClaimMismatchError as exc:
+                ok, why, kind = False, str(exc), type(exc)
+            else:
+                kind = ClaimMismatchError
             if not ok:
-                errors.append(ClaimMismatchError(f"{signers[0].signer[:28]}…: {why}"))
+                errors.append(kind(f"{signers[0].signer[:28]}…: {why}"))
                 continue
             claimed = _signed_time(annotations.get(cosign.ANN_SIGNED_AT))
             for s in signers:
@@ -901,7 +940,9 @@ class Verifier:
                 f"{self.policy.threshold} required"
             )
         verified_attestations: tuple[VerifiedAttestation, ...] = ()
-        if attestations or (attestations is None and self.policy.attestations):
+        # What the policy requires is always checked; ``attestations=False``
+        # only skips reading the ones it does not require.
+        if attestations or self.policy.attestations:
             statements += self._legacy_attestations(registry, r.repository, digest)
             verified_attestations = self._attestations(pinned, statements)
         artifact = _sealed_artifact(pinned, good.values(), verified_attestations)
@@ -975,9 +1016,21 @@ class Verifier:
 
         Raises:
             DigestMismatchError: The bundle records another file's digest.
+            ClaimMismatchError: The policy requires annotations the bundle does
+                not sign (a ``messageSignature`` signs none; a DSSE statement's
+                subject may carry them), or a signed time is malformed or in
+                the future (``FutureSigningTimeError``).
+            MissingAttestationError: The policy requires attestations: a file's
+                bundle carries none, so such a policy cannot verify files.
             VerificationError: As :meth:`verify` (and its subclasses).
         """
         name, content = _blob(data)
+        if self.policy.attestations:
+            raise MissingAttestationError(
+                f"{name}: the trust policy requires attestations "
+                f"({', '.join(self.policy.attestations)}), and a Sigstore bundle for a file "
+                "carries none; verify files with a policy that does not require them"
+            )
         parsed = _parse_bundle_arg(bundle)
         sha = hashlib.sha256(content).digest()
         digest = "sha256:" + sha.hex()
@@ -989,6 +1042,7 @@ class Verifier:
                     f"{name}: the bundle signs content with digest "
                     f"{ms.algorithm}:{ms.digest.hex()}, not this file ({digest})"
                 )
+            statement: object = {}
             candidates = [
                 _Candidate(
                     "blob",
@@ -1005,20 +1059,35 @@ class Verifier:
         else:
             env = parsed.content
             try:
-                named = bool(_subjects_naming(json.loads(env.payload), digest))
+                statement = json.loads(env.payload)
             except (ValueError, RecursionError):
-                named = False
+                statement = {}
+            named = _subjects_naming(statement, digest)
             if env.payload_type != cosign.INTOTO or not named:
                 raise DigestMismatchError(f"{name}: the bundle's statement does not name {digest}")
+            statement = named[0].get("annotations") or {}
             candidates = _envelope_candidates("blob", parsed, env)
         good = _OneEach()
         errors: list[VerificationError] = []
         for c in candidates:
             try:
-                for s in self._signer_checks(c):
-                    good.add(self._signature_id(c, s), s)
+                signers = self._signer_checks(c)
             except VerificationError as exc:
                 errors.append(exc)
+                continue
+            # The same claims as for images: a messageSignature signs none, so a
+            # policy requiring annotations refuses it.
+            try:
+                annotations = self._annotations_ok(statement, keyless=c.certificate is not None)
+            except ClaimMismatchError as exc:
+                errors.append(type(exc)(f"{signers[0].signer[:28]}…: {exc}"))
+                continue
+            claimed = _signed_time(annotations.get(cosign.ANN_SIGNED_AT))
+            for s in signers:
+                good.add(
+                    self._signature_id(c, s),
+                    attrs.evolve(s, annotations=annotations, signed_at=_lower_bound(s, claimed)),
+                )
         if not good:
             raise _combined(ref, len(candidates), errors)
         distinct = {s.signer for s in good}
