@@ -390,6 +390,29 @@ class VerifiedArtifact:
         times = [s.signed_at for s in self.signatures if s.signed_at is not None]
         return max(times) if times else None
 
+    def age_from(self, *, witnessed: bool = False) -> dt.datetime | None:
+        """The time the artifact's age counts from, for freeze limits (``max_signature_age``).
+
+        The newest signer-produced time (:attr:`signed_at`). With ``witnessed``
+        (the policy's ``insecure_witnessed_age``), a signature without one
+        counts from its verified log or timestamp time instead. The verifier
+        and the bundle server both judge age from this time, with the same
+        rule: too old from this time plus the limit on.
+
+        Args:
+            witnessed: Let signatures without a signer-produced time count
+                from their ``witnessed_at``.
+
+        Returns:
+            The time, or ``None`` when no counted signature has one.
+        """
+        times = [
+            s.signed_at if s.signed_at is not None or not witnessed else s.witnessed_at
+            for s in self.signatures
+        ]
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
+
     def _repr_html_(self) -> str:
         import html
 
@@ -1104,13 +1127,10 @@ class Verifier:
         limit = self.policy.max_signature_age
         if limit is None:
             return
-        witnessed = self.policy.insecure_witnessed_age
-        times = [
-            s.signed_at if s.signed_at is not None or not witnessed else s.witnessed_at
-            for s in artifact.signatures
-        ]
-        known = [t for t in times if t is not None]
-        if not known:
+        from policysupply._internal import freeze
+
+        newest = artifact.age_from(witnessed=self.policy.insecure_witnessed_age)
+        if newest is None:
             witness = any(s.witnessed_at is not None for s in artifact.signatures)
             raise StaleSignatureError(
                 f"{artifact.reference}: no trusted signature carries a signing time its signer "
@@ -1125,9 +1145,9 @@ class Verifier:
                 "insecure_witnessed_age=True in the trust policy (CLI: --insecure-witnessed-age) "
                 "to judge such signatures by their verified log or timestamp time"
             )
-        newest = max(known)
-        age = dt.datetime.now(dt.timezone.utc) - newest
-        if age > limit:
+        now = dt.datetime.now(dt.timezone.utc)
+        age = now - newest
+        if freeze.expired(newest, limit, now):
             raise StaleSignatureError(
                 f"{artifact.reference}: newest trusted signature is from "
                 f"{newest.isoformat()}, {age - limit} past the {limit} limit; re-sign "
