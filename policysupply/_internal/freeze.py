@@ -15,7 +15,12 @@ def deadline(since: dt.datetime | None, limit: dt.timedelta) -> dt.datetime | No
     return None if since is None else since + limit
 
 
+def past(end: dt.datetime, now: dt.datetime) -> bool:
+    """Whether ``now`` is at or after the deadline ``end``."""
+    return now >= end
+
+
 def expired(since: dt.datetime | None, limit: dt.timedelta, now: dt.datetime) -> bool:
     """Whether such material is too old at ``now`` (no time to count from: it is)."""
     end = deadline(since, limit)
-    return end is None or now >= end
+    return end is None or past(end, now)

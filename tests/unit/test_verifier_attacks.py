@@ -114,3 +114,41 @@ def test_signing_time_within_clock_skew_is_accepted(reg: Registry) -> None:
     soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=2)
     signer.sign(reg, "acme/a:1", annotations={cosign.ANN_SIGNED_AT: rfc3339(soon)})
     verifier(signer, max_signature_age=dt.timedelta(days=30)).verify(reg, "acme/a:1")
+
+
+# -- (h) the gate's own rules age too -----------------------------------------------
+
+
+def test_frozen_gate_rules_keep_deciding_past_their_maximum_age(tmp_path: Path) -> None:
+    # A gate service loads its signed rules once and runs for months. The
+    # attacker keeps the rules image from being updated (freeze): rules whose
+    # signature is older than the rules policy's max_signature_age must stop
+    # deciding, as a served bundle stops being served.
+    import time
+
+    from policysupply.errors import StaleSignatureError
+    from policysupply.gate import Gate
+    from tests.interop._gate_fixtures import push_image
+
+    reg = Registry.local(tmp_path / "oci")
+    rules_signer, images_signer = Signer.generate(), Signer.generate()
+    limit = dt.timedelta(hours=1)
+    reg.push(Gate.default_rules(), "acme/gate-rules:1")
+    left = 2  # seconds of validity the rules' signature has left
+    signed = (
+        dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - limit + dt.timedelta(seconds=left)
+    )
+    rules_signer.sign(reg, "acme/gate-rules:1", annotations={cosign.ANN_SIGNED_AT: rfc3339(signed)})
+    gate = Gate.from_registry(
+        reg,
+        "acme/gate-rules:1",
+        verifier(images_signer),
+        rules_verifier=verifier(rules_signer, max_signature_age=limit),
+    )
+    assert gate.rules_expire == signed + limit
+    push_image(reg, "acme/app:1")
+    images_signer.sign(reg, "acme/app:1")
+    assert gate.decide(reg, "acme/app:1").allowed
+    time.sleep(left + 1.1)  # signed times have one-second resolution
+    with pytest.raises(StaleSignatureError, match="rules"):
+        gate.decide(reg, "acme/app:1")
