@@ -218,6 +218,12 @@ class TrustPolicy:
                 "a trust policy needs at least one key or identity (or an OPA-native trust)"
             )
         n = len(self.keys) + len(self.identities)
+        if n == 0 and (self.annotations or self.attestations):
+            raise VerificationError(
+                "required annotations and attestations are checked on cosign signatures, "
+                "and this policy trusts no key or identity to check them with (OPA-native "
+                "tokens carry neither)"
+            )
         if n == 0 and self.threshold != 1:
             raise VerificationError(
                 "threshold counts cosign signers, and this policy trusts none; "
@@ -1193,6 +1199,16 @@ class Verifier:
 
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         self._check_location(registry, r)
+        if not self.policy.keys and not self.policy.identities:
+            # An OPA-native token names files and a scope, never a repository.
+            why = _reference_mismatch(self.policy.docker_reference, [], r)
+            if why is not None:
+                raise ClaimMismatchError(
+                    f"{r}: this trust policy trusts only OPA-native signatures, which name no "
+                    f"repository, and its docker_reference={self.policy.docker_reference!r} "
+                    'needs one; set docker_reference="any" and bind the bundle with the '
+                    "native signature's scope (NativeTrust(scope=...)) instead"
+                )
         # One GET by tag (or digest): the body is hashed here (and checked
         # against the registry's Docker-Content-Digest), so the digest that is
         # verified is the digest of the very manifest that names the layer.
