@@ -19,6 +19,7 @@ from policysupply.errors import (
     ClaimMismatchError,
     FutureSigningTimeError,
     MissingAttestationError,
+    StaleSignatureError,
 )
 
 SLSA = "https://slsa.dev/provenance/v1"
@@ -126,7 +127,6 @@ def test_frozen_gate_rules_keep_deciding_past_their_maximum_age(tmp_path: Path) 
     # deciding, as a served bundle stops being served.
     import time
 
-    from policysupply.errors import StaleSignatureError
     from policysupply.gate import Gate
     from tests.interop._gate_fixtures import push_image
 
@@ -152,3 +152,25 @@ def test_frozen_gate_rules_keep_deciding_past_their_maximum_age(tmp_path: Path) 
     time.sleep(left + 1.1)  # signed times have one-second resolution
     with pytest.raises(StaleSignatureError, match="rules"):
         gate.decide(reg, "acme/app:1")
+
+
+# -- threshold and freeze together ------------------------------------------------
+
+
+def test_one_stolen_key_refreshes_an_old_threshold_release_past_freeze(reg: Registry) -> None:
+    # Policy: 2 of {A, B}, 30-day freeze limit. An old release carries A's and
+    # B's 400-day-old signatures; the attacker steals only A and signs it again
+    # today. The newest signature is fresh, but only one signer vouches for the
+    # release being current: the threshold must be met by fresh signatures.
+    a, b = Signer.generate(), Signer.generate()
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400)
+    for s in (a, b):
+        s.sign(reg, "acme/a:1", annotations={cosign.ANN_SIGNED_AT: rfc3339(old)})
+    a.sign(reg, "acme/a:1")  # with the stolen key, now
+    policy = {"threshold": 2, "max_signature_age": dt.timedelta(days=30)}
+    with pytest.raises(StaleSignatureError):
+        verifier(a, b, **policy).verify(reg, "acme/a:1")
+    b.sign(reg, "acme/a:1")  # B's holder re-signs too: current again
+    artifact = verifier(a, b, **policy).verify(reg, "acme/a:1")
+    assert artifact.age_from(threshold=2) is not None
+    assert artifact.age_from(threshold=2) > old
