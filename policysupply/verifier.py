@@ -1284,7 +1284,10 @@ class Verifier:
                 str(stream),
                 digest=artifact.digest,
                 revision=bundle.manifest.revision,
-                signed_at=artifact.signed_at,
+                # As many signers as the policy requires must vouch for the time
+                # (one stolen key re-signing an older release today cannot); a
+                # witnessed time never counts here.
+                signed_at=artifact.age_from(threshold=self.policy.threshold),
             )
         return VerifiedBundle(
             artifact=artifact,

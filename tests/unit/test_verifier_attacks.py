@@ -174,3 +174,44 @@ def test_one_stolen_key_refreshes_an_old_threshold_release_past_freeze(reg: Regi
     artifact = verifier(a, b, **policy).verify(reg, "acme/a:1")
     assert artifact.age_from(threshold=2) is not None
     assert artifact.age_from(threshold=2) > old
+
+
+def test_one_stolen_key_re_signing_an_older_release_passes_rollback_by_time(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    # Policy 2-of-{A, B}; git-SHA revisions (no order). This machine accepted
+    # R2 (signed by A and B). The attacker, holding only A, signs the older R1
+    # again today and serves it: its newest signature is younger than R2's,
+    # but only one signer vouches for it; by time it is older than R2.
+    import attrs
+
+    from policysupply import TrustState
+    from policysupply.errors import RollbackError
+
+    reg = Registry.local(tmp_path / "oci")
+    base = Bundle.from_directory(fixtures_dir / "pinned")
+    r1 = attrs.evolve(base, manifest=attrs.evolve(base.manifest, revision="3f2a9c1"))
+    r2 = attrs.evolve(base, manifest=attrs.evolve(base.manifest, revision="9bd04e7"))
+    a, b = Signer.generate(), Signer.generate()
+    now = dt.datetime.now(dt.timezone.utc)
+    reg.push(r1, "acme/p:r1")
+    for s in (a, b):
+        s.sign(
+            reg,
+            "acme/p:r1",
+            annotations={cosign.ANN_SIGNED_AT: rfc3339(now - dt.timedelta(days=20))},
+        )
+    reg.push(r2, "acme/p:prod")
+    for s in (a, b):
+        s.sign(
+            reg,
+            "acme/p:prod",
+            annotations={cosign.ANN_SIGNED_AT: rfc3339(now - dt.timedelta(days=10))},
+        )
+    state = TrustState(tmp_path / "trust.json")
+    v = verifier(a, b, threshold=2)
+    v.verify_bundle(reg, "acme/p:prod", state=state)
+    reg.push(r1, "acme/p:prod")  # the tag moved back to R1 ...
+    a.sign(reg, "acme/p:prod")  # ... freshly signed with the stolen key
+    with pytest.raises(RollbackError):
+        v.verify_bundle(reg, "acme/p:prod", state=state)
