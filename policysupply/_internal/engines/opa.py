@@ -592,7 +592,6 @@ class OpaPrepared:
             raise BundleError("could not start `opa run --server`") from None
         server = _Server(proc, pid, sock)
         deadline = time.monotonic() + self._timeout
-        delay = 0.005
         while True:
             if not server.running:
                 server.stop()
@@ -610,8 +609,7 @@ class OpaPrepared:
             if time.monotonic() > deadline:
                 server.stop()
                 raise BundleError(f"`opa run --server` was not healthy within {self._timeout} s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            time.sleep(0.003)
 
     def _request(
         self, server: _Server, method: str, path: str, body: bytes | None, *, pool: bool = True
