@@ -606,7 +606,7 @@ class Bundle:
     def _rego_versions(self) -> dict[str, int]:
         return {name: self.rego_version_of(name) for name in self.modules}
 
-    def check(self, engine: EngineChoice = None) -> None:
+    def check(self, engine: EngineChoice = None, *, strict: bool = False) -> None:
         """Parses and compiles every module, as ``opa check`` does.
 
         Catches syntax errors, Rego v1 rule bodies without ``if``, calls to
@@ -619,6 +619,9 @@ class Bundle:
                 ``None``: ``POLICYSUPPLY_ENGINE``, else ``"auto"``. The
                 embedded engine's check does not refuse builtins it cannot
                 evaluate: such a bundle is fine for OPA.
+            strict: Also OPA's strict-mode errors (unused imports and local
+                variables, deprecated builtins, shadowed ``input``/``data``),
+                as ``opa check --strict``. Needs the OPA engine.
 
         Raises:
             BundleError: Naming the first broken module and line; the message
@@ -626,11 +629,20 @@ class Bundle:
                 ``BundleError``) when ``"opa"`` is asked for and not found.
         """
         from policysupply._internal.engines import select_engine
+        from policysupply._internal.engines.base import UnsupportedByEngineError
         from policysupply._internal.engines.embedded import EmbeddedEngine
 
         eng = select_engine(engine)
         modules, versions = dict(self.modules), self._rego_versions()
-        if isinstance(eng, EmbeddedEngine):
+        from policysupply._internal.engines.opa import OpaEngine
+
+        if isinstance(eng, OpaEngine):
+            diags = eng.check(modules, dict(self.data), rego_versions=versions, strict=strict)
+        elif strict:
+            raise UnsupportedByEngineError(
+                "strict checks (as `opa check --strict`) need the OPA engine (engine='opa')"
+            )
+        elif isinstance(eng, EmbeddedEngine):
             diags = eng.diagnostics(modules, rego_versions=versions, refuse=False)
         else:
             diags = eng.check(modules, dict(self.data), rego_versions=versions)

@@ -185,10 +185,18 @@ def _sign_native(
 
 @click.command(cls=Command)
 @click.argument("source")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also OPA's strict-mode errors (unused imports and variables, deprecated "
+    "builtins), as `opa check --strict`; needs the OPA engine.",
+)
 @v0_option
 @engine_option
 @json_option
-def check(source: str, v0_compatible: bool, engine: str | None, as_json: bool) -> None:
+def check(
+    source: str, strict: bool, v0_compatible: bool, engine: str | None, as_json: bool
+) -> None:
     r"""Check a bundle file or policy directory: structure, roots and Rego.
 
     Exit code 0 when it checks, 1 when it does not (file and line printed).
@@ -199,7 +207,7 @@ def check(source: str, v0_compatible: bool, engine: str | None, as_json: bool) -
     """
     with reported(as_json, verdict=(BundleError,)):
         b = load_bundle(source, v0_compatible=v0_compatible)
-        b.check(engine=engine)
+        b.check(engine=engine, strict=strict)
     if as_json:
         emit_json(
             {
