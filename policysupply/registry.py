@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from policysupply._internal import fs, oci, stores
+from policysupply._internal import cosign_storage, fs, oci, stores
 from policysupply._internal.credentials import Credentials, from_docker_config
 from policysupply._internal.netconfig import RetryPolicy, Timeout
 from policysupply._internal.oci import Descriptor, Reference
@@ -50,8 +50,6 @@ class DownloadCancelled(Exception):
 
 _CHUNK = 1024 * 1024
 _SPOOL = 8 * 1024 * 1024
-# cosign's legacy tags for signatures, attestations and SBOMs of a digest.
-_COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 
 
 def _now_rfc3339() -> str:
@@ -491,8 +489,7 @@ class Registry:
         digest = self.resolve(src)
         plan: list[tuple[str, str | None]] = [(digest, dst.tag)]
         if with_signatures:
-            for suffix in _COSIGN_SUFFIXES:
-                sig_tag = oci.fallback_tag(digest) + suffix
+            for sig_tag in cosign_storage.cosign_tags(digest):
                 found = self._store.resolve(src.repository, sig_tag)
                 if found:
                     plan.append((found, sig_tag))

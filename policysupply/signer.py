@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from policysupply._internal import cosign, keys, oci
+from policysupply._internal import cosign, keys
+from policysupply._internal import cosign_storage as storage
 from policysupply._internal import sigstore_bundle as sb
 from policysupply._internal.oci import Reference
-from policysupply.errors import NotFoundError, SigningError, VerificationError
+from policysupply.errors import SigningError, VerificationError
 from policysupply.registry import Registry, _now_rfc3339
 
 if TYPE_CHECKING:
@@ -25,14 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["Signature", "Signer", "SigstoreBundle"]
 
 Scheme = Literal["legacy", "bundle"]
-
-# cosign's legacy keyless annotations on a .sig/.att layer
-ANN_CERTIFICATE = "dev.sigstore.cosign/certificate"
-ANN_CHAIN = "dev.sigstore.cosign/chain"
-ANN_BUNDLE = "dev.sigstore.cosign/bundle"
-ANN_TIMESTAMP = "dev.sigstore.cosign/rfc3161timestamp"
-ANN_PREDICATE_TYPE = "predicateType"
-DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
 
 
 @attrs.frozen(kw_only=True)
@@ -347,14 +340,14 @@ class Signer:
             signature = keys.sign(self._key, payload)
             extra, key_id = {}, self.key_id
         b64 = base64.b64encode(signature).decode()
-        tag = cosign.sig_tag(digest)
+        tag = storage.sig_tag(digest)
         self._append_layer(
             registry,
             r.repository,
             tag,
             payload,
-            cosign.SIMPLESIGNING,
-            {cosign.ANN_SIGNATURE: b64, **extra},
+            storage.SIMPLESIGNING,
+            {storage.ANN_SIGNATURE: b64, **extra},
         )
         return Signature(
             reference=pinned,
@@ -376,24 +369,10 @@ class Signer:
         assert self._keyless is not None  # noqa: S101 - keyless signers only
         assert made.certificate is not None  # noqa: S101 - keyless bundles carry one
         cert = keyless.certificate_pem(made.certificate)
-        annotations = {
-            ANN_CERTIFICATE: cert.decode(),
-            ANN_CHAIN: self._keyless.chain_pem(made.certificate).decode(),
-        }
-        entry = made.tlog_entries[0] if made.tlog_entries else None
-        if entry is not None and entry.signed_entry_timestamp is not None:
-            annotations[ANN_BUNDLE] = entry.to_cosign_annotation()
-        if made.timestamps:
-            stamp = base64.b64encode(made.timestamps[0]).decode()
-            annotations[ANN_TIMESTAMP] = json.dumps(
-                {"SignedRFC3161Timestamp": stamp}, separators=(",", ":")
-            )
-        if ANN_BUNDLE not in annotations and ANN_TIMESTAMP not in annotations:
-            raise SigningError(
-                "Sigstore returned neither a signed entry timestamp nor an RFC 3161 timestamp; "
-                "cosign's legacy signature form cannot carry this signature (use scheme='bundle')"
-            )
-        return annotations, cert, entry.log_index if entry is not None else None
+        annotations, log_index = storage.keyless_layer_annotations(
+            made, cert, self._keyless.chain_pem(made.certificate)
+        )
+        return annotations, cert, log_index
 
     @staticmethod
     def _append_layer(
@@ -405,17 +384,7 @@ class Signer:
         annotations: Mapping[str, str],
     ) -> None:
         """Adds one layer to cosign's ``.sig``/``.att`` manifest, keeping the others."""
-        layer = registry.put_blob(repository, blob, media_type=media_type)
-        layers: list[dict[str, Any]] = []
-        try:
-            existing, _ = registry.get_manifest(f"{repository}:{tag}")
-            layers = list(oci.parse_manifest(existing, what=tag).get("layers") or [])
-        except NotFoundError:
-            pass
-        layers.append({**layer.to_json(), "annotations": dict(annotations)})
-        config = cosign.signature_config([str(d["digest"]) for d in layers])
-        registry.put_blob(repository, config, media_type=oci.CONFIG_V1)
-        registry.put_manifest(f"{repository}:{tag}", cosign.signature_manifest(config, layers))
+        storage.append_layer(registry, repository, tag, blob, media_type, annotations)
 
     def _sign_bundle(
         self, registry: Registry, pinned: Reference, annotations: Mapping[str, str] | None
@@ -465,13 +434,7 @@ class Signer:
         registry: Registry, pinned: Reference, bundle: bytes, predicate_type: str
     ) -> str:
         """Attaches a Sigstore bundle to ``pinned`` as an OCI referrer, as cosign v3 does."""
-        assert pinned.digest  # noqa: S101 - resolved by the caller
-        data, media_type = registry.get_manifest(pinned)
-        subject = oci.Descriptor(media_type=media_type, digest=pinned.digest, size=len(data))
-        manifest, config = cosign.bundle_manifest(bundle, subject, _now_rfc3339(), predicate_type)
-        registry.put_blob(pinned.repository, config, media_type=oci.EMPTY_V1)
-        registry.put_blob(pinned.repository, bundle, media_type=cosign.BUNDLE_V03)
-        return registry.put_manifest(pinned.repository, manifest)
+        return storage.attach_bundle(registry, pinned, bundle, predicate_type, _now_rfc3339())
 
     def attest(
         self,
@@ -519,10 +482,10 @@ class Signer:
             envelope_json, signature, key_id, annotations, cert, log_index = self._envelope(
                 statement
             )
-            annotations = {ANN_PREDICATE_TYPE: predicate_type, **annotations}
-            location = cosign.sig_tag(digest)[: -len(".sig")] + ".att"
+            annotations = {storage.ANN_PREDICATE_TYPE: predicate_type, **annotations}
+            location = storage.att_tag(digest)
             self._append_layer(
-                registry, r.repository, location, envelope_json, DSSE_ENVELOPE, annotations
+                registry, r.repository, location, envelope_json, storage.DSSE_ENVELOPE, annotations
             )
         return Signature(
             reference=pinned,
@@ -547,7 +510,7 @@ class Signer:
             doc = env.to_json()
             doc["signatures"] = [{"keyid": "", "sig": s["sig"]} for s in doc["signatures"]]
             blob = json.dumps(doc, separators=(",", ":")).encode()
-            return blob, signature, self.key_id, {cosign.ANN_SIGNATURE: ""}, None, None
+            return blob, signature, self.key_id, {storage.ANN_SIGNATURE: ""}, None, None
         made, blob = self._keyless.sign_dsse_envelope(statement)
         signed = made.content
         assert isinstance(signed, sb.Envelope)  # noqa: S101 - sign_dsse
@@ -557,7 +520,7 @@ class Signer:
             made = attrs.evolve(made, timestamps=(stamp,) if stamp else made.timestamps)
         extra, cert, log_index = self._keyless_annotations(made)
         # cosign leaves the signature annotation empty: the signature is in the envelope
-        annotations = {cosign.ANN_SIGNATURE: "", **extra}
+        annotations = {storage.ANN_SIGNATURE: "", **extra}
         return blob, signed.signatures[0], _cert_key_id(made), annotations, cert, log_index
 
     def sign_blob(self, data: bytes | str | os.PathLike[str]) -> SigstoreBundle:
