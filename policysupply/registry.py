@@ -28,6 +28,8 @@ from policysupply._internal.oci import Descriptor, Reference
 from policysupply.errors import InsecureTransportError, NotFoundError, RegistryError
 
 if TYPE_CHECKING:
+    import httpx
+
     from policysupply.bundle import Bundle, Limits
 
 __all__ = [
@@ -129,6 +131,7 @@ class Registry:
         chunk_size: int | None = None,
         ca_file: str | os.PathLike[str] | None = None,
         verify_tls: bool = True,
+        transport: httpx.BaseTransport | None = None,
     ) -> Registry:
         """A registry spoken to over the OCI distribution API.
 
@@ -155,12 +158,24 @@ class Registry:
             verify_tls: ``False`` accepts any TLS certificate (a lab registry
                 with a self-signed certificate); the connection is still
                 encrypted but anyone in the path can impersonate the registry.
+            transport: An ``httpx`` transport every request goes through
+                instead of policysupply's own connections: e.g. an
+                ``httpx.MockTransport`` that injects faults in tests, or a
+                transport with its own proxy or TLS settings. It owns TLS, so
+                ``ca_file`` and ``verify_tls`` cannot be combined with it.
 
         Raises:
+            ValueError: ``transport`` together with ``ca_file`` or
+                ``verify_tls=False``.
             RegistryError: ``host`` is malformed.
             InsecureTransportError: ``host`` is an ``http://`` URL but
                 ``insecure`` is not set (plain HTTP is never chosen silently).
         """
+        if transport is not None and (ca_file is not None or not verify_tls):
+            raise ValueError(
+                "transport= handles TLS itself: configure the CA or verification on the "
+                "transport instead of ca_file/verify_tls"
+            )
         scheme = "http" if insecure else "https"
         for prefix in ("http://", "https://"):
             if host.startswith(prefix):
@@ -195,6 +210,7 @@ class Registry:
             timeout=timeout or Timeout(),
             retry=retry or RetryPolicy(),
             tls=lambda: tls_context(ca_file=ca, verify=verify_tls),
+            transport=transport,
         )
         return cls(stores.RemoteStore(client=client, chunk_size=chunk_size), host=host)
 
