@@ -36,7 +36,8 @@ from typing import Any
 
 import attrs
 
-from policysupply._internal import keys
+from policysupply._internal import keys, sigstore_adapter
+from policysupply._internal.sigstore_adapter import apply_timeouts as apply_timeouts
 from policysupply._internal.sigstore_bundle import Envelope, ParsedBundle, TlogEntry
 from policysupply.errors import (
     CertificateError,
@@ -297,7 +298,7 @@ class TrustMaterial:
         self.source = source
         self.root = root
         try:
-            inner = root._inner
+            inner = sigstore_adapter.trusted_root_model(root)
             self._cas = [
                 _Trusted(item=self._ca_chain(a), window=Window.of(a.valid_for))
                 for a in inner.certificate_authorities
@@ -329,14 +330,9 @@ class TrustMaterial:
 
     @staticmethod
     def _log_keys(logs: Sequence[Any]) -> list[_Trusted]:
-        from sigstore._internal.trust import Key
-        from sigstore.errors import Error as SigstoreError
-
         out = []
         for log in logs:
-            try:
-                Key(log.public_key)  # loadable and of a supported type
-            except (SigstoreError, ValueError):
+            if not sigstore_adapter.log_key_usable(log.public_key):
                 continue  # as sigstore-python: an unusable key is no trusted key
             out.append(_Trusted(item=log.public_key, window=Window.of(log.public_key.valid_for)))
         return out
@@ -410,13 +406,13 @@ class TrustMaterial:
         ``None`` gives every key, whatever its window (used only to explain a
         refusal: "signed by a trusted key, but outside its window").
         """
-        from sigstore._internal.trust import Keyring
-
         keys = self._tlogs if kind == "rekor" else self._ctlogs
         chosen = tuple(i for i, k in enumerate(keys) if times is None or k.valid_at(times))
         cached = self._keyrings.get((kind, chosen))
         if cached is None:
-            cached = self._keyrings[(kind, chosen)] = Keyring([keys[i].item for i in chosen])
+            cached = self._keyrings[(kind, chosen)] = sigstore_adapter.keyring(
+                [keys[i].item for i in chosen]
+            )
         return cached
 
     def has_keys(self, kind: str) -> bool:
@@ -476,11 +472,9 @@ class TrustMaterial:
         Raises:
             TransparencyLogError: No trusted log key valid at ``times`` verifies it.
         """
-        from sigstore._utils import KeyID
-
         self.check_log_signature(
             "signed entry timestamp",
-            lambda ring: ring.verify(key_id=KeyID(log_id), signature=signature, data=data),
+            lambda ring: sigstore_adapter.verify_by_log_id(ring, log_id, signature, data),
             times,
             detail=f" (log {log_id.hex()[:16]}…)",
         )
@@ -593,24 +587,21 @@ def _check_checkpoint_note(envelope: str, log_id: bytes) -> None:
 
 
 def _verify_inclusion(entry: TlogEntry, trust: TrustMaterial, times: Sequence[datetime]) -> None:
-    from sigstore._internal.merkle import verify_merkle_inclusion
-    from sigstore._internal.rekor.checkpoint import verify_checkpoint
     from sigstore.errors import VerificationError as SigstoreVerificationError
-    from sigstore.models import TransparencyLogEntry
-    from sigstore_models.rekor.v1 import TransparencyLogEntry as _Entry
 
     assert entry.inclusion_proof is not None  # noqa: S101 - checked by caller
     assert entry.inclusion_proof.checkpoint is not None  # noqa: S101 - checked by caller
     _check_checkpoint_note(entry.inclusion_proof.checkpoint, entry.log_id)
     try:
-        sig_entry = TransparencyLogEntry(_Entry.from_dict(entry.to_json()))
-        verify_merkle_inclusion(sig_entry)
+        sig_entry = sigstore_adapter.verify_inclusion(entry.to_json())
     except SigstoreVerificationError as exc:
         raise TransparencyLogError(f"inclusion proof: {exc}") from None
     except Exception as exc:  # malformed proof (pydantic, ValueError)
         raise TransparencyLogError(f"inclusion proof is malformed ({exc})") from None
     trust.check_log_signature(
-        "inclusion proof's checkpoint", lambda ring: verify_checkpoint(ring, sig_entry), times
+        "inclusion proof's checkpoint",
+        lambda ring: sigstore_adapter.verify_checkpoint(ring, sig_entry),
+        times,
     )
 
 
@@ -911,8 +902,6 @@ def verify_sct(
         CertificateError: No SCT, no CT keys, an invalid SCT, or a CT key
             outside its validity.
     """
-    from sigstore._internal.sct import verify_sct as _verify_sct
-
     if not trust.has_keys("ct"):
         raise CertificateError(
             f"trusted root {trust.source} has no CT log keys to check the certificate's SCT "
@@ -920,7 +909,7 @@ def verify_sct(
         )
     trust.check_log_signature(
         "signing certificate's SCT",
-        lambda ring: _verify_sct(cert, chain, ring),
+        lambda ring: sigstore_adapter.verify_sct(cert, chain, ring),
         list(times) or [datetime.now(timezone.utc)],
         kind="ct",
         error=CertificateError,
@@ -1137,20 +1126,6 @@ def verify_key_times(
 # -- signing ------------------------------------------------------------------
 
 
-def _raw_statement(statement: bytes) -> Any:
-    """A ``sigstore.dsse.Statement`` holding exactly ``statement``.
-
-    sigstore-python's model insists on ``subject[].name``, which cosign v3's
-    signing statement omits; signing only needs the bytes, so the model check
-    is skipped (the bytes are ours, built by ``cosign.sign_statement``).
-    """
-    from sigstore import dsse
-
-    raw = dsse.Statement.__new__(dsse.Statement)
-    raw._contents = statement
-    return raw
-
-
 def _parse_sigstore_bundle(bundle: Any) -> ParsedBundle:
     from policysupply._internal.sigstore_bundle import parse_bundle
 
@@ -1160,82 +1135,8 @@ def _parse_sigstore_bundle(bundle: Any) -> ParsedBundle:
 DEFAULT_TIMEOUT = 60.0
 
 
-def _timed_adapter(timeout: float) -> Any:
-    """A requests transport adapter that gives every request without one a timeout."""
-    from requests.adapters import HTTPAdapter
-
-    class TimeoutAdapter(HTTPAdapter):
-        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            if kwargs.get("timeout") is None:
-                kwargs["timeout"] = timeout
-            return super().send(request, *args, **kwargs)
-
-    return TimeoutAdapter()
-
-
-def _time_session(session: Any, timeout: float) -> Any:
-    adapter = _timed_adapter(timeout)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
-
-def apply_timeouts(context: Any, timeout: float) -> None:
-    """Gives every HTTP request of a sigstore ``SigningContext`` a default timeout.
-
-    sigstore-python posts to Fulcio and Rekor with no timeout (its TSA client
-    passes 5 s), so a service that accepts a connection and never answers
-    would hang signing forever. Its Fulcio client holds one ``requests``
-    session; its Rekor and TSA clients create a session per thread on first
-    use. Each gets a transport adapter that supplies ``timeout`` (connect and
-    read, in seconds) to requests that set none.
-
-    Raises:
-        SigningError: A client of an unexpected shape (a sigstore-python
-            version whose requests could not be bounded): refused rather
-            than risk an unbounded wait.
-    """
-    import threading
-
-    import requests
-
-    class TimedLocal(threading.local):
-        # sigstore checks hasattr(local, "session"), then stores a new Session.
-        def __setattr__(self, name: str, value: Any) -> None:
-            if name == "session" and isinstance(value, requests.Session):
-                _time_session(value, timeout)
-            super().__setattr__(name, value)
-
-    clients = [
-        ("Fulcio", getattr(context, "_fulcio", None)),
-        ("Rekor", getattr(context, "_rekor", None)),
-        *(("TSA", c) for c in getattr(context, "_tsa_clients", None) or []),
-    ]
-    for name, client in clients:
-        if isinstance(getattr(client, "session", None), requests.Session):
-            _time_session(client.session, timeout)
-        elif isinstance(getattr(client, "_thread_local", None), threading.local):
-            client._thread_local = TimedLocal()
-        else:
-            raise SigningError(
-                f"cannot set a timeout on sigstore's {name} client "
-                f"({type(client).__name__}); unsupported sigstore-python version"
-            )
-
-
-def _timed_out(exc: BaseException) -> bool:
-    import requests
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, requests.Timeout | TimeoutError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _failure(what: str, exc: Exception) -> SigningError:
-    if _timed_out(exc):  # sigstore's message is requests', e.g. "(read timeout=60)"
+    if sigstore_adapter.timed_out(exc):  # sigstore's message is requests', e.g. "(read timeout=60)"
         return SigningError(f"{what}: timed out ({exc})")
     return SigningError(f"{what}: {exc}")
 
@@ -1280,7 +1181,7 @@ class KeylessSession:
                 context = SigningContext.from_trust_config(config)
             except Exception as exc:
                 raise SigningError(f"cannot get a Fulcio signing certificate: {exc}") from None
-            apply_timeouts(context, self._timeout)
+            sigstore_adapter.apply_timeouts(context, self._timeout)
             self._context = context
             try:
                 self._signer = context.signer(token, cache=True).__enter__()
@@ -1329,10 +1230,8 @@ class KeylessSession:
         """
         signer = self._get()
         try:
-            bundle = signer.sign_dsse(_raw_statement(statement))
-            envelope = bundle._dsse_envelope
-            assert envelope is not None  # noqa: S101 - sign_dsse makes one
-            return _parse_sigstore_bundle(bundle), envelope.to_json().encode()
+            bundle = signer.sign_dsse(sigstore_adapter.raw_statement(statement))
+            return _parse_sigstore_bundle(bundle), sigstore_adapter.envelope_json(bundle)
         except Exception as exc:
             raise _failure("keyless signing failed", exc) from None
 
@@ -1346,7 +1245,7 @@ class KeylessSession:
             SigningError: The timestamp authority failed.
         """
         self._get()
-        clients = getattr(self._context, "_tsa_clients", None) or []
+        clients = sigstore_adapter.timestamp_clients(self._context)
         if not clients:
             return None
         try:
@@ -1365,10 +1264,7 @@ def issuing_chain_pem(leaf_der: bytes, trusted_root: Any) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     leaf = load_certificate(leaf_der)
-    for authority in trusted_root._inner.certificate_authorities:
-        from sigstore._internal.trust import CertificateAuthority
-
-        certs = CertificateAuthority(authority).certificates(allow_expired=True)
+    for certs in sigstore_adapter.ca_certificates(trusted_root):
         if certs and certs[0].subject == leaf.issuer:
             return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
     return b""
