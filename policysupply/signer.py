@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -17,11 +15,9 @@ from policysupply._internal import cosign, keys
 from policysupply._internal import cosign_storage as storage
 from policysupply._internal import sigstore_bundle as sb
 from policysupply._internal.oci import Reference
+from policysupply._internal.signing import KeylessSigning, KeySigning, Signed, Signing
 from policysupply.errors import SigningError, VerificationError
 from policysupply.registry import Registry, _now_rfc3339
-
-if TYPE_CHECKING:
-    from policysupply._internal.keyless import KeylessSession
 
 __all__ = ["Signature", "Signer", "SigstoreBundle"]
 
@@ -133,7 +129,7 @@ class Signer:
     def __init__(self, key: Any) -> None:
         """Use :meth:`generate`, :meth:`from_key_file` or :meth:`keyless`."""
         self._key = key
-        self._keyless: KeylessSession | None = None
+        self._signing: Signing = KeySigning(key)
 
     @classmethod
     def keyless(
@@ -176,13 +172,13 @@ class Signer:
     def _with_keyless(cls, session: Any) -> Signer:
         # Also the seam unit tests use to sign with an in-process CA and log.
         signer = cls(None)
-        signer._keyless = session
+        signer._signing = KeylessSigning(session)
         return signer
 
     @property
     def is_keyless(self) -> bool:
         """Whether this signer signs keylessly (certificate + transparency log)."""
-        return self._keyless is not None
+        return isinstance(self._signing, KeylessSigning)
 
     def _need_key(self, what: str) -> Any:
         if self._key is None:
@@ -215,9 +211,7 @@ class Signer:
         return cls(keys.load_private_key(data, pw, what=str(p)))
 
     def __repr__(self) -> str:
-        if self._keyless is not None:
-            return "Signer(keyless)"
-        return f"Signer(key_id={self.key_id!r})"
+        return f"Signer({self._signing.describe()})"
 
     @property
     def key_id(self) -> str:
@@ -326,22 +320,11 @@ class Signer:
             annotations = {**(annotations or {}), cosign.ANN_SIGNED_AT: now}
         if scheme == "bundle":
             return self._sign_bundle(registry, pinned, annotations)
-        docker_reference = pinned.name
-        payload = cosign.simple_signing_payload(docker_reference, digest, annotations)
-        cert: bytes | None = None
-        log_index: int | None = None
-        if self._keyless is not None:
-            made = self._keyless.sign_artifact(payload)
-            assert isinstance(made.content, sb.MessageSignature)  # noqa: S101 - sign_artifact
-            signature = made.content.signature
-            extra, cert, log_index = self._keyless_annotations(made)
-            key_id = _cert_key_id(made)
-        else:
-            signature = keys.sign(self._key, payload)
-            extra, key_id = {}, self.key_id
-        b64 = base64.b64encode(signature).decode()
+        payload = cosign.simple_signing_payload(pinned.name, digest, annotations)
+        signed, extra = self._signing.sign_payload(payload)
+        b64 = base64.b64encode(signed.signature).decode()
         tag = storage.sig_tag(digest)
-        self._append_layer(
+        storage.append_layer(
             registry,
             r.repository,
             tag,
@@ -349,42 +332,7 @@ class Signer:
             storage.SIMPLESIGNING,
             {storage.ANN_SIGNATURE: b64, **extra},
         )
-        return Signature(
-            reference=pinned,
-            key_id=key_id,
-            scheme="legacy",
-            payload=payload,
-            signature=signature,
-            location=tag,
-            certificate=cert,
-            log_index=log_index,
-        )
-
-    def _keyless_annotations(
-        self, made: sb.ParsedBundle
-    ) -> tuple[dict[str, str], bytes, int | None]:
-        """Cosign's keyless layer annotations for a signature made through Sigstore."""
-        from policysupply._internal import keyless
-
-        assert self._keyless is not None  # noqa: S101 - keyless signers only
-        assert made.certificate is not None  # noqa: S101 - keyless bundles carry one
-        cert = keyless.certificate_pem(made.certificate)
-        annotations, log_index = storage.keyless_layer_annotations(
-            made, cert, self._keyless.chain_pem(made.certificate)
-        )
-        return annotations, cert, log_index
-
-    @staticmethod
-    def _append_layer(
-        registry: Registry,
-        repository: str,
-        tag: str,
-        blob: bytes,
-        media_type: str,
-        annotations: Mapping[str, str],
-    ) -> None:
-        """Adds one layer to cosign's ``.sig``/``.att`` manifest, keeping the others."""
-        storage.append_layer(registry, repository, tag, blob, media_type, annotations)
+        return _signature(pinned, "legacy", payload, signed, tag)
 
     def _sign_bundle(
         self, registry: Registry, pinned: Reference, annotations: Mapping[str, str] | None
@@ -392,42 +340,9 @@ class Signer:
         assert pinned.digest  # noqa: S101 - resolved by the caller
         # Binds the repository as the legacy payload's docker-reference does.
         statement = cosign.sign_statement(pinned.digest, annotations, name=pinned.name)
-        bundle, signature, key_id, cert, log_index = self._sign_statement(statement)
+        signed, bundle = self._signing.sign_bundle(statement)
         location = self._attach_bundle(registry, pinned, bundle, cosign.SIGN_PREDICATE)
-        return Signature(
-            reference=pinned,
-            key_id=key_id,
-            scheme="bundle",
-            payload=statement,
-            signature=signature,
-            location=location,
-            certificate=cert,
-            log_index=log_index,
-        )
-
-    def _sign_statement(
-        self, statement: bytes
-    ) -> tuple[bytes, bytes, str, bytes | None, int | None]:
-        """``(bundle JSON, signature, key id, certificate PEM, log index)`` for a DSSE statement."""
-        if self._keyless is None:
-            signature = keys.sign(self._key, cosign.pae(cosign.INTOTO, statement))
-            bundle = cosign.key_bundle(
-                statement, signature, hashlib.sha256(keys.spki_der(self._key)).digest()
-            )
-            return bundle, signature, self.key_id, None, None
-        from policysupply._internal import keyless
-
-        made = self._keyless.sign_dsse(statement)
-        assert isinstance(made.content, sb.Envelope)  # noqa: S101 - sign_dsse
-        assert made.certificate is not None  # noqa: S101 - keyless bundles carry one
-        entry = made.tlog_entries[0] if made.tlog_entries else None
-        return (
-            made.to_json(),
-            made.content.signatures[0],
-            _cert_key_id(made),
-            keyless.certificate_pem(made.certificate),
-            entry.log_index if entry else None,
-        )
+        return _signature(pinned, "bundle", statement, signed, location)
 
     @staticmethod
     def _attach_bundle(
@@ -476,52 +391,16 @@ class Signer:
         except (TypeError, ValueError) as exc:
             raise SigningError(f"predicate is not a JSON object: {exc}") from None
         if scheme == "bundle":
-            bundle, signature, key_id, cert, log_index = self._sign_statement(statement)
+            signed, bundle = self._signing.sign_bundle(statement)
             location = self._attach_bundle(registry, pinned, bundle, predicate_type)
         else:
-            envelope_json, signature, key_id, annotations, cert, log_index = self._envelope(
-                statement
-            )
+            signed, envelope_json, annotations = self._signing.sign_envelope(statement)
             annotations = {storage.ANN_PREDICATE_TYPE: predicate_type, **annotations}
             location = storage.att_tag(digest)
-            self._append_layer(
+            storage.append_layer(
                 registry, r.repository, location, envelope_json, storage.DSSE_ENVELOPE, annotations
             )
-        return Signature(
-            reference=pinned,
-            key_id=key_id,
-            scheme=scheme,
-            payload=statement,
-            signature=signature,
-            location=location,
-            certificate=cert,
-            log_index=log_index,
-        )
-
-    def _envelope(
-        self, statement: bytes
-    ) -> tuple[bytes, bytes, str, dict[str, str], bytes | None, int | None]:
-        """A DSSE envelope blob for cosign's ``.att`` layer, with its layer annotations."""
-        if self._keyless is None:
-            signature = keys.sign(self._key, cosign.pae(cosign.INTOTO, statement))
-            env = sb.Envelope(
-                payload_type=cosign.INTOTO, payload=statement, signatures=(signature,)
-            )
-            doc = env.to_json()
-            doc["signatures"] = [{"keyid": "", "sig": s["sig"]} for s in doc["signatures"]]
-            blob = json.dumps(doc, separators=(",", ":")).encode()
-            return blob, signature, self.key_id, {storage.ANN_SIGNATURE: ""}, None, None
-        made, blob = self._keyless.sign_dsse_envelope(statement)
-        signed = made.content
-        assert isinstance(signed, sb.Envelope)  # noqa: S101 - sign_dsse
-        if made.timestamps:
-            # cosign's .att convention: the timestamp covers the stored envelope
-            stamp = self._keyless.timestamp(blob)
-            made = attrs.evolve(made, timestamps=(stamp,) if stamp else made.timestamps)
-        extra, cert, log_index = self._keyless_annotations(made)
-        # cosign leaves the signature annotation empty: the signature is in the envelope
-        annotations = {storage.ANN_SIGNATURE: "", **extra}
-        return blob, signed.signatures[0], _cert_key_id(made), annotations, cert, log_index
+        return _signature(pinned, scheme, statement, signed, location)
 
     def sign_blob(self, data: bytes | str | os.PathLike[str]) -> SigstoreBundle:
         """Signs a plain file (e.g. a policy tarball served over HTTP) into a Sigstore bundle.
@@ -538,20 +417,7 @@ class Signer:
         Raises:
             SigningError: The file cannot be read, or keyless signing failed.
         """
-        content = _read_blob(data)
-        if self._keyless is not None:
-            made = self._keyless.sign_artifact(content)
-            return SigstoreBundle(data=made.to_json())
-        signature = keys.sign(self._key, content)
-        bundle = sb.ParsedBundle(
-            media_type=sb.BUNDLE_V03,
-            certificate=None,
-            key_hint=sb.key_hint(keys.spki_der(self._key)),
-            content=sb.MessageSignature(
-                algorithm="sha256", digest=hashlib.sha256(content).digest(), signature=signature
-            ),
-        )
-        return SigstoreBundle(data=bundle.to_json())
+        return SigstoreBundle(data=self._signing.sign_blob(_read_blob(data)))
 
 
 def _read_blob(data: bytes | str | os.PathLike[str]) -> bytes:
@@ -564,12 +430,19 @@ def _read_blob(data: bytes | str | os.PathLike[str]) -> bytes:
         raise SigningError(f"cannot read {p}: {exc.strerror}") from None
 
 
-def _cert_key_id(made: sb.ParsedBundle) -> str:
-    """Key id of a keyless signature's (ephemeral) certificate key."""
-    from policysupply._internal import keyless
-
-    assert made.certificate is not None  # noqa: S101 - keyless bundles carry one
-    return keys.key_id(keyless.load_certificate(made.certificate).public_key())
+def _signature(
+    pinned: Reference, scheme: Scheme, payload: bytes, signed: Signed, location: str
+) -> Signature:
+    return Signature(
+        reference=pinned,
+        key_id=signed.key_id,
+        scheme=scheme,
+        payload=payload,
+        signature=signed.signature,
+        location=location,
+        certificate=signed.certificate,
+        log_index=signed.log_index,
+    )
 
 
 def _publish(files: list[tuple[Path, bytes, int]], *, overwrite: bool) -> None:
