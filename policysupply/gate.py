@@ -46,7 +46,12 @@ from policysupply.errors import (
 )
 from policysupply.registry import Registry
 from policysupply.trust_state import TrustState
-from policysupply.verifier import VerifiedArtifact, Verifier
+from policysupply.verifier import (
+    VerifiedArtifact,
+    VerifiedAttestation,
+    VerifiedSignature,
+    Verifier,
+)
 
 __all__ = ["DEFAULT_QUERY", "INPUT_SCHEMA", "Decision", "Gate"]
 
@@ -203,7 +208,7 @@ def _jsonable(value: Any) -> Any:
 # -- the Rego input document --------------------------------------------------------
 
 
-def _identity_doc(sig: Any) -> dict[str, Any] | None:
+def _identity_doc(sig: VerifiedSignature | None) -> dict[str, Any] | None:
     """The certificate identity of a keyless signature; ``None`` for a key."""
     subject, issuer = getattr(sig, "subject", None), getattr(sig, "issuer", None)
     if subject is None and issuer is None:
@@ -217,13 +222,13 @@ def _identity_doc(sig: Any) -> dict[str, Any] | None:
     }
 
 
-def _time(value: Any) -> str | None:
+def _time(value: dt.datetime | None) -> str | None:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
     return None
 
 
-def _signature_doc(sig: Any) -> dict[str, Any]:
+def _signature_doc(sig: VerifiedSignature) -> dict[str, Any]:
     # Read by attribute so fields the verifier gains later do not break the gate.
     return {
         "key_id": getattr(sig, "key_id", None),
@@ -236,7 +241,7 @@ def _signature_doc(sig: Any) -> dict[str, Any]:
     }
 
 
-def _attestation_doc(att: Any) -> dict[str, Any]:
+def _attestation_doc(att: VerifiedAttestation) -> dict[str, Any]:
     signature = getattr(att, "signature", None)
     return {
         "predicate_type": getattr(att, "predicate_type", None),

@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -47,6 +47,10 @@ from policysupply.errors import (
     UntrustedSignatureError,
     VerificationError,
 )
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.x509.verification import Store
 
 # Fulcio's certificate extensions (1.3.6.1.4.1.57264.1.*), by the names cosign and
 # sigstore-go use. The first five are raw strings (deprecated); the rest DER UTF8String.
@@ -125,7 +129,7 @@ class CertificateIdentity:
         return self.sans[0] if self.sans else ""
 
 
-def certificate_identity(cert: Any) -> CertificateIdentity:
+def certificate_identity(cert: x509.Certificate) -> CertificateIdentity:
     """Reads the identity claims of a ``cryptography`` certificate.
 
     The issuer is the v2 extension (``.1.8``) when the certificate has it;
@@ -187,7 +191,7 @@ def certificate_identity(cert: Any) -> CertificateIdentity:
     )
 
 
-def load_certificate(der_or_pem: bytes, *, what: str = "certificate") -> Any:
+def load_certificate(der_or_pem: bytes, *, what: str = "certificate") -> x509.Certificate:
     """A ``cryptography`` certificate from DER or PEM.
 
     Raises:
@@ -315,10 +319,10 @@ class TrustMaterial:
             raise VerificationError(
                 f"trusted root {source}: unreadable ({type(exc).__name__}: {exc})"
             ) from None
-        self._stores: dict[tuple[int, ...], Any] = {}
+        self._stores: dict[tuple[int, ...], Store] = {}
         self._keyrings: dict[tuple[str, tuple[int, ...]], Any] = {}
 
-    def _ca_chain(self, authority: Any) -> list[Any]:
+    def _ca_chain(self, authority: Any) -> list[x509.Certificate]:
         from cryptography import x509
 
         certs = [
@@ -378,7 +382,7 @@ class TrustMaterial:
 
     # -- Fulcio ---------------------------------------------------------------
 
-    def fulcio_store(self, at: datetime | None) -> Any:
+    def fulcio_store(self, at: datetime | None) -> Store:
         """A path-validation store of the Fulcio CAs valid at ``at`` (None: every CA).
 
         Raises:
@@ -814,8 +818,8 @@ def check_entry_body(
 
 
 def verify_chain(
-    cert: Any, at: datetime, trust: TrustMaterial, hints: Sequence[bytes]
-) -> list[Any]:
+    cert: x509.Certificate, at: datetime, trust: TrustMaterial, hints: Sequence[bytes]
+) -> list[x509.Certificate]:
     """Path-validates a Fulcio leaf at ``at`` to a CA trusted then; returns issuer..root.
 
     Only the Fulcio CAs whose ``validFor`` window contains ``at`` are trust
@@ -853,7 +857,7 @@ def verify_chain(
             continue  # hints are untrusted: a bad one just does not help
         intermediates.append(hint)
 
-    def path(store: Any) -> list[Any]:
+    def path(store: Store) -> list[x509.Certificate]:
         verifier = (
             PolicyBuilder()
             .store(store)
@@ -891,7 +895,10 @@ def verify_chain(
 
 
 def verify_sct(
-    cert: Any, chain: list[Any], trust: TrustMaterial, times: Sequence[datetime] = ()
+    cert: x509.Certificate,
+    chain: list[x509.Certificate],
+    trust: TrustMaterial,
+    times: Sequence[datetime] = (),
 ) -> None:
     """Checks the certificate's embedded SCT against the CT log keys valid at ``times``.
 
@@ -1024,7 +1031,7 @@ def verify_keyless(
                 f"signed at {when.isoformat()} ({source}), outside the certificate's "
                 f"validity {identity.not_before.isoformat()} .. {identity.not_after.isoformat()}"
             )
-    chain: list[Any] = []
+    chain: list[x509.Certificate] = []
     for _, when in times:
         chain = verify_chain(cert, when, trust, chain_hints)
     if require_sct:
