@@ -20,7 +20,6 @@ import datetime as dt
 import functools
 import html
 import json
-import threading
 import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
