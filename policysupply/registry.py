@@ -21,13 +21,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from policysupply._internal import fs, oci, stores
+from policysupply._internal import cosign_storage, fs, oci, stores
 from policysupply._internal.credentials import Credentials, from_docker_config
 from policysupply._internal.netconfig import RetryPolicy, Timeout
 from policysupply._internal.oci import Descriptor, Reference
 from policysupply.errors import InsecureTransportError, NotFoundError, RegistryError
 
 if TYPE_CHECKING:
+    import httpx
+
     from policysupply.bundle import Bundle, Limits
 
 __all__ = [
@@ -50,8 +52,6 @@ class DownloadCancelled(Exception):
 
 _CHUNK = 1024 * 1024
 _SPOOL = 8 * 1024 * 1024
-# cosign's legacy tags for signatures, attestations and SBOMs of a digest.
-_COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
 
 
 def _now_rfc3339() -> str:
@@ -131,6 +131,7 @@ class Registry:
         chunk_size: int | None = None,
         ca_file: str | os.PathLike[str] | None = None,
         verify_tls: bool = True,
+        transport: httpx.BaseTransport | None = None,
     ) -> Registry:
         """A registry spoken to over the OCI distribution API.
 
@@ -157,12 +158,24 @@ class Registry:
             verify_tls: ``False`` accepts any TLS certificate (a lab registry
                 with a self-signed certificate); the connection is still
                 encrypted but anyone in the path can impersonate the registry.
+            transport: An ``httpx`` transport every request goes through
+                instead of policysupply's own connections: e.g. an
+                ``httpx.MockTransport`` that injects faults in tests, or a
+                transport with its own proxy or TLS settings. It owns TLS, so
+                ``ca_file`` and ``verify_tls`` cannot be combined with it.
 
         Raises:
+            ValueError: ``transport`` together with ``ca_file`` or
+                ``verify_tls=False``.
             RegistryError: ``host`` is malformed.
             InsecureTransportError: ``host`` is an ``http://`` URL but
                 ``insecure`` is not set (plain HTTP is never chosen silently).
         """
+        if transport is not None and (ca_file is not None or not verify_tls):
+            raise ValueError(
+                "transport= handles TLS itself: configure the CA or verification on the "
+                "transport instead of ca_file/verify_tls"
+            )
         scheme = "http" if insecure else "https"
         for prefix in ("http://", "https://"):
             if host.startswith(prefix):
@@ -197,6 +210,7 @@ class Registry:
             timeout=timeout or Timeout(),
             retry=retry or RetryPolicy(),
             tls=lambda: tls_context(ca_file=ca, verify=verify_tls),
+            transport=transport,
         )
         return cls(stores.RemoteStore(client=client, chunk_size=chunk_size), host=host)
 
@@ -491,8 +505,7 @@ class Registry:
         digest = self.resolve(src)
         plan: list[tuple[str, str | None]] = [(digest, dst.tag)]
         if with_signatures:
-            for suffix in _COSIGN_SUFFIXES:
-                sig_tag = oci.fallback_tag(digest) + suffix
+            for sig_tag in cosign_storage.cosign_tags(digest):
                 found = self._store.resolve(src.repository, sig_tag)
                 if found:
                     plan.append((found, sig_tag))
