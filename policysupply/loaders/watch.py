@@ -246,8 +246,8 @@ class BundleWatch:
         ``failure`` is why the tag's digest (``digest``) was refused: when the
         tag still names the stored bundle, that is its verdict already.
         """
-        if isinstance(failure, StaleSignatureError):
-            return  # age is check_age's to judge (and on_expiry's to act on)
+        if stored.reference.digest == digest and isinstance(failure, StaleSignatureError):
+            return  # trusted but old: age is check_age's to judge (and on_expiry's)
         if stored.reference.digest != digest:
             try:
                 verified = self.verifier.verify_bundle(self.registry, stored.reference)

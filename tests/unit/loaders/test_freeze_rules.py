@@ -136,3 +136,34 @@ def test_freeze_rule_differs_between_verifier_and_server_for_witnessed_age(
     served = server.served("authz")
     assert served is not None
     assert served.expires == since + LIMIT
+
+
+def test_policy_change_at_restart_with_the_tag_moved_to_a_stale_release_keeps_the_stored_bundle(
+    env: Env, tmp_path: Path
+) -> None:
+    # As above, but the tag now names a release whose only fault is its age:
+    # that verdict is about the new digest, not about the stored bundle.
+    env.release("1", ["alice"])
+    store = tmp_path / "store"
+    w = BundleServer(store).watch(
+        env.registry, "acme/policy:prod", env.verifier, name="authz", interval=3600
+    )
+    w.stop()
+    old = dt.datetime.now(dt.timezone.utc) - 2 * LIMIT
+    from policysupply._internal import cosign
+    from policysupply.loaders import publish
+
+    rotated_signer = Signer.generate()
+    publish(
+        make_bundle("2", ["mallory"]),
+        env.registry,
+        "acme/policy:prod",
+        rotated_signer,
+        annotations={cosign.ANN_SIGNED_AT: old.strftime("%Y-%m-%dT%H:%M:%SZ")},
+    )
+    rotated = Verifier(TrustPolicy(keys=[rotated_signer.public_key_pem], max_signature_age=LIMIT))
+    second = BundleServer(store)
+    w = second.watch(env.registry, "acme/policy:prod", rotated, name="authz", interval=3600)
+    w.stop()
+    assert "StaleSignatureError" in (w.last_error or "")
+    assert second.served("authz") is None  # the stored one is not trusted by this policy
