@@ -21,7 +21,8 @@ the precise failure below it::
     │   │   └── CertificateExpiredError
     │   ├── TransparencyLogError
     │   ├── ClaimMismatchError
-    │   │   └── ScopeMismatchError
+    │   │   ├── ScopeMismatchError
+    │   │   └── FutureSigningTimeError
     │   ├── ThresholdNotMetError
     │   ├── DigestMismatchError
     │   │   └── FileDigestMismatchError (also a SignedContentError)
@@ -49,6 +50,7 @@ __all__ = [
     "CertificateExpiredError",
     "DigestMismatchError",
     "FileDigestMismatchError",
+    "FutureSigningTimeError",
     "MalformedSignatureError",
     "MissingSignedFileError",
     "IdentityMismatchError",
@@ -197,6 +199,16 @@ class ScopeMismatchError(ClaimMismatchError):
 
     OPA compares the token's ``scope`` claim with the configured scope (the
     bundle's ``signing.scope``, else the key's ``scope``); both unset also match.
+    """
+
+
+class FutureSigningTimeError(ClaimMismatchError):
+    """A trusted signature claims a signing time further ahead of our clock than skew allows.
+
+    Such a claim is false (or the signer's clock is wrong). Accepted, it would
+    pass ``max_signature_age`` until long after the signature was made, and
+    block every later release in a ``TrustState`` ("signing time must not go
+    back"). The allowed skew is five minutes.
     """
 
 

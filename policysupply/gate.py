@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from policysupply._internal import read_cache
+from policysupply._internal import freeze, read_cache
 from policysupply._internal.oci import Reference
 from policysupply.bundle import Bundle
 from policysupply.errors import (
@@ -64,6 +64,12 @@ INPUT_SCHEMA = "policysupply.gate/v1"
 """Value of ``input.schema``; changes only when the input layout does."""
 
 _RULES_DIR = Path(__file__).resolve().parent / "rules"
+
+
+def _dt_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
 _ROOTS = ("policysupply/gate",)
 _SETTINGS_PATH = ("policysupply", "gate", "settings")
 _DEFAULT_SETTINGS = ("allowed_registries", "required_identities", "required_attestations")
@@ -541,6 +547,18 @@ class Gate:
         }
         self._compiled = _CompiledRules(base, query, engine)
         self._cache = _BlobCache()
+        self._rules_expire: dt.datetime | None = None
+
+    @property
+    def rules_expire(self) -> dt.datetime | None:
+        """When rules loaded by :meth:`from_registry` become too old to decide with.
+
+        Their signature's age (``VerifiedArtifact.age_from``) plus the rules
+        policy's ``max_signature_age``; ``None`` without a limit (or for
+        rules given directly). From then on :meth:`decide` raises
+        ``StaleSignatureError``: load fresh rules.
+        """
+        return self._rules_expire
 
     @staticmethod
     def default_rules() -> Bundle:
@@ -591,7 +609,8 @@ class Gate:
             RegistryError: The rule bundle cannot be fetched.
             BundleError: It is not a valid bundle.
         """
-        verified = (rules_verifier or verifier).verify_bundle(registry, ref, state=state)
+        checker = rules_verifier or verifier
+        verified = checker.verify_bundle(registry, ref, state=state)
         gate = cls(
             verifier,
             verified.bundle,
@@ -602,6 +621,11 @@ class Gate:
             engine=engine,
         )
         gate._rules_info["reference"] = str(verified.reference)
+        limit = checker.policy.max_signature_age
+        if limit is not None:
+            # Freeze protection for a long-lived gate: its rules age as a served bundle does.
+            since = verified.artifact.age_from(witnessed=checker.policy.insecure_witnessed_age)
+            gate._rules_expire = freeze.deadline(since, limit) or _dt_now()
         return gate
 
     def __repr__(self) -> str:
@@ -651,7 +675,16 @@ class Gate:
             BundleError: The rules do not compile, fail, or answer outside the
                 result contract.
             TypeError: ``context`` is not JSON-serialisable.
+            StaleSignatureError: The rules (from :meth:`from_registry`) are past
+                :attr:`rules_expire`.
         """
+        if self._rules_expire is not None and freeze.past(self._rules_expire, _dt_now()):
+            raise StaleSignatureError(
+                f"the gate's rules {self._rules_info['reference']} are too old to decide with "
+                f"since {self._rules_expire.isoformat()} (the rules policy's "
+                "max_signature_age); load fresh rules with Gate.from_registry, or suspect a "
+                "freeze of the rules image"
+            )
         given = Reference.parse(image_ref) if isinstance(image_ref, str) else image_ref
         digest = registry.resolve(given)
         host = registry.host or given.host
