@@ -62,5 +62,12 @@ def serve(config: AdmissionConfig, *, ready: Callable[[int], None] | None = None
     extras.require("uvicorn", "the admission service")
     from policysupply._internal.admission.server import serve_async
 
+    import signal
+    import threading
+
     app = create_app(config)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn drains on SIGTERM, then raises the signal again with the handler
+        # it found: a no-op handler makes that a normal exit (status 0), not a kill.
+        signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
     asyncio.run(serve_async(app, config, ready=ready))

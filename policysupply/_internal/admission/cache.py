@@ -51,7 +51,11 @@ def _canon(value: Any) -> Any:
 
 def policy_hash(policy: TrustPolicy) -> str:
     """A stable hash of everything in a trust policy that decides verification."""
-    doc = _canon(attrs.evolve(policy, keys=()))
+    doc = {
+        f.name: _canon(getattr(policy, f.name))
+        for f in attrs.fields(type(policy))
+        if f.name != "keys" and not f.name.startswith("_")
+    }
     doc["keys"] = sorted(policy.key_ids())
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

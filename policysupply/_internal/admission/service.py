@@ -342,7 +342,7 @@ class Service:
             "uid": req.uid,
             "kind": req.kind,
             "namespace": req.namespace,
-            "name": req.name,
+            "object_name": req.name,
             "operation": req.operation,
             "dry_run": req.dry_run,
             "endpoint": endpoint,
