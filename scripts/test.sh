@@ -16,7 +16,7 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
 # Debian's registry (distribution 2.8), htpasswd for its basic-auth setup, and
-# tmux for the CLI-in-a-terminal tests.
+# tmux for the CLI-in-a-terminal tests, redis-server for the admission service's shared cache.
 if ! command -v docker-registry >/dev/null || ! command -v htpasswd >/dev/null \
     || ! command -v redis-server >/dev/null \
     || ! command -v tmux >/dev/null; then

@@ -24,6 +24,11 @@ from policysupply.cli._common import (
 class _Group(click.Group):
     command_class = Command
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:  # raw docstrings carry click's no-rewrap mark as backslash-b
+            self.help = self.help.replace("\\b\n", "\b\n")
+
 
 @click.group(cls=_Group)
 def admission() -> None:

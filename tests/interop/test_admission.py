@@ -268,3 +268,44 @@ def test_plain_http_needs_an_explicit_opt_in(world, tmp_path):
     )
     assert out.returncode == 2
     assert b"HTTPS only" in out.stderr
+
+
+def test_cli_review_answers_one_document(world, tmp_path):
+    import subprocess
+    import sys
+
+    world.image("shop/web:1")
+    world.image("shop/evil:1", sign=False)
+    cfg = tmp_path / "cli.yaml"
+    cfg.write_text(json.dumps(world.config()))
+
+    def run(doc: dict[str, Any], *flags: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "policysupply",
+                "admission",
+                "review",
+                "-",
+                "--config",
+                str(cfg),
+                *flags,
+            ],
+            input=json.dumps(doc).encode(),
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+
+    ok = run(review(world.pod("shop/web:1")))
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["response"]["allowed"] is True
+    no = run(review(world.pod("shop/evil:1")), "--json")
+    assert no.returncode == 1
+    doc = json.loads(no.stdout)
+    assert doc["ok"] is True
+    assert doc["response"]["status"]["code"] == 403
+    bad = run({"kind": "AdmissionReview"}, "--json")
+    assert bad.returncode == 2
+    assert json.loads(bad.stdout)["error"]["type"] == "ReviewError"
