@@ -136,7 +136,8 @@ class Connection:
             "127.0.0.1", self.replica.port, ssl=self.replica.ssl, server_hostname="127.0.0.1")
 
     async def post(self, path: str, data: bytes) -> bytes:
-        assert self.reader is not None and self.writer is not None
+        assert self.reader is not None
+        assert self.writer is not None
         self.writer.write(
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
@@ -240,7 +241,7 @@ def peer_decision(cosign: str, opa: str, pub: Path, rules_tar: Path, ref: str,
     return time.perf_counter() - start
 
 
-def main() -> None:  # noqa: C901 - one scenario after another
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer requests and images")
     args = parser.parse_args()
@@ -248,6 +249,9 @@ def main() -> None:  # noqa: C901 - one scenario after another
     cold_n = 60 if args.quick else 200
     peer_rounds = 5 if args.quick else 15
     work = WORK / "admission"
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)  # a fresh registry: one signature per image
     work.mkdir(parents=True, exist_ok=True)
     env = cosign_env(work)
     cosign, opa = str(peer("cosign2")), str(peer("opa"))

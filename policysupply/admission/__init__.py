@@ -60,10 +60,10 @@ def serve(config: AdmissionConfig, *, ready: Callable[[int], None] | None = None
     from policysupply._internal import extras
 
     extras.require("uvicorn", "the admission service")
-    from policysupply._internal.admission.server import serve_async
-
     import signal
     import threading
+
+    from policysupply._internal.admission.server import serve_async
 
     app = create_app(config)
     if threading.current_thread() is threading.main_thread():

@@ -309,3 +309,65 @@ def test_cli_review_answers_one_document(world, tmp_path):
     bad = run({"kind": "AdmissionReview"}, "--json")
     assert bad.returncode == 2
     assert json.loads(bad.stdout)["error"]["type"] == "ReviewError"
+
+
+def test_rules_from_a_signed_policy_image_are_followed(world):
+    """The rules come from a signed policy image; a new signed revision takes over."""
+    import attrs
+
+    from policysupply.gate import Gate, _with_settings
+    from policysupply.loaders import publish
+
+    world.image("shop/web:1")
+    rules_ref = f"{world.host}/platform/gate-rules:stable"
+
+    def rules(allowed: str, revision: str) -> Any:
+        bundle = _with_settings(Gate.default_rules(), {"allowed_registries": [allowed]})
+        return attrs.evolve(bundle, manifest=attrs.evolve(bundle.manifest, revision=revision))
+
+    publish(rules(world.host, "r1"), world.registry, rules_ref, world.signer)
+    svc = world.service(rules={"image": rules_ref, "refresh": "1s"})
+    assert svc.review(review(world.pod("shop/web:1")))["allowed"] is True
+
+    publish(rules("registry.acme.example", "r2"), world.registry, rules_ref, world.signer)
+    deadline = time.monotonic() + 30
+    answer = None
+    while time.monotonic() < deadline:
+        answer = svc.review(review(world.pod("shop/web:1")))
+        if not answer["allowed"]:
+            break
+        time.sleep(0.3)
+    assert answer is not None
+    assert answer["allowed"] is False
+    assert "allowed_registries" in answer["status"]["message"]
+    assert 'policysupply_admission_rules_refresh_total{result="updated"} 1.0' in svc.metrics()
+
+
+def test_unsigned_rule_image_stops_the_service_from_starting(world, tmp_path):
+    from policysupply.gate import Gate
+
+    rules_ref = f"{world.host}/platform/gate-rules:unsigned"
+    world.registry.push(Gate.default_rules(), rules_ref)
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "rules.yaml"
+    doc = world.config(rules={"image": rules_ref}, server={"port": free_port(), "allow_http": True})
+    cfg.write_text(json.dumps(doc))
+    out = subprocess.run(
+        [sys.executable, "-m", "policysupply", "admission", "serve", "--config", str(cfg)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert b"no signature" in out.stderr
+
+
+def test_dry_run_does_not_write_the_shared_cache(world, redis_server):
+    world.image("shop/web:1")
+    svc = world.service(cache={"redis": {"url": redis_server.url}})
+    assert svc.review(review(world.pod("shop/web:1"), dry_run=True))["allowed"] is True
+    assert redis_server.client().keys("policysupply:*") == []
+    assert svc.review(review(world.pod("shop/web:1")))["allowed"] is True
+    assert svc_cache(svc.review(review(world.pod("shop/web:1")))) == "local"

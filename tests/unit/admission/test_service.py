@@ -329,3 +329,63 @@ def test_metrics_count_decisions_by_outcome_and_reason(harness):
     labels = 'endpoint="validate",outcome="deny",reason="unsigned"'
     assert f"policysupply_admission_decisions_total{{{labels}}} 1.0" in text
     assert "policysupply_admission_request_seconds_bucket" in text
+
+
+class _Namespaces:
+    """A loopback stand-in for the API server's namespace endpoint (labels only)."""
+
+    def __init__(self, labels: dict[str, dict[str, str]]) -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                name = self.path.rsplit("/", 1)[-1]
+                if name not in labels:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                body = json.dumps(
+                    {"kind": "Namespace", "metadata": {"name": name, "labels": labels[name]}}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        del outer
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_namespace_selector_limits_the_scope(harness):
+    from policysupply.admission import LabelSelector
+
+    api = _Namespaces({"shop": {"policysupply.dev/enforce": "true"}, "lab": {}})
+    try:
+        h = harness(
+            kubernetes_api=api.url,
+            namespace_selector=LabelSelector(match_labels={"policysupply.dev/enforce": "true"}),
+        )
+        h.image("shop/web:1", sign=False)
+        assert not h.answer(review(workload("Pod", "w", "shop", pod_spec(["shop/web:1"]))))[
+            "allowed"
+        ]
+        lab = h.answer(review(workload("Pod", "w", "lab", pod_spec(["shop/web:1"]))))
+        assert lab["allowed"] is True
+        assert lab["auditAnnotations"]["decision"] == "skipped-namespace"
+        # A namespace whose labels cannot be read stays in scope: its images are checked.
+        broken = h.answer(review(workload("Pod", "w", "unknown", pod_spec(["shop/web:1"]))))
+        assert broken["allowed"] is False
+    finally:
+        api.close()
