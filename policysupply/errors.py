@@ -34,7 +34,8 @@ the precise failure below it::
     │   ├── UnsafeExclusionError
     │   ├── RollbackError
     │   └── StaleSignatureError
-    └── LoadError
+    ├── LoadError
+    └── AdmissionConfigError
 
 Messages say what failed, on which file or reference, and what to do about it.
 They never contain secrets.
@@ -43,6 +44,7 @@ They never contain secrets.
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionConfigError",
     "AuthenticationError",
     "BundleError",
     "CertificateError",
@@ -271,3 +273,7 @@ class StaleSignatureError(VerificationError):
 
 class LoadError(PolicySupplyError):
     """A verified bundle could not be loaded into its destination."""
+
+
+class AdmissionConfigError(PolicySupplyError):
+    """The admission service's configuration file is missing, malformed or inconsistent."""
