@@ -112,6 +112,7 @@ class _BundleDir:
     ) -> None:
         self.root = root
         self.files: dict[str, str] = {}  # file name -> entry
+        root.mkdir(parents=True, exist_ok=True)
         names = sorted(modules)
         versions = {name: rego_versions.get(name, 1) for name in names}
         for i, name in enumerate(names):
