@@ -322,6 +322,8 @@ QUERIES = [
     "data",
     "x := data.authz.deny",
     "x = data.authz.allow",
+    "data.authz.deny = y",
+    "data.authz.deny = input",
     "data.authz.f(2)",
     "1 == 2",
     "data.authz.deny[m]",

@@ -434,6 +434,8 @@ def _cleanup(holder: list[_Server], root: Path) -> None:
 
 _DATA_REF = re.compile(r"data(?:\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
 _BIND = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*(:?=)[ \t]*(.*)\Z", re.DOTALL)
+# `data.a.b = x`: unification the other way round.
+_RBIND = re.compile(r"(data(?:\.[A-Za-z_][A-Za-z0-9_]*)+)[ \t]*=[ \t]*([A-Za-z_][A-Za-z0-9_]*)\Z")
 _KEYWORDS = frozenset(
     {
         "as",
@@ -694,9 +696,13 @@ class OpaPrepared:
         bind: str | None = None
         if path is None:
             m = _BIND.match(text)
+            r = _RBIND.match(text)
             if m and m.group(1) not in _KEYWORDS and m.group(1) != "_":
                 path = _data_path(m.group(3).strip(" \t"))
                 bind = m.group(1) if path is not None else None
+            elif r and r.group(2) not in _KEYWORDS and r.group(2) != "_":
+                path = _data_path(r.group(1))
+                bind = r.group(2) if path is not None else None
         if path is not None:
             body = b'{"input":' + input_json + b"}" if input_json is not None else b"{}"
             strict = "true" if self._strict else "false"
