@@ -95,6 +95,20 @@ _GoYamlLoader.add_implicit_resolver(
 )
 
 
+# Cases whose expectation holds in OPA's test harness but not for a bundle
+# loaded into `opa` (by note, with the reason; the same in v1 and v0).
+HARNESS_ONLY = {
+    "baseandvirtualdocs/base/virtual: conflicts": (
+        "its data overlaps a package's rules: `opa` refuses that bundle "
+        "(conflicting rule for data path); the harness does not load it as one"
+    ),
+    "time/time caching": "calls test.sleep, a builtin only OPA's test harness registers",
+    "withkeyword/builtin-builtin: arity 0": (
+        "opa.runtime(): a real OPA reports its environment, the harness has none"
+    ),
+}
+
+
 @attrs.frozen(kw_only=True)
 class Case:
     """One compliance case, as the seam sees it."""
@@ -157,6 +171,8 @@ def _case(suite: str, file: str, raw: Mapping[str, Any]) -> Case:
         why = "sets environment variables"
     if raw.get("experimental_keywords"):
         why = "experimental keywords"
+    if str(raw["note"]) in HARNESS_ONLY:
+        why = HARNESS_ONLY[str(raw["note"])]
     if "want_result" not in raw and "want_error" not in raw and "want_error_code" not in raw:
         why = "no expectation"
     return Case(
@@ -204,8 +220,15 @@ def _norm(v: Any) -> Any:
     if isinstance(v, list):
         return tuple(_norm(x) for x in v)
     if isinstance(v, dict):
-        return tuple(sorted((k, _norm(x)) for k, x in v.items()))
+        return tuple(sorted((_key(k), _norm(x)) for k, x in v.items()))
     return repr(v)
+
+
+def _key(k: Any) -> str:
+    """An object key as Go's YAML decoder reads it into map[string]any (``1:`` is "1")."""
+    if isinstance(k, bool):
+        return "true" if k else "false"
+    return "null" if k is None else str(k)
 
 
 def _got(results: Iterable[Mapping[str, Any]], case: Case) -> set[Any]:
