@@ -22,6 +22,7 @@ See docs/adr/0011-opa-engine.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -425,6 +426,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@functools.cache
+def _unix_connection_class() -> type[http.client.HTTPConnection]:
+    """``HTTPConnection`` over a Unix socket (http.client is imported on first use)."""
+    import http.client
+    import socket
+
+    class UnixConnection(http.client.HTTPConnection):
+        def __init__(self, path: str, *, timeout: float) -> None:
+            super().__init__("localhost", timeout=timeout)
+            self.socket_path = path
+
+        def connect(self) -> None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            s.connect(self.socket_path)
+            self.sock = s
+
+    return UnixConnection
+
+
 def _cleanup(holder: list[_Server], root: Path) -> None:
     """Stops the server (if any) and removes the private directory."""
     while holder:
@@ -618,14 +639,6 @@ class OpaPrepared:
         self, server: _Server, method: str, path: str, body: bytes | None, *, pool: bool = True
     ) -> tuple[int, bytes]:
         import http.client
-        import socket
-
-        class _UnixConnection(http.client.HTTPConnection):
-            def connect(self) -> None:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.settimeout(self.timeout)
-                s.connect(server.socket_path)
-                self.sock = s
 
         conn: http.client.HTTPConnection | None = None
         reused = False
@@ -635,7 +648,7 @@ class OpaPrepared:
                     conn = server.pool.pop()
                     reused = True
         if conn is None:
-            conn = _UnixConnection("localhost", timeout=self._timeout)
+            conn = _unix_connection_class()(server.socket_path, timeout=self._timeout)
         headers = {"Content-Type": "application/json"} if body is not None else {}
         try:
             conn.request(method, path, body=body, headers=headers)
