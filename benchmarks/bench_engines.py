@@ -61,6 +61,17 @@ def docs(n: int) -> list[dict]:
     return out
 
 
+def interleaved(fns: list, rounds: int) -> list[float]:
+    """Median seconds of each function, the functions taking turns each round."""
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            samples[i].append(time.perf_counter() - t)
+    return [statistics.median(s) for s in samples]
+
+
 def throughput(prepared, inputs: list[dict], threads: int) -> float:
     t = time.perf_counter()
     if threads == 1:
@@ -113,14 +124,16 @@ def main() -> None:
 
     warm_opa = median_time(lambda: po.query(DEFAULT_QUERY, DOC), rounds)
     warm_emb = median_time(lambda: pe.query(DEFAULT_QUERY, DOC), rounds)
-    eval_rounds = 5 if args.quick else 20
-    warm_opa_eval = median_time(lambda: po._via_eval(DEFAULT_QUERY, doc_json), eval_rounds)
+    eval_rounds = 7 if args.quick else 21
     with tempfile.TemporaryDirectory() as tmp:
         tar = bundle.write(Path(tmp) / "rules.tar.gz")
         cmd = [str(opa_bin), "eval", "--format", "json", "--bundle", str(tar), "--stdin-input",
                DEFAULT_QUERY]
-        bare_eval = median_time(
-            lambda: subprocess.run(cmd, input=doc_json, capture_output=True, check=True),
+        warm_opa_eval, bare_eval = interleaved(
+            [
+                lambda: po._via_eval(DEFAULT_QUERY, doc_json),
+                lambda: subprocess.run(cmd, input=doc_json, capture_output=True, check=True),
+            ],
             eval_rounds,
         )
 
@@ -142,17 +155,20 @@ def main() -> None:
     tver = {m: b.rego_version_of(m) for m in tmods}
     assert opa.check(tmods, tdata, rego_versions=tver) == []
     assert emb.check(tmods, tdata, rego_versions=tver) == []
-    check_rounds = 5 if args.quick else 15
-    opa_check = median_time(
-        lambda: subprocess.run(
-            [str(opa_bin), "check", "--strict", "--bundle", str(tree)],
-            capture_output=True,
-            check=True,
-        ),
+    check_rounds = 7 if args.quick else 21
+    # Interleaved rounds: the machine is shared, load drifts.
+    opa_check, eng_check_opa, eng_check_emb = interleaved(
+        [
+            lambda: subprocess.run(
+                [str(opa_bin), "check", "--strict", "--bundle", str(tree)],
+                capture_output=True,
+                check=True,
+            ),
+            lambda: opa.check(tmods, tdata, rego_versions=tver),
+            lambda: emb.check(tmods, tdata, rego_versions=tver),
+        ],
         check_rounds,
     )
-    eng_check_opa = median_time(lambda: opa.check(tmods, tdata, rego_versions=tver), check_rounds)
-    eng_check_emb = median_time(lambda: emb.check(tmods, tdata, rego_versions=tver), check_rounds)
 
     ms = lambda s: round(s * 1e3, 3)  # noqa: E731
     result = {
