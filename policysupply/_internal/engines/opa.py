@@ -312,15 +312,20 @@ class OpaEngine:
     # -- check -------------------------------------------------------------
 
     def check(
-        self, modules: Mapping[str, str], data: Mapping[str, Any], *, rego_versions: RegoVersions
+        self,
+        modules: Mapping[str, str],
+        data: Mapping[str, Any],
+        *,
+        rego_versions: RegoVersions,
+        strict: bool = True,
     ) -> list[RegoDiagnostic]:
-        """Every problem ``opa check --strict`` reports, on OPA's lines.
+        """Every problem ``opa check --strict`` (``opa check`` when not ``strict``) reports.
 
         Raises:
             EngineUnavailableError: The binary does not run.
             BundleError: ``opa check`` failed without diagnostics, or timed out.
         """
-        return self._check(modules, data, rego_versions=rego_versions, strict=True)
+        return self._check(modules, data, rego_versions=rego_versions, strict=strict)
 
     def _check(
         self,
