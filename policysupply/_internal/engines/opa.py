@@ -21,8 +21,10 @@ See docs/adr/0011-opa-engine.md.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import re
@@ -190,6 +192,16 @@ def _data_json(data: Mapping[str, Any]) -> str:
         raise BundleError(f"data is not JSON: {exc}", entry="data.json") from None
 
 
+def _digest(modules: Mapping[str, str], data_json: str, versions: RegoVersions) -> bytes:
+    h = hashlib.sha256()
+    for name in sorted(modules):
+        for part in (name, str(versions.get(name, 1)), modules[name]):
+            raw = part.encode("utf-8", "surrogatepass")
+            h.update(len(raw).to_bytes(8, "big") + raw)
+    h.update(data_json.encode("utf-8", "surrogatepass"))
+    return h.digest()
+
+
 def _size(modules: Mapping[str, str], data_json: str) -> int:
     return sum(len(s) for s in modules.values()) * 4 + len(data_json) * 4
 
@@ -254,6 +266,10 @@ class OpaEngine:
         self._timeout = timeout
         self._strict = strict_builtin_errors
         self._version: str | None = None
+        # Digests of modules + data that `opa check` passed (prepare skips
+        # compiling them again: `policysupply eval DIR` checks, then prepares).
+        self._compiled: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self._compiled_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -339,9 +355,19 @@ class OpaEngine:
         root = _private_dir(_size(modules, data_json))
         try:
             bundle = _BundleDir(root / "b", modules, data_json, rego_versions)
-            return self._check_dir(bundle, strict=strict)
+            diags = self._check_dir(bundle, strict=strict)
         finally:
             shutil.rmtree(root, ignore_errors=True)
+        if not diags:
+            self._remember_compiled(_digest(modules, data_json, rego_versions))
+        return diags
+
+    def _remember_compiled(self, digest: bytes) -> None:
+        with self._compiled_lock:
+            self._compiled[digest] = None
+            self._compiled.move_to_end(digest)
+            while len(self._compiled) > 64:
+                self._compiled.popitem(last=False)
 
     def _check_dir(self, bundle: _BundleDir, *, strict: bool) -> list[RegoDiagnostic]:
         args = ["check", "--format", "json", "--bundle", str(bundle.root)]
@@ -378,10 +404,14 @@ class OpaEngine:
             EngineUnavailableError: The binary does not run.
         """
         data_json = _data_json(data)
+        digest = _digest(modules, data_json, rego_versions)
+        with self._compiled_lock:
+            compiled = digest in self._compiled
         root = _private_dir(_size(modules, data_json))
         try:
             bundle = _BundleDir(root / "bundle", modules, data_json, rego_versions)
-            diags = self._check_dir(bundle, strict=False)
+            # Just checked without problems by this engine: it compiles.
+            diags = [] if compiled else self._check_dir(bundle, strict=False)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
