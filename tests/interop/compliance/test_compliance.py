@@ -1,0 +1,70 @@
+"""OPA's compliance suite (v1 and v0) through the engine seam, for each engine.
+
+The OPA engine must agree on every comparable case; the embedded engine must
+never answer differently and never crash (it agrees, or refuses with a clear
+``BundleError``). The summaries, with the embedded agree rate, are printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import peer
+from tests.interop.compliance import runner
+
+pytestmark = pytest.mark.interop
+
+WORKERS = max(2, os.cpu_count() or 2)
+
+
+def _cases(suite: str) -> list[runner.Case]:
+    where = runner.cases_dir(suite)
+    if not where.is_dir():
+        pytest.fail(f"OPA's compliance suite is missing at {where}: run scripts/install-peers.sh")
+    cases = runner.load_cases(suite)
+    assert len(cases) > 1000, len(cases)
+    return cases
+
+
+def _report(report: dict[str, object], tmp_path: Path) -> str:
+    summary = {k: v for k, v in report.items() if k != "non_agreeing"}
+    print(json.dumps(summary))
+    (tmp_path / f"{report['engine']}-{report['suite']}.json").write_text(json.dumps(report))
+    bad = report["non_agreeing"]
+    assert isinstance(bad, list)
+    return "\n".join(f"{r['verdict']}: {r['note']}: {r['detail']}" for r in bad[:40])
+
+
+@pytest.mark.parametrize("suite", ["v1", "v0"])
+def test_opa_engine_agrees_with_opa_on_every_comparable_compliance_case(
+    suite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POLICYSUPPLY_OPA", str(peer("opa")))
+    report = runner.run_suite("opa", suite, workers=WORKERS, cases=_cases(suite))
+    listing = _report(report, tmp_path)
+    assert report["comparable"] > 1000
+    assert report["outcomes"] == {
+        "agree": report["comparable"],
+        "refused": 0,
+        "different": 0,
+        "crash": 0,
+    }, listing
+
+
+@pytest.mark.parametrize("suite", ["v1", "v0"])
+def test_embedded_engine_never_differs_from_opa_and_never_crashes(
+    suite: str, tmp_path: Path
+) -> None:
+    report = runner.run_suite("embedded", suite, workers=2, cases=_cases(suite))
+    listing = _report(report, tmp_path)
+    outcomes = report["outcomes"]
+    assert isinstance(outcomes, dict)
+    assert outcomes["different"] == 0, listing
+    assert outcomes["crash"] == 0, listing
+    if suite == "v1":
+        # Most v1 cases are answered, not refused (v0 is refused as a whole).
+        assert outcomes["agree"] > outcomes["refused"], report
