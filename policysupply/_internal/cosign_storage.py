@@ -28,7 +28,14 @@ import attrs
 
 from policysupply._internal import oci
 from policysupply._internal import sigstore_bundle as sb
-from policysupply.errors import NotFoundError, RegistryError, SigningError, VerificationError
+from policysupply.errors import (
+    DigestMismatchError,
+    NotFoundError,
+    RegistryError,
+    SigningError,
+    TransientRegistryError,
+    VerificationError,
+)
 
 if TYPE_CHECKING:
     from policysupply._internal.oci import Reference
@@ -349,8 +356,13 @@ def read_bundles(registry: Registry, repo: str, digest: str) -> list[Candidate]:
             continue
         if len(layers) != 1 or not str(layers[0].get("mediaType", "")).startswith(BUNDLE_PREFIX):
             continue
-        layer = oci.Descriptor.from_json(layers[0])
-        raw = registry.get_blob(repo, layer.digest, limit=_MAX_BLOB)
+        try:
+            layer = oci.Descriptor.from_json(layers[0])
+            raw = registry.get_blob(repo, layer.digest, limit=_MAX_BLOB)
+        except TransientRegistryError:
+            raise  # the registry is unwell: say so rather than "no signature"
+        except (RegistryError, DigestMismatchError):
+            continue  # its bundle is gone, too large or other bytes: one junk referrer
         try:
             parsed = sb.parse_bundle(raw, what=f"bundle {layer.digest}")
         except VerificationError:

@@ -47,16 +47,8 @@ def test_reads_opa_style_and_dot_slash_names() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [
-        "../evil.rego",
-        "a/../../evil.rego",
-        "a/..",
-        "//etc/passwd",
-        "C:/evil.rego",
-        "a\\b.rego",
-        "a//b.rego",
-        "a/./b.rego",
-    ],
+    ["../evil.rego", "a/../../evil.rego", "a/..", "//etc/passwd", "C:/evil.rego", "a\\b.rego",
+     "a//b.rego", "a/./b.rego"],
 )
 def test_refuses_escaping_or_absolute_names(name: str) -> None:
     data = make_tar(lambda tf: add_file(tf, name, b"package a\n"))
@@ -67,13 +59,8 @@ def test_refuses_escaping_or_absolute_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "linkname"),
-    [
-        (tarfile.SYMTYPE, "/etc/passwd"),
-        (tarfile.LNKTYPE, "a.rego"),
-        (tarfile.CHRTYPE, ""),
-        (tarfile.BLKTYPE, ""),
-        (tarfile.FIFOTYPE, ""),
-    ],
+    [(tarfile.SYMTYPE, "/etc/passwd"), (tarfile.LNKTYPE, "a.rego"), (tarfile.CHRTYPE, ""),
+     (tarfile.BLKTYPE, ""), (tarfile.FIFOTYPE, "")],
 )
 def test_refuses_links_and_special_files(kind: bytes, linkname: str) -> None:
     def add(tf: tarfile.TarFile) -> None:
@@ -189,7 +176,6 @@ def test_reading_writes_nothing_to_disk() -> None:
 
     sys.addaudithook(hook)
     try:
-
         def add(tf: tarfile.TarFile) -> None:
             add_file(tf, "a.rego", b"package a\n")
             add_file(tf, "data.json", b"{}")
