@@ -105,6 +105,7 @@ class AdmissionConfig:
     cert_reload_interval: float = 30.0
     allow_http: bool = False
     kubernetes_api: str | None = None
+    engine: str | None = None
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> AdmissionConfig:
@@ -158,6 +159,7 @@ _TOP = {
     "limits",
     "server",
     "kubernetes_api",
+    "engine",
 }
 
 
@@ -296,6 +298,10 @@ def parse(doc: Any, *, base: Path, where: str) -> dict[str, Any]:
         if not isinstance(top["kubernetes_api"], str):
             raise _fail(where, "kubernetes_api", "must be a URL")
         out["kubernetes_api"] = top["kubernetes_api"]
+    if "engine" in top:
+        if top["engine"] not in ("auto", "opa", "embedded"):
+            raise _fail(where, "engine", "must be auto, opa or embedded")
+        out["engine"] = top["engine"]
     scope = _obj(top.get("scope"), where, "scope", {"namespaces", "images"})
     ns = _obj(scope.get("namespaces"), where, "scope.namespaces", {"selector", "exclude"})
     if "selector" in ns:

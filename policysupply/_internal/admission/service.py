@@ -112,7 +112,7 @@ def _clip(text: str, limit: int) -> str:
 def build_gate(
     config: AdmissionConfig, engine_registry: Callable[[str], Any] | None = None
 ) -> Gate:
-    """The gate the configuration describes (rules compiled, so errors show at start).
+    """The gate the configuration describes (rules prepared by the engine: errors show at start).
 
     Raises:
         PolicySupplyError: The trust policy, rules or rule image is unusable.
@@ -140,17 +140,16 @@ def build_gate(
             verifier,
             rules_verifier=rules_verifier,
             settings=settings,
+            engine=config.engine,
         )
     elif config.rules_directory:
-        gate = Gate(verifier, Bundle.from_directory(config.rules_directory), settings=settings)
+        rules = Bundle.from_directory(config.rules_directory)
+        gate = Gate(verifier, rules, settings=settings, engine=config.engine)
     elif config.rules_bundle:
-        gate = Gate(verifier, Bundle.from_file(config.rules_bundle), settings=settings)
+        rules = Bundle.from_file(config.rules_bundle)
+        gate = Gate(verifier, rules, settings=settings, engine=config.engine)
     else:
-        gate = Gate(verifier, settings=settings)
-    compiled = gate._compiled
-    with compiled._lock:
-        if compiled._plan is None:
-            compiled._compile()
+        gate = Gate(verifier, settings=settings, engine=config.engine)
     return gate
 
 

@@ -21,6 +21,7 @@ def test_full_file(tmp_path):
             tmp_path,
             """
 mode: warn
+engine: embedded
 trust_policy: policy/trust.yaml
 rules: {directory: rules}
 settings: {allowed_registries: [ghcr.io/acme]}
@@ -44,6 +45,7 @@ server: {port: 9443, cert_file: tls/tls.crt, key_file: tls/tls.key}
         )
     )
     assert cfg.mode == "warn"
+    assert cfg.engine == "embedded"
     assert cfg.trust_policy == tmp_path / "policy" / "trust.yaml"
     assert cfg.rules_directory == tmp_path / "rules"
     assert cfg.cache_ttl == 600
@@ -66,6 +68,7 @@ server: {port: 9443, cert_file: tls/tls.crt, key_file: tls/tls.key}
         ("mode: enforse\ntrust_policy: t.yaml\n", "mode: must be one of"),
         ("trust_policy: t.yaml\nmutatee: true\n", "unknown key(s) ['mutatee']"),
         ("mode: warn\n", "trust_policy: is required"),
+        ("trust_policy: t.yaml\nengine: rego\n", "engine: must be auto, opa or embedded"),
         ("trust_policy: t.yaml\nscope: {namespaces: {exlude: [a]}}\n", "unknown key(s) ['exlude']"),
         ("trust_policy: t.yaml\nlimits: {deadline: 45s}\n", "below the webhook timeout"),
         ("trust_policy: t.yaml\ncache: {redis: {url: 'http://x'}}\n", "must be a redis://"),
