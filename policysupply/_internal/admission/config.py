@@ -80,6 +80,7 @@ class AdmissionConfig:
     rules_image: str | None = None
     rules_trust_policy: Path | None = None
     rules_refresh: float = 300.0
+    rules_state: Path | None = None
     settings: Mapping[str, Any] = attrs.field(factory=dict)
     mutate: bool = False
     unknown_kinds: Literal["deny", "allow"] = "deny"
@@ -267,7 +268,7 @@ def parse(doc: Any, *, base: Path, where: str) -> dict[str, Any]:
         top.get("rules"),
         where,
         "rules",
-        {"directory", "bundle", "image", "trust_policy", "refresh"},
+        {"directory", "bundle", "image", "trust_policy", "refresh", "state"},
     )
     sources = [k for k in ("directory", "bundle", "image") if k in rules]
     if len(sources) > 1:
@@ -282,6 +283,8 @@ def parse(doc: Any, *, base: Path, where: str) -> dict[str, Any]:
         out["rules_image"] = rules["image"]
     if "trust_policy" in rules:
         out["rules_trust_policy"] = _path(rules["trust_policy"], base, where, "rules.trust_policy")
+    if "state" in rules:
+        out["rules_state"] = _path(rules["state"], base, where, "rules.state")
     if "refresh" in rules:
         out["rules_refresh"] = _seconds(rules["refresh"], where, "rules.refresh")
     if "settings" in top:

@@ -396,7 +396,12 @@ class Engine:
         )
 
     async def decide_all(
-        self, images: list[str], context: Callable[[int], Mapping[str, Any]], *, dry_run: bool
+        self,
+        images: list[str],
+        context: Callable[[int], Mapping[str, Any]],
+        *,
+        dry_run: bool,
+        started: float | None = None,
     ) -> list[ImageResult]:
         """Results for ``images`` (decided concurrently), within the deadline.
 
@@ -406,7 +411,10 @@ class Engine:
             asyncio.ensure_future(self.decide(img, context(i), dry_run=dry_run))
             for i, img in enumerate(images)
         ]
-        done, pending = await asyncio.wait(tasks, timeout=self.config.deadline)
+        loop = asyncio.get_running_loop()
+        # The deadline counts from when the request arrived (scope lookups included).
+        elapsed = loop.time() - started if started is not None else 0.0
+        done, pending = await asyncio.wait(tasks, timeout=max(0.0, self.config.deadline - elapsed))
         for t in pending:
             t.cancel()
         out = []

@@ -60,8 +60,9 @@ class NamespaceLabels:
 
     SA = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-    def __init__(self, api: str | None) -> None:
+    def __init__(self, api: str | None, *, timeout: float = 2.0) -> None:
         self._api = api or "https://kubernetes.default.svc"
+        self._timeout = timeout
         self._cache = _TTLMap(4096)
         self._client: Any = None
 
@@ -78,7 +79,7 @@ class NamespaceLabels:
                     headers["Authorization"] = f"Bearer {f.read().strip()}"
             ca = os.path.join(self.SA, "ca.crt")
             verify: Any = ca if os.path.exists(ca) else True
-            self._client = httpx.AsyncClient(headers=headers, verify=verify, timeout=2.0)
+            self._client = httpx.AsyncClient(headers=headers, verify=verify, timeout=self._timeout)
         return self._client
 
     async def get(self, namespace: str) -> Mapping[str, str] | None:
@@ -118,6 +119,7 @@ def build_gate(
         PolicySupplyError: The trust policy, rules or rule image is unusable.
     """
     from policysupply.bundle import Bundle
+    from policysupply.trust_state import TrustState
     from policysupply.verifier import TrustPolicy, Verifier
 
     root = str(config.trusted_root) if config.trusted_root else None
@@ -139,6 +141,7 @@ def build_gate(
             ref,
             verifier,
             rules_verifier=rules_verifier,
+            state=TrustState(config.rules_state) if config.rules_state else None,
             settings=settings,
             engine=config.engine,
         )
@@ -168,7 +171,9 @@ class Service:
         self._registry_factory = registry_factory
         self._gate = gate
         self.engine: Engine | None = None
-        self.namespaces = NamespaceLabels(config.kubernetes_api)
+        self.namespaces = NamespaceLabels(
+            config.kubernetes_api, timeout=min(2.0, config.deadline / 4)
+        )
         self.ready = False
         self.draining = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -332,6 +337,7 @@ class Service:
     ) -> tuple[int, dict[str, Any]]:
         """(HTTP status, AdmissionReview response) for one request body."""
         assert self.engine is not None  # noqa: S101
+        started = asyncio.get_running_loop().time()
         try:
             req = rv.parse_review(body)
         except rv.ReviewError as exc:
@@ -393,7 +399,9 @@ class Service:
         ctx = {
             "kubernetes": {"namespace": req.namespace, "kind": req.kind, "operation": req.operation}
         }
-        results = await self.engine.decide_all(unique, lambda _i: ctx, dry_run=req.dry_run)
+        results = await self.engine.decide_all(
+            unique, lambda _i: ctx, dry_run=req.dry_run, started=started
+        )
         by_image = dict(zip(unique, results, strict=True))
         for r in results:
             self.metrics.decisions.labels(

@@ -23,7 +23,7 @@ def test_full_file(tmp_path):
 mode: warn
 engine: embedded
 trust_policy: policy/trust.yaml
-rules: {directory: rules}
+rules: {directory: rules, state: state/rules.json}
 settings: {allowed_registries: [ghcr.io/acme]}
 mutate: true
 scope:
@@ -48,6 +48,7 @@ server: {port: 9443, cert_file: tls/tls.crt, key_file: tls/tls.key}
     assert cfg.engine == "embedded"
     assert cfg.trust_policy == tmp_path / "policy" / "trust.yaml"
     assert cfg.rules_directory == tmp_path / "rules"
+    assert cfg.rules_state == tmp_path / "state" / "rules.json"
     assert cfg.cache_ttl == 600
     assert cfg.tag_ttl == 0
     assert cfg.cache_entries == 500
