@@ -8,15 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from policysupply.cli._common import (
-    Command,
-    emit_json,
-    json_option,
-    read_json_document,
-    reported,
-    say,
-    usage_error,
-)
+from policysupply.cli._common import Command, emit_json, json_option, reported, say, usage_error
+from policysupply.cli._targets import read_json_document
 from policysupply.errors import BundleError, PolicySupplyError
 
 if TYPE_CHECKING:
