@@ -20,6 +20,8 @@ from policysupply._internal.oci import Reference
 from policysupply._trust_policy import DockerReferenceCheck, TrustPolicy
 from policysupply._verified import VerifiedSignature
 from policysupply.errors import (
+    ClaimMismatchError,
+    FutureSigningTimeError,
     IdentityMismatchError,
     RegistryError,
     UntrustedSignatureError,
@@ -27,6 +29,11 @@ from policysupply.errors import (
 
 if TYPE_CHECKING:
     from policysupply._internal.keyless import TrustMaterial
+
+# How far ahead of our clock a signed signing time may be: clocks differ by
+# seconds to minutes; a time further ahead is false, and would outlive a
+# freeze limit and block TrustState's "signing time must not go back" rule.
+MAX_SIGNED_TIME_SKEW = dt.timedelta(minutes=5)
 
 
 class Checks:
@@ -55,6 +62,11 @@ class Checks:
     # -- claims ---------------------------------------------------------------
 
     def claims(self, c: Candidate, ref: Reference, digest: str) -> tuple[bool, str, dict[str, str]]:
+        """(ok, why not, signed annotations) of one signature's signed claims about ``ref``.
+
+        Raises:
+            ClaimMismatchError: The annotations fail the policy (see :meth:`annotations_ok`).
+        """
         try:
             doc = json.loads(c.claims)
         except (ValueError, RecursionError):
@@ -87,15 +99,41 @@ class Checks:
         why = reference_mismatch(self.policy.docker_reference, names, ref)
         if why is not None:
             return False, why, {}
+        return True, "", self.annotations_ok(annotations, keyless=c.certificate is not None)
+
+    def annotations_ok(self, annotations: object, *, keyless: bool) -> dict[str, str]:
+        """A signature's signed annotations, once the policy's claims on them hold.
+
+        A keyless signature's claimed time never exceeds its log or timestamp
+        time (see :func:`lower_bound`), so a future claim is ignored there; for
+        a key signature the claim is the signing time, and a future one refused.
+
+        Raises:
+            ClaimMismatchError: A required annotation is missing or differs, or
+                the signed time is malformed (``FutureSigningTimeError``: a key
+                signature's, more than :data:`MAX_SIGNED_TIME_SKEW` ahead of our clock).
+        """
         if not isinstance(annotations, dict):
             annotations = {}
         for k, v in self.policy.annotations.items():
             if annotations.get(k) != v:
-                return False, f"required annotation {k}={v!r} missing", {}
+                raise ClaimMismatchError(f"required annotation {k}={v!r} missing")
         signed_at = annotations.get(cosign.ANN_SIGNED_AT)
-        if signed_at is not None and signed_time(signed_at) is None:
-            return False, f"signed time {str(signed_at)[:40]!r} is not an RFC 3339 UTC time", {}
-        return True, "", {str(k): str(v) for k, v in annotations.items()}
+        if signed_at is not None:
+            when = signed_time(signed_at)
+            if when is None:
+                raise ClaimMismatchError(
+                    f"signed time {str(signed_at)[:40]!r} is not an RFC 3339 UTC time"
+                )
+            latest = dt.datetime.now(dt.timezone.utc) + MAX_SIGNED_TIME_SKEW
+            if when > latest and not keyless:
+                raise FutureSigningTimeError(
+                    f"signed time {when.isoformat()} is in the future (more than "
+                    f"{MAX_SIGNED_TIME_SKEW} ahead of this clock); a false time would outlive "
+                    "max_signature_age and block later releases: fix the signer's clock and "
+                    "re-sign"
+                )
+        return {str(k): str(v) for k, v in annotations.items()}
 
     # -- one candidate ----------------------------------------------------------
 

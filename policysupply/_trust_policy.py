@@ -166,6 +166,12 @@ class TrustPolicy:
                 "a trust policy needs at least one key or identity (or an OPA-native trust)"
             )
         n = len(self.keys) + len(self.identities)
+        if n == 0 and (self.annotations or self.attestations):
+            raise VerificationError(
+                "required annotations and attestations are checked on cosign signatures, "
+                "and this policy trusts no key or identity to check them with (OPA-native "
+                "tokens carry neither)"
+            )
         if n == 0 and self.threshold != 1:
             raise VerificationError(
                 "threshold counts cosign signers, and this policy trusts none; "

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from policysupply._checks import Checks, lower_bound, signed_time, subjects_naming
-from policysupply._internal import cosign
+from policysupply._internal import cosign, freeze
 from policysupply._internal.cosign_storage import Candidate
 from policysupply._internal.oci import Reference
 from policysupply._trust_policy import TrustPolicy
@@ -46,6 +46,7 @@ def trusted_signatures(
     *,
     claims: bool,
     label: object,
+    statement_annotations: object = None,
 ) -> tuple[VerifiedSignature, ...]:
     """The trusted signatures among ``candidates``, one per act of signing.
 
@@ -57,6 +58,10 @@ def trusted_signatures(
             required annotations, signed time) against ``ref``; a plain file's
             bundle has none (its digest was checked when it was read).
         label: How the threshold error names the artifact.
+        statement_annotations: Without ``claims`` (a plain file): the
+            annotations its bundle signs (a DSSE statement's subject; none for
+            a ``messageSignature``), held to the policy's required annotations
+            and signed-time rules as an image's are.
 
     Raises:
         VerificationError: No trusted signature (the most precise subclass
@@ -72,16 +77,24 @@ def trusted_signatures(
         except VerificationError as exc:
             errors.append(exc)
             continue
-        if claims:
-            ok, why, annotations = checks.claims(c, ref, digest)
-            if not ok:
-                errors.append(ClaimMismatchError(f"{signers[0].signer[:28]}…: {why}"))
-                continue
-            claimed = signed_time(annotations.get(cosign.ANN_SIGNED_AT))
-            signers = [
-                attrs.evolve(s, annotations=annotations, signed_at=lower_bound(s, claimed))
-                for s in signers
-            ]
+        kind: type[ClaimMismatchError] = ClaimMismatchError
+        try:
+            if claims:
+                ok, why, annotations = checks.claims(c, ref, digest)
+            else:
+                keyless = c.certificate is not None
+                ok, why = True, ""
+                annotations = checks.annotations_ok(statement_annotations or {}, keyless=keyless)
+        except ClaimMismatchError as exc:
+            ok, why, kind, annotations = False, str(exc), type(exc), {}
+        if not ok:
+            errors.append(kind(f"{signers[0].signer[:28]}…: {why}"))
+            continue
+        claimed = signed_time(annotations.get(cosign.ANN_SIGNED_AT))
+        signers = [
+            attrs.evolve(s, annotations=annotations, signed_at=lower_bound(s, claimed))
+            for s in signers
+        ]
         for s in signers:
             good.add(checks.signature_id(c, s), s)
     if not good:
@@ -189,13 +202,8 @@ def check_age(policy: TrustPolicy, artifact: VerifiedArtifact) -> None:
     limit = policy.max_signature_age
     if limit is None:
         return
-    witnessed = policy.insecure_witnessed_age
-    times = [
-        s.signed_at if s.signed_at is not None or not witnessed else s.witnessed_at
-        for s in artifact.signatures
-    ]
-    known = [t for t in times if t is not None]
-    if not known:
+    newest = artifact.age_from(witnessed=policy.insecure_witnessed_age)
+    if newest is None:
         witness = any(s.witnessed_at is not None for s in artifact.signatures)
         raise StaleSignatureError(
             f"{artifact.reference}: no trusted signature carries a signing time its signer "
@@ -210,9 +218,9 @@ def check_age(policy: TrustPolicy, artifact: VerifiedArtifact) -> None:
             "insecure_witnessed_age=True in the trust policy (CLI: --insecure-witnessed-age) "
             "to judge such signatures by their verified log or timestamp time"
         )
-    newest = max(known)
-    age = dt.datetime.now(dt.timezone.utc) - newest
-    if age > limit:
+    now = dt.datetime.now(dt.timezone.utc)
+    age = now - newest
+    if freeze.expired(newest, limit, now):
         raise StaleSignatureError(
             f"{artifact.reference}: newest trusted signature is from "
             f"{newest.isoformat()}, {age - limit} past the {limit} limit; re-sign "

@@ -184,6 +184,29 @@ class VerifiedArtifact:
         times = [s.signed_at for s in self.signatures if s.signed_at is not None]
         return max(times) if times else None
 
+    def age_from(self, *, witnessed: bool = False) -> dt.datetime | None:
+        """The time the artifact's age counts from, for freeze limits (``max_signature_age``).
+
+        The newest signer-produced time (:attr:`signed_at`). With ``witnessed``
+        (the policy's ``insecure_witnessed_age``), a signature without one
+        counts from its verified log or timestamp time instead. The verifier
+        and the bundle server both judge age from this time, with the same
+        rule: too old from this time plus the limit on.
+
+        Args:
+            witnessed: Let signatures without a signer-produced time count
+                from their ``witnessed_at``.
+
+        Returns:
+            The time, or ``None`` when no counted signature has one.
+        """
+        times = [
+            s.signed_at if s.signed_at is not None or not witnessed else s.witnessed_at
+            for s in self.signatures
+        ]
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
+
     def _repr_html_(self) -> str:
         import html
 

@@ -26,6 +26,8 @@ from policysupply._manifest import Manifest, dumps, freeze_mapping
 from policysupply.errors import BundleError
 
 if TYPE_CHECKING:
+    from policysupply._internal.engines import EngineChoice
+    from policysupply._internal.engines.base import Prepared
     from policysupply.native import NativeTrust, NativeVerification
 
 __all__ = ["Bundle", "Limits", "Manifest"]
@@ -37,7 +39,8 @@ class _Cache:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.bytes: bytes | None = None
-        self.engine: Any = None
+        # Compiled preparations per engine (Bundle.prepare), closed with the bundle.
+        self.prepared: dict[str, Prepared] = {}
         # The data files as read (from_bytes), so loaders can send their bytes on.
         self.sources: tuple[bf.DataSource, ...] | None = None
         self.inexact = False  # data holds numbers a float cannot (bf.ExactFloat)
@@ -479,21 +482,49 @@ class Bundle:
 
         return {name: package_path(src, entry=name) for name, src in self.modules.items()}
 
-    def check(self) -> None:
-        """Parses and compiles every module with the embedded engine.
+    def _rego_versions(self) -> dict[str, int]:
+        return {name: self.rego_version_of(name) for name in self.modules}
+
+    def check(self, engine: EngineChoice = None, *, strict: bool = False) -> None:
+        """Parses and compiles every module, as ``opa check`` does.
 
         Catches syntax errors, Rego v1 rule bodies without ``if``, calls to
-        undefined functions and builtin arity mismatches, as ``opa check``
-        does. Modules parsed as Rego v0 skip the v1 keyword check.
+        undefined functions, wrong arity, type errors, unsafe variables and
+        re-assignments. Modules parsed as Rego v0 follow v0's rules.
+
+        Args:
+            engine: ``"opa"`` (``opa check --strict`` itself), ``"embedded"``,
+                ``"auto"`` (OPA when its binary is found) or an engine object;
+                ``None``: ``POLICYSUPPLY_ENGINE``, else ``"auto"``. The
+                embedded engine's check does not refuse builtins it cannot
+                evaluate: such a bundle is fine for OPA.
+            strict: Also OPA's strict-mode errors (unused imports and local
+                variables, deprecated builtins, shadowed ``input``/``data``),
+                as ``opa check --strict``. Needs the OPA engine.
 
         Raises:
             BundleError: Naming the first broken module and line; the message
-                lists every problem found.
+                lists every problem found. ``EngineUnavailableError`` (a
+                ``BundleError``) when ``"opa"`` is asked for and not found.
         """
-        from policysupply._internal.rego import compile_diagnostics
+        from policysupply._internal.engines import select_engine
+        from policysupply._internal.engines.base import UnsupportedByEngineError
+        from policysupply._internal.engines.embedded import EmbeddedEngine
 
-        v1 = frozenset(m for m in self.modules if self.rego_version_of(m) == 1)
-        diags = compile_diagnostics(dict(self.modules), v1_modules=v1, packages=self._packages())
+        eng = select_engine(engine)
+        modules, versions = dict(self.modules), self._rego_versions()
+        from policysupply._internal.engines.opa import OpaEngine
+
+        if isinstance(eng, OpaEngine):
+            diags = eng.check(modules, dict(self.data), rego_versions=versions, strict=strict)
+        elif strict:
+            raise UnsupportedByEngineError(
+                "strict checks (as `opa check --strict`) need the OPA engine (engine='opa')"
+            )
+        elif isinstance(eng, EmbeddedEngine):
+            diags = eng.diagnostics(modules, rego_versions=versions, refuse=False)
+        else:
+            diags = eng.check(modules, dict(self.data), rego_versions=versions)
         if diags:
             first = diags[0]
             more = "".join(
@@ -502,12 +533,50 @@ class Bundle:
             suffix = f" ({len(diags) - 1} more problem(s):{more})" if more else ""
             raise BundleError(first.message + suffix, entry=first.entry, line=first.line)
 
-    def evaluate(self, query: str, input: Any = None) -> Any:
-        """Evaluates ``query`` in-process with the embedded Rego engine.
+    def prepare(self, engine: EngineChoice = None) -> Prepared:
+        """The bundle compiled by ``engine`` for repeated queries (cached per engine).
+
+        Raises:
+            BundleError: A module does not compile, or the engine cannot
+                answer for this bundle (``UnsupportedByEngineError``) or is
+                not available (``EngineUnavailableError``).
+        """
+        from policysupply._internal.engines import select_engine
+
+        eng = select_engine(engine)
+        key = repr(eng)
+        cache = self._cache
+        with cache.lock:
+            prepared = cache.prepared.get(key)
+            if prepared is None:
+                prepared = eng.prepare(
+                    dict(self.modules), dict(self.data), rego_versions=self._rego_versions()
+                )
+                cache.prepared[key] = prepared
+            return prepared
+
+    def query(self, query: str, input: Any = None, *, engine: EngineChoice = None) -> list[Any]:
+        """Evaluates ``query`` and returns OPA's result sets as ``opa eval`` prints them.
+
+        Each result set is ``{"expressions": [{"value", "text"}], "bindings": {...}}``;
+        an empty list means undefined.
+
+        Raises:
+            BundleError: See :meth:`evaluate`.
+        """
+        return [dict(r) for r in self.prepare(engine).query(query, input)]
+
+    def evaluate(self, query: str, input: Any = None, engine: EngineChoice = None) -> Any:
+        """Evaluates ``query`` with a Rego engine, as ``opa eval`` would.
 
         Args:
             query: A Rego query, e.g. ``"data.k8s.admission.deny"``.
             input: The ``input`` document.
+            engine: ``"opa"`` (a managed ``opa run --server`` for this
+                bundle), ``"embedded"`` (rego-cpp in a worker process: refuses
+                what it cannot answer exactly, including Rego v0),
+                ``"auto"`` (OPA when its binary is found) or an engine object;
+                ``None``: ``POLICYSUPPLY_ENGINE``, else ``"auto"``.
 
         Returns:
             The value of a single-expression query (sets come back as sorted
@@ -515,39 +584,19 @@ class Bundle:
             query binds variables; ``None`` when the result is undefined.
 
         Raises:
-            BundleError: The query or a module failed, or the bundle holds
-                Rego v0 modules, whose semantics the embedded engine does not
-                implement (load such bundles into OPA instead).
+            BundleError: The query or a module failed to compile or evaluate
+                (type errors, division by zero and builtin errors included:
+                never an undefined result); ``UnsupportedByEngineError`` when
+                the embedded engine cannot answer exactly as OPA would.
         """
-        v0 = sorted(m for m in self.modules if self.rego_version_of(m) == 0)
-        if v0:
-            raise BundleError(
-                "the embedded engine does not implement Rego v0 semantics (e.g. "
-                "`deny[msg] { ... }` would evaluate as an object, not a set), so it "
-                "will not answer for this bundle; evaluate it with OPA, or migrate the "
-                "module to Rego v1 (`opa fmt --write --v0-v1`)",
-                entry=v0[0],
-            )
-        from policysupply._internal.rego import Engine
-
-        cache = self._cache
-        with cache.lock:
-            if cache.engine is None:
-                cache.engine = Engine(dict(self.modules), dict(self.data))
-            engine = cache.engine
-        from policysupply._internal.rego import RESULT_VAR, wrap_single_expression
-
-        wrapped = wrap_single_expression(query)
-        results = engine.query(wrapped or query, input)
+        results = self.query(query, input, engine=engine)
         if not results:
             return None
         first = results[0]
         bindings = first.get("bindings") or {}
-        if wrapped is not None:
-            return bindings.get(RESULT_VAR)
         if bindings:
             return bindings
-        exprs = first.get("expressions", [])
+        exprs = [e.get("value") for e in first.get("expressions", [])]
         return exprs[0] if len(exprs) == 1 else exprs
 
     # -- display -----------------------------------------------------------

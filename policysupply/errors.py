@@ -21,7 +21,8 @@ the precise failure below it::
     │   │   └── CertificateExpiredError
     │   ├── TransparencyLogError
     │   ├── ClaimMismatchError
-    │   │   └── ScopeMismatchError
+    │   │   ├── ScopeMismatchError
+    │   │   └── FutureSigningTimeError
     │   ├── ThresholdNotMetError
     │   ├── DigestMismatchError
     │   │   └── FileDigestMismatchError (also a SignedContentError)
@@ -33,7 +34,8 @@ the precise failure below it::
     │   ├── UnsafeExclusionError
     │   ├── RollbackError
     │   └── StaleSignatureError
-    └── LoadError
+    ├── LoadError
+    └── AdmissionConfigError
 
 Messages say what failed, on which file or reference, and what to do about it.
 They never contain secrets.
@@ -42,6 +44,7 @@ They never contain secrets.
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionConfigError",
     "AuthenticationError",
     "BundleError",
     "CertificateError",
@@ -49,6 +52,7 @@ __all__ = [
     "CertificateExpiredError",
     "DigestMismatchError",
     "FileDigestMismatchError",
+    "FutureSigningTimeError",
     "MalformedSignatureError",
     "MissingSignedFileError",
     "IdentityMismatchError",
@@ -200,6 +204,16 @@ class ScopeMismatchError(ClaimMismatchError):
     """
 
 
+class FutureSigningTimeError(ClaimMismatchError):
+    """A trusted signature claims a signing time further ahead of our clock than skew allows.
+
+    Such a claim is false (or the signer's clock is wrong). Accepted, it would
+    pass ``max_signature_age`` until long after the signature was made, and
+    block every later release in a ``TrustState`` ("signing time must not go
+    back"). The allowed skew is five minutes.
+    """
+
+
 class ThresholdNotMetError(VerificationError):
     """Fewer distinct trusted signers than the policy's threshold."""
 
@@ -259,3 +273,7 @@ class StaleSignatureError(VerificationError):
 
 class LoadError(PolicySupplyError):
     """A verified bundle could not be loaded into its destination."""
+
+
+class AdmissionConfigError(PolicySupplyError):
+    """The admission service's configuration file is missing, malformed or inconsistent."""

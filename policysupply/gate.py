@@ -20,15 +20,14 @@ import datetime as dt
 import functools
 import html
 import json
-import threading
 import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from policysupply._internal import read_cache
+from policysupply._internal import freeze, read_cache
 from policysupply._internal.oci import Reference
 from policysupply.bundle import Bundle
 from policysupply.errors import (
@@ -53,6 +52,9 @@ from policysupply.verifier import (
     Verifier,
 )
 
+if TYPE_CHECKING:
+    from policysupply._internal.engines import EngineChoice
+
 __all__ = ["DEFAULT_QUERY", "INPUT_SCHEMA", "Decision", "Gate"]
 
 DEFAULT_QUERY = "data.policysupply.gate.decision"
@@ -62,6 +64,12 @@ INPUT_SCHEMA = "policysupply.gate/v1"
 """Value of ``input.schema``; changes only when the input layout does."""
 
 _RULES_DIR = Path(__file__).resolve().parent / "rules"
+
+
+def _dt_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
 _ROOTS = ("policysupply/gate",)
 _SETTINGS_PATH = ("policysupply", "gate", "settings")
 _DEFAULT_SETTINGS = ("allowed_registries", "required_identities", "required_attestations")
@@ -359,106 +367,48 @@ def _default_rules() -> Bundle:
 
 
 class _CompiledRules:
-    """The rule bundle compiled once into a rego-cpp plan for one query.
+    """The rule bundle prepared once by the selected engine for one query.
 
-    ``Bundle.evaluate`` re-compiles every module on every query (~10 ms for
-    the default rules); a compiled plan answers in ~1 ms. Input is passed as
-    JSON text, which rego-cpp parses with the escapes intact.
+    Preparation happens when the gate is built, so a rule that does not
+    compile is a ``BundleError`` there; each decision is one query against
+    the prepared rules (a managed OPA, or rego-cpp in a worker process: a
+    crash in it is a ``BundleError``, never the death of this process).
     """
 
-    def __init__(self, rules: Bundle, query: str) -> None:
-        self._rules = rules
-        self._query = query
-        self._lock = threading.Lock()
-        self._builder: Any = None
-        self._plan: Any = None
-        self._runtime: Any = None
+    def __init__(self, rules: Bundle, query: str, engine: EngineChoice) -> None:
+        from policysupply._internal.engines import select_engine
+        from policysupply._internal.engines.rego_source import wrap_single_expression
 
-    def _compile(self) -> None:
-        v0 = sorted(m for m in self._rules.modules if self._rules.rego_version_of(m) == 0)
-        if v0:
+        if wrap_single_expression(query) is None:
             raise BundleError(
-                "gate rules must be Rego v1: the embedded engine does not implement v0",
-                entry=v0[0],
+                f"gate query {query!r} must be a single expression (e.g. a rule reference)"
             )
-        from policysupply._internal.rego import (
-            _ENGINE_LOCK,
-            RESULT_VAR,
-            Engine,
-            _captured_c_stdout,
-            _first_error_message,
-            _regopy,
-        )
+        self._query = query
+        self.engine = select_engine(engine)
+        self._prepared = rules.prepare(self.engine)
 
-        rp = _regopy()
-        # Engine reports module parse errors with file and line.
-        engine = Engine(dict(self._rules.modules), dict(self._rules.data))
-        with _ENGINE_LOCK, _captured_c_stdout():
-            try:
-                plan = engine._interp.build(f"{RESULT_VAR} := {self._query}")
-            except rp.RegoError as exc:
-                raise BundleError(
-                    f"gate query {self._query!r} does not compile: {_first_error_message(str(exc))}"
-                ) from None
-        # The plan is a native object built by this interpreter: keep both alive.
-        self._builder = engine
-        self._plan = plan
-        self._runtime = rp.Interpreter()
+    @property
+    def engine_name(self) -> str:
+        return self._prepared.engine
 
     def evaluate(self, document: Mapping[str, Any]) -> Any:
         """The query's value for ``document`` as input; ``None`` when undefined.
 
         Raises:
-            BundleError: The rules failed to compile or to evaluate.
+            BundleError: The rules failed to evaluate, or the engine cannot
+                answer exactly (``UnsupportedByEngineError``).
         """
-        from regopy.rego_shared import (
-            rego_bundle_query,
-            rego_free_output,
-            rego_output_ok,
-            rego_output_string,
-        )
-
-        from policysupply._internal.rego import (
-            _ENGINE_LOCK,
-            RESULT_VAR,
-            _first_error_message,
-            check_value_nesting,
-        )
+        from policysupply._internal.engines.rego_source import check_value_nesting
 
         # Deep nesting crashes rego-cpp (and json.dumps recurses): refuse it first.
         check_value_nesting(document, what="gate input")
-        try:
-            term = json.dumps(document, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise BundleError(f"gate input cannot be passed to the rules: {exc}") from None
-        with self._lock:
-            if self._plan is None:
-                self._compile()
-            with _ENGINE_LOCK:
-                self._runtime.set_input_term(term)
-                out = rego_bundle_query(self._runtime._impl, self._plan._impl)
-                try:
-                    ok = rego_output_ok(out)
-                    text = rego_output_string(out)
-                finally:
-                    rego_free_output(out)
-        if text == "undefined":
+        results = self._prepared.query(self._query, _plain(document))
+        if not results:
             return None
-        if not ok or text.lstrip().startswith("(error") or text == "<error>":
-            detail = (
-                _first_error_message(text)
-                if text != "<error>"
-                else "evaluation error (for example conflicting values for a complete rule)"
-            )
-            raise BundleError(f"gate query {self._query!r} failed: {detail}")
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            raise BundleError(
-                f"gate query {self._query!r}: the embedded engine returned malformed output"
-            ) from None
-        first = parsed[0] if isinstance(parsed, list) else parsed
-        return (first.get("bindings") or {}).get(RESULT_VAR)
+        expressions = results[0].get("expressions") or []
+        if len(expressions) != 1 or not isinstance(expressions[0], Mapping):
+            raise BundleError(f"gate query {self._query!r}: unexpected result shape")
+        return expressions[0].get("value")
 
 
 # -- the result contract ----------------------------------------------------------------
@@ -539,8 +489,9 @@ class Gate:
         settings: Mapping[str, Any] | None = None,
         require_verification: bool = True,
         attestations: bool | None = None,
+        engine: EngineChoice = None,
     ) -> None:
-        """Builds a gate; nothing is fetched or compiled until the first decision.
+        """Builds a gate and compiles its rules; nothing is fetched until the first decision.
 
         Args:
             verifier: Checks image signatures against your trust policy.
@@ -565,9 +516,16 @@ class Gate:
                 the default rules' ``required_attestations`` is set, or the
                 trust policy requires attestations. Custom rules that read
                 attestations need ``True`` (it costs one more registry read).
+            engine: The Rego engine that decides: ``"opa"``, ``"embedded"``,
+                ``"auto"`` (OPA when its binary is found) or an engine object;
+                ``None``: ``POLICYSUPPLY_ENGINE``, else ``"auto"``. Every
+                :class:`Decision` names it (``evidence["engine"]``).
 
         Raises:
-            BundleError: Invalid settings, or settings outside the rules' roots.
+            BundleError: Invalid settings, settings outside the rules' roots,
+                rules that do not compile, or an engine that cannot answer
+                for them exactly (``UnsupportedByEngineError``) or is missing
+                (``EngineUnavailableError``).
         """
         self.verifier = verifier
         self.query = query
@@ -587,8 +545,20 @@ class Gate:
             "revision": base.manifest.revision,
             "reference": None,
         }
-        self._compiled = _CompiledRules(base, query)
+        self._compiled = _CompiledRules(base, query, engine)
         self._cache = _BlobCache()
+        self._rules_expire: dt.datetime | None = None
+
+    @property
+    def rules_expire(self) -> dt.datetime | None:
+        """When rules loaded by :meth:`from_registry` become too old to decide with.
+
+        Their signature's age (``VerifiedArtifact.age_from``) plus the rules
+        policy's ``max_signature_age``; ``None`` without a limit (or for
+        rules given directly). From then on :meth:`decide` raises
+        ``StaleSignatureError``: load fresh rules.
+        """
+        return self._rules_expire
 
     @staticmethod
     def default_rules() -> Bundle:
@@ -613,6 +583,7 @@ class Gate:
         settings: Mapping[str, Any] | None = None,
         require_verification: bool = True,
         attestations: bool | None = None,
+        engine: EngineChoice = None,
     ) -> Gate:
         """A gate whose rules come from a signed policy image, verified before use.
 
@@ -629,6 +600,7 @@ class Gate:
             settings: As for :class:`Gate` (not validated: the rules are yours).
             require_verification: As for :class:`Gate`.
             attestations: As for :class:`Gate`.
+            engine: As for :class:`Gate`.
 
         Raises:
             VerificationError: The rule bundle is not trusted (unlike image
@@ -637,7 +609,8 @@ class Gate:
             RegistryError: The rule bundle cannot be fetched.
             BundleError: It is not a valid bundle.
         """
-        verified = (rules_verifier or verifier).verify_bundle(registry, ref, state=state)
+        checker = rules_verifier or verifier
+        verified = checker.verify_bundle(registry, ref, state=state)
         gate = cls(
             verifier,
             verified.bundle,
@@ -645,12 +618,23 @@ class Gate:
             settings=settings,
             require_verification=require_verification,
             attestations=attestations,
+            engine=engine,
         )
         gate._rules_info["reference"] = str(verified.reference)
+        limit = checker.policy.max_signature_age
+        if limit is not None:
+            # Freeze protection for a long-lived gate: its rules age as a served bundle does.
+            since = verified.artifact.age_from(witnessed=checker.policy.insecure_witnessed_age)
+            gate._rules_expire = freeze.deadline(since, limit) or _dt_now()
         return gate
 
     def __repr__(self) -> str:
-        return f"Gate(query={self.query!r}, rules={self.rules!r})"
+        return f"Gate(query={self.query!r}, rules={self.rules!r}, engine={self.engine!r})"
+
+    @property
+    def engine(self) -> str:
+        """Name of the Rego engine that decides (``"opa"`` or ``"embedded"``)."""
+        return self._compiled.engine_name
 
     def evaluate(self, input: Mapping[str, Any]) -> Any:
         """The rules' raw answer for an input document, without any registry.
@@ -691,7 +675,16 @@ class Gate:
             BundleError: The rules do not compile, fail, or answer outside the
                 result contract.
             TypeError: ``context`` is not JSON-serialisable.
+            StaleSignatureError: The rules (from :meth:`from_registry`) are past
+                :attr:`rules_expire`.
         """
+        if self._rules_expire is not None and freeze.past(self._rules_expire, _dt_now()):
+            raise StaleSignatureError(
+                f"the gate's rules {self._rules_info['reference']} are too old to decide with "
+                f"since {self._rules_expire.isoformat()} (the rules policy's "
+                "max_signature_age); load fresh rules with Gate.from_registry, or suspect a "
+                "freeze of the rules image"
+            )
         given = Reference.parse(image_ref) if isinstance(image_ref, str) else image_ref
         digest = registry.resolve(given)
         host = registry.host or given.host
@@ -704,24 +697,58 @@ class Gate:
             json.dumps(ctx, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"gate context must be JSON-serialisable: {exc}") from None
+        verification = self._verification(registry, pinned)
+        return self._judge(given, host, digest, verification, ctx)
+
+    def _verification(self, registry: Registry, pinned: Reference) -> dict[str, Any]:
+        """``input.verification`` for a digest-pinned image (the registry part of a decision).
+
+        The admission service calls this and :meth:`_judge` separately so that
+        it can cache verified results between decisions.
+        """
         try:
             artifact = self.verifier.verify(
-                _cached_reads(registry, self._cache, digest),
+                _cached_reads(registry, self._cache, str(pinned.digest)),
                 pinned,
                 attestations=self.attestations,
             )
-            verification = _verified_doc(artifact)
+            return _verified_doc(artifact)
         except VerificationError as exc:
-            verification = _failed_doc(exc)
+            return _failed_doc(exc)
+
+    def _judge(
+        self,
+        given: Reference,
+        host: str,
+        digest: str,
+        verification: Mapping[str, Any],
+        ctx: Mapping[str, Any],
+    ) -> Decision:
+        """The rules' verdict on an image whose verification result is known (no I/O)."""
+        pinned = Reference(host=host, repository=given.repository, digest=digest)
         document = {
             "schema": INPUT_SCHEMA,
             "image": _image_doc(given, host, digest),
             "verification": verification,
             "context": ctx,
         }
-        result = self._compiled.evaluate(document)
-        allowed, violations = _interpret(result, self.query)
-        if self.require_verification and not verification["verified"]:
+        floor = self.require_verification and not verification["verified"]
+        engine_error: dict[str, str] | None = None
+        try:
+            result = self._compiled.evaluate(document)
+        except BundleError as exc:
+            if not floor:
+                raise
+            # Denied whatever the rules say: an engine that cannot judge this
+            # input (the embedded one refuses some strings) does not turn a
+            # failed verification into an error.
+            result = None
+            engine_error = {"type": type(exc).__name__, "message": str(exc)}
+        if engine_error is None:
+            allowed, violations = _interpret(result, self.query)
+        else:
+            allowed, violations = False, []
+        if floor:
             allowed = False
             if not violations:
                 # Custom rules that ignore verification still get a reason.
@@ -737,5 +764,7 @@ class Gate:
                 "query": self.query,
                 "result": result,
                 "rules": dict(self._rules_info),
+                "engine": self._compiled.engine_name,
+                **({"engine_error": engine_error} if engine_error else {}),
             },
         )

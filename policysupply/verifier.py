@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policysupply import _verdict
-from policysupply._checks import Checks, subjects_naming
+from policysupply._checks import MAX_SIGNED_TIME_SKEW as MAX_SIGNED_TIME_SKEW
+from policysupply._checks import Checks, reference_mismatch, subjects_naming
 from policysupply._internal import cosign_storage as storage
 from policysupply._internal import oci
 from policysupply._internal import sigstore_bundle as sb
@@ -37,6 +38,7 @@ from policysupply._verified import (
 from policysupply.errors import (
     ClaimMismatchError,
     DigestMismatchError,
+    MissingAttestationError,
     NoSignatureError,
     RegistryError,
     VerificationError,
@@ -178,7 +180,9 @@ class Verifier:
             self._checks, pinned, candidates, claims=True, label=pinned
         )
         verified_attestations: tuple[VerifiedAttestation, ...] = ()
-        if attestations or (attestations is None and self.policy.attestations):
+        # What the policy requires is always checked; ``attestations=False``
+        # only skips reading the ones it does not require.
+        if attestations or self.policy.attestations:
             statements += storage.read_legacy_attestations(registry, r.repository, digest)
             verified_attestations = _verdict.attestations(self._checks, pinned, statements)
         return _verdict.conclude(self.policy, pinned, signatures, verified_attestations)
@@ -206,9 +210,21 @@ class Verifier:
 
         Raises:
             DigestMismatchError: The bundle records another file's digest.
+            ClaimMismatchError: The policy requires annotations the bundle does
+                not sign (a ``messageSignature`` signs none; a DSSE statement's
+                subject may carry them), or a signed time is malformed or in
+                the future (``FutureSigningTimeError``).
+            MissingAttestationError: The policy requires attestations: a file's
+                bundle carries none, so such a policy cannot verify files.
             VerificationError: As :meth:`verify` (and its subclasses).
         """
         name, content = _blob(data)
+        if self.policy.attestations:
+            raise MissingAttestationError(
+                f"{name}: the trust policy requires attestations "
+                f"({', '.join(self.policy.attestations)}), and a Sigstore bundle for a file "
+                "carries none; verify files with a policy that does not require them"
+            )
         parsed = _parse_bundle_arg(bundle)
         sha = hashlib.sha256(content).digest()
         digest = "sha256:" + sha.hex()
@@ -220,6 +236,7 @@ class Verifier:
                     f"{name}: the bundle signs content with digest "
                     f"{ms.algorithm}:{ms.digest.hex()}, not this file ({digest})"
                 )
+            signed: object = {}  # a messageSignature signs no annotations
             candidates = [
                 Candidate(
                     "blob",
@@ -236,14 +253,16 @@ class Verifier:
         else:
             env = parsed.content
             try:
-                named = bool(subjects_naming(json.loads(env.payload), digest))
+                statement: object = json.loads(env.payload)
             except (ValueError, RecursionError):
-                named = False
+                statement = {}
+            named = subjects_naming(statement, digest)
             if env.payload_type != storage.INTOTO or not named:
                 raise DigestMismatchError(f"{name}: the bundle's statement does not name {digest}")
+            signed = named[0].get("annotations") or {}
             candidates = storage.envelope_candidates("blob", parsed, env)
         signatures = _verdict.trusted_signatures(
-            self._checks, ref, candidates, claims=False, label=name
+            self._checks, ref, candidates, claims=False, label=name, statement_annotations=signed
         )
         return _verdict.conclude(self.policy, ref, signatures)
 
@@ -286,6 +305,16 @@ class Verifier:
 
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         self._check_location(registry, r)
+        if not self.policy.keys and not self.policy.identities:
+            # An OPA-native token names files and a scope, never a repository.
+            why = reference_mismatch(self.policy.docker_reference, [], r)
+            if why is not None:
+                raise ClaimMismatchError(
+                    f"{r}: this trust policy trusts only OPA-native signatures, which name no "
+                    f"repository, and its docker_reference={self.policy.docker_reference!r} "
+                    'needs one; set docker_reference="any" and bind the bundle with the '
+                    "native signature's scope (NativeTrust(scope=...)) instead"
+                )
         # One GET by tag (or digest): the body is hashed here (and checked
         # against the registry's Docker-Content-Digest), so the digest that is
         # verified is the digest of the very manifest that names the layer.

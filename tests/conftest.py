@@ -34,6 +34,15 @@ def peer(name: str) -> Path:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Engine "auto" (the default) picks OPA when its binary is found: point it
+    # at the pinned peer, so tests (and the CLI they start) judge as OPA does.
+    # Tests of the embedded engine ask for it by name.
+    opa = peers_bin_dir() / "opa"
+    if opa.exists():
+        os.environ.setdefault("POLICYSUPPLY_OPA", str(opa))
+
+
 @pytest.fixture(scope="session")
 def opa_bin() -> Path:
     return peer("opa")

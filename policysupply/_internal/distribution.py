@@ -411,6 +411,13 @@ class Client:
         # headers; credentials go only to the registry itself, never to
         # another host a registry (or an attacker answering for it) names.
         ours = self._same_origin(full)
+        if self.base.startswith("https://") and not full.startswith("https://"):
+            # A Link or Location header is no redirect, but the same downgrade:
+            # the next page of a tags or referrers list (or an upload) in clear.
+            raise InsecureTransportError(
+                f"{what}: {self.host} named a plain HTTP URL ({full.split('?')[0][:120]}); "
+                "refusing the downgrade"
+            )
         for attempt in (1, 2):
             hdrs = dict(headers or {})
             auth = self._auth_header(scope) if ours else None

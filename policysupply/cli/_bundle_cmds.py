@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from policysupply.cli._common import Command, emit_json, json_option, reported, say, usage_error
+from policysupply.cli._common import (
+    Command,
+    emit_json,
+    engine_option,
+    json_option,
+    reported,
+    say,
+    usage_error,
+    v0_option,
+)
 from policysupply.cli._targets import read_json_document
 from policysupply.errors import BundleError, PolicySupplyError
 
@@ -16,16 +25,26 @@ if TYPE_CHECKING:
     from policysupply import Bundle
 
 
-def load_bundle(source: str, *, param: str = "SOURCE") -> Bundle:
-    """A bundle from a directory or a ``.tar.gz`` file (usage error if neither exists)."""
+def load_bundle(source: str, *, param: str = "SOURCE", v0_compatible: bool = False) -> Bundle:
+    """A bundle from a directory or a ``.tar.gz`` file (usage error if neither exists).
+
+    With ``v0_compatible``, modules are Rego v0 unless the bundle's manifest
+    sets a ``rego_version`` (OPA's ``--v0-compatible``).
+    """
     from policysupply import Bundle
 
     p = Path(source)
     if p.is_dir():
-        return Bundle.from_directory(p)
-    if not p.exists():
+        b = Bundle.from_directory(p)
+    elif not p.exists():
         usage_error(f"{source} does not exist (give a policy directory or a .tar.gz bundle)", param)
-    return Bundle.from_file(p)
+    else:
+        b = Bundle.from_file(p)
+    if v0_compatible and b.manifest.rego_version is None:
+        import attrs
+
+        b = attrs.evolve(b, manifest=attrs.evolve(b.manifest, rego_version=0))
+    return b
 
 
 @click.command(cls=Command)
@@ -41,6 +60,8 @@ def load_bundle(source: str, *, param: str = "SOURCE") -> Bundle:
 @click.option("--revision", help="Manifest revision (e.g. a git SHA).")
 @click.option("--root", "roots", multiple=True, help="Manifest root (repeatable).")
 @click.option("--no-check", is_flag=True, help="Skip compiling the Rego before writing.")
+@v0_option
+@engine_option
 @click.option(
     "--signing-key",
     metavar="KEY",
@@ -72,6 +93,8 @@ def build(
     revision: str | None,
     roots: tuple[str, ...],
     no_check: bool,
+    v0_compatible: bool,
+    engine: str | None,
     signing_key: str | None,
     signing_alg: str | None,
     claims_file: str | None,
@@ -99,8 +122,13 @@ def build(
         usage_error("--signing-alg, --claims-file, --scope and --key-id need --signing-key")
     with reported(as_json, verdict=(BundleError,)):
         b = Bundle.from_directory(directory, revision=revision, roots=list(roots) or None)
+        if v0_compatible and b.manifest.rego_version is None:
+            # As opa build --v0-compatible: the manifest's own rego_version wins.
+            b = Bundle.from_directory(
+                directory, revision=revision, roots=list(roots) or None, rego_version=0
+            )
         if not no_check:
-            b.check()
+            b.check(engine=engine)
     if signing_key is not None:
         with reported(as_json):
             b = _sign_native(b, signing_key, signing_alg, claims_file, scope, key_id)
@@ -157,8 +185,18 @@ def _sign_native(
 
 @click.command(cls=Command)
 @click.argument("source")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also OPA's strict-mode errors (unused imports and variables, deprecated "
+    "builtins), as `opa check --strict`; needs the OPA engine.",
+)
+@v0_option
+@engine_option
 @json_option
-def check(source: str, as_json: bool) -> None:
+def check(
+    source: str, strict: bool, v0_compatible: bool, engine: str | None, as_json: bool
+) -> None:
     r"""Check a bundle file or policy directory: structure, roots and Rego.
 
     Exit code 0 when it checks, 1 when it does not (file and line printed).
@@ -168,8 +206,8 @@ def check(source: str, as_json: bool) -> None:
       policysupply check bundle.tar.gz
     """
     with reported(as_json, verdict=(BundleError,)):
-        b = load_bundle(source)
-        b.check()
+        b = load_bundle(source, v0_compatible=v0_compatible)
+        b.check(engine=engine, strict=strict)
     if as_json:
         emit_json(
             {
@@ -224,8 +262,17 @@ def _query_problem(query: str) -> str | None:
     metavar="FILE|-",
     help="Input document (JSON file, or - for stdin).",
 )
+@v0_option
+@engine_option
 @json_option
-def eval_(source: str, query: str, input_path: str | None, as_json: bool) -> None:
+def eval_(
+    source: str,
+    query: str,
+    input_path: str | None,
+    v0_compatible: bool,
+    engine: str | None,
+    as_json: bool,
+) -> None:
     r"""Evaluate QUERY against a bundle; prints the result.
 
     The result is printed as JSON (``null`` when undefined); with --json it is
@@ -239,10 +286,12 @@ def eval_(source: str, query: str, input_path: str | None, as_json: bool) -> Non
     import json
 
     doc = _read_input(input_path)
-    with reported(as_json):
-        bundle = load_bundle(source)
+    with reported(as_json, verdict=(BundleError,)):
+        # As `opa eval`: a bundle that does not check is not evaluated.
+        bundle = load_bundle(source, v0_compatible=v0_compatible)
+        bundle.check(engine=engine)
     try:
-        result = bundle.evaluate(query, doc)
+        result = bundle.evaluate(query, doc, engine=engine)
     except BundleError as exc:
         problem = _query_problem(query) if exc.entry is None else None
         if problem is not None:

@@ -451,3 +451,31 @@ def key_is_encrypted(path: Path) -> bool:
     except OSError:
         return False
     return b"ENCRYPTED" in head
+
+
+# -- Rego ------------------------------------------------------------------------
+
+
+def engine_option(f: F) -> F:
+    """``--engine auto|opa|embedded``: which Rego engine checks or evaluates."""
+    g: Any = click.option(
+        "--engine",
+        type=click.Choice(["auto", "opa", "embedded"], case_sensitive=False),
+        default=None,
+        help="Rego engine: opa (the `opa` binary: --opa path, POLICYSUPPLY_OPA or PATH), "
+        "embedded (rego-cpp, refuses what it cannot answer exactly as OPA), or auto "
+        "(OPA when found). Default: $POLICYSUPPLY_ENGINE, else auto.",
+    )(f)
+    return g  # type: ignore[no-any-return]
+
+
+def v0_option(f: F) -> F:
+    """``--v0-compatible``, as OPA's: read modules as Rego v0 unless the manifest says otherwise."""
+    g: Any = click.option(
+        "--v0-compatible",
+        "v0_compatible",
+        is_flag=True,
+        help="Parse the Rego as v0 (pre-1.0 syntax), as `opa ... --v0-compatible` does; "
+        "a bundle manifest's rego_version still wins.",
+    )(f)
+    return g  # type: ignore[no-any-return]

@@ -259,7 +259,7 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
     bundle = Bundle.from_directory(example, revision="1.0.0")
     again = Bundle.from_directory(example, revision="1.0.0")
     _expect(again.digest == bundle.digest, "two builds of the same tree differ")
-    bundle.check()
+    bundle.check(engine="embedded")
     _ok(
         f"{len(bundle.modules)} Rego modules, roots {list(bundle.manifest.effective_roots)}, "
         f"every module compiles; two builds are both {bundle.digest[:19]}…"
@@ -305,10 +305,12 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
     _ok(f"extracted atomically to {target} (for file-based OPA loaders)")
     verdicts = {}
     for label, pod in (("compliant pod", _GOOD_POD), ("privileged pod from docker.io", _BAD_POD)):
-        allowed = bool(verified.bundle.evaluate("data.k8s.admission.allow", pod))
+        allowed = bool(verified.bundle.evaluate("data.k8s.admission.allow", pod, engine="embedded"))
         verdicts[label] = allowed
         _SAY.line(f"    embedded engine, {label}: {_verdict(allowed)}")
-        for reason in verified.bundle.evaluate("data.k8s.admission.deny", pod) or []:
+        for reason in (
+            verified.bundle.evaluate("data.k8s.admission.deny", pod, engine="embedded") or []
+        ):
             _info(f"  - {reason}")
     _expect(
         verdicts == {"compliant pod": True, "privileged pod from docker.io": False},
@@ -340,7 +342,8 @@ def _story(example: Path, work: Path, opa: str | None) -> int:
         _image(reg, "acme/miner:latest", b"miner")
         _image(reg, "mirror/web:1.4.2", b"web-mirror")
         signer.sign(reg, "mirror/web:1.4.2")
-        gate = Gate(verifier, settings={"allowed_registries": ["acme/"]})
+        # The zero-install story: the embedded engine decides (engine="auto" would pick OPA).
+        gate = Gate(verifier, settings={"allowed_registries": ["acme/"]}, engine="embedded")
         expected = {"acme/web:1.4.2": True, "acme/miner:latest": False, "mirror/web:1.4.2": False}
         for image, want in expected.items():
             decision = gate.decide(reg, image)

@@ -19,6 +19,7 @@ from policysupply.cli._common import (
     REFERENCE_HELP,
     Command,
     emit_json,
+    engine_option,
     exit_code_for,
     json_option,
     reported,
@@ -162,6 +163,7 @@ def _judge(g: Gate, text: str, net: NetOptions, ctx: dict[str, Any]) -> GateResu
     help="Report format: text (default), json, junit (GitLab, Jenkins), sarif (code "
     "scanning) or markdown (a job summary). --json is -o json.",
 )
+@engine_option
 @click.option(
     "--output-file",
     type=click.Path(dir_okay=False, writable=True),
@@ -181,6 +183,7 @@ def gate(
     required_attestations: tuple[str, ...],
     context: str | None,
     output_format: str | None,
+    engine: str | None,
     output_file: str | None,
     net: NetOptions,
     as_json: bool,
@@ -223,6 +226,7 @@ def gate(
         settings["required_attestations"] = list(required_attestations)
     # Only an explicit --query overrides the rules' own default.
     q: dict[str, Any] = {"query": query} if query else {}
+    q["engine"] = engine
     if rules is not None and not Path(rules).exists():
         # A policy image: verified (with the --rules-* trust, or the image's) before use.
         source = open_target(rules, net, param="--rules")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from policysupply import Bundle, BundleError, Manifest
+from policysupply._internal.engines.base import UnsupportedByEngineError
 from policysupply._internal.tarball import write_entries
 
 PINNED_DIGEST = "sha256:f5b9a78c364d42d7c3771f363ce120ba89b4caf3f4997c19ea18eadb6d1fa333"
@@ -193,21 +194,23 @@ def test_evaluate_input_with_quotes_backslashes_and_unicode() -> None:
     src = "package t\n\necho := input.s\n\nn := count(input.s)\n"
     tricky = 'say "hi" \\ x\n\u00e9\U0001f600'
     b = Bundle(modules={"t.rego": src}, data={})
-    assert b.evaluate("data.t.n", {"s": tricky}) == len(tricky)  # values stay exact
-    assert b.evaluate("data.t.echo", {"s": "plain é😀"}) == "plain é😀"
-    # rego-cpp prints such strings unescaped: a typed error, not a JSON traceback.
-    with pytest.raises(BundleError, match="quotes or backslashes"):
-        b.evaluate("data.t.echo", {"s": tricky})
+    assert b.evaluate("data.t.n", {"s": tricky}, engine="opa") == len(tricky)
+    assert b.evaluate("data.t.echo", {"s": tricky}, engine="opa") == tricky
+    # rego-cpp applies builtins to the escaped form (count would be wrong): refused.
+    with pytest.raises(UnsupportedByEngineError, match="printable ASCII"):
+        b.evaluate("data.t.n", {"s": tricky}, engine="embedded")
 
 
-def test_evaluate_refuses_v0_bundles() -> None:
+def test_v0_bundles_are_evaluated_by_opa_and_refused_by_embedded() -> None:
     src = b"package legacy\n\ndeny[msg] {\n  input.bad\n  msg := \"bad\"\n}\n"
     b = Bundle.from_bytes(write_entries({".manifest": b'{"rego_version": 0}', "l.rego": src}))
     assert b.rego_version_of("l.rego") == 0
-    with pytest.raises(BundleError, match="Rego v0") as err:
-        b.evaluate("data.legacy.deny", {"bad": True})
+    with pytest.raises(UnsupportedByEngineError, match="Rego v0") as err:
+        b.evaluate("data.legacy.deny", {"bad": True}, engine="embedded")
     assert err.value.entry == "l.rego"
-    b.check()  # v0 syntax is still accepted by check()
+    assert b.evaluate("data.legacy.deny", {"bad": True}, engine="opa") == ["bad"]
+    b.check(engine="embedded")  # v0 syntax is accepted by check()
+    b.check(engine="opa")
 
 
 def test_file_rego_versions_glob_marks_one_file_v0() -> None:
@@ -218,8 +221,10 @@ def test_file_rego_versions_glob_marks_one_file_v0() -> None:
     }))
     assert (b.rego_version_of("legacy/l.rego"), b.rego_version_of("new/n.rego")) == (0, 1)
     b.check()
-    with pytest.raises(BundleError, match="v0"):
-        b.evaluate("data.new.allow")
+    with pytest.raises(UnsupportedByEngineError, match="v0"):
+        b.evaluate("data.new.allow", engine="embedded")
+    assert b.evaluate("data.legacy.allow", engine="opa") is True
+    assert b.evaluate("data.new.allow", engine="opa") is True
 
 
 def test_check_reports_file_and_line(tmp_path: Path) -> None:
@@ -412,7 +417,7 @@ _DEEP_SCRIPT = """
 import sys
 sys.setrecursionlimit(100_000)
 from policysupply import Bundle, BundleError
-kind, n = sys.argv[1], int(sys.argv[2])
+kind, n, engine = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 deep = []
 for _ in range(n):
     deep = [deep]
@@ -420,31 +425,33 @@ try:
     if kind == "module":
         b = Bundle(modules={"a.rego": "package a\\nx := " + "[" * n + "]" * n + "\\n"})
         try:
-            b.check()
+            b.check(engine=engine)
             print("check ok")
         except BundleError as exc:
             print("check", exc.entry, exc.line, exc)
-        b.evaluate("data.a.x")
+        b.evaluate("data.a.x", engine=engine)
     elif kind == "data":
         Bundle(modules={"a.rego": "package a\\nx := data.d\\n"}, data={"d": deep}).evaluate(
-            "data.a.x"
+            "data.a.x", engine=engine
         )
     elif kind == "input":
-        Bundle(modules={"a.rego": "package a\\nx := input\\n"}).evaluate("data.a.x", deep)
+        Bundle(modules={"a.rego": "package a\\nx := input\\n"}).evaluate(
+            "data.a.x", deep, engine=engine
+        )
     print("evaluated")
 except BundleError as exc:
     print("BundleError", exc)
 """
 
 
-def _run_deep(kind: str, n: int) -> str:
+def _run_deep(kind: str, n: int, engine: str = "embedded") -> str:
     import subprocess
     import sys
 
     # A child process, so that a crash in rego-cpp fails the test instead of
     # killing pytest.
     proc = subprocess.run(
-        [sys.executable, "-c", _DEEP_SCRIPT, kind, str(n)],
+        [sys.executable, "-c", _DEEP_SCRIPT, kind, str(n), engine],
         capture_output=True,
         text=True,
         timeout=120,
@@ -480,3 +487,10 @@ def test_nesting_in_strings_and_comments_does_not_count() -> None:
 def test_deeply_nested_data_or_input_is_refused_before_the_engine(kind: str) -> None:
     out = _run_deep(kind, 10_000)
     assert f"BundleError {'data.json: ' if kind == 'data' else ''}{kind} is nested more" in out
+
+
+@pytest.mark.parametrize("kind", ["module", "data", "input"])
+def test_deep_nesting_is_an_error_not_a_crash_with_opa(kind: str) -> None:
+    out = _run_deep(kind, 10_000, engine="opa")
+    assert "BundleError" in out
+    assert "evaluated" not in out

@@ -410,7 +410,7 @@ def test_result_contract(
         ("x := 3", "data.t.x", "must give a boolean"),
         ('x := {"a": 1}', "data.t.x", "must give a boolean"),
         ("allow := input.context.a\nallow := input.context.b", "data.t.allow", "failed"),
-        ("allow := true", "data.t.allow +", "does not compile"),
+        ("allow := true", "data.t.allow +", r"data\.t\.allow \+"),
     ],
 )
 def test_rules_outside_the_contract_raise(
@@ -425,18 +425,71 @@ def test_rules_outside_the_contract_raise(
         )
 
 
-def test_broken_or_v0_rules_raise_naming_the_file(signer: Signer) -> None:
-    broken = Bundle(modules={"bad.rego": "package t\n\nallow if {\n"})
-    with pytest.raises(BundleError) as info:
-        gate_for(signer, rules=broken, query="data.t.allow").evaluate({})
-    assert info.value.entry == "bad.rego"
+@pytest.mark.parametrize("engine", ["opa", "embedded"])
+def test_malformed_rule_is_a_bundle_error_when_the_gate_is_built(
+    signer: Signer, engine: str
+) -> None:
+    # The in-process engine died with SIGSEGV on `input.x ==` then a newline.
+    for source in ("package t\n\nallow if {\n", "package t\n\nallow if input.x ==\n"):
+        broken = Bundle(modules={"bad.rego": source})
+        with pytest.raises(BundleError) as info:
+            gate_for(signer, rules=broken, query="data.t.allow", engine=engine)
+        assert info.value.entry == "bad.rego"
+
+
+def test_v0_rules_are_judged_by_opa_and_refused_by_embedded(signer: Signer) -> None:
     legacy = Bundle(
-        modules={"old.rego": "package t\n\nallow { true }\n"},
+        modules={"old.rego": "package t\n\nallow { input.verification.verified }\n"},
         manifest=attrs.evolve(Gate.default_rules().manifest, roots=None, rego_version=0),
     )
-    with pytest.raises(BundleError, match="Rego v1") as info:
-        gate_for(signer, rules=legacy, query="data.t.allow").evaluate({})
+    with pytest.raises(BundleError, match="v0") as info:
+        gate_for(signer, rules=legacy, query="data.t.allow", engine="embedded")
     assert info.value.entry == "old.rego"
+    gate = gate_for(signer, rules=legacy, query="data.t.allow", engine="opa")
+    assert gate.evaluate(verified_input()) is True
+
+
+@pytest.mark.parametrize("engine", ["opa", "embedded"])
+def test_the_decision_names_the_engine_that_decided(
+    reg: Registry, signer: Signer, engine: str
+) -> None:
+    push_image(reg, "acme/app:1")
+    signer.sign(reg, "acme/app:1")
+    gate = gate_for(signer, engine=engine)
+    assert gate.engine == engine
+    assert engine in repr(gate)
+    d = gate.decide(reg, "acme/app:1")
+    assert d.allowed
+    assert d.evidence["engine"] == engine
+    push_image(reg, "acme/unsigned:1")
+    unsigned = gate.decide(reg, "acme/unsigned:1")
+    assert not unsigned.allowed
+    assert unsigned.evidence["engine"] == engine
+
+
+def test_opa_engine_decisions_equal_opa_eval_of_the_same_rules_and_input(
+    reg: Registry, signer: Signer, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from tests.conftest import peer
+
+    push_image(reg, "acme/app:1")
+    signer.sign(reg, "acme/app:1")
+    push_image(reg, "docker.io/library/evil:1")
+    gate = gate_for(signer, engine="opa", settings={"allowed_registries": ["acme/"]})
+    bundle_file = tmp_path / "rules.tar.gz"
+    gate.rules.write(bundle_file)
+    for image in ("acme/app:1", "docker.io/library/evil:1"):
+        d = gate.decide(reg, image)
+        (tmp_path / "input.json").write_text(json.dumps(d.to_json()["evidence"]["input"]))
+        out = subprocess.run(
+            [str(peer("opa")), "eval", "--format=json", "-b", str(bundle_file),
+             "-i", str(tmp_path / "input.json"), DEFAULT_QUERY],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        want = json.loads(out.stdout)["result"][0]["expressions"][0]["value"]
+        assert d.to_json()["evidence"]["result"] == want, image
 
 
 # -- context and evidence ------------------------------------------------------------------
