@@ -75,10 +75,7 @@ def test_no_import_cycle_between_modules() -> None:
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         deps: set[str] = set()
         for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.If):  # if TYPE_CHECKING:
-                stmts = node.body
-            else:
-                stmts = [node]
+            stmts = node.body if isinstance(node, ast.If) else [node]  # if TYPE_CHECKING:
             for stmt in stmts:
                 if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
                     deps.add(stmt.module)
