@@ -20,7 +20,9 @@ Reported, same machine, same run:
   cold: prepare + first query (OPA: `opa check` compile + server start)
   check of a 10-file tree (8 modules + 2 data files, bench_build.py's small
     tree): `opa check --strict` process vs OpaEngine.check vs
-    EmbeddedEngine.check (in-process calls on a warm engine)
+    EmbeddedEngine.check (in-process calls on a warm engine); and as fresh
+    processes: `policysupply check`/`build --engine opa|embedded` vs
+    `opa check`/`opa build` (Python start-up and imports included)
 Ratios are engine / reference (below 1 means faster).
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -170,6 +173,42 @@ def main() -> None:
         check_rounds,
     )
 
+    # The same as fresh processes: the CLI (Python start-up, imports, the
+    # engine) vs OPA's own commands.
+    out = WORK / "engines-bundle.tar.gz"
+    env = {**os.environ, "POLICYSUPPLY_OPA": str(opa_bin)}
+    cli = [sys.executable, "-m", "policysupply"]
+    fresh = interleaved(
+        [
+            lambda: subprocess.run(
+                [str(opa_bin), "check", "--bundle", str(tree)], capture_output=True, check=True
+            ),
+            lambda: subprocess.run(
+                [*cli, "check", str(tree), "--engine", "opa"], capture_output=True, check=True,
+                env=env,
+            ),
+            lambda: subprocess.run(
+                [*cli, "check", str(tree), "--engine", "embedded"], capture_output=True,
+                check=True, env=env,
+            ),
+            lambda: subprocess.run(
+                [str(opa_bin), "build", "--bundle", str(tree), "-o", str(out)],
+                capture_output=True, check=True,
+            ),
+            lambda: subprocess.run(
+                [*cli, "build", str(tree), "-o", str(out), "--engine", "opa"],
+                capture_output=True, check=True, env=env,
+            ),
+            lambda: subprocess.run(
+                [*cli, "build", str(tree), "-o", str(out), "--engine", "embedded"],
+                capture_output=True, check=True, env=env,
+            ),
+        ],
+        check_rounds,
+    )
+    fresh_names = ["opa_check", "policysupply_check_opa", "policysupply_check_embedded",
+                   "opa_build", "policysupply_build_opa", "policysupply_build_embedded"]
+
     ms = lambda s: round(s * 1e3, 3)  # noqa: E731
     result = {
         "machine": machine(),
@@ -200,7 +239,12 @@ def main() -> None:
             "OpaEngine.check": ms(eng_check_opa),
             "EmbeddedEngine.check": ms(eng_check_emb),
         },
+        "fresh_process_10_files_ms": {n: ms(t) for n, t in zip(fresh_names, fresh, strict=True)},
     }
+    result["ratios"]["cli_check_opa_vs_opa_check"] = round(fresh[1] / fresh[0], 3)
+    result["ratios"]["cli_check_embedded_vs_opa_check"] = round(fresh[2] / fresh[0], 3)
+    result["ratios"]["cli_build_opa_vs_opa_build"] = round(fresh[4] / fresh[3], 3)
+    result["ratios"]["cli_build_embedded_vs_opa_build"] = round(fresh[5] / fresh[3], 3)
     print(json.dumps(result, indent=2))
     save("engines", result)
 

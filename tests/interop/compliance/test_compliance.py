@@ -68,3 +68,43 @@ def test_embedded_engine_never_differs_from_opa_and_never_crashes(
     if suite == "v1":
         # Most v1 cases are answered, not refused (v0 is refused as a whole).
         assert outcomes["agree"] > outcomes["refused"], report
+
+
+def test_opa_server_answers_exactly_as_opa_eval_on_compliance_queries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server answers `data` references (and, without strict builtin
+    # errors, any one-expression query); its result sets must be opa eval's,
+    # expressions' text and location included. Every 12th comparable v1 case,
+    # in each case's strictness.
+    import json as _json
+
+    from policysupply._internal.engines.opa import OpaEngine
+    from policysupply.errors import BundleError
+
+    monkeypatch.setenv("POLICYSUPPLY_OPA", str(peer("opa")))
+    engines = {s: OpaEngine(strict_builtin_errors=s) for s in (True, False)}
+    cases = [c for c in _cases("v1") if c.not_comparable is None][::12]
+    compared = 0
+    for case in cases:
+        modules = {f"test-{i}.rego": m for i, m in enumerate(case.modules)}
+        versions = dict.fromkeys(modules, 1)
+        p = engines[case.strict].prepare(modules, case.data, rego_versions=versions)
+        try:
+            inp = None if case.input is None else _json.dumps(case.input).encode()
+            try:
+                via_eval: object = p._via_eval(case.query, inp)
+            except BundleError as exc:
+                via_eval = ("error", exc.reason)
+            try:
+                got: object = p._via_server(case.query, inp)
+            except BundleError as exc:
+                got = ("error", exc.reason)
+            if got is None:
+                continue  # not a query the server answers
+            compared += 1
+            assert got == via_eval, case.note
+        finally:
+            p.close()
+    print(f"server == opa eval on {compared} of {len(cases)} sampled cases")
+    assert compared > len(cases) // 2
