@@ -42,6 +42,9 @@ T = TypeVar("T")
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_MANIFEST = 4 * 1024 * 1024  # distribution-spec's suggested manifest limit
 _MAX_JSON = 16 * 1024 * 1024
+# All pages of one tags or referrers listing together: a hostile registry
+# linking page after page must not fill memory (10 000 pages of 16 MiB).
+_MAX_LISTING = 16 * 1024 * 1024
 _MAX_TOKEN = 1024 * 1024
 _MAX_REDIRECTS = 10
 
@@ -652,6 +655,7 @@ class Client:
         url: str | None = f"/v2/{repository}/tags/list"
         params = {"n": str(page_size)} if page_size else None
         pages = 0
+        total = 0
         while url:
             pages += 1
             if pages > 10_000:
@@ -663,6 +667,11 @@ class Client:
                 what=f"list tags of {repository}",
                 params=params,
             )
+            total += len(body)
+            if total > _MAX_LISTING:
+                raise RegistryError(
+                    f"list tags of {repository}: listing larger than {_MAX_LISTING} bytes"
+                )
             try:
                 page = json.loads(body).get("tags") or []
             except (ValueError, RecursionError, AttributeError):
@@ -696,6 +705,7 @@ class Client:
         out: list[dict[str, Any]] = []
         filtered = False
         pages = 0
+        total = 0
         while url:
             pages += 1
             if pages > 10_000:
@@ -709,6 +719,12 @@ class Client:
                 missing_ok=True,
                 ok=(200,),
             )
+            total += len(body)
+            if total > _MAX_LISTING:
+                raise RegistryError(
+                    f"list referrers of {repository}@{digest}: listing larger than "
+                    f"{_MAX_LISTING} bytes"
+                )
             ctype = headers.get("content-type", "").split(";")[0].strip()
             if status == 404 or (ctype and ctype != oci.INDEX_V1):
                 # Unsupported (some registries answer unknown routes with HTML).

@@ -47,8 +47,16 @@ def test_reads_opa_style_and_dot_slash_names() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["../evil.rego", "a/../../evil.rego", "a/..", "//etc/passwd", "C:/evil.rego", "a\\b.rego",
-     "a//b.rego", "a/./b.rego"],
+    [
+        "../evil.rego",
+        "a/../../evil.rego",
+        "a/..",
+        "//etc/passwd",
+        "C:/evil.rego",
+        "a\\b.rego",
+        "a//b.rego",
+        "a/./b.rego",
+    ],
 )
 def test_refuses_escaping_or_absolute_names(name: str) -> None:
     data = make_tar(lambda tf: add_file(tf, name, b"package a\n"))
@@ -59,8 +67,13 @@ def test_refuses_escaping_or_absolute_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "linkname"),
-    [(tarfile.SYMTYPE, "/etc/passwd"), (tarfile.LNKTYPE, "a.rego"), (tarfile.CHRTYPE, ""),
-     (tarfile.BLKTYPE, ""), (tarfile.FIFOTYPE, "")],
+    [
+        (tarfile.SYMTYPE, "/etc/passwd"),
+        (tarfile.LNKTYPE, "a.rego"),
+        (tarfile.CHRTYPE, ""),
+        (tarfile.BLKTYPE, ""),
+        (tarfile.FIFOTYPE, ""),
+    ],
 )
 def test_refuses_links_and_special_files(kind: bytes, linkname: str) -> None:
     def add(tf: tarfile.TarFile) -> None:
@@ -176,6 +189,7 @@ def test_reading_writes_nothing_to_disk() -> None:
 
     sys.addaudithook(hook)
     try:
+
         def add(tf: tarfile.TarFile) -> None:
             add_file(tf, "a.rego", b"package a\n")
             add_file(tf, "data.json", b"{}")
@@ -386,3 +400,28 @@ def test_genuine_pax_headers_still_read() -> None:
     entries = read_entries(make_tar(add))
     assert entries[long_name] == b"{}"
     assert entries["x.rego"] == b"package x\n\n"
+
+
+def test_many_pax_headers_add_up_past_the_per_header_bound() -> None:
+    # Each header under the per-header bounds, but hundreds of them: the regex
+    # work adds up. The PAX bytes in one archive are bounded too.
+    import random
+
+    rng = random.Random(7)  # digits that do not compress past the ratio limit
+
+    def block(data: bytes) -> bytes:
+        return data + b"\0" * (-len(data) % 512)
+
+    raw = b""
+    for i in range(200):
+        noise = rng.randbytes(61_000).translate(bytes(48 + b % 10 for b in range(256)))
+        body = b"x".join(noise[j : j + 60] for j in range(0, 61_000, 61))
+        header = tarfile.TarInfo("././@PaxHeader")
+        header.type = tarfile.XHDTYPE
+        header.size = len(body)
+        member = tarfile.TarInfo(f"/d{i}.json")
+        member.size = 2
+        raw += header.tobuf(format=tarfile.USTAR_FORMAT) + block(body)
+        raw += member.tobuf(format=tarfile.USTAR_FORMAT) + block(b"{}")
+    with pytest.raises(BundleError, match="PAX"):
+        read_entries(gzip.compress(raw + b"\0" * 1024, compresslevel=1))
