@@ -28,7 +28,7 @@ from policysupply.errors import BundleError
 if TYPE_CHECKING:
     from policysupply._internal.engines import EngineChoice
     from policysupply._internal.engines.base import Prepared
-    from policysupply.native import NativeTrust, NativeVerification
+    from policysupply._native_trust import NativeTrust, NativeVerification
 
 __all__ = ["Bundle", "Limits", "Manifest"]
 
