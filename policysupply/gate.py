@@ -697,15 +697,35 @@ class Gate:
             json.dumps(ctx, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"gate context must be JSON-serialisable: {exc}") from None
+        verification = self._verification(registry, pinned)
+        return self._judge(given, host, digest, verification, ctx)
+
+    def _verification(self, registry: Registry, pinned: Reference) -> dict[str, Any]:
+        """``input.verification`` for a digest-pinned image (the registry part of a decision).
+
+        The admission service calls this and :meth:`_judge` separately so that
+        it can cache verified results between decisions.
+        """
         try:
             artifact = self.verifier.verify(
-                _cached_reads(registry, self._cache, digest),
+                _cached_reads(registry, self._cache, str(pinned.digest)),
                 pinned,
                 attestations=self.attestations,
             )
-            verification = _verified_doc(artifact)
+            return _verified_doc(artifact)
         except VerificationError as exc:
-            verification = _failed_doc(exc)
+            return _failed_doc(exc)
+
+    def _judge(
+        self,
+        given: Reference,
+        host: str,
+        digest: str,
+        verification: Mapping[str, Any],
+        ctx: Mapping[str, Any],
+    ) -> Decision:
+        """The rules' verdict on an image whose verification result is known (no I/O)."""
+        pinned = Reference(host=host, repository=given.repository, digest=digest)
         document = {
             "schema": INPUT_SCHEMA,
             "image": _image_doc(given, host, digest),

@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -38,8 +38,24 @@ from policysupply.errors import (
 )
 
 if TYPE_CHECKING:
-    from policysupply._internal.oci import Reference
-    from policysupply.registry import Registry
+    from policysupply._internal.oci import Descriptor, Reference
+
+
+class Registry(Protocol):
+    """What this module needs of a ``policysupply.Registry``."""
+
+    def get_manifest(self, ref: str | Reference) -> tuple[bytes, str]: ...
+
+    def put_manifest(self, ref: str | Reference, data: bytes, *, media_type: str = ...) -> str: ...
+
+    def get_blob(self, repository: str, digest: str, *, limit: int = ...) -> bytes: ...
+
+    def put_blob(self, repository: str, data: bytes, *, media_type: str = ...) -> Descriptor: ...
+
+    def referrers(
+        self, ref: str | Reference, artifact_type: str | None = None
+    ) -> list[Descriptor]: ...
+
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 ANN_SIGNATURE = "dev.cosignproject.cosign/signature"

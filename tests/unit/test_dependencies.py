@@ -29,8 +29,11 @@ def _imported_top_levels() -> set[str]:
 def _declared() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     specs = list(project["dependencies"])
-    for extra in ("keyless", "opa"):
-        specs += project["optional-dependencies"][extra]
+    extras = project["optional-dependencies"]
+    # the runtime extras are the ones "all" installs: policysupply[keyless,opa,...]
+    (everything,) = extras["all"]
+    for extra in everything[everything.index("[") + 1 : everything.index("]")].split(","):
+        specs += extras[extra]
     out = {}
     for spec in specs:
         m = re.match(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*(.*)", spec)
