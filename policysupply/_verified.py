@@ -206,13 +206,13 @@ class VerifiedArtifact:
         Returns:
             The time, or ``None`` when fewer than ``threshold`` signers have one.
         """
-        newest: dict[str, dt.datetime] = {}
-        for s in self.signatures:
-            t = s.signed_at if s.signed_at is not None or not witnessed else s.witnessed_at
-            if t is not None and (s.signer not in newest or t > newest[s.signer]):
-                newest[s.signer] = t
-        times = sorted(newest.values(), reverse=True)
-        return times[threshold - 1] if 0 < threshold <= len(times) else None
+        from policysupply._internal import freeze
+
+        return freeze.age_from(
+            ((s.signer, s.signed_at, s.witnessed_at) for s in self.signatures),
+            witnessed=witnessed,
+            threshold=threshold,
+        )
 
     def _repr_html_(self) -> str:
         import html

@@ -678,13 +678,7 @@ class Gate:
             StaleSignatureError: The rules (from :meth:`from_registry`) are past
                 :attr:`rules_expire`.
         """
-        if self._rules_expire is not None and freeze.past(self._rules_expire, _dt_now()):
-            raise StaleSignatureError(
-                f"the gate's rules {self._rules_info['reference']} are too old to decide with "
-                f"since {self._rules_expire.isoformat()} (the rules policy's "
-                "max_signature_age); load fresh rules with Gate.from_registry, or suspect a "
-                "freeze of the rules image"
-            )
+        self._check_rules_fresh()
         given = Reference.parse(image_ref) if isinstance(image_ref, str) else image_ref
         digest = registry.resolve(given)
         host = registry.host or given.host
@@ -699,6 +693,16 @@ class Gate:
             raise TypeError(f"gate context must be JSON-serialisable: {exc}") from None
         verification = self._verification(registry, pinned)
         return self._judge(given, host, digest, verification, ctx)
+
+    def _check_rules_fresh(self) -> None:
+        """Refuses to decide with rules past :attr:`rules_expire` (a frozen rules image)."""
+        if self._rules_expire is not None and freeze.past(self._rules_expire, _dt_now()):
+            raise StaleSignatureError(
+                f"the gate's rules {self._rules_info['reference']} are too old to decide with "
+                f"since {self._rules_expire.isoformat()} (the rules policy's "
+                "max_signature_age); load fresh rules with Gate.from_registry, or suspect a "
+                "freeze of the rules image"
+            )
 
     def _verification(self, registry: Registry, pinned: Reference) -> dict[str, Any]:
         """``input.verification`` for a digest-pinned image (the registry part of a decision).
@@ -724,7 +728,12 @@ class Gate:
         verification: Mapping[str, Any],
         ctx: Mapping[str, Any],
     ) -> Decision:
-        """The rules' verdict on an image whose verification result is known (no I/O)."""
+        """The rules' verdict on an image whose verification result is known (no I/O).
+
+        Raises:
+            StaleSignatureError: The rules are past :attr:`rules_expire`.
+        """
+        self._check_rules_fresh()  # also for the admission service, which calls this directly
         pinned = Reference(host=host, repository=given.repository, digest=digest)
         document = {
             "schema": INPUT_SCHEMA,

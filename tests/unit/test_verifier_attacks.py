@@ -15,6 +15,7 @@ import pytest
 
 from policysupply import Bundle, Registry, Signer, TrustPolicy, Verifier
 from policysupply._internal import cosign
+from policysupply._internal.oci import Reference
 from policysupply.errors import (
     ClaimMismatchError,
     FutureSigningTimeError,
@@ -120,13 +121,14 @@ def test_signing_time_within_clock_skew_is_accepted(reg: Registry) -> None:
 # -- (h) the gate's own rules age too -----------------------------------------------
 
 
-def test_frozen_gate_rules_keep_deciding_past_their_maximum_age(tmp_path: Path) -> None:
+def test_frozen_gate_rules_keep_deciding_past_their_maximum_age(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A gate service loads its signed rules once and runs for months. The
     # attacker keeps the rules image from being updated (freeze): rules whose
     # signature is older than the rules policy's max_signature_age must stop
     # deciding, as a served bundle stops being served.
-    import time
-
+    import policysupply.gate as gate_module
     from policysupply.gate import Gate
     from tests.interop._gate_fixtures import push_image
 
@@ -134,10 +136,7 @@ def test_frozen_gate_rules_keep_deciding_past_their_maximum_age(tmp_path: Path) 
     rules_signer, images_signer = Signer.generate(), Signer.generate()
     limit = dt.timedelta(hours=1)
     reg.push(Gate.default_rules(), "acme/gate-rules:1")
-    left = 2  # seconds of validity the rules' signature has left
-    signed = (
-        dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - limit + dt.timedelta(seconds=left)
-    )
+    signed = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     rules_signer.sign(reg, "acme/gate-rules:1", annotations={cosign.ANN_SIGNED_AT: rfc3339(signed)})
     gate = Gate.from_registry(
         reg,
@@ -149,9 +148,15 @@ def test_frozen_gate_rules_keep_deciding_past_their_maximum_age(tmp_path: Path) 
     push_image(reg, "acme/app:1")
     images_signer.sign(reg, "acme/app:1")
     assert gate.decide(reg, "acme/app:1").allowed
-    time.sleep(left + 1.1)  # signed times have one-second resolution
+    # The gate keeps running; its clock reaches the rules' deadline.
+    monkeypatch.setattr(gate_module, "_dt_now", lambda: signed + limit)
     with pytest.raises(StaleSignatureError, match="rules"):
         gate.decide(reg, "acme/app:1")
+    # The admission service verifies (and caches) apart, then asks the rules alone.
+    pinned = Reference.parse("acme/app:1")
+    verification = {"verified": True, "signatures": [], "signers": [], "key_ids": []}
+    with pytest.raises(StaleSignatureError, match="rules"):
+        gate._judge(pinned, "", reg.resolve("acme/app:1"), verification, {})
 
 
 # -- threshold and freeze together ------------------------------------------------

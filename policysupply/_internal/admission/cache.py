@@ -91,28 +91,47 @@ def expiry(
     ttl: float,
     max_age: dt.timedelta | None,
     witnessed: bool,
+    threshold: int = 1,
     now: float | None = None,
 ) -> float:
     """When a verified result stops being reusable (epoch seconds).
 
     Never later than ``now + ttl``; with ``max_age`` never later than the
-    newest signing time the verifier counted plus ``max_age`` (the moment
-    the verifier itself would start refusing it).
+    moment the verifier itself would start refusing it, by its own rule
+    (``policysupply._internal.freeze``: the ``threshold``-th newest signer's
+    time plus ``max_age``).
     """
+    from policysupply._internal import freeze
+
     now = time.time() if now is None else now
     until = now + ttl
     if max_age is not None:
-        times = []
-        for sig in verification.get("signatures") or ():
-            t = _parse_time(sig.get("signed_at"))
-            if t is None and witnessed:
-                t = _parse_time(sig.get("witnessed_at"))
-            if t is not None:
-                times.append(t)
-        if not times:
+        since = freeze.age_from(
+            (
+                (
+                    _signer(sig),
+                    _parse_time(sig.get("signed_at")),
+                    _parse_time(sig.get("witnessed_at")),
+                )
+                for sig in verification.get("signatures") or ()
+                if isinstance(sig, Mapping)
+            ),
+            witnessed=witnessed,
+            threshold=threshold,
+        )
+        end = freeze.deadline(since, max_age)
+        if end is None:
             return now  # nothing to bound the age by: do not reuse it
-        until = min(until, (max(times) + max_age).timestamp())
+        until = min(until, end.timestamp())
     return until
+
+
+def _signer(sig: Mapping[str, Any]) -> str:
+    """The signer a signature document counts for (as ``VerifiedSignature.signer``)."""
+    identity = sig.get("identity")
+    if isinstance(identity, Mapping) and identity.get("matched") is not None:
+        return f"identity:{identity['matched']}"
+    return str(sig.get("key_id"))
 
 
 @attrs.frozen(kw_only=True)

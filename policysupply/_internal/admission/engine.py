@@ -222,6 +222,7 @@ class Engine:
         self._rules_digest = gate.rules.digest
         self._max_age = policy.max_signature_age
         self._witnessed = policy.insecure_witnessed_age
+        self._threshold = policy.threshold
 
     def replace_gate(self, gate: Gate) -> None:
         """Uses new rules or a new trust policy from now on (cache keys follow).
@@ -310,7 +311,11 @@ class Engine:
             fresh = vcache.Entry(
                 verification=doc,
                 expires=vcache.expiry(
-                    doc, ttl=self.config.cache_ttl, max_age=self._max_age, witnessed=self._witnessed
+                    doc,
+                    ttl=self.config.cache_ttl,
+                    max_age=self._max_age,
+                    witnessed=self._witnessed,
+                    threshold=self._threshold,
                 ),
             )
             self.local.put(key, fresh)
@@ -354,6 +359,8 @@ class Engine:
             raise _Undecided(f"rules failed: {exc}") from None
         if jkey is not None and gate is self.gate:
             ttl = float(cached_as.rsplit(":", 1)[1]) - time.time() if cached_as else 0.0
+            if gate.rules_expire is not None:  # no verdict outlives the rules that gave it
+                ttl = min(ttl, gate.rules_expire.timestamp() - time.time())
             self._judged.put(jkey, decision, min(ttl, self.config.cache_ttl))
         return decision
 

@@ -120,3 +120,21 @@ def test_single_flight_shares_one_call_and_survives_a_caller_giving_up():
 
     assert asyncio.run(main()) == ["digest"] * 9
     assert calls == 1
+
+
+def test_cached_result_outlives_the_threshold_freeze_rule():
+    # 2-of-n: the verifier counts the age from the second-newest signer's time
+    # (one stolen key re-signing cannot refresh it). The cache must stop
+    # reusing the result when the verifier would refuse it, not later.
+    doc = {
+        "verified": True,
+        "signers": ["k1", "k2"],
+        "signatures": [
+            {"key_id": "k1", "identity": None, "signed_at": iso(NOW - 10), "witnessed_at": None},
+            {"key_id": "k2", "identity": None, "signed_at": iso(NOW - 3500), "witnessed_at": None},
+        ],
+    }
+    hour = dt.timedelta(hours=1)
+    until = vcache.expiry(doc, ttl=300, max_age=hour, witnessed=False, threshold=2, now=NOW)
+    assert until == pytest.approx(NOW + 100)
+    assert vcache.expiry(doc, ttl=300, max_age=hour, witnessed=False, now=NOW) == NOW + 300
