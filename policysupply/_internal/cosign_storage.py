@@ -381,9 +381,13 @@ def read_bundles(registry: Registry, repo: str, digest: str) -> list[Candidate]:
     """Signatures and attestations in Sigstore bundles referring to ``digest``."""
     out: list[Candidate] = []
     budget = _Budget(f"{repo}@{digest} referrers")
-    for desc in registry.referrers(f"{repo}@{digest}"):
-        if not (desc.artifact_type or "").startswith(BUNDLE_PREFIX):
-            continue
+    bundles = [
+        d
+        for d in registry.referrers(f"{repo}@{digest}")
+        if (d.artifact_type or "").startswith(BUNDLE_PREFIX)
+    ]
+    # Each costs round trips: at most as many as cosign reads .sig layers.
+    for desc in bundles[:MAX_LAYERS]:
         # Anyone who can push may add referrers: one that is gone or
         # malformed is skipped, as cosign does, and cannot fail the rest.
         try:

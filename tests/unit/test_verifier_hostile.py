@@ -272,3 +272,40 @@ def test_bundle_referrers_of_a_megabyte_each_fill_memory(reg: Registry) -> None:
         reg.put_manifest(REPO, json.dumps(manifest).encode())
     with pytest.raises(RegistryError, match="signature material"):
         Verifier(TrustPolicy(keys=[signer.public_key_pem])).verify(reg, f"{REPO}:1")
+
+
+def test_thousands_of_junk_bundle_referrers_are_each_fetched(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each Sigstore-bundle referrer costs the verifier a manifest GET (and a
+    # blob GET): anyone who can push makes every verification do thousands
+    # of round trips. At most cosign's layer limit of them is read (here
+    # lowered to keep the test small).
+    from policysupply._internal import cosign_storage
+
+    monkeypatch.setattr(cosign_storage, "MAX_LAYERS", 5)
+    signer = Signer.generate()
+    signer.sign(reg, f"{REPO}:1")
+    digest = reg.resolve(f"{REPO}:1")
+    empty = reg.put_blob(REPO, b"{}", media_type=oci.EMPTY_V1)
+    for i in range(8):
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": oci.MANIFEST_V1,
+            "artifactType": cosign.BUNDLE_V03,
+            "config": empty.to_json(),
+            "layers": [],
+            "subject": {"mediaType": oci.MANIFEST_V1, "digest": digest, "size": 1},
+            "annotations": {"n": str(i)},
+        }
+        reg.put_manifest(REPO, json.dumps(manifest).encode())
+    reads: list[str] = []
+    real = Registry.get_manifest
+
+    def counting(self: Registry, ref: object) -> tuple[bytes, str]:
+        reads.append(str(ref))
+        return real(self, ref)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Registry, "get_manifest", counting)
+    Verifier(TrustPolicy(keys=[signer.public_key_pem])).verify(reg, f"{REPO}:1")
+    assert len([r for r in reads if "@" in r]) <= 5
