@@ -220,6 +220,7 @@ class BundleWatch:
             except RegistryError as exc:
                 self._reject(digest, exc, "policysupply.watch_registry_error")
                 return self._failed(expired)
+            first = self._verified != verified.reference.digest
             self._verified, self._distrusted = verified.reference.digest, None
             current = self.server._stored(self.name)
             if (
@@ -227,6 +228,8 @@ class BundleWatch:
                 and current is not None
                 and current.reference.digest == verified.reference.digest
             ):
+                if first:  # the same bytes: their age as this policy counts it
+                    self._publish(verified)
                 return False
             self._publish(verified)
             self.last_error = None

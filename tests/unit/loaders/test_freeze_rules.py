@@ -167,3 +167,31 @@ def test_policy_change_at_restart_with_the_tag_moved_to_a_stale_release_keeps_th
     w.stop()
     assert "StaleSignatureError" in (w.last_error or "")
     assert second.served("authz") is None  # the stored one is not trusted by this policy
+
+
+def test_stricter_threshold_at_restart_keeps_the_old_deadline(env: Env, tmp_path: Path) -> None:
+    # Served under 1-of-{A, B}: its age counted from A's fresh signature. The
+    # operator restarts with 2-of-{A, B}: B signed long ago, so the bundle's
+    # age now counts from B's time and its deadline is earlier.
+    from policysupply._internal import cosign
+
+    b = Signer.generate()
+    env.release("1", ["alice"])  # signed by A (env.signer) now
+    b_time = (dt.datetime.now(dt.timezone.utc) - LIMIT / 2).replace(microsecond=0)
+    b.sign(
+        env.registry,
+        "acme/policy:prod",
+        annotations={cosign.ANN_SIGNED_AT: b_time.strftime("%Y-%m-%dT%H:%M:%SZ")},
+    )
+    keys = [env.signer.public_key_pem, b.public_key_pem]
+    store = tmp_path / "store"
+    one = Verifier(TrustPolicy(keys=keys, max_signature_age=LIMIT))
+    w = BundleServer(store).watch(env.registry, "acme/policy:prod", one, name="a", interval=3600)
+    w.stop()
+    two = Verifier(TrustPolicy(keys=keys, threshold=2, max_signature_age=LIMIT))
+    second = BundleServer(store)
+    w = second.watch(env.registry, "acme/policy:prod", two, name="a", interval=3600)
+    w.stop()
+    served = second.served("a")
+    assert served is not None
+    assert served.expires == b_time + LIMIT
