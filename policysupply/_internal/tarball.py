@@ -154,7 +154,7 @@ class _BoundedPaxTarInfo(tarfile.TarInfo):
         where = fileobj.tell()
         # The bytes tarfile is about to parse: the header padded to whole blocks.
         padded = -(-self.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-        buf = fileobj.read(min(padded, _MAX_PAX_HEADER + tarfile.BLOCKSIZE))
+        buf = fileobj.read(max(0, min(padded, _MAX_PAX_HEADER + tarfile.BLOCKSIZE)))
         fileobj.seek(where)
         total = getattr(tf, "_policysupply_pax_total", 0) + self.size
         tf._policysupply_pax_total = total
@@ -163,6 +163,8 @@ class _BoundedPaxTarInfo(tarfile.TarInfo):
 
 
 def _check_pax(size: int, total: int, buf: bytes) -> None:
+    if size < 0:  # base-256 sizes can be negative; nothing real is
+        raise BundleError(f"PAX extended header with a negative size ({size})")
     if size > _MAX_PAX_HEADER:
         raise BundleError(
             f"PAX extended header of {size} bytes, over the limit of {_MAX_PAX_HEADER}"

@@ -425,3 +425,14 @@ def test_many_pax_headers_add_up_past_the_per_header_bound() -> None:
         raw += member.tobuf(format=tarfile.USTAR_FORMAT) + block(b"{}")
     with pytest.raises(BundleError, match="PAX"):
         read_entries(gzip.compress(raw + b"\0" * 1024, compresslevel=1))
+
+
+def test_pax_header_with_a_negative_size_is_refused() -> None:
+    # Base-256 size fields can be negative; tarfile then reads the rest of the
+    # archive as the header. Refused by name before that.
+    raw = bytearray(pax_member(b"", kind=tarfile.XHDTYPE))
+    raw[124:136] = b"\xff" + ((-1024) & ((1 << 88) - 1)).to_bytes(11, "big")
+    raw[148:156] = b" " * 8
+    raw[148:156] = b"%06o\0 " % sum(raw[:512])
+    with pytest.raises(BundleError, match="negative"):
+        read_entries(gzip.compress(bytes(raw)))
