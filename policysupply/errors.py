@@ -6,6 +6,8 @@ the precise failure below it::
 
     PolicySupplyError
     ├── BundleError
+    │   ├── UnsupportedByEngineError
+    │   └── EngineUnavailableError
     ├── RegistryError
     │   ├── NotFoundError
     │   ├── AuthenticationError
@@ -21,7 +23,8 @@ the precise failure below it::
     │   │   └── CertificateExpiredError
     │   ├── TransparencyLogError
     │   ├── ClaimMismatchError
-    │   │   └── ScopeMismatchError
+    │   │   ├── ScopeMismatchError
+    │   │   └── FutureSigningTimeError
     │   ├── ThresholdNotMetError
     │   ├── DigestMismatchError
     │   │   └── FileDigestMismatchError (also a SignedContentError)
@@ -50,7 +53,9 @@ __all__ = [
     "ClaimMismatchError",
     "CertificateExpiredError",
     "DigestMismatchError",
+    "EngineUnavailableError",
     "FileDigestMismatchError",
+    "FutureSigningTimeError",
     "MalformedSignatureError",
     "MissingSignedFileError",
     "IdentityMismatchError",
@@ -73,6 +78,7 @@ __all__ = [
     "UnsignedFileError",
     "UntrustedSignatureError",
     "VerificationError",
+    "UnsupportedByEngineError",
 ]
 
 
@@ -111,6 +117,18 @@ class BundleError(PolicySupplyError):
             where += ": "
         super().__init__(f"{where}{message}")
         self.reason = message
+
+
+class UnsupportedByEngineError(BundleError):
+    """The selected Rego engine cannot answer exactly as OPA would; the OPA engine can.
+
+    The embedded engine raises it for builtins, strings, numbers and
+    constructs it would evaluate differently, and for Rego v0.
+    """
+
+
+class EngineUnavailableError(BundleError):
+    """The requested Rego engine cannot run here (e.g. no ``opa`` binary found)."""
 
 
 class RegistryError(PolicySupplyError):
@@ -199,6 +217,16 @@ class ScopeMismatchError(ClaimMismatchError):
 
     OPA compares the token's ``scope`` claim with the configured scope (the
     bundle's ``signing.scope``, else the key's ``scope``); both unset also match.
+    """
+
+
+class FutureSigningTimeError(ClaimMismatchError):
+    """A trusted signature claims a signing time further ahead of our clock than skew allows.
+
+    Such a claim is false (or the signer's clock is wrong). Accepted, it would
+    pass ``max_signature_age`` until long after the signature was made, and
+    block every later release in a ``TrustState`` ("signing time must not go
+    back"). The allowed skew is five minutes.
     """
 
 
