@@ -828,6 +828,12 @@ class OpaPrepared:
         try:
             status, payload = self._request(server, "POST", path, body)
         except TimeoutError:
+            # The server may still be evaluating: stop it rather than let it
+            # burn CPU; the next query starts a fresh one.
+            with self._lock:
+                if self._holder and self._holder[0] is server:
+                    self._holder.pop()
+            server.stop()
             raise BundleError(f"the query took longer than {self._timeout} s") from None
         except OSError:
             return None
