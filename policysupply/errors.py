@@ -6,6 +6,8 @@ the precise failure below it::
 
     PolicySupplyError
     ├── BundleError
+    │   ├── UnsupportedByEngineError
+    │   └── EngineUnavailableError
     ├── RegistryError
     │   ├── NotFoundError
     │   ├── AuthenticationError
@@ -21,7 +23,8 @@ the precise failure below it::
     │   │   └── CertificateExpiredError
     │   ├── TransparencyLogError
     │   ├── ClaimMismatchError
-    │   │   └── ScopeMismatchError
+    │   │   ├── ScopeMismatchError
+    │   │   └── FutureSigningTimeError
     │   ├── ThresholdNotMetError
     │   ├── DigestMismatchError
     │   │   └── FileDigestMismatchError (also a SignedContentError)
@@ -33,7 +36,8 @@ the precise failure below it::
     │   ├── UnsafeExclusionError
     │   ├── RollbackError
     │   └── StaleSignatureError
-    └── LoadError
+    ├── LoadError
+    └── AdmissionConfigError
 
 Messages say what failed, on which file or reference, and what to do about it.
 They never contain secrets.
@@ -42,13 +46,16 @@ They never contain secrets.
 from __future__ import annotations
 
 __all__ = [
+    "AdmissionConfigError",
     "AuthenticationError",
     "BundleError",
     "CertificateError",
     "ClaimMismatchError",
     "CertificateExpiredError",
     "DigestMismatchError",
+    "EngineUnavailableError",
     "FileDigestMismatchError",
+    "FutureSigningTimeError",
     "MalformedSignatureError",
     "MissingSignedFileError",
     "IdentityMismatchError",
@@ -71,6 +78,7 @@ __all__ = [
     "UnsignedFileError",
     "UntrustedSignatureError",
     "VerificationError",
+    "UnsupportedByEngineError",
 ]
 
 
@@ -109,6 +117,18 @@ class BundleError(PolicySupplyError):
             where += ": "
         super().__init__(f"{where}{message}")
         self.reason = message
+
+
+class UnsupportedByEngineError(BundleError):
+    """The selected Rego engine cannot answer exactly as OPA would; the OPA engine can.
+
+    The embedded engine raises it for builtins, strings, numbers and
+    constructs it would evaluate differently, and for Rego v0.
+    """
+
+
+class EngineUnavailableError(BundleError):
+    """The requested Rego engine cannot run here (e.g. no ``opa`` binary found)."""
 
 
 class RegistryError(PolicySupplyError):
@@ -200,6 +220,16 @@ class ScopeMismatchError(ClaimMismatchError):
     """
 
 
+class FutureSigningTimeError(ClaimMismatchError):
+    """A trusted signature claims a signing time further ahead of our clock than skew allows.
+
+    Such a claim is false (or the signer's clock is wrong). Accepted, it would
+    pass ``max_signature_age`` until long after the signature was made, and
+    block every later release in a ``TrustState`` ("signing time must not go
+    back"). The allowed skew is five minutes.
+    """
+
+
 class ThresholdNotMetError(VerificationError):
     """Fewer distinct trusted signers than the policy's threshold."""
 
@@ -259,3 +289,7 @@ class StaleSignatureError(VerificationError):
 
 class LoadError(PolicySupplyError):
     """A verified bundle could not be loaded into its destination."""
+
+
+class AdmissionConfigError(PolicySupplyError):
+    """The admission service's configuration file is missing, malformed or inconsistent."""

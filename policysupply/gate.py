@@ -20,15 +20,14 @@ import datetime as dt
 import functools
 import html
 import json
-import threading
 import types
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from policysupply._internal import freeze, read_cache
 from policysupply._internal.oci import Reference
 from policysupply.bundle import Bundle
 from policysupply.errors import (
@@ -46,7 +45,12 @@ from policysupply.errors import (
 )
 from policysupply.registry import Registry
 from policysupply.trust_state import TrustState
-from policysupply.verifier import VerifiedArtifact, Verifier
+from policysupply.verifier import (
+    VerifiedArtifact,
+    VerifiedAttestation,
+    VerifiedSignature,
+    Verifier,
+)
 
 if TYPE_CHECKING:
     from policysupply._internal.engines import EngineChoice
@@ -60,6 +64,12 @@ INPUT_SCHEMA = "policysupply.gate/v1"
 """Value of ``input.schema``; changes only when the input layout does."""
 
 _RULES_DIR = Path(__file__).resolve().parent / "rules"
+
+
+def _dt_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
 _ROOTS = ("policysupply/gate",)
 _SETTINGS_PATH = ("policysupply", "gate", "settings")
 _DEFAULT_SETTINGS = ("allowed_registries", "required_identities", "required_attestations")
@@ -206,7 +216,7 @@ def _jsonable(value: Any) -> Any:
 # -- the Rego input document --------------------------------------------------------
 
 
-def _identity_doc(sig: Any) -> dict[str, Any] | None:
+def _identity_doc(sig: VerifiedSignature | None) -> dict[str, Any] | None:
     """The certificate identity of a keyless signature; ``None`` for a key."""
     subject, issuer = getattr(sig, "subject", None), getattr(sig, "issuer", None)
     if subject is None and issuer is None:
@@ -220,13 +230,13 @@ def _identity_doc(sig: Any) -> dict[str, Any] | None:
     }
 
 
-def _time(value: Any) -> str | None:
+def _time(value: dt.datetime | None) -> str | None:
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
     return None
 
 
-def _signature_doc(sig: Any) -> dict[str, Any]:
+def _signature_doc(sig: VerifiedSignature) -> dict[str, Any]:
     # Read by attribute so fields the verifier gains later do not break the gate.
     return {
         "key_id": getattr(sig, "key_id", None),
@@ -239,7 +249,7 @@ def _signature_doc(sig: Any) -> dict[str, Any]:
     }
 
 
-def _attestation_doc(att: Any) -> dict[str, Any]:
+def _attestation_doc(att: VerifiedAttestation) -> dict[str, Any]:
     signature = getattr(att, "signature", None)
     return {
         "predicate_type": getattr(att, "predicate_type", None),
@@ -442,83 +452,15 @@ def _interpret(result: Any, query: str) -> tuple[bool, list[dict[str, str]]]:
     return allow and not violations, violations
 
 
-class _BlobCache:
-    """Content-addressed bytes (signature payloads, manifests by digest), LRU-bounded.
+_BlobCache = read_cache.BlobCache
 
-    Safe to share across registries and decisions: a digest names its bytes,
-    and they were digest-checked when first read.
+
+def _cached_reads(registry: Registry, cache: _BlobCache, resolved: str) -> Registry:
+    """One decision's view of ``registry``: content-addressed reads served from ``cache``.
+
+    See :class:`policysupply._internal.read_cache.CachedReads`.
     """
-
-    def __init__(self, max_bytes: int = 16 << 20) -> None:
-        self._lock = threading.Lock()
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._size = 0
-        self._max = max_bytes
-
-    def get(self, key: str) -> Any:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: str, value: Any, size: int) -> None:
-        if size > self._max // 8:
-            return  # a single huge blob would flush everything else
-        with self._lock:
-            if key in self._items:
-                return
-            self._items[key] = (value, size)
-            self._size += size
-            while self._size > self._max:
-                _, (_, evicted) = self._items.popitem(last=False)
-                self._size -= evicted
-
-
-class _CachedReads(Registry):
-    """One decision's view of a registry: content-addressed reads served from a cache.
-
-    Tags (the image tag, cosign's ``.sig`` tag, referrers) are always read
-    from the registry; only bytes named by their digest are reused. Misses
-    go through ``inner``'s own methods, so a Registry subclass keeps its
-    behaviour.
-    """
-
-    def __init__(self, inner: Registry, cache: _BlobCache, resolved: str) -> None:
-        super().__init__(inner._store, host=inner.host)
-        self._inner = inner
-        self._cache = cache
-        self._resolved = resolved
-
-    def resolve(self, ref: str | Reference) -> str:
-        """Skips the existence check for the digest this decision just resolved."""
-        r = self._ref(ref)
-        if r.digest and r.digest == self._resolved:
-            return r.digest
-        return self._inner.resolve(r)
-
-    def get_manifest(self, ref: str | Reference) -> tuple[bytes, str]:
-        """Serves manifests addressed by digest from the cache."""
-        r = self._ref(ref)
-        if not r.digest:
-            return self._inner.get_manifest(r)
-        hit = self._cache.get(f"manifest:{r.digest}")
-        if hit is not None:
-            value: tuple[bytes, str] = hit[0]
-            return value
-        value = self._inner.get_manifest(r)
-        self._cache.put(f"manifest:{r.digest}", value, len(value[0]))
-        return value
-
-    def get_blob(self, repository: str, digest: str, *, limit: int = 64 << 20) -> bytes:
-        """Serves blobs from the cache (within ``limit``)."""
-        hit = self._cache.get(f"blob:{digest}")
-        if hit is not None and len(hit[0]) <= limit:
-            data: bytes = hit[0]
-            return data
-        data = self._inner.get_blob(repository, digest, limit=limit)
-        self._cache.put(f"blob:{digest}", data, len(data))
-        return data
+    return Registry(read_cache.CachedReads(registry, cache, resolved), host=registry.host)
 
 
 # -- the gate ---------------------------------------------------------------------------
@@ -605,6 +547,18 @@ class Gate:
         }
         self._compiled = _CompiledRules(base, query, engine)
         self._cache = _BlobCache()
+        self._rules_expire: dt.datetime | None = None
+
+    @property
+    def rules_expire(self) -> dt.datetime | None:
+        """When rules loaded by :meth:`from_registry` become too old to decide with.
+
+        Their signature's age (``VerifiedArtifact.age_from``) plus the rules
+        policy's ``max_signature_age``; ``None`` without a limit (or for
+        rules given directly). From then on :meth:`decide` raises
+        ``StaleSignatureError``: load fresh rules.
+        """
+        return self._rules_expire
 
     @staticmethod
     def default_rules() -> Bundle:
@@ -655,7 +609,8 @@ class Gate:
             RegistryError: The rule bundle cannot be fetched.
             BundleError: It is not a valid bundle.
         """
-        verified = (rules_verifier or verifier).verify_bundle(registry, ref, state=state)
+        checker = rules_verifier or verifier
+        verified = checker.verify_bundle(registry, ref, state=state)
         gate = cls(
             verifier,
             verified.bundle,
@@ -666,6 +621,11 @@ class Gate:
             engine=engine,
         )
         gate._rules_info["reference"] = str(verified.reference)
+        limit = checker.policy.max_signature_age
+        if limit is not None:
+            # Freeze protection for a long-lived gate: its rules age as a served bundle does.
+            since = checker.policy.age_from(verified.artifact)
+            gate._rules_expire = freeze.deadline(since, limit) or _dt_now()
         return gate
 
     def __repr__(self) -> str:
@@ -715,7 +675,16 @@ class Gate:
             BundleError: The rules do not compile, fail, or answer outside the
                 result contract.
             TypeError: ``context`` is not JSON-serialisable.
+            StaleSignatureError: The rules (from :meth:`from_registry`) are past
+                :attr:`rules_expire`.
         """
+        if self._rules_expire is not None and freeze.past(self._rules_expire, _dt_now()):
+            raise StaleSignatureError(
+                f"the gate's rules {self._rules_info['reference']} are too old to decide with "
+                f"since {self._rules_expire.isoformat()} (the rules policy's "
+                "max_signature_age); load fresh rules with Gate.from_registry, or suspect a "
+                "freeze of the rules image"
+            )
         given = Reference.parse(image_ref) if isinstance(image_ref, str) else image_ref
         digest = registry.resolve(given)
         host = registry.host or given.host
@@ -728,15 +697,35 @@ class Gate:
             json.dumps(ctx, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"gate context must be JSON-serialisable: {exc}") from None
+        verification = self._verification(registry, pinned)
+        return self._judge(given, host, digest, verification, ctx)
+
+    def _verification(self, registry: Registry, pinned: Reference) -> dict[str, Any]:
+        """``input.verification`` for a digest-pinned image (the registry part of a decision).
+
+        The admission service calls this and :meth:`_judge` separately so that
+        it can cache verified results between decisions.
+        """
         try:
             artifact = self.verifier.verify(
-                _CachedReads(registry, self._cache, digest),
+                _cached_reads(registry, self._cache, str(pinned.digest)),
                 pinned,
                 attestations=self.attestations,
             )
-            verification = _verified_doc(artifact)
+            return _verified_doc(artifact)
         except VerificationError as exc:
-            verification = _failed_doc(exc)
+            return _failed_doc(exc)
+
+    def _judge(
+        self,
+        given: Reference,
+        host: str,
+        digest: str,
+        verification: Mapping[str, Any],
+        ctx: Mapping[str, Any],
+    ) -> Decision:
+        """The rules' verdict on an image whose verification result is known (no I/O)."""
+        pinned = Reference(host=host, repository=given.repository, digest=digest)
         document = {
             "schema": INPUT_SCHEMA,
             "image": _image_doc(given, host, digest),

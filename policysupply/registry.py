@@ -16,18 +16,20 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from policysupply._internal import fs, oci, stores
-from policysupply._internal.credentials import Credentials, from_docker_config
+from policysupply._internal import fs, oci, stores, transfer
+from policysupply._internal.credentials import Credentials
 from policysupply._internal.netconfig import RetryPolicy, Timeout
 from policysupply._internal.oci import Descriptor, Reference
-from policysupply.errors import InsecureTransportError, NotFoundError, RegistryError
+from policysupply.errors import NotFoundError, RegistryError
 
 if TYPE_CHECKING:
+    import httpx
+
     from policysupply.bundle import Bundle, Limits
 
 __all__ = [
@@ -48,12 +50,6 @@ class DownloadCancelled(Exception):
     """A download stopped because its caller no longer wants the bytes (never escapes the API)."""
 
 
-_CHUNK = 1024 * 1024
-_SPOOL = 8 * 1024 * 1024
-# cosign's legacy tags for signatures, attestations and SBOMs of a digest.
-_COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
-
-
 def _now_rfc3339() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     when = (
@@ -62,32 +58,6 @@ def _now_rfc3339() -> str:
         else _dt.datetime.now(tz=_dt.timezone.utc)
     )
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class _Tally:
-    """Turns per-blob byte counts into one ``(done, total)`` progress stream."""
-
-    def __init__(self, progress: Progress | None, total: int) -> None:
-        self.progress = progress
-        self.total = total
-        self.base = 0
-
-    def blob(self) -> Callable[[int], None] | None:
-        if not self.progress:
-            return None
-        base, report, total = self.base, self.progress, self.total
-        return lambda n: report(min(base + n, total), total)
-
-    def advance(self, n: int) -> None:
-        self.base += n
-        if self.progress:
-            self.progress(min(self.base, self.total), self.total)
-
-
-def _chunks(data: bytes) -> Iterator[bytes]:
-    view = memoryview(data)
-    for i in range(0, len(data), _CHUNK):
-        yield bytes(view[i : i + _CHUNK])
 
 
 class Registry:
@@ -131,6 +101,7 @@ class Registry:
         chunk_size: int | None = None,
         ca_file: str | os.PathLike[str] | None = None,
         verify_tls: bool = True,
+        transport: httpx.BaseTransport | None = None,
     ) -> Registry:
         """A registry spoken to over the OCI distribution API.
 
@@ -157,48 +128,34 @@ class Registry:
             verify_tls: ``False`` accepts any TLS certificate (a lab registry
                 with a self-signed certificate); the connection is still
                 encrypted but anyone in the path can impersonate the registry.
+            transport: An ``httpx`` transport every request goes through
+                instead of policysupply's own connections: e.g. an
+                ``httpx.MockTransport`` that injects faults in tests, or a
+                transport with its own proxy or TLS settings. It owns TLS, so
+                ``ca_file`` and ``verify_tls`` cannot be combined with it.
 
         Raises:
+            ValueError: ``transport`` together with ``ca_file`` or
+                ``verify_tls=False``.
             RegistryError: ``host`` is malformed.
             InsecureTransportError: ``host`` is an ``http://`` URL but
                 ``insecure`` is not set (plain HTTP is never chosen silently).
         """
-        scheme = "http" if insecure else "https"
-        for prefix in ("http://", "https://"):
-            if host.startswith(prefix):
-                scheme, host = prefix[:-3], host[len(prefix) :]
-        if scheme == "http" and not insecure:
-            raise InsecureTransportError(
-                f"registry http://{host} is plain HTTP: pass insecure=True to use it "
-                "(oras's --plain-http), or use https://"
-            )
-        host = host.rstrip("/")
-        if not host or "/" in host or "@" in host:
-            raise RegistryError(f"invalid registry host {host!r}: use host[:port]")
-        if isinstance(auth, tuple):
-            auth = Credentials(username=auth[0], password=auth[1])
-        explicit = auth
-        config = Path(docker_config) if docker_config is not None else None
+        from policysupply._internal import remote
 
-        def credentials() -> Credentials | None:
-            return explicit if explicit is not None else from_docker_config(host, config)
-
-        from policysupply._internal.lean_imports import httpx_without_cli
-
-        httpx_without_cli()
-        from policysupply._internal.distribution import Client
-        from policysupply._internal.netconfig import tls_context
-
-        ca = os.fspath(ca_file) if ca_file is not None else None
-        client = Client(
+        store, host = remote.open_store(
             host,
-            scheme=scheme,
-            credentials=credentials,
-            timeout=timeout or Timeout(),
-            retry=retry or RetryPolicy(),
-            tls=lambda: tls_context(ca_file=ca, verify=verify_tls),
+            insecure=insecure,
+            auth=auth,
+            docker_config=docker_config,
+            timeout=timeout,
+            retry=retry,
+            chunk_size=chunk_size,
+            ca_file=ca_file,
+            verify_tls=verify_tls,
+            transport=transport,
         )
-        return cls(stores.RemoteStore(client=client, chunk_size=chunk_size), host=host)
+        return cls(store, host=host)
 
     def close(self) -> None:
         """Closes network connections (a no-op for a local layout)."""
@@ -275,7 +232,7 @@ class Registry:
             version=version,
             rego_version=0 if bundle.manifest.rego_version == 0 else 1,
         )
-        tally = _Tally(progress, len(config) + len(layer) + len(manifest))
+        tally = transfer.Tally(progress, len(config) + len(layer) + len(manifest))
         tally.advance(len(config))
         # The tiny config blob goes up on a second connection while the layer
         # streams: three round trips saved per push.
@@ -291,7 +248,11 @@ class Registry:
                 None,
             )
             self._store.write_blob(
-                r.repository, bundle.digest, len(layer), lambda: _chunks(layer), tally.blob()
+                r.repository,
+                bundle.digest,
+                len(layer),
+                lambda: transfer.chunks(layer),
+                tally.blob(),
             )
             tally.advance(len(layer))
             config_done.result()
@@ -364,7 +325,7 @@ class Registry:
             DownloadCancelled: ``cancel`` was set.
         """
         buf = bytearray()
-        tally = _Tally(progress, layer.size)
+        tally = transfer.Tally(progress, layer.size)
 
         def write(chunk: bytes) -> None:
             if cancel is not None and cancel.is_set():
@@ -489,89 +450,17 @@ class Registry:
             else Reference(repository=src.repository, tag=src.tag)
         )
         digest = self.resolve(src)
-        plan: list[tuple[str, str | None]] = [(digest, dst.tag)]
-        if with_signatures:
-            for suffix in _COSIGN_SUFFIXES:
-                sig_tag = oci.fallback_tag(digest) + suffix
-                found = self._store.resolve(src.repository, sig_tag)
-                if found:
-                    plan.append((found, sig_tag))
-            for d in self._store.referrers(src.repository, digest, None):
-                plan.append((d.digest, None))
-        # The main artifact is tagged with the destination tag; cosign's tags
-        # keep their names; referrers go by digest.
-        graphs = [(self._graph(src.repository, d), tag) for d, tag in plan]
-        wanted: dict[str, Descriptor] = {}
-        for (_, blobs), _tag in graphs:
-            for b in blobs:
-                wanted.setdefault(b.digest, b)
-        missing = [b for b in wanted.values() if not to._store.has_blob(dst.repository, b.digest)]
-        tally = _Tally(progress, sum(b.size for b in missing))
-        for blob in missing:
-            self._transfer(src.repository, blob, to, dst.repository, tally)
-        for (manifests, _blobs), tag in graphs:
-            *children, (top, top_type) = manifests
-            for data, media_type in children:
-                to._store.put_manifest(dst.repository, data, media_type, None)
-            to._store.put_manifest(dst.repository, top, top_type, tag)
-        if progress:
-            progress(tally.total, tally.total)
+        transfer.copy(
+            self._store,
+            src.repository,
+            digest,
+            to._store,
+            dst.repository,
+            dst.tag,
+            with_signatures=with_signatures,
+            progress=progress,
+        )
         return dst.with_digest(digest)
-
-    def _graph(
-        self, repository: str, digest: str
-    ) -> tuple[list[tuple[bytes, str]], list[Descriptor]]:
-        """Manifests (children first) and blobs reachable from ``digest``."""
-        manifests: list[tuple[bytes, str]] = []
-        blobs: dict[str, Descriptor] = {}
-
-        def walk(d: str, depth: int) -> None:
-            if depth > 8:
-                raise RegistryError(f"{repository}@{digest}: manifest graph too deep")
-            data, media_type = self._store.get_manifest(repository, d)
-            obj = oci.parse_manifest(data, what=f"{repository}@{d}")
-            for child in obj.get("manifests") or []:
-                walk(Descriptor.from_json(child).digest, depth + 1)
-            for item in [obj.get("config"), *(obj.get("layers") or [])]:
-                if item is not None:
-                    desc = Descriptor.from_json(item)
-                    blobs.setdefault(desc.digest, desc)
-            manifests.append((data, media_type))
-
-        walk(digest, 0)
-        return manifests, list(blobs.values())
-
-    def _transfer(
-        self, repository: str, blob: Descriptor, to: Registry, to_repository: str, tally: _Tally
-    ) -> None:
-        # Spool through a temp file (memory up to 8 MiB), so big blobs stream
-        # and the upload can be replayed on retry.
-        import tempfile
-
-        with tempfile.SpooledTemporaryFile(max_size=_SPOOL) as spool:
-
-            def reset() -> None:
-                spool.seek(0)
-                spool.truncate()
-
-            def spool_write(chunk: bytes) -> None:
-                spool.write(chunk)
-
-            self._store.read_blob(
-                repository,
-                blob.digest,
-                blob.size,
-                reset,
-                spool_write,
-                None,
-            )
-
-            def source() -> Iterable[bytes]:
-                spool.seek(0)
-                return iter(lambda: spool.read(_CHUNK), b"")
-
-            to._store.write_blob(to_repository, blob.digest, blob.size, source, tally.blob())
-        tally.advance(blob.size)
 
     # -- low level ----------------------------------------------------------------
 
@@ -649,7 +538,7 @@ class Registry:
         desc = blob if isinstance(blob, Descriptor) else None
         digest = desc.digest if desc else oci.check_digest(str(blob))
         size = desc.size if desc else None
-        tally = _Tally(progress, size or 0)
+        tally = transfer.Tally(progress, size or 0)
         try:
             with fs.atomic_file(Path(path), durable=durable) as f:
                 writer = fs.BackgroundWriter(f, durable=durable)
@@ -676,6 +565,6 @@ class Registry:
         """Stores a blob (idempotently); returns its descriptor."""
         desc = Descriptor.for_bytes(data, media_type)
         self._store.write_blob(
-            self._repo(repository), desc.digest, desc.size, lambda: _chunks(data), None
+            self._repo(repository), desc.digest, desc.size, lambda: transfer.chunks(data), None
         )
         return desc

@@ -4,35 +4,24 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import attrs
 
-from policysupply._internal import cosign, keys, oci
+from policysupply._internal import cosign, keys
+from policysupply._internal import cosign_storage as storage
 from policysupply._internal import sigstore_bundle as sb
 from policysupply._internal.oci import Reference
-from policysupply.errors import NotFoundError, SigningError, VerificationError
+from policysupply._internal.signing import KeylessSigning, KeySigning, Signed, Signing
+from policysupply.errors import SigningError, VerificationError
 from policysupply.registry import Registry, _now_rfc3339
-
-if TYPE_CHECKING:
-    from policysupply._internal.keyless import KeylessSession
 
 __all__ = ["Signature", "Signer", "SigstoreBundle"]
 
 Scheme = Literal["legacy", "bundle"]
-
-# cosign's legacy keyless annotations on a .sig/.att layer
-ANN_CERTIFICATE = "dev.sigstore.cosign/certificate"
-ANN_CHAIN = "dev.sigstore.cosign/chain"
-ANN_BUNDLE = "dev.sigstore.cosign/bundle"
-ANN_TIMESTAMP = "dev.sigstore.cosign/rfc3161timestamp"
-ANN_PREDICATE_TYPE = "predicateType"
-DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
 
 
 @attrs.frozen(kw_only=True)
@@ -140,7 +129,7 @@ class Signer:
     def __init__(self, key: Any) -> None:
         """Use :meth:`generate`, :meth:`from_key_file` or :meth:`keyless`."""
         self._key = key
-        self._keyless: KeylessSession | None = None
+        self._signing: Signing = KeySigning(key)
 
     @classmethod
     def keyless(
@@ -183,13 +172,13 @@ class Signer:
     def _with_keyless(cls, session: Any) -> Signer:
         # Also the seam unit tests use to sign with an in-process CA and log.
         signer = cls(None)
-        signer._keyless = session
+        signer._signing = KeylessSigning(session)
         return signer
 
     @property
     def is_keyless(self) -> bool:
         """Whether this signer signs keylessly (certificate + transparency log)."""
-        return self._keyless is not None
+        return isinstance(self._signing, KeylessSigning)
 
     def _need_key(self, what: str) -> Any:
         if self._key is None:
@@ -222,9 +211,7 @@ class Signer:
         return cls(keys.load_private_key(data, pw, what=str(p)))
 
     def __repr__(self) -> str:
-        if self._keyless is not None:
-            return "Signer(keyless)"
-        return f"Signer(key_id={self.key_id!r})"
+        return f"Signer({self._signing.describe()})"
 
     @property
     def key_id(self) -> str:
@@ -333,89 +320,19 @@ class Signer:
             annotations = {**(annotations or {}), cosign.ANN_SIGNED_AT: now}
         if scheme == "bundle":
             return self._sign_bundle(registry, pinned, annotations)
-        docker_reference = pinned.name
-        payload = cosign.simple_signing_payload(docker_reference, digest, annotations)
-        cert: bytes | None = None
-        log_index: int | None = None
-        if self._keyless is not None:
-            made = self._keyless.sign_artifact(payload)
-            assert isinstance(made.content, sb.MessageSignature)  # noqa: S101 - sign_artifact
-            signature = made.content.signature
-            extra, cert, log_index = self._keyless_annotations(made)
-            key_id = _cert_key_id(made)
-        else:
-            signature = keys.sign(self._key, payload)
-            extra, key_id = {}, self.key_id
-        b64 = base64.b64encode(signature).decode()
-        tag = cosign.sig_tag(digest)
-        self._append_layer(
+        payload = cosign.simple_signing_payload(pinned.name, digest, annotations)
+        signed, extra = self._signing.sign_payload(payload)
+        b64 = base64.b64encode(signed.signature).decode()
+        tag = storage.sig_tag(digest)
+        storage.append_layer(
             registry,
             r.repository,
             tag,
             payload,
-            cosign.SIMPLESIGNING,
-            {cosign.ANN_SIGNATURE: b64, **extra},
+            storage.SIMPLESIGNING,
+            {storage.ANN_SIGNATURE: b64, **extra},
         )
-        return Signature(
-            reference=pinned,
-            key_id=key_id,
-            scheme="legacy",
-            payload=payload,
-            signature=signature,
-            location=tag,
-            certificate=cert,
-            log_index=log_index,
-        )
-
-    def _keyless_annotations(
-        self, made: sb.ParsedBundle
-    ) -> tuple[dict[str, str], bytes, int | None]:
-        """Cosign's keyless layer annotations for a signature made through Sigstore."""
-        from policysupply._internal import keyless
-
-        assert self._keyless is not None  # noqa: S101 - keyless signers only
-        assert made.certificate is not None  # noqa: S101 - keyless bundles carry one
-        cert = keyless.certificate_pem(made.certificate)
-        annotations = {
-            ANN_CERTIFICATE: cert.decode(),
-            ANN_CHAIN: self._keyless.chain_pem(made.certificate).decode(),
-        }
-        entry = made.tlog_entries[0] if made.tlog_entries else None
-        if entry is not None and entry.signed_entry_timestamp is not None:
-            annotations[ANN_BUNDLE] = entry.to_cosign_annotation()
-        if made.timestamps:
-            stamp = base64.b64encode(made.timestamps[0]).decode()
-            annotations[ANN_TIMESTAMP] = json.dumps(
-                {"SignedRFC3161Timestamp": stamp}, separators=(",", ":")
-            )
-        if ANN_BUNDLE not in annotations and ANN_TIMESTAMP not in annotations:
-            raise SigningError(
-                "Sigstore returned neither a signed entry timestamp nor an RFC 3161 timestamp; "
-                "cosign's legacy signature form cannot carry this signature (use scheme='bundle')"
-            )
-        return annotations, cert, entry.log_index if entry is not None else None
-
-    @staticmethod
-    def _append_layer(
-        registry: Registry,
-        repository: str,
-        tag: str,
-        blob: bytes,
-        media_type: str,
-        annotations: Mapping[str, str],
-    ) -> None:
-        """Adds one layer to cosign's ``.sig``/``.att`` manifest, keeping the others."""
-        layer = registry.put_blob(repository, blob, media_type=media_type)
-        layers: list[dict[str, Any]] = []
-        try:
-            existing, _ = registry.get_manifest(f"{repository}:{tag}")
-            layers = list(oci.parse_manifest(existing, what=tag).get("layers") or [])
-        except NotFoundError:
-            pass
-        layers.append({**layer.to_json(), "annotations": dict(annotations)})
-        config = cosign.signature_config([str(d["digest"]) for d in layers])
-        registry.put_blob(repository, config, media_type=oci.CONFIG_V1)
-        registry.put_manifest(f"{repository}:{tag}", cosign.signature_manifest(config, layers))
+        return _signature(pinned, "legacy", payload, signed, tag)
 
     def _sign_bundle(
         self, registry: Registry, pinned: Reference, annotations: Mapping[str, str] | None
@@ -423,55 +340,16 @@ class Signer:
         assert pinned.digest  # noqa: S101 - resolved by the caller
         # Binds the repository as the legacy payload's docker-reference does.
         statement = cosign.sign_statement(pinned.digest, annotations, name=pinned.name)
-        bundle, signature, key_id, cert, log_index = self._sign_statement(statement)
+        signed, bundle = self._signing.sign_bundle(statement)
         location = self._attach_bundle(registry, pinned, bundle, cosign.SIGN_PREDICATE)
-        return Signature(
-            reference=pinned,
-            key_id=key_id,
-            scheme="bundle",
-            payload=statement,
-            signature=signature,
-            location=location,
-            certificate=cert,
-            log_index=log_index,
-        )
-
-    def _sign_statement(
-        self, statement: bytes
-    ) -> tuple[bytes, bytes, str, bytes | None, int | None]:
-        """``(bundle JSON, signature, key id, certificate PEM, log index)`` for a DSSE statement."""
-        if self._keyless is None:
-            signature = keys.sign(self._key, cosign.pae(cosign.INTOTO, statement))
-            bundle = cosign.key_bundle(
-                statement, signature, hashlib.sha256(keys.spki_der(self._key)).digest()
-            )
-            return bundle, signature, self.key_id, None, None
-        from policysupply._internal import keyless
-
-        made = self._keyless.sign_dsse(statement)
-        assert isinstance(made.content, sb.Envelope)  # noqa: S101 - sign_dsse
-        assert made.certificate is not None  # noqa: S101 - keyless bundles carry one
-        entry = made.tlog_entries[0] if made.tlog_entries else None
-        return (
-            made.to_json(),
-            made.content.signatures[0],
-            _cert_key_id(made),
-            keyless.certificate_pem(made.certificate),
-            entry.log_index if entry else None,
-        )
+        return _signature(pinned, "bundle", statement, signed, location)
 
     @staticmethod
     def _attach_bundle(
         registry: Registry, pinned: Reference, bundle: bytes, predicate_type: str
     ) -> str:
         """Attaches a Sigstore bundle to ``pinned`` as an OCI referrer, as cosign v3 does."""
-        assert pinned.digest  # noqa: S101 - resolved by the caller
-        data, media_type = registry.get_manifest(pinned)
-        subject = oci.Descriptor(media_type=media_type, digest=pinned.digest, size=len(data))
-        manifest, config = cosign.bundle_manifest(bundle, subject, _now_rfc3339(), predicate_type)
-        registry.put_blob(pinned.repository, config, media_type=oci.EMPTY_V1)
-        registry.put_blob(pinned.repository, bundle, media_type=cosign.BUNDLE_V03)
-        return registry.put_manifest(pinned.repository, manifest)
+        return storage.attach_bundle(registry, pinned, bundle, predicate_type, _now_rfc3339())
 
     def attest(
         self,
@@ -513,52 +391,16 @@ class Signer:
         except (TypeError, ValueError) as exc:
             raise SigningError(f"predicate is not a JSON object: {exc}") from None
         if scheme == "bundle":
-            bundle, signature, key_id, cert, log_index = self._sign_statement(statement)
+            signed, bundle = self._signing.sign_bundle(statement)
             location = self._attach_bundle(registry, pinned, bundle, predicate_type)
         else:
-            envelope_json, signature, key_id, annotations, cert, log_index = self._envelope(
-                statement
+            signed, envelope_json, annotations = self._signing.sign_envelope(statement)
+            annotations = {storage.ANN_PREDICATE_TYPE: predicate_type, **annotations}
+            location = storage.att_tag(digest)
+            storage.append_layer(
+                registry, r.repository, location, envelope_json, storage.DSSE_ENVELOPE, annotations
             )
-            annotations = {ANN_PREDICATE_TYPE: predicate_type, **annotations}
-            location = cosign.sig_tag(digest)[: -len(".sig")] + ".att"
-            self._append_layer(
-                registry, r.repository, location, envelope_json, DSSE_ENVELOPE, annotations
-            )
-        return Signature(
-            reference=pinned,
-            key_id=key_id,
-            scheme=scheme,
-            payload=statement,
-            signature=signature,
-            location=location,
-            certificate=cert,
-            log_index=log_index,
-        )
-
-    def _envelope(
-        self, statement: bytes
-    ) -> tuple[bytes, bytes, str, dict[str, str], bytes | None, int | None]:
-        """A DSSE envelope blob for cosign's ``.att`` layer, with its layer annotations."""
-        if self._keyless is None:
-            signature = keys.sign(self._key, cosign.pae(cosign.INTOTO, statement))
-            env = sb.Envelope(
-                payload_type=cosign.INTOTO, payload=statement, signatures=(signature,)
-            )
-            doc = env.to_json()
-            doc["signatures"] = [{"keyid": "", "sig": s["sig"]} for s in doc["signatures"]]
-            blob = json.dumps(doc, separators=(",", ":")).encode()
-            return blob, signature, self.key_id, {cosign.ANN_SIGNATURE: ""}, None, None
-        made, blob = self._keyless.sign_dsse_envelope(statement)
-        signed = made.content
-        assert isinstance(signed, sb.Envelope)  # noqa: S101 - sign_dsse
-        if made.timestamps:
-            # cosign's .att convention: the timestamp covers the stored envelope
-            stamp = self._keyless.timestamp(blob)
-            made = attrs.evolve(made, timestamps=(stamp,) if stamp else made.timestamps)
-        extra, cert, log_index = self._keyless_annotations(made)
-        # cosign leaves the signature annotation empty: the signature is in the envelope
-        annotations = {cosign.ANN_SIGNATURE: "", **extra}
-        return blob, signed.signatures[0], _cert_key_id(made), annotations, cert, log_index
+        return _signature(pinned, scheme, statement, signed, location)
 
     def sign_blob(self, data: bytes | str | os.PathLike[str]) -> SigstoreBundle:
         """Signs a plain file (e.g. a policy tarball served over HTTP) into a Sigstore bundle.
@@ -575,20 +417,7 @@ class Signer:
         Raises:
             SigningError: The file cannot be read, or keyless signing failed.
         """
-        content = _read_blob(data)
-        if self._keyless is not None:
-            made = self._keyless.sign_artifact(content)
-            return SigstoreBundle(data=made.to_json())
-        signature = keys.sign(self._key, content)
-        bundle = sb.ParsedBundle(
-            media_type=sb.BUNDLE_V03,
-            certificate=None,
-            key_hint=sb.key_hint(keys.spki_der(self._key)),
-            content=sb.MessageSignature(
-                algorithm="sha256", digest=hashlib.sha256(content).digest(), signature=signature
-            ),
-        )
-        return SigstoreBundle(data=bundle.to_json())
+        return SigstoreBundle(data=self._signing.sign_blob(_read_blob(data)))
 
 
 def _read_blob(data: bytes | str | os.PathLike[str]) -> bytes:
@@ -601,12 +430,19 @@ def _read_blob(data: bytes | str | os.PathLike[str]) -> bytes:
         raise SigningError(f"cannot read {p}: {exc.strerror}") from None
 
 
-def _cert_key_id(made: sb.ParsedBundle) -> str:
-    """Key id of a keyless signature's (ephemeral) certificate key."""
-    from policysupply._internal import keyless
-
-    assert made.certificate is not None  # noqa: S101 - keyless bundles carry one
-    return keys.key_id(keyless.load_certificate(made.certificate).public_key())
+def _signature(
+    pinned: Reference, scheme: Scheme, payload: bytes, signed: Signed, location: str
+) -> Signature:
+    return Signature(
+        reference=pinned,
+        key_id=signed.key_id,
+        scheme=scheme,
+        payload=payload,
+        signature=signed.signature,
+        location=location,
+        certificate=signed.certificate,
+        log_index=signed.log_index,
+    )
 
 
 def _publish(files: list[tuple[Path, bytes, int]], *, overwrite: bool) -> None:

@@ -61,6 +61,11 @@ def render() -> str:
     for name, (module, attr, _) in _COMMANDS.items():
         command = getattr(importlib.import_module(f"policysupply.cli.{module}"), attr)
         parts += [f"\n## policysupply {name}\n\n```text\n", _help(command, name, root), "\n```\n"]
+        if isinstance(command, click.Group):  # subcommands get their own section
+            group = click.Context(command, info_name=name, parent=root)
+            for sub in command.list_commands(group):
+                text = _help(command.commands[sub], sub, group)
+                parts += [f"\n### policysupply {name} {sub}\n\n```text\n", text, "\n```\n"]
     return "".join(parts)
 
 

@@ -1,4 +1,8 @@
-"""cosign's signature formats as pure functions over bytes (spec: cosign-signatures.md)."""
+"""What cosign signs (payloads, statements, key bundles) as pure functions over bytes.
+
+Spec: cosign-signatures.md. Where the results are stored is
+:mod:`policysupply._internal.cosign_storage`.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,50 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from policysupply._internal import oci
+# Where signatures are stored (tags, manifests, media types) is
+# cosign_storage's; its names stay importable from here, as does DSSE's PAE.
+from policysupply._internal.cosign_storage import (
+    ANN_SIGNATURE,
+    BUNDLE_PREFIX,
+    BUNDLE_V03,
+    INTOTO,
+    MAX_LAYERS,
+    SIGN_PREDICATE,
+    SIMPLESIGNING,
+    bundle_manifest,
+    sig_tag,
+    signature_config,
+    signature_manifest,
+)
+from policysupply._internal.sigstore_bundle import pae
 
-SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
-ANN_SIGNATURE = "dev.cosignproject.cosign/signature"
 SIGNATURE_TYPE = "cosign container image signature"
-BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
-BUNDLE_PREFIX = "application/vnd.dev.sigstore.bundle"
-INTOTO = "application/vnd.in-toto+json"
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
-SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
-MAX_LAYERS = 1000
 # A signed claim of when the signature was made (RFC 3339, UTC). It travels in
 # the signed annotations, so only a trusted key can set it; verifiers use it
 # for rollback ordering and freeze limits when no transparency-log time exists.
 ANN_SIGNED_AT = "dev.policysupply/signed-at"
 
-
-def sig_tag(digest: str) -> str:
-    """Cosign's legacy signature tag for ``digest``: ``sha256-<hex>.sig``."""
-    return oci.fallback_tag(digest) + ".sig"
+__all__ = [
+    "ANN_SIGNATURE",
+    "ANN_SIGNED_AT",
+    "BUNDLE_PREFIX",
+    "BUNDLE_V03",
+    "INTOTO",
+    "MAX_LAYERS",
+    "SIGNATURE_TYPE",
+    "SIGN_PREDICATE",
+    "SIMPLESIGNING",
+    "STATEMENT_V1",
+    "bundle_manifest",
+    "key_bundle",
+    "pae",
+    "sig_tag",
+    "sign_statement",
+    "signature_config",
+    "signature_manifest",
+    "simple_signing_payload",
+]
 
 
 def simple_signing_payload(
@@ -43,38 +71,6 @@ def simple_signing_payload(
         "optional": optional,
     }
     return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def signature_config(layer_digests: list[str]) -> bytes:
-    """The config blob cosign writes for a signature manifest (verifiers ignore it)."""
-    epoch = "0001-01-01T00:00:00Z"
-    doc = {
-        "architecture": "",
-        "created": epoch,
-        "history": [{"created": epoch} for _ in layer_digests],
-        "os": "",
-        "rootfs": {"type": "layers", "diff_ids": layer_digests},
-        "config": {},
-    }
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def signature_manifest(config: bytes, layers: list[dict[str, Any]]) -> bytes:
-    """A legacy ``.sig`` manifest over ``layers`` (descriptor dicts)."""
-    return oci.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": oci.MANIFEST_V1,
-            "config": oci.Descriptor.for_bytes(config, oci.CONFIG_V1).to_json(),
-            "layers": layers,
-        }
-    )
-
-
-def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE pre-authentication encoding."""
-    t = payload_type.encode()
-    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
 
 
 def sign_statement(
@@ -113,24 +109,3 @@ def key_bundle(statement: bytes, signature: bytes, spki_sha256: bytes) -> bytes:
         },
     }
     return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def bundle_manifest(
-    bundle: bytes, subject: oci.Descriptor, created: str, predicate_type: str
-) -> tuple[bytes, bytes]:
-    """``(manifest, config)`` attaching ``bundle`` to ``subject`` as cosign v3 does."""
-    config = oci.EMPTY_JSON
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": oci.MANIFEST_V1,
-        "artifactType": BUNDLE_V03,
-        "config": {**oci.Descriptor.for_bytes(config, oci.EMPTY_V1).to_json()},
-        "layers": [oci.Descriptor.for_bytes(bundle, BUNDLE_V03).to_json()],
-        "subject": subject.to_json(),
-        "annotations": {
-            oci.ANN_CREATED: created,
-            "dev.sigstore.bundle.content": "dsse-envelope",
-            "dev.sigstore.bundle.predicateType": predicate_type,
-        },
-    }
-    return oci.canonical_json(manifest), config

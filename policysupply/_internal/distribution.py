@@ -42,6 +42,9 @@ T = TypeVar("T")
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_MANIFEST = 4 * 1024 * 1024  # distribution-spec's suggested manifest limit
 _MAX_JSON = 16 * 1024 * 1024
+# All pages of one tags or referrers listing together: a hostile registry
+# linking page after page must not fill memory (10 000 pages of 16 MiB).
+_MAX_LISTING = 16 * 1024 * 1024
 _MAX_TOKEN = 1024 * 1024
 _MAX_REDIRECTS = 10
 
@@ -411,6 +414,13 @@ class Client:
         # headers; credentials go only to the registry itself, never to
         # another host a registry (or an attacker answering for it) names.
         ours = self._same_origin(full)
+        if self.base.startswith("https://") and not full.startswith("https://"):
+            # A Link or Location header is no redirect, but the same downgrade:
+            # the next page of a tags or referrers list (or an upload) in clear.
+            raise InsecureTransportError(
+                f"{what}: {self.host} named a plain HTTP URL ({full.split('?')[0][:120]}); "
+                "refusing the downgrade"
+            )
         for attempt in (1, 2):
             hdrs = dict(headers or {})
             auth = self._auth_header(scope) if ours else None
@@ -645,6 +655,7 @@ class Client:
         url: str | None = f"/v2/{repository}/tags/list"
         params = {"n": str(page_size)} if page_size else None
         pages = 0
+        total = 0
         while url:
             pages += 1
             if pages > 10_000:
@@ -656,6 +667,11 @@ class Client:
                 what=f"list tags of {repository}",
                 params=params,
             )
+            total += len(body)
+            if total > _MAX_LISTING:
+                raise RegistryError(
+                    f"list tags of {repository}: listing larger than {_MAX_LISTING} bytes"
+                )
             try:
                 page = json.loads(body).get("tags") or []
             except (ValueError, RecursionError, AttributeError):
@@ -689,6 +705,7 @@ class Client:
         out: list[dict[str, Any]] = []
         filtered = False
         pages = 0
+        total = 0
         while url:
             pages += 1
             if pages > 10_000:
@@ -702,6 +719,12 @@ class Client:
                 missing_ok=True,
                 ok=(200,),
             )
+            total += len(body)
+            if total > _MAX_LISTING:
+                raise RegistryError(
+                    f"list referrers of {repository}@{digest}: listing larger than "
+                    f"{_MAX_LISTING} bytes"
+                )
             ctype = headers.get("content-type", "").split(";")[0].strip()
             if status == 404 or (ctype and ctype != oci.INDEX_V1):
                 # Unsupported (some registries answer unknown routes with HTML).

@@ -8,7 +8,8 @@ the verifier does not depend on the loaders.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from policysupply._internal import fs
@@ -31,6 +32,33 @@ def safe_entry(name: str) -> Path:
     return Path(name)
 
 
+def _check_collisions(names: Iterable[str]) -> None:
+    """Refuses names that one file system could fold into one path.
+
+    macOS and Windows file systems ignore case (and macOS Unicode
+    normalisation): ``deny.rego`` and ``DENY.rego`` would be one file there,
+    the second silently replacing the first, so the directory would not hold
+    the bundle that was verified. Every path prefix is compared, so a
+    directory spelt two ways collides too.
+
+    Raises:
+        LoadError: Two entries fold into one path.
+    """
+    seen: dict[str, str] = {}
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            path = "/".join(parts[:i])
+            folded = unicodedata.normalize("NFC", path).casefold()
+            other = seen.setdefault(folded, path)
+            if other != path:
+                raise LoadError(
+                    f"bundle entries {other!r} and {path!r} differ only in case or Unicode "
+                    "normalisation: a case-insensitive file system would keep one of them; "
+                    "nothing extracted"
+                )
+
+
 def write_tree(entries: Mapping[str, bytes], directory: str | os.PathLike[str]) -> Path:
     """Writes ``entries`` (bundle path -> bytes) as ``directory``, replacing it atomically.
 
@@ -47,6 +75,7 @@ def write_tree(entries: Mapping[str, bytes], directory: str | os.PathLike[str]) 
     target = Path(directory)
     for name in entries:
         safe_entry(name)
+    _check_collisions(entries)
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise LoadError(f"{target} exists and is not a directory; nothing extracted")
     if target.is_dir() and any(target.iterdir()) and not (target / ".manifest").is_file():

@@ -14,7 +14,14 @@ import importlib.util
 from policysupply.errors import PolicySupplyError
 
 # top-level module -> the extra that installs it
-EXTRA_FOR = {"sigstore": "keyless", "opa_client": "opa", "requests": "opa"}
+EXTRA_FOR = {
+    "sigstore": "keyless",
+    "opa_client": "opa",
+    "requests": "opa",
+    "uvicorn": "admission",
+    "prometheus_client": "admission",
+    "redis": "admission",
+}
 
 
 def available(module: str) -> bool:

@@ -32,11 +32,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from policysupply._internal import keys
+from policysupply._internal import keys, sigstore_adapter
+from policysupply._internal.sigstore_adapter import apply_timeouts as apply_timeouts
 from policysupply._internal.sigstore_bundle import Envelope, ParsedBundle, TlogEntry
 from policysupply.errors import (
     CertificateError,
@@ -46,6 +47,10 @@ from policysupply.errors import (
     UntrustedSignatureError,
     VerificationError,
 )
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.x509.verification import Store
 
 # Fulcio's certificate extensions (1.3.6.1.4.1.57264.1.*), by the names cosign and
 # sigstore-go use. The first five are raw strings (deprecated); the rest DER UTF8String.
@@ -124,7 +129,7 @@ class CertificateIdentity:
         return self.sans[0] if self.sans else ""
 
 
-def certificate_identity(cert: Any) -> CertificateIdentity:
+def certificate_identity(cert: x509.Certificate) -> CertificateIdentity:
     """Reads the identity claims of a ``cryptography`` certificate.
 
     The issuer is the v2 extension (``.1.8``) when the certificate has it;
@@ -186,7 +191,7 @@ def certificate_identity(cert: Any) -> CertificateIdentity:
     )
 
 
-def load_certificate(der_or_pem: bytes, *, what: str = "certificate") -> Any:
+def load_certificate(der_or_pem: bytes, *, what: str = "certificate") -> x509.Certificate:
     """A ``cryptography`` certificate from DER or PEM.
 
     Raises:
@@ -297,7 +302,7 @@ class TrustMaterial:
         self.source = source
         self.root = root
         try:
-            inner = root._inner
+            inner = sigstore_adapter.trusted_root_model(root)
             self._cas = [
                 _Trusted(item=self._ca_chain(a), window=Window.of(a.valid_for))
                 for a in inner.certificate_authorities
@@ -314,10 +319,10 @@ class TrustMaterial:
             raise VerificationError(
                 f"trusted root {source}: unreadable ({type(exc).__name__}: {exc})"
             ) from None
-        self._stores: dict[tuple[int, ...], Any] = {}
+        self._stores: dict[tuple[int, ...], Store] = {}
         self._keyrings: dict[tuple[str, tuple[int, ...]], Any] = {}
 
-    def _ca_chain(self, authority: Any) -> list[Any]:
+    def _ca_chain(self, authority: Any) -> list[x509.Certificate]:
         from cryptography import x509
 
         certs = [
@@ -329,14 +334,9 @@ class TrustMaterial:
 
     @staticmethod
     def _log_keys(logs: Sequence[Any]) -> list[_Trusted]:
-        from sigstore._internal.trust import Key
-        from sigstore.errors import Error as SigstoreError
-
         out = []
         for log in logs:
-            try:
-                Key(log.public_key)  # loadable and of a supported type
-            except (SigstoreError, ValueError):
+            if not sigstore_adapter.log_key_usable(log.public_key):
                 continue  # as sigstore-python: an unusable key is no trusted key
             out.append(_Trusted(item=log.public_key, window=Window.of(log.public_key.valid_for)))
         return out
@@ -382,7 +382,7 @@ class TrustMaterial:
 
     # -- Fulcio ---------------------------------------------------------------
 
-    def fulcio_store(self, at: datetime | None) -> Any:
+    def fulcio_store(self, at: datetime | None) -> Store:
         """A path-validation store of the Fulcio CAs valid at ``at`` (None: every CA).
 
         Raises:
@@ -410,13 +410,13 @@ class TrustMaterial:
         ``None`` gives every key, whatever its window (used only to explain a
         refusal: "signed by a trusted key, but outside its window").
         """
-        from sigstore._internal.trust import Keyring
-
         keys = self._tlogs if kind == "rekor" else self._ctlogs
         chosen = tuple(i for i, k in enumerate(keys) if times is None or k.valid_at(times))
         cached = self._keyrings.get((kind, chosen))
         if cached is None:
-            cached = self._keyrings[(kind, chosen)] = Keyring([keys[i].item for i in chosen])
+            cached = self._keyrings[(kind, chosen)] = sigstore_adapter.keyring(
+                [keys[i].item for i in chosen]
+            )
         return cached
 
     def has_keys(self, kind: str) -> bool:
@@ -476,11 +476,9 @@ class TrustMaterial:
         Raises:
             TransparencyLogError: No trusted log key valid at ``times`` verifies it.
         """
-        from sigstore._utils import KeyID
-
         self.check_log_signature(
             "signed entry timestamp",
-            lambda ring: ring.verify(key_id=KeyID(log_id), signature=signature, data=data),
+            lambda ring: sigstore_adapter.verify_by_log_id(ring, log_id, signature, data),
             times,
             detail=f" (log {log_id.hex()[:16]}…)",
         )
@@ -593,24 +591,21 @@ def _check_checkpoint_note(envelope: str, log_id: bytes) -> None:
 
 
 def _verify_inclusion(entry: TlogEntry, trust: TrustMaterial, times: Sequence[datetime]) -> None:
-    from sigstore._internal.merkle import verify_merkle_inclusion
-    from sigstore._internal.rekor.checkpoint import verify_checkpoint
     from sigstore.errors import VerificationError as SigstoreVerificationError
-    from sigstore.models import TransparencyLogEntry
-    from sigstore_models.rekor.v1 import TransparencyLogEntry as _Entry
 
     assert entry.inclusion_proof is not None  # noqa: S101 - checked by caller
     assert entry.inclusion_proof.checkpoint is not None  # noqa: S101 - checked by caller
     _check_checkpoint_note(entry.inclusion_proof.checkpoint, entry.log_id)
     try:
-        sig_entry = TransparencyLogEntry(_Entry.from_dict(entry.to_json()))
-        verify_merkle_inclusion(sig_entry)
+        sig_entry = sigstore_adapter.verify_inclusion(entry.to_json())
     except SigstoreVerificationError as exc:
         raise TransparencyLogError(f"inclusion proof: {exc}") from None
     except Exception as exc:  # malformed proof (pydantic, ValueError)
         raise TransparencyLogError(f"inclusion proof is malformed ({exc})") from None
     trust.check_log_signature(
-        "inclusion proof's checkpoint", lambda ring: verify_checkpoint(ring, sig_entry), times
+        "inclusion proof's checkpoint",
+        lambda ring: sigstore_adapter.verify_checkpoint(ring, sig_entry),
+        times,
     )
 
 
@@ -823,8 +818,8 @@ def check_entry_body(
 
 
 def verify_chain(
-    cert: Any, at: datetime, trust: TrustMaterial, hints: Sequence[bytes]
-) -> list[Any]:
+    cert: x509.Certificate, at: datetime, trust: TrustMaterial, hints: Sequence[bytes]
+) -> list[x509.Certificate]:
     """Path-validates a Fulcio leaf at ``at`` to a CA trusted then; returns issuer..root.
 
     Only the Fulcio CAs whose ``validFor`` window contains ``at`` are trust
@@ -862,7 +857,7 @@ def verify_chain(
             continue  # hints are untrusted: a bad one just does not help
         intermediates.append(hint)
 
-    def path(store: Any) -> list[Any]:
+    def path(store: Store) -> list[x509.Certificate]:
         verifier = (
             PolicyBuilder()
             .store(store)
@@ -900,7 +895,10 @@ def verify_chain(
 
 
 def verify_sct(
-    cert: Any, chain: list[Any], trust: TrustMaterial, times: Sequence[datetime] = ()
+    cert: x509.Certificate,
+    chain: list[x509.Certificate],
+    trust: TrustMaterial,
+    times: Sequence[datetime] = (),
 ) -> None:
     """Checks the certificate's embedded SCT against the CT log keys valid at ``times``.
 
@@ -911,8 +909,6 @@ def verify_sct(
         CertificateError: No SCT, no CT keys, an invalid SCT, or a CT key
             outside its validity.
     """
-    from sigstore._internal.sct import verify_sct as _verify_sct
-
     if not trust.has_keys("ct"):
         raise CertificateError(
             f"trusted root {trust.source} has no CT log keys to check the certificate's SCT "
@@ -920,7 +916,7 @@ def verify_sct(
         )
     trust.check_log_signature(
         "signing certificate's SCT",
-        lambda ring: _verify_sct(cert, chain, ring),
+        lambda ring: sigstore_adapter.verify_sct(cert, chain, ring),
         list(times) or [datetime.now(timezone.utc)],
         kind="ct",
         error=CertificateError,
@@ -1035,7 +1031,7 @@ def verify_keyless(
                 f"signed at {when.isoformat()} ({source}), outside the certificate's "
                 f"validity {identity.not_before.isoformat()} .. {identity.not_after.isoformat()}"
             )
-    chain: list[Any] = []
+    chain: list[x509.Certificate] = []
     for _, when in times:
         chain = verify_chain(cert, when, trust, chain_hints)
     if require_sct:
@@ -1137,20 +1133,6 @@ def verify_key_times(
 # -- signing ------------------------------------------------------------------
 
 
-def _raw_statement(statement: bytes) -> Any:
-    """A ``sigstore.dsse.Statement`` holding exactly ``statement``.
-
-    sigstore-python's model insists on ``subject[].name``, which cosign v3's
-    signing statement omits; signing only needs the bytes, so the model check
-    is skipped (the bytes are ours, built by ``cosign.sign_statement``).
-    """
-    from sigstore import dsse
-
-    raw = dsse.Statement.__new__(dsse.Statement)
-    raw._contents = statement
-    return raw
-
-
 def _parse_sigstore_bundle(bundle: Any) -> ParsedBundle:
     from policysupply._internal.sigstore_bundle import parse_bundle
 
@@ -1160,82 +1142,8 @@ def _parse_sigstore_bundle(bundle: Any) -> ParsedBundle:
 DEFAULT_TIMEOUT = 60.0
 
 
-def _timed_adapter(timeout: float) -> Any:
-    """A requests transport adapter that gives every request without one a timeout."""
-    from requests.adapters import HTTPAdapter
-
-    class TimeoutAdapter(HTTPAdapter):
-        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            if kwargs.get("timeout") is None:
-                kwargs["timeout"] = timeout
-            return super().send(request, *args, **kwargs)
-
-    return TimeoutAdapter()
-
-
-def _time_session(session: Any, timeout: float) -> Any:
-    adapter = _timed_adapter(timeout)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
-
-def apply_timeouts(context: Any, timeout: float) -> None:
-    """Gives every HTTP request of a sigstore ``SigningContext`` a default timeout.
-
-    sigstore-python posts to Fulcio and Rekor with no timeout (its TSA client
-    passes 5 s), so a service that accepts a connection and never answers
-    would hang signing forever. Its Fulcio client holds one ``requests``
-    session; its Rekor and TSA clients create a session per thread on first
-    use. Each gets a transport adapter that supplies ``timeout`` (connect and
-    read, in seconds) to requests that set none.
-
-    Raises:
-        SigningError: A client of an unexpected shape (a sigstore-python
-            version whose requests could not be bounded): refused rather
-            than risk an unbounded wait.
-    """
-    import threading
-
-    import requests
-
-    class TimedLocal(threading.local):
-        # sigstore checks hasattr(local, "session"), then stores a new Session.
-        def __setattr__(self, name: str, value: Any) -> None:
-            if name == "session" and isinstance(value, requests.Session):
-                _time_session(value, timeout)
-            super().__setattr__(name, value)
-
-    clients = [
-        ("Fulcio", getattr(context, "_fulcio", None)),
-        ("Rekor", getattr(context, "_rekor", None)),
-        *(("TSA", c) for c in getattr(context, "_tsa_clients", None) or []),
-    ]
-    for name, client in clients:
-        if isinstance(getattr(client, "session", None), requests.Session):
-            _time_session(client.session, timeout)
-        elif isinstance(getattr(client, "_thread_local", None), threading.local):
-            client._thread_local = TimedLocal()
-        else:
-            raise SigningError(
-                f"cannot set a timeout on sigstore's {name} client "
-                f"({type(client).__name__}); unsupported sigstore-python version"
-            )
-
-
-def _timed_out(exc: BaseException) -> bool:
-    import requests
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, requests.Timeout | TimeoutError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _failure(what: str, exc: Exception) -> SigningError:
-    if _timed_out(exc):  # sigstore's message is requests', e.g. "(read timeout=60)"
+    if sigstore_adapter.timed_out(exc):  # sigstore's message is requests', e.g. "(read timeout=60)"
         return SigningError(f"{what}: timed out ({exc})")
     return SigningError(f"{what}: {exc}")
 
@@ -1280,7 +1188,7 @@ class KeylessSession:
                 context = SigningContext.from_trust_config(config)
             except Exception as exc:
                 raise SigningError(f"cannot get a Fulcio signing certificate: {exc}") from None
-            apply_timeouts(context, self._timeout)
+            sigstore_adapter.apply_timeouts(context, self._timeout)
             self._context = context
             try:
                 self._signer = context.signer(token, cache=True).__enter__()
@@ -1329,10 +1237,8 @@ class KeylessSession:
         """
         signer = self._get()
         try:
-            bundle = signer.sign_dsse(_raw_statement(statement))
-            envelope = bundle._dsse_envelope
-            assert envelope is not None  # noqa: S101 - sign_dsse makes one
-            return _parse_sigstore_bundle(bundle), envelope.to_json().encode()
+            bundle = signer.sign_dsse(sigstore_adapter.raw_statement(statement))
+            return _parse_sigstore_bundle(bundle), sigstore_adapter.envelope_json(bundle)
         except Exception as exc:
             raise _failure("keyless signing failed", exc) from None
 
@@ -1346,7 +1252,7 @@ class KeylessSession:
             SigningError: The timestamp authority failed.
         """
         self._get()
-        clients = getattr(self._context, "_tsa_clients", None) or []
+        clients = sigstore_adapter.timestamp_clients(self._context)
         if not clients:
             return None
         try:
@@ -1365,10 +1271,7 @@ def issuing_chain_pem(leaf_der: bytes, trusted_root: Any) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     leaf = load_certificate(leaf_der)
-    for authority in trusted_root._inner.certificate_authorities:
-        from sigstore._internal.trust import CertificateAuthority
-
-        certs = CertificateAuthority(authority).certificates(allow_expired=True)
+    for certs in sigstore_adapter.ca_certificates(trusted_root):
         if certs and certs[0].subject == leaf.issuer:
             return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
     return b""

@@ -10,10 +10,12 @@ ourselves so that no timestamp, file name or OS byte leaks in).
 from __future__ import annotations
 
 import io
+import re
 import struct
 import tarfile
 import zlib
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -24,6 +26,15 @@ _CHUNK = 1 << 16
 # Compression ratios above this are normal for tiny text files, so the ratio
 # limit only applies once this much has been inflated.
 _RATIO_GRACE = 8 << 20
+# PAX extended headers hold a few records (a long path, times, sizes). Python
+# before 3.11.10/3.12.6 parses them with backtracking regular expressions
+# (CVE-2024-6232): a run of n digits costs ~n²/2 steps, and a record length
+# past 4300 digits raises ValueError from int(). Headers and digit runs are
+# bounded before tarfile reads them; real bundles stay far below both.
+_MAX_PAX_HEADER = 64 << 10
+_MAX_PAX_TOTAL = 8 << 20  # all PAX headers of one archive (50 000 entries x ~160 bytes)
+_MAX_PAX_DIGITS = 64  # tarfile's work is at most ~this much per header byte
+_DIGITS = re.compile(rb"[0-9]+")
 
 
 @attrs.frozen(kw_only=True)
@@ -135,6 +146,37 @@ def normalize_entry_name(raw: str, limits: Limits = DEFAULT_LIMITS) -> str:
     return "/".join(parts)
 
 
+class _BoundedPaxTarInfo(tarfile.TarInfo):
+    """A ``TarInfo`` whose PAX headers are checked before tarfile's own parser sees them."""
+
+    def _proc_pax(self, tf: Any) -> Any:
+        fileobj = tf.fileobj
+        where = fileobj.tell()
+        # The bytes tarfile is about to parse: the header padded to whole blocks.
+        padded = -(-self.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        buf = fileobj.read(min(padded, _MAX_PAX_HEADER + tarfile.BLOCKSIZE))
+        fileobj.seek(where)
+        total = getattr(tf, "_policysupply_pax_total", 0) + self.size
+        tf._policysupply_pax_total = total
+        _check_pax(self.size, total, buf)
+        return super()._proc_pax(tf)  # type: ignore[misc]
+
+
+def _check_pax(size: int, total: int, buf: bytes) -> None:
+    if size > _MAX_PAX_HEADER:
+        raise BundleError(
+            f"PAX extended header of {size} bytes, over the limit of {_MAX_PAX_HEADER}"
+        )
+    if total > _MAX_PAX_TOTAL:
+        raise BundleError(f"PAX extended headers add up to more than {_MAX_PAX_TOTAL} bytes")
+    longest = max((len(m) for m in _DIGITS.findall(buf)), default=0)
+    if longest > _MAX_PAX_DIGITS:
+        raise BundleError(
+            f"PAX extended header with a run of {longest} digits (at most "
+            f"{_MAX_PAX_DIGITS}); refusing a header built to stall the tar parser"
+        )
+
+
 def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, bytes]:
     """Reads a ``.tar.gz`` bundle into ``{relative name: bytes}``, fully vetted.
 
@@ -155,7 +197,9 @@ def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
     count = 0
     total = 0
     try:
-        tf = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")  # noqa: SIM115 - closed below
+        tf = tarfile.open(  # noqa: SIM115 - closed below
+            fileobj=io.BytesIO(raw), mode="r:", tarinfo=_BoundedPaxTarInfo
+        )
     except tarfile.ReadError as exc:
         raise BundleError(f"not a tar archive inside the gzip stream: {exc}") from None
     with tf:

@@ -127,6 +127,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "gate",
         "Decide whether IMAGES may be deployed: their signatures, then the rules.",
     ),
+    "admission": (
+        "_admission_cmds",
+        "admission",
+        "Run the gate as a Kubernetes admission service (validate, mutate, Gatekeeper).",
+    ),
     "demo": (
         "_misc_cmds",
         "demo",

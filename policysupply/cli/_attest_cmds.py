@@ -11,12 +11,8 @@ from policysupply.cli._common import (
     KEY_PROMPT_HELP,
     REFERENCE_HELP,
     Command,
-    NetOptions,
     emit_json,
     json_option,
-    open_target,
-    read_json_document,
-    registry_options,
     reported,
     say,
     usage_error,
@@ -29,6 +25,7 @@ from policysupply.cli._sign_cmds import (
     print_artifact,
     signer_options,
 )
+from policysupply.cli._targets import NetOptions, open_target, read_json_document, registry_options
 from policysupply.cli._trust import (
     TrustOptions,
     signature_json,

@@ -13,12 +13,12 @@ from policysupply.cli._common import (
     emit_json,
     engine_option,
     json_option,
-    read_json_document,
     reported,
     say,
     usage_error,
     v0_option,
 )
+from policysupply.cli._targets import read_json_document
 from policysupply.errors import BundleError, PolicySupplyError
 
 if TYPE_CHECKING:

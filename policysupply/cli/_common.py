@@ -1,4 +1,6 @@
-"""Shared plumbing for the commands: exit codes, errors, output, references, passwords.
+"""Shared plumbing for the commands: exit codes, errors, output, terminal, passwords.
+
+Registry options and references are in ``_targets``.
 
 Kept free of heavy imports: rich, httpx and the crypto stack load only when a
 command needs them, so ``policysupply --help`` stays quick.
@@ -18,7 +20,6 @@ The exit-code contract (docs/cli.md, ADR 0014):
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -38,7 +39,7 @@ from policysupply.errors import (
 )
 
 if TYPE_CHECKING:
-    from policysupply import Registry
+    pass
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -46,8 +47,6 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
-
-LAYOUT_PREFIX = "oci:"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -346,242 +345,6 @@ def json_option(f: F) -> F:
         help="Print exactly one JSON document on stdout, errors included.",
     )(g)
     return g  # type: ignore[no-any-return]
-
-
-# -- registries --------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class NetOptions:
-    """How to reach registries, from the registry options.
-
-    Attributes:
-        plain_http: Plain HTTP for every host (loopback hosts always get it).
-        insecure: Accept any TLS certificate (no verification).
-        ca_file: Trust exactly these CA certificates (PEM) for https registries.
-        docker_config: A docker ``config.json`` for credentials.
-        timeout: Seconds one registry operation may take, retries included.
-    """
-
-    plain_http: bool = False
-    insecure: bool = False
-    ca_file: str | None = None
-    docker_config: str | None = None
-    timeout: float = 120.0
-
-
-def registry_options(f: F) -> F:
-    """Adds the registry options; the command receives them as ``net: NetOptions``."""
-
-    @functools.wraps(f)
-    def wrapper(
-        *args: Any,
-        plain_http: bool,
-        insecure: bool,
-        ca_file: str | None,
-        docker_config: str | None,
-        timeout: float,
-        **kwargs: Any,
-    ) -> Any:
-        net = NetOptions(
-            plain_http=plain_http,
-            insecure=insecure,
-            ca_file=ca_file,
-            docker_config=docker_config,
-            timeout=timeout,
-        )
-        return f(*args, net=net, **kwargs)
-
-    decorated: Any = wrapper
-    decorated = click.option(
-        "--timeout",
-        type=click.FloatRange(min=0.1, max=86400),
-        default=120.0,
-        show_default=True,
-        metavar="SECONDS",
-        help="Give up on a registry operation after this long (retries included).",
-    )(decorated)
-    decorated = click.option(
-        "--docker-config",
-        type=click.Path(dir_okay=False),
-        envvar="POLICYSUPPLY_DOCKER_CONFIG",
-        help="Docker config.json for credentials "
-        "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).",
-    )(decorated)
-    decorated = click.option(
-        "--ca-file",
-        type=click.Path(exists=True, dir_okay=False),
-        envvar="POLICYSUPPLY_CA_FILE",
-        help="Trust exactly the CA certificates in this PEM file for https registries "
-        "(default: the system trust store).",
-    )(decorated)
-    decorated = click.option(
-        "--insecure",
-        is_flag=True,
-        help="Do not verify the registry's TLS certificate (as oras --insecure).",
-    )(decorated)
-    decorated = click.option(
-        "--plain-http",
-        is_flag=True,
-        help="Talk plain HTTP to the registry (implied for loopback hosts).",
-    )(decorated)
-    return decorated  # type: ignore[no-any-return]
-
-
-def plain_http(net: NetOptions, host: str) -> bool:
-    """Plain HTTP: asked for, or a loopback host without TLS options (--ca-file, --insecure)."""
-    return net.plain_http or (_is_loopback(host) and not (net.ca_file or net.insecure))
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    name = name.strip("[]")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-@attrs.frozen(kw_only=True)
-class Target:
-    """A parsed command-line reference: the registry and the reference inside it.
-
-    Attributes:
-        registry: A remote registry or a local OCI layout.
-        ref: The reference to hand to the registry (``[host/]repo[:tag][@digest]``).
-        text: What the user typed, for messages.
-        prefix: ``oci:DIR:`` for a local layout, else empty.
-    """
-
-    registry: Registry
-    ref: str
-    text: str
-    prefix: str = ""
-
-    def pinned(self, digest: str) -> str:
-        """The user-facing reference pinned to ``digest``."""
-        return self.prefix + by_digest(self.ref, digest)
-
-
-def by_digest(ref: str, digest: str) -> str:
-    """``ref`` with its tag (or digest) replaced by ``digest``."""
-    base = ref.split("@", 1)[0]
-    slash, colon = base.rfind("/"), base.rfind(":")
-    if colon > slash:
-        base = base[:colon]
-    return f"{base}@{digest}"
-
-
-def _split_layout(rest: str) -> tuple[str, str]:
-    """``DIR:REPO[:TAG]`` into ``(DIR, REPO[:TAG])``.
-
-    ``DIR`` may itself contain ``:`` when such a directory exists (the longest
-    existing one wins); otherwise the first ``:`` separates.
-    """
-    cuts = [i for i, c in enumerate(rest) if c == ":"]
-    for i in reversed(cuts):
-        try:
-            if Path(rest[:i]).is_dir():
-                return rest[:i], rest[i + 1 :]
-        except (OSError, ValueError):  # too long a name, a NUL byte: not a directory
-            continue
-    directory, _, ref = rest.partition(":")
-    return directory, ref
-
-
-def check_net(net: NetOptions) -> None:
-    """Refuses contradictory registry options (usage error)."""
-    if net.plain_http and (net.insecure or net.ca_file):
-        usage_error("--plain-http talks HTTP: --insecure and --ca-file are for HTTPS")
-
-
-def open_target(text: str, net: NetOptions, *, param: str) -> Target:
-    """Parses ``host[:port]/repo[:tag|@digest]`` or ``oci:DIR:repo[:tag|@digest]``.
-
-    Raises:
-        click.BadParameter: The reference is malformed (exit code 2).
-    """
-    from policysupply import Reference, Registry, RetryPolicy, Timeout
-    from policysupply.errors import RegistryError
-
-    if text.startswith(LAYOUT_PREFIX):
-        rest = text[len(LAYOUT_PREFIX) :]
-        directory, ref = _split_layout(rest)
-        if ":" not in rest or not directory or not ref:
-            raise click.BadParameter(
-                f"{text!r}: a local layout reference is oci:DIR:REPOSITORY[:TAG|@DIGEST]",
-                param_hint=param,
-            )
-        try:
-            r = Reference.parse(ref)
-        except RegistryError as exc:
-            raise click.BadParameter(str(exc), param_hint=param) from None
-        if r.host:
-            raise click.BadParameter(
-                f"{text!r}: read as directory {directory!r} and repository {ref!r}, which "
-                "starts with a registry host; if the directory's name contains ':', create "
-                "it first (an existing directory is recognised) or use a path without ':'",
-                param_hint=param,
-            )
-        return Target(
-            registry=Registry.local(directory),
-            ref=ref,
-            text=text,
-            prefix=f"{LAYOUT_PREFIX}{directory}:",
-        )
-    try:
-        r = Reference.parse(text)
-    except RegistryError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
-    if not r.host:
-        raise click.BadParameter(
-            f"{text!r} names no registry: use HOST[:PORT]/REPOSITORY[:TAG|@DIGEST], "
-            "or oci:DIR:REPOSITORY[:TAG] for a local OCI layout",
-            param_hint=param,
-        )
-    check_net(net)
-    try:
-        registry = Registry.remote(
-            r.host,
-            insecure=plain_http(net, r.host),
-            docker_config=net.docker_config,
-            timeout=Timeout(connect=min(10.0, net.timeout), pool=min(10.0, net.timeout)),
-            retry=RetryPolicy(deadline=net.timeout),
-            ca_file=net.ca_file,
-            verify_tls=not net.insecure,
-        )
-    except RegistryError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
-    return Target(registry=registry, ref=text, text=text)
-
-
-def parse_annotations(values: tuple[str, ...], param: str = "-a") -> dict[str, str]:
-    """``key=value`` pairs into a dict (usage error on anything else)."""
-    out: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=param)
-        out[key] = value
-    return out
-
-
-def read_json_document(value: str, *, param: str, what: str = "JSON") -> Any:
-    """Parses JSON given on the command line, refusing what Python cannot parse safely.
-
-    Raises:
-        click.BadParameter: Not JSON, or nested so deeply the parser gives up.
-    """
-    try:
-        return json.loads(value)
-    except RecursionError:
-        raise click.BadParameter(f"{what} is nested too deeply to read", param_hint=param) from None
-    except ValueError as exc:
-        raise click.BadParameter(f"{what} is not JSON: {exc}", param_hint=param) from None
 
 
 # -- terminal ----------------------------------------------------------------------

@@ -11,19 +11,16 @@ import click
 from policysupply.cli._common import (
     REFERENCE_HELP,
     Command,
-    NetOptions,
-    by_digest,
     emit_json,
     json_option,
     on_terminal,
-    open_target,
     progress_bar,
-    registry_options,
     reported,
     say,
     stdin_is_terminal,
     usage_error,
 )
+from policysupply.cli._targets import NetOptions, by_digest, open_target, registry_options
 from policysupply.cli._trust import (
     TrustOptions,
     signature_json,
@@ -383,7 +380,7 @@ def login(
     """
     from policysupply import Credentials, Registry, RetryPolicy, Timeout
     from policysupply._internal import docker_login
-    from policysupply.cli._common import check_net, plain_http
+    from policysupply.cli._targets import check_net, plain_http
 
     check_net(net)
     host = _login_host(registry)

@@ -18,19 +18,16 @@ from policysupply.cli._common import (
     OUT,
     REFERENCE_HELP,
     Command,
-    NetOptions,
     emit_json,
     engine_option,
     exit_code_for,
     json_option,
-    open_target,
-    read_json_document,
-    registry_options,
     reported,
     say,
     unavailable_reason,
     usage_error,
 )
+from policysupply.cli._targets import NetOptions, open_target, read_json_document, registry_options
 from policysupply.cli._trust import (
     TrustOptions,
     rules_trust_options,

@@ -17,20 +17,17 @@ from policysupply.cli._common import (
     KEY_PROMPT_HELP,
     REFERENCE_HELP,
     Command,
-    NetOptions,
     emit_json,
     json_option,
     key_is_encrypted,
     on_terminal,
-    open_target,
-    parse_annotations,
     read_password,
-    registry_options,
     reported,
     say,
     stdin_is_terminal,
     usage_error,
 )
+from policysupply.cli._targets import NetOptions, open_target, parse_annotations, registry_options
 from policysupply.cli._trust import (
     TrustOptions,
     require_attestation_option,

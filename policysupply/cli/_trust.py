@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import click
 
-from policysupply.cli._common import EXIT_USAGE, parse_annotations, reported, usage_error
+from policysupply.cli._common import EXIT_USAGE, reported, usage_error
+from policysupply.cli._targets import parse_annotations
 
 if TYPE_CHECKING:
     from policysupply import TrustState, VerifiedSignature, Verifier

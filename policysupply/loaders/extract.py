@@ -17,7 +17,9 @@ def extract_verified(verified: VerifiedBundle, directory: str | os.PathLike[str]
     bundle files, as :meth:`Bundle.to_bytes` would archive them) are written
     to a temporary sibling directory and flushed to disk; only then does the
     complete tree take ``directory``'s place. Only the bundle's own entries
-    are written; entry names are re-checked (no absolute paths, no ``..``).
+    are written; entry names are re-checked (no absolute paths, no ``..``,
+    no two names that differ only in case or Unicode normalisation, which a
+    case-insensitive file system would fold into one file).
 
     How it takes the old tree's place:
 
@@ -50,7 +52,8 @@ def extract_verified(verified: VerifiedBundle, directory: str | os.PathLike[str]
 
     Raises:
         TypeError: ``verified`` is not a :class:`VerifiedBundle`.
-        LoadError: The target cannot be replaced or written.
+        LoadError: The target cannot be replaced or written, or two entries
+            would fold into one path.
     """
     verified = _require_verified(verified, "extract_verified")
     return write_tree(verified.bundle.entries(), directory)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from policysupply._internal import freeze
 from policysupply._internal.oci import Reference
 from policysupply.errors import LoadError
 from policysupply.loaders._common import _require_verified, logger
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from policysupply.native import NativeTrust
     from policysupply.registry import Registry
     from policysupply.trust_state import TrustState
-    from policysupply.verifier import Verifier
+    from policysupply.verifier import TrustPolicy, Verifier
 
 
 class BundleServer:
@@ -136,6 +137,7 @@ class BundleServer:
         name: str,
         *,
         max_age: dt.timedelta | None = None,
+        policy: TrustPolicy | None = None,
     ) -> ServedBundle:
         """Serves ``verified`` as bundle ``name`` from now on (and after restarts).
 
@@ -143,31 +145,40 @@ class BundleServer:
         served it (:attr:`VerifiedBundle.tarball`), and its ``ETag`` is that
         layer's SHA-256. The new bundle is stored durably before it is served; waiting
         long-polling requests for ``name`` are answered at once. With
-        ``max_age`` it is served only until its newest signed signing time
-        is that old (:attr:`ServedBundle.expires`), here and after restarts.
+        ``max_age`` it is served only until it is that old, by the verifier's
+        own rule (:meth:`VerifiedArtifact.age_from
+        <policysupply.verifier.VerifiedArtifact.age_from>` plus ``max_age``:
+        :attr:`ServedBundle.expires`), here and after restarts.
 
         Args:
             verified: The bundle (only a :class:`VerifiedBundle` is accepted).
             name: Bundle name: OPA's ``bundles.<name>`` and the URL path.
             max_age: Usually the trust policy's ``max_signature_age``.
+            policy: The trust policy that verified it, whose age rule
+                (``threshold``, ``insecure_witnessed_age``) applies; default:
+                the newest signed time of any one signer.
 
         Returns:
             What is now served.
 
         Raises:
             TypeError: ``verified`` is not a :class:`VerifiedBundle`.
-            LoadError: Invalid name, no signed time with ``max_age``, or the
+            LoadError: Invalid name, no time to count the age from with ``max_age``, or the
                 store cannot be written (the previous bundle stays served).
         """
         verified = _require_verified(verified, "BundleServer.publish")
         check_bundle_name(name)
-        signed_at = verified.artifact.signed_at
+        signed_at = (
+            policy.age_from(verified.artifact)
+            if policy is not None
+            else verified.artifact.age_from()
+        )
         if max_age is not None and signed_at is None:
             raise LoadError(
                 f"{verified.reference}: no signature carries a signed time, so it cannot be "
                 f"served for at most {max_age}"
             )
-        expires = None if max_age is None or signed_at is None else signed_at + max_age
+        expires = None if max_age is None else freeze.deadline(signed_at, max_age)
         # The verified layer itself, byte for byte (not a re-encoding): its
         # hash is the layer digest the signed manifest names, and the ETag.
         payload = verified.tarball

@@ -53,8 +53,9 @@ class ServedBundle:
         etag: The ``ETag`` OPA sees (``"<sha256 hex of the tarball>"``).
         size: Tarball size in bytes.
         published: When it was published (RFC 3339, UTC).
-        signed_at: The newest signed signing time of the signatures that
-            verified it (``VerifiedArtifact.signed_at``), if any.
+        signed_at: The time its age counts from (``VerifiedArtifact.age_from``
+            under the trust policy that verified it: the newest signed
+            signing time), if any.
         expires: From this instant it is no longer served (``signed_at`` plus
             the trust policy's ``max_signature_age``); ``None``: never.
     """

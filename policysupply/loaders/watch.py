@@ -7,10 +7,12 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from policysupply._internal import freeze
 from policysupply._internal.oci import Reference
 from policysupply.errors import (
     BundleError,
     RegistryError,
+    StaleSignatureError,
     VerificationError,
 )
 from policysupply.loaders._common import logger
@@ -19,7 +21,7 @@ from policysupply.loaders.store import ServedBundle, utcnow
 if TYPE_CHECKING:
     from policysupply.registry import Registry
     from policysupply.trust_state import TrustState
-    from policysupply.verifier import VerifiedBundle, Verifier
+    from policysupply.verifier import TrustPolicy, VerifiedBundle, Verifier
 
 OnExpiry = Literal["withdraw", "serve"]
 
@@ -33,7 +35,12 @@ class _Server(Protocol):
     def served(self, name: str) -> ServedBundle | None: ...
 
     def publish(
-        self, verified: VerifiedBundle, name: str, *, max_age: dt.timedelta | None = None
+        self,
+        verified: VerifiedBundle,
+        name: str,
+        *,
+        max_age: dt.timedelta | None = None,
+        policy: TrustPolicy | None = None,
     ) -> ServedBundle: ...
 
     def _stored(self, name: str) -> ServedBundle | None: ...
@@ -79,6 +86,11 @@ class BundleWatch:
         self.state = state
         self.last_error: str | None = None
         self._expiry: str | None = None
+        # The stored digest this watch verified under its policy (a stored
+        # bundle may come from a restart under another policy), and one that
+        # failed to: withdrawn until it verifies.
+        self._verified: str | None = None
+        self._distrusted: str | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -171,7 +183,11 @@ class BundleWatch:
         """One round: check the served bundle's age; resolve; verify + publish what is new.
 
         A digest is verified again when it differs from the stored one, or
-        when the stored one expired (a fresh signature may have arrived).
+        when the stored one expired (a fresh signature may have arrived). A
+        stored bundle this watch has not verified yet (one persisted before
+        a restart, perhaps under another trust policy) is verified on the
+        first round it can be; if it does not verify under this policy it is
+        withdrawn, whatever the tag names now.
 
         Returns:
             Whether a bundle was published (new, or the same bytes re-signed).
@@ -184,7 +200,12 @@ class BundleWatch:
                 self._reject("", exc, "policysupply.watch_registry_error")
                 return self._failed(expired)
             stored = self.server._stored(self.name)
-            if stored is not None and stored.reference.digest == digest and not expired:
+            if (
+                stored is not None
+                and stored.reference.digest == digest
+                and not expired
+                and self._verified == digest
+            ):
                 self.last_error = None
                 return False
             try:
@@ -193,10 +214,13 @@ class BundleWatch:
                 )
             except (VerificationError, BundleError) as exc:
                 self._reject(digest, exc, "policysupply.bundle_rejected")
+                if stored is not None and self._verified != stored.reference.digest:
+                    self._recheck_stored(stored, digest, exc)
                 return self._failed(expired)
             except RegistryError as exc:
                 self._reject(digest, exc, "policysupply.watch_registry_error")
                 return self._failed(expired)
+            self._verified, self._distrusted = verified.reference.digest, None
             current = self.server._stored(self.name)
             if (
                 not expired
@@ -204,9 +228,58 @@ class BundleWatch:
                 and current.reference.digest == verified.reference.digest
             ):
                 return False
-            self.server.publish(verified, self.name, max_age=self._max_age())
+            self._publish(verified)
             self.last_error = None
             return True
+
+    def _publish(self, verified: VerifiedBundle) -> None:
+        self.server.publish(
+            verified,
+            self.name,
+            max_age=self._max_age(),
+            policy=self.verifier.policy,
+        )
+
+    def _recheck_stored(self, stored: ServedBundle, digest: str, failure: BaseException) -> None:
+        """Verifies a stored bundle this watch never verified; withdraws it if it fails.
+
+        ``failure`` is why the tag's digest (``digest``) was refused: when the
+        tag still names the stored bundle, that is its verdict already.
+        """
+        if isinstance(failure, StaleSignatureError):
+            return  # age is check_age's to judge (and on_expiry's to act on)
+        if stored.reference.digest != digest:
+            try:
+                verified = self.verifier.verify_bundle(self.registry, stored.reference)
+            except StaleSignatureError:
+                return
+            except (VerificationError, BundleError) as exc:
+                failure = exc
+            except RegistryError:
+                return  # cannot tell now; the next round tries again
+            else:
+                if verified.reference.digest == stored.reference.digest:
+                    self._verified, self._distrusted = stored.reference.digest, None
+                    self._publish(verified)  # its deadline, by this policy
+                    return
+        self._distrusted = stored.reference.digest
+        self.server._set_expiry(self.name, utcnow())
+        logger.error(
+            "%s: the stored bundle %s does not verify under the current trust policy (%s); "
+            "no longer served",
+            self.name,
+            stored.reference,
+            type(failure).__name__,
+            extra={
+                "event": "policysupply.bundle_distrusted",
+                "bundle": self.name,
+                "reference": str(self.reference),
+                "digest": stored.reference.digest,
+                "reason": type(failure).__name__,
+                "detail": str(failure),
+                "serving": None,
+            },
+        )
 
     @property
     def expired(self) -> bool:
@@ -240,6 +313,9 @@ class BundleWatch:
         stored = self.server._stored(self.name)
         limit = self.verifier.policy.max_signature_age
         self._expiry = None
+        if stored is not None and stored.reference.digest == self._distrusted:
+            self.server._set_expiry(self.name, utcnow())  # stays withdrawn until it verifies
+            return True
         if stored is None or limit is None:
             return False
         now = utcnow()
@@ -279,5 +355,5 @@ class BundleWatch:
 
 
 def _too_old(stored: ServedBundle, limit: dt.timedelta, now: dt.datetime) -> bool:
-    """Past ``limit`` since its newest signed time (or no signed time is known)."""
-    return stored.signed_at is None or now - stored.signed_at > limit
+    """Past ``limit`` since its age counts (or no such time is known): the verifier's rule."""
+    return freeze.expired(stored.signed_at, limit, now)

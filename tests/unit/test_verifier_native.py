@@ -8,10 +8,14 @@ import pytest
 
 from policysupply import (
     Bundle,
+    ClaimMismatchError,
     NoSignatureError,
     Registry,
+    RollbackError,
     Signer,
+    StaleSignatureError,
     TrustPolicy,
+    TrustState,
     UnsignedFileError,
     UntrustedSignatureError,
     VerificationError,
@@ -60,7 +64,7 @@ def test_cosign_signed_but_no_native_signature_is_refused(
 def test_native_only_needs_no_cosign_signature(setup: tuple[Registry, Bundle, Signer]) -> None:
     reg, bundle, signer = setup
     reg.push(bundle.sign(signer, key_id="ci"), "acme/p:1")
-    verifier = Verifier(TrustPolicy(native=native_for(signer)))
+    verifier = Verifier(TrustPolicy(native=native_for(signer), docker_reference="any"))
     verified = verifier.verify_bundle(reg, "acme/p:1")
     assert [s.scheme for s in verified.artifact.signatures] == ["opa-native"]
     assert verified.bundle.manifest == bundle.manifest
@@ -82,16 +86,97 @@ def test_native_only_refuses_tampered_bundle(setup: tuple[Registry, Bundle, Sign
     )
     reg.push(tampered, "acme/p:1")
     with pytest.raises(UnsignedFileError):
-        Verifier(TrustPolicy(native=native_for(signer))).verify_bundle(reg, "acme/p:1")
+        Verifier(TrustPolicy(native=native_for(signer), docker_reference="any")).verify_bundle(
+            reg, "acme/p:1"
+        )
 
 
 def test_native_by_another_key_is_refused(setup: tuple[Registry, Bundle, Signer]) -> None:
     reg, bundle, signer = setup
     reg.push(bundle.sign(Signer.generate(), key_id="ci"), "acme/p:1")
     with pytest.raises(UntrustedSignatureError):
-        Verifier(TrustPolicy(native=native_for(signer))).verify_bundle(reg, "acme/p:1")
+        Verifier(TrustPolicy(native=native_for(signer), docker_reference="any")).verify_bundle(
+            reg, "acme/p:1"
+        )
 
 
 def test_policy_needs_some_trust() -> None:
     with pytest.raises(VerificationError):
         TrustPolicy()
+
+
+# -- native-only: held to the same freeze, rollback and repository rules ------------
+
+
+def _copy(reg: Registry, src: str, dst: str) -> None:
+    """Re-publishes an image under another name, as anyone with push access can."""
+    manifest, _ = reg.get_manifest(src)
+    import json
+
+    src_repo, dst_repo = src.split(":")[0], dst.split(":")[0]
+    doc = json.loads(manifest)
+    for desc in [doc["config"], *doc["layers"]]:
+        reg.put_blob(dst_repo, reg.get_blob(src_repo, desc["digest"]), media_type=desc["mediaType"])
+    reg.put_manifest(dst, manifest)
+
+
+def test_native_only_bundle_republished_under_another_repository_is_refused(
+    setup: tuple[Registry, Bundle, Signer],
+) -> None:
+    # An OPA-native token names files and a scope, never a repository: a bundle
+    # signed for acme/staging-policy copied to acme/prod-policy must not pass a
+    # policy that binds the repository (the default), as with cosign 3.
+    reg, bundle, signer = setup
+    reg.push(bundle.sign(signer, key_id="ci"), "acme/staging-policy:1")
+    _copy(reg, "acme/staging-policy:1", "acme/prod-policy:1")
+    with pytest.raises(ClaimMismatchError, match='docker_reference="any"'):
+        Verifier(TrustPolicy(native=native_for(signer))).verify_bundle(reg, "acme/prod-policy:1")
+    # Opted out (bind with the token's scope instead): accepted.
+    loose = Verifier(TrustPolicy(native=native_for(signer), docker_reference="any"))
+    loose.verify_bundle(reg, "acme/prod-policy:1")
+
+
+def test_native_only_freeze_limit_fails_closed(setup: tuple[Registry, Bundle, Signer]) -> None:
+    # Native tokens carry no signing time: a freeze limit cannot be met, never skipped.
+    import datetime as dt
+
+    reg, bundle, signer = setup
+    reg.push(bundle.sign(signer, key_id="ci"), "acme/p:1")
+    policy = TrustPolicy(
+        native=native_for(signer), docker_reference="any", max_signature_age=dt.timedelta(days=1)
+    )
+    with pytest.raises(StaleSignatureError):
+        Verifier(policy).verify_bundle(reg, "acme/p:1")
+
+
+def test_native_only_rollback_is_refused(
+    setup: tuple[Registry, Bundle, Signer], tmp_path: Path
+) -> None:
+    import attrs
+
+    reg, bundle, signer = setup
+    verifier = Verifier(TrustPolicy(native=native_for(signer), docker_reference="any"))
+    state = TrustState(tmp_path / "trust.json")
+    old = attrs.evolve(bundle, manifest=attrs.evolve(bundle.manifest, revision="1.0.0"))
+    new = attrs.evolve(bundle, manifest=attrs.evolve(bundle.manifest, revision="1.1.0"))
+    reg.push(old.sign(signer, key_id="ci"), "acme/p:prod")
+    verifier.verify_bundle(reg, "acme/p:prod", state=state)
+    reg.push(new.sign(signer, key_id="ci"), "acme/p:prod")
+    verifier.verify_bundle(reg, "acme/p:prod", state=state)
+    reg.push(old.sign(signer, key_id="ci"), "acme/p:prod")  # the older release again
+    with pytest.raises(RollbackError):
+        verifier.verify_bundle(reg, "acme/p:prod", state=state)
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [{"annotations": {"env": "prod"}}, {"attestations": ["https://slsa.dev/provenance/v1"]}],
+)
+def test_native_only_policy_silently_drops_cosign_requirements(
+    setup: tuple[Registry, Bundle, Signer], requirement: dict[str, object]
+) -> None:
+    # Required annotations and attestations are checked on cosign signatures;
+    # a policy with none to check them on must not read as if it did.
+    _, _, signer = setup
+    with pytest.raises(VerificationError, match="key or identity"):
+        TrustPolicy(native=native_for(signer), **requirement)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from policysupply._internal.distribution import (
     _retry_after,
     parse_challenge,
 )
+from policysupply.errors import InsecureTransportError
 
 
 def client(handler, **kw: object) -> Client:  # type: ignore[no-untyped-def]
@@ -205,6 +206,14 @@ def test_credentials_never_follow_location_or_link_to_another_origin(location: s
         return httpx.Response(200, json={"tags": ["b"]})
 
     c = client(handler, creds=Credentials(username="u", password="p"))
+    if location.startswith("http://"):
+        # An https registry naming a plain-HTTP URL is a downgrade: refused outright.
+        with pytest.raises(InsecureTransportError):
+            c.upload_blob("x", "sha256:" + "0" * 64, 5, lambda: [b"hello"], chunk_size=None)
+        with pytest.raises(InsecureTransportError):
+            c.tags("x", page_size=10)
+        assert all(origin == "https://reg.test" for origin, _ in seen)
+        return
     c.upload_blob("x", "sha256:" + "0" * 64, 5, lambda: [b"hello"], chunk_size=None)
     c.tags("x", page_size=10)
     foreign = [auth for origin, auth in seen if origin != "https://reg.test"]

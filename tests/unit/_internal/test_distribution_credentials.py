@@ -28,6 +28,7 @@ USER, PASSWORD = "ci-user", "s3cret-Passw0rd-xyz"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 BLOB = b"policy bytes\n"
 DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
+INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 @dataclass
@@ -332,3 +333,50 @@ def test_plain_http_scheme_is_what_insecure_means(servers: Callable[..., Server]
         assert reg.tags("acme/policy") == ["1.0"]
     assert registry.seen
     assert registry.origin.startswith("http://")
+
+
+# -- URLs the registry names in headers (pagination, upload sessions) -----------------
+
+
+def _paging_registry(next_page: Callable[[], str]) -> Callable[[str, dict[str, str]], Answer]:
+    """An https registry whose tags and referrers lists link their next page to ``next_page``."""
+
+    def route(path: str, headers: dict[str, str]) -> Answer:
+        if headers.get("authorization") != BASIC:
+            return Answer(401, {"WWW-Authenticate": 'Basic realm="registry"'})
+        link = {"Link": f'<{next_page()}>; rel="next"'}
+        if "/tags/list" in path:
+            return Answer(200, {"Content-Type": "application/json", **link}, b'{"tags":["1.0"]}')
+        if "/referrers/" in path:
+            index = b'{"schemaVersion":2,"mediaType":"%s","manifests":[]}' % INDEX.encode()
+            return Answer(200, {"Content-Type": INDEX, **link}, index)
+        return Answer(404)
+
+    return route
+
+
+def test_https_registry_link_header_to_plain_http_is_refused(
+    servers: Callable[..., Server], tls: tuple[Path, Path]
+) -> None:
+    # Not a redirect: the next page's URL comes from a Link header. Followed
+    # over plain HTTP, anyone on the path could answer the listing (hide or
+    # add tags, poison the referrers list that signatures are found through).
+    plain = servers(lambda path, h: Answer(200, {"Content-Type": "application/json"}, b"{}"))
+    registry = servers(
+        _paging_registry(lambda: plain.origin + "/v2/acme/policy/tags/list?n=1"), tls=tls
+    )
+    with _remote(registry) as reg, pytest.raises(InsecureTransportError, match="plain HTTP"):
+        reg.tags("acme/policy")
+    assert plain.seen == []
+
+
+def test_https_registry_referrers_link_to_plain_http_is_refused(
+    servers: Callable[..., Server], tls: tuple[Path, Path]
+) -> None:
+    plain = servers(lambda path, h: Answer(200, {"Content-Type": "application/json"}, b"{}"))
+    registry = servers(
+        _paging_registry(lambda: plain.origin + "/v2/acme/policy/referrers/x"), tls=tls
+    )
+    with _remote(registry) as reg, pytest.raises(InsecureTransportError, match="plain HTTP"):
+        reg.referrers(f"acme/policy@{DIGEST}")
+    assert plain.seen == []

@@ -47,8 +47,16 @@ def test_reads_opa_style_and_dot_slash_names() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["../evil.rego", "a/../../evil.rego", "a/..", "//etc/passwd", "C:/evil.rego", "a\\b.rego",
-     "a//b.rego", "a/./b.rego"],
+    [
+        "../evil.rego",
+        "a/../../evil.rego",
+        "a/..",
+        "//etc/passwd",
+        "C:/evil.rego",
+        "a\\b.rego",
+        "a//b.rego",
+        "a/./b.rego",
+    ],
 )
 def test_refuses_escaping_or_absolute_names(name: str) -> None:
     data = make_tar(lambda tf: add_file(tf, name, b"package a\n"))
@@ -59,8 +67,13 @@ def test_refuses_escaping_or_absolute_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "linkname"),
-    [(tarfile.SYMTYPE, "/etc/passwd"), (tarfile.LNKTYPE, "a.rego"), (tarfile.CHRTYPE, ""),
-     (tarfile.BLKTYPE, ""), (tarfile.FIFOTYPE, "")],
+    [
+        (tarfile.SYMTYPE, "/etc/passwd"),
+        (tarfile.LNKTYPE, "a.rego"),
+        (tarfile.CHRTYPE, ""),
+        (tarfile.BLKTYPE, ""),
+        (tarfile.FIFOTYPE, ""),
+    ],
 )
 def test_refuses_links_and_special_files(kind: bytes, linkname: str) -> None:
     def add(tf: tarfile.TarFile) -> None:
@@ -176,6 +189,7 @@ def test_reading_writes_nothing_to_disk() -> None:
 
     sys.addaudithook(hook)
     try:
+
         def add(tf: tarfile.TarFile) -> None:
             add_file(tf, "a.rego", b"package a\n")
             add_file(tf, "data.json", b"{}")
@@ -328,3 +342,86 @@ def test_pax_size_override_cannot_claim_more_than_the_archive_holds() -> None:
 
     with pytest.raises(BundleError):
         read_entries(make_tar(add), Limits(max_uncompressed=1 << 20))
+
+
+# -- PAX headers: tarfile's own parsing is the target (CVE-2024-6232 class) ------------
+
+
+def pax_member(pax_body: bytes, *, kind: bytes = tarfile.XHDTYPE) -> bytes:
+    """A raw tar: one PAX header with ``pax_body`` as is, then a regular file, then the end."""
+
+    def block(data: bytes) -> bytes:
+        return data + b"\0" * (-len(data) % 512)
+
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type = kind
+    header.size = len(pax_body)
+    member = tarfile.TarInfo("/data.json")
+    member.size = 2
+    return (
+        header.tobuf(format=tarfile.USTAR_FORMAT)
+        + block(pax_body)
+        + member.tobuf(format=tarfile.USTAR_FORMAT)
+        + block(b"{}")
+        + b"\0" * 1024
+    )
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.XGLTYPE])
+def test_pax_header_digit_run_makes_the_tar_reader_quadratic(kind: bytes) -> None:
+    # Python < 3.11.10's tarfile searches PAX headers with a backtracking regex
+    # (`\d+ hdrcharset=`): a run of n digits costs ~n²/2 steps. 64 KiB of
+    # digits compress to ~100 bytes and would hold a verifier for minutes; this
+    # test uses 20 000 (~2·10⁸ steps) so the undefended reader still returns.
+    attack = gzip.compress(pax_member(b"1" * 20_000, kind=kind))
+    assert len(attack) < 300
+    with pytest.raises(BundleError, match="PAX"):
+        read_entries(attack)
+
+
+def test_pax_length_field_past_int_digit_limit_is_a_bundle_error() -> None:
+    # A 5000-digit record length: int() refuses it with a ValueError that
+    # tarfile does not catch (an untyped exception out of the bundle reader).
+    attack = gzip.compress(pax_member(b"9" * 5000 + b" path=x\n"))
+    with pytest.raises(BundleError, match="PAX"):
+        read_entries(attack)
+
+
+def test_genuine_pax_headers_still_read() -> None:
+    long_name = "d" * 120 + "/data.json"  # over ustar's 100 bytes: needs a PAX path record
+
+    def add(tf: tarfile.TarFile) -> None:
+        add_file(tf, long_name, b"{}")
+        info = tarfile.TarInfo("x.rego")
+        info.size = 11
+        info.pax_headers = {"comment": "é" * 100, "mtime": "1700000000.123456789"}
+        tf.addfile(info, io.BytesIO(b"package x\n\n"))
+
+    entries = read_entries(make_tar(add))
+    assert entries[long_name] == b"{}"
+    assert entries["x.rego"] == b"package x\n\n"
+
+
+def test_many_pax_headers_add_up_past_the_per_header_bound() -> None:
+    # Each header under the per-header bounds, but hundreds of them: the regex
+    # work adds up. The PAX bytes in one archive are bounded too.
+    import random
+
+    rng = random.Random(7)  # digits that do not compress past the ratio limit
+
+    def block(data: bytes) -> bytes:
+        return data + b"\0" * (-len(data) % 512)
+
+    raw = b""
+    for i in range(200):
+        noise = rng.randbytes(61_000).translate(bytes(48 + b % 10 for b in range(256)))
+        body = b"x".join(noise[j : j + 60] for j in range(0, 61_000, 61))
+        header = tarfile.TarInfo("././@PaxHeader")
+        header.type = tarfile.XHDTYPE
+        header.size = len(body)
+        member = tarfile.TarInfo(f"/d{i}.json")
+        member.size = 2
+        raw += header.tobuf(format=tarfile.USTAR_FORMAT) + block(body)
+        raw += member.tobuf(format=tarfile.USTAR_FORMAT) + block(b"{}")
+    with pytest.raises(BundleError, match="PAX"):
+        read_entries(gzip.compress(raw + b"\0" * 1024, compresslevel=1))

@@ -136,3 +136,37 @@ def test_verified_bundle_extract_is_extract_verified(env: Env, tmp_path: Path) -
     with pytest.raises(LoadError, match="not a safe relative path"):
         write_tree({"../escape": b"x"}, tmp_path / "policy")
     assert Bundle.from_directory(out) == v1.bundle
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("acme/deny.rego", "acme/DENY.rego"),  # case variants
+        ("acme/deny.rego", "Acme/extra.rego"),  # a directory spelt two ways
+        ("acme/caf\u00e9.rego", "acme/cafe\u0301.rego"),  # NFC vs NFD (macOS)
+    ],
+)
+def test_case_variant_entries_collide_when_extracted_on_case_insensitive_filesystems(
+    env: Env, tmp_path: Path, first: str, second: str
+) -> None:
+    # A signed bundle (a trusted CI tricked into signing it) holds two names
+    # that Linux keeps apart but macOS/Windows file systems fold into one: the
+    # second silently replaces the first (a deny rule), so what OPA loads from
+    # the directory is not the bundle that was verified.
+    from policysupply import Manifest
+    from policysupply.loaders import fetch_verified, publish
+
+    bundle = Bundle.from_bytes(
+        Bundle(
+            manifest=Manifest(revision="1", roots=["acme", "Acme"]),
+            modules={
+                first: "package acme.deny\n\ndeny contains 1\n",
+                second: "package acme.other\n",
+            },
+        ).to_bytes()
+    )
+    publish(bundle, env.registry, "acme/policy:prod", env.signer)
+    verified = fetch_verified(env.registry, "acme/policy:prod", env.verifier)
+    with pytest.raises(LoadError, match="case"):
+        extract_verified(verified, tmp_path / "policy")
+    assert not (tmp_path / "policy").exists()

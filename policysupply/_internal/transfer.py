@@ -1,0 +1,142 @@
+"""Moving bytes between stores: progress over many blobs, chunks, copying an artifact graph."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+
+from policysupply._internal import cosign_storage, oci
+from policysupply._internal.oci import Descriptor
+from policysupply._internal.stores import Store
+from policysupply.errors import RegistryError
+
+CHUNK = 1024 * 1024
+SPOOL = 8 * 1024 * 1024
+Progress = Callable[[int, int], None]
+
+
+class Tally:
+    """Turns per-blob byte counts into one ``(done, total)`` progress stream."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.base = 0
+
+    def blob(self) -> Callable[[int], None] | None:
+        if not self.progress:
+            return None
+        base, report, total = self.base, self.progress, self.total
+        return lambda n: report(min(base + n, total), total)
+
+    def advance(self, n: int) -> None:
+        self.base += n
+        if self.progress:
+            self.progress(min(self.base, self.total), self.total)
+
+
+def chunks(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)
+    for i in range(0, len(data), CHUNK):
+        yield bytes(view[i : i + CHUNK])
+
+
+def copy(
+    src: Store,
+    src_repository: str,
+    digest: str,
+    dst: Store,
+    dst_repository: str,
+    dst_tag: str | None,
+    *,
+    with_signatures: bool,
+    progress: Progress | None,
+) -> None:
+    """Copies ``digest``'s whole graph (and, optionally, cosign's tags and referrers of it).
+
+    Blobs already at the destination are skipped; the destination tag is set last.
+    """
+    plan: list[tuple[str, str | None]] = [(digest, dst_tag)]
+    if with_signatures:
+        for sig_tag in cosign_storage.cosign_tags(digest):
+            found = src.resolve(src_repository, sig_tag)
+            if found:
+                plan.append((found, sig_tag))
+        for d in src.referrers(src_repository, digest, None):
+            plan.append((d.digest, None))
+    # The main artifact is tagged with the destination tag; cosign's tags
+    # keep their names; referrers go by digest.
+    graphs = [(graph(src, src_repository, d), tag) for d, tag in plan]
+    wanted: dict[str, Descriptor] = {}
+    for (_, blobs), _tag in graphs:
+        for b in blobs:
+            wanted.setdefault(b.digest, b)
+    missing = [b for b in wanted.values() if not dst.has_blob(dst_repository, b.digest)]
+    tally = Tally(progress, sum(b.size for b in missing))
+    for blob in missing:
+        transfer(src, src_repository, blob, dst, dst_repository, tally)
+    for (manifests, _blobs), tag in graphs:
+        *children, (top, top_type) = manifests
+        for data, media_type in children:
+            dst.put_manifest(dst_repository, data, media_type, None)
+        dst.put_manifest(dst_repository, top, top_type, tag)
+    if progress:
+        progress(tally.total, tally.total)
+
+
+def graph(
+    store: Store, repository: str, digest: str
+) -> tuple[list[tuple[bytes, str]], list[Descriptor]]:
+    """Manifests (children first) and blobs reachable from ``digest``."""
+    manifests: list[tuple[bytes, str]] = []
+    blobs: dict[str, Descriptor] = {}
+
+    def walk(d: str, depth: int) -> None:
+        if depth > 8:
+            raise RegistryError(f"{repository}@{digest}: manifest graph too deep")
+        data, media_type = store.get_manifest(repository, d)
+        obj = oci.parse_manifest(data, what=f"{repository}@{d}")
+        for child in obj.get("manifests") or []:
+            walk(Descriptor.from_json(child).digest, depth + 1)
+        for item in [obj.get("config"), *(obj.get("layers") or [])]:
+            if item is not None:
+                desc = Descriptor.from_json(item)
+                blobs.setdefault(desc.digest, desc)
+        manifests.append((data, media_type))
+
+    walk(digest, 0)
+    return manifests, list(blobs.values())
+
+
+def transfer(
+    store: Store, repository: str, blob: Descriptor, to: Store, to_repository: str, tally: Tally
+) -> None:
+    """Copies one blob between stores.
+
+    Spooled through a temporary file (memory up to 8 MiB), so big blobs
+    stream and the upload can be replayed on retry.
+    """
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL) as spool:
+
+        def reset() -> None:
+            spool.seek(0)
+            spool.truncate()
+
+        def spool_write(chunk: bytes) -> None:
+            spool.write(chunk)
+
+        store.read_blob(
+            repository,
+            blob.digest,
+            blob.size,
+            reset,
+            spool_write,
+            None,
+        )
+
+        def source() -> Iterable[bytes]:
+            spool.seek(0)
+            return iter(lambda: spool.read(CHUNK), b"")
+
+        to.write_blob(to_repository, blob.digest, blob.size, source, tally.blob())
+    tally.advance(blob.size)
