@@ -684,7 +684,7 @@ class Gate:
         host = registry.host or given.host
         pinned = Reference(host=host, repository=given.repository, digest=digest)
         ctx = dict(context or {})
-        from policysupply._internal.rego import check_value_nesting
+        from policysupply._internal.engines.rego_source import check_value_nesting
 
         check_value_nesting(ctx, what="gate context")  # before json.dumps recurses
         try:

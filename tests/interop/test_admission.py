@@ -448,3 +448,20 @@ def test_slow_registry_is_answered_within_the_deadline(world, proxy):
     assert r["allowed"] is False
     message = r["status"]["message"]
     assert "no decision within the 2s deadline" in message or "registry" in message
+
+
+def test_unreadable_trust_policy_is_a_configuration_error(world, tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "bad.yaml"
+    doc = world.config(trust_policy=str(tmp_path / "missing.yaml"), server={"allow_http": True})
+    cfg.write_text(json.dumps(doc))
+    out = subprocess.run(
+        [sys.executable, "-m", "policysupply", "admission", "serve", "--config", str(cfg)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert b"cannot read trust policy" in out.stderr

@@ -507,8 +507,13 @@ def test_a_query_past_the_timeout_is_a_bundle_error_and_the_next_query_works(
     modules = {"slow.rego": SLOW, "fast.rego": "package fast\n\nx := 1\n"}
     p = engine.prepare(modules, {}, rego_versions=_v1(modules))
     try:
+        p.query("data.fast.x")
+        busy = p.server_pid
         with pytest.raises(BundleError, match="took longer than"):
             p.query("data.slow.p")  # through the server
+        # The server that was still evaluating is gone, not left burning CPU.
+        assert busy is not None
+        assert _gone(busy)
         with pytest.raises(BundleError, match="took longer than"):
             p.query("data.slow.p; true")  # through opa eval
         assert p.query("data.fast.x")[0]["expressions"][0]["value"] == 1

@@ -10,11 +10,12 @@
   stopped with its owner (``close()``, garbage collection, interpreter exit,
   and a watchdog that kills it when this process dies).
 * Queries the server answers exactly as ``opa eval --format json`` does go to
-  its REST API (a plain ``data`` reference to ``POST /v1/data``, with
-  ``strict-builtin-errors`` as configured; without strict errors, one
-  expression to ``POST /v1/query``); every other query, and every query the
-  server refuses, is answered by one ``opa eval`` over the same bundle
-  directory, so results and errors are OPA's exactly.
+  its REST API (``data.a.b``, ``x := data.a.b``, ``x = data.a.b`` and
+  ``data.a.b = x`` to ``POST /v1/data``, with ``strict-builtin-errors`` as
+  configured; without strict errors, any one-line, one-expression query to
+  ``POST /v1/query``); every other query, and every query the server
+  refuses, is answered by one ``opa eval`` over the same bundle directory,
+  so results and errors are OPA's exactly.
 
 See docs/adr/0011-opa-engine.md.
 """
@@ -602,6 +603,7 @@ class OpaPrepared:
         self._holder: list[_Server] = []
         self._closed = False
         self._finalizer = weakref.finalize(self, _cleanup, self._holder, root)
+        # Queries answered by the server and by `opa eval` (tests, benchmarks).
         self.stats = {"server": 0, "eval": 0}
 
     @property
@@ -828,6 +830,12 @@ class OpaPrepared:
         try:
             status, payload = self._request(server, "POST", path, body)
         except TimeoutError:
+            # The server may still be evaluating: stop it rather than let it
+            # burn CPU; the next query starts a fresh one.
+            with self._lock:
+                if self._holder and self._holder[0] is server:
+                    self._holder.pop()
+            server.stop()
             raise BundleError(f"the query took longer than {self._timeout} s") from None
         except OSError:
             return None
