@@ -12,6 +12,7 @@ from policysupply._internal.oci import Reference
 from policysupply.errors import (
     BundleError,
     RegistryError,
+    RollbackError,
     StaleSignatureError,
     VerificationError,
 )
@@ -243,6 +244,23 @@ class BundleWatch:
             policy=self.verifier.policy,
         )
 
+    def _superseded(self, stored: ServedBundle) -> RollbackError | None:
+        """A rollback error if this machine's TrustState has replaced ``stored`` on the stream."""
+        if self.state is None:
+            return None
+        # The stream as verify_bundle names it (host/repository:tag).
+        r = self.reference
+        stream = str(
+            Reference(host=self.registry.host or r.host, repository=r.repository, tag=r.tag)
+        )
+        record = self.state.get(stream)
+        if record is None or stored.reference.digest not in record.superseded:
+            return None
+        return RollbackError(
+            f"{stream}: the stored {stored.reference.digest} has since been replaced by "
+            f"{record.digest} in the trust state; refusing to fall back to it"
+        )
+
     def _recheck_stored(self, stored: ServedBundle, digest: str, failure: BaseException) -> None:
         """Verifies a stored bundle this watch never verified; withdraws it if it fails.
 
@@ -251,7 +269,10 @@ class BundleWatch:
         """
         if stored.reference.digest == digest and isinstance(failure, StaleSignatureError):
             return  # trusted but old: age is check_age's to judge (and on_expiry's)
-        if stored.reference.digest != digest:
+        superseded = self._superseded(stored)
+        if superseded is not None:
+            failure = superseded
+        elif stored.reference.digest != digest:
             try:
                 verified = self.verifier.verify_bundle(self.registry, stored.reference)
             except StaleSignatureError:

@@ -195,3 +195,30 @@ def test_stricter_threshold_at_restart_keeps_the_old_deadline(env: Env, tmp_path
     served = second.served("a")
     assert served is not None
     assert served.expires == b_time + LIMIT
+
+
+def test_stored_bundle_superseded_in_the_trust_state_is_served_after_a_restart(
+    env: Env, tmp_path: Path
+) -> None:
+    # The server kept R1; meanwhile this machine's TrustState accepted R2 (the
+    # server was down, another process verified it). After the restart the
+    # attacker moves the tag to junk: the stored R1 is a rollback, not a
+    # bundle to fall back on.
+    from policysupply import TrustState
+
+    state = TrustState(tmp_path / "trust.json")
+    env.release("1", ["alice"])
+    store = tmp_path / "store"
+    w = BundleServer(store).watch(
+        env.registry, "acme/policy:prod", env.verifier, name="authz", interval=3600, state=state
+    )
+    w.stop()
+    env.release("2", ["bob"])
+    env.verifier.verify_bundle(env.registry, "acme/policy:prod", state=state)
+    env.push_unsigned("3", ["mallory"])
+    second = BundleServer(store)
+    w = second.watch(
+        env.registry, "acme/policy:prod", env.verifier, name="authz", interval=3600, state=state
+    )
+    w.stop()
+    assert second.served("authz") is None
