@@ -341,6 +341,13 @@ class Client:
             url = None
         if url is None or url.scheme not in ("http", "https") or not url.host:
             raise AuthenticationError(f"{self.host} named a malformed token realm")
+        if self.base.startswith("https://") and url.scheme != "https":
+            # Even anonymous: the token that authorises every later request
+            # would travel in clear, and anyone on the path could answer.
+            raise InsecureTransportError(
+                f"{self.host} names the token service {self._origin(url)} over plain HTTP; "
+                "refusing the downgrade from https"
+            )
         query = {"scope": scope}
         if params.get("service"):
             query["service"] = params["service"]

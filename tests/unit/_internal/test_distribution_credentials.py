@@ -380,3 +380,19 @@ def test_https_registry_referrers_link_to_plain_http_is_refused(
     with _remote(registry) as reg, pytest.raises(InsecureTransportError, match="plain HTTP"):
         reg.referrers(f"acme/policy@{DIGEST}")
     assert plain.seen == []
+
+
+def test_https_registry_naming_a_plain_http_token_realm_is_refused_even_anonymously(
+    servers: Callable[..., Server], tls: tuple[Path, Path]
+) -> None:
+    # No password to leak, but the token exchange (and the token that
+    # authorises every later request) would travel in clear: a downgrade of
+    # an https registry like any other.
+    tokens = servers(lambda path, h: Answer(200, body=b'{"token":"good"}'))
+    registry = servers(_token_registry(lambda: tokens.origin + "/token"), tls=tls)
+    anonymous = Registry.remote(
+        registry.origin, docker_config="/nonexistent", retry=RetryPolicy.none()
+    )
+    with anonymous as reg, pytest.raises(InsecureTransportError, match="plain HTTP"):
+        reg.tags("acme/policy")
+    assert tokens.seen == []
