@@ -39,6 +39,7 @@ def _report(report: dict[str, object], tmp_path: Path) -> str:
     return "\n".join(f"{r['verdict']}: {r['note']}: {r['detail']}" for r in bad[:40])
 
 
+@pytest.mark.timeout(1800)  # ~2 min per suite on 2 idle cores; more under load
 @pytest.mark.parametrize("suite", ["v1", "v0"])
 def test_opa_engine_agrees_with_opa_on_every_comparable_compliance_case(
     suite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -70,6 +71,7 @@ def test_embedded_engine_never_differs_from_opa_and_never_crashes(
         assert outcomes["agree"] > outcomes["refused"], report
 
 
+@pytest.mark.timeout(1800)
 def test_opa_server_answers_exactly_as_opa_eval_on_compliance_queries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
