@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from policysupply._internal import oci, stores, transfer
+from policysupply._internal import layout_store, oci, stores, transfer
 from policysupply._internal.credentials import Credentials
 from policysupply._internal.netconfig import RetryPolicy, Timeout
 from policysupply._internal.oci import Descriptor, Reference
@@ -86,7 +86,7 @@ class Registry:
 
         No I/O happens until the first operation.
         """
-        return cls(stores.LayoutStore(root=Path(path)))
+        return cls(layout_store.LayoutStore(root=Path(path)))
 
     @classmethod
     def remote(
@@ -359,7 +359,7 @@ class Registry:
 
     def _missing(self, r: Reference, what: str) -> NotFoundError:
         # A layout can say more: the whole directory or repository may be absent.
-        if isinstance(self._store, stores.LayoutStore):
+        if isinstance(self._store, layout_store.LayoutStore):
             return self._store._not_found(r.repository, what)
         return NotFoundError(f"{what} not found in {r.name}")
 
