@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from policysupply._internal import fs, oci, stores, transfer
+from policysupply._internal import layout_store, oci, stores, transfer
 from policysupply._internal.credentials import Credentials
 from policysupply._internal.netconfig import RetryPolicy, Timeout
 from policysupply._internal.oci import Descriptor, Reference
@@ -86,7 +86,7 @@ class Registry:
 
         No I/O happens until the first operation.
         """
-        return cls(stores.LayoutStore(root=Path(path)))
+        return cls(layout_store.LayoutStore(root=Path(path)))
 
     @classmethod
     def remote(
@@ -232,32 +232,9 @@ class Registry:
             version=version,
             rego_version=0 if bundle.manifest.rego_version == 0 else 1,
         )
-        tally = transfer.Tally(progress, len(config) + len(layer) + len(manifest))
-        tally.advance(len(config))
-        # The tiny config blob goes up on a second connection while the layer
-        # streams: three round trips saved per push.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            config_done = pool.submit(
-                self._store.write_blob,
-                r.repository,
-                oci.sha256_digest(config),
-                len(config),
-                lambda: [config],
-                None,
-            )
-            self._store.write_blob(
-                r.repository,
-                bundle.digest,
-                len(layer),
-                lambda: transfer.chunks(layer),
-                tally.blob(),
-            )
-            tally.advance(len(layer))
-            config_done.result()
-        digest = self._store.put_manifest(r.repository, manifest, oci.MANIFEST_V1, r.tag)
-        tally.advance(len(manifest))
+        digest = transfer.push_image(
+            self._store, r.repository, r.tag, config, layer, bundle.digest, manifest, progress
+        )
         return r.with_digest(digest)
 
     def _layer_of(self, r: Reference) -> tuple[str, Descriptor]:
@@ -382,7 +359,7 @@ class Registry:
 
     def _missing(self, r: Reference, what: str) -> NotFoundError:
         # A layout can say more: the whole directory or repository may be absent.
-        if isinstance(self._store, stores.LayoutStore):
+        if isinstance(self._store, layout_store.LayoutStore):
             return self._store._not_found(r.repository, what)
         return NotFoundError(f"{what} not found in {r.name}")
 
@@ -537,27 +514,15 @@ class Registry:
         """
         desc = blob if isinstance(blob, Descriptor) else None
         digest = desc.digest if desc else oci.check_digest(str(blob))
-        size = desc.size if desc else None
-        tally = transfer.Tally(progress, size or 0)
-        try:
-            with fs.atomic_file(Path(path), durable=durable) as f:
-                writer = fs.BackgroundWriter(f, durable=durable)
-                try:
-                    self._store.read_blob(
-                        self._repo(repository),
-                        digest,
-                        size,
-                        writer.reset,
-                        writer.write,
-                        tally.blob(),
-                    )
-                    writer.drain()
-                finally:
-                    writer.close()
-        except OSError as exc:  # full disk, file size limit, no permission...
-            raise RegistryError(
-                f"cannot write {path}: {exc.strerror or exc}; it was left as it was"
-            ) from None
+        transfer.download_to_file(
+            self._store,
+            self._repo(repository),
+            digest,
+            desc.size if desc else None,
+            Path(path),
+            progress=progress,
+            durable=durable,
+        )
 
     def put_blob(
         self, repository: str, data: bytes, *, media_type: str = "application/octet-stream"

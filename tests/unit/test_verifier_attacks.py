@@ -182,7 +182,7 @@ def test_one_stolen_key_refreshes_an_old_threshold_release_past_freeze(reg: Regi
 
 
 def test_one_stolen_key_re_signing_an_older_release_passes_rollback_by_time(
-    tmp_path: Path, fixtures_dir: Path
+    tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Policy 2-of-{A, B}; git-SHA revisions (no order). This machine accepted
     # R2 (signed by A and B). The attacker, holding only A, signs the older R1
@@ -193,6 +193,9 @@ def test_one_stolen_key_re_signing_an_older_release_passes_rollback_by_time(
     from policysupply import TrustState
     from policysupply.errors import RollbackError
 
+    # Pushing R1 again must give R1's digest: the image's creation time is
+    # SOURCE_DATE_EPOCH when set, else the clock (a second may pass between pushes).
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     reg = Registry.local(tmp_path / "oci")
     base = Bundle.from_directory(fixtures_dir / "pinned")
     r1 = attrs.evolve(base, manifest=attrs.evolve(base.manifest, revision="3f2a9c1"))
