@@ -58,6 +58,12 @@ class World:
             "limits": {"deadline": "5s"},
         }
         doc.update(over)
+        redis = (doc.get("cache") or {}).get("redis")
+        if isinstance(redis, dict) and "hmac_key_file" not in redis:
+            # The replicas' shared secret (required with Redis).
+            key_file = self.tmp / "shared-hmac.key"
+            key_file.write_text("s" * 32)
+            doc["cache"] = {**doc["cache"], "redis": {**redis, "hmac_key_file": str(key_file)}}
         return doc
 
     def service(self, name: str = "svc", *, tls: bool = True, **over: Any) -> Service:

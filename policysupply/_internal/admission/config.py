@@ -63,7 +63,7 @@ class RedisConfig:
     """Where the shared verification cache lives."""
 
     url: str
-    hmac_key: bytes | None = None
+    hmac_key: bytes
     timeout: float = 0.1
     retry_after: float = 5.0
 
@@ -337,15 +337,22 @@ def parse(doc: Any, *, base: Path, where: str) -> dict[str, Any]:
         url = r.get("url")
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise _fail(where, "cache.redis.url", "must be a redis://, rediss:// or unix:// URL")
-        key = None
-        if "hmac_key_file" in r:
-            kp = _path(r["hmac_key_file"], base, where, "cache.redis.hmac_key_file")
-            try:
-                key = kp.read_bytes().strip()
-            except OSError as exc:
-                raise _fail(where, "cache.redis.hmac_key_file", str(exc.strerror)) from None
-            if len(key) < 16:
-                raise _fail(where, "cache.redis.hmac_key_file", "needs at least 16 bytes")
+        if "hmac_key_file" not in r:
+            # Without it, anyone who can write to Redis could plant a
+            # "verified" result and have an unsigned image admitted.
+            raise _fail(
+                where,
+                "cache.redis.hmac_key_file",
+                "is required with Redis: the replicas' shared secret that authenticates "
+                "cached results (at least 16 bytes)",
+            )
+        kp = _path(r["hmac_key_file"], base, where, "cache.redis.hmac_key_file")
+        try:
+            key = kp.read_bytes().strip()
+        except OSError as exc:
+            raise _fail(where, "cache.redis.hmac_key_file", str(exc.strerror)) from None
+        if len(key) < 16:
+            raise _fail(where, "cache.redis.hmac_key_file", "needs at least 16 bytes")
         timeout = _seconds(r.get("timeout", 0.1), where, "cache.redis.timeout")
         out["redis"] = RedisConfig(url=url, hmac_key=key, timeout=timeout)
     limits = _obj(

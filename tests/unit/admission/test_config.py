@@ -73,6 +73,12 @@ server: {port: 9443, cert_file: tls/tls.crt, key_file: tls/tls.key}
         ("trust_policy: t.yaml\nscope: {namespaces: {exlude: [a]}}\n", "unknown key(s) ['exlude']"),
         ("trust_policy: t.yaml\nlimits: {deadline: 45s}\n", "below the webhook timeout"),
         ("trust_policy: t.yaml\ncache: {redis: {url: 'http://x'}}\n", "must be a redis://"),
+        # Attack: whoever can write to an unauthenticated shared cache plants
+        # a "verified" result and has an unsigned image admitted.
+        (
+            "trust_policy: t.yaml\ncache: {redis: {url: 'redis://r:6379/0'}}\n",
+            "hmac_key_file: is required with Redis",
+        ),
         ("trust_policy: t.yaml\nserver: {cert_file: a.crt}\n", "go together"),
         ("trust_policy: t.yaml\nrules: {directory: a, image: b}\n", "give one of"),
         (

@@ -54,12 +54,15 @@ def test_service_runs_two_replicas_behind_a_pdb():
     assert pdb["spec"]["minAvailable"] == 1
 
 
-def test_webhooks_fail_closed_within_the_service_deadline():
+def test_webhooks_fail_closed_within_the_service_deadline(tmp_path: Path):
     (config_map,) = kind("ConfigMap")
     doc = yaml.safe_load(config_map["data"]["admission.yaml"])
     # The key file is the mounted secret; it exists only in the pod.
-    key_file = doc["cache"]["redis"].pop("hmac_key_file")
+    key_file = doc["cache"]["redis"]["hmac_key_file"]
     assert key_file.startswith("/etc/policysupply/cache-key/")
+    stand_in = tmp_path / "key"
+    stand_in.write_text("k" * 32)
+    doc["cache"]["redis"]["hmac_key_file"] = str(stand_in)
     config = parse(doc, base=Path("/etc"), where="cm")
     webhooks = [
         w
