@@ -53,7 +53,8 @@ def version(as_json: bool) -> None:
     r"""Print the version of policysupply and its engines.
 
     Shows the Python version, the optional parts that are installed (the
-    embedded Rego engine, Sigstore for keyless) and the opa binary found.
+    embedded Rego engine, Sigstore for keyless), the opa binary found and
+    the Rego engine that commands will use by default.
 
     \b
     Example:
@@ -66,6 +67,8 @@ def version(as_json: bool) -> None:
     from policysupply import __version__
 
     opa = os.environ.get("POLICYSUPPLY_OPA") or shutil.which("opa")
+    chosen = (os.environ.get("POLICYSUPPLY_ENGINE") or "auto").strip().lower()
+    engine = chosen if chosen in ("opa", "embedded") else ("opa" if opa else "embedded")
     doc = {
         "version": __version__,
         "python": platform.python_version(),
@@ -73,6 +76,7 @@ def version(as_json: bool) -> None:
         "regopy": _dist_version("regopy"),
         "sigstore": _dist_version("sigstore"),
         "opa": opa,
+        "engine": engine,
     }
     if as_json:
         emit_json({"ok": True, **doc})
@@ -83,6 +87,7 @@ def version(as_json: bool) -> None:
         have = doc[part]
         click.echo(f"{part} {have}" if have else f"{part}: not installed ({what} unavailable)")
     click.echo(f"opa {opa}" if opa else "opa: not found (the embedded engine answers)")
+    click.echo(f"engine {engine} ({'POLICYSUPPLY_ENGINE' if chosen == engine else 'auto'})")
 
 
 @click.command(cls=Command)
