@@ -62,11 +62,6 @@ class Checks:
     # -- claims ---------------------------------------------------------------
 
     def claims(self, c: Candidate, ref: Reference, digest: str) -> tuple[bool, str, dict[str, str]]:
-        """(ok, why not, signed annotations) of one signature's signed claims about ``ref``.
-
-        Raises:
-            ClaimMismatchError: The annotations fail the policy (see :meth:`annotations_ok`).
-        """
         try:
             doc = json.loads(c.claims)
         except (ValueError, RecursionError):
@@ -99,14 +94,15 @@ class Checks:
         why = reference_mismatch(self.policy.docker_reference, names, ref)
         if why is not None:
             return False, why, {}
-        return True, "", self.annotations_ok(annotations, keyless=c.certificate is not None)
+        return True, "", self.annotations(annotations, keyless=c.certificate is not None)
 
-    def annotations_ok(self, annotations: object, *, keyless: bool) -> dict[str, str]:
+    def annotations(self, annotations: object, *, keyless: bool) -> dict[str, str]:
         """A signature's signed annotations, once the policy's claims on them hold.
 
         A keyless signature's claimed time never exceeds its log or timestamp
-        time (see :func:`lower_bound`), so a future claim is ignored there; for
-        a key signature the claim is the signing time, and a future one refused.
+        time (see :func:`lower_bound`), so a future claim is ignored there;
+        for a key signature the claim is the signing time, and a future one
+        is refused.
 
         Raises:
             ClaimMismatchError: A required annotation is missing or differs, or

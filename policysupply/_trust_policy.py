@@ -15,6 +15,7 @@ from policysupply.errors import VerificationError
 from policysupply.identity import Identity
 
 if TYPE_CHECKING:
+    from policysupply._verified import VerifiedArtifact
     from policysupply.native import NativeTrust
 
 __all__ = ["DockerReferenceCheck", "TrustPolicy"]
@@ -186,3 +187,11 @@ class TrustPolicy:
     def key_ids(self) -> dict[str, Any]:
         """Trusted keys by key id."""
         return {keys.key_id(k): k for k in self.keys}
+
+    def age_from(self, artifact: VerifiedArtifact) -> dt.datetime | None:
+        """The time ``artifact``'s age counts from under this policy (freeze limits).
+
+        :meth:`VerifiedArtifact.age_from` with this policy's
+        ``insecure_witnessed_age`` and ``threshold``.
+        """
+        return artifact.age_from(witnessed=self.insecure_witnessed_age, threshold=self.threshold)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from policysupply._checks import Checks, lower_bound, signed_time, subjects_naming
-from policysupply._internal import cosign, freeze
+from policysupply._internal import cosign
 from policysupply._internal.cosign_storage import Candidate
 from policysupply._internal.oci import Reference
 from policysupply._trust_policy import TrustPolicy
@@ -46,7 +46,7 @@ def trusted_signatures(
     *,
     claims: bool,
     label: object,
-    statement_annotations: object = None,
+    blob_annotations: object = None,
 ) -> tuple[VerifiedSignature, ...]:
     """The trusted signatures among ``candidates``, one per act of signing.
 
@@ -55,13 +55,14 @@ def trusted_signatures(
         ref: What was signed, pinned to its digest.
         candidates: The signatures found for it.
         claims: Check each signature's signed claims (digest, repository,
-            required annotations, signed time) against ``ref``; a plain file's
-            bundle has none (its digest was checked when it was read).
+            required annotations, signed time) against ``ref``. ``False`` for
+            a plain file's bundle (its digest was checked when it was read):
+            only ``blob_annotations`` are checked then.
         label: How the threshold error names the artifact.
-        statement_annotations: Without ``claims`` (a plain file): the
-            annotations its bundle signs (a DSSE statement's subject; none for
-            a ``messageSignature``), held to the policy's required annotations
-            and signed-time rules as an image's are.
+        blob_annotations: With ``claims=False``, the annotations the file's
+            bundle signs (a DSSE statement subject's; a ``messageSignature``
+            signs none), held to the same rules (required annotations, signed
+            time).
 
     Raises:
         VerificationError: No trusted signature (the most precise subclass
@@ -84,9 +85,9 @@ def trusted_signatures(
             else:
                 keyless = c.certificate is not None
                 ok, why = True, ""
-                annotations = checks.annotations_ok(statement_annotations or {}, keyless=keyless)
+                annotations = checks.annotations(blob_annotations or {}, keyless=keyless)
         except ClaimMismatchError as exc:
-            ok, why, kind, annotations = False, str(exc), type(exc), {}
+            ok, why, kind = False, str(exc), type(exc)
         if not ok:
             errors.append(kind(f"{signers[0].signer[:28]}…: {why}"))
             continue
@@ -125,9 +126,17 @@ def conclude(
 
 
 def accept(
-    state: TrustState | None, stream: Reference, artifact: VerifiedArtifact, revision: str | None
+    policy: TrustPolicy,
+    state: TrustState | None,
+    stream: Reference,
+    artifact: VerifiedArtifact,
+    revision: str | None,
 ) -> None:
     """Records ``artifact`` as the newest accepted for ``stream`` (``host/repository:tag``).
+
+    Its signing time is the one freeze uses without witnessed times: as many
+    signers as the policy requires must vouch for it, so one stolen key
+    re-signing an older release today cannot pass "must not go back".
 
     Raises:
         RollbackError: Older or conflicting material than ``state`` accepted.
@@ -137,7 +146,7 @@ def accept(
             str(stream),
             digest=artifact.digest,
             revision=revision,
-            signed_at=artifact.signed_at,
+            signed_at=artifact.age_from(threshold=policy.threshold),
         )
 
 
@@ -194,7 +203,7 @@ def attestations(
 
 
 def check_age(policy: TrustPolicy, artifact: VerifiedArtifact) -> None:
-    """Refuses ``artifact`` when its newest trusted signature is past the policy's maximum age.
+    """Refuses ``artifact`` when it is past the policy's maximum age (``TrustPolicy.age_from``).
 
     Raises:
         StaleSignatureError: Too old, or no signature has a usable time.
@@ -202,11 +211,15 @@ def check_age(policy: TrustPolicy, artifact: VerifiedArtifact) -> None:
     limit = policy.max_signature_age
     if limit is None:
         return
-    newest = artifact.age_from(witnessed=policy.insecure_witnessed_age)
+    from policysupply._internal import freeze
+
+    newest = policy.age_from(artifact)
+    k = policy.threshold
+    who = "trusted signature" if k == 1 else f"signature of {k} distinct trusted signers"
     if newest is None:
         witness = any(s.witnessed_at is not None for s in artifact.signatures)
         raise StaleSignatureError(
-            f"{artifact.reference}: no trusted signature carries a signing time its signer "
+            f"{artifact.reference}: no {who} carries a signing time its signer "
             f"produced, and the policy refuses material older than {limit}"
             + (
                 " (a transparency log or timestamp time proves only that a signature "
@@ -222,7 +235,7 @@ def check_age(policy: TrustPolicy, artifact: VerifiedArtifact) -> None:
     age = now - newest
     if freeze.expired(newest, limit, now):
         raise StaleSignatureError(
-            f"{artifact.reference}: newest trusted signature is from "
+            f"{artifact.reference}: newest {who} is from "
             f"{newest.isoformat()}, {age - limit} past the {limit} limit; re-sign "
             "current material, or suspect a replay of old signatures"
         )

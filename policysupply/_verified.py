@@ -184,28 +184,35 @@ class VerifiedArtifact:
         times = [s.signed_at for s in self.signatures if s.signed_at is not None]
         return max(times) if times else None
 
-    def age_from(self, *, witnessed: bool = False) -> dt.datetime | None:
+    def age_from(self, *, witnessed: bool = False, threshold: int = 1) -> dt.datetime | None:
         """The time the artifact's age counts from, for freeze limits (``max_signature_age``).
 
-        The newest signer-produced time (:attr:`signed_at`). With ``witnessed``
-        (the policy's ``insecure_witnessed_age``), a signature without one
-        counts from its verified log or timestamp time instead. The verifier
-        and the bundle server both judge age from this time, with the same
-        rule: too old from this time plus the limit on.
+        Each distinct signer's newest signer-produced time (its signatures'
+        :attr:`~VerifiedSignature.signed_at`); of those, the ``threshold``-th
+        newest: as many signers as the policy requires must vouch for the
+        material being current, so one stolen key re-signing an old release
+        cannot make it look fresh. With ``witnessed`` (the policy's
+        ``insecure_witnessed_age``), a signature without a signer-produced
+        time counts from its verified log or timestamp time instead. The
+        verifier, the bundle server and the gate all judge age from this
+        time, with one rule: too old from this time plus the limit on.
 
         Args:
             witnessed: Let signatures without a signer-produced time count
                 from their ``witnessed_at``.
+            threshold: How many distinct signers must have signed by then
+                (the policy's ``threshold``).
 
         Returns:
-            The time, or ``None`` when no counted signature has one.
+            The time, or ``None`` when fewer than ``threshold`` signers have one.
         """
-        times = [
-            s.signed_at if s.signed_at is not None or not witnessed else s.witnessed_at
-            for s in self.signatures
-        ]
-        known = [t for t in times if t is not None]
-        return max(known) if known else None
+        newest: dict[str, dt.datetime] = {}
+        for s in self.signatures:
+            t = s.signed_at if s.signed_at is not None or not witnessed else s.witnessed_at
+            if t is not None and (s.signer not in newest or t > newest[s.signer]):
+                newest[s.signer] = t
+        times = sorted(newest.values(), reverse=True)
+        return times[threshold - 1] if 0 < threshold <= len(times) else None
 
     def _repr_html_(self) -> str:
         import html

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -80,7 +80,7 @@ class Bundle:
     def __attrs_post_init__(self) -> None:
         roots = self.manifest.effective_roots
         for name, source in self.modules.items():
-            from policysupply._internal.rego import package_path
+            from policysupply._internal.engines.rego_source import package_path
 
             pkg = package_path(source, entry=name)
             if not bf.path_under_roots(pkg, roots):
@@ -478,7 +478,7 @@ class Bundle:
         )
 
     def _packages(self) -> dict[str, tuple[str, ...]]:
-        from policysupply._internal.rego import package_path
+        from policysupply._internal.engines.rego_source import package_path
 
         return {name: package_path(src, entry=name) for name, src in self.modules.items()}
 
@@ -508,21 +508,27 @@ class Bundle:
                 ``BundleError``) when ``"opa"`` is asked for and not found.
         """
         from policysupply._internal.engines import select_engine
-        from policysupply._internal.engines.base import UnsupportedByEngineError
-        from policysupply._internal.engines.embedded import EmbeddedEngine
+        from policysupply.errors import UnsupportedByEngineError
 
         eng = select_engine(engine)
         modules, versions = dict(self.modules), self._rego_versions()
-        from policysupply._internal.engines.opa import OpaEngine
+        # By name, so that checking with one engine never imports the other.
+        if eng.name == "opa":
+            from policysupply._internal.engines.opa import OpaEngine
 
-        if isinstance(eng, OpaEngine):
-            diags = eng.check(modules, dict(self.data), rego_versions=versions, strict=strict)
+            diags = cast(OpaEngine, eng).check(
+                modules, dict(self.data), rego_versions=versions, strict=strict
+            )
         elif strict:
             raise UnsupportedByEngineError(
                 "strict checks (as `opa check --strict`) need the OPA engine (engine='opa')"
             )
-        elif isinstance(eng, EmbeddedEngine):
-            diags = eng.diagnostics(modules, rego_versions=versions, refuse=False)
+        elif eng.name == "embedded":
+            from policysupply._internal.engines.embedded import EmbeddedEngine
+
+            diags = cast(EmbeddedEngine, eng).diagnostics(
+                modules, rego_versions=versions, refuse=False
+            )
         else:
             diags = eng.check(modules, dict(self.data), rego_versions=versions)
         if diags:
@@ -635,7 +641,7 @@ def _decode_rego(raw: bytes, name: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        from policysupply._internal.rego import line_of
+        from policysupply._internal.engines.rego_source import line_of
 
         good = raw[: exc.start].decode("utf-8")
         raise BundleError(

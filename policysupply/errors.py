@@ -6,6 +6,8 @@ the precise failure below it::
 
     PolicySupplyError
     ├── BundleError
+    │   ├── UnsupportedByEngineError
+    │   └── EngineUnavailableError
     ├── RegistryError
     │   ├── NotFoundError
     │   ├── AuthenticationError
@@ -51,6 +53,7 @@ __all__ = [
     "ClaimMismatchError",
     "CertificateExpiredError",
     "DigestMismatchError",
+    "EngineUnavailableError",
     "FileDigestMismatchError",
     "FutureSigningTimeError",
     "MalformedSignatureError",
@@ -75,6 +78,7 @@ __all__ = [
     "UnsignedFileError",
     "UntrustedSignatureError",
     "VerificationError",
+    "UnsupportedByEngineError",
 ]
 
 
@@ -113,6 +117,18 @@ class BundleError(PolicySupplyError):
             where += ": "
         super().__init__(f"{where}{message}")
         self.reason = message
+
+
+class UnsupportedByEngineError(BundleError):
+    """The selected Rego engine cannot answer exactly as OPA would; the OPA engine can.
+
+    The embedded engine raises it for builtins, strings, numbers and
+    constructs it would evaluate differently, and for Rego v0.
+    """
+
+
+class EngineUnavailableError(BundleError):
+    """The requested Rego engine cannot run here (e.g. no ``opa`` binary found)."""
 
 
 class RegistryError(PolicySupplyError):

@@ -624,7 +624,7 @@ class Gate:
         limit = checker.policy.max_signature_age
         if limit is not None:
             # Freeze protection for a long-lived gate: its rules age as a served bundle does.
-            since = verified.artifact.age_from(witnessed=checker.policy.insecure_witnessed_age)
+            since = checker.policy.age_from(verified.artifact)
             gate._rules_expire = freeze.deadline(since, limit) or _dt_now()
         return gate
 
@@ -690,7 +690,7 @@ class Gate:
         host = registry.host or given.host
         pinned = Reference(host=host, repository=given.repository, digest=digest)
         ctx = dict(context or {})
-        from policysupply._internal.rego import check_value_nesting
+        from policysupply._internal.engines.rego_source import check_value_nesting
 
         check_value_nesting(ctx, what="gate context")  # before json.dumps recurses
         try:

@@ -94,7 +94,9 @@ class AcceptedRecord:
         digest: The last accepted manifest digest.
         revision: Its bundle revision (``None`` when the bundle has none; an
             empty revision is recorded as none).
-        signed_at: The newest signer-produced signing time (a lower bound), if any.
+        signed_at: The newest signer-produced signing time (a lower bound)
+            accepted on this stream, if any: material without one keeps the
+            time before it, so it cannot reset the "must not go back" rule.
         accepted_at: When it was accepted on this machine.
         superseded: Digests accepted earlier and replaced since (newest last).
     """
@@ -262,6 +264,11 @@ class TrustState:
             superseded: tuple[str, ...] = ()
             if old is not None:
                 superseded = (*old.superseded, old.digest)[-_HISTORY:]
+                if signed_at is None:
+                    # Material without a signing time (an old cosign signature)
+                    # must not erase the accepted one: after it, an older timed
+                    # release would pass "signing time must not go back".
+                    signed_at = old.signed_at
             record = AcceptedRecord(
                 digest=digest,
                 revision=revision,

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policysupply import _verdict
-from policysupply._checks import MAX_SIGNED_TIME_SKEW as MAX_SIGNED_TIME_SKEW
 from policysupply._checks import Checks, reference_mismatch, subjects_naming
 from policysupply._internal import cosign_storage as storage
 from policysupply._internal import oci
@@ -115,6 +114,8 @@ class Verifier:
             ref: Tag or digest reference.
             attestations: Also verify attestations and expose them on the
                 result. ``None`` (default): only when the policy requires some.
+                The policy's required attestations are verified whatever this
+                says: ``False`` cannot turn that requirement off.
 
         Raises:
             NoSignatureError: The artifact has no signatures at all (or no
@@ -253,16 +254,15 @@ class Verifier:
         else:
             env = parsed.content
             try:
-                statement: object = json.loads(env.payload)
+                named = subjects_naming(json.loads(env.payload), digest)
             except (ValueError, RecursionError):
-                statement = {}
-            named = subjects_naming(statement, digest)
+                named = []
             if env.payload_type != storage.INTOTO or not named:
                 raise DigestMismatchError(f"{name}: the bundle's statement does not name {digest}")
             signed = named[0].get("annotations") or {}
             candidates = storage.envelope_candidates("blob", parsed, env)
         signatures = _verdict.trusted_signatures(
-            self._checks, ref, candidates, claims=False, label=name, statement_annotations=signed
+            self._checks, ref, candidates, claims=False, label=name, blob_annotations=signed
         )
         return _verdict.conclude(self.policy, ref, signatures)
 
@@ -368,7 +368,7 @@ class Verifier:
         if native is not None:
             artifact = _verdict.with_native(self.policy, artifact, bundle, native)
         stream = Reference(host=registry.host or r.host, repository=r.repository, tag=r.tag)
-        _verdict.accept(state, stream, artifact, bundle.manifest.revision)
+        _verdict.accept(self.policy, state, stream, artifact, bundle.manifest.revision)
         return VerifiedBundle(
             artifact=artifact,
             bundle=bundle,

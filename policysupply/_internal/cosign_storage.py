@@ -28,7 +28,14 @@ import attrs
 
 from policysupply._internal import oci
 from policysupply._internal import sigstore_bundle as sb
-from policysupply.errors import NotFoundError, RegistryError, SigningError, VerificationError
+from policysupply.errors import (
+    DigestMismatchError,
+    NotFoundError,
+    RegistryError,
+    SigningError,
+    TransientRegistryError,
+    VerificationError,
+)
 
 if TYPE_CHECKING:
     from policysupply._internal.oci import Descriptor, Reference
@@ -67,6 +74,27 @@ ANN_PREDICATE_TYPE = "predicateType"
 # cosign's legacy tags for signatures, attestations and SBOMs of a digest
 TAG_SUFFIXES = (".sig", ".att", ".sbom")
 _MAX_BLOB = 1 << 20
+# All signature material read for one artifact from one place (its .sig or
+# .att manifest, its bundle referrers): real signatures are kilobytes, and
+# MAX_LAYERS blobs of _MAX_BLOB each would be a gigabyte in memory.
+MAX_MATERIAL = 16 << 20
+
+
+class _Budget:
+    """Bytes of signature material left to read from one place."""
+
+    def __init__(self, what: str) -> None:
+        self.left = MAX_MATERIAL
+        self.what = what
+
+    def take(self, data: bytes) -> bytes:
+        self.left -= len(data)
+        if self.left < 0:
+            raise RegistryError(
+                f"{self.what}: signature material larger than {MAX_MATERIAL} bytes in all; "
+                "refusing to read more (junk pushed to fill memory?)"
+            )
+        return data
 
 
 def sig_tag(digest: str) -> str:
@@ -288,6 +316,7 @@ def read_legacy_signatures(registry: Registry, repo: str, digest: str) -> list[C
         return []
     manifest = oci.parse_manifest(data, what=sig_tag(digest))
     out = []
+    budget = _Budget(f"{repo}:{sig_tag(digest)}")
     for layer in (manifest.get("layers") or [])[:MAX_LAYERS]:
         desc = oci.Descriptor.from_json(layer)
         b64 = desc.annotations.get(ANN_SIGNATURE)
@@ -297,7 +326,7 @@ def read_legacy_signatures(registry: Registry, repo: str, digest: str) -> list[C
             signature = base64.b64decode(b64, validate=True)
         except ValueError:
             continue
-        payload = registry.get_blob(repo, desc.digest, limit=_MAX_BLOB)
+        payload = budget.take(registry.get_blob(repo, desc.digest, limit=_MAX_BLOB))
         out.append(
             Candidate(
                 "legacy",
@@ -319,11 +348,12 @@ def read_legacy_attestations(registry: Registry, repo: str, digest: str) -> list
     except NotFoundError:
         return []
     out: list[Candidate] = []
+    budget = _Budget(f"{repo}:{tag}")
     for layer in (oci.parse_manifest(data, what=tag).get("layers") or [])[:MAX_LAYERS]:
         desc = oci.Descriptor.from_json(layer)
         if desc.media_type != DSSE_ENVELOPE:
             continue
-        blob = registry.get_blob(repo, desc.digest, limit=_MAX_BLOB)
+        blob = budget.take(registry.get_blob(repo, desc.digest, limit=_MAX_BLOB))
         try:
             env = sb.Envelope.from_json(json.loads(blob))
         except (ValueError, RecursionError, VerificationError):
@@ -350,6 +380,7 @@ def read_legacy_attestations(registry: Registry, repo: str, digest: str) -> list
 def read_bundles(registry: Registry, repo: str, digest: str) -> list[Candidate]:
     """Signatures and attestations in Sigstore bundles referring to ``digest``."""
     out: list[Candidate] = []
+    budget = _Budget(f"{repo}@{digest} referrers")
     for desc in registry.referrers(f"{repo}@{digest}"):
         if not (desc.artifact_type or "").startswith(BUNDLE_PREFIX):
             continue
@@ -365,8 +396,14 @@ def read_bundles(registry: Registry, repo: str, digest: str) -> list[Candidate]:
             continue
         if len(layers) != 1 or not str(layers[0].get("mediaType", "")).startswith(BUNDLE_PREFIX):
             continue
-        layer = oci.Descriptor.from_json(layers[0])
-        raw = registry.get_blob(repo, layer.digest, limit=_MAX_BLOB)
+        try:
+            layer = oci.Descriptor.from_json(layers[0])
+            raw = registry.get_blob(repo, layer.digest, limit=_MAX_BLOB)
+        except TransientRegistryError:
+            raise  # the registry is unwell: say so rather than "no signature"
+        except (RegistryError, DigestMismatchError):
+            continue  # its bundle is gone, too large or other bytes: one junk referrer
+        budget.take(raw)
         try:
             parsed = sb.parse_bundle(raw, what=f"bundle {layer.digest}")
         except VerificationError:

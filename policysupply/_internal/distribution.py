@@ -38,6 +38,10 @@ from policysupply.errors import (
     TransientRegistryError,
 )
 
+# All pages of one tags or referrers listing together: a hostile registry
+# linking page after page must not fill memory (10 000 pages of 16 MiB).
+_MAX_LISTING = 16 * 1024 * 1024
+
 
 class Client(Session):
     """A distribution-spec client for one registry host."""
@@ -153,6 +157,7 @@ class Client(Session):
         url: str | None = f"/v2/{repository}/tags/list"
         params = {"n": str(page_size)} if page_size else None
         pages = 0
+        total = 0
         while url:
             pages += 1
             if pages > 10_000:
@@ -164,6 +169,11 @@ class Client(Session):
                 what=f"list tags of {repository}",
                 params=params,
             )
+            total += len(body)
+            if total > _MAX_LISTING:
+                raise RegistryError(
+                    f"list tags of {repository}: listing larger than {_MAX_LISTING} bytes"
+                )
             try:
                 page = json.loads(body).get("tags") or []
             except (ValueError, RecursionError, AttributeError):
@@ -197,6 +207,7 @@ class Client(Session):
         out: list[dict[str, Any]] = []
         filtered = False
         pages = 0
+        total = 0
         while url:
             pages += 1
             if pages > 10_000:
@@ -210,6 +221,12 @@ class Client(Session):
                 missing_ok=True,
                 ok=(200,),
             )
+            total += len(body)
+            if total > _MAX_LISTING:
+                raise RegistryError(
+                    f"list referrers of {repository}@{digest}: listing larger than "
+                    f"{_MAX_LISTING} bytes"
+                )
             ctype = headers.get("content-type", "").split(";")[0].strip()
             if status == 404 or (ctype and ctype != oci.INDEX_V1):
                 # Unsupported (some registries answer unknown routes with HTML).

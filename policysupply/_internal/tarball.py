@@ -32,7 +32,8 @@ _RATIO_GRACE = 8 << 20
 # past 4300 digits raises ValueError from int(). Headers and digit runs are
 # bounded before tarfile reads them; real bundles stay far below both.
 _MAX_PAX_HEADER = 64 << 10
-_MAX_PAX_DIGITS = 256
+_MAX_PAX_TOTAL = 8 << 20  # all PAX headers of one archive (50 000 entries x ~160 bytes)
+_MAX_PAX_DIGITS = 64  # tarfile's work is at most ~this much per header byte
 _DIGITS = re.compile(rb"[0-9]+")
 
 
@@ -155,15 +156,19 @@ class _BoundedPaxTarInfo(tarfile.TarInfo):
         padded = -(-self.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
         buf = fileobj.read(min(padded, _MAX_PAX_HEADER + tarfile.BLOCKSIZE))
         fileobj.seek(where)
-        _check_pax(self.size, buf)
+        total = getattr(tf, "_policysupply_pax_total", 0) + self.size
+        tf._policysupply_pax_total = total
+        _check_pax(self.size, total, buf)
         return super()._proc_pax(tf)  # type: ignore[misc]
 
 
-def _check_pax(size: int, buf: bytes) -> None:
+def _check_pax(size: int, total: int, buf: bytes) -> None:
     if size > _MAX_PAX_HEADER:
         raise BundleError(
             f"PAX extended header of {size} bytes, over the limit of {_MAX_PAX_HEADER}"
         )
+    if total > _MAX_PAX_TOTAL:
+        raise BundleError(f"PAX extended headers add up to more than {_MAX_PAX_TOTAL} bytes")
     longest = max((len(m) for m in _DIGITS.findall(buf)), default=0)
     if longest > _MAX_PAX_DIGITS:
         raise BundleError(

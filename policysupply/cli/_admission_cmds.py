@@ -46,9 +46,15 @@ def admission() -> None:
 
 
 def _config(path: str, overrides: dict[str, Any]) -> Any:
+    """The configuration, with its trust policy files read (errors there are exit code 2)."""
     from policysupply.admission import AdmissionConfig
+    from policysupply.verifier import TrustPolicy
 
-    return AdmissionConfig.from_file(path, **overrides)
+    config = AdmissionConfig.from_file(path, **overrides)
+    TrustPolicy.from_file(config.trust_policy)
+    if config.rules_trust_policy is not None:
+        TrustPolicy.from_file(config.rules_trust_policy)
+    return config
 
 
 @admission.command()

@@ -58,7 +58,7 @@ def effective_roots(bundle: Bundle) -> tuple[DataPath, ...]:
     roots = bundle.manifest.effective_roots
     if "" not in roots:
         return tuple(tuple(r.split("/")) for r in roots)
-    from policysupply._internal.rego import package_path
+    from policysupply._internal.engines.rego_source import package_path
 
     tops = set(bundle.data)
     for path, source in bundle.modules.items():

@@ -249,7 +249,7 @@ class _Writes:
         # data write conflict: take it out first (its new version follows).
         # Only modules whose package holds new data can collide; only their
         # ASTs are read.
-        from policysupply._internal.rego import package_path
+        from policysupply._internal.engines.rego_source import package_path
 
         modules, data = self.change.modules, self.change.data
         out = []

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from policysupply.native import NativeTrust
     from policysupply.registry import Registry
     from policysupply.trust_state import TrustState
-    from policysupply.verifier import Verifier
+    from policysupply.verifier import TrustPolicy, Verifier
 
 
 class BundleServer:
@@ -137,7 +137,7 @@ class BundleServer:
         name: str,
         *,
         max_age: dt.timedelta | None = None,
-        witnessed_age: bool = False,
+        policy: TrustPolicy | None = None,
     ) -> ServedBundle:
         """Serves ``verified`` as bundle ``name`` from now on (and after restarts).
 
@@ -154,8 +154,9 @@ class BundleServer:
             verified: The bundle (only a :class:`VerifiedBundle` is accepted).
             name: Bundle name: OPA's ``bundles.<name>`` and the URL path.
             max_age: Usually the trust policy's ``max_signature_age``.
-            witnessed_age: Usually the trust policy's ``insecure_witnessed_age``:
-                signatures without a signed time age from their log time.
+            policy: The trust policy that verified it, whose age rule
+                (``threshold``, ``insecure_witnessed_age``) applies; default:
+                the newest signed time of any one signer.
 
         Returns:
             What is now served.
@@ -167,7 +168,11 @@ class BundleServer:
         """
         verified = _require_verified(verified, "BundleServer.publish")
         check_bundle_name(name)
-        signed_at = verified.artifact.age_from(witnessed=witnessed_age)
+        signed_at = (
+            policy.age_from(verified.artifact)
+            if policy is not None
+            else verified.artifact.age_from()
+        )
         if max_age is not None and signed_at is None:
             raise LoadError(
                 f"{verified.reference}: no signature carries a signed time, so it cannot be "

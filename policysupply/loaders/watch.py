@@ -21,7 +21,7 @@ from policysupply.loaders.store import ServedBundle, utcnow
 if TYPE_CHECKING:
     from policysupply.registry import Registry
     from policysupply.trust_state import TrustState
-    from policysupply.verifier import VerifiedBundle, Verifier
+    from policysupply.verifier import TrustPolicy, VerifiedBundle, Verifier
 
 OnExpiry = Literal["withdraw", "serve"]
 
@@ -40,7 +40,7 @@ class _Server(Protocol):
         name: str,
         *,
         max_age: dt.timedelta | None = None,
-        witnessed_age: bool = False,
+        policy: TrustPolicy | None = None,
     ) -> ServedBundle: ...
 
     def _stored(self, name: str) -> ServedBundle | None: ...
@@ -237,7 +237,7 @@ class BundleWatch:
             verified,
             self.name,
             max_age=self._max_age(),
-            witnessed_age=self.verifier.policy.insecure_witnessed_age,
+            policy=self.verifier.policy,
         )
 
     def _recheck_stored(self, stored: ServedBundle, digest: str, failure: BaseException) -> None:

@@ -371,3 +371,97 @@ def test_dry_run_does_not_write_the_shared_cache(world, redis_server):
     assert redis_server.client().keys("policysupply:*") == []
     assert svc.review(review(world.pod("shop/web:1")))["allowed"] is True
     assert svc_cache(svc.review(review(world.pod("shop/web:1")))) == "local"
+
+
+def test_rule_image_rollback_is_refused(world):
+    """Attack: the rules tag is moved back to an older, validly signed revision."""
+    import attrs
+
+    from policysupply.gate import Gate, _with_settings
+    from policysupply.loaders import publish
+
+    world.image("shop/web:1")
+    rules_ref = f"{world.host}/platform/gate-rules:stable"
+
+    def rules(allowed: str, revision: str) -> Any:
+        bundle = _with_settings(Gate.default_rules(), {"allowed_registries": [allowed]})
+        return attrs.evolve(bundle, manifest=attrs.evolve(bundle.manifest, revision=revision))
+
+    old = publish(rules(world.host, "r1"), world.registry, rules_ref, world.signer)
+    time.sleep(1.1)  # signed-at has one-second resolution: r2 is strictly newer
+    publish(rules("registry.acme.example", "r2"), world.registry, rules_ref, world.signer)
+    svc = world.service(
+        rules={"image": rules_ref, "refresh": "1s", "state": str(world.tmp / "rules-state.json")}
+    )
+    assert svc.review(review(world.pod("shop/web:1")))["allowed"] is False  # r2 denies
+
+    manifest, media_type = world.registry.get_manifest(old)
+    world.registry.put_manifest(rules_ref, manifest, media_type=media_type)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if 'policysupply_admission_rules_refresh_total{result="error"}' in svc.metrics():
+            break
+        time.sleep(0.3)
+    assert 'policysupply_admission_rules_refresh_total{result="error"}' in svc.metrics()
+    assert svc.review(review(world.pod("shop/web:1")))["allowed"] is False  # still r2
+    errors = [str(line.get("error", "")) for line in svc.logs()]
+    assert any("before the accepted material" in e for e in errors)
+
+
+@pytest.fixture
+def proxy(distribution: RegistryServer) -> Iterator[Any]:
+    from tests.interop import faultproxy
+
+    yield from faultproxy.start(distribution.host)
+
+
+def _through(world: World, proxy: Any, image: str) -> dict[str, Any]:
+    return workload("Pod", "web", "shop", pod_spec([f"{proxy.host}/{image}"]))
+
+
+def test_concurrent_reviews_of_one_new_image_fetch_it_once(world, proxy):
+    """Single flight: 20 concurrent reviews of an image nobody verified yet, one lookup each."""
+    import concurrent.futures
+
+    world.image("shop/web:1")
+    svc = world.service(registries={"insecure": [world.host, proxy.host]})
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(
+            pool.map(lambda _: svc.review(review(_through(world, proxy, "shop/web:1"))), range(20))
+        )
+    assert all(a["allowed"] for a in answers)
+    assert proxy.count("HEAD", r"/v2/shop/web/manifests/1$") == 1
+    assert proxy.count("GET", r"\.sig$") == 1
+
+
+def test_slow_registry_is_answered_within_the_deadline(world, proxy):
+    from tests.interop.faultproxy import Rule
+
+    world.image("shop/web:1")
+    svc = world.service(
+        registries={"insecure": [world.host, proxy.host]}, limits={"deadline": "2s"}
+    )
+    # The registry would answer after a minute: the review is answered at the deadline.
+    proxy.add(Rule("HEAD", r"/manifests/", "slow", times=-1, delay=60.0))
+    proxy.add(Rule("GET", r"/manifests/", "slow", times=-1, delay=60.0))
+    r = svc.review(review(_through(world, proxy, "shop/web:1")))
+    assert r["allowed"] is False
+    message = r["status"]["message"]
+    assert "no decision within the 2s deadline" in message or "registry" in message
+
+
+def test_unreadable_trust_policy_is_a_configuration_error(world, tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "bad.yaml"
+    doc = world.config(trust_policy=str(tmp_path / "missing.yaml"), server={"allow_http": True})
+    cfg.write_text(json.dumps(doc))
+    out = subprocess.run(
+        [sys.executable, "-m", "policysupply", "admission", "serve", "--config", str(cfg)],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert b"cannot read trust policy" in out.stderr

@@ -127,8 +127,10 @@ def test_v0_bundle_builds_roundtrips_and_loads_into_opa(opa_bin: Path, tmp_path:
     assert json.loads(proc.stdout)["result"][0]["expressions"][0]["value"] == [
         "hostNetwork is not allowed"
     ]
+    # The OPA engine answers as opa eval; the embedded one refuses v0.
+    assert b.evaluate("data.legacy.k8s.deny", bad, engine="opa") == ["hostNetwork is not allowed"]
     with pytest.raises(BundleError, match="Rego v0"):
-        b.evaluate("data.legacy.k8s.deny", bad)
+        b.evaluate("data.legacy.k8s.deny", bad, engine="embedded")
 
 
 def _check_module(name: str, source: str) -> None:

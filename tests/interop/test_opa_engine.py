@@ -322,6 +322,8 @@ QUERIES = [
     "data",
     "x := data.authz.deny",
     "x = data.authz.allow",
+    "data.authz.deny = y",
+    "data.authz.deny = input",
     "data.authz.f(2)",
     "1 == 2",
     "data.authz.deny[m]",
@@ -505,8 +507,13 @@ def test_a_query_past_the_timeout_is_a_bundle_error_and_the_next_query_works(
     modules = {"slow.rego": SLOW, "fast.rego": "package fast\n\nx := 1\n"}
     p = engine.prepare(modules, {}, rego_versions=_v1(modules))
     try:
+        p.query("data.fast.x")
+        busy = p.server_pid
         with pytest.raises(BundleError, match="took longer than"):
             p.query("data.slow.p")  # through the server
+        # The server that was still evaluating is gone, not left burning CPU.
+        assert busy is not None
+        assert _gone(busy)
         with pytest.raises(BundleError, match="took longer than"):
             p.query("data.slow.p; true")  # through opa eval
         assert p.query("data.fast.x")[0]["expressions"][0]["value"] == 1
@@ -543,3 +550,26 @@ def test_opa_prepared_repr_names_binary_and_server(engine: OpaEngine) -> None:
         assert engine.path in repr(p)
     finally:
         p.close()
+
+
+def test_prepare_after_a_passing_check_of_the_same_content_compiles_once(
+    opa_bin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = OpaEngine(opa=opa_bin)
+    modules = {"a.rego": "package a\n\nx := 1\n"}
+    assert engine.check(modules, {"d": 1}, rego_versions=_v1(modules)) == []
+    calls: list[bool] = []
+    real = engine._check_dir
+
+    def spy(bundle: Any, *, strict: bool) -> Any:
+        calls.append(strict)
+        return real(bundle, strict=strict)
+
+    monkeypatch.setattr(engine, "_check_dir", spy)
+    p = engine.prepare(modules, {"d": 1}, rego_versions=_v1(modules))
+    p.close()
+    assert calls == []
+    # Other data, or another Rego version, is compiled again.
+    engine.prepare(modules, {"d": 2}, rego_versions=_v1(modules)).close()
+    engine.prepare(modules, {"d": 1}, rego_versions={"a.rego": 0}).close()
+    assert calls == [False, False]

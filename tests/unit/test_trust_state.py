@@ -250,3 +250,16 @@ def test_empty_revision_recorded_by_an_older_version_is_updatable(tmp_path: Path
     path.write_bytes(_record(revision=""))
     record = TrustState(path).accept("r", digest="sha256:b", revision="", signed_at=T0 + HOUR)
     assert record.digest == "sha256:b"
+
+
+def test_release_without_signing_time_launders_the_time_rule(tmp_path: Path) -> None:
+    # Unordered revisions: only the signing time orders releases. The attacker
+    # first serves a validly signed release that carries no signing time (an
+    # old cosign signature), which erased the accepted time; then an older
+    # release with a time passed "must not go back".
+    state = TrustState(tmp_path / "s.json")
+    state.accept("r", digest="sha256:new", revision="9bd04e7", signed_at=T0 + 2 * HOUR)
+    record = state.accept("r", digest="sha256:untimed", revision="77ac0de", signed_at=None)
+    assert record.signed_at == T0 + 2 * HOUR  # the newest accepted time is kept
+    with pytest.raises(RollbackError, match="signed at"):
+        state.accept("r", digest="sha256:old", revision="3f2a9c1", signed_at=T0)

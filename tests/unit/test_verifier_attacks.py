@@ -19,6 +19,7 @@ from policysupply.errors import (
     ClaimMismatchError,
     FutureSigningTimeError,
     MissingAttestationError,
+    StaleSignatureError,
 )
 
 SLSA = "https://slsa.dev/provenance/v1"
@@ -126,7 +127,6 @@ def test_frozen_gate_rules_keep_deciding_past_their_maximum_age(tmp_path: Path) 
     # deciding, as a served bundle stops being served.
     import time
 
-    from policysupply.errors import StaleSignatureError
     from policysupply.gate import Gate
     from tests.interop._gate_fixtures import push_image
 
@@ -152,3 +152,66 @@ def test_frozen_gate_rules_keep_deciding_past_their_maximum_age(tmp_path: Path) 
     time.sleep(left + 1.1)  # signed times have one-second resolution
     with pytest.raises(StaleSignatureError, match="rules"):
         gate.decide(reg, "acme/app:1")
+
+
+# -- threshold and freeze together ------------------------------------------------
+
+
+def test_one_stolen_key_refreshes_an_old_threshold_release_past_freeze(reg: Registry) -> None:
+    # Policy: 2 of {A, B}, 30-day freeze limit. An old release carries A's and
+    # B's 400-day-old signatures; the attacker steals only A and signs it again
+    # today. The newest signature is fresh, but only one signer vouches for the
+    # release being current: the threshold must be met by fresh signatures.
+    a, b = Signer.generate(), Signer.generate()
+    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400)
+    for s in (a, b):
+        s.sign(reg, "acme/a:1", annotations={cosign.ANN_SIGNED_AT: rfc3339(old)})
+    a.sign(reg, "acme/a:1")  # with the stolen key, now
+    policy = {"threshold": 2, "max_signature_age": dt.timedelta(days=30)}
+    with pytest.raises(StaleSignatureError):
+        verifier(a, b, **policy).verify(reg, "acme/a:1")
+    b.sign(reg, "acme/a:1")  # B's holder re-signs too: current again
+    artifact = verifier(a, b, **policy).verify(reg, "acme/a:1")
+    assert artifact.age_from(threshold=2) is not None
+    assert artifact.age_from(threshold=2) > old
+
+
+def test_one_stolen_key_re_signing_an_older_release_passes_rollback_by_time(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    # Policy 2-of-{A, B}; git-SHA revisions (no order). This machine accepted
+    # R2 (signed by A and B). The attacker, holding only A, signs the older R1
+    # again today and serves it: its newest signature is younger than R2's,
+    # but only one signer vouches for it; by time it is older than R2.
+    import attrs
+
+    from policysupply import TrustState
+    from policysupply.errors import RollbackError
+
+    reg = Registry.local(tmp_path / "oci")
+    base = Bundle.from_directory(fixtures_dir / "pinned")
+    r1 = attrs.evolve(base, manifest=attrs.evolve(base.manifest, revision="3f2a9c1"))
+    r2 = attrs.evolve(base, manifest=attrs.evolve(base.manifest, revision="9bd04e7"))
+    a, b = Signer.generate(), Signer.generate()
+    now = dt.datetime.now(dt.timezone.utc)
+    reg.push(r1, "acme/p:r1")
+    for s in (a, b):
+        s.sign(
+            reg,
+            "acme/p:r1",
+            annotations={cosign.ANN_SIGNED_AT: rfc3339(now - dt.timedelta(days=20))},
+        )
+    reg.push(r2, "acme/p:prod")
+    for s in (a, b):
+        s.sign(
+            reg,
+            "acme/p:prod",
+            annotations={cosign.ANN_SIGNED_AT: rfc3339(now - dt.timedelta(days=10))},
+        )
+    state = TrustState(tmp_path / "trust.json")
+    v = verifier(a, b, threshold=2)
+    v.verify_bundle(reg, "acme/p:prod", state=state)
+    reg.push(r1, "acme/p:prod")  # the tag moved back to R1 ...
+    a.sign(reg, "acme/p:prod")  # ... freshly signed with the stolen key
+    with pytest.raises(RollbackError):
+        v.verify_bundle(reg, "acme/p:prod", state=state)

@@ -17,6 +17,7 @@ from policysupply import (
     Bundle,
     Gate,
     Registry,
+    RegistryError,
     Signer,
     TrustPolicy,
     VerificationError,
@@ -205,3 +206,69 @@ def test_blob_bundle_statement_with_malformed_subject(tmp_path: Path) -> None:
             Verifier(TrustPolicy(keys=[signer.public_key_pem])).verify_blob(
                 b"hello", bundle=json.dumps(good).encode()
             )
+
+
+@pytest.mark.parametrize("how", ["blob gone", "blob too large"])
+def test_junk_bundle_referrer_blocks_verification_of_a_good_signature(
+    reg: Registry, tmp_path: Path, how: str
+) -> None:
+    # Anyone who can push adds a referrer whose bundle layer is missing (or
+    # larger than a bundle may be): the good signature next to it must still
+    # verify, as with a referrer whose manifest is gone.
+    signer = Signer.generate()
+    signer.sign(reg, f"{REPO}:1")
+    digest = reg.resolve(f"{REPO}:1")
+    empty = reg.put_blob(REPO, b"{}", media_type=oci.EMPTY_V1)
+    body = b"x" * ((1 << 20) + 1) if how == "blob too large" else b"{}"
+    layer = reg.put_blob(REPO, body, media_type=cosign.BUNDLE_V03)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": oci.MANIFEST_V1,
+        "artifactType": cosign.BUNDLE_V03,
+        "config": empty.to_json(),
+        "layers": [layer.to_json()],
+        "subject": {"mediaType": oci.MANIFEST_V1, "digest": digest, "size": 1},
+    }
+    reg.put_manifest(REPO, json.dumps(manifest).encode())
+    if how == "blob gone":
+        (tmp_path / "oci" / REPO / "blobs" / "sha256" / layer.digest.split(":")[1]).unlink()
+    verified = Verifier(TrustPolicy(keys=[signer.public_key_pem])).verify(reg, f"{REPO}:1")
+    assert len(verified.signatures) == 1
+
+
+def test_signature_layers_of_a_megabyte_each_fill_memory(reg: Registry) -> None:
+    # cosign's limit of 1000 layers with payloads of up to 1 MiB each lets
+    # anyone with push access make every verifier hold a gigabyte. The
+    # signature material read for one artifact is bounded in total.
+    signer = Signer.generate()
+    signer.sign(reg, f"{REPO}:1")
+    tag = cosign.sig_tag(reg.resolve(f"{REPO}:1"))
+    manifest = json.loads(reg.get_manifest(f"{REPO}:{tag}")[0])
+    for i in range(20):
+        junk = reg.put_blob(REPO, bytes([i]) * (1 << 20), media_type=cosign.SIMPLESIGNING)
+        layer = junk.to_json()
+        layer["annotations"] = {cosign.ANN_SIGNATURE: base64.b64encode(b"x").decode()}
+        manifest["layers"].append(layer)
+    reg.put_manifest(f"{REPO}:{tag}", json.dumps(manifest).encode())
+    with pytest.raises(RegistryError, match="signature material"):
+        Verifier(TrustPolicy(keys=[signer.public_key_pem])).verify(reg, f"{REPO}:1")
+
+
+def test_bundle_referrers_of_a_megabyte_each_fill_memory(reg: Registry) -> None:
+    signer = Signer.generate()
+    signer.sign(reg, f"{REPO}:1")
+    digest = reg.resolve(f"{REPO}:1")
+    empty = reg.put_blob(REPO, b"{}", media_type=oci.EMPTY_V1)
+    for i in range(20):
+        layer = reg.put_blob(REPO, bytes([i]) * (1 << 20), media_type=cosign.BUNDLE_V03)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": oci.MANIFEST_V1,
+            "artifactType": cosign.BUNDLE_V03,
+            "config": empty.to_json(),
+            "layers": [layer.to_json()],
+            "subject": {"mediaType": oci.MANIFEST_V1, "digest": digest, "size": 1},
+        }
+        reg.put_manifest(REPO, json.dumps(manifest).encode())
+    with pytest.raises(RegistryError, match="signature material"):
+        Verifier(TrustPolicy(keys=[signer.public_key_pem])).verify(reg, f"{REPO}:1")

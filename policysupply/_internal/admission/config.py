@@ -80,6 +80,7 @@ class AdmissionConfig:
     rules_image: str | None = None
     rules_trust_policy: Path | None = None
     rules_refresh: float = 300.0
+    rules_state: Path | None = None
     settings: Mapping[str, Any] = attrs.field(factory=dict)
     mutate: bool = False
     unknown_kinds: Literal["deny", "allow"] = "deny"
@@ -105,6 +106,7 @@ class AdmissionConfig:
     cert_reload_interval: float = 30.0
     allow_http: bool = False
     kubernetes_api: str | None = None
+    engine: str | None = None
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> AdmissionConfig:
@@ -158,6 +160,7 @@ _TOP = {
     "limits",
     "server",
     "kubernetes_api",
+    "engine",
 }
 
 
@@ -265,7 +268,7 @@ def parse(doc: Any, *, base: Path, where: str) -> dict[str, Any]:
         top.get("rules"),
         where,
         "rules",
-        {"directory", "bundle", "image", "trust_policy", "refresh"},
+        {"directory", "bundle", "image", "trust_policy", "refresh", "state"},
     )
     sources = [k for k in ("directory", "bundle", "image") if k in rules]
     if len(sources) > 1:
@@ -280,6 +283,8 @@ def parse(doc: Any, *, base: Path, where: str) -> dict[str, Any]:
         out["rules_image"] = rules["image"]
     if "trust_policy" in rules:
         out["rules_trust_policy"] = _path(rules["trust_policy"], base, where, "rules.trust_policy")
+    if "state" in rules:
+        out["rules_state"] = _path(rules["state"], base, where, "rules.state")
     if "refresh" in rules:
         out["rules_refresh"] = _seconds(rules["refresh"], where, "rules.refresh")
     if "settings" in top:
@@ -296,6 +301,10 @@ def parse(doc: Any, *, base: Path, where: str) -> dict[str, Any]:
         if not isinstance(top["kubernetes_api"], str):
             raise _fail(where, "kubernetes_api", "must be a URL")
         out["kubernetes_api"] = top["kubernetes_api"]
+    if "engine" in top:
+        if top["engine"] not in ("auto", "opa", "embedded"):
+            raise _fail(where, "engine", "must be auto, opa or embedded")
+        out["engine"] = top["engine"]
     scope = _obj(top.get("scope"), where, "scope", {"namespaces", "images"})
     ns = _obj(scope.get("namespaces"), where, "scope.namespaces", {"selector", "exclude"})
     if "selector" in ns:

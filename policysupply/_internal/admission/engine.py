@@ -224,7 +224,12 @@ class Engine:
         self._witnessed = policy.insecure_witnessed_age
 
     def replace_gate(self, gate: Gate) -> None:
-        """Uses new rules or a new trust policy from now on (cache keys follow)."""
+        """Uses new rules or a new trust policy from now on (cache keys follow).
+
+        The old gate's rule engine is released when the last decision holding
+        it finishes and it is garbage-collected (preparations are cached per
+        bundle and may be shared, so they are not closed here).
+        """
         self.gate = gate
         self._set_gate_keys(gate)
         self._judged.clear()
@@ -318,7 +323,7 @@ class Engine:
 
         return await self._flight.do("verify:" + key, fetch)
 
-    def _judge(
+    async def _judge(
         self,
         ref: Reference,
         digest: str,
@@ -326,6 +331,7 @@ class Engine:
         cached_as: str | None,
         context: Mapping[str, Any],
     ) -> Any:
+        """The gate's decision; answers for the same input are reused while it is cached."""
         given = attrs.evolve(ref, digest=ref.digest)
         jkey = None
         if cached_as is not None:
@@ -338,11 +344,15 @@ class Engine:
             hit = self._judged.get(jkey)
             if hit is not None:
                 return hit
+        gate = self.gate
         try:
-            decision = self.gate._judge(given, ref.host, digest, verification, dict(context))
+            # The engine is another process (OPA, or the embedded worker): off the loop.
+            decision = await self._in_thread(
+                lambda: gate._judge(given, ref.host, digest, verification, dict(context))
+            )
         except PolicySupplyError as exc:
             raise _Undecided(f"rules failed: {exc}") from None
-        if jkey is not None:
+        if jkey is not None and gate is self.gate:
             ttl = float(cached_as.rsplit(":", 1)[1]) - time.time() if cached_as else 0.0
             self._judged.put(jkey, decision, min(ttl, self.config.cache_ttl))
         return decision
@@ -361,7 +371,7 @@ class Engine:
         try:
             digest = await self._digest(ref)
             verification, source, cached_as = await self._verification(ref, digest, dry_run=dry_run)
-            decision = self._judge(ref, digest, verification, cached_as, context)
+            decision = await self._judge(ref, digest, verification, cached_as, context)
         except RegistryError as exc:
             self.metrics.registry_errors.inc()
             return ImageResult(
@@ -386,7 +396,12 @@ class Engine:
         )
 
     async def decide_all(
-        self, images: list[str], context: Callable[[int], Mapping[str, Any]], *, dry_run: bool
+        self,
+        images: list[str],
+        context: Callable[[int], Mapping[str, Any]],
+        *,
+        dry_run: bool,
+        started: float | None = None,
     ) -> list[ImageResult]:
         """Results for ``images`` (decided concurrently), within the deadline.
 
@@ -396,7 +411,10 @@ class Engine:
             asyncio.ensure_future(self.decide(img, context(i), dry_run=dry_run))
             for i, img in enumerate(images)
         ]
-        done, pending = await asyncio.wait(tasks, timeout=self.config.deadline)
+        loop = asyncio.get_running_loop()
+        # The deadline counts from when the request arrived (scope lookups included).
+        elapsed = loop.time() - started if started is not None else 0.0
+        done, pending = await asyncio.wait(tasks, timeout=max(0.0, self.config.deadline - elapsed))
         for t in pending:
             t.cancel()
         out = []

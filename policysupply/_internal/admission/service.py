@@ -60,8 +60,9 @@ class NamespaceLabels:
 
     SA = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-    def __init__(self, api: str | None) -> None:
+    def __init__(self, api: str | None, *, timeout: float = 2.0) -> None:
         self._api = api or "https://kubernetes.default.svc"
+        self._timeout = timeout
         self._cache = _TTLMap(4096)
         self._client: Any = None
 
@@ -78,7 +79,7 @@ class NamespaceLabels:
                     headers["Authorization"] = f"Bearer {f.read().strip()}"
             ca = os.path.join(self.SA, "ca.crt")
             verify: Any = ca if os.path.exists(ca) else True
-            self._client = httpx.AsyncClient(headers=headers, verify=verify, timeout=2.0)
+            self._client = httpx.AsyncClient(headers=headers, verify=verify, timeout=self._timeout)
         return self._client
 
     async def get(self, namespace: str) -> Mapping[str, str] | None:
@@ -112,12 +113,13 @@ def _clip(text: str, limit: int) -> str:
 def build_gate(
     config: AdmissionConfig, engine_registry: Callable[[str], Any] | None = None
 ) -> Gate:
-    """The gate the configuration describes (rules compiled, so errors show at start).
+    """The gate the configuration describes (rules prepared by the engine: errors show at start).
 
     Raises:
         PolicySupplyError: The trust policy, rules or rule image is unusable.
     """
     from policysupply.bundle import Bundle
+    from policysupply.trust_state import TrustState
     from policysupply.verifier import TrustPolicy, Verifier
 
     root = str(config.trusted_root) if config.trusted_root else None
@@ -139,15 +141,19 @@ def build_gate(
             ref,
             verifier,
             rules_verifier=rules_verifier,
+            state=TrustState(config.rules_state) if config.rules_state else None,
             settings=settings,
+            engine=config.engine,
         )
     elif config.rules_directory:
-        gate = Gate(verifier, Bundle.from_directory(config.rules_directory), settings=settings)
+        rules = Bundle.from_directory(config.rules_directory)
+        gate = Gate(verifier, rules, settings=settings, engine=config.engine)
     elif config.rules_bundle:
-        gate = Gate(verifier, Bundle.from_file(config.rules_bundle), settings=settings)
+        rules = Bundle.from_file(config.rules_bundle)
+        gate = Gate(verifier, rules, settings=settings, engine=config.engine)
     else:
-        gate = Gate(verifier, settings=settings)
-    return gate  # its rules were compiled when it was built
+        gate = Gate(verifier, settings=settings, engine=config.engine)
+    return gate
 
 
 class Service:
@@ -165,7 +171,9 @@ class Service:
         self._registry_factory = registry_factory
         self._gate = gate
         self.engine: Engine | None = None
-        self.namespaces = NamespaceLabels(config.kubernetes_api)
+        self.namespaces = NamespaceLabels(
+            config.kubernetes_api, timeout=min(2.0, config.deadline / 4)
+        )
         self.ready = False
         self.draining = False
         self._tasks: list[asyncio.Task[Any]] = []
@@ -329,6 +337,7 @@ class Service:
     ) -> tuple[int, dict[str, Any]]:
         """(HTTP status, AdmissionReview response) for one request body."""
         assert self.engine is not None  # noqa: S101
+        started = asyncio.get_running_loop().time()
         try:
             req = rv.parse_review(body)
         except rv.ReviewError as exc:
@@ -390,7 +399,9 @@ class Service:
         ctx = {
             "kubernetes": {"namespace": req.namespace, "kind": req.kind, "operation": req.operation}
         }
-        results = await self.engine.decide_all(unique, lambda _i: ctx, dry_run=req.dry_run)
+        results = await self.engine.decide_all(
+            unique, lambda _i: ctx, dry_run=req.dry_run, started=started
+        )
         by_image = dict(zip(unique, results, strict=True))
         for r in results:
             self.metrics.decisions.labels(

@@ -18,7 +18,18 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from policysupply.errors import BundleError
+from policysupply.errors import (
+    EngineUnavailableError,
+    UnsupportedByEngineError,
+)
+
+__all__ = [
+    "EngineUnavailableError",
+    "Prepared",
+    "RegoDiagnostic",
+    "RegoEngine",
+    "UnsupportedByEngineError",
+]
 
 # Rego version of each module, by module name: 0 (v0 syntax and semantics) or 1.
 RegoVersions = Mapping[str, int]
@@ -35,14 +46,6 @@ class RegoDiagnostic:
     entry: str
     line: int | None
     message: str
-
-
-class UnsupportedByEngineError(BundleError):
-    """The selected engine cannot answer exactly; another engine (OPA) can."""
-
-
-class EngineUnavailableError(BundleError):
-    """The requested engine cannot run here (e.g. no ``opa`` binary found)."""
 
 
 @runtime_checkable

@@ -136,3 +136,30 @@ def test_deeply_nested_error_body_gives_no_detail() -> None:
 
     with pytest.raises(RegistryError, match="400"):
         client(handler).tags("x")
+
+
+@pytest.mark.parametrize("listing", ["referrers", "tags"])
+def test_endless_paginated_listing_exhausts_memory(listing: str) -> None:
+    # A hostile registry answers every page of a referrers (or tags) list with
+    # a full page and a Link to the next: the client kept every descriptor
+    # for up to 10 000 pages of 16 MiB each. The whole listing is bounded.
+    pages = 0
+    entry = {"mediaType": oci.MANIFEST_V1, "digest": D, "size": 1, "artifactType": "a/b"}
+    page = json.dumps({"manifests": [entry] * 12_000, "tags": ["t" * 80] * 12_000}).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal pages
+        pages += 1
+        if pages > 200:  # the test's own stop: far past any bound the client should keep
+            return httpx.Response(404)
+        headers = {
+            "Content-Type": oci.INDEX_V1 if listing == "referrers" else "application/json",
+            "Link": f'<{request.url.path}?page={pages}>; rel="next"',
+        }
+        return httpx.Response(200, content=page, headers=headers)
+
+    reg = registry(handler)
+    read = (lambda: reg.referrers("x@" + D)) if listing == "referrers" else (lambda: reg.tags("x"))
+    with pytest.raises(RegistryError, match="listing larger than"):
+        read()
+    assert pages < 200

@@ -400,3 +400,28 @@ def test_genuine_pax_headers_still_read() -> None:
     entries = read_entries(make_tar(add))
     assert entries[long_name] == b"{}"
     assert entries["x.rego"] == b"package x\n\n"
+
+
+def test_many_pax_headers_add_up_past_the_per_header_bound() -> None:
+    # Each header under the per-header bounds, but hundreds of them: the regex
+    # work adds up. The PAX bytes in one archive are bounded too.
+    import random
+
+    rng = random.Random(7)  # digits that do not compress past the ratio limit
+
+    def block(data: bytes) -> bytes:
+        return data + b"\0" * (-len(data) % 512)
+
+    raw = b""
+    for i in range(200):
+        noise = rng.randbytes(61_000).translate(bytes(48 + b % 10 for b in range(256)))
+        body = b"x".join(noise[j : j + 60] for j in range(0, 61_000, 61))
+        header = tarfile.TarInfo("././@PaxHeader")
+        header.type = tarfile.XHDTYPE
+        header.size = len(body)
+        member = tarfile.TarInfo(f"/d{i}.json")
+        member.size = 2
+        raw += header.tobuf(format=tarfile.USTAR_FORMAT) + block(body)
+        raw += member.tobuf(format=tarfile.USTAR_FORMAT) + block(b"{}")
+    with pytest.raises(BundleError, match="PAX"):
+        read_entries(gzip.compress(raw + b"\0" * 1024, compresslevel=1))

@@ -21,8 +21,9 @@ def test_full_file(tmp_path):
             tmp_path,
             """
 mode: warn
+engine: embedded
 trust_policy: policy/trust.yaml
-rules: {directory: rules}
+rules: {directory: rules, state: state/rules.json}
 settings: {allowed_registries: [ghcr.io/acme]}
 mutate: true
 scope:
@@ -44,8 +45,10 @@ server: {port: 9443, cert_file: tls/tls.crt, key_file: tls/tls.key}
         )
     )
     assert cfg.mode == "warn"
+    assert cfg.engine == "embedded"
     assert cfg.trust_policy == tmp_path / "policy" / "trust.yaml"
     assert cfg.rules_directory == tmp_path / "rules"
+    assert cfg.rules_state == tmp_path / "state" / "rules.json"
     assert cfg.cache_ttl == 600
     assert cfg.tag_ttl == 0
     assert cfg.cache_entries == 500
@@ -66,6 +69,7 @@ server: {port: 9443, cert_file: tls/tls.crt, key_file: tls/tls.key}
         ("mode: enforse\ntrust_policy: t.yaml\n", "mode: must be one of"),
         ("trust_policy: t.yaml\nmutatee: true\n", "unknown key(s) ['mutatee']"),
         ("mode: warn\n", "trust_policy: is required"),
+        ("trust_policy: t.yaml\nengine: rego\n", "engine: must be auto, opa or embedded"),
         ("trust_policy: t.yaml\nscope: {namespaces: {exlude: [a]}}\n", "unknown key(s) ['exlude']"),
         ("trust_policy: t.yaml\nlimits: {deadline: 45s}\n", "below the webhook timeout"),
         ("trust_policy: t.yaml\ncache: {redis: {url: 'http://x'}}\n", "must be a redis://"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policysupply._internal.admission import review as rv
 from policysupply._internal.admission.engine import normalize
@@ -73,3 +75,45 @@ def test_response_shape():
             "auditAnnotations": {"a": "b"},
         },
     }
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(obj=_json, kind=st.sampled_from(sorted(rv.POD_SPEC_PATHS)))
+def test_any_object_is_read_or_refused_with_a_review_error(obj, kind):
+    """Hostile objects: whatever the API server could be made to send, no other exception."""
+    try:
+        for c in rv.container_images(obj, rv.POD_SPEC_PATHS[kind]):
+            assert isinstance(c.image, str)
+            assert c.image
+    except rv.ReviewError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=_json, uid=st.text(max_size=5))
+def test_any_review_body_is_parsed_or_refused_with_a_review_error(doc, uid):
+    import json
+
+    bodies = [json.dumps(doc).encode()]
+    if isinstance(doc, dict):
+        wrapped = {"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": doc}
+        bodies.append(json.dumps(wrapped).encode())
+        doc2 = {**doc, "uid": uid}
+        bodies.append(json.dumps({**wrapped, "request": doc2}).encode())
+    for body in bodies:
+        try:
+            req = rv.parse_review(body)
+        except rv.ReviewError:
+            continue
+        assert isinstance(req.kind, str)
+        assert isinstance(req.namespace, str)
+        assert req.uid

@@ -389,3 +389,10 @@ def test_namespace_selector_limits_the_scope(harness):
         assert broken["allowed"] is False
     finally:
         api.close()
+
+
+def test_warn_mode_admits_when_no_decision_can_be_made_but_says_so(harness):
+    h = harness(mode="warn")
+    r = h.answer(review(pod("shop/missing:1")))
+    assert r["allowed"] is True
+    assert "would be denied: registry:" in r["warnings"][0]

@@ -126,7 +126,7 @@ def test_freeze_rule_differs_between_verifier_and_server_for_witnessed_age(
     verifier = Verifier(policy, trusted_root=root)
     artifact = verifier.verify_bundle(env.registry, "acme/policy:prod").artifact
     assert artifact.signed_at is None
-    since = artifact.age_from(witnessed=True)
+    since = policy.age_from(artifact)
     assert since is not None
     server = BundleServer(tmp_path / "store")
     watch = server.watch(env.registry, "acme/policy:prod", verifier, name="authz", interval=3600)
