@@ -85,9 +85,13 @@ def conftest_peer() -> tuple[Path | None, str]:
 
 
 def _conftest_version() -> str:
-    out = subprocess.run([str(peer("conftest")), "--version"], capture_output=True, text=True,
+    # `go install` leaves conftest's own version unset ("dev"): the pinned
+    # version is in the binary's name; the OPA it embeds is in its output.
+    path = peer("conftest")
+    out = subprocess.run([str(path), "--version"], capture_output=True, text=True,
                          check=False).stdout  # fmt: skip
-    return out.splitlines()[0] if out else "?"
+    opa = next((line for line in out.splitlines() if line.startswith("OPA")), "OPA: ?")
+    return f"{path.resolve().name} ({opa})"
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
