@@ -4,7 +4,12 @@
 # at pinned versions, into a cache directory. Idempotent: a peer whose binary
 # already exists at the pinned version is not rebuilt.
 #
-# Usage: scripts/install-peers.sh [peer ...]     (default: all)
+# Optional peers are built only when named: conftest (for the CLI start
+# benchmark, benchmarks/bench_cli_start.py; no test needs it, so CI's cold
+# build does not pay for it).
+#
+# Usage: scripts/install-peers.sh [peer ...]
+#          (default: opa oras registry-referrers cosign; optional: conftest)
 # Env:   POLICYSUPPLY_PEERS_DIR  cache dir (default ~/.cache/policysupply/peers)
 set -euo pipefail
 
@@ -13,6 +18,7 @@ ORAS_VERSION="v1.3.6"
 GGCR_VERSION="v0.22.1"
 COSIGN2_VERSION="v2.6.5"
 COSIGN3_VERSION="v3.1.3"
+CONFTEST_VERSION="v0.71.1" # optional peer: built only when named
 
 PEERS_DIR="${POLICYSUPPLY_PEERS_DIR:-$HOME/.cache/policysupply/peers}"
 BIN_DIR="$PEERS_DIR/bin"
@@ -80,6 +86,11 @@ install_cosign() {
   go_installed cosign3 "$COSIGN3_VERSION" github.com/sigstore/cosign/v3/cmd/cosign cosign
 }
 
+# Optional: benchmarks only (bench_cli_start.py), never in the default list.
+install_conftest() {
+  go_installed conftest "$CONFTEST_VERSION" github.com/open-policy-agent/conftest
+}
+
 peers=("$@")
 [[ ${#peers[@]} -gt 0 ]] || peers=(opa oras registry-referrers cosign)
 for p in "${peers[@]}"; do
@@ -88,6 +99,7 @@ for p in "${peers[@]}"; do
     oras) install_oras ;;
     registry-referrers) install_registry_referrers ;;
     cosign) install_cosign ;;
+    conftest) install_conftest ;;
     *) log "unknown peer: $p"; exit 2 ;;
   esac
 done
