@@ -21,6 +21,7 @@ from policysupply import (
     Verifier,
 )
 from policysupply._internal import cosign
+from policysupply.errors import UnsupportedByEngineError
 from policysupply.gate import DEFAULT_QUERY, INPUT_SCHEMA, Decision, Gate
 from policysupply.identity import GITHUB_ACTIONS_ISSUER, Identity
 from tests.interop._gate_fixtures import push_image
@@ -736,3 +737,23 @@ def test_deeply_nested_context_is_refused_before_the_engine(tmp_path: Path) -> N
     with pytest.raises(BundleError, match="nest"):
         gate.decide(reg, "acme/app:1", context={"deep": deep})
     assert gate.decide(reg, "acme/app:1", context={"shallow": [[1]]}).allowed
+
+
+def test_unverified_image_is_denied_even_when_the_engine_cannot_judge_its_input(
+    reg: Registry, signer: Signer
+) -> None:
+    # The embedded engine refuses strings with quotes; the context carries one.
+    # Verification alone decides an unsigned image: DENY, never an error or ALLOW.
+    push_image(reg, "acme/unsigned:1")
+    gate = gate_for(signer, engine="embedded")
+    tricky = {"note": 'a "quoted" value'}
+    d = gate.decide(reg, "acme/unsigned:1", context=tricky)
+    assert not d.allowed
+    assert d.fired == ("verification",)
+    assert d.evidence["engine_error"]["type"] == "UnsupportedByEngineError"
+    # A verified image with the same input needs the rules: a refusal, not a verdict.
+    push_image(reg, "acme/app:1")
+    signer.sign(reg, "acme/app:1")
+    with pytest.raises(UnsupportedByEngineError, match="OPA engine"):
+        gate.decide(reg, "acme/app:1", context=tricky)
+    assert gate_for(signer, engine="opa").decide(reg, "acme/app:1", context=tricky).allowed
