@@ -75,17 +75,14 @@ def _import_aliases(toks: list[_Tok]) -> dict[str, tuple[str, ...]]:
     return aliases
 
 
-def _call_problems(
-    entry: str,
-    source: str,
-    package: tuple[str, ...],
-    defined: Mapping[tuple[str, ...], set[str]],
-) -> list[RegoDiagnostic]:
-    toks = list(_tokens(source))
-    firsts = _lines_first_tokens(toks, source)
-    aliases = _import_aliases(toks)
-    builtins = opa_builtins()
-    problems: list[RegoDiagnostic] = []
+def _call_sites(
+    toks: list[_Tok], firsts: set[int], *, query: bool = False
+) -> Iterator[tuple[list[str], int, int]]:
+    """Each call: its dotted name's parts, the index of its first token and of its ``(``.
+
+    A name at the start of a line at the top level is a definition, not a
+    call, unless ``query`` (a query has no definitions).
+    """
     depth = 0
     i = 0
     while i < len(toks):
@@ -103,29 +100,44 @@ def _call_problems(
         while j + 1 < len(toks) and toks[j].text == "." and toks[j + 1].kind == "ident":
             parts.append(toks[j + 1].text)
             j += 2
-        is_definition = depth == 0 and i in firsts
-        if j < len(toks) and toks[j].text == "(" and not is_definition:
-            if parts[0] in aliases:
-                parts = [*aliases[parts[0]], *parts[1:]]
-            full = ".".join(parts)
-            if full == "set" and j + 1 < len(toks) and toks[j + 1].text == ")":
-                problem = None  # `set()`: the empty set, not a call
-            elif full in builtins:
-                problem = _arity_problem(full, builtins[full], toks, j)
-            elif (len(parts) == 1 and full in defined.get(package, set())) or (
-                parts[0] == "data" and parts[-1] in defined.get(tuple(parts[1:-1]), set())
-            ):
-                pkg = package if len(parts) == 1 else tuple(parts[1:-1])
-                problem = _user_arity_problem(pkg, parts[-1], toks, j)
-            elif parts[0] == "input":
-                problem = None  # refused by the parser or the evaluator, not a call
-            else:
-                problem = f"undefined function {full}"
-            if problem:
-                problems.append(
-                    RegoDiagnostic(entry=entry, line=line_of(source, tok.offset), message=problem)
-                )
+        if j < len(toks) and toks[j].text == "(" and (query or not (depth == 0 and i in firsts)):
+            yield parts, i, j
         i = j if j > i + 1 else i + 1
+
+
+def _call_problems(
+    entry: str,
+    source: str,
+    package: tuple[str, ...],
+    defined: Mapping[tuple[str, ...], set[str]],
+) -> list[RegoDiagnostic]:
+    toks = list(_tokens(source))
+    firsts = _lines_first_tokens(toks, source)
+    aliases = _import_aliases(toks)
+    builtins = opa_builtins()
+    problems: list[RegoDiagnostic] = []
+    for parts, i, j in _call_sites(toks, firsts):
+        tok = toks[i]
+        if parts[0] in aliases:
+            parts = [*aliases[parts[0]], *parts[1:]]
+        full = ".".join(parts)
+        if full == "set" and j + 1 < len(toks) and toks[j + 1].text == ")":
+            problem = None  # `set()`: the empty set, not a call
+        elif full in builtins:
+            problem = _arity_problem(full, builtins[full], toks, j)
+        elif (len(parts) == 1 and full in defined.get(package, set())) or (
+            parts[0] == "data" and parts[-1] in defined.get(tuple(parts[1:-1]), set())
+        ):
+            pkg = package if len(parts) == 1 else tuple(parts[1:-1])
+            problem = _user_arity_problem(pkg, parts[-1], toks, j)
+        elif parts[0] == "input":
+            problem = None  # refused by the parser or the evaluator, not a call
+        else:
+            problem = f"undefined function {full}"
+        if problem:
+            problems.append(
+                RegoDiagnostic(entry=entry, line=line_of(source, tok.offset), message=problem)
+            )
     return problems
 
 
@@ -161,25 +173,8 @@ def calls(source: str, *, query: bool = False) -> Iterator[tuple[str, int]]:
     """
     toks = list(_tokens(source))
     firsts = _lines_first_tokens(toks, source)
-    depth = 0
-    i = 0
-    while i < len(toks):
-        tok = toks[i]
-        if tok.text in ("(", "[", "{"):
-            depth += 1
-        elif tok.text in (")", "]", "}"):
-            depth = max(0, depth - 1)
-        if tok.kind != "ident" or tok.text in _KEYWORDS or (i > 0 and toks[i - 1].text == "."):
-            i += 1
-            continue
-        parts = [tok.text]
-        j = i + 1
-        while j + 1 < len(toks) and toks[j].text == "." and toks[j + 1].kind == "ident":
-            parts.append(toks[j + 1].text)
-            j += 2
-        if j < len(toks) and toks[j].text == "(" and (query or not (depth == 0 and i in firsts)):
-            yield ".".join(parts), tok.offset
-        i = j if j > i + 1 else i + 1
+    for parts, i, _ in _call_sites(toks, firsts, query=query):
+        yield ".".join(parts), toks[i].offset
 
 
 def called_builtins(source: str, *, query: bool = False) -> set[str]:
