@@ -21,6 +21,7 @@ from policysupply.cli._sign_cmds import (
     SIGNER_HELP,
     SignerOptions,
     artifact_json,
+    made_json,
     make_signer,
     print_artifact,
     signer_options,
@@ -134,19 +135,7 @@ def attest(
         )
     pinned = target.pinned(str(sig.reference.digest))
     if as_json:
-        emit_json(
-            {
-                "ok": True,
-                "reference": pinned,
-                "digest": sig.reference.digest,
-                "predicate_type": kind,
-                "key_id": sig.key_id,
-                "scheme": sig.scheme,
-                "location": sig.location,
-                "keyless": sig.certificate is not None,
-                "log_index": sig.log_index,
-            }
-        )
+        emit_json(made_json(pinned, sig, predicate_type=kind))
     else:
         say(f"attested {pinned}", essential=True)
         say(f"{kind} by {sig.key_id}, {sig.scheme} attestation at {sig.location}")

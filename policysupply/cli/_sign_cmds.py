@@ -37,7 +37,7 @@ from policysupply.cli._trust import (
 )
 
 if TYPE_CHECKING:
-    from policysupply import Signer, VerifiedArtifact
+    from policysupply import Signature, Signer, VerifiedArtifact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -331,19 +331,7 @@ def sign(
         )
     pinned = target.pinned(str(sig.reference.digest))
     if as_json:
-        emit_json(
-            {
-                "ok": True,
-                "reference": pinned,
-                "digest": sig.reference.digest,
-                "key_id": sig.key_id,
-                "scheme": sig.scheme,
-                "location": sig.location,
-                "annotations": claims,
-                "keyless": sig.certificate is not None,
-                "log_index": sig.log_index,
-            }
-        )
+        emit_json(made_json(pinned, sig, annotations=claims))
     else:
         say(f"signed {pinned}", essential=True)
         if sig.certificate is not None:
@@ -351,6 +339,21 @@ def sign(
             say(f"keyless {sig.scheme} signature at {sig.location}{where}")
         else:
             say(f"key id {sig.key_id}, {sig.scheme} signature at {sig.location}")
+
+
+def made_json(pinned: str, sig: Signature, **extra: Any) -> dict[str, Any]:
+    """A signature or attestation just made, for ``--json`` (``sign``, ``attest``)."""
+    return {
+        "ok": True,
+        "reference": pinned,
+        "digest": sig.reference.digest,
+        "key_id": sig.key_id,
+        "scheme": sig.scheme,
+        "location": sig.location,
+        "keyless": sig.certificate is not None,
+        "log_index": sig.log_index,
+        **extra,
+    }
 
 
 def artifact_json(pinned: str, artifact: VerifiedArtifact) -> dict[str, Any]:
