@@ -29,11 +29,8 @@ def opa_builtins() -> dict[str, int]:
     return table
 
 
-def _function_definitions(source: str) -> set[str]:
-    """Names of functions a module defines (``f(x) := ...`` at the start of a line)."""
-    toks = list(_tokens(source))
-    firsts = _lines_first_tokens(toks, source)
-    out: set[str] = set()
+def _function_heads(toks: list[_Tok], firsts: set[int]) -> Iterator[int]:
+    """Indexes of the names of function definitions: ``f(`` at the top level, starting a line."""
     depth = 0
     for i, tok in enumerate(toks):
         if tok.text in ("(", "[", "{"):
@@ -47,8 +44,14 @@ def _function_definitions(source: str) -> set[str]:
             and i + 1 < len(toks)
             and toks[i + 1].text == "("
         ):
-            out.add(tok.text)
-    return out
+            yield i
+
+
+def _function_definitions(source: str) -> set[str]:
+    """Names of functions a module defines (``f(x) := ...`` at the start of a line)."""
+    toks = list(_tokens(source))
+    firsts = _lines_first_tokens(toks, source)
+    return {toks[i].text for i in _function_heads(toks, firsts)}
 
 
 def _import_aliases(toks: list[_Tok]) -> dict[str, tuple[str, ...]]:
@@ -192,21 +195,9 @@ def function_arities(modules: Mapping[str, str], packages: Mapping[str, tuple[st
     for name, source in modules.items():
         toks = list(_tokens(source))
         firsts = _lines_first_tokens(toks, source)
-        depth = 0
-        for i, tok in enumerate(toks):
-            if (
-                depth == 0
-                and i in firsts
-                and tok.kind == "ident"
-                and i + 1 < len(toks)
-                and toks[i + 1].text == "("
-            ):
-                n = len(_call_args(toks, i + 1))
-                _ARITIES.setdefault(packages[name], {}).setdefault(tok.text, set()).add(n)
-            if tok.text in ("(", "[", "{"):
-                depth += 1
-            elif tok.text in (")", "]", "}"):
-                depth = max(0, depth - 1)
+        for i in _function_heads(toks, firsts):
+            n = len(_call_args(toks, i + 1))
+            _ARITIES.setdefault(packages[name], {}).setdefault(toks[i].text, set()).add(n)
 
 
 def _user_arity_problem(
