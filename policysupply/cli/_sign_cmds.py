@@ -27,7 +27,13 @@ from policysupply.cli._common import (
     stdin_is_terminal,
     usage_error,
 )
-from policysupply.cli._targets import NetOptions, open_target, parse_annotations, registry_options
+from policysupply.cli._targets import (
+    NetOptions,
+    Target,
+    open_target,
+    parse_annotations,
+    registry_options,
+)
 from policysupply.cli._trust import (
     TrustOptions,
     require_attestation_option,
@@ -320,16 +326,18 @@ def sign(
       policysupply sign ghcr.io/acme/policy:1.0      # keyless, in GitHub Actions
     """
     claims = parse_annotations(annotations)
-    target = open_target(reference, net, param="REFERENCE")
-    signer = make_signer(signing, as_json)
-    with reported(as_json), target.registry:
-        sig = signer.sign(
+    pinned, sig = sign_target(
+        reference,
+        net,
+        signing,
+        as_json,
+        lambda signer, target: signer.sign(
             target.registry,
             target.ref,
             annotations=claims or None,
             scheme=scheme,  # type: ignore[arg-type]
-        )
-    pinned = target.pinned(str(sig.reference.digest))
+        ),
+    )
     if as_json:
         emit_json(made_json(pinned, sig, annotations=claims))
     else:
@@ -339,6 +347,21 @@ def sign(
             say(f"keyless {sig.scheme} signature at {sig.location}{where}")
         else:
             say(f"key id {sig.key_id}, {sig.scheme} signature at {sig.location}")
+
+
+def sign_target(
+    reference: str,
+    net: NetOptions,
+    signing: SignerOptions,
+    as_json: bool,
+    act: Callable[[Signer, Target], Signature],
+) -> tuple[str, Signature]:
+    """Opens REFERENCE, signs or attests it with ``act``; returns the pinned reference."""
+    target = open_target(reference, net, param="REFERENCE")
+    signer = make_signer(signing, as_json)
+    with reported(as_json), target.registry:
+        sig = act(signer, target)
+    return target.pinned(str(sig.reference.digest)), sig
 
 
 def made_json(pinned: str, sig: Signature, **extra: Any) -> dict[str, Any]:
