@@ -61,7 +61,17 @@ def docker_config_path() -> Path:
     return (Path(base) if base else Path.home() / ".docker") / "config.json"
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def read_docker_config(path: Path, *, empty_ok: bool = False, hint: str = "") -> dict[str, Any]:
+    """A docker ``config.json`` as a JSON object (``{}`` when the file does not exist).
+
+    Args:
+        path: The file.
+        empty_ok: An empty file reads as ``{}`` (as ``docker login`` treats it).
+        hint: Appended to the message when the file is not valid JSON.
+
+    Raises:
+        AuthenticationError: The file cannot be read, or is not a JSON object.
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -69,9 +79,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise AuthenticationError(f"cannot read docker config {path}: {exc.strerror}") from None
     try:
-        obj = json.loads(raw)
-    except ValueError:
-        raise AuthenticationError(f"docker config {path} is not valid JSON") from None
+        obj = json.loads(raw) if raw.strip() or not empty_ok else {}
+    except (ValueError, RecursionError):
+        raise AuthenticationError(f"docker config {path} is not valid JSON{hint}") from None
     if not isinstance(obj, dict):
         raise AuthenticationError(f"docker config {path} is not a JSON object")
     return obj
@@ -145,7 +155,7 @@ def from_docker_config(host: str, path: Path | None = None) -> Credentials | Non
         AuthenticationError: The config or a credential helper is broken.
     """
     path = path or docker_config_path()
-    config = _read_config(path)
+    config = read_docker_config(path)
     helpers = config.get("credHelpers") or {}
     if isinstance(helpers, dict):
         for key, helper in helpers.items():

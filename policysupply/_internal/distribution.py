@@ -156,29 +156,13 @@ class Client(Session):
         out: list[str] = []
         url: str | None = f"/v2/{repository}/tags/list"
         params = {"n": str(page_size)} if page_size else None
-        pages = 0
-        total = 0
+        seen = [0, 0]
         while url:
-            pages += 1
-            if pages > 10_000:
-                raise RegistryError(f"list tags of {repository}: too many pages")
-            body, headers, _ = self.request_bytes(
-                "GET",
-                url,
-                scope=self.scope(repository),
-                what=f"list tags of {repository}",
-                params=params,
+            body, headers, _ = self._listing_page(
+                repository, url, params, what=f"list tags of {repository}", seen=seen
             )
-            total += len(body)
-            if total > _MAX_LISTING:
-                raise RegistryError(
-                    f"list tags of {repository}: listing larger than {_MAX_LISTING} bytes"
-                )
-            try:
-                page = json.loads(body).get("tags") or []
-            except (ValueError, RecursionError, AttributeError):
-                page = None
-            if not isinstance(page, list):
+            page = _list_field(body, "tags")
+            if page is None:
                 raise RegistryError(f"list tags of {repository}: malformed response")
             names = [t for t in page if isinstance(t, str)]
             out.extend(names)
@@ -206,37 +190,24 @@ class Client(Session):
         params = {"artifactType": artifact_type} if artifact_type else None
         out: list[dict[str, Any]] = []
         filtered = False
-        pages = 0
-        total = 0
+        seen = [0, 0]
         while url:
-            pages += 1
-            if pages > 10_000:
-                raise RegistryError(f"list referrers of {repository}@{digest}: too many pages")
-            body, headers, status = self.request_bytes(
-                "GET",
+            body, headers, status = self._listing_page(
+                repository,
                 url,
-                scope=self.scope(repository),
+                params,
                 what=f"list referrers of {repository}@{digest}",
-                params=params,
+                seen=seen,
                 missing_ok=True,
                 ok=(200,),
             )
-            total += len(body)
-            if total > _MAX_LISTING:
-                raise RegistryError(
-                    f"list referrers of {repository}@{digest}: listing larger than "
-                    f"{_MAX_LISTING} bytes"
-                )
             ctype = headers.get("content-type", "").split(";")[0].strip()
             if status == 404 or (ctype and ctype != oci.INDEX_V1):
                 # Unsupported (some registries answer unknown routes with HTML).
                 self._no_referrers_api = True
                 return None
-            try:
-                manifests = json.loads(body).get("manifests") or []
-            except (ValueError, RecursionError, AttributeError):
-                manifests = None
-            if not isinstance(manifests, list):
+            manifests = _list_field(body, "manifests")
+            if manifests is None:
                 raise RegistryError(f"referrers of {repository}@{digest}: malformed index")
             out.extend(m for m in manifests if isinstance(m, dict))
             filtered = "artifacttype" in headers.get("oci-filters-applied", "").lower()
@@ -246,6 +217,32 @@ class Client(Session):
             out = [m for m in out if m.get("artifactType") == artifact_type]
         # Unfiltered results are filtered by the caller, after normalising.
         return out
+
+    def _listing_page(
+        self,
+        repository: str,
+        url: str,
+        params: dict[str, str] | None,
+        *,
+        what: str,
+        seen: list[int],
+        **options: Any,
+    ) -> tuple[bytes, httpx.Headers, int]:
+        """One page of a listing (tags, referrers).
+
+        ``seen`` counts pages and bytes so far: a listing has at most 10,000
+        pages and ``_MAX_LISTING`` bytes.
+        """
+        seen[0] += 1
+        if seen[0] > 10_000:
+            raise RegistryError(f"{what}: too many pages")
+        body, headers, status = self.request_bytes(
+            "GET", url, scope=self.scope(repository), what=what, params=params, **options
+        )
+        seen[1] += len(body)
+        if seen[1] > _MAX_LISTING:
+            raise RegistryError(f"{what}: listing larger than {_MAX_LISTING} bytes")
+        return body, headers, status
 
     # -- blobs -----------------------------------------------------------------
 
@@ -430,3 +427,12 @@ def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
             del buf[:size]
     if buf:
         yield bytes(buf)
+
+
+def _list_field(body: bytes, field: str) -> list[Any] | None:
+    """The list ``field`` of a JSON object (``[]`` when absent); ``None`` when malformed."""
+    try:
+        value = json.loads(body).get(field) or []
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    return value if isinstance(value, list) else None

@@ -17,28 +17,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from policysupply._internal.credentials import Credentials, docker_config_path
+from policysupply._internal.credentials import (
+    Credentials,
+    docker_config_path,
+    read_docker_config,
+)
 from policysupply.errors import AuthenticationError
 
 _HELPER_TIMEOUT = 30.0
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise AuthenticationError(f"cannot read docker config {path}: {exc.strerror}") from None
-    try:
-        obj = json.loads(raw) if raw.strip() else {}
-    except (ValueError, RecursionError):
-        raise AuthenticationError(
-            f"docker config {path} is not valid JSON; fix or move it, then log in again"
-        ) from None
-    if not isinstance(obj, dict):
-        raise AuthenticationError(f"docker config {path} is not a JSON object")
-    return obj
+    return read_docker_config(path, empty_ok=True, hint="; fix or move it, then log in again")
 
 
 def _write(path: Path, config: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ import os
 import re
 from typing import Any
 
-from policysupply.errors import SigningError, VerificationError
+from policysupply.errors import PolicySupplyError, SigningError, VerificationError
 
 ENCRYPTED_TYPES = ("ENCRYPTED SIGSTORE PRIVATE KEY", "ENCRYPTED COSIGN PRIVATE KEY")
 _SCRYPT_N = (32768, 65536, 131072)  # the three parameter sets cosign accepts
@@ -148,11 +148,13 @@ def load_private_key(data: bytes, password: bytes | None, *, what: str) -> Any:
         raise SigningError(
             f"{what}: cannot parse the private key ({exc.__class__.__name__})"
         ) from None
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        if key.curve.name not in _CURVE_HASHES:
-            raise SigningError(f"{what}: unsupported curve {key.curve.name}")
-    elif not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
-        raise SigningError(f"{what}: unsupported key type {type(key).__name__}")
+    _require_supported(
+        key,
+        what=what,
+        error=SigningError,
+        ec_type=ec.EllipticCurvePrivateKey,
+        others=(rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey),
+    )
     return key
 
 
@@ -172,12 +174,30 @@ def load_public_key(data: bytes, *, what: str) -> Any:
         raise VerificationError(f"{what}: unsupported key type or curve ({exc})") from None
     except (ValueError, TypeError, AttributeError, InternalError):
         raise VerificationError(f"{what}: not a PEM public key") from None
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.name not in _CURVE_HASHES:
-            raise VerificationError(f"{what}: unsupported curve {key.curve.name}")
-    elif not isinstance(key, (rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
-        raise VerificationError(f"{what}: unsupported key type {type(key).__name__}")
+    _require_supported(
+        key,
+        what=what,
+        error=VerificationError,
+        ec_type=ec.EllipticCurvePublicKey,
+        others=(rsa.RSAPublicKey, ed25519.Ed25519PublicKey),
+    )
     return key
+
+
+def _require_supported(
+    key: Any,
+    *,
+    what: str,
+    error: type[PolicySupplyError],
+    ec_type: type[Any],
+    others: tuple[type[Any], ...],
+) -> None:
+    """Raises ``error`` unless ``key`` is RSA, Ed25519, or EC on a curve we hash for."""
+    if isinstance(key, ec_type):
+        if key.curve.name not in _CURVE_HASHES:
+            raise error(f"{what}: unsupported curve {key.curve.name}")
+    elif not isinstance(key, others):
+        raise error(f"{what}: unsupported key type {type(key).__name__}")
 
 
 def public_pem(key: Any) -> bytes:

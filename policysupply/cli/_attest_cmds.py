@@ -21,8 +21,10 @@ from policysupply.cli._sign_cmds import (
     SIGNER_HELP,
     SignerOptions,
     artifact_json,
+    made_json,
     make_signer,
     print_artifact,
+    sign_target,
     signer_options,
 )
 from policysupply.cli._targets import NetOptions, open_target, read_json_document, registry_options
@@ -122,31 +124,21 @@ def attest(
     predicate = read_json_document(text, param="--predicate", what="the predicate")
     if not isinstance(predicate, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--predicate")
-    target = open_target(reference, net, param="REFERENCE")
-    signer = make_signer(signing, as_json)
-    with reported(as_json), target.registry:
-        sig = signer.attest(
+    pinned, sig = sign_target(
+        reference,
+        net,
+        signing,
+        as_json,
+        lambda signer, target: signer.attest(
             target.registry,
             target.ref,
             predicate_type=kind,
             predicate=predicate,
             scheme=scheme,  # type: ignore[arg-type]
-        )
-    pinned = target.pinned(str(sig.reference.digest))
+        ),
+    )
     if as_json:
-        emit_json(
-            {
-                "ok": True,
-                "reference": pinned,
-                "digest": sig.reference.digest,
-                "predicate_type": kind,
-                "key_id": sig.key_id,
-                "scheme": sig.scheme,
-                "location": sig.location,
-                "keyless": sig.certificate is not None,
-                "log_index": sig.log_index,
-            }
-        )
+        emit_json(made_json(pinned, sig, predicate_type=kind))
     else:
         say(f"attested {pinned}", essential=True)
         say(f"{kind} by {sig.key_id}, {sig.scheme} attestation at {sig.location}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -28,6 +28,9 @@ from policysupply.cli._trust import (
     verifier_from_options,
 )
 from policysupply.errors import BundleError, NotFoundError
+
+if TYPE_CHECKING:
+    from policysupply import Bundle
 
 # Re-exported for the commands that share the epilog.
 __all__ = ["REFERENCE_HELP", "copy", "login", "logout", "pull", "push", "tree"]
@@ -77,15 +80,7 @@ def push(
     digest = str(pushed.digest)
     pinned = target.pinned(digest)
     if as_json:
-        emit_json(
-            {
-                "ok": True,
-                "reference": pinned,
-                "digest": digest,
-                "bundle_digest": bundle.digest,
-                "revision": bundle.manifest.revision,
-            }
-        )
+        emit_json(_bundle_json(pinned, digest, bundle))
     else:
         say(f"pushed {target.text}")
         say(pinned, essential=True)
@@ -171,16 +166,14 @@ def pull(
     pinned = target.pinned(digest)
     if as_json:
         emit_json(
-            {
-                "ok": True,
-                "reference": pinned,
-                "digest": digest,
-                "path": output,
-                "bundle_digest": bundle.digest,
-                "revision": bundle.manifest.revision,
-                "verified": verifier is not None,
-                "signatures": signatures,
-            }
+            _bundle_json(
+                pinned,
+                digest,
+                bundle,
+                path=output,
+                verified=verifier is not None,
+                signatures=signatures,
+            )
         )
     else:
         say(f"pulled {pinned}")
@@ -456,3 +449,15 @@ def logout(registry: str, docker_config: str | None, as_json: bool) -> None:
         say(f"Removed login credentials for {host}")
     else:
         say(f"Not logged in to {host}")
+
+
+def _bundle_json(pinned: str, digest: str, bundle: Bundle, **extra: Any) -> dict[str, Any]:
+    """A bundle pushed or pulled, for ``--json``."""
+    return {
+        "ok": True,
+        "reference": pinned,
+        "digest": digest,
+        "bundle_digest": bundle.digest,
+        "revision": bundle.manifest.revision,
+        **extra,
+    }

@@ -27,7 +27,13 @@ from policysupply.cli._common import (
     stdin_is_terminal,
     usage_error,
 )
-from policysupply.cli._targets import NetOptions, open_target, parse_annotations, registry_options
+from policysupply.cli._targets import (
+    NetOptions,
+    Target,
+    open_target,
+    parse_annotations,
+    registry_options,
+)
 from policysupply.cli._trust import (
     TrustOptions,
     require_attestation_option,
@@ -37,7 +43,7 @@ from policysupply.cli._trust import (
 )
 
 if TYPE_CHECKING:
-    from policysupply import Signer, VerifiedArtifact
+    from policysupply import Signature, Signer, VerifiedArtifact
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -320,30 +326,20 @@ def sign(
       policysupply sign ghcr.io/acme/policy:1.0      # keyless, in GitHub Actions
     """
     claims = parse_annotations(annotations)
-    target = open_target(reference, net, param="REFERENCE")
-    signer = make_signer(signing, as_json)
-    with reported(as_json), target.registry:
-        sig = signer.sign(
+    pinned, sig = sign_target(
+        reference,
+        net,
+        signing,
+        as_json,
+        lambda signer, target: signer.sign(
             target.registry,
             target.ref,
             annotations=claims or None,
             scheme=scheme,  # type: ignore[arg-type]
-        )
-    pinned = target.pinned(str(sig.reference.digest))
+        ),
+    )
     if as_json:
-        emit_json(
-            {
-                "ok": True,
-                "reference": pinned,
-                "digest": sig.reference.digest,
-                "key_id": sig.key_id,
-                "scheme": sig.scheme,
-                "location": sig.location,
-                "annotations": claims,
-                "keyless": sig.certificate is not None,
-                "log_index": sig.log_index,
-            }
-        )
+        emit_json(made_json(pinned, sig, annotations=claims))
     else:
         say(f"signed {pinned}", essential=True)
         if sig.certificate is not None:
@@ -351,6 +347,36 @@ def sign(
             say(f"keyless {sig.scheme} signature at {sig.location}{where}")
         else:
             say(f"key id {sig.key_id}, {sig.scheme} signature at {sig.location}")
+
+
+def sign_target(
+    reference: str,
+    net: NetOptions,
+    signing: SignerOptions,
+    as_json: bool,
+    act: Callable[[Signer, Target], Signature],
+) -> tuple[str, Signature]:
+    """Opens REFERENCE, signs or attests it with ``act``; returns the pinned reference."""
+    target = open_target(reference, net, param="REFERENCE")
+    signer = make_signer(signing, as_json)
+    with reported(as_json), target.registry:
+        sig = act(signer, target)
+    return target.pinned(str(sig.reference.digest)), sig
+
+
+def made_json(pinned: str, sig: Signature, **extra: Any) -> dict[str, Any]:
+    """A signature or attestation just made, for ``--json`` (``sign``, ``attest``)."""
+    return {
+        "ok": True,
+        "reference": pinned,
+        "digest": sig.reference.digest,
+        "key_id": sig.key_id,
+        "scheme": sig.scheme,
+        "location": sig.location,
+        "keyless": sig.certificate is not None,
+        "log_index": sig.log_index,
+        **extra,
+    }
 
 
 def artifact_json(pinned: str, artifact: VerifiedArtifact) -> dict[str, Any]:

@@ -389,7 +389,7 @@ class Engine:
                 reasons=(f"registry: {exc}",),
             )
         except _Undecided as exc:
-            return ImageResult(image=image, allowed=False, outcome="error", reasons=(str(exc),))
+            return _error_result(image, str(exc))
         signers = tuple(str(s) for s in verification.get("signers") or ())
         return ImageResult(
             image=image,
@@ -431,25 +431,18 @@ class Engine:
             elif t in done and t.exception() is not None:
                 exc = t.exception()
                 log.error("decision failed", extra={"image": img, "error": repr(exc)})
-                out.append(
-                    ImageResult(
-                        image=img,
-                        allowed=False,
-                        outcome="error",
-                        reasons=(f"internal error ({type(exc).__name__})",),
-                    )
-                )
+                out.append(_error_result(img, f"internal error ({type(exc).__name__})"))
             else:
                 self.metrics.deadline_exceeded.inc()
                 out.append(
-                    ImageResult(
-                        image=img,
-                        allowed=False,
-                        outcome="error",
-                        reasons=(f"no decision within the {self.config.deadline:g}s deadline",),
-                    )
+                    _error_result(img, f"no decision within the {self.config.deadline:g}s deadline")
                 )
         return out
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _error_result(image: str, reason: str) -> ImageResult:
+    """An image refused because no decision was made (``outcome="error"``)."""
+    return ImageResult(image=image, allowed=False, outcome="error", reasons=(reason,))

@@ -16,132 +16,56 @@ Zero-install, and never silently different from OPA:
   control and non-ASCII characters), and a few constructs (see
   ``rego_source.unsupported_constructs``). Rego v0 modules are refused too.
 
+The refusals (``embedded_refusals``), the worker pool (``embedded_pool``)
+and the shaping of results (``embedded_results``) are in their own modules.
+
 See docs/adr/0012-embedded-engine-isolation.md.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import threading
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from typing import Any
 
 from policysupply._internal.engines import rego_source as src
-from policysupply._internal.engines._worker_client import WorkerDiedError, WorkerProcess
+from policysupply._internal.engines._worker_client import WorkerDiedError
 from policysupply._internal.engines.base import (
     RegoDiagnostic,
     RegoVersions,
     ResultSet,
     UnsupportedByEngineError,
 )
+from policysupply._internal.engines.embedded_pool import (
+    _POOL as _POOL,
+)
+from policysupply._internal.engines.embedded_pool import (
+    _POOL_LOCK as _POOL_LOCK,
+)
+from policysupply._internal.engines.embedded_pool import (
+    _check_worker,
+    _give_back,
+    _take_worker,
+)
+from policysupply._internal.engines.embedded_refusals import (
+    ADVICE as ADVICE,
+)
+from policysupply._internal.engines.embedded_refusals import (
+    _check_plain,
+    _crash_message,
+    _parse_diagnostic,
+    _refusal,
+)
+from policysupply._internal.engines.embedded_refusals import (
+    unsupported_builtins as unsupported_builtins,
+)
+from policysupply._internal.engines.embedded_results import (
+    _data_refs,
+    _error_text,
+    _expression_texts,
+    _results,
+)
 from policysupply.errors import BundleError
-
-ADVICE = "use the OPA engine (engine='opa')"
-
-
-@functools.lru_cache(maxsize=1)
-def unsupported_builtins() -> dict[str, str]:
-    """Builtins the embedded engine refuses, name -> why (from the probe's data file)."""
-    raw = resources.files("policysupply._internal.engines").joinpath("embedded_unsupported.json")
-    table: dict[str, Any] = json.loads(raw.read_text())["builtins"]
-    return {name: str(info["why"]) for name, info in table.items()}
-
-
-def _refusal(
-    entry: str | None, source: str, found: list[tuple[int, str]]
-) -> UnsupportedByEngineError:
-    off, what = found[0]
-    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    return UnsupportedByEngineError(
-        f"the embedded engine cannot evaluate {what} exactly as OPA does{more}; {ADVICE}",
-        entry=entry,
-        line=src.line_of(source, off) if entry is not None else None,
-    )
-
-
-def _check_plain(value: Any, what: str, entry: str | None = None) -> None:
-    number = src.first_inexact_number(value)
-    if number is not None:
-        raise UnsupportedByEngineError(
-            f"{what} holds the number {number!r}, beyond what the embedded engine "
-            f"computes with exactly (2^53); {ADVICE}",
-            entry=entry,
-        )
-    bad = src.first_non_plain_string(value)
-    if bad is not None:
-        shown = bad if len(bad) <= 40 else bad[:37] + "..."
-        raise UnsupportedByEngineError(
-            f"{what} holds the string {shown!r}; the embedded engine handles only "
-            'printable ASCII strings without " or \\ exactly (it applies builtins '
-            f"to the escaped form); {ADVICE}",
-            entry=entry,
-        )
-
-
-def _crash_message(what: str, reason: str) -> str:
-    return (
-        f"the embedded engine (rego-cpp) crashed {what} ({reason}); the calling "
-        f"process is unaffected; {ADVICE}"
-    )
-
-
-def _parse_diagnostic(error: Mapping[str, Any], name: str, source: str) -> RegoDiagnostic:
-    message = str(error.get("message") or "parse error")
-    line = None
-    if "offset" in error and error.get("name") == name:
-        # rego-cpp reports byte offsets into the UTF-8 source; OPA's line may
-        # be a later one (it points at the token that cannot continue).
-        line = src.opa_error_line(source, int(error["offset"]), message)
-    if message == "Invalid collection":
-        message += f" (if `opa check` accepts this module: {ADVICE})"
-    return RegoDiagnostic(entry=name, line=line, message=message)
-
-
-# Idle workers, reset and ready for the next preparation: starting a Python
-# process with regopy costs ~100-400 ms, a reset well under 1 ms.
-_POOL: list[WorkerProcess] = []
-_POOL_LOCK = threading.Lock()
-_POOL_SIZE = 2
-
-
-def _take_worker() -> WorkerProcess:
-    with _POOL_LOCK:
-        while _POOL:
-            worker = _POOL.pop()
-            if worker.running:
-                return worker
-    return WorkerProcess()
-
-
-def _give_back(worker: WorkerProcess, timeout: float | None) -> None:
-    """Resets a worker into the pool, or kills it."""
-    with worker.lock:
-        if worker.running:
-            try:
-                ok = worker.request({"op": "reset"}, timeout=timeout).get("ok")
-            except WorkerDiedError:
-                ok = False
-            if ok:
-                with _POOL_LOCK:
-                    if len(_POOL) < _POOL_SIZE:
-                        _POOL.append(worker)
-                        return
-        worker.close()
-
-
-# The worker used by check(): parses each module in a fresh interpreter.
-_CHECK_WORKER: WorkerProcess | None = None
-_CHECK_LOCK = threading.Lock()
-
-
-def _check_worker() -> WorkerProcess:
-    global _CHECK_WORKER
-    with _CHECK_LOCK:
-        if _CHECK_WORKER is None:
-            _CHECK_WORKER = WorkerProcess()
-        return _CHECK_WORKER
 
 
 class EmbeddedEngine:
@@ -433,115 +357,6 @@ class EmbeddedPrepared:
         if not answer.get("ok"):
             raise BundleError(f"query {query!r} failed: {_error_text(answer.get('error') or {})}")
         return _results(str(answer.get("text", "")), query, wrapped is not None, texts)
-
-
-def _data_refs(query: str) -> list[str]:
-    toks = list(src._tokens(query))
-    out: list[str] = []
-    i = 0
-    while i < len(toks):
-        if toks[i].text == "data":
-            parts = ["data"]
-            j = i + 1
-            while j + 1 < len(toks) and toks[j].text == "." and toks[j + 1].kind == "ident":
-                parts.append(toks[j + 1].text)
-                j += 2
-            out.append(".".join(parts))
-            i = j
-        else:
-            i += 1
-    return out
-
-
-def _error_text(error: Mapping[str, Any]) -> str:
-    errors = error.get("errors")
-    if isinstance(errors, list) and errors:
-        return "; ".join(
-            f"{e.get('code') or 'eval_error'}: {e.get('message') or 'evaluation error'}"
-            for e in errors
-            if isinstance(e, Mapping)
-        )
-    return str(error.get("message") or "evaluation error")
-
-
-def _expression_texts(query: str) -> list[str]:
-    """The query's expressions as written (split at top-level ``;`` and newlines)."""
-    toks = list(src._tokens(query))
-    parts: list[str] = []
-    depth = 0
-    start: int | None = None
-    end = 0
-    for i, tok in enumerate(toks):
-        newline = i > 0 and "\n" in query[toks[i - 1].offset : tok.offset]
-        if depth == 0 and (tok.text == ";" or newline) and start is not None:
-            parts.append(query[start:end])
-            start = None
-        if tok.text == ";" and depth == 0:
-            continue
-        if start is None:
-            start = tok.offset
-        if tok.text in ("(", "[", "{"):
-            depth += 1
-        elif tok.text in (")", "]", "}"):
-            depth = max(0, depth - 1)
-        end = tok.offset + len(tok.text)
-    if start is not None:
-        parts.append(query[start:end])
-    return parts
-
-
-def _is_assignment(expr: str) -> bool:
-    depth = 0
-    for tok in src._tokens(expr):
-        if tok.text in ("(", "[", "{"):
-            depth += 1
-        elif tok.text in (")", "]", "}"):
-            depth -= 1
-        elif depth == 0 and tok.text in (":=", "="):
-            return True
-    return False
-
-
-def _results(text: str, query: str, wrapped: bool, texts: list[str]) -> list[ResultSet]:
-    if text == "undefined":
-        return []
-    try:
-        parsed = json.loads(text)
-    except RecursionError:
-        raise BundleError(f"query {query!r}: the result is nested too deeply to read") from None
-    except ValueError:
-        raise BundleError(
-            f"query {query!r}: the embedded engine returned a result it cannot "
-            f"represent exactly; {ADVICE}"
-        ) from None
-    rows = parsed if isinstance(parsed, list) else [parsed]
-    out: list[ResultSet] = []
-    for row in rows:
-        if not isinstance(row, Mapping):
-            raise BundleError(f"query {query!r}: malformed result from the embedded engine")
-        bindings = dict(row.get("bindings") or {})
-        if wrapped:
-            value = bindings.pop(src.RESULT_VAR, None)
-            out.append({"expressions": [{"value": value, "text": query.strip()}]})
-            continue
-        values = list(row.get("expressions") or [])
-        if len(values) != len(texts):
-            # rego-cpp splits some expressions in two (`x := xs[_]`); an
-            # assignment or unification is true whenever there is a result.
-            if not all(_is_assignment(t) for t in texts):
-                raise UnsupportedByEngineError(
-                    f"query {query!r}: the embedded engine cannot report the value of "
-                    f"each expression; bind them to variables, or {ADVICE}"
-                )
-            values = [True] * len(texts)
-        names = texts
-        result: dict[str, Any] = {
-            "expressions": [{"value": v, "text": t} for v, t in zip(values, names, strict=True)]
-        }
-        if bindings:
-            result["bindings"] = bindings
-        out.append(result)
-    return out
 
 
 _DEFAULT: EmbeddedEngine | None = None

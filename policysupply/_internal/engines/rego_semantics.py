@@ -1,0 +1,286 @@
+"""Semantic checks OPA's compiler makes and rego-cpp does not (``check()`` only).
+
+Each reports only what it is sure of, so that a valid module is never refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+from collections.abc import Mapping
+from importlib import resources
+
+from policysupply._internal.engines.base import RegoDiagnostic
+from policysupply._internal.engines.rego_calls import (
+    _call_problems,
+    _function_definitions,
+    _import_aliases,
+    function_arities,
+)
+from policysupply._internal.engines.rego_lexer import (
+    _KEYWORDS,
+    _call_args,
+    _lines_first_tokens,
+    _Tok,
+    _tokens,
+    line_of,
+    tok_offset,
+)
+
+_OPERATORS = {"+": "plus", "-": "minus", "*": "mul", "/": "div", "%": "rem"}
+
+
+@functools.lru_cache(maxsize=1)
+def opa_builtin_types() -> dict[str, list[list[str] | None]]:
+    """Builtin -> JSON kinds each argument accepts (``None``: any)."""
+    raw = resources.files("policysupply._internal.engines").joinpath("opa_builtin_types.json")
+    table: dict[str, list[list[str] | None]] = json.loads(raw.read_text())["builtins"]
+    return table
+
+
+def _literal_kind(tok: _Tok) -> str | None:
+    if tok.kind == "number":
+        return "number"
+    if tok.kind in ("string", "raw"):
+        return "string"
+    if tok.text in ("true", "false"):
+        return "boolean"
+    if tok.text == "null":
+        return "null"
+    return None
+
+
+def _rules(toks: list[_Tok], firsts: set[int]) -> list[tuple[int, int]]:
+    """Token ranges of the rules of a module (package and imports excluded)."""
+    starts: list[int] = []
+    depth = 0
+    for i, tok in enumerate(toks):
+        if depth == 0 and i in firsts and tok.kind == "ident" and tok.text not in ("else",):
+            starts.append(i)
+        if tok.text in ("(", "[", "{"):
+            depth += 1
+        elif tok.text in (")", "]", "}"):
+            depth = max(0, depth - 1)
+    starts.append(len(toks))
+    return [
+        (a, b) for a, b in itertools.pairwise(starts) if toks[a].text not in ("package", "import")
+    ]
+
+
+def _rule_names(source: str) -> set[str]:
+    toks = list(_tokens(source))
+    firsts = _lines_first_tokens(toks, source)
+    return {
+        toks[a].text if toks[a].text != "default" else toks[a + 1].text
+        for a, _ in _rules(toks, firsts)
+        if a < len(toks)
+    }
+
+
+def _unsafe_vars(
+    entry: str, source: str, toks: list[_Tok], a: int, b: int, known: set[str]
+) -> list[RegoDiagnostic]:
+    """Variables used exactly once in a rule, in a place that cannot bind them."""
+    counts: dict[str, list[int]] = {}
+    for i in range(a, b):
+        tok = toks[i]
+        if tok.kind != "ident" or tok.text in _KEYWORDS or tok.text in known:
+            continue
+        if tok.text in ("_", "input", "data") or tok.text.startswith("__"):
+            continue
+        if i > a and toks[i - 1].text == ".":
+            continue
+        if i + 1 < b and toks[i + 1].text in (".", "("):
+            continue  # a namespace or function, not a variable
+        counts.setdefault(tok.text, []).append(i)
+    problems = []
+    for name, where in counts.items():
+        if len(where) != 1:
+            continue
+        i = where[0]
+        prev = toks[i - 1].text if i > a else ""
+        nxt = toks[i + 1].text if i + 1 < b else ""
+        if nxt in (":=", "=", ",", "as") or prev in ("=", "some", "every", ",", "with", "as"):
+            continue  # assigned, unified, declared, or one of several names
+        if prev == "[" and nxt == "]":
+            # A ref index binds (iterates) unless negated.
+            negated = any(
+                toks[k].text == "not"
+                for k in range(i - 1, a - 1, -1)
+                if "\n" not in source[toks[k].offset : toks[i].offset]
+            )
+            if not negated:
+                continue
+        if prev == "(" or nxt == ")":
+            continue  # possibly a call's output argument or a function head
+        if nxt == ":" or prev == ":":
+            continue  # object key/value: may be inside a comprehension head
+        if nxt == "|" or prev == "|":
+            continue
+        problems.append(
+            RegoDiagnostic(
+                entry=entry,
+                line=line_of(source, tok_offset(toks, i)),
+                message=f"var {name} is unsafe",
+            )
+        )
+    return problems
+
+
+def semantic_problems(
+    modules: Mapping[str, str], packages: Mapping[str, tuple[str, ...]]
+) -> list[RegoDiagnostic]:
+    """OPA compile errors found without a Rego parser.
+
+    Undefined functions, arity, assignment to a call, re-assignment, unsafe
+    variables and type errors of literal arguments.
+    """
+    defined: dict[tuple[str, ...], set[str]] = {}
+    rules_in: dict[tuple[str, ...], set[str]] = {}
+    for name, source in modules.items():
+        defined.setdefault(packages[name], set()).update(_function_definitions(source))
+        rules_in.setdefault(packages[name], set()).update(_rule_names(source))
+    types = opa_builtin_types()
+    function_arities(modules, packages)
+    problems: list[RegoDiagnostic] = []
+    for entry in sorted(modules):
+        source = modules[entry]
+        problems.extend(_call_problems(entry, source, packages[entry], defined))
+        toks = list(_tokens(source))
+        firsts = _lines_first_tokens(toks, source)
+        aliases = set(_import_aliases(toks))
+        known = rules_in.get(packages[entry], set()) | aliases
+        for a, b in _rules(toks, firsts):
+            if any(toks[k].text == "$" for k in range(a, b)):
+                continue  # template strings: not read by this lexer
+            problems.extend(_rule_problems(entry, source, toks, firsts, a, b, types))
+            problems.extend(_unsafe_vars(entry, source, toks, a, b, known | _head_args(toks, a, b)))
+    return problems
+
+
+def _head_args(toks: list[_Tok], a: int, b: int) -> set[str]:
+    """Argument names of a function definition (``f(x, y) := ...``)."""
+    if a + 1 < b and toks[a + 1].text == "(":
+        return {
+            toks[k].text
+            for s, e in _call_args(toks, a + 1)
+            for k in range(s, e)
+            if toks[k].kind == "ident"
+        }
+    return set()
+
+
+def _rule_problems(
+    entry: str,
+    source: str,
+    toks: list[_Tok],
+    firsts: set[int],
+    a: int,
+    b: int,
+    types: Mapping[str, list[list[str] | None]],
+) -> list[RegoDiagnostic]:
+    problems: list[RegoDiagnostic] = []
+    assigned: dict[tuple[int, str], int] = {}
+    depth_stack: list[int] = []
+    for i in range(a, b):
+        tok = toks[i]
+        if tok.text in ("(", "[", "{"):
+            depth_stack.append(i)
+        elif tok.text in (")", "]", "}") and depth_stack:
+            depth_stack.pop()
+        scope = depth_stack[-1] if depth_stack else -1
+        at_stmt_start = i == a or (
+            toks[i - 1].text in (";", "{", "|")
+            or "\n" in source[toks[i - 1].offset + len(toks[i - 1].text) : tok.offset]
+        )
+        # `f(x) := v` inside a body: OPA "cannot assign to call".
+        if tok.text == ":=" and i > a and toks[i - 1].text == ")" and depth_stack:
+            k, d = i - 1, 0
+            while k >= a:
+                t = toks[k].text
+                if t in (")", "]", "}"):
+                    d += 1
+                elif t in ("(", "[", "{"):
+                    d -= 1
+                    if d == 0:
+                        break
+                k -= 1
+            m = k - 1
+            while m - 2 >= a and toks[m - 1].text == "." and toks[m - 2].kind == "ident":
+                m -= 2
+            if (
+                k > a
+                and toks[k - 1].kind == "ident"
+                and m >= a
+                and (
+                    m == a
+                    or toks[m - 1].text in (";", "{", "|")
+                    or "\n" in source[toks[m - 1].offset + len(toks[m - 1].text) : toks[m].offset]
+                )
+            ):
+                problems.append(
+                    RegoDiagnostic(
+                        entry=entry,
+                        line=line_of(source, toks[m].offset),
+                        message="cannot assign to call",
+                    )
+                )
+        # `x := 1` twice in the same body: OPA "var x assigned above".
+        if (
+            tok.kind == "ident"
+            and depth_stack
+            and at_stmt_start
+            and i + 1 < b
+            and toks[i + 1].text == ":="
+            and tok.text != "_"
+        ):
+            key = (scope, tok.text)
+            if key in assigned:
+                problems.append(
+                    RegoDiagnostic(
+                        entry=entry,
+                        line=line_of(source, tok.offset),
+                        message=f"var {tok.text} assigned above",
+                    )
+                )
+            else:
+                assigned[key] = i
+        # Literal arguments of a builtin of the wrong JSON kind.
+        if (
+            tok.kind == "ident"
+            and i + 1 < b
+            and toks[i + 1].text == "("
+            and not (i > a and toks[i - 1].text == ".")
+        ):
+            parts = [tok.text]
+            name = tok.text
+            if name in types and not (i in firsts and not depth_stack):
+                for n, (s, e) in enumerate(_call_args(toks, i + 1)):
+                    want = types[name][n] if n < len(types[name]) else None
+                    kind = _literal_kind(toks[s]) if e == s + 1 else None
+                    if want is not None and kind is not None and kind not in want:
+                        problems.append(
+                            RegoDiagnostic(
+                                entry=entry,
+                                line=line_of(source, tok.offset),
+                                message=f"{name}: invalid argument(s)",
+                            )
+                        )
+                        break
+            del parts
+        # A string, boolean or null literal as an arithmetic operand.
+        if tok.text in _OPERATORS and i > a and i + 1 < b:
+            left, right = toks[i - 1], toks[i + 1]
+            kinds = {_literal_kind(left), _literal_kind(right)} - {None, "number"}
+            # `-` also subtracts sets; only literal scalars are certain errors.
+            if kinds and not (tok.text == "-" and right.kind == "number"):
+                k = i - 1
+                problems.append(
+                    RegoDiagnostic(
+                        entry=entry,
+                        line=line_of(source, toks[k].offset),
+                        message=f"{_OPERATORS[tok.text]}: invalid argument(s)",
+                    )
+                )
+    return problems

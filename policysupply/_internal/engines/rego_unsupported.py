@@ -1,0 +1,182 @@
+"""Constructs the embedded engine (rego-cpp) would answer differently from OPA."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from policysupply._internal.engines.rego_calls import (
+    calls,
+)
+from policysupply._internal.engines.rego_lexer import (
+    _Tok,
+    _tokens,
+)
+from policysupply._internal.engines.rego_values import (
+    _too_big,
+    is_plain_string,
+)
+
+# Where a pattern with backslashes reaches rego-cpp's regex engine, which
+# reads escapes as OPA does: builtin name -> index of its pattern argument.
+_PATTERN_ARGS = {
+    "regex.match": 0,
+    "regex.is_valid": 0,
+    "regex.find_n": 0,
+    "regex.find_all_string_submatch_n": 0,
+    "regex.split": 0,
+    "regex.replace": 1,
+}
+
+
+# sprintf verbs whose output matches OPA's for every value (%d overflows at
+# 2^31, %q and the width/precision forms are not implemented alike).
+_SPRINTF_SAFE = re.compile(r"(?:[^%]|%[sv%])*\Z")
+
+
+def _literal_text(tok: _Tok) -> str | None:
+    """The text between the quotes of a plain literal; ``None`` if it has escapes."""
+    body = tok.text[1:-1]
+    if tok.kind == "string" and "\\" in body:
+        return None
+    return body
+
+
+def _arg_index(toks: list[_Tok], i: int) -> tuple[str, int] | None:
+    """(called function, argument index) if ``toks[i]`` is a whole call argument."""
+    depth = 0
+    index = 0
+    k = i - 1
+    while k >= 0:
+        t = toks[k].text
+        if t in (")", "]", "}"):
+            depth += 1
+        elif t in ("(", "[", "{"):
+            if depth == 0:
+                if t != "(" or k == 0 or toks[k - 1].kind != "ident":
+                    return None
+                parts = [toks[k - 1].text]
+                m = k - 2
+                while m >= 1 and toks[m].text == "." and toks[m - 1].kind == "ident":
+                    parts.insert(0, toks[m - 1].text)
+                    m -= 2
+                nxt = toks[i + 1].text if i + 1 < len(toks) else ""
+                if nxt not in (",", ")"):
+                    return None
+                return ".".join(parts), index
+            depth -= 1
+        elif t == "," and depth == 0:
+            index += 1
+        k -= 1
+    return None
+
+
+def unsupported_constructs(
+    source: str, *, unsupported_builtins: Mapping[str, str], query: bool = False
+) -> list[tuple[int, str]]:
+    """(offset, reason) for everything in ``source`` the embedded engine refuses.
+
+    ``unsupported_builtins`` maps builtin names to why rego-cpp gets them
+    wrong. The reasons name the construct; callers add the advice.
+    """
+    toks = list(_tokens(source))
+    problems: list[tuple[int, str]] = []
+    for name, off in calls(source, query=query):
+        if name in unsupported_builtins:
+            problems.append((off, f"builtin {name} ({unsupported_builtins[name]})"))
+    # Bracket stack: (opening token index, saw `|` at this level).
+    stack: list[list[Any]] = []
+    stmt_start = 0
+    for i, tok in enumerate(toks):
+        text = tok.text
+        if tok.kind in ("string", "raw"):
+            body = _literal_text(tok)
+            plain = body is not None and is_plain_string(body)
+            if not plain:
+                where = _arg_index(toks, i)
+                if not (where and _PATTERN_ARGS.get(where[0]) == where[1]):
+                    problems.append(
+                        (
+                            tok.offset,
+                            "a string literal with escapes, quotes, control or non-ASCII "
+                            "characters (the embedded engine applies builtins to its escaped form)",
+                        )
+                    )
+            where = _arg_index(toks, i)
+            if where == ("sprintf", 0) and body is not None and not _SPRINTF_SAFE.match(body):
+                problems.append((tok.offset, "sprintf with verbs other than %s and %v"))
+        elif text == "sprintf":
+            nxt = toks[i + 2] if i + 2 < len(toks) else None
+            if (
+                toks[i + 1 : i + 2]
+                and toks[i + 1].text == "("
+                and (nxt is None or nxt.kind not in ("string", "raw"))
+            ):
+                problems.append((tok.offset, "sprintf with a format that is not a literal"))
+        if tok.kind == "number" and ("e" in text or "E" in text) and _too_big(text):
+            problems.append(
+                (tok.offset, f"the number {text} (rego-cpp computes with it inexactly)")
+            )
+        if text in ("(", "[", "{"):
+            stack.append([i, False])
+            stmt_start = i + 1
+        elif text in (")", "]", "}"):
+            if stack:
+                stack.pop()
+            stmt_start = i + 1
+        elif text == "|" and stack:
+            stack[-1][1] = True
+            stmt_start = i + 1
+        elif text == ";":
+            stmt_start = i + 1
+        elif text == "$" and i + 1 < len(toks) and toks[i + 1].text.startswith('"'):
+            problems.append((tok.offset, 'template strings ($"...")'))
+        elif text == "with":
+            target = toks[i + 1].text if i + 1 < len(toks) else ""
+            if target not in ("input", "data"):
+                problems.append(
+                    (tok.offset, f"`with` replacing {target or 'a function'} (only input and data)")
+                )
+        elif text == "some" and stack and stack[-1][1]:
+            # `some k, v in xs` in an array or set comprehension: rego-cpp
+            # reads the comma as separating collection items.
+            opener = toks[stack[-1][0]].text
+            j = i + 1
+            comma = False
+            while j < len(toks) and toks[j].text not in ("in", ";", "|", ")", "]", "}"):
+                comma = comma or toks[j].text == ","
+                j += 1
+            # An object comprehension (`{k: v | ...}`) parses fine.
+            is_object = opener == "{" and any(
+                toks[m].text == ":" for m in range(stack[-1][0] + 1, i)
+            )
+            if comma and j < len(toks) and toks[j].text == "in" and not is_object:
+                problems.append((tok.offset, "`some k, v in ...` inside a comprehension"))
+        elif text == "in" and i > 0:
+            # `k, v in xs` as a membership test (not after `some`/`every`).
+            first = toks[stmt_start].text if stmt_start < len(toks) else ""
+            line_first = stmt_start
+            k = i - 1
+            comma = False
+            depth = 0
+            while k >= line_first:
+                t = toks[k].text
+                if t in (")", "]", "}"):
+                    depth += 1
+                elif t in ("(", "[", "{"):
+                    depth -= 1
+                elif t == "," and depth == 0:
+                    comma = True
+                if (
+                    depth == 0
+                    and k > line_first
+                    and "\n" in source[toks[k - 1].offset : toks[k].offset]
+                ):
+                    first = toks[k].text
+                    break
+                k -= 1
+            inside_call = stack and toks[stack[-1][0]].text in ("(", "[") and not stack[-1][1]
+            if comma and first not in ("some", "every") and not inside_call:
+                problems.append((tok.offset, "a two-value membership test `k, v in xs`"))
+    return problems
