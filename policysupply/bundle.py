@@ -20,7 +20,7 @@ from policysupply._internal import bundle_format as bf
 from policysupply._internal import bundle_read, bundle_views, tarball
 from policysupply._internal import opa_signatures as bf_sig
 from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
-from policysupply._manifest import Manifest, dumps, freeze_mapping
+from policysupply._manifest import Manifest, freeze_mapping
 from policysupply.errors import BundleError
 
 if TYPE_CHECKING:
@@ -202,16 +202,10 @@ class Bundle:
         if cache.source is None:
             with cache.lock:
                 if cache.source is None:
-                    cache.source = self._canonical_entries()
+                    cache.source = bundle_views.canonical_entries(
+                        self.manifest, self.modules, self.data, self.files
+                    )
         return dict(cache.source)
-
-    def _canonical_entries(self) -> dict[str, bytes]:
-        out = dict(self.files)
-        out[".manifest"] = dumps(self.manifest.to_json(), entry=".manifest")
-        out["data.json"] = dumps(dict(self.data), entry="data.json")
-        for name, source in self.modules.items():
-            out[name] = source.encode("utf-8")
-        return out
 
     def to_bytes(self) -> bytes:
         """The bundle as a deterministic ``.tar.gz`` that OPA loads.
@@ -367,11 +361,6 @@ class Bundle:
         return bf.rego_version_of(
             module, self.manifest.rego_version, self.manifest.file_rego_versions
         )
-
-    def _packages(self) -> dict[str, tuple[str, ...]]:
-        from policysupply._internal.engines.rego_source import package_path
-
-        return {name: package_path(src, entry=name) for name, src in self.modules.items()}
 
     def _rego_versions(self) -> dict[str, int]:
         return {name: self.rego_version_of(name) for name in self.modules}

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from policysupply._internal import bundle_format as bf
+from policysupply._manifest import dumps
 
 if TYPE_CHECKING:
     from policysupply._internal.engines.base import Prepared
@@ -35,6 +36,21 @@ class Cache:
         # break it. Otherwise computed once (and reused by sign()).
         self.source: dict[str, bytes] | None = None
         self.signed_source = False
+
+
+def canonical_entries(
+    manifest: Manifest,
+    modules: Mapping[str, str],
+    data: Mapping[str, Any],
+    files: Mapping[str, bytes],
+) -> dict[str, bytes]:
+    """A bundle's tarball entries in our canonical serialisation; see ``Bundle.entries``."""
+    out = dict(files)
+    out[".manifest"] = dumps(manifest.to_json(), entry=".manifest")
+    out["data.json"] = dumps(dict(data), entry="data.json")
+    for name, source in modules.items():
+        out[name] = source.encode("utf-8")
+    return out
 
 
 def raw_document(cache: Cache, data: Mapping[str, Any], root: tuple[str, ...]) -> bytes | None:
