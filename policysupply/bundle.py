@@ -9,9 +9,7 @@ tree always has the same :attr:`Bundle.digest`.
 from __future__ import annotations
 
 import hashlib
-import html
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -19,10 +17,10 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 
 from policysupply._internal import bundle_format as bf
+from policysupply._internal import bundle_read, bundle_views, tarball
 from policysupply._internal import opa_signatures as bf_sig
-from policysupply._internal import tarball
 from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
-from policysupply._manifest import Manifest, dumps, freeze_mapping
+from policysupply._manifest import Manifest, freeze_mapping
 from policysupply.errors import BundleError
 
 if TYPE_CHECKING:
@@ -31,25 +29,6 @@ if TYPE_CHECKING:
     from policysupply._native_trust import NativeTrust, NativeVerification
 
 __all__ = ["Bundle", "Limits", "Manifest"]
-
-
-class _Cache:
-    """Derived values computed once per Bundle (not part of its identity)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.bytes: bytes | None = None
-        # Compiled preparations per engine (Bundle.prepare), closed with the bundle.
-        self.prepared: dict[str, Prepared] = {}
-        # The data files as read (from_bytes), so loaders can send their bytes on.
-        self.sources: tuple[bf.DataSource, ...] | None = None
-        self.inexact = False  # data holds numbers a float cannot (bf.ExactFloat)
-        # The entries to_bytes() writes. Set when reading a bundle that
-        # carries an OPA-native signature: its signature covers the bytes as
-        # read, and rewriting data or manifest in our canonical form could
-        # break it. Otherwise computed once (and reused by sign()).
-        self.source: dict[str, bytes] | None = None
-        self.signed_source = False
 
 
 @attrs.frozen(kw_only=True)
@@ -75,7 +54,9 @@ class Bundle:
     modules: Mapping[str, str] = attrs.field(factory=dict, converter=freeze_mapping)
     data: Mapping[str, Any] = attrs.field(factory=dict, converter=freeze_mapping)
     files: Mapping[str, bytes] = attrs.field(factory=dict, converter=freeze_mapping)
-    _cache: _Cache = attrs.field(init=False, factory=_Cache, eq=False, repr=False)
+    _cache: bundle_views.Cache = attrs.field(
+        init=False, factory=bundle_views.Cache, eq=False, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         roots = self.manifest.effective_roots
@@ -127,67 +108,14 @@ class Bundle:
         Raises:
             BundleError: Unreadable or invalid content, naming the file.
         """
-        root = Path(path)
-        if not root.is_dir():
-            raise BundleError(f"{root} is not a directory")
-        real_root = root.resolve()
-        modules: dict[str, str] = {}
-        data_files: dict[str, bytes] = {}
-        read: dict[str, bytes] = {}
-        manifest = Manifest()
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            rel_dir = Path(dirpath).relative_to(root)
-            for fname in sorted(filenames):
-                rel = (rel_dir / fname).as_posix()
-                is_manifest = rel == ".manifest"
-                is_sig = rel == bf_sig.SIGNATURES_FILE
-                if not (
-                    fname.endswith(".rego") or fname in bf.DATA_BASENAMES or is_manifest or is_sig
-                ):
-                    continue
-                if fname.startswith(".") and not (is_manifest or is_sig):
-                    continue
-                full = Path(dirpath) / fname
-                if full.is_symlink() and not full.resolve().is_relative_to(real_root):
-                    raise BundleError("symlink points outside the policy directory", entry=rel)
-                try:
-                    raw = full.read_bytes()
-                except OSError as exc:
-                    raise BundleError(f"cannot read: {exc.strerror}", entry=rel) from None
-                read[rel] = raw
-                if is_sig:
-                    continue
-                if is_manifest:
-                    manifest = Manifest.from_json(raw)
-                elif fname.endswith(".rego"):
-                    modules[rel] = _decode_rego(raw, rel)
-                else:
-                    data_files[rel] = raw
-        # Same placement order as from_bytes, so conflicts name the same file.
-        data: dict[str, Any] = {}
-        for rel in sorted(data_files):
-            bf.insert_data(
-                data, bf.data_path_of(rel), bf.parse_data_file(rel, data_files[rel]), entry=rel
-            )
-        changes: dict[str, Any] = {}
-        if revision is not None:
-            changes["revision"] = revision
-        if roots is not None:
-            changes["roots"] = roots
-        if metadata is not None:
-            changes["metadata"] = metadata
-        if rego_version is not None:
-            changes["rego_version"] = rego_version
-        if changes:
-            manifest = attrs.evolve(manifest, **changes)
-        # A signature over the files as they are; an override changes the
-        # manifest, so the signature would no longer match and is left out.
-        sig = None if changes else read.get(bf_sig.SIGNATURES_FILE)
-        files = {bf_sig.SIGNATURES_FILE: sig} if sig is not None else {}
-        bundle = cls(manifest=manifest, modules=modules, data=data, files=files)
-        if sig is not None:
-            bundle._cache.source = read
+        parts = bundle_read.read_directory(
+            path, revision=revision, roots=roots, metadata=metadata, rego_version=rego_version
+        )
+        bundle = cls(
+            manifest=parts.manifest, modules=parts.modules, data=parts.data, files=parts.files
+        )
+        if parts.source is not None:
+            bundle._cache.source = parts.source
             bundle._cache.signed_source = True
         return bundle
 
@@ -227,39 +155,11 @@ class Bundle:
 
             verify_entries(entries, native)
         inexact = bf.inexact_numbers_seen()
-        modules: dict[str, str] = {}
-        merged: dict[str, Any] = {}
-        files: dict[str, bytes] = {}
-        sources: list[bf.DataSource] = []
-        manifest: Manifest | None = None
-        # Data files are placed in a fixed order so that the error for a
-        # conflict does not depend on the archive's member order.
-        for name in sorted(entries):
-            raw = entries[name]
-            base = name.rsplit("/", 1)[-1]
-            if name.endswith("signatures.json"):
-                files[name] = raw
-            elif base == "patch.json":
-                raise BundleError("delta bundles (patch.json) are not supported", entry=name)
-            elif name.endswith(".rego"):
-                modules[name] = _decode_rego(raw, name)
-            elif base in bf.DATA_BASENAMES:
-                path = bf.data_path_of(name)
-                if base == "data.json":
-                    value, source = bf.parse_json_source(raw, entry=name, path=path)
-                else:
-                    value = bf.parse_data_file(name, raw, limits=limits)
-                    source = bf.DataSource(path, None, None)
-                sources.append(source)
-                bf.insert_data(merged, path, value, entry=name)
-            elif name.endswith(".manifest"):
-                if manifest is not None:
-                    raise BundleError("more than one manifest in bundle", entry=name)
-                manifest = Manifest.from_json(raw, entry=name)
-            else:
-                files[name] = raw
-        bundle = cls(manifest=manifest or Manifest(), modules=modules, data=merged, files=files)
-        bundle._cache.sources = tuple(sources)
+        parts = bundle_read.parse_entries(entries, limits)
+        bundle = cls(
+            manifest=parts.manifest, modules=parts.modules, data=parts.data, files=parts.files
+        )
+        bundle._cache.sources = parts.sources
         bundle._cache.inexact = bf.inexact_numbers_seen() != inexact
         if any(bf_sig.is_signatures_file(n) for n in entries):
             bundle._cache.source = entries
@@ -302,16 +202,10 @@ class Bundle:
         if cache.source is None:
             with cache.lock:
                 if cache.source is None:
-                    cache.source = self._canonical_entries()
+                    cache.source = bundle_views.canonical_entries(
+                        self.manifest, self.modules, self.data, self.files
+                    )
         return dict(cache.source)
-
-    def _canonical_entries(self) -> dict[str, bytes]:
-        out = dict(self.files)
-        out[".manifest"] = dumps(self.manifest.to_json(), entry=".manifest")
-        out["data.json"] = dumps(dict(self.data), entry="data.json")
-        for name, source in self.modules.items():
-            out[name] = source.encode("utf-8")
-        return out
 
     def to_bytes(self) -> bytes:
         """The bundle as a deterministic ``.tar.gz`` that OPA loads.
@@ -362,16 +256,7 @@ class Bundle:
         holds numbers a float cannot (kept as their text), an exact encoding;
         else ``None``: ``json.dumps`` of the value is exact.
         """
-        cache = self._cache
-        raw = None if cache.sources is None else bf.raw_document(cache.sources, root)
-        if raw is None and cache.inexact:
-            node: Any = self.data
-            for seg in root:
-                if not isinstance(node, Mapping) or seg not in node:
-                    return None
-                node = node[seg]
-            return bf.exact_json(node).encode("utf-8")
-        return raw
+        return bundle_views.raw_document(self._cache, self.data, root)
 
     # -- OPA-native signatures ---------------------------------------------
 
@@ -476,11 +361,6 @@ class Bundle:
         return bf.rego_version_of(
             module, self.manifest.rego_version, self.manifest.file_rego_versions
         )
-
-    def _packages(self) -> dict[str, tuple[str, ...]]:
-        from policysupply._internal.engines.rego_source import package_path
-
-        return {name: package_path(src, entry=name) for name, src in self.modules.items()}
 
     def _rego_versions(self) -> dict[str, int]:
         return {name: self.rego_version_of(name) for name in self.modules}
@@ -615,37 +495,11 @@ class Bundle:
 
     def _repr_html_(self) -> str:
         """A summary table for Jupyter."""
-        e = html.escape
-        rows = [
-            ("Revision", e(self.manifest.revision or "(none)")),
-            ("Roots", e(", ".join(repr(r) for r in self.manifest.effective_roots))),
-            ("Rego version", e(str(self.manifest.rego_version or 1))),
-            ("Digest", f"<code>{e(self.digest)}</code>"),
-            ("Size", f"{len(self.to_bytes()):,} bytes"),
-            (
-                "Modules",
-                "<br>".join(f"<code>{e(m)}</code>" for m in sorted(self.modules)) or "(none)",
-            ),
-            ("Top-level data", e(", ".join(sorted(self.data))) or "(none)"),
-        ]
-        if self.files:
-            rows.append(("Other files", "<br>".join(e(f) for f in sorted(self.files))))
-        body = "".join(
-            f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
-            for k, v in rows
+        return bundle_views.summary_html(
+            self.manifest,
+            digest=self.digest,
+            size=len(self.to_bytes()),
+            modules=self.modules,
+            data=self.data,
+            files=self.files,
         )
-        return f"<table><caption>OPA bundle</caption>{body}</table>"
-
-
-def _decode_rego(raw: bytes, name: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        from policysupply._internal.engines.rego_source import line_of
-
-        good = raw[: exc.start].decode("utf-8")
-        raise BundleError(
-            f"Rego module is not valid UTF-8 (byte {exc.start})",
-            entry=name,
-            line=line_of(good, len(good)),
-        ) from None

@@ -13,7 +13,6 @@ pull or copy never leaves a dangling tag or a partial blob.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import threading
 from collections.abc import Callable
@@ -25,6 +24,8 @@ from policysupply._internal import layout_store, oci, stores, transfer
 from policysupply._internal.credentials import Credentials
 from policysupply._internal.netconfig import RetryPolicy, Timeout
 from policysupply._internal.oci import Descriptor, Reference
+from policysupply._internal.transfer import DownloadCancelled as DownloadCancelled
+from policysupply._internal.transfer import now_rfc3339 as _now_rfc3339
 from policysupply.errors import NotFoundError, RegistryError
 
 if TYPE_CHECKING:
@@ -44,20 +45,6 @@ __all__ = [
 
 Progress = Callable[[int, int], None]
 """Progress callback: ``(bytes done, bytes total)``."""
-
-
-class DownloadCancelled(Exception):
-    """A download stopped because its caller no longer wants the bytes (never escapes the API)."""
-
-
-def _now_rfc3339() -> str:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = (
-        _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
-        if epoch and epoch.isdigit()
-        else _dt.datetime.now(tz=_dt.timezone.utc)
-    )
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Registry:
@@ -301,18 +288,9 @@ class Registry:
             DigestMismatchError: The bytes do not match the descriptor.
             DownloadCancelled: ``cancel`` was set.
         """
-        buf = bytearray()
-        tally = transfer.Tally(progress, layer.size)
-
-        def write(chunk: bytes) -> None:
-            if cancel is not None and cancel.is_set():
-                raise DownloadCancelled(f"download of {layer.digest} cancelled")
-            buf.extend(chunk)
-
-        self._store.read_blob(
-            self._repo(repository), layer.digest, layer.size, buf.clear, write, tally.blob()
+        return transfer.read_layer(
+            self._store, self._repo(repository), layer, progress=progress, cancel=cancel
         )
-        return bytes(buf)
 
     def download(
         self,
@@ -475,15 +453,7 @@ class Registry:
             RegistryError: The blob is larger than ``limit``.
         """
         oci.check_digest(digest)
-        buf = bytearray()
-
-        def write(chunk: bytes) -> None:
-            buf.extend(chunk)
-            if len(buf) > limit:
-                raise RegistryError(f"blob {digest} is larger than {limit} bytes")
-
-        self._store.read_blob(self._repo(repository), digest, None, buf.clear, write, None)
-        return bytes(buf)
+        return transfer.read_small(self._store, self._repo(repository), digest, limit)
 
     def download_blob(
         self,

@@ -16,8 +16,9 @@ from policysupply._internal import cosign_storage as storage
 from policysupply._internal import sigstore_bundle as sb
 from policysupply._internal.oci import Reference
 from policysupply._internal.signing import KeylessSigning, KeySigning, Signed, Signing
+from policysupply._internal.transfer import now_rfc3339 as _now_rfc3339
 from policysupply.errors import SigningError, VerificationError
-from policysupply.registry import Registry, _now_rfc3339
+from policysupply.registry import Registry
 
 __all__ = ["Signature", "Signer", "SigstoreBundle"]
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -14,6 +17,57 @@ from policysupply.errors import RegistryError
 CHUNK = 1024 * 1024
 SPOOL = 8 * 1024 * 1024
 Progress = Callable[[int, int], None]
+
+
+class DownloadCancelled(Exception):
+    """A download stopped because its caller no longer wants the bytes (never escapes the API)."""
+
+
+def now_rfc3339() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = (
+        _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
+        if epoch and epoch.isdigit()
+        else _dt.datetime.now(tz=_dt.timezone.utc)
+    )
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_layer(
+    store: Store,
+    repository: str,
+    layer: Descriptor,
+    *,
+    progress: Progress | None,
+    cancel: threading.Event | None,
+) -> bytes:
+    """A layer's bytes in memory, checked against its digest and size.
+
+    See ``Registry.layer_bytes``.
+    """
+    buf = bytearray()
+    tally = Tally(progress, layer.size)
+
+    def write(chunk: bytes) -> None:
+        if cancel is not None and cancel.is_set():
+            raise DownloadCancelled(f"download of {layer.digest} cancelled")
+        buf.extend(chunk)
+
+    store.read_blob(repository, layer.digest, layer.size, buf.clear, write, tally.blob())
+    return bytes(buf)
+
+
+def read_small(store: Store, repository: str, digest: str, limit: int) -> bytes:
+    """A blob of at most ``limit`` bytes in memory, digest-checked; see ``Registry.get_blob``."""
+    buf = bytearray()
+
+    def write(chunk: bytes) -> None:
+        buf.extend(chunk)
+        if len(buf) > limit:
+            raise RegistryError(f"blob {digest} is larger than {limit} bytes")
+
+    store.read_blob(repository, digest, None, buf.clear, write, None)
+    return bytes(buf)
 
 
 class Tally:

@@ -123,7 +123,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Serve verified bundles to OPA's bundle plugin, following each tag in REFERENCES.",
     ),
     "gate": (
-        "_run_cmds",
+        "_gate_cmds",
         "gate",
         "Decide whether IMAGES may be deployed: their signatures, then the rules.",
     ),

@@ -131,12 +131,12 @@ def review(review: str, config_path: str, mutate: bool, as_json: bool) -> None:
         finally:
             await app.shutdown()
 
-    from policysupply._internal.admission.service import _HTTPError
+    from policysupply._internal.admission.asgi import HTTPError
 
     try:
         with reported(as_json):
             _status, doc = asyncio.run(once())
-    except _HTTPError as exc:
+    except HTTPError as exc:
         sys.exit(report("ReviewError", str(exc), EXIT_USAGE))
     if as_json:
         emit_json({"ok": True, **doc})

@@ -39,7 +39,7 @@ from policysupply.errors import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from policysupply import Verifier
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -479,3 +479,10 @@ def v0_option(f: F) -> F:
         "a bundle manifest's rego_version still wins.",
     )(f)
     return g  # type: ignore[no-any-return]
+
+
+def require_verifier(verifier: Verifier | None) -> Verifier:
+    """The verifier that ``trust_options(required=True)`` guarantees (never ``None``)."""
+    # trust_options(required=True) guarantees a key, identity or policy file.
+    assert verifier is not None  # noqa: S101
+    return verifier

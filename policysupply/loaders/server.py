@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -13,12 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from policysupply._internal import freeze
+import policysupply.loaders._configs as _configs
 from policysupply._internal.oci import Reference
 from policysupply.errors import LoadError
-from policysupply.loaders._common import _require_verified, logger
-from policysupply.loaders._http import EVENTS_PATH, _handler, _listen
-from policysupply.loaders.store import BundleStore, ServedBundle, check_bundle_name, utcnow
+from policysupply.loaders._common import _require_verified
+from policysupply.loaders._http import _handler, _listen
+from policysupply.loaders.store import (
+    BundleStore,
+    ServedBundle,
+    check_bundle_name,
+    log_published,
+    log_stored_expired,
+    served_record,
+    utcnow,
+)
 from policysupply.loaders.watch import BundleWatch, OnExpiry
 from policysupply.verifier import VerifiedBundle
 
@@ -110,20 +116,7 @@ class BundleServer:
         now = utcnow()
         for served, _ in self._served.values():
             if not served.live(now):
-                logger.error(
-                    "stored bundle %s expired at %s (its signature is too old); not serving it",
-                    served.name,
-                    served.expires,
-                    extra={
-                        "event": "policysupply.bundle_expired",
-                        "bundle": served.name,
-                        "reference": str(served.reference),
-                        "digest": served.reference.digest,
-                        "reason": "StaleSignatureError",
-                        "detail": f"expired at {served.expires}",
-                        "serving": None,
-                    },
-                )
+                log_stored_expired(served)
 
     def __repr__(self) -> str:
         where = self.url if self._httpd else "not started"
@@ -168,30 +161,8 @@ class BundleServer:
         """
         verified = _require_verified(verified, "BundleServer.publish")
         check_bundle_name(name)
-        signed_at = (
-            policy.age_from(verified.artifact)
-            if policy is not None
-            else verified.artifact.age_from()
-        )
-        if max_age is not None and signed_at is None:
-            raise LoadError(
-                f"{verified.reference}: no signature carries a signed time, so it cannot be "
-                f"served for at most {max_age}"
-            )
-        expires = None if max_age is None else freeze.deadline(signed_at, max_age)
-        # The verified layer itself, byte for byte (not a re-encoding): its
-        # hash is the layer digest the signed manifest names, and the ETag.
-        payload = verified.tarball
-        served = ServedBundle(
-            name=name,
-            reference=verified.reference,
-            revision=verified.bundle.manifest.revision,
-            etag=f'"{hashlib.sha256(payload).hexdigest()}"',
-            size=len(payload),
-            published=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            signed_at=signed_at,
-            expires=expires,
-        )
+        served, payload = served_record(verified, name, max_age=max_age, policy=policy)
+        signed_at, expires = served.signed_at, served.expires
         with self._changed:
             current = self._served.get(name)
             if current is not None and current[0].etag == served.etag:
@@ -208,21 +179,7 @@ class BundleServer:
             ]
             self._store.sweep(s for s, _ in self._served.values())
             self._changed.notify_all()
-        logger.info(
-            "serving bundle %s revision %r from %s",
-            name,
-            served.revision,
-            served.reference,
-            extra={
-                "event": "policysupply.bundle_published",
-                "bundle": name,
-                "reference": str(served.reference),
-                "digest": served.reference.digest,
-                "revision": served.revision,
-                "etag": served.etag,
-                "expires": None if expires is None else expires.isoformat(),
-            },
-        )
+        log_published(served)
         return served
 
     def _update(self, served: ServedBundle) -> None:
@@ -372,26 +329,13 @@ class BundleServer:
         """
         if self._events_token is None:
             raise LoadError("BundleServer was created without events_token: no receiver")
-        return {
-            "events": {"includereferences": False},
-            "endpoints": [
-                {
-                    "name": name,
-                    "url": self.url + EVENTS_PATH,
-                    "headers": {"Authorization": [f"Bearer {self._events_token}"]},
-                    "timeout": timeout,
-                    "threshold": 3,
-                    "backoff": backoff,
-                    # Only manifest pushes matter (a tag moving, a signature
-                    # arriving): fewer events queue ahead of the one that does.
-                    "ignoredmediatypes": ["application/octet-stream"],
-                    "ignore": {
-                        "mediatypes": ["application/octet-stream"],
-                        "actions": ["pull", "delete", "mount"],
-                    },
-                }
-            ],
-        }
+        return _configs.registry_notifications(
+            url=self.url,
+            events_token=self._events_token,
+            name=name,
+            timeout=timeout,
+            backoff=backoff,
+        )
 
     # -- HTTP -------------------------------------------------------------------------
 
@@ -513,35 +457,18 @@ class BundleServer:
         chosen = names if names is not None else self.names()
         if not chosen:
             raise LoadError("no bundles to configure: publish one or pass names=")
-        svc: dict[str, Any] = {"url": self.url}
-        if self._token is not None:
-            svc["credentials"] = {"bearer": {"token": f"${{{token_env}}}"}}
-        polling: dict[str, Any] = {
-            "min_delay_seconds": min_delay_seconds,
-            "max_delay_seconds": max_delay_seconds,
-        }
-        if long_polling_timeout_seconds is not None:
-            polling["long_polling_timeout_seconds"] = long_polling_timeout_seconds
-        bundles: dict[str, Any] = {
-            check_bundle_name(n): {
-                "service": service,
-                "resource": f"bundles/{n}",
-                "polling": dict(polling),
-            }
-            for n in chosen
-        }
-        if signing is not None:
-            fragment = signing.to_opa_config(chosen[0])
-            keys = fragment["keys"]
-            for source in bundles.values():
-                source["signing"] = dict(fragment["bundles"][chosen[0]]["signing"])
-        else:
-            keys = self._opa_keys(chosen)
-        # Keys first: a reader that stops at the bundles still has them.
-        config: dict[str, Any] = {"keys": keys} if keys else {}
-        config["services"] = {service: svc}
-        config["bundles"] = bundles
-        return config
+        return _configs.opa_config(
+            chosen,
+            url=self.url,
+            has_token=self._token is not None,
+            service=service,
+            min_delay_seconds=min_delay_seconds,
+            max_delay_seconds=max_delay_seconds,
+            long_polling_timeout_seconds=long_polling_timeout_seconds,
+            token_env=token_env,
+            signing=signing,
+            native_keys=self._opa_keys,
+        )
 
     def _opa_keys(self, names: list[str]) -> dict[str, Any]:
         """OPA ``keys`` for ``names``: every public key that may have signed them natively.
@@ -549,40 +476,16 @@ class BundleServer:
         Keys without a ``signing`` block do not make OPA require signatures;
         they let it load (and verify) a bundle that carries one.
         """
-        from policysupply._internal.opa_signatures import is_signatures_file
-        from policysupply._internal.tarball import read_entries
-        from policysupply.errors import VerificationError
-        from policysupply.native import NativeTrust, verify_entries
-
-        out: dict[str, Any] = {}
         with self._lock:
             watches = list(self._watches)
             served = {n: self._served.get(n) for n in names}
             published = {n: list(self._keys.get(n, ())) for n in names}
-        for name in names:
-            candidates = published[name] + [
-                k for w in watches if w.name == name for k in w.verifier.policy.keys
-            ]
-            trust = None
-            with contextlib.suppress(VerificationError):
-                trust = NativeTrust.from_cosign_keys(candidates)
-            entry = served[name]
-            if entry is not None:
-                entries = read_entries(entry[1])
-                if any(is_signatures_file(n) for n in entries):
-                    try:
-                        if trust is None:
-                            raise VerificationError("no key OPA could verify it with")
-                        verify_entries(entries, trust)
-                    except VerificationError as exc:
-                        raise LoadError(
-                            f"bundle {name} carries an OPA-native signature this server has "
-                            f"no matching key for ({exc}); OPA refuses a signed bundle without "
-                            "its key: pass signing=NativeTrust(...) with it"
-                        ) from None
-            if trust is not None:
-                out.update(trust.to_opa_config(name)["keys"])
-        return out
+        return _configs.native_keys(
+            names,
+            watches=watches,
+            served={n: None if e is None else e[1] for n, e in served.items()},
+            published=published,
+        )
 
     def opa_config_yaml(self, names: list[str] | None = None, **options: Any) -> str:
         """:meth:`opa_config` as YAML, ready for ``opa run --server -c``."""

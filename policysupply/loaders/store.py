@@ -9,14 +9,18 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
-from policysupply._internal import fs
+from policysupply._internal import freeze, fs
 from policysupply._internal.oci import Reference
 from policysupply.errors import LoadError, PolicySupplyError
 from policysupply.loaders._common import logger
 from policysupply.trust_state import _iso, _parse_time  # one RFC 3339 format for stored times
+
+if TYPE_CHECKING:
+    from policysupply.verifier import TrustPolicy, VerifiedBundle
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _STORED = re.compile(r"^(?P<name>.+)\.(?P<hex>[0-9a-f]{64})\.tar\.gz$")
@@ -182,3 +186,79 @@ class BundleStore:
                 stale_tar = m is not None and m["name"] in kept and p.name != kept[m["name"]]
                 if stale_tar or (p.name.startswith(".") and p.name.endswith(".tmp")):
                     p.unlink(missing_ok=True)
+
+
+def served_record(
+    verified: VerifiedBundle,
+    name: str,
+    *,
+    max_age: dt.timedelta | None,
+    policy: TrustPolicy | None,
+) -> tuple[ServedBundle, bytes]:
+    """What ``verified`` is served as under ``name``, and the bytes served.
+
+    See ``BundleServer.publish``.
+
+    Raises:
+        LoadError: ``max_age`` is given and no signature carries a signed time.
+    """
+    signed_at = (
+        policy.age_from(verified.artifact) if policy is not None else verified.artifact.age_from()
+    )
+    if max_age is not None and signed_at is None:
+        raise LoadError(
+            f"{verified.reference}: no signature carries a signed time, so it cannot be "
+            f"served for at most {max_age}"
+        )
+    expires = None if max_age is None else freeze.deadline(signed_at, max_age)
+    # The verified layer itself, byte for byte (not a re-encoding): its
+    # hash is the layer digest the signed manifest names, and the ETag.
+    payload = verified.tarball
+    served = ServedBundle(
+        name=name,
+        reference=verified.reference,
+        revision=verified.bundle.manifest.revision,
+        etag=f'"{hashlib.sha256(payload).hexdigest()}"',
+        size=len(payload),
+        published=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        signed_at=signed_at,
+        expires=expires,
+    )
+    return served, payload
+
+
+def log_published(served: ServedBundle) -> None:
+    """Logs event ``policysupply.bundle_published``: ``served`` is now served."""
+    logger.info(
+        "serving bundle %s revision %r from %s",
+        served.name,
+        served.revision,
+        served.reference,
+        extra={
+            "event": "policysupply.bundle_published",
+            "bundle": served.name,
+            "reference": str(served.reference),
+            "digest": served.reference.digest,
+            "revision": served.revision,
+            "etag": served.etag,
+            "expires": None if served.expires is None else served.expires.isoformat(),
+        },
+    )
+
+
+def log_stored_expired(served: ServedBundle) -> None:
+    """Logs event ``policysupply.bundle_expired`` for a stored bundle found too old at start."""
+    logger.error(
+        "stored bundle %s expired at %s (its signature is too old); not serving it",
+        served.name,
+        served.expires,
+        extra={
+            "event": "policysupply.bundle_expired",
+            "bundle": served.name,
+            "reference": str(served.reference),
+            "digest": served.reference.digest,
+            "reason": "StaleSignatureError",
+            "detail": f"expired at {served.expires}",
+            "serving": None,
+        },
+    )

@@ -11,20 +11,23 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from policysupply._internal.admission import review as rv
+from policysupply._internal.admission.asgi import HTTPError as _HTTPError
+from policysupply._internal.admission.asgi import Receive, Scope, Send
+from policysupply._internal.admission.asgi import read_body as _read_body
+from policysupply._internal.admission.asgi import send_bytes as _send
+from policysupply._internal.admission.asgi import send_json as _send_json
 from policysupply._internal.admission.config import AdmissionConfig
-from policysupply._internal.admission.engine import Engine, ImageResult, _TTLMap
+from policysupply._internal.admission.engine import Engine, ImageResult
 from policysupply._internal.admission.metrics import Metrics
+from policysupply._internal.admission.namespaces import NamespaceLabels
 from policysupply.gate import Gate
 
 log = logging.getLogger("policysupply.admission")
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 EXTERNAL_DATA_API = "externaldata.gatekeeper.sh/v1beta1"
 _KIND_GROUPS = {
@@ -42,68 +45,6 @@ _MAX_WARNING_CHARS = 250
 _MAX_AUDIT_CHARS = 8192
 _MAX_MESSAGE_CHARS = 4000
 _MAX_KEYS = 1000
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class NamespaceLabels:
-    """Namespace labels from the Kubernetes API (for the namespace selector), cached 30 s.
-
-    In a pod: the API server at ``https://kubernetes.default.svc`` with the
-    service account's token and CA. A lookup that fails leaves the namespace
-    in scope: its images are checked (fail closed).
-    """
-
-    SA = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-    def __init__(self, api: str | None, *, timeout: float = 2.0) -> None:
-        self._api = api or "https://kubernetes.default.svc"
-        self._timeout = timeout
-        self._cache = _TTLMap(4096)
-        self._client: Any = None
-
-    def _http(self) -> Any:
-        if self._client is None:
-            import os
-
-            import httpx
-
-            headers = {}
-            token = os.path.join(self.SA, "token")
-            if os.path.exists(token):
-                with open(token) as f:
-                    headers["Authorization"] = f"Bearer {f.read().strip()}"
-            ca = os.path.join(self.SA, "ca.crt")
-            verify: Any = ca if os.path.exists(ca) else True
-            self._client = httpx.AsyncClient(headers=headers, verify=verify, timeout=self._timeout)
-        return self._client
-
-    async def get(self, namespace: str) -> Mapping[str, str] | None:
-        hit = self._cache.get(namespace)
-        if hit is not None:
-            return dict(hit)
-        try:
-            resp = await self._http().get(f"{self._api}/api/v1/namespaces/{namespace}")
-            resp.raise_for_status()
-            labels = (resp.json().get("metadata") or {}).get("labels") or {}
-        except Exception as exc:
-            log.warning(
-                "namespace lookup failed", extra={"namespace": namespace, "error": str(exc)}
-            )
-            return None
-        if not isinstance(labels, dict):
-            return None
-        clean = {str(k): str(v) for k, v in labels.items()}
-        self._cache.put(namespace, clean, 30.0)
-        return clean
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
 
 
 def _clip(text: str, limit: int) -> str:
@@ -544,43 +485,3 @@ def _provider_response(items: list[dict[str, Any]], *, system_error: str = "") -
         "kind": "ProviderResponse",
         "response": {"idempotent": True, "items": items, "systemError": system_error},
     }
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    for name, value in scope.get("headers") or ():
-        if name == b"content-length":
-            try:
-                if int(value) > limit:
-                    raise _HTTPError(413, f"request body larger than {limit} bytes")
-            except ValueError:
-                raise _HTTPError(400, "bad Content-Length") from None
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _HTTPError(400, "client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _HTTPError(413, f"request body larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _send(send: Send, status: int, body: bytes, content_type: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_json(send: Send, status: int, doc: Any) -> None:
-    await _send(send, status, json.dumps(doc, separators=(",", ":")).encode(), "application/json")
