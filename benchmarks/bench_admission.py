@@ -302,7 +302,12 @@ def main() -> None:
         one.stop()
         replicas.remove(one)
 
-        shared = {**base, "cache": {"redis": {"url": redis.url}}}
+        key_file = work / "hmac.key"  # the replicas' shared secret (required with Redis)
+        key_file.write_text(os.urandom(16).hex())
+        shared = {
+            **base,
+            "cache": {"redis": {"url": redis.url, "hmac_key_file": str(key_file)}},
+        }
         a, b = Replica(work / "a", shared), Replica(work / "b", shared)
         replicas += [a, b]
         results["two_replicas"] = {"hot": {}, "cold": {}}
