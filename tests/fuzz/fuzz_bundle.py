@@ -9,7 +9,7 @@ from __future__ import annotations
 from tests.fuzz import _harness
 
 with _harness.instrumented():
-    import policysupply._internal.rego  # noqa: F401 - lazily imported by Bundle
+    import policysupply._internal.engines.rego_source  # noqa: F401 - lazily imported by Bundle
     from policysupply._internal import tarball
     from policysupply.bundle import Bundle, Limits
 

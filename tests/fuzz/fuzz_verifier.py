@@ -32,8 +32,6 @@ from pathlib import Path
 from tests.fuzz import _harness
 
 with _harness.instrumented():
-    import policysupply._internal.keyless
-    import policysupply._internal.rego  # noqa: F401 - lazily imported by the code under test
     from policysupply import Bundle, Registry, TrustPolicy, Verifier
     from policysupply._internal import cosign, keys, oci
     from policysupply.bundle import Manifest

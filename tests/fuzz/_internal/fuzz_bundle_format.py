@@ -11,7 +11,7 @@ import json
 from tests.fuzz import _harness
 
 with _harness.instrumented():
-    import policysupply._internal.rego  # noqa: F401 - lazily imported by Bundle
+    import policysupply._internal.engines.rego_source  # noqa: F401 - lazily imported by Bundle
     from policysupply._internal import bundle_format as bf
     from policysupply.bundle import Manifest
 

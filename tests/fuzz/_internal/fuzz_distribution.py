@@ -21,7 +21,7 @@ import httpx
 from tests.fuzz import _harness
 
 with _harness.instrumented():
-    import policysupply._internal.rego  # noqa: F401 - lazily imported by Bundle
+    import policysupply._internal.engines.rego_source  # noqa: F401 - lazily imported by Bundle
     from policysupply import Registry, TrustPolicy, Verifier
     from policysupply._internal import distribution, keys, stores
     from policysupply._internal.credentials import Credentials

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from policysupply._internal.bundle_format import parse_json
-from policysupply._internal.rego import opa_builtins
+from policysupply._internal.engines.rego_source import opa_builtins
 from policysupply.errors import LoadError
 from policysupply.loaders._api import MISSING, DataPath, Rejected
 
