@@ -429,16 +429,17 @@ class Bundle:
         """
         from policysupply._internal.engines import select_engine
 
+        # Keyed by the engine object (select_engine returns one per binary),
+        # not by anything that would ask the engine about itself.
         eng = select_engine(engine)
-        key = repr(eng)
         cache = self._cache
         with cache.lock:
-            prepared = cache.prepared.get(key)
+            prepared = cache.prepared.get(eng)
             if prepared is None:
                 prepared = eng.prepare(
                     dict(self.modules), dict(self.data), rego_versions=self._rego_versions()
                 )
-                cache.prepared[key] = prepared
+                cache.prepared[eng] = prepared
             return prepared
 
     def query(self, query: str, input: Any = None, *, engine: EngineChoice = None) -> list[Any]:

@@ -15,7 +15,7 @@ from policysupply._internal import bundle_format as bf
 from policysupply._manifest import dumps
 
 if TYPE_CHECKING:
-    from policysupply._internal.engines.base import Prepared
+    from policysupply._internal.engines.base import Prepared, RegoEngine
     from policysupply._manifest import Manifest
 
 
@@ -26,7 +26,7 @@ class Cache:
         self.lock = threading.RLock()
         self.bytes: bytes | None = None
         # Compiled preparations per engine (Bundle.prepare), closed with the bundle.
-        self.prepared: dict[str, Prepared] = {}
+        self.prepared: dict[RegoEngine, Prepared] = {}
         # The data files as read (from_bytes), so loaders can send their bytes on.
         self.sources: tuple[bf.DataSource, ...] | None = None
         self.inexact = False  # data holds numbers a float cannot (bf.ExactFloat)
