@@ -65,10 +65,16 @@ def version(as_json: bool) -> None:
     import shutil
 
     from policysupply import __version__
+    from policysupply._internal.engines import ENGINE_ENV, select_engine
+    from policysupply.errors import EngineUnavailableError
 
     opa = os.environ.get("POLICYSUPPLY_OPA") or shutil.which("opa")
-    chosen = (os.environ.get("POLICYSUPPLY_ENGINE") or "auto").strip().lower()
-    engine = chosen if chosen in ("opa", "embedded") else ("opa" if opa else "embedded")
+    # Asked of the selector every command uses, so the answer cannot drift from it.
+    engine: str | None
+    try:
+        engine, engine_error = select_engine(None).name, None
+    except (EngineUnavailableError, ValueError) as exc:
+        engine, engine_error = None, str(exc)
     doc = {
         "version": __version__,
         "python": platform.python_version(),
@@ -77,6 +83,7 @@ def version(as_json: bool) -> None:
         "sigstore": _dist_version("sigstore"),
         "opa": opa,
         "engine": engine,
+        **({"engine_error": engine_error} if engine_error else {}),
     }
     if as_json:
         emit_json({"ok": True, **doc})
@@ -87,7 +94,8 @@ def version(as_json: bool) -> None:
         have = doc[part]
         click.echo(f"{part} {have}" if have else f"{part}: not installed ({what} unavailable)")
     click.echo(f"opa {opa}" if opa else "opa: not found (the embedded engine answers)")
-    click.echo(f"engine {engine} ({'POLICYSUPPLY_ENGINE' if chosen == engine else 'auto'})")
+    source = ENGINE_ENV if os.environ.get(ENGINE_ENV) else "auto"
+    click.echo(f"engine {engine} ({source})" if engine else f"engine: unavailable ({engine_error})")
 
 
 @click.command(cls=Command)
