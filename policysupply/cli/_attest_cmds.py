@@ -27,7 +27,13 @@ from policysupply.cli._sign_cmds import (
     sign_target,
     signer_options,
 )
-from policysupply.cli._targets import NetOptions, open_target, read_json_document, registry_options
+from policysupply.cli._targets import (
+    NetOptions,
+    open_target,
+    read_json_document,
+    read_text_argument,
+    registry_options,
+)
 from policysupply.cli._trust import (
     TrustOptions,
     signature_json,
@@ -107,20 +113,8 @@ def attest(
       policysupply attest oci:./layout:acme/policy:1.0 -k cosign.key \
           --predicate review.json --type https://acme.example/review/v1
     """
-    import sys
-
     kind = predicate_type(type_)
-    try:
-        text = (
-            sys.stdin.read()
-            if predicate_path == "-"
-            else Path(predicate_path).read_text(encoding="utf-8")
-        )
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise click.BadParameter(
-            f"cannot read {predicate_path}: {reason}", param_hint="--predicate"
-        ) from None
+    text = read_text_argument(predicate_path, param="--predicate")
     predicate = read_json_document(text, param="--predicate", what="the predicate")
     if not isinstance(predicate, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--predicate")

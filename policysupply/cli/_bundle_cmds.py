@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ from policysupply.cli._common import (
     usage_error,
     v0_option,
 )
-from policysupply.cli._targets import read_json_document
+from policysupply.cli._targets import read_json_document, read_text_argument
 from policysupply.errors import BundleError, PolicySupplyError
 
 if TYPE_CHECKING:
@@ -224,16 +223,7 @@ def check(
 def _read_input(value: str | None) -> Any:
     if value is None:
         return None
-    if value == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(value).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise click.BadParameter(
-                f"cannot read {value}: {reason}", param_hint="--input"
-            ) from None
+    text = read_text_argument(value, param="--input")
     return read_json_document(text, param="--input", what="the input")
 
 

@@ -22,7 +22,13 @@ from policysupply.cli._common import (
     unavailable_reason,
     usage_error,
 )
-from policysupply.cli._targets import NetOptions, open_target, read_json_document, registry_options
+from policysupply.cli._targets import (
+    NetOptions,
+    open_target,
+    read_json_document,
+    read_text_argument,
+    registry_options,
+)
 from policysupply.cli._trust import (
     TrustOptions,
     rules_trust_options,
@@ -41,18 +47,10 @@ def _read_context(value: str | None) -> dict[str, Any]:
     """``--context``: a JSON object, inline, from a file, or ``-`` for stdin."""
     if value is None:
         return {}
-    if value == "-":
-        text = sys.stdin.read()
-    elif value.lstrip().startswith("{"):
+    if value != "-" and value.lstrip().startswith("{"):
         text = value
     else:
-        try:
-            text = Path(value).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise click.BadParameter(
-                f"cannot read {value}: {reason}", param_hint="--context"
-            ) from None
+        text = read_text_argument(value, param="--context")
     doc = read_json_document(text, param="--context", what="the context")
     if not isinstance(doc, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--context")
@@ -70,14 +68,9 @@ def _images(images: tuple[str, ...], images_from: str | None) -> list[str]:
     refs = list(images)
     if images_from is not None:
         try:
-            text = (
-                sys.stdin.read()
-                if images_from == "-"
-                else Path(images_from).read_text(encoding="utf-8")
-            )
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            usage_error(f"cannot read {images_from}: {reason}", "--images-from")
+            text = read_text_argument(images_from, param="--images-from")
+        except click.BadParameter as exc:  # reported without click's usage text
+            usage_error(exc.message, "--images-from")
         for line in text.splitlines():
             line = line.split("#", 1)[0].strip()
             if line:

@@ -1,4 +1,8 @@
-"""Registries on the command line: the registry options, and references to registries or layouts."""
+"""Registries on the command line: the registry options, and references to registries or layouts.
+
+Also the readers of what other options name: ``KEY=VALUE`` annotations, files
+(or stdin) and JSON documents.
+"""
 
 from __future__ import annotations
 
@@ -235,6 +239,23 @@ def parse_annotations(values: tuple[str, ...], param: str = "-a") -> dict[str, s
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=param)
         out[key] = value
     return out
+
+
+def read_text_argument(value: str, *, param: str) -> str:
+    """The UTF-8 text of the file an option names, or of stdin for ``-``.
+
+    Raises:
+        click.BadParameter: The file cannot be read or is not UTF-8 (exit code 2).
+    """
+    import sys
+
+    if value == "-":
+        return sys.stdin.read()
+    try:
+        return Path(value).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise click.BadParameter(f"cannot read {value}: {reason}", param_hint=param) from None
 
 
 def read_json_document(value: str, *, param: str, what: str = "JSON") -> Any:
