@@ -27,13 +27,7 @@ from policysupply.cli._sign_cmds import (
     sign_target,
     signer_options,
 )
-from policysupply.cli._targets import (
-    NetOptions,
-    open_target,
-    read_json_document,
-    read_text_argument,
-    registry_options,
-)
+from policysupply.cli._targets import NetOptions, open_target, read_json_argument, registry_options
 from policysupply.cli._trust import (
     TrustOptions,
     signature_json,
@@ -114,8 +108,7 @@ def attest(
           --predicate review.json --type https://acme.example/review/v1
     """
     kind = predicate_type(type_)
-    text = read_text_argument(predicate_path, param="--predicate")
-    predicate = read_json_document(text, param="--predicate", what="the predicate")
+    predicate = read_json_argument(predicate_path, param="--predicate", what="the predicate")
     if not isinstance(predicate, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--predicate")
     pinned, sig = sign_target(

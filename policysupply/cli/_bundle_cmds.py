@@ -17,7 +17,7 @@ from policysupply.cli._common import (
     usage_error,
     v0_option,
 )
-from policysupply.cli._targets import read_json_document, read_text_argument
+from policysupply.cli._targets import read_json_argument
 from policysupply.errors import BundleError, PolicySupplyError
 
 if TYPE_CHECKING:
@@ -223,8 +223,7 @@ def check(
 def _read_input(value: str | None) -> Any:
     if value is None:
         return None
-    text = read_text_argument(value, param="--input")
-    return read_json_document(text, param="--input", what="the input")
+    return read_json_argument(value, param="--input", what="the input")
 
 
 def _query_problem(query: str) -> str | None:

@@ -258,6 +258,15 @@ def read_text_argument(value: str, *, param: str) -> str:
         raise click.BadParameter(f"cannot read {value}: {reason}", param_hint=param) from None
 
 
+def read_json_argument(value: str, *, param: str, what: str) -> Any:
+    """The JSON document in the file an option names, or on stdin for ``-``.
+
+    Raises:
+        click.BadParameter: Unreadable, or not JSON (exit code 2).
+    """
+    return read_json_document(read_text_argument(value, param=param), param=param, what=what)
+
+
 def read_json_document(value: str, *, param: str, what: str = "JSON") -> Any:
     """Parses JSON given on the command line, refusing what Python cannot parse safely.
 
