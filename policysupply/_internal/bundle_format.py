@@ -15,15 +15,12 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from policysupply._internal.go_compat import _no_constant
 from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
 from policysupply._internal.yaml_data import parse_yaml as parse_yaml
 from policysupply.errors import BundleError
 
 DATA_BASENAMES = frozenset({"data.json", "data.yaml", "data.yml"})
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class _NonFinite(ValueError):
@@ -141,8 +138,22 @@ def parse_json(raw: bytes, *, entry: str) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BundleError(f"not valid UTF-8 at byte {exc.start}", entry=entry) from None
+    return loads_json(text, raw, entry=entry, parse_float=_finite_float)
+
+
+def loads_json(text: str, raw: bytes, *, entry: str, **hooks: Any) -> Any:
+    r"""``json.loads`` of ``text`` (decoded from ``raw``) as OPA's loader reads JSON.
+
+    ``NaN`` and ``Infinity`` are refused; a lone surrogate escape such as
+    ``"\ud800"`` becomes U+FFFD. ``hooks`` are ``json.loads``' number hooks
+    (``parse_float``, ``parse_int``); an exception they raise that is not a
+    ``ValueError`` passes through.
+
+    Raises:
+        BundleError: Not JSON, naming ``entry`` (and the line where known).
+    """
     try:
-        value = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_no_constant, **hooks)
     except json.JSONDecodeError as exc:
         raise BundleError(
             f"invalid JSON: {exc.msg}", entry=entry, line=exc.lineno, column=exc.colno
@@ -160,7 +171,7 @@ def parse_json(raw: bytes, *, entry: str) -> Any:
     return value
 
 
-_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite_float)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 _WS = re.compile(r"[ \t\n\r]*")
 
 

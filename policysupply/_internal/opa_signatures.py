@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from policysupply._internal.go_compat import RawNumber as RawNumber
-from policysupply._internal.go_compat import _no_constant
 from policysupply._internal.go_compat import go_float as go_float
 from policysupply._internal.go_compat import go_json as go_json
 from policysupply._internal.go_compat import go_match as go_match
@@ -98,25 +97,6 @@ def _checked_float(text: str) -> float:
 _NEGATIVE_ZERO = re.compile(rb"-0(?![0-9.eE])")
 
 
-def _loads(text: str, raw: bytes, entry: str, **hooks: Any) -> Any:
-    from policysupply._internal.bundle_format import (
-        _SURROGATE_ESCAPE,
-        _replace_lone_surrogates,
-    )
-
-    try:
-        value = json.loads(text, parse_constant=_no_constant, **hooks)
-    except json.JSONDecodeError as exc:
-        raise BundleError(
-            f"invalid JSON: {exc.msg}", entry=entry, line=exc.lineno, column=exc.colno
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise BundleError(f"invalid JSON: {exc}", entry=entry) from None
-    if _SURROGATE_ESCAPE.search(raw):
-        value = _replace_lone_surrogates(value)
-    return value
-
-
 def canonical_json(raw: bytes, *, entry: str) -> bytes:
     """The canonical form OPA hashes a JSON document in.
 
@@ -132,12 +112,14 @@ def canonical_json(raw: bytes, *, entry: str) -> bytes:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BundleError(f"not valid UTF-8 at byte {exc.start}", entry=entry) from None
+    from policysupply._internal.bundle_format import loads_json
+
     try:
         if _NEGATIVE_ZERO.search(raw):
             raise _Exotic
-        value = _loads(text, raw, entry, parse_float=_checked_float)
+        value = loads_json(text, raw, entry=entry, parse_float=_checked_float)
     except _Exotic:
-        value = _loads(text, raw, entry, parse_float=RawNumber, parse_int=RawNumber)
+        value = loads_json(text, raw, entry=entry, parse_float=RawNumber, parse_int=RawNumber)
         try:
             return go_json(value, html=False).encode("utf-8")
         except RecursionError:
