@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound="MetricWrapperBase")
+
+
+_PREFIX = "policysupply_admission_"
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
@@ -12,82 +22,64 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.decisions = Counter(
-            "policysupply_admission_decisions",
+        self.decisions = self._declare(
+            Counter,
+            "decisions",
             "Image decisions by endpoint, outcome and first rule that fired",
-            ["endpoint", "outcome", "reason"],
-            registry=r,
+            ("endpoint", "outcome", "reason"),
         )
-        self.reviews = Counter(
-            "policysupply_admission_reviews",
+        self.reviews = self._declare(
+            Counter,
+            "reviews",
             "Admission reviews answered, by endpoint, mode and whether they were allowed",
-            ["endpoint", "mode", "allowed"],
-            registry=r,
+            ("endpoint", "mode", "allowed"),
         )
-        self.latency = Histogram(
-            "policysupply_admission_request_seconds",
+        self.latency = self._declare(
+            Histogram,
+            "request_seconds",
             "Time to answer a request, by endpoint",
-            ["endpoint"],
-            buckets=(
-                0.0005,
-                0.001,
-                0.0025,
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                0.5,
-                1,
-                2.5,
-                5,
-                10,
-            ),
-            registry=r,
+            ("endpoint",),
+            buckets=_LATENCY_BUCKETS,
         )
-        self.cache_hits = Counter(
-            "policysupply_admission_cache_hits",
+        self.cache_hits = self._declare(
+            Counter,
+            "cache_hits",
             "Lookups answered from a cache, by layer (local, redis, tag)",
-            ["layer"],
-            registry=r,
+            ("layer",),
         )
-        self.cache_misses = Counter(
-            "policysupply_admission_cache_misses",
-            "Verifications that went to the registry",
-            registry=r,
+        self.cache_misses = self._declare(
+            Counter, "cache_misses", "Verifications that went to the registry"
         )
-        self.registry_errors = Counter(
-            "policysupply_admission_registry_errors",
-            "Images not decided because a registry failed",
-            registry=r,
+        self.registry_errors = self._declare(
+            Counter, "registry_errors", "Images not decided because a registry failed"
         )
-        self.redis_errors = Counter(
-            "policysupply_admission_redis_errors",
+        self.redis_errors = self._declare(
+            Counter,
+            "redis_errors",
             "Shared-cache operations that failed (the image was verified instead)",
-            registry=r,
         )
-        self.deadline_exceeded = Counter(
-            "policysupply_admission_deadline_exceeded",
-            "Images not decided within the request deadline",
-            registry=r,
+        self.deadline_exceeded = self._declare(
+            Counter, "deadline_exceeded", "Images not decided within the request deadline"
         )
-        self.bad_requests = Counter(
-            "policysupply_admission_bad_requests",
+        self.bad_requests = self._declare(
+            Counter,
+            "bad_requests",
             "Requests refused as malformed, too large or of the wrong method",
-            ["endpoint"],
-            registry=r,
+            ("endpoint",),
         )
-        self.rules_refresh = Counter(
-            "policysupply_admission_rules_refresh",
+        self.rules_refresh = self._declare(
+            Counter,
+            "rules_refresh",
             "Rule bundle refreshes from the signed policy image, by result",
-            ["result"],
-            registry=r,
+            ("result",),
         )
-        self.in_flight = Gauge(
-            "policysupply_admission_in_flight", "Requests being answered", registry=r
-        )
+        self.in_flight = self._declare(Gauge, "in_flight", "Requests being answered")
+
+    def _declare(
+        self, kind: type[M], name: str, doc: str, labels: tuple[str, ...] = (), **options: Any
+    ) -> M:
+        """A ``policysupply_admission_<name>`` metric of ``kind`` in this registry."""
+        return kind(_PREFIX + name, doc, labels, registry=self.registry, **options)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
