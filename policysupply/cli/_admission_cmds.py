@@ -45,6 +45,15 @@ def admission() -> None:
     """
 
 
+_config_option = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The service's configuration file (YAML or JSON).",
+)
+
+
 def _config(path: str, overrides: dict[str, Any]) -> Any:
     """The configuration, with its trust policy files read (errors there are exit code 2)."""
     from policysupply.admission import AdmissionConfig
@@ -58,13 +67,7 @@ def _config(path: str, overrides: dict[str, Any]) -> Any:
 
 
 @admission.command()
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="The service's configuration file (YAML or JSON).",
-)
+@_config_option
 @click.option("--host", help="Listen on this address instead of the file's server.host.")
 @click.option("--port", type=click.IntRange(0, 65535), help="Listen on this port (0: any free).")
 @click.option(
@@ -98,13 +101,7 @@ def serve(config_path: str, host: str | None, port: int | None, log_level: str) 
 
 @admission.command()
 @click.argument("review", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="The service's configuration file (YAML or JSON).",
-)
+@_config_option
 @click.option("--mutate", is_flag=True, help="Answer as the mutating webhook (with a patch).")
 @json_option
 def review(review: str, config_path: str, mutate: bool, as_json: bool) -> None:

@@ -24,6 +24,7 @@ from policysupply.cli._sign_cmds import (
     made_json,
     make_signer,
     print_artifact,
+    scheme_option,
     sign_target,
     signer_options,
 )
@@ -76,13 +77,7 @@ def predicate_type(value: str) -> str:
 )
 @click.option("--type", "type_", default="custom", show_default=True, help=TYPE_HELP)
 @signer_options
-@click.option(
-    "--scheme",
-    type=click.Choice(["legacy", "bundle"]),
-    default="legacy",
-    show_default=True,
-    help="legacy: cosign's .att tag; bundle: a Sigstore bundle referrer (cosign 3).",
-)
+@scheme_option("legacy: cosign's .att tag; bundle: a Sigstore bundle referrer (cosign 3).")
 @registry_options
 @json_option
 def attest(

@@ -9,6 +9,7 @@ import click
 
 from policysupply.cli._common import (
     Command,
+    bundle_output_option,
     emit_json,
     engine_option,
     json_option,
@@ -48,14 +49,7 @@ def load_bundle(source: str, *, param: str = "SOURCE", v0_compatible: bool = Fal
 
 @click.command(cls=Command)
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    default="bundle.tar.gz",
-    show_default=True,
-    help="Where to write the bundle.",
-)
+@bundle_output_option("the bundle")
 @click.option("--revision", help="Manifest revision (e.g. a git SHA).")
 @click.option("--root", "roots", multiple=True, help="Manifest root (repeatable).")
 @click.option("--no-check", is_flag=True, help="Skip compiling the Rego before writing.")

@@ -11,6 +11,7 @@ import click
 from policysupply.cli._common import (
     REFERENCE_HELP,
     Command,
+    bundle_output_option,
     emit_json,
     json_option,
     on_terminal,
@@ -88,14 +89,7 @@ def push(
 
 @click.command(cls=Command, epilog=REFERENCE_HELP)
 @click.argument("reference")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    default="bundle.tar.gz",
-    show_default=True,
-    help="Where to write the bundle tarball.",
-)
+@bundle_output_option("the bundle tarball")
 @click.option(
     "--verify",
     "verify",

@@ -267,6 +267,17 @@ def keyless_token(opts: SignerOptions) -> str:
     )
 
 
+def scheme_option(help: str) -> Callable[[F], F]:
+    """``--scheme legacy|bundle`` (default legacy): where a signature or attestation is stored."""
+    return click.option(
+        "--scheme",
+        type=click.Choice(["legacy", "bundle"]),
+        default="legacy",
+        show_default=True,
+        help=help,
+    )
+
+
 def make_signer(opts: SignerOptions, as_json: bool) -> Signer:
     """The Signer for the options (key password prompted for when needed)."""
     from policysupply import Signer
@@ -285,13 +296,9 @@ def make_signer(opts: SignerOptions, as_json: bool) -> Signer:
 @click.command(cls=Command, epilog=SIGNER_HELP + "\n" + KEY_PROMPT_HELP + "\n" + REFERENCE_HELP)
 @click.argument("reference")
 @signer_options
-@click.option(
-    "--scheme",
-    type=click.Choice(["legacy", "bundle"]),
-    default="legacy",
-    show_default=True,
-    help="legacy: cosign's .sig tag (cosign 2 reads it); "
-    "bundle: a Sigstore bundle referrer (as cosign 3 writes).",
+@scheme_option(
+    "legacy: cosign's .sig tag (cosign 2 reads it); "
+    "bundle: a Sigstore bundle referrer (as cosign 3 writes)."
 )
 @click.option(
     "-a",
