@@ -17,10 +17,10 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from policysupply._internal import layout_store, oci, stores, transfer
+from policysupply._internal.closing import Closing
 from policysupply._internal.credentials import Credentials
 from policysupply._internal.netconfig import RetryPolicy, Timeout
 from policysupply._internal.oci import Descriptor, Reference
@@ -47,7 +47,7 @@ Progress = Callable[[int, int], None]
 """Progress callback: ``(bytes done, bytes total)``."""
 
 
-class Registry:
+class Registry(Closing):
     """A place artifacts are pushed to and pulled from.
 
     Create one with :meth:`remote` or :meth:`local`. Methods take references
@@ -147,17 +147,6 @@ class Registry:
     def close(self) -> None:
         """Closes network connections (a no-op for a local layout)."""
         self._store.close()
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         if self._host:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 import urllib.parse
-from types import TracebackType
 from typing import Any
 
 import attrs
 
+from policysupply._internal.closing import Closing
 from policysupply._internal.oci import Reference
 from policysupply.errors import LoadError
 from policysupply.loaders._api import OpaApi, Rejected
@@ -48,7 +48,7 @@ class LoadResult:
     changed: int
 
 
-class OPA:
+class OPA(Closing):
     """A running OPA server, loaded through its REST API.
 
     ``load`` puts a verified bundle's modules (as policies with ids derived
@@ -126,17 +126,6 @@ class OPA:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    def __enter__(self) -> OPA:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def healthy(self) -> bool:
         """Whether OPA answers ``GET /health`` with 200."""
