@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import attrs
 
 from policysupply._internal import fs, oci
 from policysupply._internal.oci import Descriptor
-from policysupply._internal.stores import Count, Source, Write, media_type_of, referrer_descriptor
+from policysupply._internal.stores import Count, Sink, Source, media_type_of, referrer_descriptor
 from policysupply.errors import DigestMismatchError, NotFoundError, RegistryError
 
 _LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
@@ -108,17 +108,9 @@ class LayoutStore:
         oci.verify_digest(data, digest, what=f"blob {digest} in {repository}")
         return data
 
-    def read_blob(
-        self,
-        repository: str,
-        digest: str,
-        size: int | None,
-        reset: Callable[[], None],
-        write: Write,
-        progress: Count | None,
-    ) -> int:
+    def read_blob(self, repository: str, digest: str, size: int | None, sink: Sink) -> int:
         path = self.blob_path(repository, digest)
-        reset()
+        sink.reset()
         h = hashlib.sha256()
         n = 0
         try:
@@ -128,9 +120,9 @@ class LayoutStore:
                     if size is not None and n > size:
                         break
                     h.update(chunk)
-                    write(chunk)
-                    if progress:
-                        progress(n)
+                    sink.write(chunk)
+                    if sink.progress:
+                        sink.progress(n)
         except FileNotFoundError:
             raise NotFoundError(f"blob {digest} not found in {repository} ({self.root})") from None
         except OSError as exc:

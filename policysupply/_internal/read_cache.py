@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from policysupply._internal.oci import Descriptor, Reference
 from policysupply.errors import RegistryError
 
 if TYPE_CHECKING:
-    from policysupply._internal.stores import Count, Source, Write
+    from policysupply._internal.stores import Count, Sink, Source
     from policysupply.registry import Registry
 
 # What a miss reads a blob with: the verifier reads only signature material,
@@ -102,23 +101,15 @@ class CachedReads:
         self._cache.put(f"manifest:{reference}", data, media_type)
         return data, media_type
 
-    def read_blob(
-        self,
-        repository: str,
-        digest: str,
-        size: int | None,
-        reset: Callable[[], None],
-        write: Write,
-        progress: Count | None,
-    ) -> int:
+    def read_blob(self, repository: str, digest: str, size: int | None, sink: Sink) -> int:
         hit = self._cache.get(f"blob:{digest}")
         if hit is not None:
             data = hit[0]
         else:
             data = self._inner.get_blob(repository, digest, limit=BLOB_LIMIT)
             self._cache.put(f"blob:{digest}", data)
-        reset()
-        write(data)
+        sink.reset()
+        sink.write(data)
         return len(data)
 
     def referrers(

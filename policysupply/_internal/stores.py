@@ -27,6 +27,21 @@ Source = Callable[[], Iterable[bytes]]
 Count = Callable[[int], None]
 
 
+@attrs.frozen
+class Sink:
+    """Where a blob being read goes.
+
+    Attributes:
+        reset: Called before each attempt, so that a retried read starts over.
+        write: Receives the blob's bytes, in order.
+        progress: Receives the number of bytes read so far (``None``: not reported).
+    """
+
+    reset: Callable[[], None]
+    write: Write
+    progress: Count | None = None
+
+
 def media_type_of(data: bytes, declared: str = "") -> str:
     """The manifest's own ``mediaType``, else ``declared``, else by shape."""
     try:
@@ -94,16 +109,8 @@ class Store(Protocol):
         """Whether the blob exists."""
         ...
 
-    def read_blob(
-        self,
-        repository: str,
-        digest: str,
-        size: int | None,
-        reset: Callable[[], None],
-        write: Write,
-        progress: Count | None,
-    ) -> int:
-        """Streams a blob into ``write`` (``reset`` before each attempt), digest-checked."""
+    def read_blob(self, repository: str, digest: str, size: int | None, sink: Sink) -> int:
+        """Streams a blob into ``sink`` (reset before each attempt), digest-checked."""
         ...
 
     def write_blob(
@@ -208,17 +215,14 @@ class RemoteStore:
     def has_blob(self, repository: str, digest: str) -> bool:
         return self.client.blob_exists(repository, digest)
 
-    def read_blob(
-        self,
-        repository: str,
-        digest: str,
-        size: int | None,
-        reset: Callable[[], None],
-        write: Write,
-        progress: Count | None,
-    ) -> int:
+    def read_blob(self, repository: str, digest: str, size: int | None, sink: Sink) -> int:
         return self.client.download_blob(
-            repository, digest, size=size, reset=reset, write=write, progress=progress
+            repository,
+            digest,
+            size=size,
+            reset=sink.reset,
+            write=sink.write,
+            progress=sink.progress,
         )
 
     def write_blob(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from policysupply._internal import cosign_storage, fs, oci
 from policysupply._internal.oci import Descriptor
-from policysupply._internal.stores import Store
+from policysupply._internal.stores import Sink, Store
 from policysupply.errors import RegistryError
 
 CHUNK = 1024 * 1024
@@ -53,7 +53,7 @@ def read_layer(
             raise DownloadCancelled(f"download of {layer.digest} cancelled")
         buf.extend(chunk)
 
-    store.read_blob(repository, layer.digest, layer.size, buf.clear, write, tally.blob())
+    store.read_blob(repository, layer.digest, layer.size, Sink(buf.clear, write, tally.blob()))
     return bytes(buf)
 
 
@@ -66,7 +66,7 @@ def read_small(store: Store, repository: str, digest: str, limit: int) -> bytes:
         if len(buf) > limit:
             raise RegistryError(f"blob {digest} is larger than {limit} bytes")
 
-    store.read_blob(repository, digest, None, buf.clear, write, None)
+    store.read_blob(repository, digest, None, Sink(buf.clear, write))
     return bytes(buf)
 
 
@@ -180,14 +180,7 @@ def transfer(
         def spool_write(chunk: bytes) -> None:
             spool.write(chunk)
 
-        store.read_blob(
-            repository,
-            blob.digest,
-            blob.size,
-            reset,
-            spool_write,
-            None,
-        )
+        store.read_blob(repository, blob.digest, blob.size, Sink(reset, spool_write))
 
         def source() -> Iterable[bytes]:
             spool.seek(0)
@@ -258,7 +251,9 @@ def download_to_file(
         with fs.atomic_file(path, durable=durable) as f:
             writer = fs.BackgroundWriter(f, durable=durable)
             try:
-                store.read_blob(repository, digest, size, writer.reset, writer.write, tally.blob())
+                store.read_blob(
+                    repository, digest, size, Sink(writer.reset, writer.write, tally.blob())
+                )
                 writer.drain()
             finally:
                 writer.close()
