@@ -116,7 +116,6 @@ def load_private_key(data: bytes, password: bytes | None, *, what: str) -> Any:
     """
     from cryptography.exceptions import InternalError, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
     blocks = pem_blocks(data)
     if not blocks:
@@ -148,13 +147,7 @@ def load_private_key(data: bytes, password: bytes | None, *, what: str) -> Any:
         raise SigningError(
             f"{what}: cannot parse the private key ({exc.__class__.__name__})"
         ) from None
-    _require_supported(
-        key,
-        what=what,
-        error=SigningError,
-        ec_type=ec.EllipticCurvePrivateKey,
-        others=(rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey),
-    )
+    _require_supported(key, what=what, error=SigningError)
     return key
 
 
@@ -166,7 +159,6 @@ def load_public_key(data: bytes, *, what: str) -> Any:
     """
     from cryptography.exceptions import InternalError, UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
     try:
         key = serialization.load_pem_public_key(data)
@@ -174,29 +166,24 @@ def load_public_key(data: bytes, *, what: str) -> Any:
         raise VerificationError(f"{what}: unsupported key type or curve ({exc})") from None
     except (ValueError, TypeError, AttributeError, InternalError):
         raise VerificationError(f"{what}: not a PEM public key") from None
-    _require_supported(
-        key,
-        what=what,
-        error=VerificationError,
-        ec_type=ec.EllipticCurvePublicKey,
-        others=(rsa.RSAPublicKey, ed25519.Ed25519PublicKey),
-    )
+    _require_supported(key, what=what, error=VerificationError)
     return key
 
 
-def _require_supported(
-    key: Any,
-    *,
-    what: str,
-    error: type[PolicySupplyError],
-    ec_type: type[Any],
-    others: tuple[type[Any], ...],
-) -> None:
-    """Raises ``error`` unless ``key`` is RSA, Ed25519, or EC on a curve we hash for."""
-    if isinstance(key, ec_type):
+def _require_supported(key: Any, *, what: str, error: type[PolicySupplyError]) -> None:
+    """Raises ``error`` unless ``key`` is RSA, Ed25519, or EC on a curve we hash for.
+
+    ``key`` is public or private: the loaders return only the kind they read.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
         if key.curve.name not in _CURVE_HASHES:
             raise error(f"{what}: unsupported curve {key.curve.name}")
-    elif not isinstance(key, others):
+    elif not isinstance(
+        key,
+        (rsa.RSAPrivateKey, rsa.RSAPublicKey, ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey),
+    ):
         raise error(f"{what}: unsupported key type {type(key).__name__}")
 
 
