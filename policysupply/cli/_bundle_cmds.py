@@ -9,7 +9,6 @@ import click
 
 from policysupply.cli._common import (
     Command,
-    bundle_output_option,
     emit_json,
     engine_option,
     json_option,
@@ -18,6 +17,7 @@ from policysupply.cli._common import (
     usage_error,
     v0_option,
 )
+from policysupply.cli._options import bundle_output_option
 from policysupply.cli._targets import read_json_argument
 from policysupply.errors import BundleError, PolicySupplyError
 

@@ -481,18 +481,6 @@ def v0_option(f: F) -> F:
     return g  # type: ignore[no-any-return]
 
 
-def bundle_output_option(what: str) -> Callable[[F], F]:
-    """``-o/--output FILE``, by default ``bundle.tar.gz``: where to write ``what``."""
-    return click.option(
-        "-o",
-        "--output",
-        type=click.Path(dir_okay=False),
-        default="bundle.tar.gz",
-        show_default=True,
-        help=f"Where to write {what}.",
-    )
-
-
 def require_verifier(verifier: Verifier | None) -> Verifier:
     """The verifier that ``trust_options(required=True)`` guarantees (never ``None``)."""
     # trust_options(required=True) guarantees a key, identity or policy file.

@@ -11,7 +11,6 @@ import click
 from policysupply.cli._common import (
     REFERENCE_HELP,
     Command,
-    bundle_output_option,
     emit_json,
     json_option,
     on_terminal,
@@ -21,6 +20,7 @@ from policysupply.cli._common import (
     stdin_is_terminal,
     usage_error,
 )
+from policysupply.cli._options import bundle_output_option
 from policysupply.cli._targets import NetOptions, by_digest, open_target, registry_options
 from policysupply.cli._trust import (
     TrustOptions,

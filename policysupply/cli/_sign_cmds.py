@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from policysupply.cli._common import (
     stdin_is_terminal,
     usage_error,
 )
+from policysupply.cli._options import option_group
 from policysupply.cli._targets import (
     NetOptions,
     Target,
@@ -141,55 +141,43 @@ them), else a browser sign-in when on a terminal (--oidc picks one).
 """
 
 
-def signer_options(f: F) -> F:
-    """Adds ``--key``, ``--identity-token``, ``--sigstore-trust`` and ``--oidc``."""
-
-    @functools.wraps(f)
-    def wrapper(
-        *args: Any,
-        key: str | None,
-        identity_token: str | None,
-        sigstore_trust: str,
-        oidc: str,
-        **kwargs: Any,
-    ) -> Any:
-        opts = SignerOptions(
-            key=key, identity_token=identity_token, sigstore_trust=sigstore_trust, oidc=oidc
-        )
-        return f(*args, signing=opts, **kwargs)
-
-    g: Any = wrapper
-    g = click.option(
-        "--oidc",
-        type=click.Choice(["auto", "ambient", "browser", "off"]),
-        default="auto",
-        show_default=True,
-        help="Keyless without --identity-token: the CI's ambient credential, a browser "
-        "sign-in (on a terminal), auto (ambient, then browser), or off.",
-    )(g)
-    g = click.option(
-        "--sigstore-trust",
-        default="production",
-        show_default=True,
-        metavar="production|staging|FILE",
-        help="Keyless: the Sigstore deployment; a client trust config JSON (trusted root plus "
-        "signing config: Fulcio, Rekor, TSA and OIDC URLs) for a private one.",
-    )(g)
-    g = click.option(
-        "--identity-token",
-        envvar="SIGSTORE_ID_TOKEN",
-        show_envvar=True,
-        metavar="TOKEN|FILE",
-        help="Keyless: an OIDC identity token (audience sigstore), or a file holding one.",
-    )(g)
-    g = click.option(
-        "-k",
-        "--key",
-        "key",
-        type=click.Path(exists=True, dir_okay=False),
-        help="Private key: cosign.key (encrypted) or a PEM private key.",
-    )(g)
-    return g  # type: ignore[no-any-return]
+signer_options = option_group(
+    SignerOptions,
+    "signing",
+    [
+        click.option(
+            "-k",
+            "--key",
+            "key",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Private key: cosign.key (encrypted) or a PEM private key.",
+        ),
+        click.option(
+            "--identity-token",
+            envvar="SIGSTORE_ID_TOKEN",
+            show_envvar=True,
+            metavar="TOKEN|FILE",
+            help="Keyless: an OIDC identity token (audience sigstore), or a file holding one.",
+        ),
+        click.option(
+            "--sigstore-trust",
+            default="production",
+            show_default=True,
+            metavar="production|staging|FILE",
+            help="Keyless: the Sigstore deployment; a client trust config JSON (trusted root "
+            "plus signing config: Fulcio, Rekor, TSA and OIDC URLs) for a private one.",
+        ),
+        click.option(
+            "--oidc",
+            type=click.Choice(["auto", "ambient", "browser", "off"]),
+            default="auto",
+            show_default=True,
+            help="Keyless without --identity-token: the CI's ambient credential, a browser "
+            "sign-in (on a terminal), auto (ambient, then browser), or off.",
+        ),
+    ],
+)
+"""Adds ``--key``, ``--identity-token``, ``--sigstore-trust`` and ``--oidc`` (``signing``)."""
 
 
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")

@@ -6,7 +6,6 @@ Also the readers of what other options name: ``KEY=VALUE`` annotations, files
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import click
 
-from policysupply.cli._common import F, usage_error
+from policysupply.cli._common import usage_error
+from policysupply.cli._options import option_group
 
 if TYPE_CHECKING:
     from policysupply import Registry
@@ -41,62 +41,45 @@ class NetOptions:
     timeout: float = 120.0
 
 
-def registry_options(f: F) -> F:
-    """Adds the registry options; the command receives them as ``net: NetOptions``."""
-
-    @functools.wraps(f)
-    def wrapper(
-        *args: Any,
-        plain_http: bool,
-        insecure: bool,
-        ca_file: str | None,
-        docker_config: str | None,
-        timeout: float,
-        **kwargs: Any,
-    ) -> Any:
-        net = NetOptions(
-            plain_http=plain_http,
-            insecure=insecure,
-            ca_file=ca_file,
-            docker_config=docker_config,
-            timeout=timeout,
-        )
-        return f(*args, net=net, **kwargs)
-
-    decorated: Any = wrapper
-    decorated = click.option(
-        "--timeout",
-        type=click.FloatRange(min=0.1, max=86400),
-        default=120.0,
-        show_default=True,
-        metavar="SECONDS",
-        help="Give up on a registry operation after this long (retries included).",
-    )(decorated)
-    decorated = click.option(
-        "--docker-config",
-        type=click.Path(dir_okay=False),
-        envvar="POLICYSUPPLY_DOCKER_CONFIG",
-        help="Docker config.json for credentials "
-        "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).",
-    )(decorated)
-    decorated = click.option(
-        "--ca-file",
-        type=click.Path(exists=True, dir_okay=False),
-        envvar="POLICYSUPPLY_CA_FILE",
-        help="Trust exactly the CA certificates in this PEM file for https registries "
-        "(default: the system trust store).",
-    )(decorated)
-    decorated = click.option(
-        "--insecure",
-        is_flag=True,
-        help="Do not verify the registry's TLS certificate (as oras --insecure).",
-    )(decorated)
-    decorated = click.option(
-        "--plain-http",
-        is_flag=True,
-        help="Talk plain HTTP to the registry (implied for loopback hosts).",
-    )(decorated)
-    return decorated  # type: ignore[no-any-return]
+registry_options = option_group(
+    NetOptions,
+    "net",
+    [
+        click.option(
+            "--plain-http",
+            is_flag=True,
+            help="Talk plain HTTP to the registry (implied for loopback hosts).",
+        ),
+        click.option(
+            "--insecure",
+            is_flag=True,
+            help="Do not verify the registry's TLS certificate (as oras --insecure).",
+        ),
+        click.option(
+            "--ca-file",
+            type=click.Path(exists=True, dir_okay=False),
+            envvar="POLICYSUPPLY_CA_FILE",
+            help="Trust exactly the CA certificates in this PEM file for https registries "
+            "(default: the system trust store).",
+        ),
+        click.option(
+            "--docker-config",
+            type=click.Path(dir_okay=False),
+            envvar="POLICYSUPPLY_DOCKER_CONFIG",
+            help="Docker config.json for credentials "
+            "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1, max=86400),
+            default=120.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="Give up on a registry operation after this long (retries included).",
+        ),
+    ],
+)
+"""Adds the registry options; the command receives them as ``net: NetOptions``."""
 
 
 def plain_http(net: NetOptions, host: str) -> bool:

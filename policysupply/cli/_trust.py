@@ -11,6 +11,7 @@ import attrs
 import click
 
 from policysupply.cli._common import EXIT_USAGE, reported, usage_error
+from policysupply.cli._options import option_group
 from policysupply.cli._targets import parse_annotations
 
 if TYPE_CHECKING:
@@ -93,123 +94,15 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
     ``--max-signature-age`` (and ``--state``); the command receives ``trust: TrustOptions``.
     """  # noqa: D205 - the summary needs both lines
 
-    def decorate(f: F) -> F:
-        @functools.wraps(f)
-        def wrapper(
-            *args: Any,
-            keys: tuple[str, ...],
-            threshold: int | None,
-            annotations: tuple[str, ...],
-            docker_reference: str | None,
-            max_signature_age: dt.timedelta | None,
-            insecure_witnessed_age: bool,
-            certificate_identity: str | None,
-            certificate_identity_regexp: str | None,
-            certificate_oidc_issuer: str | None,
-            certificate_oidc_issuer_regexp: str | None,
-            certificate_github_workflow_repository: str | None,
-            trusted_root: str | None,
-            policy: str | None,
-            insecure_ignore_tlog: bool,
-            state_path: str | None = None,
-            **kwargs: Any,
-        ) -> Any:
-            trust = TrustOptions(
-                keys=keys,
-                threshold=threshold,
-                annotations=annotations,
-                docker_reference=docker_reference,
-                max_signature_age=max_signature_age,
-                insecure_witnessed_age=insecure_witnessed_age,
-                state=state_path,
-                identity=certificate_identity,
-                identity_regexp=certificate_identity_regexp,
-                issuer=certificate_oidc_issuer,
-                issuer_regexp=certificate_oidc_issuer_regexp,
-                github_repository=certificate_github_workflow_repository,
-                trusted_root=trusted_root,
-                policy=policy,
-                ignore_tlog=insecure_ignore_tlog,
+    def check(trust: TrustOptions) -> None:
+        if required and not trust.keys and not trust.keyless and not trust.policy:
+            usage_error(
+                "give a trusted --key, a keyless identity (--certificate-identity and "
+                "--certificate-oidc-issuer), or a trust policy file (--policy)"
             )
-            if required and not trust.keys and not trust.keyless and not trust.policy:
-                usage_error(
-                    "give a trusted --key, a keyless identity (--certificate-identity and "
-                    "--certificate-oidc-issuer), or a trust policy file (--policy)"
-                )
-            return f(*args, trust=trust, **kwargs)
 
-        g: Any = wrapper
-        if state:
-            g = click.option(
-                "--state",
-                "state_path",
-                type=click.Path(dir_okay=False),
-                help="Rollback protection: refuse an older revision or a superseded digest "
-                "than this state file last accepted, and record what is accepted.",
-            )(g)
-        for flag, what in (
-            ("--trusted-root", "Sigstore trusted_root.json for keyless signatures and "
-             "transparency logs (offline), or 'staging'. Default: public-good Sigstore."),
-            ("--certificate-github-workflow-repository",
-             "Keyless: the certificate's GitHub workflow repository (owner/name)."),
-            ("--certificate-oidc-issuer-regexp",
-             "Keyless: a regex the whole OIDC issuer must match."),
-            ("--certificate-oidc-issuer", "Keyless: the signer's OIDC issuer, exactly."),
-            ("--certificate-identity-regexp",
-             "Keyless: a regex some whole certificate SAN must match."),
-            ("--certificate-identity",
-             "Keyless: the signer's identity (certificate SAN: e-mail, URI), exactly."),
-        ):  # fmt: skip
-            g = click.option(flag, metavar="TEXT", help=what)(g)
-        g = click.option(
-            "--insecure-ignore-tlog",
-            is_flag=True,
-            help="No signature needs a transparency log entry (cosign's flag; key "
-            "signatures need none by default, keyless ones then need a timestamp).",
-        )(g)
-        g = click.option(
-            "--policy",
-            type=click.Path(exists=True, dir_okay=False),
-            envvar="POLICYSUPPLY_POLICY",
-            help="Trust policy file (YAML/JSON: keys, identities, threshold, attestations, "
-            "allowed registries, signing-time rules); the other options add to it.",
-        )(g)
-        g = click.option(
-            "--insecure-witnessed-age",
-            is_flag=True,
-            help="With --max-signature-age: judge signatures that carry no time their "
-            "signer produced (cosign 3's sign --key) by their transparency-log or timestamp "
-            "time. Anyone can log an old signature again, so this weakens freeze protection.",
-        )(g)
-        g = click.option(
-            "--max-signature-age",
-            metavar="DURATION",
-            callback=parse_duration,
-            help="Refuse material whose newest trusted signature is older than this "
-            "(freeze protection), e.g. 7d.",
-        )(g)
-        g = click.option(
-            "--docker-reference",
-            type=click.Choice(["repository", "exact", "any", "off"]),
-            help="How the repository a signature names must match: same repository on any "
-            "host (survives mirroring; the default), exact host too, or not checked ('any', "
-            "as cosign; 'off' is the same). cosign 3's signatures name no repository: they "
-            "need 'any'.",
-        )(g)
-        g = click.option(
-            "-a",
-            "--annotation",
-            "annotations",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Annotation every counted signature must carry (repeatable).",
-        )(g)
-        g = click.option(
-            "--threshold",
-            type=click.IntRange(min=1),
-            help="Distinct trusted keys that must have signed (default 1).",
-        )(g)
-        g = click.option(
+    options = [
+        click.option(
             "-k",
             "--key",
             "keys",
@@ -217,10 +110,81 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
             type=click.Path(exists=True, dir_okay=False),
             help="Trusted public key (cosign.pub); repeatable."
             + (" Required unless a keyless identity or --policy is given." if required else ""),
-        )(g)
-        return g  # type: ignore[no-any-return]
-
-    return decorate
+        ),
+        click.option(
+            "--threshold",
+            type=click.IntRange(min=1),
+            help="Distinct trusted keys that must have signed (default 1).",
+        ),
+        click.option(
+            "-a",
+            "--annotation",
+            "annotations",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Annotation every counted signature must carry (repeatable).",
+        ),
+        click.option(
+            "--docker-reference",
+            type=click.Choice(["repository", "exact", "any", "off"]),
+            help="How the repository a signature names must match: same repository on any "
+            "host (survives mirroring; the default), exact host too, or not checked ('any', "
+            "as cosign; 'off' is the same). cosign 3's signatures name no repository: they "
+            "need 'any'.",
+        ),
+        click.option(
+            "--max-signature-age",
+            metavar="DURATION",
+            callback=parse_duration,
+            help="Refuse material whose newest trusted signature is older than this "
+            "(freeze protection), e.g. 7d.",
+        ),
+        click.option(
+            "--insecure-witnessed-age",
+            is_flag=True,
+            help="With --max-signature-age: judge signatures that carry no time their "
+            "signer produced (cosign 3's sign --key) by their transparency-log or timestamp "
+            "time. Anyone can log an old signature again, so this weakens freeze protection.",
+        ),
+        click.option(
+            "--policy",
+            type=click.Path(exists=True, dir_okay=False),
+            envvar="POLICYSUPPLY_POLICY",
+            help="Trust policy file (YAML/JSON: keys, identities, threshold, attestations, "
+            "allowed registries, signing-time rules); the other options add to it.",
+        ),
+        click.option(
+            "--insecure-ignore-tlog",
+            "ignore_tlog",
+            is_flag=True,
+            help="No signature needs a transparency log entry (cosign's flag; key "
+            "signatures need none by default, keyless ones then need a timestamp).",
+        ),
+    ]
+    for flag, field, what in (
+        ("--certificate-identity", "identity",
+         "Keyless: the signer's identity (certificate SAN: e-mail, URI), exactly."),
+        ("--certificate-identity-regexp", "identity_regexp",
+         "Keyless: a regex some whole certificate SAN must match."),
+        ("--certificate-oidc-issuer", "issuer", "Keyless: the signer's OIDC issuer, exactly."),
+        ("--certificate-oidc-issuer-regexp", "issuer_regexp",
+         "Keyless: a regex the whole OIDC issuer must match."),
+        ("--certificate-github-workflow-repository", "github_repository",
+         "Keyless: the certificate's GitHub workflow repository (owner/name)."),
+        ("--trusted-root", "trusted_root", "Sigstore trusted_root.json for keyless signatures "
+         "and transparency logs (offline), or 'staging'. Default: public-good Sigstore."),
+    ):  # fmt: skip
+        options.append(click.option(flag, field, metavar="TEXT", help=what))
+    if state:
+        options.append(
+            click.option(
+                "--state",
+                type=click.Path(dir_okay=False),
+                help="Rollback protection: refuse an older revision or a superseded digest "
+                "than this state file last accepted, and record what is accepted.",
+            )
+        )
+    return option_group(TrustOptions, "trust", options, check)
 
 
 def verifier_from_options(
