@@ -28,7 +28,7 @@ from policysupply.errors import (
 )
 
 if TYPE_CHECKING:
-    from policysupply._internal.keyless import TrustMaterial
+    from policysupply._internal.keyless import Evidence, TrustMaterial
 
 # How far ahead of our clock a signed signing time may be: clocks differ by
 # seconds to minutes; a time further ahead is false, and would outlive a
@@ -151,13 +151,8 @@ class Checks:
             trust=self._trust_material(),
             certificate=c.certificate,
             chain_hints=c.chain,
-            signature=c.signature,
             message=c.message,
-            tlog_entries=c.tlog,
-            timestamps=c.timestamps,
-            artifact_sha256=c.artifact_sha256,
-            envelope=c.envelope,
-            envelope_blob=c.envelope_blob,
+            evidence=_evidence(c),
             require_tlog=self.policy.require_tlog is not False,
             require_sct=self.policy.require_sct,
         )
@@ -213,12 +208,7 @@ class Checks:
                 check = keyless.verify_key_times(
                     trust=self._trust_material(),
                     key=key,
-                    signature=c.signature,
-                    tlog_entries=c.tlog,
-                    timestamps=c.timestamps,
-                    artifact_sha256=c.artifact_sha256,
-                    envelope=c.envelope,
-                    envelope_blob=c.envelope_blob,
+                    evidence=_evidence(c),
                     require_tlog=bool(self.policy.require_tlog),
                 )
                 witnessed_at, log_index = check.signed_time, check.log_index
@@ -245,6 +235,20 @@ class Checks:
         else:
             key = self._keys[s.key_id]
         return f"{s.signer}|" + keys.signature_identity(key, c.signature, c.message)
+
+
+def _evidence(c: Candidate) -> Evidence:
+    """What a stored signature offers the log and timestamp checks."""
+    from policysupply._internal.keyless import Evidence
+
+    return Evidence(
+        signature=c.signature,
+        tlog_entries=c.tlog,
+        timestamps=c.timestamps,
+        artifact_sha256=c.artifact_sha256,
+        envelope=c.envelope,
+        envelope_blob=c.envelope_blob,
+    )
 
 
 def reference_mismatch(mode: DockerReferenceCheck, names: list[str], ref: Reference) -> str | None:

@@ -68,6 +68,68 @@ if TYPE_CHECKING:
 
 
 @attrs.frozen(kw_only=True)
+class Evidence:
+    """A signature and what is stored beside it to show when it was made.
+
+    Attributes:
+        signature: The signature.
+        tlog_entries: Candidate transparency-log entries.
+        timestamps: RFC 3161 timestamps (DER) over the signature.
+        artifact_sha256: ``hashedrekord`` content hash (message signatures).
+        envelope: The DSSE envelope (DSSE content).
+        envelope_blob: The stored envelope bytes (cosign legacy ``.att``).
+    """
+
+    signature: bytes
+    tlog_entries: Sequence[TlogEntry] = ()
+    timestamps: Sequence[bytes] = ()
+    artifact_sha256: bytes | None = None
+    envelope: Envelope | None = None
+    envelope_blob: bytes | None = None
+
+
+def _timestamp_times(trust: TrustMaterial, ev: Evidence) -> list[datetime]:
+    """The verified RFC 3161 times over the signature (or, failing that, the stored envelope).
+
+    Raises:
+        VerificationError: A timestamp is malformed, or the trusted root has
+            no timestamp authority.
+    """
+    stamped = trust.timestamp_times(ev.timestamps, ev.signature)
+    if not stamped and ev.timestamps and ev.envelope_blob is not None:
+        # cosign's legacy attestations timestamp the stored envelope, not the signature
+        stamped = trust.timestamp_times(ev.timestamps, ev.envelope_blob)
+    return stamped
+
+
+def _first_log_entry(
+    trust: TrustMaterial, ev: Evidence, verifier_der: bytes, stamped: list[datetime]
+) -> tuple[TlogEntry | None, datetime | None, list[str]]:
+    """The first log entry that names this signature, key and content and verifies.
+
+    Returns:
+        ``(entry, its signed time or None, [])``, or ``(None, None, why each failed)``.
+    """
+    problems: list[str] = []
+    for entry in ev.tlog_entries:
+        try:
+            check_entry_body(
+                entry,
+                signature=ev.signature,
+                verifier_der=verifier_der,
+                artifact_sha256=ev.artifact_sha256,
+                envelope=ev.envelope,
+                envelope_blob=ev.envelope_blob,
+            )
+            when = verify_tlog_entry(entry, trust, times=stamped)
+        except TransparencyLogError as exc:
+            problems.append(str(exc))
+            continue
+        return entry, when, []
+    return None, None, problems
+
+
+@attrs.frozen(kw_only=True)
 class KeylessCheck:
     """A keyless signature whose certificate, log entry and signature verified.
 
@@ -89,13 +151,8 @@ def verify_keyless(
     trust: TrustMaterial,
     certificate: bytes,
     chain_hints: Sequence[bytes],
-    signature: bytes,
     message: bytes,
-    tlog_entries: Sequence[TlogEntry],
-    timestamps: Sequence[bytes] = (),
-    artifact_sha256: bytes | None = None,
-    envelope: Envelope | None = None,
-    envelope_blob: bytes | None = None,
+    evidence: Evidence,
     require_tlog: bool = True,
     require_sct: bool = True,
 ) -> KeylessCheck:
@@ -105,13 +162,9 @@ def verify_keyless(
         trust: The trusted root.
         certificate: DER of the signing certificate.
         chain_hints: Untrusted intermediates offered with it.
-        signature: The signature.
         message: The exact bytes signed (payload, artifact, or DSSE PAE).
-        tlog_entries: Candidate log entries (one must verify and match).
-        timestamps: RFC 3161 timestamps (DER) over the signature.
-        artifact_sha256: ``hashedrekord`` content hash (message signatures).
-        envelope: The DSSE envelope (DSSE content).
-        envelope_blob: The stored envelope bytes (cosign legacy ``.att``).
+        evidence: The signature, its log entries (one must verify and match
+            when there are any or ``require_tlog``) and timestamps.
         require_tlog: Whether a matching, verified log entry is mandatory.
         require_sct: Whether the certificate's SCT must verify.
 
@@ -126,39 +179,20 @@ def verify_keyless(
     from cryptography.hazmat.primitives import serialization
 
     cert = load_certificate(certificate, what="signing certificate")
-    if not keys.verify(cert.public_key(), signature, message):
+    if not keys.verify(cert.public_key(), evidence.signature, message):
         raise UntrustedSignatureError("signature does not verify with its certificate's key")
     der = cert.public_bytes(serialization.Encoding.DER)
-    stamped = trust.timestamp_times(timestamps, signature)
-    if not stamped and timestamps and envelope_blob is not None:
-        # cosign's legacy attestations timestamp the stored envelope, not the signature
-        stamped = trust.timestamp_times(timestamps, envelope_blob)
+    stamped = _timestamp_times(trust, evidence)
     times: list[tuple[str, datetime]] = []
     entry: TlogEntry | None = None
-    if tlog_entries or require_tlog:
-        if not tlog_entries:
+    if evidence.tlog_entries or require_tlog:
+        if not evidence.tlog_entries:
             raise TransparencyLogError("keyless signature has no transparency log entry")
-        problems: list[str] = []
-        for candidate in tlog_entries:
-            try:
-                check_entry_body(
-                    candidate,
-                    signature=signature,
-                    verifier_der=der,
-                    artifact_sha256=artifact_sha256,
-                    envelope=envelope,
-                    envelope_blob=envelope_blob,
-                )
-                when = verify_tlog_entry(candidate, trust, times=stamped)
-            except TransparencyLogError as exc:
-                problems.append(str(exc))
-                continue
-            entry = candidate
-            if when is not None:
-                times.append(("transparency log", when))
-            break
+        entry, when, problems = _first_log_entry(trust, evidence, der, stamped)
         if entry is None:
             raise TransparencyLogError("; ".join(problems))
+        if when is not None:
+            times.append(("transparency log", when))
     times += [("timestamp authority", t) for t in stamped]
     if not times:
         raise VerificationError(
@@ -203,12 +237,7 @@ def verify_key_times(
     *,
     trust: TrustMaterial,
     key: Any,
-    signature: bytes,
-    tlog_entries: Sequence[TlogEntry],
-    timestamps: Sequence[bytes] = (),
-    artifact_sha256: bytes | None = None,
-    envelope: Envelope | None = None,
-    envelope_blob: bytes | None = None,
+    evidence: Evidence,
     require_tlog: bool = False,
 ) -> KeyTimeCheck:
     """Checks the log entries and RFC 3161 timestamps of a key-signed signature.
@@ -222,12 +251,7 @@ def verify_key_times(
     Args:
         trust: The trusted root.
         key: The public key the signature verified with.
-        signature: The signature.
-        tlog_entries: Candidate log entries.
-        timestamps: RFC 3161 timestamps (DER).
-        artifact_sha256: ``hashedrekord`` content hash (message signatures).
-        envelope: The DSSE envelope (DSSE content).
-        envelope_blob: The stored envelope bytes (cosign legacy ``.att``).
+        evidence: The signature, its candidate log entries and timestamps.
         require_tlog: Whether a matching, verified log entry is mandatory.
             Without it, entries and timestamps that do not verify are
             ignored: they just give no time.
@@ -236,36 +260,17 @@ def verify_key_times(
         TransparencyLogError: ``require_tlog`` and no matching, verified entry.
     """
     stamped: list[datetime] = []
-    if timestamps:
+    if evidence.timestamps:
         try:
-            stamped = trust.timestamp_times(timestamps, signature)
-            if not stamped and envelope_blob is not None:
-                # cosign's legacy attestations timestamp the stored envelope
-                stamped = trust.timestamp_times(timestamps, envelope_blob)
+            stamped = _timestamp_times(trust, evidence)
         except VerificationError:
             stamped = []  # malformed, or no TSA in the trusted root: no time from it
-    times: list[datetime] = []
-    log_index: int | None = None
-    problems: list[str] = []
-    for entry in tlog_entries:
-        try:
-            check_entry_body(
-                entry,
-                signature=signature,
-                verifier_der=keys.spki_der(key),
-                artifact_sha256=artifact_sha256,
-                envelope=envelope,
-                envelope_blob=envelope_blob,
-            )
-            when = verify_tlog_entry(entry, trust, times=stamped)
-        except TransparencyLogError as exc:
-            problems.append(str(exc))
-            continue
-        log_index = entry.log_index
-        if when is not None:
-            times.append(when)
-        break
-    if require_tlog and log_index is None:
+    entry, when, problems = _first_log_entry(trust, evidence, keys.spki_der(key), stamped)
+    if require_tlog and entry is None:
         raise TransparencyLogError("; ".join(problems) or "signature has no transparency log entry")
+    times = [when] if when is not None else []
     times += stamped
-    return KeyTimeCheck(signed_time=min(times) if times else None, log_index=log_index)
+    return KeyTimeCheck(
+        signed_time=min(times) if times else None,
+        log_index=entry.log_index if entry is not None else None,
+    )
