@@ -213,16 +213,6 @@ class OpaEngine:
             BundleError: ``opa check`` failed without diagnostics, or timed out.
         """
         del refuse
-        return self._check(modules, data, rego_versions=rego_versions, strict=strict)
-
-    def _check(
-        self,
-        modules: Mapping[str, str],
-        data: Mapping[str, Any],
-        *,
-        rego_versions: RegoVersions,
-        strict: bool,
-    ) -> list[RegoDiagnostic]:
         data_json = _data_json(data)
         root = _private_dir(_size(modules, data_json))
         try:
