@@ -130,8 +130,16 @@ def main() -> None:
     eval_rounds = 7 if args.quick else 21
     with tempfile.TemporaryDirectory() as tmp:
         tar = bundle.write(Path(tmp) / "rules.tar.gz")
-        cmd = [str(opa_bin), "eval", "--format", "json", "--bundle", str(tar), "--stdin-input",
-               DEFAULT_QUERY]
+        cmd = [
+            str(opa_bin),
+            "eval",
+            "--format",
+            "json",
+            "--bundle",
+            str(tar),
+            "--stdin-input",
+            DEFAULT_QUERY,
+        ]
         warm_opa_eval, bare_eval = interleaved(
             [
                 lambda: po._via_eval(DEFAULT_QUERY, doc_json),
@@ -156,8 +164,8 @@ def main() -> None:
     b = Bundle.from_directory(tree)
     tmods, tdata = dict(b.modules), dict(b.data)
     tver = {m: b.rego_version_of(m) for m in tmods}
-    assert opa.check(tmods, tdata, rego_versions=tver) == []
-    assert emb.check(tmods, tdata, rego_versions=tver) == []
+    assert opa.check(tmods, tdata, rego_versions=tver, strict=True, refuse=False) == []
+    assert emb.check(tmods, tdata, rego_versions=tver, strict=False, refuse=True) == []
     check_rounds = 7 if args.quick else 21
     # Interleaved rounds: the machine is shared, load drifts.
     opa_check, eng_check_opa, eng_check_emb = interleaved(
@@ -167,8 +175,8 @@ def main() -> None:
                 capture_output=True,
                 check=True,
             ),
-            lambda: opa.check(tmods, tdata, rego_versions=tver),
-            lambda: emb.check(tmods, tdata, rego_versions=tver),
+            lambda: opa.check(tmods, tdata, rego_versions=tver, strict=True, refuse=False),
+            lambda: emb.check(tmods, tdata, rego_versions=tver, strict=False, refuse=True),
         ],
         check_rounds,
     )
@@ -184,30 +192,45 @@ def main() -> None:
                 [str(opa_bin), "check", "--bundle", str(tree)], capture_output=True, check=True
             ),
             lambda: subprocess.run(
-                [*cli, "check", str(tree), "--engine", "opa"], capture_output=True, check=True,
+                [*cli, "check", str(tree), "--engine", "opa"],
+                capture_output=True,
+                check=True,
                 env=env,
             ),
             lambda: subprocess.run(
-                [*cli, "check", str(tree), "--engine", "embedded"], capture_output=True,
-                check=True, env=env,
+                [*cli, "check", str(tree), "--engine", "embedded"],
+                capture_output=True,
+                check=True,
+                env=env,
             ),
             lambda: subprocess.run(
                 [str(opa_bin), "build", "--bundle", str(tree), "-o", str(out)],
-                capture_output=True, check=True,
+                capture_output=True,
+                check=True,
             ),
             lambda: subprocess.run(
                 [*cli, "build", str(tree), "-o", str(out), "--engine", "opa"],
-                capture_output=True, check=True, env=env,
+                capture_output=True,
+                check=True,
+                env=env,
             ),
             lambda: subprocess.run(
                 [*cli, "build", str(tree), "-o", str(out), "--engine", "embedded"],
-                capture_output=True, check=True, env=env,
+                capture_output=True,
+                check=True,
+                env=env,
             ),
         ],
         check_rounds,
     )
-    fresh_names = ["opa_check", "policysupply_check_opa", "policysupply_check_embedded",
-                   "opa_build", "policysupply_build_opa", "policysupply_build_embedded"]
+    fresh_names = [
+        "opa_check",
+        "policysupply_check_opa",
+        "policysupply_check_embedded",
+        "opa_build",
+        "policysupply_build_opa",
+        "policysupply_build_embedded",
+    ]
 
     ms = lambda s: round(s * 1e3, 3)  # noqa: E731
     result = {

@@ -12,7 +12,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -373,14 +373,15 @@ class Bundle:
         re-assignments. Modules parsed as Rego v0 follow v0's rules.
 
         Args:
-            engine: ``"opa"`` (``opa check --strict`` itself), ``"embedded"``,
+            engine: ``"opa"`` (``opa check`` itself), ``"embedded"``,
                 ``"auto"`` (OPA when its binary is found) or an engine object;
                 ``None``: ``POLICYSUPPLY_ENGINE``, else ``"auto"``. The
                 embedded engine's check does not refuse builtins it cannot
                 evaluate: such a bundle is fine for OPA.
             strict: Also OPA's strict-mode errors (unused imports and local
                 variables, deprecated builtins, shadowed ``input``/``data``),
-                as ``opa check --strict``. Needs the OPA engine.
+                as ``opa check --strict``. Needs the OPA engine: other
+                engines raise ``UnsupportedByEngineError``.
 
         Raises:
             BundleError: Naming the first broken module and line; the message
@@ -388,29 +389,16 @@ class Bundle:
                 ``BundleError``) when ``"opa"`` is asked for and not found.
         """
         from policysupply._internal.engines import select_engine
-        from policysupply.errors import UnsupportedByEngineError
 
-        eng = select_engine(engine)
-        modules, versions = dict(self.modules), self._rego_versions()
-        # By name, so that checking with one engine never imports the other.
-        if eng.name == "opa":
-            from policysupply._internal.engines.opa import OpaEngine
-
-            diags = cast(OpaEngine, eng).check(
-                modules, dict(self.data), rego_versions=versions, strict=strict
-            )
-        elif strict:
-            raise UnsupportedByEngineError(
-                "strict checks (as `opa check --strict`) need the OPA engine (engine='opa')"
-            )
-        elif eng.name == "embedded":
-            from policysupply._internal.engines.embedded import EmbeddedEngine
-
-            diags = cast(EmbeddedEngine, eng).diagnostics(
-                modules, rego_versions=versions, refuse=False
-            )
-        else:
-            diags = eng.check(modules, dict(self.data), rego_versions=versions)
+        # Not refusing: a builtin the embedded engine cannot evaluate is fine
+        # in a bundle that OPA will evaluate.
+        diags = select_engine(engine).check(
+            dict(self.modules),
+            dict(self.data),
+            rego_versions=self._rego_versions(),
+            strict=strict,
+            refuse=False,
+        )
         if diags:
             first = diags[0]
             more = "".join(

@@ -37,6 +37,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# How a case's expected bindings are read: the compliance runner's reading.
+from tests.interop.compliance import values  # noqa: E402
+
 OPA_VERSION = "v1.22.2"
 CASES = Path.home() / f"go/pkg/mod/github.com/open-policy-agent/opa@{OPA_VERSION}/v1/test/cases"
 OUT = ROOT / "policysupply/_internal/engines/embedded_unsupported.json"
@@ -65,50 +68,16 @@ def load_cases(suite: str) -> Iterator[tuple[str, dict[str, Any]]]:
                     yield str(path.relative_to(base)), case
 
 
-def _opa_sort_key(v: Any) -> tuple[int, Any]:
-    # OPA's order across types: null, boolean, number, string, array, object, set.
-    if v is None:
-        return (0, 0)
-    if isinstance(v, bool):
-        return (1, v)
-    if isinstance(v, (int, float)):
-        return (2, v)
-    if isinstance(v, str):
-        return (3, v)
-    if isinstance(v, list):
-        return (4, [_opa_sort_key(x) for x in v])
-    return (5, sorted((k, _opa_sort_key(x)) for k, x in v.items()))
-
-
-def _norm(v: Any) -> Any:
-    """Makes JSON values comparable: 1 == 1.0, and hashable."""
-    if isinstance(v, bool) or v is None or isinstance(v, str):
-        return v
-    if isinstance(v, (int, float)):
-        return float(v) if v == v else v
-    if isinstance(v, list):
-        return tuple(_norm(x) for x in v)
-    if isinstance(v, dict):
-        return tuple(sorted((k, _norm(x)) for k, x in v.items()))
-    return repr(v)
-
-
 def expected_bindings(case: dict[str, Any]) -> set[Any]:
-    return {_norm(b) for b in case["want_result"]}
+    return values.expected_bindings(case["want_result"])
 
 
 def got_bindings(results: list[dict[str, Any]], case: dict[str, Any]) -> set[Any]:
-    out = set()
-    for r in results:
-        b = dict(r.get("bindings") or {})
-        if case.get("ignore_generated_vars"):
-            b = {k: v for k, v in b.items() if not k.startswith("__localq")}
-        if case.get("sort_bindings"):
-            b = {
-                k: sorted(v, key=_opa_sort_key) if isinstance(v, list) else v for k, v in b.items()
-            }
-        out.add(_norm(b))
-    return out
+    return values.result_bindings(
+        results,
+        ignore_generated_vars=bool(case.get("ignore_generated_vars")),
+        sort_bindings=bool(case.get("sort_bindings")),
+    )
 
 
 def builtins_called(case: dict[str, Any]) -> set[str]:

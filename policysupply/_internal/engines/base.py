@@ -1,8 +1,10 @@
 """The seam every Rego engine implements.
 
 Two operations, nothing else: *check* modules and data (the diagnostics
-``opa check`` would report) and *prepare* them once for repeated *queries*
-(results shaped exactly as OPA's REST API and ``opa eval`` return them).
+``opa check`` would report; whether strict, and whether to refuse what the
+engine cannot evaluate, are the caller's explicit choices) and *prepare*
+them once for repeated *queries* (results shaped exactly as OPA's REST API
+and ``opa eval`` return them).
 
 An engine answers as OPA would or raises: compile problems are
 ``BundleError`` naming the module and OPA's line, runtime errors (type errors,
@@ -80,9 +82,33 @@ class RegoEngine(Protocol):
         ...
 
     def check(
-        self, modules: Mapping[str, str], data: Mapping[str, Any], *, rego_versions: RegoVersions
+        self,
+        modules: Mapping[str, str],
+        data: Mapping[str, Any],
+        *,
+        rego_versions: RegoVersions,
+        strict: bool,
+        refuse: bool,
     ) -> list[RegoDiagnostic]:
-        """Every problem ``opa check`` would report for these modules (empty: none)."""
+        """Every problem ``opa check`` would report for these modules (empty: none).
+
+        Args:
+            modules: Module name → Rego source.
+            data: The data document.
+            rego_versions: Each module's Rego version.
+            strict: Also OPA's strict-mode errors, as ``opa check --strict``
+                (unused imports and local variables, deprecated builtins,
+                shadowed ``input``/``data``).
+            refuse: Checking before this engine evaluates the modules: raise
+                for what it would answer differently from OPA. When false
+                (a bundle checked for OPA to evaluate), such builtins are
+                fine and constructs the engine cannot read are diagnostics.
+
+        Raises:
+            UnsupportedByEngineError: ``strict`` and the engine cannot check
+                as ``opa check --strict``; or ``refuse`` and the modules use
+                something the engine cannot answer exactly.
+        """
         ...
 
     def prepare(

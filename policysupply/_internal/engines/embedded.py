@@ -89,29 +89,40 @@ class EmbeddedEngine:
     # -- check -------------------------------------------------------------
 
     def check(
-        self, modules: Mapping[str, str], data: Mapping[str, Any], *, rego_versions: RegoVersions
+        self,
+        modules: Mapping[str, str],
+        data: Mapping[str, Any],
+        *,
+        rego_versions: RegoVersions,
+        strict: bool,
+        refuse: bool,
     ) -> list[RegoDiagnostic]:
         """Every problem ``opa check`` would report that this engine finds.
 
+        Without ``refuse`` (checking a bundle that OPA will evaluate, as
+        ``Bundle.check`` and ``policysupply build`` do), builtins rego-cpp gets
+        wrong are fine, and constructs its parser cannot read are reported as
+        problems of this engine, not raised.
+
         Raises:
-            UnsupportedByEngineError: The modules check, but use a builtin or
-                construct this engine would answer differently from OPA.
+            UnsupportedByEngineError: ``strict`` (OPA's strict-mode checks
+                need the OPA engine); or ``refuse`` and the modules use a
+                builtin or construct this engine would answer differently
+                from OPA.
         """
         del data
-        diags = self.diagnostics(modules, rego_versions=rego_versions, refuse=True)
-        if not diags:
+        if strict:
+            raise UnsupportedByEngineError(
+                "strict checks (as `opa check --strict`) need the OPA engine (engine='opa')"
+            )
+        diags = self._diagnostics(modules, rego_versions=rego_versions, refuse=refuse)
+        if not diags and refuse:
             self._refuse_unsupported(modules)
         return diags
 
-    def diagnostics(
+    def _diagnostics(
         self, modules: Mapping[str, str], *, rego_versions: RegoVersions, refuse: bool
     ) -> list[RegoDiagnostic]:
-        """``check`` without the refusals when ``refuse`` is false.
-
-        For checking a bundle that OPA will evaluate (``policysupply build``):
-        builtins rego-cpp gets wrong are fine there, and constructs its parser
-        cannot read are reported as problems of this engine, not raised.
-        """
         diags: list[RegoDiagnostic] = []
         for name in sorted(modules):
             source = modules[name]
@@ -208,7 +219,7 @@ class EmbeddedEngine:
                 entry=v0[0],
             )
         src.check_value_nesting(data, what="data", entry="data.json")
-        diags = self.check(modules, data, rego_versions=rego_versions)
+        diags = self.check(modules, data, rego_versions=rego_versions, strict=False, refuse=True)
         if diags:
             first = diags[0]
             more = f" ({len(diags) - 1} more problem(s))" if len(diags) > 1 else ""

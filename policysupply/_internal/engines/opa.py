@@ -1,8 +1,9 @@
 """The OPA engine: the real ``opa`` binary behind the engine seam.
 
-* ``check`` runs ``opa check --strict --format json`` on the modules and data
-  written as a bundle directory (a ``.manifest`` carries each module's Rego
-  version), so diagnostics are OPA's own, with the capabilities of the binary.
+* ``check`` runs ``opa check --format json`` (with ``--strict`` when asked)
+  on the modules and data written as a bundle directory (a ``.manifest``
+  carries each module's Rego version), so diagnostics are OPA's own, with
+  the capabilities of the binary.
 * ``prepare`` compiles once (``opa check`` without ``--strict``, as the server
   compiles) and returns an ``OpaPrepared``: a managed ``opa run --server``
   listening on a Unix socket in a private 0700 directory (no TCP port),
@@ -200,24 +201,18 @@ class OpaEngine:
         data: Mapping[str, Any],
         *,
         rego_versions: RegoVersions,
-        strict: bool = True,
+        strict: bool,
+        refuse: bool,
     ) -> list[RegoDiagnostic]:
         """Every problem ``opa check --strict`` (``opa check`` when not ``strict``) reports.
+
+        ``refuse`` changes nothing: OPA evaluates whatever it checks.
 
         Raises:
             EngineUnavailableError: The binary does not run.
             BundleError: ``opa check`` failed without diagnostics, or timed out.
         """
-        return self._check(modules, data, rego_versions=rego_versions, strict=strict)
-
-    def _check(
-        self,
-        modules: Mapping[str, str],
-        data: Mapping[str, Any],
-        *,
-        rego_versions: RegoVersions,
-        strict: bool,
-    ) -> list[RegoDiagnostic]:
+        del refuse
         data_json = _data_json(data)
         root = _private_dir(_size(modules, data_json))
         try:

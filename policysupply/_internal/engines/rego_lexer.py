@@ -83,6 +83,32 @@ def _call_args(toks: list[_Tok], open_idx: int) -> list[tuple[int, int]]:
     return args
 
 
+def _enclosing_open(toks: list[_Tok], i: int, lo: int = 0) -> int | None:
+    """Index of the innermost bracket still open at ``toks[i]``, searching back to ``lo``.
+
+    For ``i`` just past a closing bracket, that is the bracket it closes.
+    ``None`` when no bracket at or after ``lo`` encloses ``i``.
+    """
+    depth = 0
+    for k in range(i - 1, lo - 1, -1):
+        t = toks[k].text
+        if t in (")", "]", "}"):
+            depth += 1
+        elif t in ("(", "[", "{"):
+            if depth == 0:
+                return k
+            depth -= 1
+    return None
+
+
+def _ref_start(toks: list[_Tok], end: int, lo: int = 0) -> int:
+    """Index of the first name of the dotted reference (``a.b.c``) ending at ``toks[end]``."""
+    start = end
+    while start - 2 >= lo and toks[start - 1].text == "." and toks[start - 2].kind == "ident":
+        start -= 2
+    return start
+
+
 _KEYWORDS = frozenset(
     {
         "if",

@@ -21,7 +21,9 @@ from policysupply._internal.engines.rego_calls import (
 from policysupply._internal.engines.rego_lexer import (
     _KEYWORDS,
     _call_args,
+    _enclosing_open,
     _lines_first_tokens,
+    _ref_start,
     _Tok,
     _tokens,
     line_of,
@@ -196,21 +198,11 @@ def _rule_problems(
         )
         # `f(x) := v` inside a body: OPA "cannot assign to call".
         if tok.text == ":=" and i > a and toks[i - 1].text == ")" and depth_stack:
-            k, d = i - 1, 0
-            while k >= a:
-                t = toks[k].text
-                if t in (")", "]", "}"):
-                    d += 1
-                elif t in ("(", "[", "{"):
-                    d -= 1
-                    if d == 0:
-                        break
-                k -= 1
-            m = k - 1
-            while m - 2 >= a and toks[m - 1].text == "." and toks[m - 2].kind == "ident":
-                m -= 2
+            k = _enclosing_open(toks, i - 1, a)
+            m = _ref_start(toks, k - 1, a) if k is not None else a
             if (
-                k > a
+                k is not None
+                and k > a
                 and toks[k - 1].kind == "ident"
                 and m >= a
                 and (

@@ -10,6 +10,9 @@ from policysupply._internal.engines.rego_calls import (
     calls,
 )
 from policysupply._internal.engines.rego_lexer import (
+    _call_args,
+    _enclosing_open,
+    _ref_start,
     _Tok,
     _tokens,
 )
@@ -44,32 +47,17 @@ def _literal_text(tok: _Tok) -> str | None:
 
 
 def _arg_index(toks: list[_Tok], i: int) -> tuple[str, int] | None:
-    """(called function, argument index) if ``toks[i]`` is a whole call argument."""
-    depth = 0
-    index = 0
-    k = i - 1
-    while k >= 0:
-        t = toks[k].text
-        if t in (")", "]", "}"):
-            depth += 1
-        elif t in ("(", "[", "{"):
-            if depth == 0:
-                if t != "(" or k == 0 or toks[k - 1].kind != "ident":
-                    return None
-                parts = [toks[k - 1].text]
-                m = k - 2
-                while m >= 1 and toks[m].text == "." and toks[m - 1].kind == "ident":
-                    parts.insert(0, toks[m - 1].text)
-                    m -= 2
-                nxt = toks[i + 1].text if i + 1 < len(toks) else ""
-                if nxt not in (",", ")"):
-                    return None
-                return ".".join(parts), index
-            depth -= 1
-        elif t == "," and depth == 0:
-            index += 1
-        k -= 1
-    return None
+    """(called function, argument index) if ``toks[i]`` ends a call argument."""
+    k = _enclosing_open(toks, i)
+    if k is None or toks[k].text != "(" or k == 0 or toks[k - 1].kind != "ident":
+        return None
+    if i + 1 >= len(toks) or toks[i + 1].text not in (",", ")"):
+        return None
+    index = next((n for n, (s, e) in enumerate(_call_args(toks, k)) if s <= i < e), None)
+    if index is None:
+        return None
+    name = ".".join(toks[j].text for j in range(_ref_start(toks, k - 1), k, 2))
+    return name, index
 
 
 def unsupported_constructs(

@@ -42,6 +42,8 @@ from typing import Any
 import attrs
 import yaml
 
+from tests.interop.compliance import values
+
 ROOT = Path(__file__).resolve().parents[3]
 RESULTS = ROOT / "benchmarks" / "results" / "compliance.json"
 VERDICTS = ("agree", "refused", "different", "crash")
@@ -196,51 +198,12 @@ def _case(suite: str, file: str, raw: Mapping[str, Any]) -> Case:
 # -- comparing ------------------------------------------------------------------
 
 
-def _order(v: Any) -> tuple[int, Any]:
-    # OPA's order across types: null, boolean, number, string, array, object.
-    if v is None:
-        return (0, 0)
-    if isinstance(v, bool):
-        return (1, v)
-    if isinstance(v, (int, float)):
-        return (2, v)
-    if isinstance(v, str):
-        return (3, v)
-    if isinstance(v, list):
-        return (4, [_order(x) for x in v])
-    return (5, sorted((k, _order(x)) for k, x in v.items()))
-
-
-def _norm(v: Any) -> Any:
-    """Hashable and number-kind-blind (OPA compares 1 and 1.0 as equal)."""
-    if isinstance(v, bool) or v is None or isinstance(v, str):
-        return v
-    if isinstance(v, (int, float)):
-        return float(v) if abs(v) < 2**53 else v
-    if isinstance(v, list):
-        return tuple(_norm(x) for x in v)
-    if isinstance(v, dict):
-        return tuple(sorted((_key(k), _norm(x)) for k, x in v.items()))
-    return repr(v)
-
-
-def _key(k: Any) -> str:
-    """An object key as Go's YAML decoder reads it into map[string]any (``1:`` is "1")."""
-    if isinstance(k, bool):
-        return "true" if k else "false"
-    return "null" if k is None else str(k)
-
-
 def _got(results: Iterable[Mapping[str, Any]], case: Case) -> set[Any]:
-    out = set()
-    for r in results:
-        b = dict(r.get("bindings") or {})
-        if case.ignore_generated_vars:
-            b = {k: v for k, v in b.items() if not k.startswith("__localq")}
-        if case.sort_bindings:
-            b = {k: sorted(v, key=_order) if isinstance(v, list) else v for k, v in b.items()}
-        out.add(_norm(b))
-    return out
+    return values.result_bindings(
+        results,
+        ignore_generated_vars=case.ignore_generated_vars,
+        sort_bindings=case.sort_bindings,
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -275,7 +238,7 @@ def classify(case: Case, *, engine: str, results: Any = None, error: BaseExcepti
         return "agree"
     if case.wants_error:
         return "different"
-    want = {_norm(dict(b)) for b in case.want_result or []}
+    want = values.expected_bindings(case.want_result)
     return "agree" if _got(results, case) == want else "different"
 
 

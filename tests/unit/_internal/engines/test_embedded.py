@@ -185,7 +185,7 @@ def test_deny_rule_with_runtime_error_fails_closed(engine: EmbeddedEngine) -> No
 def test_builtin_rego_cpp_gets_wrong_is_refused(engine: EmbeddedEngine, call: str) -> None:
     modules = {"b.rego": f"package b\n\nx := {call}\n"}
     with pytest.raises(UnsupportedByEngineError) as err:
-        engine.check(modules, {}, rego_versions={"b.rego": 1})
+        engine.check(modules, {}, rego_versions={"b.rego": 1}, strict=False, refuse=True)
     assert USE_OPA in str(err.value)
     assert err.value.entry == "b.rego"
     assert err.value.line == 3
@@ -302,7 +302,7 @@ def test_check_reports_semantic_errors_as_opa(engine: EmbeddedEngine) -> None:
             "deny contains msg if input.bad\n\nn := count(42)\n"
         )
     }
-    diags = engine.check(modules, {}, rego_versions={"m.rego": 1})
+    diags = engine.check(modules, {}, rego_versions={"m.rego": 1}, strict=False, refuse=True)
     assert [(d.line, d.message) for d in diags] == [
         (5, "var x assigned above"),
         (8, "var msg is unsafe"),
@@ -313,4 +313,6 @@ def test_check_reports_semantic_errors_as_opa(engine: EmbeddedEngine) -> None:
 def test_check_accepts_the_default_gate_rules(engine: EmbeddedEngine) -> None:
     rules = Path(__file__).resolve().parents[4] / "policysupply" / "rules" / "gate.rego"
     modules = {"gate.rego": rules.read_text()}
-    assert engine.check(modules, {}, rego_versions={"gate.rego": 1}) == []
+    assert (
+        engine.check(modules, {}, rego_versions={"gate.rego": 1}, strict=False, refuse=True) == []
+    )

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from policysupply import Bundle
 from policysupply._internal.engines import select_engine
-from policysupply._internal.engines.base import EngineUnavailableError, UnsupportedByEngineError
+from policysupply._internal.engines.base import (
+    EngineUnavailableError,
+    RegoDiagnostic,
+    UnsupportedByEngineError,
+)
 from policysupply.errors import BundleError
 from tests.conftest import peer
 
@@ -103,3 +109,87 @@ def test_v0_bundles_are_answered_by_opa_and_refused_by_embedded() -> None:
     assert b.evaluate("data.v0.deny", {"bad": True}, engine="opa") == ["bad"]
     with pytest.raises(UnsupportedByEngineError, match="v0"):
         b.evaluate("data.v0.deny", {"bad": True}, engine="embedded")
+
+
+class _RecordingEngine:
+    """An engine object that answers check with what it is given."""
+
+    def __init__(self, diags: list[RegoDiagnostic]) -> None:
+        self.diags = diags
+        self.calls: list[dict[str, object]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    def check(
+        self,
+        modules: Mapping[str, str],
+        data: Mapping[str, Any],
+        *,
+        rego_versions: Mapping[str, int],
+        strict: bool,
+        refuse: bool,
+    ) -> list[RegoDiagnostic]:
+        self.calls.append(
+            {
+                "modules": dict(modules),
+                "data": dict(data),
+                "versions": dict(rego_versions),
+                "strict": strict,
+                "refuse": refuse,
+            }
+        )
+        return self.diags
+
+    def prepare(self, modules: Mapping[str, str], data: Mapping[str, Any], **_: Any) -> Any:
+        raise AssertionError("check must not prepare")
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_bundle_check_asks_the_engine_without_refusals(strict: bool) -> None:
+    engine = _RecordingEngine([])
+    V1.check(engine=engine, strict=strict)
+    assert engine.calls == [
+        {
+            "modules": dict(V1.modules),
+            "data": {},
+            "versions": {"p.rego": 1},
+            "strict": strict,
+            "refuse": False,
+        }
+    ]
+
+
+def test_bundle_check_raises_the_first_diagnostic_and_counts_the_rest() -> None:
+    engine = _RecordingEngine(
+        [
+            RegoDiagnostic(entry="p.rego", line=3, message="first"),
+            RegoDiagnostic(entry="q.rego", line=None, message="second"),
+        ]
+    )
+    with pytest.raises(BundleError, match=r"first \(1 more problem\(s\):\n  q.rego: second\)") as e:
+        V1.check(engine=engine)
+    assert (e.value.entry, e.value.line) == ("p.rego", 3)
+
+
+def test_strict_check_needs_the_opa_engine() -> None:
+    with pytest.raises(UnsupportedByEngineError, match="need the OPA engine"):
+        V1.check(engine="embedded", strict=True)
+
+
+def test_strict_check_is_opt_in_with_opa() -> None:
+    unused = Bundle(modules={"u.rego": "package u\n\nimport data.x\n\nallow := true\n"})
+    unused.check(engine=select_engine("opa", opa=peer("opa")))
+    with pytest.raises(BundleError, match=r"import data\.x unused"):
+        unused.check(engine=select_engine("opa", opa=peer("opa")), strict=True)
+    unused.check(engine="embedded")
+
+
+def test_embedded_check_refuses_only_when_asked() -> None:
+    engine = select_engine("embedded")
+    modules = {"n.rego": 'package n\n\nallow if net.cidr_contains("10.0.0.0/8", input.net)\n'}
+    versions = {"n.rego": 1}
+    assert engine.check(modules, {}, rego_versions=versions, strict=False, refuse=False) == []
+    with pytest.raises(UnsupportedByEngineError, match="OPA engine"):
+        engine.check(modules, {}, rego_versions=versions, strict=False, refuse=True)
