@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,7 +25,7 @@ from policysupply.errors import BundleError
 
 if TYPE_CHECKING:
     from policysupply._internal.engines import EngineChoice
-    from policysupply._internal.engines.base import Prepared
+    from policysupply._internal.engines.base import Prepared, RegoDiagnostic
     from policysupply._native_trust import NativeTrust, NativeVerification
 
 __all__ = ["Bundle", "Limits", "Manifest"]
@@ -114,6 +114,7 @@ class Bundle:
         bundle = cls(
             manifest=parts.manifest, modules=parts.modules, data=parts.data, files=parts.files
         )
+        bundle._cache.parsed_data = True
         if parts.source is not None:
             bundle._cache.source = parts.source
             bundle._cache.signed_source = True
@@ -160,6 +161,7 @@ class Bundle:
             manifest=parts.manifest, modules=parts.modules, data=parts.data, files=parts.files
         )
         bundle._cache.sources = parts.sources
+        bundle._cache.parsed_data = True
         bundle._cache.inexact = bf.inexact_numbers_seen() != inexact
         if any(bf_sig.is_signatures_file(n) for n in entries):
             bundle._cache.source = entries
@@ -387,6 +389,19 @@ class Bundle:
                 lists every problem found. ``EngineUnavailableError`` (a
                 ``BundleError``) when ``"opa"`` is asked for and not found.
         """
+        self._start_check(engine, strict=strict)()
+
+    def _start_check(
+        self, engine: EngineChoice = None, *, strict: bool = False
+    ) -> Callable[[], None]:
+        """Starts :meth:`check`; the function returned finishes it (and raises as ``check``).
+
+        With the OPA engine, ``opa check`` runs while the caller does other
+        work (the CLI writes the tarball meanwhile); the function returned
+        must be called, on every path, to collect it. Errors that ``check``
+        raises before running the engine (no engine, unusable modules) are
+        raised here.
+        """
         from policysupply._internal.engines import select_engine
         from policysupply.errors import UnsupportedByEngineError
 
@@ -396,14 +411,19 @@ class Bundle:
         if eng.name == "opa":
             from policysupply._internal.engines.opa import OpaEngine
 
-            diags = cast(OpaEngine, eng).check(
-                modules, dict(self.data), rego_versions=versions, strict=strict
+            pending = cast(OpaEngine, eng).start_check(
+                modules,
+                dict(self.data),
+                rego_versions=versions,
+                strict=strict,
+                data_is_json=self._cache.parsed_data,
             )
-        elif strict:
+            return lambda: _raise_first(pending())
+        if strict:
             raise UnsupportedByEngineError(
                 "strict checks (as `opa check --strict`) need the OPA engine (engine='opa')"
             )
-        elif eng.name == "embedded":
+        if eng.name == "embedded":
             from policysupply._internal.engines.embedded import EmbeddedEngine
 
             diags = cast(EmbeddedEngine, eng).diagnostics(
@@ -411,13 +431,8 @@ class Bundle:
             )
         else:
             diags = eng.check(modules, dict(self.data), rego_versions=versions)
-        if diags:
-            first = diags[0]
-            more = "".join(
-                f"\n  {d.entry}{f':{d.line}' if d.line else ''}: {d.message}" for d in diags[1:]
-            )
-            suffix = f" ({len(diags) - 1} more problem(s):{more})" if more else ""
-            raise BundleError(first.message + suffix, entry=first.entry, line=first.line)
+        _raise_first(diags)
+        return lambda: None
 
     def prepare(self, engine: EngineChoice = None) -> Prepared:
         """The bundle compiled by ``engine`` for repeated queries (cached per engine).
@@ -504,3 +519,14 @@ class Bundle:
             data=self.data,
             files=self.files,
         )
+
+
+def _raise_first(diags: Sequence[RegoDiagnostic]) -> None:
+    """Raises ``BundleError`` for the first diagnostic, listing the others."""
+    if diags:
+        first = diags[0]
+        more = "".join(
+            f"\n  {d.entry}{f':{d.line}' if d.line else ''}: {d.message}" for d in diags[1:]
+        )
+        suffix = f" ({len(diags) - 1} more problem(s):{more})" if more else ""
+        raise BundleError(first.message + suffix, entry=first.entry, line=first.line)

@@ -30,6 +30,9 @@ class Cache:
         # The data files as read (from_bytes), so loaders can send their bytes on.
         self.sources: tuple[bf.DataSource, ...] | None = None
         self.inexact = False  # data holds numbers a float cannot (bf.ExactFloat)
+        # The data was parsed from JSON/YAML files (from_directory, from_bytes):
+        # JSON by construction, so checks need not serialise it to find out.
+        self.parsed_data = False
         # The entries to_bytes() writes. Set when reading a bundle that
         # carries an OPA-native signature: its signature covers the bytes as
         # read, and rewriting data or manifest in our canonical form could

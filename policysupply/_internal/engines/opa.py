@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from policysupply._internal.engines.base import (
 from policysupply._internal.engines.opa_bundle import (
     _BundleDir,
     _data_json,
+    _data_paths_json,
     _digest,
     _location,
     _opa_errors,
@@ -178,6 +179,33 @@ class OpaEngine:
         strict = "" if self._strict else ", strict_builtin_errors=False"
         return f"OpaEngine(opa={self._opa!r}, version={version!r}{strict})"
 
+    def _start(self, args: list[str]) -> subprocess.Popen[bytes]:
+        try:
+            return subprocess.Popen(
+                [self._opa, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise EngineUnavailableError(f"{self._opa} does not run: {exc}") from None
+
+    def _collect(
+        self, proc: subprocess.Popen[bytes], what: str
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Waits for ``proc`` as ``subprocess.run`` does (killed after the timeout)."""
+        try:
+            out, err = proc.communicate(timeout=self._timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise BundleError(f"{what} took longer than {self._timeout} s") from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
     def _run(self, args: list[str], what: str) -> subprocess.CompletedProcess[bytes]:
         try:
             return subprocess.run(
@@ -208,26 +236,60 @@ class OpaEngine:
             EngineUnavailableError: The binary does not run.
             BundleError: ``opa check`` failed without diagnostics, or timed out.
         """
-        return self._check(modules, data, rego_versions=rego_versions, strict=strict)
+        return self.start_check(modules, data, rego_versions=rego_versions, strict=strict)()
 
-    def _check(
+    def start_check(
         self,
         modules: Mapping[str, str],
         data: Mapping[str, Any],
         *,
         rego_versions: RegoVersions,
-        strict: bool,
-    ) -> list[RegoDiagnostic]:
-        data_json = _data_json(data)
-        root = _private_dir(_size(modules, data_json))
+        strict: bool = True,
+        data_is_json: bool = False,
+    ) -> Callable[[], list[RegoDiagnostic]]:
+        """Starts :meth:`check`: ``opa check`` runs while the caller goes on.
+
+        The function returned waits for it and returns the diagnostics; it
+        must be called on every path (it removes the temporary bundle).
+
+        ``opa check`` reads data only to find rules that conflict with it,
+        which depends on the paths the data has, not on its values: it is
+        given the data's objects with their keys and every other value as
+        ``null`` (a large data document is neither written nor parsed again).
+
+        Args:
+            modules: Entry name -> Rego source.
+            data: The data document.
+            rego_versions: Entry name -> 0 or 1.
+            strict: ``opa check --strict``.
+            data_is_json: ``data`` is known to be JSON (parsed from files), so
+                it need not be serialised to find out.
+
+        Raises:
+            EngineUnavailableError: The binary does not run.
+            BundleError: The data is not JSON, or a Rego version is not 0 or 1.
+        """
+        if not data_is_json:
+            _data_json(data)  # raises as check always has for data that is not JSON
+        paths_json = _data_paths_json(data)
+        root = _private_dir(_size(modules, paths_json))
         try:
-            bundle = _BundleDir(root / "b", modules, data_json, rego_versions)
-            diags = self._check_dir(bundle, strict=strict)
-        finally:
+            bundle = _BundleDir(root / "b", modules, paths_json, rego_versions)
+            proc = self._start(self._check_args(bundle, strict=strict))
+        except BaseException:
             shutil.rmtree(root, ignore_errors=True)
-        if not diags:
-            self._remember_compiled(_digest(modules, data_json, rego_versions))
-        return diags
+            raise
+
+        def finish() -> list[RegoDiagnostic]:
+            try:
+                diags = self._check_result(bundle, self._collect(proc, "opa check"))
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+            if not diags:
+                self._remember_compiled(_digest(modules, paths_json, rego_versions))
+            return diags
+
+        return finish
 
     def _remember_compiled(self, digest: bytes) -> None:
         with self._compiled_lock:
@@ -236,13 +298,21 @@ class OpaEngine:
             while len(self._compiled) > 64:
                 self._compiled.popitem(last=False)
 
-    def _check_dir(self, bundle: _BundleDir, *, strict: bool) -> list[RegoDiagnostic]:
+    def _check_args(self, bundle: _BundleDir, *, strict: bool) -> list[str]:
         args = ["check", "--format", "json", "--bundle", str(bundle.root)]
         if strict:
             args.insert(1, "--strict")
         if bundle.v0:
             args.append("--v0-compatible")
-        proc = self._run(args, "opa check")
+        return args
+
+    def _check_dir(self, bundle: _BundleDir, *, strict: bool) -> list[RegoDiagnostic]:
+        proc = self._run(self._check_args(bundle, strict=strict), "opa check")
+        return self._check_result(bundle, proc)
+
+    def _check_result(
+        self, bundle: _BundleDir, proc: subprocess.CompletedProcess[bytes]
+    ) -> list[RegoDiagnostic]:
         if proc.returncode == 0:
             return []
         errors = _opa_errors(proc)
@@ -271,7 +341,8 @@ class OpaEngine:
             EngineUnavailableError: The binary does not run.
         """
         data_json = _data_json(data)
-        digest = _digest(modules, data_json, rego_versions)
+        # What `opa check` compiled depends on the data's paths only (see start_check).
+        digest = _digest(modules, _data_paths_json(data), rego_versions)
         with self._compiled_lock:
             compiled = digest in self._compiled
         root = _private_dir(_size(modules, data_json))
