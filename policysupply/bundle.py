@@ -18,7 +18,6 @@ import attrs
 
 from policysupply._internal import bundle_format as bf
 from policysupply._internal import bundle_read, bundle_views, tarball
-from policysupply._internal import opa_signatures as bf_sig
 from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
 from policysupply._manifest import Manifest, freeze_mapping
 from policysupply.errors import BundleError
@@ -150,6 +149,8 @@ class Bundle:
             VerificationError: ``native`` is given and the signature is
                 missing or does not verify (a subclass says what failed).
         """
+        from policysupply._internal import opa_signatures as bf_sig
+
         entries = tarball.read_entries(bytes(data), limits)
         if native is not None:
             from policysupply.native import verify_entries
@@ -304,6 +305,7 @@ class Bundle:
         Raises:
             SigningError: Unusable key, algorithm or claims.
         """
+        from policysupply._internal import opa_signatures as bf_sig
         from policysupply.native import sign_entries
 
         entries = {n: b for n, b in self.entries().items() if not bf_sig.is_signatures_file(n)}

@@ -6,7 +6,6 @@ bundle's identity.
 
 from __future__ import annotations
 
-import html
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -79,6 +78,8 @@ def summary_html(
     files: Mapping[str, bytes],
 ) -> str:
     """A summary table of a bundle for Jupyter."""
+    import html
+
     e = html.escape
     rows = [
         ("Revision", e(manifest.revision or "(none)")),

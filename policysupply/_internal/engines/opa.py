@@ -34,7 +34,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policysupply._internal.engines.base import (
     EngineUnavailableError,
@@ -53,23 +53,12 @@ from policysupply._internal.engines.opa_bundle import (
     _size,
     _stderr_tail,
 )
-from policysupply._internal.engines.opa_query import (
-    _BIND,
-    _KEYWORDS,
-    _RBIND,
-    _WRAP_VAR,
-    _data_path,
-    _split,
-    _top_level_plain,
-    run_eval,
-)
-from policysupply._internal.engines.opa_server import (
-    _cleanup,
-    _Server,
-    request,
-    start_server,
-)
 from policysupply.errors import BundleError
+
+if TYPE_CHECKING:
+    # The server and the query transport load with the first preparation: a
+    # check needs neither.
+    from policysupply._internal.engines.opa_server import _Server
 
 ENV_VAR = "POLICYSUPPLY_OPA"
 
@@ -382,6 +371,8 @@ class OpaPrepared:
         self._lock = threading.Lock()
         self._holder: list[_Server] = []
         self._closed = False
+        from policysupply._internal.engines.opa_server import _cleanup
+
         self._finalizer = weakref.finalize(self, _cleanup, self._holder, root)
         # Queries answered by the server and by `opa eval` (tests, benchmarks).
         self.stats = {"server": 0, "eval": 0}
@@ -422,6 +413,8 @@ class OpaPrepared:
             return server
 
     def _start(self) -> _Server:
+        from policysupply._internal.engines.opa_server import start_server
+
         return start_server(
             opa=self._opa, root=self._root, bundle=self._bundle, timeout=self._timeout
         )
@@ -429,6 +422,8 @@ class OpaPrepared:
     def _request(
         self, server: _Server, method: str, path: str, body: bytes | None, *, pool: bool = True
     ) -> tuple[int, bytes]:
+        from policysupply._internal.engines.opa_server import request
+
         return request(server, method, path, body, timeout=self._timeout, pool=pool)
 
     # -- queries -----------------------------------------------------------
@@ -461,6 +456,16 @@ class OpaPrepared:
 
     def _via_server(self, query: str, input_json: bytes | None) -> list[ResultSet] | None:
         """The answer from the server, or ``None`` when ``opa eval`` must answer."""
+        from policysupply._internal.engines.opa_query import (
+            _BIND,
+            _KEYWORDS,
+            _RBIND,
+            _WRAP_VAR,
+            _data_path,
+            _split,
+            _top_level_plain,
+        )
+
         split = _split(query)
         if split is None:
             return None
@@ -547,6 +552,8 @@ class OpaPrepared:
         return doc if isinstance(doc, Mapping) else None
 
     def _via_eval(self, query: str, input_json: bytes | None) -> list[ResultSet]:
+        from policysupply._internal.engines.opa_query import run_eval
+
         with self._lock:
             if self._closed:
                 raise BundleError("this preparation was closed")
