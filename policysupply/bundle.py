@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,14 +18,13 @@ import attrs
 
 from policysupply._internal import bundle_format as bf
 from policysupply._internal import bundle_read, bundle_views, tarball
-from policysupply._internal import opa_signatures as bf_sig
 from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
 from policysupply._manifest import Manifest, freeze_mapping
 from policysupply.errors import BundleError
 
 if TYPE_CHECKING:
     from policysupply._internal.engines import EngineChoice
-    from policysupply._internal.engines.base import Prepared
+    from policysupply._internal.engines.base import Prepared, RegoDiagnostic
     from policysupply._native_trust import NativeTrust, NativeVerification
 
 __all__ = ["Bundle", "Limits", "Manifest"]
@@ -114,6 +113,7 @@ class Bundle:
         bundle = cls(
             manifest=parts.manifest, modules=parts.modules, data=parts.data, files=parts.files
         )
+        bundle._cache.parsed_data = True
         if parts.source is not None:
             bundle._cache.source = parts.source
             bundle._cache.signed_source = True
@@ -149,6 +149,8 @@ class Bundle:
             VerificationError: ``native`` is given and the signature is
                 missing or does not verify (a subclass says what failed).
         """
+        from policysupply._internal import opa_signatures as bf_sig
+
         entries = tarball.read_entries(bytes(data), limits)
         if native is not None:
             from policysupply.native import verify_entries
@@ -160,6 +162,7 @@ class Bundle:
             manifest=parts.manifest, modules=parts.modules, data=parts.data, files=parts.files
         )
         bundle._cache.sources = parts.sources
+        bundle._cache.parsed_data = True
         bundle._cache.inexact = bf.inexact_numbers_seen() != inexact
         if any(bf_sig.is_signatures_file(n) for n in entries):
             bundle._cache.source = entries
@@ -302,6 +305,7 @@ class Bundle:
         Raises:
             SigningError: Unusable key, algorithm or claims.
         """
+        from policysupply._internal import opa_signatures as bf_sig
         from policysupply.native import sign_entries
 
         entries = {n: b for n, b in self.entries().items() if not bf_sig.is_signatures_file(n)}
@@ -388,24 +392,41 @@ class Bundle:
                 lists every problem found. ``EngineUnavailableError`` (a
                 ``BundleError``) when ``"opa"`` is asked for and not found.
         """
+        self._start_check(engine, strict=strict)()
+
+    def _start_check(
+        self, engine: EngineChoice = None, *, strict: bool = False
+    ) -> Callable[[], None]:
+        """Starts :meth:`check`; the function returned finishes it (and raises as ``check``).
+
+        With the OPA engine, ``opa check`` runs while the caller does other
+        work (the CLI writes the tarball meanwhile); the function returned
+        must be called, on every path, to collect it. Errors that ``check``
+        raises before running the engine (no engine, unusable modules) are
+        raised here.
+        """
         from policysupply._internal.engines import select_engine
 
+        eng = select_engine(engine)
+        modules, versions = dict(self.modules), self._rego_versions()
+        # An engine that can check in the background (OPA: `opa check` runs
+        # while the CLI writes the tarball) offers start_check.
+        start = getattr(eng, "start_check", None)
+        if start is not None:
+            pending = start(
+                modules,
+                dict(self.data),
+                rego_versions=versions,
+                strict=strict,
+                data_is_json=self._cache.parsed_data,
+            )
+            return lambda: _raise_first(pending())
         # Not refusing: a builtin the embedded engine cannot evaluate is fine
         # in a bundle that OPA will evaluate.
-        diags = select_engine(engine).check(
-            dict(self.modules),
-            dict(self.data),
-            rego_versions=self._rego_versions(),
-            strict=strict,
-            refuse=False,
+        _raise_first(
+            eng.check(modules, dict(self.data), rego_versions=versions, strict=strict, refuse=False)
         )
-        if diags:
-            first = diags[0]
-            more = "".join(
-                f"\n  {d.entry}{f':{d.line}' if d.line else ''}: {d.message}" for d in diags[1:]
-            )
-            suffix = f" ({len(diags) - 1} more problem(s):{more})" if more else ""
-            raise BundleError(first.message + suffix, entry=first.entry, line=first.line)
+        return lambda: None
 
     def prepare(self, engine: EngineChoice = None) -> Prepared:
         """The bundle compiled by ``engine`` for repeated queries (cached per engine).
@@ -492,3 +513,14 @@ class Bundle:
             data=self.data,
             files=self.files,
         )
+
+
+def _raise_first(diags: Sequence[RegoDiagnostic]) -> None:
+    """Raises ``BundleError`` for the first diagnostic, listing the others."""
+    if diags:
+        first = diags[0]
+        more = "".join(
+            f"\n  {d.entry}{f':{d.line}' if d.line else ''}: {d.message}" for d in diags[1:]
+        )
+        suffix = f" ({len(diags) - 1} more problem(s):{more})" if more else ""
+        raise BundleError(first.message + suffix, entry=first.entry, line=first.line)

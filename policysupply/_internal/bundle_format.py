@@ -7,7 +7,6 @@ data leaf must sit under a root.
 
 from __future__ import annotations
 
-import decimal
 import fnmatch
 import json
 import re
@@ -51,13 +50,19 @@ def inexact_numbers_seen() -> int:
     return int(getattr(_STATE, "inexact", 0))
 
 
+def _inexact(text: str, value: float) -> bool:
+    import decimal  # only for long literals: most data never needs it
+
+    return decimal.Decimal(text) != decimal.Decimal(repr(value))
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if value in (_INF, -_INF):
         raise _NonFinite(text)
     # Up to 15 significant digits a double holds any decimal exactly enough to
     # give it back (DBL_DIG), and a float's text has a '.' or an exponent.
-    if len(text) > 16 and decimal.Decimal(text) != decimal.Decimal(repr(value)):
+    if len(text) > 16 and _inexact(text, value):
         _STATE.inexact = inexact_numbers_seen() + 1
         return ExactFloat(text)
     return value

@@ -15,10 +15,12 @@ from typing import Any
 import attrs
 
 from policysupply._internal import bundle_format as bf
-from policysupply._internal import opa_signatures as bf_sig
 from policysupply._internal.tarball import Limits
 from policysupply._manifest import Manifest
 from policysupply.errors import BundleError
+
+# opa_signatures.SIGNATURES_FILE (that module loads the JWS code; reading needs only the name)
+SIGNATURES_FILE = ".signatures.json"
 
 
 @attrs.frozen(kw_only=True)
@@ -62,7 +64,7 @@ def read_directory(
         for fname in sorted(filenames):
             rel = (rel_dir / fname).as_posix()
             is_manifest = rel == ".manifest"
-            is_sig = rel == bf_sig.SIGNATURES_FILE
+            is_sig = rel == SIGNATURES_FILE
             if not (fname.endswith(".rego") or fname in bf.DATA_BASENAMES or is_manifest or is_sig):
                 continue
             if fname.startswith(".") and not (is_manifest or is_sig):
@@ -102,8 +104,8 @@ def read_directory(
         manifest = attrs.evolve(manifest, **changes)
     # A signature over the files as they are; an override changes the
     # manifest, so the signature would no longer match and is left out.
-    sig = None if changes else read.get(bf_sig.SIGNATURES_FILE)
-    files = {bf_sig.SIGNATURES_FILE: sig} if sig is not None else {}
+    sig = None if changes else read.get(SIGNATURES_FILE)
+    files = {SIGNATURES_FILE: sig} if sig is not None else {}
     return Parts(
         manifest=manifest,
         modules=modules,

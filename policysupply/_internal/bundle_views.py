@@ -6,7 +6,6 @@ bundle's identity.
 
 from __future__ import annotations
 
-import html
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,9 @@ class Cache:
         # The data files as read (from_bytes), so loaders can send their bytes on.
         self.sources: tuple[bf.DataSource, ...] | None = None
         self.inexact = False  # data holds numbers a float cannot (bf.ExactFloat)
+        # The data was parsed from JSON/YAML files (from_directory, from_bytes):
+        # JSON by construction, so checks need not serialise it to find out.
+        self.parsed_data = False
         # The entries to_bytes() writes. Set when reading a bundle that
         # carries an OPA-native signature: its signature covers the bytes as
         # read, and rewriting data or manifest in our canonical form could
@@ -76,6 +78,8 @@ def summary_html(
     files: Mapping[str, bytes],
 ) -> str:
     """A summary table of a bundle for Jupyter."""
+    import html
+
     e = html.escape
     rows = [
         ("Revision", e(manifest.revision or "(none)")),

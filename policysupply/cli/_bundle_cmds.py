@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from policysupply.cli._bundle_run import load_bundle, run_build, run_check
 from policysupply.cli._common import (
     Command,
     emit_json,
     engine_option,
     json_option,
     reported,
-    say,
     usage_error,
     v0_option,
 )
@@ -21,30 +20,7 @@ from policysupply.cli._options import bundle_output_option
 from policysupply.cli._targets import read_json_argument
 from policysupply.errors import BundleError, PolicySupplyError
 
-if TYPE_CHECKING:
-    from policysupply import Bundle
-
-
-def load_bundle(source: str, *, param: str = "SOURCE", v0_compatible: bool = False) -> Bundle:
-    """A bundle from a directory or a ``.tar.gz`` file (usage error if neither exists).
-
-    With ``v0_compatible``, modules are Rego v0 unless the bundle's manifest
-    sets a ``rego_version`` (OPA's ``--v0-compatible``).
-    """
-    from policysupply import Bundle
-
-    p = Path(source)
-    if p.is_dir():
-        b = Bundle.from_directory(p)
-    elif not p.exists():
-        usage_error(f"{source} does not exist (give a policy directory or a .tar.gz bundle)", param)
-    else:
-        b = Bundle.from_file(p)
-    if v0_compatible and b.manifest.rego_version is None:
-        import attrs
-
-        b = attrs.evolve(b, manifest=attrs.evolve(b.manifest, rego_version=0))
-    return b
+__all__ = ["build", "check", "eval_", "load_bundle"]
 
 
 @click.command(cls=Command)
@@ -107,73 +83,21 @@ def build(
       policysupply build policies/ -o bundle.tar.gz --revision v1.2.0 --root k8s
       policysupply build policies/ -o bundle.tar.gz --signing-key private.pem
     """
-    from policysupply import Bundle
-
-    if signing_key is None and any(
-        v is not None for v in (claims_file, scope, key_id, signing_alg)
-    ):
-        usage_error("--signing-alg, --claims-file, --scope and --key-id need --signing-key")
-    with reported(as_json, verdict=(BundleError,)):
-        b = Bundle.from_directory(directory, revision=revision, roots=list(roots) or None)
-        if v0_compatible and b.manifest.rego_version is None:
-            # As opa build --v0-compatible: the manifest's own rego_version wins.
-            b = Bundle.from_directory(
-                directory, revision=revision, roots=list(roots) or None, rego_version=0
-            )
-        if not no_check:
-            b.check(engine=engine)
-    if signing_key is not None:
-        with reported(as_json):
-            b = _sign_native(b, signing_key, signing_alg, claims_file, scope, key_id)
-    with reported(as_json):
-        try:
-            b.write(output)
-        except OSError as exc:
-            raise BundleError(f"cannot write {output}: {exc.strerror or exc}") from None
-    if as_json:
-        emit_json(
-            {
-                "ok": True,
-                "path": output,
-                "digest": b.digest,
-                "revision": b.manifest.revision,
-                "modules": len(b.modules),
-            }
-        )
-    else:
-        say(f"wrote {output} ({len(b.to_bytes()):,} bytes, {len(b.modules)} modules)")
-        say(f"digest {b.digest}", essential=True)
-
-
-def _sign_native(
-    b: Bundle,
-    key: str,
-    alg: str | None,
-    claims_file: str | None,
-    scope: str | None,
-    key_id: str | None,
-) -> Bundle:
-    from policysupply._internal.opa_signatures import parse_claims
-    from policysupply.cli._common import key_is_encrypted, read_password
-    from policysupply.errors import SigningError
-
-    claims = None
-    if claims_file is not None:
-        try:
-            claims = parse_claims(Path(claims_file).read_bytes())
-        except (OSError, ValueError) as exc:
-            raise SigningError(f"cannot read claims file {claims_file}: {exc}") from None
-    signing_key: Any = key
-    if Path(key).is_file() and key_is_encrypted(Path(key)):
-        from policysupply.signer import Signer
-
-        # A cosign.key: signed under its cosign key id, as publish() does, so
-        # `serve --opa-signing -k cosign.pub` configures OPA to match.
-        signer = Signer.from_key_file(key, password=read_password(confirm=False))
-        signing_key, key_id = signer, key_id or signer.key_id
-    if key_id is None and claims is None and scope is None:
-        key_id = "default"  # what opa build writes (its --verification-key-id default)
-    return b.sign(signing_key, alg=alg, key_id=key_id, scope=scope, claims=claims)
+    run_build(
+        directory,
+        output,
+        revision,
+        roots,
+        no_check,
+        v0_compatible,
+        engine,
+        signing_key,
+        signing_alg,
+        claims_file,
+        scope,
+        key_id,
+        as_json,
+    )
 
 
 @click.command(cls=Command)
@@ -198,20 +122,7 @@ def check(
     Example:
       policysupply check bundle.tar.gz
     """
-    with reported(as_json, verdict=(BundleError,)):
-        b = load_bundle(source, v0_compatible=v0_compatible)
-        b.check(engine=engine, strict=strict)
-    if as_json:
-        emit_json(
-            {
-                "ok": True,
-                "digest": b.digest,
-                "revision": b.manifest.revision,
-                "modules": len(b.modules),
-            }
-        )
-    else:
-        say(f"ok: {len(b.modules)} modules, digest {b.digest}")
+    run_check(source, strict, v0_compatible, engine, as_json)
 
 
 def _read_input(value: str | None) -> Any:

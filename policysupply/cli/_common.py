@@ -3,7 +3,8 @@
 Registry options and references are in ``_targets``.
 
 Kept free of heavy imports: rich, httpx and the crypto stack load only when a
-command needs them, so ``policysupply --help`` stays quick.
+command needs them, so ``policysupply --help`` stays quick. Output, errors and
+exit codes are in ``_output`` (no click), re-exported here.
 
 The exit-code contract (docs/cli.md, ADR 0014):
 
@@ -20,33 +21,75 @@ The exit-code contract (docs/cli.md, ADR 0014):
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import attrs
 import click
 
-from policysupply.errors import (
-    BundleError,
-    PolicySupplyError,
-    TransientRegistryError,
-    VerificationError,
+from policysupply.cli._output import (
+    EXIT_FAIL as EXIT_FAIL,
+)
+from policysupply.cli._output import (
+    EXIT_INTERNAL as EXIT_INTERNAL,
+)
+from policysupply.cli._output import (
+    EXIT_INTERRUPTED as EXIT_INTERRUPTED,
+)
+from policysupply.cli._output import (
+    EXIT_OK as EXIT_OK,
+)
+from policysupply.cli._output import (
+    EXIT_UNAVAILABLE as EXIT_UNAVAILABLE,
+)
+from policysupply.cli._output import (
+    EXIT_USAGE as EXIT_USAGE,
+)
+from policysupply.cli._output import (
+    OUT as OUT,
+)
+from policysupply.cli._output import (
+    UsageProblem,
+)
+from policysupply.cli._output import (
+    describe as describe,
+)
+from policysupply.cli._output import (
+    emit_json as emit_json,
+)
+from policysupply.cli._output import (
+    error_document as error_document,
+)
+from policysupply.cli._output import (
+    exit_code_for as exit_code_for,
+)
+from policysupply.cli._output import (
+    fail as fail,
+)
+from policysupply.cli._output import (
+    report as report,
+)
+from policysupply.cli._output import (
+    reported as reported,
+)
+from policysupply.cli._output import (
+    say as say,
+)
+from policysupply.cli._output import (
+    unavailable_reason as unavailable_reason,
+)
+from policysupply.cli._output import (
+    usage_error as usage_error,
+)
+from policysupply.cli._output import (
+    wants_json as wants_json,
 )
 
 if TYPE_CHECKING:
     from policysupply import Verifier
-
-EXIT_OK = 0
-EXIT_FAIL = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-EXIT_INTERNAL = 4
-EXIT_INTERRUPTED = 130
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,40 +116,7 @@ class Command(click.Command):
             self.help = self.help.replace("\\b\n", "\b\n")
 
 
-# -- output state ------------------------------------------------------------------
-
-
-@attrs.define
-class _Output:
-    """How this process reports: set from ``--json``, ``-q`` and ``-v``."""
-
-    json: bool = False
-    quiet: bool = False
-    verbose: int = 0
-
-
-OUT = _Output()
-
-
-def say(message: str = "", *, essential: bool = False, err: bool = False, **style: Any) -> None:
-    """Prints a human line (never in JSON mode; with ``-q`` only ``essential`` ones)."""
-    if OUT.json or (OUT.quiet and not essential):
-        return
-    if style:
-        click.secho(message, err=err, **style)
-    else:
-        click.echo(message, err=err)
-
-
-def emit_json(doc: Mapping[str, Any]) -> None:
-    """Prints one JSON document on stdout."""
-    click.echo(json.dumps(doc, sort_keys=True))
-
-
-# -- errors and exit codes ---------------------------------------------------------
-
-
-class CliError(click.ClickException):
+class CliError(click.ClickException, UsageProblem):
     """A usage or configuration problem the CLI found itself (exit code 2, no usage text).
 
     Attributes:
@@ -117,171 +127,9 @@ class CliError(click.ClickException):
     exit_code = EXIT_USAGE
 
     def __init__(self, message: str, *, kind: str = "UsageError", param: str | None = None) -> None:
-        super().__init__(message)
+        click.ClickException.__init__(self, message)
         self.kind = kind
         self.param = param
-
-
-# Exception class names (not imported: they belong to optional dependencies)
-# that mean a service could not be reached or did not answer in time.
-_UNREACHABLE_NAMES = frozenset(
-    {
-        "NewConnectionError",
-        "MaxRetryError",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-        "ConnectError",
-        "ConnectTimeout",
-        "ReadTimeout",
-        "Timeout",
-        "ProtocolError",
-        "RemoteDisconnected",
-        "ConnectionsError",
-    }
-)
-
-
-def unavailable_reason(exc: BaseException) -> str | None:
-    """Why a service was unreachable, if that is what ``exc`` (or its causes) says.
-
-    Walks ``__cause__``/``__context__`` (kept even behind ``raise ... from None``).
-    """
-    import socket
-    import ssl
-
-    if isinstance(exc, TransientRegistryError):
-        return "the registry did not answer usefully before the deadline"
-    seen: BaseException | None = exc
-    for _ in range(12):  # a TLS failure is configuration (trust), not unavailability
-        if seen is None:
-            break
-        if isinstance(seen, ssl.SSLError):
-            return None
-        seen = seen.__cause__ or seen.__context__
-    seen = exc
-    for _ in range(12):
-        if seen is None:
-            return None
-        if isinstance(seen, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(seen, socket.gaierror):
-            return "host name not resolved"
-        if isinstance(seen, TimeoutError):
-            return "timed out"
-        if isinstance(seen, ConnectionError):
-            return "connection failed"
-        name = type(seen).__name__
-        if name in _UNREACHABLE_NAMES:
-            text = str(seen).lower()
-            if "refused" in text:
-                return "connection refused"
-            if "name or service not known" in text or "nodename nor servname" in text:
-                return "host name not resolved"
-            if "timed out" in text or "timeout" in name.lower():
-                return "timed out"
-            return "connection failed"
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def exit_code_for(exc: PolicySupplyError, *, verdict: tuple[type[Exception], ...] = ()) -> int:
-    """The documented exit code for ``exc``.
-
-    1 for a failed verification (or a type the command declares its verdict,
-    e.g. ``BundleError`` for ``check``), 3 when a service was unreachable, 2 for
-    everything else (setup, input, credentials, not found).
-    """
-    if unavailable_reason(exc):
-        return EXIT_UNAVAILABLE
-    if isinstance(exc, (VerificationError, *verdict)):
-        return EXIT_FAIL
-    return EXIT_USAGE
-
-
-def error_document(kind: str, message: str, code: int, **extra: Any) -> dict[str, Any]:
-    """The one JSON document every failure prints with ``--json``."""
-    err: dict[str, Any] = {"type": kind, "message": message, "exit_code": code}
-    err.update({k: v for k, v in extra.items() if v is not None})
-    return {"ok": False, "error": err}
-
-
-def report(kind: str, message: str, code: int, **extra: Any) -> int:
-    """Prints a failure (JSON on stdout, or a red ``error:`` line on stderr); returns ``code``."""
-    if OUT.json:
-        emit_json(error_document(kind, message, code, **extra))
-    else:
-        click.secho(f"error: {message}", fg="red", err=True)
-    return code
-
-
-def describe(exc: PolicySupplyError, *, service: str | None = None) -> str:
-    """The message for ``exc``; an unreachable service gets a short, plain one."""
-    reason = unavailable_reason(exc)
-    if reason and service and not isinstance(exc, TransientRegistryError):
-        return f"cannot reach {service} ({reason}); check that it is running and the address"
-    return str(exc)
-
-
-def fail(
-    exc: PolicySupplyError,
-    as_json: bool | None = None,
-    code: int | None = None,
-    *,
-    verdict: tuple[type[Exception], ...] = (),
-    service: str | None = None,
-) -> NoReturn:
-    """Reports ``exc`` and exits with its code (3 for an unreachable service, always)."""
-    if as_json:
-        OUT.json = True
-    if unavailable_reason(exc):
-        code = EXIT_UNAVAILABLE
-    elif code is None:
-        code = exit_code_for(exc, verdict=verdict)
-    extra: dict[str, Any] = {}
-    if isinstance(exc, BundleError):
-        extra.update(entry=exc.entry, line=exc.line, column=exc.column, reason=exc.reason)
-    sys.exit(report(type(exc).__name__, describe(exc, service=service), code, **extra))
-
-
-@contextmanager
-def reported(
-    as_json: bool = False,
-    *,
-    code: int | None = None,
-    verdict: tuple[type[Exception], ...] = (),
-    service: str | None = None,
-) -> Iterator[None]:
-    """Turns a ``PolicySupplyError`` raised inside into a report and an exit code.
-
-    Args:
-        as_json: Report as JSON on stdout.
-        code: Force this exit code (e.g. 2 while reading configuration); an
-            unreachable service is 3 regardless.
-        verdict: Error types that are this command's "no" (exit code 1).
-        service: What is being reached (``OPA at http://...``), for the message
-            when it cannot be.
-    """
-    try:
-        yield
-    except PolicySupplyError as exc:
-        fail(exc, as_json, code, verdict=verdict, service=service)
-
-
-def usage_error(message: str, param: str | None = None) -> NoReturn:
-    """Raises a usage error (exit code 2) that prints without click's usage header."""
-    raise CliError(message, param=param)
-
-
-def wants_json(args: list[str]) -> bool:
-    """Whether the command line asks for JSON (so even usage errors print JSON)."""
-    for i, a in enumerate(args):
-        if a == "--":
-            return False
-        if a in ("--json", "--output=json", "-ojson"):
-            return True
-        if a in ("--output", "-o") and i + 1 < len(args) and args[i + 1] == "json":
-            return True
-    return False
 
 
 def _verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

@@ -166,6 +166,38 @@ def test_check_equals_opa_check_on_the_broken_module_catalogue(
         assert {d.entry for d in diags} == {path.name}
 
 
+# Rules that conflict with data, and some that do not: the check reads only the
+# data's paths (values null), and must answer as `opa check` on the real data.
+DATA_CONFLICTS = [
+    ({"x": {"foo": 3}}, "package x\n\nfoo := 1\n"),
+    ({"x": {"items": [1, 2]}}, "package x.items\n\nfoo := 1\n"),
+    ({"x": {"items": []}}, "package x.items\n\nfoo := 1\n"),
+    ({"x": {"items": None}}, "package x.items\n\nfoo := 1\n"),
+    ({"x": {"items": "s"}}, "package x.items\n\nfoo := 1\n"),
+    ({"x": {"items": {}}}, "package x.items\n\nfoo := 1\n"),
+    ({"x": {"items": {"foo": {}}}}, "package x.items\n\nfoo := 1\n"),
+    ({"x": {"items": {"bar": 1}}}, "package x.items\n\nfoo := 1\n"),
+    ({"x": {"items": [{"foo": 1}]}}, "package x.items\n\nfoo := 1\n"),
+    ({"x": {"n": 1.5, "t": True}}, 'package x\n\nfoo := data.x.n + "s"\n'),
+]
+
+
+@pytest.mark.parametrize(("data", "module"), DATA_CONFLICTS)
+def test_check_answers_data_conflicts_as_opa_check_on_the_real_data(
+    engine: OpaEngine, opa_bin: Path, tmp_path: Path, data: dict[str, Any], module: str
+) -> None:
+    (tmp_path / "p.rego").write_text(module)
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    want = [(row, msg) for row, msg in _opa_check(opa_bin, tmp_path, "--bundle")]
+    diags = engine.check({"p.rego": module}, data, rego_versions={"p.rego": 1})
+    assert [(d.line, d.message) for d in diags] == want
+
+
+def test_check_refuses_data_that_is_not_json(engine: OpaEngine) -> None:
+    with pytest.raises(BundleError, match="data is not JSON"):
+        engine.check({"p.rego": "package p\n"}, {"x": [float("nan")]}, rego_versions={})
+
+
 # Semantic errors beyond the catalogue: one module each, then several in one
 # tree; the diagnostics are OPA's, all of them, in OPA's order.
 SEMANTIC_CASES = {
@@ -588,7 +620,10 @@ def test_prepare_after_a_passing_check_of_the_same_content_compiles_once(
     p = engine.prepare(modules, {"d": 1}, rego_versions=_v1(modules))
     p.close()
     assert calls == []
-    # Other data, or another Rego version, is compiled again.
+    # Other data values compile the same (`opa check` reads only the data's
+    # paths): not compiled again. Other paths, or another Rego version, are.
     engine.prepare(modules, {"d": 2}, rego_versions=_v1(modules)).close()
+    assert calls == []
+    engine.prepare(modules, {"e": 1}, rego_versions=_v1(modules)).close()
     engine.prepare(modules, {"d": 1}, rego_versions={"a.rego": 0}).close()
     assert calls == [False, False]

@@ -33,9 +33,9 @@ import shutil
 import subprocess
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policysupply._internal.engines.base import (
     EngineUnavailableError,
@@ -46,6 +46,7 @@ from policysupply._internal.engines.base import (
 from policysupply._internal.engines.opa_bundle import (
     _BundleDir,
     _data_json,
+    _data_paths_json,
     _digest,
     _location,
     _opa_errors,
@@ -53,23 +54,12 @@ from policysupply._internal.engines.opa_bundle import (
     _size,
     _stderr_tail,
 )
-from policysupply._internal.engines.opa_query import (
-    _BIND,
-    _KEYWORDS,
-    _RBIND,
-    _WRAP_VAR,
-    _data_path,
-    _split,
-    _top_level_plain,
-    run_eval,
-)
-from policysupply._internal.engines.opa_server import (
-    _cleanup,
-    _Server,
-    request,
-    start_server,
-)
 from policysupply.errors import BundleError
+
+if TYPE_CHECKING:
+    # The server and the query transport load with the first preparation: a
+    # check needs neither.
+    from policysupply._internal.engines.opa_server import _Server
 
 ENV_VAR = "POLICYSUPPLY_OPA"
 
@@ -179,6 +169,33 @@ class OpaEngine:
         strict = "" if self._strict else ", strict_builtin_errors=False"
         return f"OpaEngine(opa={self._opa!r}, version={version!r}{strict})"
 
+    def _start(self, args: list[str]) -> subprocess.Popen[bytes]:
+        try:
+            return subprocess.Popen(
+                [self._opa, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise EngineUnavailableError(f"{self._opa} does not run: {exc}") from None
+
+    def _collect(
+        self, proc: subprocess.Popen[bytes], what: str
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Waits for ``proc`` as ``subprocess.run`` does (killed after the timeout)."""
+        try:
+            out, err = proc.communicate(timeout=self._timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise BundleError(f"{what} took longer than {self._timeout} s") from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
     def _run(self, args: list[str], what: str) -> subprocess.CompletedProcess[bytes]:
         try:
             return subprocess.run(
@@ -213,16 +230,60 @@ class OpaEngine:
             BundleError: ``opa check`` failed without diagnostics, or timed out.
         """
         del refuse
-        data_json = _data_json(data)
-        root = _private_dir(_size(modules, data_json))
+        return self.start_check(modules, data, rego_versions=rego_versions, strict=strict)()
+
+    def start_check(
+        self,
+        modules: Mapping[str, str],
+        data: Mapping[str, Any],
+        *,
+        rego_versions: RegoVersions,
+        strict: bool = True,
+        data_is_json: bool = False,
+    ) -> Callable[[], list[RegoDiagnostic]]:
+        """Starts :meth:`check`: ``opa check`` runs while the caller goes on.
+
+        The function returned waits for it and returns the diagnostics; it
+        must be called on every path (it removes the temporary bundle).
+
+        ``opa check`` reads data only to find rules that conflict with it,
+        which depends on the paths the data has, not on its values: it is
+        given the data's objects with their keys and every other value as
+        ``null`` (a large data document is neither written nor parsed again).
+
+        Args:
+            modules: Entry name -> Rego source.
+            data: The data document.
+            rego_versions: Entry name -> 0 or 1.
+            strict: ``opa check --strict``.
+            data_is_json: ``data`` is known to be JSON (parsed from files), so
+                it need not be serialised to find out.
+
+        Raises:
+            EngineUnavailableError: The binary does not run.
+            BundleError: The data is not JSON, or a Rego version is not 0 or 1.
+        """
+        if not data_is_json:
+            _data_json(data)  # raises as check always has for data that is not JSON
+        paths_json = _data_paths_json(data)
+        root = _private_dir(_size(modules, paths_json))
         try:
-            bundle = _BundleDir(root / "b", modules, data_json, rego_versions)
-            diags = self._check_dir(bundle, strict=strict)
-        finally:
+            bundle = _BundleDir(root / "b", modules, paths_json, rego_versions)
+            proc = self._start(self._check_args(bundle, strict=strict))
+        except BaseException:
             shutil.rmtree(root, ignore_errors=True)
-        if not diags:
-            self._remember_compiled(_digest(modules, data_json, rego_versions))
-        return diags
+            raise
+
+        def finish() -> list[RegoDiagnostic]:
+            try:
+                diags = self._check_result(bundle, self._collect(proc, "opa check"))
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+            if not diags:
+                self._remember_compiled(_digest(modules, paths_json, rego_versions))
+            return diags
+
+        return finish
 
     def _remember_compiled(self, digest: bytes) -> None:
         with self._compiled_lock:
@@ -231,13 +292,21 @@ class OpaEngine:
             while len(self._compiled) > 64:
                 self._compiled.popitem(last=False)
 
-    def _check_dir(self, bundle: _BundleDir, *, strict: bool) -> list[RegoDiagnostic]:
+    def _check_args(self, bundle: _BundleDir, *, strict: bool) -> list[str]:
         args = ["check", "--format", "json", "--bundle", str(bundle.root)]
         if strict:
             args.insert(1, "--strict")
         if bundle.v0:
             args.append("--v0-compatible")
-        proc = self._run(args, "opa check")
+        return args
+
+    def _check_dir(self, bundle: _BundleDir, *, strict: bool) -> list[RegoDiagnostic]:
+        proc = self._run(self._check_args(bundle, strict=strict), "opa check")
+        return self._check_result(bundle, proc)
+
+    def _check_result(
+        self, bundle: _BundleDir, proc: subprocess.CompletedProcess[bytes]
+    ) -> list[RegoDiagnostic]:
         if proc.returncode == 0:
             return []
         errors = _opa_errors(proc)
@@ -266,7 +335,8 @@ class OpaEngine:
             EngineUnavailableError: The binary does not run.
         """
         data_json = _data_json(data)
-        digest = _digest(modules, data_json, rego_versions)
+        # What `opa check` compiled depends on the data's paths only (see start_check).
+        digest = _digest(modules, _data_paths_json(data), rego_versions)
         with self._compiled_lock:
             compiled = digest in self._compiled
         root = _private_dir(_size(modules, data_json))
@@ -306,6 +376,8 @@ class OpaPrepared:
         self._lock = threading.Lock()
         self._holder: list[_Server] = []
         self._closed = False
+        from policysupply._internal.engines.opa_server import _cleanup
+
         self._finalizer = weakref.finalize(self, _cleanup, self._holder, root)
         # Queries answered by the server and by `opa eval` (tests, benchmarks).
         self.stats = {"server": 0, "eval": 0}
@@ -346,6 +418,8 @@ class OpaPrepared:
             return server
 
     def _start(self) -> _Server:
+        from policysupply._internal.engines.opa_server import start_server
+
         return start_server(
             opa=self._opa, root=self._root, bundle=self._bundle, timeout=self._timeout
         )
@@ -353,6 +427,8 @@ class OpaPrepared:
     def _request(
         self, server: _Server, method: str, path: str, body: bytes | None, *, pool: bool = True
     ) -> tuple[int, bytes]:
+        from policysupply._internal.engines.opa_server import request
+
         return request(server, method, path, body, timeout=self._timeout, pool=pool)
 
     # -- queries -----------------------------------------------------------
@@ -385,6 +461,16 @@ class OpaPrepared:
 
     def _via_server(self, query: str, input_json: bytes | None) -> list[ResultSet] | None:
         """The answer from the server, or ``None`` when ``opa eval`` must answer."""
+        from policysupply._internal.engines.opa_query import (
+            _BIND,
+            _KEYWORDS,
+            _RBIND,
+            _WRAP_VAR,
+            _data_path,
+            _split,
+            _top_level_plain,
+        )
+
         split = _split(query)
         if split is None:
             return None
@@ -471,6 +557,8 @@ class OpaPrepared:
         return doc if isinstance(doc, Mapping) else None
 
     def _via_eval(self, query: str, input_json: bytes | None) -> list[ResultSet]:
+        from policysupply._internal.engines.opa_query import run_eval
+
         with self._lock:
             if self._closed:
                 raise BundleError("this preparation was closed")

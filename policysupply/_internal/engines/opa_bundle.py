@@ -129,6 +129,26 @@ def _data_json(data: Mapping[str, Any]) -> str:
         raise BundleError(f"data is not JSON: {exc}", entry="data.json") from None
 
 
+def _paths(node: Any) -> Any:
+    """``node`` with every object kept (its keys) and every other value ``None``."""
+    if isinstance(node, Mapping):
+        return {k: _paths(v) for k, v in node.items()}
+    return None
+
+
+def _data_paths_json(data: Mapping[str, Any]) -> str:
+    """The data's paths as JSON: objects with their keys, every other value ``null``.
+
+    What ``opa check`` needs of the data: a rule conflicts with data when the
+    rule's path exists in it, or runs through a value that is not an object
+    (OPA's ``storage.NonEmpty``); values never matter.
+    """
+    try:
+        return json.dumps(_paths(data), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise BundleError(f"data is not JSON: {exc}", entry="data.json") from None
+
+
 def _digest(modules: Mapping[str, str], data_json: str, versions: RegoVersions) -> bytes:
     h = hashlib.sha256()
     for name in sorted(modules):

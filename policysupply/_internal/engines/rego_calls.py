@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterator, Mapping
-from importlib import resources
 
 from policysupply._internal.engines.base import RegoDiagnostic
 from policysupply._internal.engines.rego_lexer import (
@@ -24,6 +23,8 @@ from policysupply._internal.engines.rego_lexer import (
 @functools.lru_cache(maxsize=1)
 def opa_builtins() -> dict[str, int]:
     """OPA's builtin functions, name → argument count (-1: variadic or unknown)."""
+    from importlib import resources
+
     raw = resources.files("policysupply._internal").joinpath("opa_builtins.json").read_text()
     table: dict[str, int] = json.loads(raw)["builtins"]
     return table

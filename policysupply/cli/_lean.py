@@ -1,0 +1,186 @@
+"""A lean dispatch for the common forms of ``check`` and ``build``: no click imported.
+
+Importing click and building its command (~25-70 ms) costs more than a
+10-file ``check`` itself. For the plain forms of these commands this module
+parses the command line, runs the same command body as the click command
+(``_bundle_run``) under the same exit-code handling (``_output.guarded``),
+and prints through the same functions. Anything it does not recognise
+exactly (help, ``-v``, combined or attached short options, repeated options,
+signing options, a value starting with ``-``, an argument click would
+refuse, shell completion, a misconfigured stream encoding) returns ``None``
+and click handles the whole command line as before.
+``tests/unit/cli/test_lean_dispatch.py`` holds a catalogue of invocations
+whose stdout, stderr and exit code must be byte-identical on both paths.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import stat
+import sys
+from typing import Any
+
+__all__ = ["dispatch"]
+
+ENGINES = ("auto", "opa", "embedded")
+
+# option -> (keyword, takes a value); flags store True.
+_COMMON = {
+    "--json": ("as_json", False),
+    "-q": ("quiet", False),
+    "--quiet": ("quiet", False),
+    "--v0-compatible": ("v0_compatible", False),
+    "--engine": ("engine", True),
+}
+_OPTIONS: dict[str, dict[str, tuple[str, bool]]] = {
+    "check": {**_COMMON, "--strict": ("strict", False)},
+    "build": {
+        **_COMMON,
+        "-o": ("output", True),
+        "--output": ("output", True),
+        "--revision": ("revision", True),
+        "--root": ("roots", True),
+        "--no-check": ("no_check", False),
+    },
+}
+
+
+def _parse(command: str, args: list[str]) -> dict[str, Any] | None:
+    """The options and the one positional argument, or ``None`` for anything unusual."""
+    spec = _OPTIONS[command]
+    found: dict[str, Any] = {"roots": []}
+    positional: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("-") or arg == "-":
+            if arg == "-":
+                return None
+            positional.append(arg)
+            continue
+        name, eq, attached = arg.partition("=")
+        if not name.startswith("--"):
+            eq, attached = "", ""
+            name = arg
+        entry = spec.get(name)
+        if entry is None:
+            return None
+        key, takes_value = entry
+        value: Any
+        if takes_value:
+            if eq:
+                value = attached
+            elif i < len(args):
+                value = args[i]
+                i += 1
+            else:
+                return None
+            if value.startswith("-"):
+                return None
+            if key == "roots":
+                found["roots"].append(value)
+                continue
+        elif eq:
+            return None
+        else:
+            value = True
+        if key in found:
+            return None
+        found[key] = value
+    if len(positional) != 1:
+        return None
+    found["positional"] = positional[0]
+    engine = found.get("engine")
+    if engine is not None and engine not in ENGINES:
+        return None
+    return found
+
+
+def _readable_dir(path: str) -> bool:
+    # click.Path(exists=True, file_okay=False) accepts exactly these.
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISDIR(st.st_mode) and os.access(path, os.R_OK)
+
+
+def _writable_target(path: str) -> bool:
+    # click.Path(dir_okay=False): a missing path is fine; an existing one must
+    # be a readable non-directory.
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return True
+    return not stat.S_ISDIR(st.st_mode) and os.access(path, os.R_OK)
+
+
+def _streams_ok() -> bool:
+    # click re-wraps a stream whose encoding is ASCII (or unset): leave those to it.
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None)
+        if stream is None or not encoding:
+            return False
+        try:
+            if codecs.lookup(encoding).name == "ascii":
+                return False
+        except LookupError:
+            return False
+    return True
+
+
+def dispatch(argv: list[str]) -> int | None:
+    """Runs ``argv`` without click when it is a plain ``check`` or ``build``.
+
+    Returns:
+        The exit code, or ``None`` when click must handle the command line
+        (nothing has run or been printed then).
+    """
+    if len(argv) < 2 or argv[0] not in _OPTIONS:
+        return None
+    if "_POLICYSUPPLY_COMPLETE" in os.environ or not _streams_ok():
+        return None
+    command = argv[0]
+    opts = _parse(command, argv[1:])
+    if opts is None:
+        return None
+    if command == "build":
+        if not _readable_dir(opts["positional"]):
+            return None
+        if not _writable_target(opts.get("output", "bundle.tar.gz")):
+            return None
+
+    from policysupply.cli import _bundle_run
+    from policysupply.cli._output import OUT, guarded, wants_json
+
+    OUT.json = wants_json(argv) or bool(opts.get("as_json"))
+    OUT.quiet = bool(opts.get("quiet"))
+    OUT.verbose = 0
+    as_json = bool(opts.get("as_json"))
+    engine = opts.get("engine")
+    v0 = bool(opts.get("v0_compatible"))
+    if command == "check":
+        return guarded(
+            lambda: _bundle_run.run_check(
+                opts["positional"], bool(opts.get("strict")), v0, engine, as_json
+            )
+        )
+    return guarded(
+        lambda: _bundle_run.run_build(
+            opts["positional"],
+            opts.get("output", "bundle.tar.gz"),
+            opts.get("revision"),
+            tuple(opts["roots"]),
+            bool(opts.get("no_check")),
+            v0,
+            engine,
+            None,
+            None,
+            None,
+            None,
+            None,
+            as_json,
+        )
+    )

@@ -1,0 +1,173 @@
+"""The lean dispatch (``policysupply.cli._lean``) against the click path, byte for byte.
+
+Each invocation of the catalogue runs twice as a fresh process: through the
+console script's ``main()`` (lean when it recognises the command line) and
+through the click group directly. stdout, stderr, the exit code and any
+bundle written must be identical, and each case states which path ``main()``
+took (a declined command line never imports click before falling back).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from policysupply import Bundle
+from policysupply.cli._lean import dispatch
+
+RUNNER = """
+import os, sys
+sys.argv = ["policysupply", *sys.argv[1:]]
+try:
+    if os.environ["LEAN_TEST_MODE"] == "click":
+        from policysupply.cli._group import cli
+        cli.main(prog_name="policysupply")
+    else:
+        from policysupply.cli import main
+        main()
+finally:
+    with open(os.environ["LEAN_TEST_MARK"], "w") as f:
+        f.write("click" if "click" in sys.modules else "lean")
+"""
+
+
+def _opa() -> str | None:
+    given = os.environ.get("POLICYSUPPLY_OPA")
+    if given and os.access(given, os.X_OK):
+        return given
+    peer = Path.home() / ".cache" / "policysupply" / "peers" / "bin" / "opa"
+    return str(peer) if os.access(peer, os.X_OK) else shutil.which("opa")
+
+
+OPA = _opa()
+
+# (id, arguments with {dir} {broken} {tgz} {out} {missing} {outdir}, lean expected)
+CATALOGUE: list[tuple[str, list[str], bool]] = [
+    ("check-dir", ["check", "{dir}", "--engine", "embedded"], True),
+    ("check-dir-q", ["check", "{dir}", "-q", "--engine", "embedded"], True),
+    ("check-dir-quiet-json", ["check", "--quiet", "{dir}", "--json", "--engine=embedded"], True),
+    ("check-tgz", ["check", "{tgz}", "--engine", "embedded"], True),
+    ("check-v0", ["check", "{dir}", "--v0-compatible", "--engine", "embedded"], True),
+    ("check-broken", ["check", "{broken}", "--engine", "embedded"], True),
+    ("check-broken-json", ["check", "{broken}", "--json", "--engine", "embedded"], True),
+    ("check-missing", ["check", "{missing}"], True),
+    ("check-missing-json", ["check", "{missing}", "--json"], True),
+    ("check-strict-embedded", ["check", "{dir}", "--strict", "--engine", "embedded"], True),
+    ("check-bad-engine", ["check", "{dir}", "--engine", "bogus"], False),
+    ("check-engine-case", ["check", "{dir}", "--engine", "EMBEDDED"], False),
+    ("check-verbose", ["check", "{dir}", "-v", "--engine", "embedded"], False),
+    ("check-no-arg", ["check"], False),
+    ("check-two-args", ["check", "{dir}", "{dir}"], False),
+    ("check-help", ["check", "--help"], False),
+    ("check-unknown-option", ["check", "{dir}", "--nope"], False),
+    ("check-repeated", ["check", "{dir}", "-q", "-q", "--engine", "embedded"], False),
+    ("check-dashdash", ["check", "--", "{dir}"], False),
+    ("build", ["build", "{dir}", "-o", "{out}", "--engine", "embedded"], True),
+    ("build-json", ["build", "{dir}", "-o", "{out}", "--json", "--engine", "embedded"], True),
+    (
+        "build-options",
+        ["build", "{dir}", "--output={out}", "-q", "--revision", "r1", "--root", "k8s",
+         "--engine", "embedded"],
+        True,
+    ),
+    ("build-no-check", ["build", "{dir}", "-o", "{out}", "--no-check"], True),
+    ("build-roots-refused", ["build", "{dir}", "-o", "{out}", "--root", "nope"], True),
+    ("build-two-roots", ["build", "{dir}", "-o", "{out}", "--root", "k8s", "--root", "z",
+                         "--no-check"], True),
+    ("build-broken", ["build", "{broken}", "-o", "{out}", "--engine", "embedded"], True),
+    ("build-broken-json", ["build", "{broken}", "-o", "{out}", "--json"], True),
+    ("build-unwritable", ["build", "{dir}", "-o", "{missing}/x.tar.gz", "--no-check"], True),
+    ("build-output-json", ["build", "{dir}", "-o", "json", "--no-check"], True),
+    ("build-missing-dir", ["build", "{missing}", "-o", "{out}"], False),
+    ("build-output-is-dir", ["build", "{dir}", "-o", "{outdir}"], False),
+    ("build-file-as-dir", ["build", "{tgz}", "-o", "{out}"], False),
+    ("build-signing-option", ["build", "{dir}", "-o", "{out}", "--signing-alg", "RS256"], False),
+    ("build-attached-short", ["build", "{dir}", "-o{out}", "--no-check"], False),
+    ("build-value-dash", ["build", "{dir}", "-o", "-x"], False),
+    ("build-help", ["build", "-h"], False),
+    ("not-a-lean-command", ["version"], False),
+    ("top-help", ["--help"], False),
+]  # fmt: skip
+if OPA is not None:
+    CATALOGUE += [
+        ("check-opa", ["check", "{dir}", "--engine", "opa"], True),
+        ("check-opa-strict", ["check", "{dir}", "--engine", "opa", "--strict", "--json"], True),
+        ("check-opa-broken", ["check", "{broken}", "--engine", "opa"], True),
+        ("build-opa", ["build", "{dir}", "-o", "{out}", "--engine", "opa"], True),
+        ("build-opa-broken", ["build", "{broken}", "-o", "{out}", "--engine=opa", "--json"], True),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory: pytest.TempPathFactory, example_dir: Path) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("lean")
+    tree = root / "tree"
+    shutil.copytree(example_dir, tree)
+    broken = root / "broken"
+    shutil.copytree(example_dir, broken)
+    (broken / "k8s" / "oops.rego").write_text("package k8s.oops\n\nx if {\n\ty := 1\n\ty := 2\n}\n")
+    tgz = root / "b.tar.gz"
+    Bundle.from_directory(tree).write(tgz)
+    (root / "outdir").mkdir()
+    return {
+        "dir": str(tree),
+        "broken": str(broken),
+        "tgz": str(tgz),
+        "out": str(root / "out.tar.gz"),
+        "missing": str(root / "missing"),
+        "outdir": str(root / "outdir"),
+        "root": str(root),
+    }
+
+
+def _run(mode: str, args: list[str], cwd: str) -> tuple[subprocess.CompletedProcess[bytes], str]:
+    mark = Path(cwd) / f"mark-{mode}"
+    env = {k: v for k, v in os.environ.items() if k != "POLICYSUPPLY_ENGINE"}
+    env.update(LEAN_TEST_MODE=mode, LEAN_TEST_MARK=str(mark))
+    if OPA is not None:
+        env["POLICYSUPPLY_OPA"] = OPA
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, *args],
+        capture_output=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    return proc, mark.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "lean"), [c[1:] for c in CATALOGUE], ids=[c[0] for c in CATALOGUE]
+)
+def test_lean_and_click_paths_print_and_exit_identically(
+    places: dict[str, str], args: list[str], lean: bool
+) -> None:
+    argv = [a.format(**places) for a in args]
+    cwd = places["root"]
+    written: dict[str, bytes | None] = {}
+    results = {}
+    for mode in ("lean", "click"):
+        for target in (places["out"], str(Path(cwd) / "json")):
+            Path(target).unlink(missing_ok=True)
+        proc, path_taken = _run(mode, argv, cwd)
+        results[mode] = (proc.returncode, proc.stdout, proc.stderr)
+        out = Path(places["out"])
+        written[mode] = out.read_bytes() if out.exists() else None
+        if mode == "lean":
+            assert path_taken == ("lean" if lean else "click"), (argv, proc.stderr)
+    assert results["lean"] == results["click"]
+    assert written["lean"] == written["click"]
+
+
+def test_dispatch_declines_without_running_anything(places: dict[str, str]) -> None:
+    # Declining is decided from the command line alone: nothing is read or printed.
+    assert dispatch([]) is None
+    assert dispatch(["check"]) is None
+    assert dispatch(["check", places["dir"], "--engine", "nope"]) is None
+    assert dispatch(["build", places["missing"]]) is None
