@@ -21,7 +21,7 @@ build_wrapped() {
     printf 'module policysupply.local/%s-wrapper\n\ngo 1.24\n' "$name" >"$work/go.mod"
     printf '%s\n' "$main_go" >"$work/main.go"
     (
-      cd "$work"
+      cd "$work" || exit 1
       GOFLAGS=-mod=mod go get "$module@$version"
       go mod tidy
       CGO_ENABLED=0 go build -trimpath -o "$target.tmp" .

@@ -1,13 +1,15 @@
-"""X.509 helpers shared by the in-process Sigstore (unit) and the loopback stack (interop)."""
+"""X.509 helpers shared by the in-process Sigstore (unit) and the loopback stack (interop),
+and the self-signed TLS certificate of the loopback servers the tests start."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import ipaddress
+from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 def spki_der(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -72,3 +74,35 @@ def ca_certificate(
             critical=False,
         )
     return builder.sign(signer, algorithm)
+
+
+def self_signed_tls(*, cn: str = "127.0.0.1", ip: str = "127.0.0.1") -> tuple[bytes, bytes]:
+    """A self-signed server certificate for ``ip``: (certificate PEM, PKCS#8 key PEM).
+
+    Its own trust anchor (``SSL_CERT_FILE``, ``--ca-file``, a webhook's
+    ``caBundle``), so it is marked as a CA; valid from five minutes ago for a day.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem

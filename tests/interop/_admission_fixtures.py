@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import ipaddress
 import json
 import os
 import signal
@@ -19,45 +17,19 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests._x509 import self_signed_tls
 from tests.conftest import ROOT, peer
 from tests.interop.conftest import free_port
 
 
 def write_certificate(directory: Path, *, cn: str = "policysupply-admission") -> Path:
     """A self-signed certificate for 127.0.0.1 (``tls.crt``/``tls.key``); returns the cert."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert, key = self_signed_tls(cn=cn)
     directory.mkdir(parents=True, exist_ok=True)
     # Written to temporary names and renamed: the service never reads half a pair.
-    (directory / ".tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    (directory / ".tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / ".tls.key").write_bytes(key)
+    (directory / ".tls.crt").write_bytes(cert)
     os.replace(directory / ".tls.key", directory / "tls.key")
     os.replace(directory / ".tls.crt", directory / "tls.crt")
     return directory / "tls.crt"
