@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Go peer tools the interop tests run against (OPA, oras, cosign 2.x
-# and 3.x, and a registry with the OCI referrers API) from the Go module proxy
+# and 3.x, a registry with the OCI referrers API, and kube-apiserver for the
+# admission webhook tests) from the Go module proxy
 # at pinned versions, into a cache directory. Idempotent: a peer whose binary
 # already exists at the pinned version is not rebuilt.
 #
@@ -9,7 +10,8 @@
 # build does not pay for it).
 #
 # Usage: scripts/install-peers.sh [peer ...]
-#          (default: opa oras registry-referrers cosign; optional: conftest)
+#          (default: opa oras registry-referrers cosign kube-apiserver;
+#           optional: conftest)
 # Env:   POLICYSUPPLY_PEERS_DIR  cache dir (default ~/.cache/policysupply/peers)
 set -euo pipefail
 
@@ -20,7 +22,6 @@ COSIGN2_VERSION="v2.6.5"
 COSIGN3_VERSION="v3.1.3"
 CONFTEST_VERSION="v0.71.1" # optional peer: built only when named
 KUBE_VERSION="v1.34.4"     # kube-apiserver; its staging modules are k8s.io/* v0.34.4
-ETCD_VERSION="v3.6.4"      # the etcd server kube-apiserver v1.34.4 itself requires
 
 PEERS_DIR="${POLICYSUPPLY_PEERS_DIR:-$HOME/.cache/policysupply/peers}"
 BIN_DIR="$PEERS_DIR/bin"
@@ -137,7 +138,7 @@ install_kube_apiserver() {
 }
 
 peers=("$@")
-[[ ${#peers[@]} -gt 0 ]] || peers=(opa oras registry-referrers cosign)
+[[ ${#peers[@]} -gt 0 ]] || peers=(opa oras registry-referrers cosign kube-apiserver)
 for p in "${peers[@]}"; do
   case "$p" in
     opa) install_opa ;;

@@ -190,6 +190,9 @@ class ControlPlane:
                     # none runs here. The webhook plugins stay on (default).
                     "--disable-admission-plugins=ServiceAccount",
                     "--enable-priority-and-fairness=false",
+                    # No Endpoints for the "kubernetes" Service: its address
+                    # would be loopback, which the API refuses (log noise).
+                    "--endpoint-reconciler-type=none",
                     "--profiling=false",
                     "--v=1",
                 ],
@@ -214,9 +217,7 @@ class ControlPlane:
             except httpx.HTTPError as e:
                 last = repr(e)
             time.sleep(0.25)
-        pytest.fail(
-            f"kube-apiserver did not become ready ({last}):\n{_tail(self.apiserver_log)}"
-        )
+        pytest.fail(f"kube-apiserver did not become ready ({last}):\n{_tail(self.apiserver_log)}")
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -224,9 +225,7 @@ class ControlPlane:
 
     # -- API helpers ------------------------------------------------------------
 
-    def create(
-        self, path: str, body: dict[str, Any], *, dry_run: bool = False
-    ) -> httpx.Response:
+    def create(self, path: str, body: dict[str, Any], *, dry_run: bool = False) -> httpx.Response:
         """POSTs ``body`` to ``path`` (``/api/v1/namespaces/x/pods`` ...)."""
         params = {"dryRun": "All"} if dry_run else {}
         with self.client() as c:

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.interop
 
 ENFORCE_NS = "shop"
 WARN_NS = "shop-warn"
+VERIFY_ONLY_NS = "shop-verify"  # the validating webhook alone, no mutation
 
 
 class Cluster:
@@ -68,17 +69,20 @@ class Cluster:
         self.services.append(s)
         return s
 
-    def register(self, name: str, service: Service, namespace: str) -> None:
+    def register(
+        self, name: str, service: Service, namespace: str, *, mutating: bool = True
+    ) -> None:
         assert service.cert is not None
-        mutating, validating = webhook_configurations(
+        mutate, validating = webhook_configurations(
             name,
             ca_bundle=service.cert.read_bytes(),
             url=service.url,
             namespaces=[namespace],
         )
-        self.plane.apply(
-            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", mutating
-        )
+        if mutating:
+            self.plane.apply(
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", mutate
+            )
         self.plane.apply(
             "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations", validating
         )
@@ -109,9 +113,17 @@ def _wait_for_webhooks(cluster: Cluster) -> None:
         warned = cluster.plane.create(
             cluster.pods(WARN_NS), pod("probe", cluster.unsigned), dry_run=True
         )
-        if enforced.status_code == 403 and warned.headers.get_list("warning"):
+        verified = cluster.plane.create(
+            cluster.pods(VERIFY_ONLY_NS), pod("probe", cluster.unsigned), dry_run=True
+        )
+        if (
+            enforced.status_code == 403
+            and verified.status_code == 403
+            and warned.headers.get_list("warning")
+        ):
             return
         last = f"{enforced.status_code} {enforced.text[:300]} / {warned.status_code}"
+        last += f" / {verified.status_code}"
         time.sleep(0.5)
     pytest.fail(f"webhooks were not in effect after 60 s: {last}")
 
@@ -125,10 +137,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             try:
                 enforce = c.service("enforce", mutate=True)
                 warn = c.service("warn", mutate=True, mode="warn")
-                c.namespace(ENFORCE_NS)
-                c.namespace(WARN_NS)
+                for ns in (ENFORCE_NS, WARN_NS, VERIFY_ONLY_NS):
+                    c.namespace(ns)
                 c.register("policysupply-enforce", enforce, ENFORCE_NS)
                 c.register("policysupply-warn", warn, WARN_NS)
+                c.register("policysupply-verify", enforce, VERIFY_ONLY_NS, mutating=False)
                 _wait_for_webhooks(c)
                 yield c
             finally:
@@ -148,11 +161,25 @@ def test_unsigned_pod_refused_with_our_message(cluster):
     status = _status(resp)
     assert status["reason"] == "Forbidden"
     message = status["message"]
-    # The API server prefixes our message with the webhook that denied it.
-    assert 'admission webhook "' in message and "policysupply.dev" in message
+    # The API server prefixes our message with the webhook that denied it: the
+    # mutating one, which the API server calls first.
+    assert message.startswith('admission webhook "pin.policysupply.dev" denied the request')
     assert f'image "{cluster.unsigned}" (container c0)' in message
     assert "unsigned: no signature" in message
     assert cluster.plane.get(f"{cluster.pods(ENFORCE_NS)}/evil").status_code == 404
+
+
+def test_validating_webhook_alone_refuses_and_admits_unchanged(cluster):
+    # Without the mutating webhook, the denial is the validating webhook's.
+    resp = cluster.plane.create(cluster.pods(VERIFY_ONLY_NS), pod("evil", cluster.unsigned))
+    assert resp.status_code == 403, resp.text
+    message = _status(resp)["message"]
+    assert message.startswith('admission webhook "verify.policysupply.dev" denied the request')
+    assert f'image "{cluster.unsigned}" (container c0)' in message
+
+    admitted = cluster.plane.create(cluster.pods(VERIFY_ONLY_NS), pod("web", cluster.signed))
+    assert admitted.status_code == 201, admitted.text
+    assert admitted.json()["spec"]["containers"][0]["image"] == cluster.signed
 
 
 def test_signed_pod_admitted_and_pinned_to_its_digest(cluster):
@@ -165,6 +192,19 @@ def test_signed_pod_admitted_and_pinned_to_its_digest(cluster):
     stored = cluster.plane.get(f"{cluster.pods(ENFORCE_NS)}/web")
     assert stored.status_code == 200
     assert stored.json()["spec"]["containers"][0]["image"] == pinned
+    # The API server sent the patched object on to the validating webhook.
+    seen = [
+        line
+        for s in cluster.services
+        for line in s.logs()
+        if line.get("message") == "admission review"
+        and line.get("namespace") == ENFORCE_NS
+        and line.get("object_name") == "web"
+        and line.get("kind") == "Pod"
+    ]
+    assert {line["endpoint"] for line in seen} == {"mutate", "validate"}, seen
+    validated = [line for line in seen if line["endpoint"] == "validate"]
+    assert [i["image"] for i in validated[-1]["images"]] == [pinned]
 
 
 def test_one_unsigned_container_refuses_the_whole_pod(cluster):
@@ -224,4 +264,3 @@ def test_dry_run_is_judged_and_patched_but_not_stored(cluster):
     image = admitted.json()["spec"]["containers"][0]["image"]
     assert image == f"{cluster.signed}@{cluster.signed_digest}"
     assert cluster.plane.get(f"{cluster.pods(ENFORCE_NS)}/dry-web").status_code == 404
-
