@@ -231,6 +231,13 @@ class ControlPlane:
         with self.client() as c:
             return c.post(path, json=body, params=params)
 
+    def merge_patch(self, path: str, patch: dict[str, Any]) -> httpx.Response:
+        """PATCHes ``path`` with a JSON merge patch (an UPDATE for admission)."""
+        with self.client() as c:
+            return c.patch(
+                path, json=patch, headers={"Content-Type": "application/merge-patch+json"}
+            )
+
     def get(self, path: str) -> httpx.Response:
         with self.client() as c:
             return c.get(path)

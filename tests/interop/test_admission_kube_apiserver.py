@@ -217,7 +217,7 @@ def test_one_unsigned_container_refuses_the_whole_pod(cluster):
     assert f'image "{cluster.signed}"' not in message
 
 
-def test_deployment_template_pinned_and_unsigned_refused(cluster):
+def test_deployment_template_pinned_and_unsigned_refused_on_create_and_update(cluster):
     resp = cluster.plane.create(cluster.deployments(ENFORCE_NS), deployment("web", cluster.signed))
     assert resp.status_code == 201, resp.text
     stored = cluster.plane.get(f"{cluster.deployments(ENFORCE_NS)}/web").json()
@@ -229,6 +229,19 @@ def test_deployment_template_pinned_and_unsigned_refused(cluster):
     )
     assert refused.status_code == 403, refused.text
     assert f'image "{cluster.unsigned}"' in _status(refused)["message"]
+
+    # An UPDATE to an unsigned image is refused too; the stored object keeps
+    # its pinned image.
+    containers = [{"name": "c0", "image": cluster.unsigned}]
+    updated = cluster.plane.merge_patch(
+        f"{cluster.deployments(ENFORCE_NS)}/web",
+        {"spec": {"template": {"spec": {"containers": containers}}}},
+    )
+    assert updated.status_code == 403, updated.text
+    assert f'image "{cluster.unsigned}"' in _status(updated)["message"]
+    stored = cluster.plane.get(f"{cluster.deployments(ENFORCE_NS)}/web").json()
+    image = stored["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"{cluster.signed}@{cluster.signed_digest}"
 
 
 def test_warn_mode_admits_with_a_warning_header(cluster):
