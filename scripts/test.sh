@@ -16,15 +16,16 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
 # Debian's registry (distribution 2.8), htpasswd for its basic-auth setup, and
-# tmux for the CLI-in-a-terminal tests, redis-server for the admission service's shared cache.
+# tmux for the CLI-in-a-terminal tests, redis-server for the admission service's shared cache,
+# etcd-server (3.4) as the store of the kube-apiserver the admission webhooks are tested under.
 if ! command -v docker-registry >/dev/null || ! command -v htpasswd >/dev/null \
-    || ! command -v redis-server >/dev/null \
+    || ! command -v redis-server >/dev/null || ! command -v etcd >/dev/null \
     || ! command -v tmux >/dev/null; then
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    docker-registry apache2-utils tmux redis-server >/dev/null
+    docker-registry apache2-utils tmux redis-server etcd-server >/dev/null
 fi
 
 bash scripts/install-peers.sh
