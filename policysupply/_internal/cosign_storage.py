@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from policysupply._internal import oci
-from policysupply._internal import sigstore_bundle as sb
 from policysupply.errors import (
     DigestMismatchError,
     NotFoundError,
@@ -38,6 +37,7 @@ from policysupply.errors import (
 )
 
 if TYPE_CHECKING:
+    from policysupply._internal import sigstore_bundle as sb
     from policysupply._internal.oci import Descriptor, Reference
 
 
@@ -286,6 +286,8 @@ def layer_material(annotations: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rekor = annotations.get(ANN_BUNDLE)
     if rekor:
+        from policysupply._internal import sigstore_bundle as sb
+
         with contextlib.suppress(VerificationError):
             out["tlog"] = (sb.TlogEntry.from_cosign_annotation(rekor),)
     stamp = annotations.get(ANN_TIMESTAMP)
@@ -342,6 +344,8 @@ def read_legacy_signatures(registry: Registry, repo: str, digest: str) -> list[C
 
 def read_legacy_attestations(registry: Registry, repo: str, digest: str) -> list[Candidate]:
     """The attestations in ``digest``'s ``.att`` manifest (none if it has none)."""
+    from policysupply._internal import sigstore_bundle as sb
+
     tag = att_tag(digest)
     try:
         data, _ = registry.get_manifest(f"{repo}:{tag}")
@@ -379,6 +383,8 @@ def read_legacy_attestations(registry: Registry, repo: str, digest: str) -> list
 
 def read_bundles(registry: Registry, repo: str, digest: str) -> list[Candidate]:
     """Signatures and attestations in Sigstore bundles referring to ``digest``."""
+    from policysupply._internal import sigstore_bundle as sb
+
     out: list[Candidate] = []
     budget = _Budget(f"{repo}@{digest} referrers")
     bundles = [

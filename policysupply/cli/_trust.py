@@ -23,10 +23,10 @@ def parse_duration(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> dt.timedelta | None:
     """``90``, ``90s``, ``15m``, ``12h`` or ``7d`` as a timedelta, at most 100 years."""
-    from policysupply._internal.policy_file import parse_duration as parse
-
     if value is None:
         return None
+    from policysupply._internal.policy_file import parse_duration as parse
+
     try:
         return parse(value, what="duration")
     except ValueError as exc:
