@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-import click
 
-from policysupply.cli._common import F, usage_error
+from policysupply.cli._output import usage_error
 
 if TYPE_CHECKING:
     from policysupply import Registry
 
 LAYOUT_PREFIX = "oci:"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _bad(message: str, param: str) -> Exception:
+    """A BadParameter error (click loads only when a reference or value is refused)."""
+    import click
+
+    return click.BadParameter(message, param_hint=param)
 
 
 @attrs.frozen(kw_only=True)
@@ -39,6 +48,7 @@ class NetOptions:
 
 def registry_options(f: F) -> F:
     """Adds the registry options; the command receives them as ``net: NetOptions``."""
+    import click
 
     @functools.wraps(f)
     def wrapper(
@@ -179,20 +189,20 @@ def open_target(text: str, net: NetOptions, *, param: str) -> Target:
         rest = text[len(LAYOUT_PREFIX) :]
         directory, ref = _split_layout(rest)
         if ":" not in rest or not directory or not ref:
-            raise click.BadParameter(
+            raise _bad(
                 f"{text!r}: a local layout reference is oci:DIR:REPOSITORY[:TAG|@DIGEST]",
-                param_hint=param,
+                param,
             )
         try:
             r = Reference.parse(ref)
         except RegistryError as exc:
-            raise click.BadParameter(str(exc), param_hint=param) from None
+            raise _bad(str(exc), param) from None
         if r.host:
-            raise click.BadParameter(
+            raise _bad(
                 f"{text!r}: read as directory {directory!r} and repository {ref!r}, which "
                 "starts with a registry host; if the directory's name contains ':', create "
                 "it first (an existing directory is recognised) or use a path without ':'",
-                param_hint=param,
+                param,
             )
         return Target(
             registry=Registry.local(directory),
@@ -203,12 +213,12 @@ def open_target(text: str, net: NetOptions, *, param: str) -> Target:
     try:
         r = Reference.parse(text)
     except RegistryError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
+        raise _bad(str(exc), param) from None
     if not r.host:
-        raise click.BadParameter(
+        raise _bad(
             f"{text!r} names no registry: use HOST[:PORT]/REPOSITORY[:TAG|@DIGEST], "
             "or oci:DIR:REPOSITORY[:TAG] for a local OCI layout",
-            param_hint=param,
+            param,
         )
     check_net(net)
     try:
@@ -222,7 +232,7 @@ def open_target(text: str, net: NetOptions, *, param: str) -> Target:
             verify_tls=not net.insecure,
         )
     except RegistryError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
+        raise _bad(str(exc), param) from None
     return Target(registry=registry, ref=text, text=text)
 
 
@@ -232,7 +242,7 @@ def parse_annotations(values: tuple[str, ...], param: str = "-a") -> dict[str, s
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=param)
+            raise _bad(f"{item!r} is not KEY=VALUE", param)
         out[key] = value
     return out
 
@@ -246,6 +256,6 @@ def read_json_document(value: str, *, param: str, what: str = "JSON") -> Any:
     try:
         return json.loads(value)
     except RecursionError:
-        raise click.BadParameter(f"{what} is nested too deeply to read", param_hint=param) from None
+        raise _bad(f"{what} is nested too deeply to read", param) from None
     except ValueError as exc:
-        raise click.BadParameter(f"{what} is not JSON: {exc}", param_hint=param) from None
+        raise _bad(f"{what} is not JSON: {exc}", param) from None

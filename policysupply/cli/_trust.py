@@ -8,12 +8,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-import click
 
-from policysupply.cli._common import EXIT_USAGE, reported, usage_error
+from policysupply.cli._output import EXIT_USAGE, reported, usage_error
 from policysupply.cli._targets import parse_annotations
 
 if TYPE_CHECKING:
+    import click
+
     from policysupply import TrustState, VerifiedSignature, Verifier
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,6 +31,8 @@ def parse_duration(
     try:
         return parse(value, what="duration")
     except ValueError as exc:
+        import click
+
         raise click.BadParameter(str(exc).removeprefix("duration: ")) from None
 
 
@@ -94,6 +97,8 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
     """  # noqa: D205 - the summary needs both lines
 
     def decorate(f: F) -> F:
+        import click
+
         @functools.wraps(f)
         def wrapper(
             *args: Any,
@@ -300,6 +305,8 @@ def require_attestation_option(f: F) -> F:
     The same flag as ``gate --require-attestation``; for ``verify`` it becomes
     ``TrustPolicy(attestations=...)``.
     """
+    import click
+
     return click.option(
         "--require-attestation",
         "required_attestations",
@@ -319,6 +326,7 @@ def rules_trust_options(f: F) -> F:
     image's trust applies to the rules too); :func:`rules_verifier` turns it
     into a Verifier.
     """
+    import click
 
     @functools.wraps(f)
     def wrapper(
