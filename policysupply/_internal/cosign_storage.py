@@ -344,8 +344,6 @@ def read_legacy_signatures(registry: Registry, repo: str, digest: str) -> list[C
 
 def read_legacy_attestations(registry: Registry, repo: str, digest: str) -> list[Candidate]:
     """The attestations in ``digest``'s ``.att`` manifest (none if it has none)."""
-    from policysupply._internal import sigstore_bundle as sb
-
     tag = att_tag(digest)
     try:
         data, _ = registry.get_manifest(f"{repo}:{tag}")
@@ -358,6 +356,8 @@ def read_legacy_attestations(registry: Registry, repo: str, digest: str) -> list
         if desc.media_type != DSSE_ENVELOPE:
             continue
         blob = budget.take(registry.get_blob(repo, desc.digest, limit=_MAX_BLOB))
+        from policysupply._internal import sigstore_bundle as sb  # only with attestations
+
         try:
             env = sb.Envelope.from_json(json.loads(blob))
         except (ValueError, RecursionError, VerificationError):
@@ -383,8 +383,6 @@ def read_legacy_attestations(registry: Registry, repo: str, digest: str) -> list
 
 def read_bundles(registry: Registry, repo: str, digest: str) -> list[Candidate]:
     """Signatures and attestations in Sigstore bundles referring to ``digest``."""
-    from policysupply._internal import sigstore_bundle as sb
-
     out: list[Candidate] = []
     budget = _Budget(f"{repo}@{digest} referrers")
     bundles = [
@@ -414,6 +412,8 @@ def read_bundles(registry: Registry, repo: str, digest: str) -> list[Candidate]:
         except (RegistryError, DigestMismatchError):
             continue  # its bundle is gone, too large or other bytes: one junk referrer
         budget.take(raw)
+        from policysupply._internal import sigstore_bundle as sb  # only with bundles
+
         try:
             parsed = sb.parse_bundle(raw, what=f"bundle {layer.digest}")
         except VerificationError:
