@@ -12,6 +12,8 @@ interleaved, fresh processes each time:
   floor:  `python -c pass` and `policysupply --help` (start-up alone)
 
 Medians of wall and CPU time; the ratio is ours / OPA's (target <= 1.5x).
+The package is byte-compiled first (as a wheel install leaves it), and `check`
+/ `build` here take the lean dispatch (no click; see policysupply/cli/_lean.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from _common import WORK, machine, peer, save
+from _common import WORK, compile_package, machine, peer, save
 from bench_cli_start import timed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +62,8 @@ def main() -> None:
     work = WORK / "cli-rego"
     work.mkdir(parents=True, exist_ok=True)
     tree = make_tree(work / "tree")
+    compile_package()
+    load_before = os.getloadavg()
     opa = str(peer("opa"))
     ours = str(Path(sys.executable).parent / "policysupply")
     env = dict(os.environ, POLICYSUPPLY_OPA=opa)
@@ -107,6 +111,8 @@ def main() -> None:
             "startup_floor_vs_opa_check": ratio("policysupply_help", "opa_check"),
         },
         "target": "<= 1.5x",
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
     }
     print(save("cli_rego", payload))
     for k, v in payload["ratios_wall"].items():

@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import WORK, cosign_env, machine, peer, run, save
+from _common import WORK, compile_package, cosign_env, machine, peer, run, save
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -122,6 +122,7 @@ def main() -> None:
     rounds = 7 if args.quick else 21
     work = WORK / "cli-start"
     work.mkdir(parents=True, exist_ok=True)
+    compile_package()  # as a wheel install leaves it (PYTHONDONTWRITEBYTECODE may be set)
     env = cosign_env(work)
     cosign, oras, opa = str(peer("cosign2")), str(peer("oras")), str(peer("opa"))
     ours = str(Path(sys.executable).parent / "policysupply")

@@ -14,12 +14,13 @@ pull or copy never leaves a dangling tag or a partial blob.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from policysupply._internal import layout_store, oci, stores, transfer
+from policysupply._internal import oci, stores, transfer
 from policysupply._internal.closing import Closing
 from policysupply._internal.credentials import Credentials
 from policysupply._internal.netconfig import RetryPolicy, Timeout
@@ -73,6 +74,8 @@ class Registry(Closing):
 
         No I/O happens until the first operation.
         """
+        from policysupply._internal import layout_store
+
         return cls(layout_store.LayoutStore(root=Path(path)))
 
     @classmethod
@@ -326,8 +329,11 @@ class Registry(Closing):
 
     def _missing(self, r: Reference, what: str) -> NotFoundError:
         # A layout can say more: the whole directory or repository may be absent.
-        if isinstance(self._store, layout_store.LayoutStore):
-            return self._store._not_found(r.repository, what)
+        # (Without layout_store loaded, no store of this registry is a layout.)
+        layouts = sys.modules.get("policysupply._internal.layout_store")
+        if layouts is not None and isinstance(self._store, layouts.LayoutStore):
+            missing: NotFoundError = self._store._not_found(r.repository, what)
+            return missing
         return NotFoundError(f"{what} not found in {r.name}")
 
     def tags(self, repository: str) -> list[str]:

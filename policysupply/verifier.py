@@ -21,7 +21,6 @@ from policysupply import _verdict
 from policysupply._checks import Checks, reference_mismatch, subjects_naming
 from policysupply._internal import cosign_storage as storage
 from policysupply._internal import oci
-from policysupply._internal import sigstore_bundle as sb
 from policysupply._internal.cosign_storage import Candidate
 from policysupply._internal.oci import Reference
 from policysupply._trust_policy import DockerReferenceCheck as DockerReferenceCheck
@@ -43,11 +42,12 @@ from policysupply.errors import (
     VerificationError,
 )
 from policysupply.registry import Registry
-from policysupply.trust_state import TrustState
 
 if TYPE_CHECKING:
+    from policysupply._internal import sigstore_bundle as sb
     from policysupply._internal.keyless import TrustMaterial
     from policysupply.signer import SigstoreBundle
+    from policysupply.trust_state import TrustState
 
 __all__ = [
     "TrustPolicy",
@@ -227,6 +227,8 @@ class Verifier:
                 "carries none; verify files with a policy that does not require them"
             )
         parsed = _parse_bundle_arg(bundle)
+        from policysupply._internal import sigstore_bundle as sb
+
         sha = hashlib.sha256(content).digest()
         digest = "sha256:" + sha.hex()
         ref = Reference(host="", repository=name, digest=digest)
@@ -405,6 +407,7 @@ def _blob(data: bytes | str | os.PathLike[str]) -> tuple[str, bytes]:
 
 
 def _parse_bundle_arg(bundle: Any) -> sb.ParsedBundle:
+    from policysupply._internal import sigstore_bundle as sb
     from policysupply.signer import SigstoreBundle
 
     if isinstance(bundle, SigstoreBundle):

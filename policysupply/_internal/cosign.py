@@ -26,7 +26,6 @@ from policysupply._internal.cosign_storage import (
     signature_config,
     signature_manifest,
 )
-from policysupply._internal.sigstore_bundle import pae
 
 SIGNATURE_TYPE = "cosign container image signature"
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
@@ -109,3 +108,10 @@ def key_bundle(statement: bytes, signature: bytes, spki_sha256: bytes) -> bytes:
         },
     }
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE pre-authentication encoding (``sigstore_bundle.pae``; that module loads on demand)."""
+    from policysupply._internal.sigstore_bundle import pae as encode
+
+    return encode(payload_type, payload)

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from policysupply._internal import oci
-from policysupply._internal import sigstore_bundle as sb
 from policysupply.errors import (
     DigestMismatchError,
     NotFoundError,
@@ -38,6 +37,7 @@ from policysupply.errors import (
 )
 
 if TYPE_CHECKING:
+    from policysupply._internal import sigstore_bundle as sb
     from policysupply._internal.oci import Descriptor, Reference
 
 
@@ -286,6 +286,8 @@ def layer_material(annotations: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rekor = annotations.get(ANN_BUNDLE)
     if rekor:
+        from policysupply._internal import sigstore_bundle as sb
+
         with contextlib.suppress(VerificationError):
             out["tlog"] = (sb.TlogEntry.from_cosign_annotation(rekor),)
     stamp = annotations.get(ANN_TIMESTAMP)
@@ -354,6 +356,8 @@ def read_legacy_attestations(registry: Registry, repo: str, digest: str) -> list
         if desc.media_type != DSSE_ENVELOPE:
             continue
         blob = budget.take(registry.get_blob(repo, desc.digest, limit=_MAX_BLOB))
+        from policysupply._internal import sigstore_bundle as sb  # only with attestations
+
         try:
             env = sb.Envelope.from_json(json.loads(blob))
         except (ValueError, RecursionError, VerificationError):
@@ -408,6 +412,8 @@ def read_bundles(registry: Registry, repo: str, digest: str) -> list[Candidate]:
         except (RegistryError, DigestMismatchError):
             continue  # its bundle is gone, too large or other bytes: one junk referrer
         budget.take(raw)
+        from policysupply._internal import sigstore_bundle as sb  # only with bundles
+
         try:
             parsed = sb.parse_bundle(raw, what=f"bundle {layer.digest}")
         except VerificationError:

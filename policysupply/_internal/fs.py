@@ -16,8 +16,6 @@ import contextlib
 import errno
 import os
 import secrets
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -215,6 +213,9 @@ def swap_in_tree(target: Path, fill: Callable[[Path], None]) -> None:
     Raises:
         OSError: Creating, filling or renaming failed.
     """
+    import shutil  # only trees are swapped with these
+    import tempfile
+
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -171,6 +170,8 @@ def transfer(
     Spooled through a temporary file (memory up to 8 MiB), so big blobs
     stream and the upload can be replayed on retry.
     """
+    import tempfile  # copies only
+
     with tempfile.SpooledTemporaryFile(max_size=SPOOL) as spool:
 
         def reset() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from policysupply import __version__
-from policysupply.cli import _COMMANDS
+from policysupply.cli._commands import _COMMANDS
 from policysupply.cli._common import EXIT_USAGE, OUT, Command, report, wants_json
 from policysupply.cli._output import guarded
 

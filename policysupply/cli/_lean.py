@@ -1,14 +1,15 @@
-"""A lean dispatch for the common forms of ``check`` and ``build``: no click imported.
+"""A lean dispatch for the common forms of ``check``, ``build`` and ``verify``: no click.
 
 Importing click and building its command (~25-70 ms) costs more than a
 10-file ``check`` itself. For the plain forms of these commands this module
 parses the command line, runs the same command body as the click command
-(``_bundle_run``) under the same exit-code handling (``_output.guarded``),
-and prints through the same functions. Anything it does not recognise
-exactly (help, ``-v``, combined or attached short options, repeated options,
-signing options, a value starting with ``-``, an argument click would
-refuse, shell completion, a misconfigured stream encoding) returns ``None``
-and click handles the whole command line as before.
+(``_bundle_run``, ``_verify_run``) under the same exit-code handling
+(``_output.guarded``), and prints through the same functions. Anything it
+does not recognise exactly (help, ``-v``, combined or attached short options,
+repeated options, signing options, any ``verify`` option but ``--key``, a
+value starting with ``-``, an argument click would refuse, an environment
+variable an option reads, shell completion, a misconfigured stream encoding)
+returns ``None`` and click handles the whole command line as before.
 ``tests/unit/cli/test_lean_dispatch.py`` holds a catalogue of invocations
 whose stdout, stderr and exit code must be byte-identical on both paths.
 """
@@ -43,13 +44,24 @@ _OPTIONS: dict[str, dict[str, tuple[str, bool]]] = {
         "--root": ("roots", True),
         "--no-check": ("no_check", False),
     },
+    "verify": {
+        "--json": ("as_json", False),
+        "-q": ("quiet", False),
+        "--quiet": ("quiet", False),
+        "-k": ("keys", True),
+        "--key": ("keys", True),
+    },
 }
+_MULTIPLE = ("roots", "keys")
+# Options of `verify` that read the environment: with one of these set, click decides.
+_VERIFY_ENV = ("POLICYSUPPLY_POLICY", "POLICYSUPPLY_DOCKER_CONFIG", "POLICYSUPPLY_CA_FILE")
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?\Z"
 
 
 def _parse(command: str, args: list[str]) -> dict[str, Any] | None:
     """The options and the one positional argument, or ``None`` for anything unusual."""
     spec = _OPTIONS[command]
-    found: dict[str, Any] = {"roots": []}
+    found: dict[str, Any] = {"roots": [], "keys": []}
     positional: list[str] = []
     i = 0
     while i < len(args):
@@ -79,8 +91,8 @@ def _parse(command: str, args: list[str]) -> dict[str, Any] | None:
                 return None
             if value.startswith("-"):
                 return None
-            if key == "roots":
-                found["roots"].append(value)
+            if key in _MULTIPLE:
+                found[key].append(value)
                 continue
         elif eq:
             return None
@@ -105,6 +117,31 @@ def _readable_dir(path: str) -> bool:
     except (OSError, ValueError):
         return False
     return stat.S_ISDIR(st.st_mode) and os.access(path, os.R_OK)
+
+
+def _readable_file(path: str) -> bool:
+    # click.Path(exists=True, dir_okay=False) accepts exactly these.
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return not stat.S_ISDIR(st.st_mode) and os.access(path, os.R_OK)
+
+
+def _plain_remote_reference(text: str) -> bool:
+    """``HOST[:PORT]/REPO[:TAG|@DIGEST]`` that ``open_target`` accepts as it is."""
+    import re
+
+    from policysupply._internal.oci import Reference
+    from policysupply.errors import RegistryError
+
+    if text.startswith("oci:"):
+        return False
+    try:
+        ref = Reference.parse(text)
+    except RegistryError:
+        return False
+    return bool(ref.host) and re.match(_HOST, ref.host) is not None
 
 
 def _writable_target(path: str) -> bool:
@@ -151,8 +188,14 @@ def dispatch(argv: list[str]) -> int | None:
             return None
         if not _writable_target(opts.get("output", "bundle.tar.gz")):
             return None
+    if command == "verify":
+        if any(name in os.environ for name in _VERIFY_ENV):
+            return None
+        if not opts["keys"] or not all(_readable_file(k) for k in opts["keys"]):
+            return None
+        if not _plain_remote_reference(opts["positional"]):
+            return None
 
-    from policysupply.cli import _bundle_run
     from policysupply.cli._output import OUT, guarded, wants_json
 
     OUT.json = wants_json(argv) or bool(opts.get("as_json"))
@@ -161,6 +204,10 @@ def dispatch(argv: list[str]) -> int | None:
     as_json = bool(opts.get("as_json"))
     engine = opts.get("engine")
     v0 = bool(opts.get("v0_compatible"))
+    if command == "verify":
+        return _verify(opts["positional"], tuple(opts["keys"]), as_json)
+    from policysupply.cli import _bundle_run
+
     if command == "check":
         return guarded(
             lambda: _bundle_run.run_check(
@@ -184,3 +231,14 @@ def dispatch(argv: list[str]) -> int | None:
             as_json,
         )
     )
+
+
+def _verify(reference: str, keys: tuple[str, ...], as_json: bool) -> int:
+    from policysupply.cli._output import guarded
+    from policysupply.cli._targets import NetOptions
+    from policysupply.cli._trust import TrustOptions
+    from policysupply.cli._verify_run import run_verify
+
+    # What the click options give when only --key is set (their defaults).
+    trust = TrustOptions(keys=keys)
+    return guarded(lambda: run_verify(reference, trust, (), NetOptions(), as_json))

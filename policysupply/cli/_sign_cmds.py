@@ -37,13 +37,14 @@ from policysupply.cli._targets import (
 from policysupply.cli._trust import (
     TrustOptions,
     require_attestation_option,
-    signature_json,
     trust_options,
-    verifier_from_options,
 )
+from policysupply.cli._verify_run import artifact_json as artifact_json
+from policysupply.cli._verify_run import print_artifact as print_artifact
+from policysupply.cli._verify_run import run_verify
 
 if TYPE_CHECKING:
-    from policysupply import Signature, Signer, VerifiedArtifact
+    from policysupply import Signature, Signer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -374,35 +375,6 @@ def made_json(pinned: str, sig: Signature, **extra: Any) -> dict[str, Any]:
     }
 
 
-def artifact_json(pinned: str, artifact: VerifiedArtifact) -> dict[str, Any]:
-    """A verified artifact for ``--json`` (``verify``, ``verify-attestation``)."""
-    return {
-        "ok": True,
-        "verified": True,
-        "reference": pinned,
-        "digest": artifact.digest,
-        "key_ids": list(artifact.key_ids),
-        "signatures": [signature_json(s) for s in artifact.signatures],
-        "attestations": [
-            {"predicate_type": a.predicate_type, **signature_json(a.signature)}
-            for a in artifact.attestations
-        ],
-    }
-
-
-def print_artifact(pinned: str, artifact: VerifiedArtifact) -> None:
-    """The human form of a verified artifact."""
-    say(f"verified {pinned}", essential=True, fg="green")
-    for s in artifact.signatures:
-        extra = "".join(f" {k}={v}" for k, v in sorted(s.annotations.items()))
-        who = f"{s.subject} ({s.issuer})" if s.subject else s.key_id
-        say(f"  {s.scheme} signature by {who}{extra}")
-    for a in artifact.attestations:
-        s = a.signature
-        who = f"{s.subject} ({s.issuer})" if s.subject else s.key_id
-        say(f"  {s.scheme} attestation {a.predicate_type} by {who}")
-
-
 @click.command(cls=Command, epilog=REFERENCE_HELP)
 @click.argument("reference")
 @trust_options(required=True)
@@ -433,13 +405,4 @@ def verify(
       policysupply verify registry.example.com/acme/app:1.4 -k cosign.pub \
           --require-attestation https://slsa.dev/provenance/v1
     """
-    verifier = verifier_from_options(trust, as_json, attestations=required_attestations)
-    assert verifier is not None  # noqa: S101 - a key, identity or policy is required
-    target = open_target(reference, net, param="REFERENCE")
-    with reported(as_json), target.registry:
-        artifact = verifier.verify(target.registry, target.ref)
-    pinned = target.pinned(artifact.digest)
-    if as_json:
-        emit_json(artifact_json(pinned, artifact))
-    else:
-        print_artifact(pinned, artifact)
+    run_verify(reference, trust, required_attestations, net, as_json)

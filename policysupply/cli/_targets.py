@@ -7,19 +7,27 @@ Also the readers of what other options name: ``KEY=VALUE`` annotations, files
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-import click
 
-from policysupply.cli._common import usage_error
-from policysupply.cli._options import option_group
+from policysupply.cli._output import usage_error
 
 if TYPE_CHECKING:
     from policysupply import Registry
 
 LAYOUT_PREFIX = "oci:"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _bad(message: str, param: str) -> Exception:
+    """A BadParameter error (click loads only when a reference or value is refused)."""
+    import click
+
+    return click.BadParameter(message, param_hint=param)
 
 
 @attrs.frozen(kw_only=True)
@@ -41,45 +49,51 @@ class NetOptions:
     timeout: float = 120.0
 
 
-registry_options = option_group(
-    NetOptions,
-    "net",
-    [
-        click.option(
-            "--plain-http",
-            is_flag=True,
-            help="Talk plain HTTP to the registry (implied for loopback hosts).",
-        ),
-        click.option(
-            "--insecure",
-            is_flag=True,
-            help="Do not verify the registry's TLS certificate (as oras --insecure).",
-        ),
-        click.option(
-            "--ca-file",
-            type=click.Path(exists=True, dir_okay=False),
-            envvar="POLICYSUPPLY_CA_FILE",
-            help="Trust exactly the CA certificates in this PEM file for https registries "
-            "(default: the system trust store).",
-        ),
-        click.option(
-            "--docker-config",
-            type=click.Path(dir_okay=False),
-            envvar="POLICYSUPPLY_DOCKER_CONFIG",
-            help="Docker config.json for credentials "
-            "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).",
-        ),
-        click.option(
-            "--timeout",
-            type=click.FloatRange(min=0.1, max=86400),
-            default=120.0,
-            show_default=True,
-            metavar="SECONDS",
-            help="Give up on a registry operation after this long (retries included).",
-        ),
-    ],
-)
-"""Adds the registry options; the command receives them as ``net: NetOptions``."""
+def registry_options(f: F) -> F:
+    """Adds the registry options; the command receives them as ``net: NetOptions``."""
+    # click loads here, when the click commands are built, not for the lean path.
+    import click
+
+    from policysupply.cli._options import option_group
+
+    return option_group(
+        NetOptions,
+        "net",
+        [
+            click.option(
+                "--plain-http",
+                is_flag=True,
+                help="Talk plain HTTP to the registry (implied for loopback hosts).",
+            ),
+            click.option(
+                "--insecure",
+                is_flag=True,
+                help="Do not verify the registry's TLS certificate (as oras --insecure).",
+            ),
+            click.option(
+                "--ca-file",
+                type=click.Path(exists=True, dir_okay=False),
+                envvar="POLICYSUPPLY_CA_FILE",
+                help="Trust exactly the CA certificates in this PEM file for https registries "
+                "(default: the system trust store).",
+            ),
+            click.option(
+                "--docker-config",
+                type=click.Path(dir_okay=False),
+                envvar="POLICYSUPPLY_DOCKER_CONFIG",
+                help="Docker config.json for credentials "
+                "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0.1, max=86400),
+                default=120.0,
+                show_default=True,
+                metavar="SECONDS",
+                help="Give up on a registry operation after this long (retries included).",
+            ),
+        ],
+    )(f)
 
 
 def plain_http(net: NetOptions, host: str) -> bool:
@@ -166,20 +180,20 @@ def open_target(text: str, net: NetOptions, *, param: str) -> Target:
         rest = text[len(LAYOUT_PREFIX) :]
         directory, ref = _split_layout(rest)
         if ":" not in rest or not directory or not ref:
-            raise click.BadParameter(
+            raise _bad(
                 f"{text!r}: a local layout reference is oci:DIR:REPOSITORY[:TAG|@DIGEST]",
-                param_hint=param,
+                param,
             )
         try:
             r = Reference.parse(ref)
         except RegistryError as exc:
-            raise click.BadParameter(str(exc), param_hint=param) from None
+            raise _bad(str(exc), param) from None
         if r.host:
-            raise click.BadParameter(
+            raise _bad(
                 f"{text!r}: read as directory {directory!r} and repository {ref!r}, which "
                 "starts with a registry host; if the directory's name contains ':', create "
                 "it first (an existing directory is recognised) or use a path without ':'",
-                param_hint=param,
+                param,
             )
         return Target(
             registry=Registry.local(directory),
@@ -190,12 +204,12 @@ def open_target(text: str, net: NetOptions, *, param: str) -> Target:
     try:
         r = Reference.parse(text)
     except RegistryError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
+        raise _bad(str(exc), param) from None
     if not r.host:
-        raise click.BadParameter(
+        raise _bad(
             f"{text!r} names no registry: use HOST[:PORT]/REPOSITORY[:TAG|@DIGEST], "
             "or oci:DIR:REPOSITORY[:TAG] for a local OCI layout",
-            param_hint=param,
+            param,
         )
     check_net(net)
     try:
@@ -209,7 +223,7 @@ def open_target(text: str, net: NetOptions, *, param: str) -> Target:
             verify_tls=not net.insecure,
         )
     except RegistryError as exc:
-        raise click.BadParameter(str(exc), param_hint=param) from None
+        raise _bad(str(exc), param) from None
     return Target(registry=registry, ref=text, text=text)
 
 
@@ -219,7 +233,7 @@ def parse_annotations(values: tuple[str, ...], param: str = "-a") -> dict[str, s
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=param)
+            raise _bad(f"{item!r} is not KEY=VALUE", param)
         out[key] = value
     return out
 
@@ -238,7 +252,7 @@ def read_text_argument(value: str, *, param: str) -> str:
         return Path(value).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise click.BadParameter(f"cannot read {value}: {reason}", param_hint=param) from None
+        raise _bad(f"cannot read {value}: {reason}", param) from None
 
 
 def read_json_argument(value: str, *, param: str, what: str) -> Any:
@@ -259,6 +273,6 @@ def read_json_document(value: str, *, param: str, what: str = "JSON") -> Any:
     try:
         return json.loads(value)
     except RecursionError:
-        raise click.BadParameter(f"{what} is nested too deeply to read", param_hint=param) from None
+        raise _bad(f"{what} is nested too deeply to read", param) from None
     except ValueError as exc:
-        raise click.BadParameter(f"{what} is not JSON: {exc}", param_hint=param) from None
+        raise _bad(f"{what} is not JSON: {exc}", param) from None

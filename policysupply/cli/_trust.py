@@ -8,13 +8,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-import click
 
-from policysupply.cli._common import EXIT_USAGE, reported, usage_error
-from policysupply.cli._options import option_group
+from policysupply.cli._output import EXIT_USAGE, reported, usage_error
 from policysupply.cli._targets import parse_annotations
 
 if TYPE_CHECKING:
+    import click
+
     from policysupply import TrustState, VerifiedSignature, Verifier
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,13 +24,15 @@ def parse_duration(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> dt.timedelta | None:
     """``90``, ``90s``, ``15m``, ``12h`` or ``7d`` as a timedelta, at most 100 years."""
-    from policysupply._internal.policy_file import parse_duration as parse
-
     if value is None:
         return None
+    from policysupply._internal.policy_file import parse_duration as parse
+
     try:
         return parse(value, what="duration")
     except ValueError as exc:
+        import click
+
         raise click.BadParameter(str(exc).removeprefix("duration: ")) from None
 
 
@@ -93,6 +95,10 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
     """Adds ``--key`` (repeatable), ``--threshold``, ``-a``, ``--docker-reference``,
     ``--max-signature-age`` (and ``--state``); the command receives ``trust: TrustOptions``.
     """  # noqa: D205 - the summary needs both lines
+    # click loads here, when the click commands are built, not for the lean path.
+    import click
+
+    from policysupply.cli._options import option_group
 
     def check(trust: TrustOptions) -> None:
         if required and not trust.keys and not trust.keyless and not trust.policy:
@@ -264,6 +270,8 @@ def require_attestation_option(f: F) -> F:
     The same flag as ``gate --require-attestation``; for ``verify`` it becomes
     ``TrustPolicy(attestations=...)``.
     """
+    import click
+
     return click.option(
         "--require-attestation",
         "required_attestations",
@@ -283,6 +291,7 @@ def rules_trust_options(f: F) -> F:
     image's trust applies to the rules too); :func:`rules_verifier` turns it
     into a Verifier.
     """
+    import click
 
     @functools.wraps(f)
     def wrapper(

@@ -89,6 +89,7 @@ def test_verify_imports_only_what_verification_needs(signed: str, tmp_path: Path
     assert code == 0
     assert _offenders(names, VERIFY_NEVER) == []
     assert "httpx" in names  # it did talk to the registry
+    assert "click" not in names  # the lean dispatch ran the command body
     assert len(names) <= VERIFY_BUDGET, len(names)
 
 
@@ -104,7 +105,21 @@ def test_gate_imports_only_what_a_decision_needs(signed: str, tmp_path: Path) ->
 def test_help_imports_no_command(tmp_path: Path) -> None:
     code, names = imported("--help", cwd=tmp_path)
     assert code == 0
+    plumbing = {"_common", "_commands", "_output", "_lean", "_group"}  # no command module
     assert [
-        n for n in names if n.startswith("policysupply.cli._") and n != "policysupply.cli._common"
+        n
+        for n in names
+        if n.startswith("policysupply.cli._")
+        and n.removeprefix("policysupply.cli.") not in plumbing
     ] == []
     assert _offenders(names, (*NEVER, "httpx", "cryptography", "regopy")) == []
+
+
+def test_check_and_build_import_no_click(example_dir: Path, tmp_path: Path) -> None:
+    code, names = imported("check", str(example_dir), "--engine", "embedded", "-q", cwd=tmp_path)
+    assert code == 0
+    assert "click" not in names
+    code, names = imported("build", str(example_dir), "--no-check", "-q", cwd=tmp_path)
+    assert code == 0
+    assert "click" not in names
+    assert (tmp_path / "bundle.tar.gz").exists()
