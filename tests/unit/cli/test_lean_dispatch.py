@@ -171,3 +171,43 @@ def test_dispatch_declines_without_running_anything(places: dict[str, str]) -> N
     assert dispatch(["check"]) is None
     assert dispatch(["check", places["dir"], "--engine", "nope"]) is None
     assert dispatch(["build", places["missing"]]) is None
+
+
+def _run_with(mode: str, args: list[str], cwd: str, **popen: object) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "POLICYSUPPLY_ENGINE"}
+    env.update(LEAN_TEST_MODE=mode, LEAN_TEST_MARK=str(Path(cwd) / f"mark-{mode}"))
+    extra_env = popen.pop("env", None)
+    if isinstance(extra_env, dict):
+        env.update(extra_env)
+    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+        [sys.executable, "-c", RUNNER, *args], cwd=cwd, env=env, **popen
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "{dir}", "--engine", "embedded"],
+        ["check", "{broken}", "--json", "--engine", "embedded"],
+        ["build", "{dir}", "-o", "{out}", "--no-check"],
+    ],
+    ids=["check", "check-broken-json", "build"],
+)
+def test_a_reader_gone_away_exits_as_on_the_click_path(
+    places: dict[str, str], args: list[str]
+) -> None:
+    # `policysupply check DIR | head -0`: stdout is a pipe nobody reads. click
+    # answers EPIPE with exit code 1 and nothing on stderr; so must the lean path.
+    argv = [a.format(**places) for a in args]
+    results = {}
+    for mode in ("lean", "click"):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            proc = _run_with(mode, argv, places["root"], stdout=write_end, stderr=subprocess.PIPE)
+        finally:
+            os.close(write_end)
+        _, err = proc.communicate(timeout=120)
+        results[mode] = (proc.returncode, err)
+    assert results["lean"] == results["click"]
+    assert results["click"][0] == 1
