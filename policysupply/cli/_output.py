@@ -311,6 +311,9 @@ def guarded(call: Callable[[], Any], click_error: Callable[[Exception], int] | N
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else 1)
     except KeyboardInterrupt:
+        # As click's main (which the click path goes through): a blank line on
+        # stderr closes the terminal's ^C echo before the report.
+        echo("", err=True)
         return report("Interrupted", "interrupted", EXIT_INTERRUPTED)
     except UsageProblem as exc:
         return report(exc.kind, exc.format_message(), EXIT_USAGE, param=exc.param)

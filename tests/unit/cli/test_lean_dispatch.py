@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,45 @@ def test_a_reader_gone_away_exits_as_on_the_click_path(
         results[mode] = (proc.returncode, err)
     assert results["lean"] == results["click"]
     assert results["click"][0] == 1
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_an_interrupt_reports_as_on_the_click_path(
+    places: dict[str, str], tmp_path: Path, as_json: bool
+) -> None:
+    # Ctrl-C while `opa check` runs: click closes the terminal's ^C echo with a
+    # blank line on stderr before its report; the lean path must print the same.
+    started = tmp_path / "started"
+    fake = tmp_path / "opa"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = version ]; then echo "Version: 1.22.2"; exit 0; fi\n'
+        f"touch {started}\nsleep 30\n"
+    )
+    fake.chmod(0o755)
+    argv = ["check", places["dir"], "--engine", "opa", *(["--json"] if as_json else [])]
+    results = {}
+    for mode in ("lean", "click"):
+        started.unlink(missing_ok=True)
+        proc = _run_with(
+            mode,
+            argv,
+            places["root"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"POLICYSUPPLY_OPA": str(fake)},
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not started.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert started.exists()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        results[mode] = (proc.returncode, out, err)
+    assert results["lean"] == results["click"]
+    assert results["click"][0] == 130
