@@ -42,15 +42,23 @@ def load_bundle(source: str, *, param: str = "SOURCE", v0_compatible: bool = Fal
     return b
 
 
-def _meanwhile(work: Callable[[], object]) -> None:
-    """Runs ``work`` while a check runs; its failure, if any, surfaces where it did before.
+def _meanwhile(work: Callable[[], object], finish: Callable[[], None]) -> None:
+    """Runs ``work`` while a check runs, then ``finish`` (the check's result).
 
-    The result is cached on the bundle (``to_bytes``, ``entries``); an error
-    is dropped here and raised again, unchanged, when the command asks for
-    the same value after the check.
+    ``work``'s result is cached on the bundle (``to_bytes``, ``entries``); an
+    error is dropped here and raised again, unchanged, when the command asks
+    for the same value after the check. An interrupt during ``work`` wins over
+    the check's result: Ctrl-C reaches ``opa check`` too, and its death is not
+    a verdict on the bundle.
     """
-    with contextlib.suppress(Exception):  # recomputed (and raised) at its usual place
-        work()
+    try:
+        with contextlib.suppress(Exception):  # recomputed (and raised) at its usual place
+            work()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            finish()  # collects the process and removes its directory
+        raise
+    finish()
 
 
 def run_build(
@@ -84,12 +92,9 @@ def run_build(
             )
         if not no_check:
             finish = b._start_check(engine)
-            try:
-                # The tarball (or, to be signed, its entries) is written while
-                # `opa check` runs; a bundle that does not check is not written.
-                _meanwhile(b.to_bytes if signing_key is None else b.entries)
-            finally:
-                finish()
+            # The tarball (or, to be signed, its entries) is written while
+            # `opa check` runs; a bundle that does not check is not written.
+            _meanwhile(b.to_bytes if signing_key is None else b.entries, finish)
     if signing_key is not None:
         with reported(as_json):
             b = _sign_native(b, signing_key, signing_alg, claims_file, scope, key_id)
@@ -151,10 +156,7 @@ def run_check(
     with reported(as_json, verdict=(BundleError,)):
         b = load_bundle(source, v0_compatible=v0_compatible)
         finish = b._start_check(engine, strict=strict)
-        try:
-            _meanwhile(b.to_bytes)  # the digest printed below, while `opa check` runs
-        finally:
-            finish()
+        _meanwhile(b.to_bytes, finish)  # the digest printed below, while `opa check` runs
     if as_json:
         emit_json(
             {

@@ -311,13 +311,17 @@ def guarded(call: Callable[[], Any], click_error: Callable[[Exception], int] | N
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else 1)
     except KeyboardInterrupt:
+        # As click's main (which the click path goes through): a blank line on
+        # stderr closes the terminal's ^C echo before the report.
+        echo("", err=True)
         return report("Interrupted", "interrupted", EXIT_INTERRUPTED)
     except UsageProblem as exc:
         return report(exc.kind, exc.format_message(), EXIT_USAGE, param=exc.param)
     except BrokenPipeError:
-        # The reader went away (``| head``): nothing left to say to it.
+        # The reader went away (``| head``): nothing left to say to it. Exit
+        # code 1, as click's main answers EPIPE on the click path.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - interpreter shutdown closes it
-        return EXIT_OK
+        return EXIT_FAIL
     except ModuleNotFoundError as exc:
         from policysupply._internal import extras
 

@@ -246,9 +246,9 @@ def read_text_argument(value: str, *, param: str) -> str:
     """
     import sys
 
-    if value == "-":
-        return sys.stdin.read()
     try:
+        if value == "-":
+            return sys.stdin.read()
         return Path(value).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)

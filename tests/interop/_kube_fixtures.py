@@ -3,9 +3,10 @@
 etcd is Debian's ``etcd-server``; kube-apiserver is built from the Go module
 proxy by ``scripts/install-peers.sh kube-apiserver``. Both listen on loopback
 ports chosen at runtime, keep their data in a temporary directory and are
-stopped (then killed if need be) when the fixture ends. The tests talk to the
-API server over HTTPS with a static bearer token (``--token-auth-file``), so
-no kubectl or kubeconfig is needed. No controller manager or scheduler runs:
+stopped (then killed if need be) when the fixture ends, or sent SIGTERM when
+the test process dies without teardown. The tests talk to the API server
+over HTTPS with a static bearer token (``--token-auth-file``), so no kubectl
+or kubeconfig is needed. No controller manager or scheduler runs:
 objects are stored and admitted, never scheduled.
 """
 
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import peers_bin_dir
 from tests.interop._admission_fixtures import write_certificate
+from tests.interop._sigstore_fixtures import _die_with_parent
 from tests.interop.conftest import free_port
 
 TOKEN = "policysupply-test-admin-token"
@@ -134,6 +136,8 @@ class ControlPlane:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=_clean_env(),
+                # A killed test run runs no teardown: they die with it.
+                preexec_fn=_die_with_parent,
             )
         self.procs.append(proc)
         deadline = time.monotonic() + 60
@@ -199,6 +203,8 @@ class ControlPlane:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=_clean_env(),
+                # A killed test run runs no teardown: they die with it.
+                preexec_fn=_die_with_parent,
             )
         self.procs.append(proc)
         deadline = time.monotonic() + 180

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,85 @@ def test_dispatch_declines_without_running_anything(places: dict[str, str]) -> N
     assert dispatch(["check"]) is None
     assert dispatch(["check", places["dir"], "--engine", "nope"]) is None
     assert dispatch(["build", places["missing"]]) is None
+
+
+def _run_with(mode: str, args: list[str], cwd: str, **popen: object) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "POLICYSUPPLY_ENGINE"}
+    env.update(LEAN_TEST_MODE=mode, LEAN_TEST_MARK=str(Path(cwd) / f"mark-{mode}"))
+    extra_env = popen.pop("env", None)
+    if isinstance(extra_env, dict):
+        env.update(extra_env)
+    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+        [sys.executable, "-c", RUNNER, *args], cwd=cwd, env=env, **popen
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "{dir}", "--engine", "embedded"],
+        ["check", "{broken}", "--json", "--engine", "embedded"],
+        ["build", "{dir}", "-o", "{out}", "--no-check"],
+    ],
+    ids=["check", "check-broken-json", "build"],
+)
+def test_a_reader_gone_away_exits_as_on_the_click_path(
+    places: dict[str, str], args: list[str]
+) -> None:
+    # `policysupply check DIR | head -0`: stdout is a pipe nobody reads. click
+    # answers EPIPE with exit code 1 and nothing on stderr; so must the lean path.
+    argv = [a.format(**places) for a in args]
+    results = {}
+    for mode in ("lean", "click"):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            proc = _run_with(mode, argv, places["root"], stdout=write_end, stderr=subprocess.PIPE)
+        finally:
+            os.close(write_end)
+        _, err = proc.communicate(timeout=120)
+        results[mode] = (proc.returncode, err)
+    assert results["lean"] == results["click"]
+    assert results["click"][0] == 1
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_an_interrupt_reports_as_on_the_click_path(
+    places: dict[str, str], tmp_path: Path, as_json: bool
+) -> None:
+    # Ctrl-C while `opa check` runs: click closes the terminal's ^C echo with a
+    # blank line on stderr before its report; the lean path must print the same.
+    started = tmp_path / "started"
+    fake = tmp_path / "opa"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = version ]; then echo "Version: 1.22.2"; exit 0; fi\n'
+        f"touch {started}\nsleep 30\n"
+    )
+    fake.chmod(0o755)
+    argv = ["check", places["dir"], "--engine", "opa", *(["--json"] if as_json else [])]
+    results = {}
+    for mode in ("lean", "click"):
+        started.unlink(missing_ok=True)
+        proc = _run_with(
+            mode,
+            argv,
+            places["root"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"POLICYSUPPLY_OPA": str(fake)},
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not started.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert started.exists()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        results[mode] = (proc.returncode, out, err)
+    assert results["lean"] == results["click"]
+    assert results["click"][0] == 130
