@@ -18,8 +18,10 @@ from typing import Any, NoReturn
 
 from policysupply.errors import (
     BundleError,
+    EngineUnavailableError,
     PolicySupplyError,
     TransientRegistryError,
+    UnsupportedByEngineError,
     VerificationError,
 )
 
@@ -208,6 +210,10 @@ def exit_code_for(exc: PolicySupplyError, *, verdict: tuple[type[Exception], ...
     """
     if unavailable_reason(exc):
         return EXIT_UNAVAILABLE
+    # The engine could not judge (not installed, cannot answer exactly): a
+    # configuration problem, never "the bundle is invalid".
+    if isinstance(exc, (EngineUnavailableError, UnsupportedByEngineError)):
+        return EXIT_USAGE
     if isinstance(exc, (VerificationError, *verdict)):
         return EXIT_FAIL
     return EXIT_USAGE

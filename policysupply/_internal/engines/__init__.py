@@ -51,17 +51,24 @@ def select_engine(
 
     Raises:
         EngineUnavailableError: ``"opa"`` was asked for and no binary is found.
+        EngineUnavailableError: ``POLICYSUPPLY_ENGINE`` names no engine.
         ValueError: An unknown engine name.
     """
     if engine is not None and not isinstance(engine, str):
         if not isinstance(engine, RegoEngine):
             raise TypeError(f"not a Rego engine: {engine!r}")
         return engine
+    from_env = not engine and bool(os.environ.get(ENGINE_ENV))
     name = (engine or os.environ.get(ENGINE_ENV) or "auto").strip().lower()
     if name == "embedded":
         from policysupply._internal.engines.embedded import default_engine
 
         return default_engine()
+    if name not in ("opa", "auto") and from_env:
+        # Configuration, not a programming error: typed, so a CLI reports it as such.
+        raise EngineUnavailableError(
+            f"{ENGINE_ENV}={name!r} is not a Rego engine: choose one of {', '.join(ENGINE_NAMES)}"
+        )
     if name not in ("opa", "auto"):
         raise ValueError(f"unknown Rego engine {name!r}: choose one of {', '.join(ENGINE_NAMES)}")
     from policysupply._internal.engines.opa import find_opa

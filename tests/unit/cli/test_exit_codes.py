@@ -348,3 +348,56 @@ def test_messages_say_what_is_wrong(world: Path) -> None:
         proc = run(*args, "--json", cwd=world)
         message = json.loads(proc.stdout)["error"]["message"]
         assert ok(message), (args, message)
+
+
+def run_env(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **env}
+    full.pop("POLICYSUPPLY_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "policysupply", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        input="",
+        timeout=120,
+        check=False,
+        env=full,
+    )
+
+
+@pytest.mark.parametrize("command", ["check", "build"])
+def test_an_unknown_engine_in_the_environment_is_a_configuration_error(
+    command: str, example_dir: Path, tmp_path: Path
+) -> None:
+    # Was exit 4 ("internal error"): select_engine raised a bare ValueError.
+    args = [command, str(example_dir)] + (
+        ["-o", str(tmp_path / "b.tar.gz")] if command == "build" else []
+    )
+    p = run_env(*args, "--json", cwd=tmp_path, POLICYSUPPLY_ENGINE="wasm")
+    assert p.returncode == 2, p.stdout + p.stderr
+    err = json.loads(p.stdout)["error"]
+    assert err["exit_code"] == 2
+    assert "POLICYSUPPLY_ENGINE" in err["message"]
+    assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_an_unusable_opa_binary_is_a_configuration_error(example_dir: Path, tmp_path: Path) -> None:
+    # Was exit 1, which says "the bundle does not check": nothing was checked.
+    p = run_env(
+        "check",
+        str(example_dir),
+        "--engine",
+        "opa",
+        cwd=tmp_path,
+        POLICYSUPPLY_OPA=str(tmp_path / "no-opa"),
+    )
+    assert p.returncode == 2, p.stderr
+    assert "POLICYSUPPLY_OPA" in p.stderr
+
+
+def test_strict_with_the_embedded_engine_is_a_configuration_error(
+    example_dir: Path, tmp_path: Path
+) -> None:
+    p = run_env("check", str(example_dir), "--strict", "--engine", "embedded", cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert "OPA engine" in p.stderr

@@ -193,3 +193,13 @@ def test_embedded_check_refuses_only_when_asked() -> None:
     assert engine.check(modules, {}, rego_versions=versions, strict=False, refuse=False) == []
     with pytest.raises(UnsupportedByEngineError, match="OPA engine"):
         engine.check(modules, {}, rego_versions=versions, strict=False, refuse=True)
+
+
+def test_an_unknown_engine_in_the_environment_is_a_typed_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from policysupply.errors import EngineUnavailableError
+
+    monkeypatch.setenv("POLICYSUPPLY_ENGINE", "wasm")
+    with pytest.raises(EngineUnavailableError, match="POLICYSUPPLY_ENGINE='wasm'"):
+        select_engine(None)
