@@ -331,6 +331,7 @@ def main() -> None:
             "machine": {**machine(), "cosign": version, "loadavg_1m_at_end": os.getloadavg()[0],
                         "oras": oras_version[0] if oras_version else "?",
                         "registry": "docker-registry (Debian, distribution 2.8)"},
+            "order": "ours, peers, floor interleaved; the order rotates every round",
             "results": results,
         })
     finally:
