@@ -97,6 +97,7 @@ class Session:
     ) -> None:
         self.host = host
         self.base = f"{scheme}://{host}"
+        self._base_path = self.base + "/"
         self._credentials_source = credentials
         self._credentials_loaded = False
         self._creds: Credentials | None = None
@@ -218,6 +219,10 @@ class Session:
     # -- one attempt ---------------------------------------------------------
 
     def _same_origin(self, url: str | httpx.URL) -> bool:
+        # The common case, a path under the registry's own base URL: the
+        # authority ends at that "/", so no parse is needed (one per request).
+        if isinstance(url, str) and url.startswith(self._base_path):
+            return True
         try:
             target, base = httpx.URL(url), httpx.URL(self.base)
         except httpx.InvalidURL:
