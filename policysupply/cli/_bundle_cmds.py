@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from policysupply.cli._bundle_run import load_bundle, run_build, run_check
+from policysupply.cli._bundle_run import BuildRequest, load_bundle, run_build, run_check
 from policysupply.cli._common import (
     Command,
     emit_json,
@@ -56,21 +56,7 @@ __all__ = ["build", "check", "eval_", "load_bundle"]
     "its key id, as publish and serve --opa-signing use); none with --claims-file or --scope.",
 )
 @json_option
-def build(
-    directory: str,
-    output: str,
-    revision: str | None,
-    roots: tuple[str, ...],
-    no_check: bool,
-    v0_compatible: bool,
-    engine: str | None,
-    signing_key: str | None,
-    signing_alg: str | None,
-    claims_file: str | None,
-    scope: str | None,
-    key_id: str | None,
-    as_json: bool,
-) -> None:
+def build(**options: Any) -> None:
     r"""Build a deterministic OPA bundle from DIRECTORY.
 
     With --signing-key the bundle carries an OPA-native signature that
@@ -83,21 +69,7 @@ def build(
       policysupply build policies/ -o bundle.tar.gz --revision v1.2.0 --root k8s
       policysupply build policies/ -o bundle.tar.gz --signing-key private.pem
     """
-    run_build(
-        directory,
-        output,
-        revision,
-        roots,
-        no_check,
-        v0_compatible,
-        engine,
-        signing_key,
-        signing_alg,
-        claims_file,
-        scope,
-        key_id,
-        as_json,
-    )
+    run_build(BuildRequest(**options))
 
 
 @click.command(cls=Command)

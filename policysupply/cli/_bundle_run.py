@@ -11,6 +11,8 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from policysupply.cli._output import emit_json, reported, say, usage_error
 from policysupply.errors import BundleError
 
@@ -61,60 +63,85 @@ def _meanwhile(work: Callable[[], object], finish: Callable[[], None]) -> None:
     finish()
 
 
-def run_build(
-    directory: str,
-    output: str,
-    revision: str | None,
-    roots: tuple[str, ...],
-    no_check: bool,
-    v0_compatible: bool,
-    engine: str | None,
-    signing_key: str | None,
-    signing_alg: str | None,
-    claims_file: str | None,
-    scope: str | None,
-    key_id: str | None,
-    as_json: bool,
-) -> None:
+@attrs.frozen(kw_only=True)
+class BuildRequest:
+    """The options of ``policysupply build``, as either parser gives them.
+
+    Attributes:
+        directory: The policy directory.
+        output: Where the tarball goes.
+        revision: Manifest revision.
+        roots: Manifest roots.
+        no_check: Skip the Rego check.
+        v0_compatible: Rego v0 unless the manifest says otherwise.
+        engine: The Rego engine name (``None``: the default).
+        signing_key: Key for an OPA-native signature.
+        signing_alg: Its algorithm.
+        claims_file: Extra claims for the signature.
+        scope: The signature's scope claim.
+        key_id: The signature's kid.
+        as_json: ``--json`` output.
+    """
+
+    directory: str
+    output: str = "bundle.tar.gz"
+    revision: str | None = None
+    roots: tuple[str, ...] = ()
+    no_check: bool = False
+    v0_compatible: bool = False
+    engine: str | None = None
+    signing_key: str | None = None
+    signing_alg: str | None = None
+    claims_file: str | None = None
+    scope: str | None = None
+    key_id: str | None = None
+    as_json: bool = False
+
+
+def run_build(req: BuildRequest) -> None:
     """``policysupply build``: see its help in ``_bundle_cmds``."""
     from policysupply.bundle import Bundle
 
-    if signing_key is None and any(
-        v is not None for v in (claims_file, scope, key_id, signing_alg)
+    if req.signing_key is None and any(
+        v is not None for v in (req.claims_file, req.scope, req.key_id, req.signing_alg)
     ):
         usage_error("--signing-alg, --claims-file, --scope and --key-id need --signing-key")
-    with reported(as_json, verdict=(BundleError,)):
-        b = Bundle.from_directory(directory, revision=revision, roots=list(roots) or None)
-        if v0_compatible and b.manifest.rego_version is None:
+    with reported(req.as_json, verdict=(BundleError,)):
+        b = Bundle.from_directory(
+            req.directory, revision=req.revision, roots=list(req.roots) or None
+        )
+        if req.v0_compatible and b.manifest.rego_version is None:
             # As opa build --v0-compatible: the manifest's own rego_version wins.
             b = Bundle.from_directory(
-                directory, revision=revision, roots=list(roots) or None, rego_version=0
+                req.directory, revision=req.revision, roots=list(req.roots) or None, rego_version=0
             )
-        if not no_check:
-            finish = b._start_check(engine)
+        if not req.no_check:
+            finish = b._start_check(req.engine)
             # The tarball (or, to be signed, its entries) is written while
             # `opa check` runs; a bundle that does not check is not written.
-            _meanwhile(b.to_bytes if signing_key is None else b.entries, finish)
-    if signing_key is not None:
-        with reported(as_json):
-            b = _sign_native(b, signing_key, signing_alg, claims_file, scope, key_id)
-    with reported(as_json):
+            _meanwhile(b.to_bytes if req.signing_key is None else b.entries, finish)
+    if req.signing_key is not None:
+        with reported(req.as_json):
+            b = _sign_native(
+                b, req.signing_key, req.signing_alg, req.claims_file, req.scope, req.key_id
+            )
+    with reported(req.as_json):
         try:
-            b.write(output)
+            b.write(req.output)
         except OSError as exc:
-            raise BundleError(f"cannot write {output}: {exc.strerror or exc}") from None
-    if as_json:
+            raise BundleError(f"cannot write {req.output}: {exc.strerror or exc}") from None
+    if req.as_json:
         emit_json(
             {
                 "ok": True,
-                "path": output,
+                "path": req.output,
                 "digest": b.digest,
                 "revision": b.manifest.revision,
                 "modules": len(b.modules),
             }
         )
     else:
-        say(f"wrote {output} ({len(b.to_bytes()):,} bytes, {len(b.modules)} modules)")
+        say(f"wrote {req.output} ({len(b.to_bytes()):,} bytes, {len(b.modules)} modules)")
         say(f"digest {b.digest}", essential=True)
 
 

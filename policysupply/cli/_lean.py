@@ -216,19 +216,16 @@ def dispatch(argv: list[str]) -> int | None:
         )
     return guarded(
         lambda: _bundle_run.run_build(
-            opts["positional"],
-            opts.get("output", "bundle.tar.gz"),
-            opts.get("revision"),
-            tuple(opts["roots"]),
-            bool(opts.get("no_check")),
-            v0,
-            engine,
-            None,
-            None,
-            None,
-            None,
-            None,
-            as_json,
+            _bundle_run.BuildRequest(
+                directory=opts["positional"],
+                output=opts.get("output", "bundle.tar.gz"),
+                revision=opts.get("revision"),
+                roots=tuple(opts["roots"]),
+                no_check=bool(opts.get("no_check")),
+                v0_compatible=v0,
+                engine=engine,
+                as_json=as_json,
+            )
         )
     )
 

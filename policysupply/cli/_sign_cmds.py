@@ -35,7 +35,6 @@ from policysupply.cli._targets import (
     registry_options,
 )
 from policysupply.cli._trust import (
-    TrustOptions,
     require_attestation_option,
     trust_options,
 )
@@ -381,13 +380,7 @@ def made_json(pinned: str, sig: Signature, **extra: Any) -> dict[str, Any]:
 @require_attestation_option
 @registry_options
 @json_option
-def verify(
-    reference: str,
-    trust: TrustOptions,
-    required_attestations: tuple[str, ...],
-    net: NetOptions,
-    as_json: bool,
-) -> None:
+def verify(**options: Any) -> None:
     r"""Verify the signatures on REFERENCE (a policy image or any OCI artifact).
 
     Exit code 0 when at least --threshold distinct trusted keys signed the
@@ -405,4 +398,5 @@ def verify(
       policysupply verify registry.example.com/acme/app:1.4 -k cosign.pub \
           --require-attestation https://slsa.dev/provenance/v1
     """
-    run_verify(reference, trust, required_attestations, net, as_json)
+    # Options by name: run_verify's parameters are the click parameters.
+    run_verify(**options)

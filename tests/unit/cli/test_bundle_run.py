@@ -52,8 +52,7 @@ def test_ctrl_c_while_building_is_an_interrupt_and_writes_nothing(
     out = tmp_path / "out.tar.gz"
     with pytest.raises(KeyboardInterrupt):
         _bundle_run.run_build(
-            str(example_dir), str(out), None, (), False, False, "opa",
-            None, None, None, None, None, False,
-        )  # fmt: skip
+            _bundle_run.BuildRequest(directory=str(example_dir), output=str(out), engine="opa")
+        )
     assert not out.exists()
     assert list(opa_killed_by_the_interrupt.iterdir()) == []
