@@ -43,7 +43,7 @@ def test_hidden_directory_policy_and_data_are_kept(tmp_path: Path) -> None:
     # OPA strips the leading dots of a data file's directory (getNormalizedPath).
     assert b.data == {"hidden": {"z": 1}}
     entries = read_entries(b.to_bytes())
-    assert "/.hidden/x.rego" in entries
+    assert ".hidden/x.rego" in entries  # written as /.hidden/x.rego
     assert Bundle.from_bytes(b.to_bytes()) == b
 
 
@@ -166,10 +166,10 @@ def test_hidden_tree_builds_deterministically(tmp_path: Path) -> None:
 
 def test_tarball_hidden_entries_are_read_as_opa_reads_them() -> None:
     data = write_entries({
-        "/.hidden/x.rego": DENY.encode(),
-        "/.hidden/data.json": b'{"z": 1}',
-        "/a/.b/data.json": b'{"y": 2}',
-        "/.x.rego": b"package hx\n\nx := 1\n",
+        ".hidden/x.rego": DENY.encode(),
+        ".hidden/data.json": b'{"z": 1}',
+        "a/.b/data.json": b'{"y": 2}',
+        ".x.rego": b"package hx\n\nx := 1\n",
     })
     b = Bundle.from_bytes(data)
     assert set(b.modules) == {".hidden/x.rego", ".x.rego"}
@@ -190,3 +190,23 @@ def test_tarball_entries_opa_reads_differently_are_refused(
     with pytest.raises(BundleError, match=pattern) as err:
         Bundle.from_bytes(write_entries({"x.rego": b"package x\n", **entries}))
     assert err.value.entry == entry
+
+
+def test_a_directory_that_cannot_be_listed_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OPA's walk skips it silently; a policy there would vanish, so we refuse.
+    import os
+
+    root = tree(tmp_path, {"pol/p.rego": POL, ".locked/x.rego": DENY})
+    real = os.scandir
+
+    def scandir(path: str) -> object:
+        if str(path).endswith(".locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(BundleError, match="cannot read directory") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == ".locked"
