@@ -128,3 +128,22 @@ def test_signatures_below_the_root_refused_as_opa_build_does(
     with pytest.raises(BundleError, match="signatures") as err:
         Bundle.from_directory(src)
     assert err.value.entry == "sub/.signatures.json"
+
+
+def test_tarball_with_hidden_entries_reads_as_opa_reads_it(opa_bin: Path, tmp_path: Path) -> None:
+    from policysupply._internal.tarball import write_entries
+
+    raw = write_entries({
+        ".hidden/data.json": b'{"z": 1}',
+        "a/.b/data.json": b"2",
+        ".x.rego": b"package hx\nx := 1\n",
+    })
+    path = tmp_path / "t.tar.gz"
+    path.write_bytes(raw)
+    proc = run_opa(opa_bin, "eval", "--format", "json", "--bundle", str(path), "data")
+    assert proc.returncode == 0, proc.stderr.decode()
+    value = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
+    b = Bundle.from_bytes(raw)
+    assert set(b.modules) == {".x.rego"}
+    assert b.data == {"a": {".b": 2}, "hidden": {"z": 1}}
+    assert value == {**b.data, "hx": {"x": 1}}
