@@ -91,8 +91,14 @@ class Bundle:
 
         Reads every ``*.rego``, every ``data.json`` / ``data.yaml`` /
         ``data.yml`` (its directory is its data path) and ``.manifest`` at the
-        top if present. Hidden directories (``.git``…) and other files are
-        skipped; symlinks must stay inside the directory. A top-level
+        top if present, in every directory: hidden files and directories
+        (``.x.rego``, ``.git/``) are read too, as ``opa build -b`` reads them.
+        As in OPA, leading dots of a data file's directory are stripped
+        (``.hidden/data.json`` is ``data.hidden``). Other files are skipped;
+        symlinks must stay inside the directory. A ``*.manifest`` or
+        ``.signatures.json`` below the top (OPA would take it as the bundle's
+        manifest or signatures) and a data directory named only of dots are
+        refused. A top-level
         ``.signatures.json`` (from ``opa sign``, or an extracted signed
         bundle) is kept, with the files as read, as :meth:`from_bytes` does;
         with an override below it is left out (it would no longer match).

@@ -331,9 +331,29 @@ def parse_data_file(name: str, raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -
 
 
 def data_path_of(name: str) -> tuple[str, ...]:
-    """The data path a data file's directory maps to (``a/b/data.json`` → ``(a, b)``)."""
+    """The data path a data file's directory maps to (``a/b/data.json`` → ``(a, b)``).
+
+    As OPA does (``getNormalizedPath`` in ``v1/bundle/bundle.go``), the leading
+    ``/`` and ``.`` characters of the directory are stripped first, so
+    ``.hidden/data.json`` → ``(hidden,)`` while ``a/.b/data.json`` → ``(a, .b)``.
+
+    Raises:
+        BundleError: The first directory's name consists only of dots
+            (``.../data.json``): OPA would strip it away and place the data
+            a level higher than the tree shows.
+    """
     directory = name.rsplit("/", 1)[0] if "/" in name else ""
-    return tuple(p for p in directory.split("/") if p)
+    parts = [p for p in directory.split("/") if p]
+    if parts:
+        first = parts[0].lstrip(".")
+        if not first:
+            raise BundleError(
+                f"data directory name {parts[0]!r} is only dots: OPA would drop it from "
+                "the data path and place this file's data a level higher; rename the directory",
+                entry=name,
+            )
+        parts[0] = first
+    return tuple(parts)
 
 
 def insert_data(target: dict[str, Any], path: tuple[str, ...], value: Any, *, entry: str) -> None:

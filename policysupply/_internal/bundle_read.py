@@ -58,16 +58,25 @@ def read_directory(
     data_files: dict[str, bytes] = {}
     read: dict[str, bytes] = {}
     manifest = Manifest()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+
+    # Every directory and file is walked, hidden ones (``.git``, ``.x.rego``)
+    # included, as ``opa build -b`` / ``opa check --bundle`` do: skipping them
+    # would drop policy OPA enforces. A directory that cannot be listed is an
+    # error, never silently left out.
+    def unreadable(exc: OSError) -> None:
+        where = Path(exc.filename).relative_to(root).as_posix() if exc.filename else None
+        raise BundleError(f"cannot read directory: {exc.strerror}", entry=where)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        dirnames.sort()
         rel_dir = Path(dirpath).relative_to(root)
         for fname in sorted(filenames):
             rel = (rel_dir / fname).as_posix()
             is_manifest = rel == ".manifest"
             is_sig = rel == SIGNATURES_FILE
+            if not (is_manifest or is_sig):
+                refuse_misread(rel, fname)
             if not (fname.endswith(".rego") or fname in bf.DATA_BASENAMES or is_manifest or is_sig):
-                continue
-            if fname.startswith(".") and not (is_manifest or is_sig):
                 continue
             full = Path(dirpath) / fname
             if full.is_symlink() and not full.resolve().is_relative_to(real_root):
@@ -115,6 +124,28 @@ def read_directory(
     )
 
 
+def refuse_misread(rel: str, fname: str) -> None:
+    """Refuses a file OPA would read as the manifest or signatures but we would not.
+
+    OPA takes any file whose name ends in ``.manifest`` (or ``.manifest.pb``)
+    as the bundle's manifest, and any ``.signatures.json`` as its signatures
+    file, wherever it is in the tree. Only the top-level ``.manifest`` and
+    ``.signatures.json`` are; anything else is refused rather than dropped.
+    """
+    if fname == SIGNATURES_FILE:
+        raise BundleError(
+            "a .signatures.json below the bundle root: OPA would take it as the bundle's "
+            "signatures file; move it to the top or remove it",
+            entry=rel,
+        )
+    if fname.endswith((".manifest", ".manifest.pb")):
+        raise BundleError(
+            "OPA reads any file named *.manifest or *.manifest.pb as the bundle's manifest; "
+            "only a top-level .manifest is supported: rename or remove this file",
+            entry=rel,
+        )
+
+
 def parse_entries(entries: Mapping[str, bytes], limits: Limits) -> Parts:
     """The parts of a bundle's tarball entries; see ``Bundle.from_bytes``."""
     modules: dict[str, str] = {}
@@ -127,8 +158,15 @@ def parse_entries(entries: Mapping[str, bytes], limits: Limits) -> Parts:
     for name in sorted(entries):
         raw = entries[name]
         base = name.rsplit("/", 1)[-1]
-        if name.endswith("signatures.json"):
+        if base == SIGNATURES_FILE and name != SIGNATURES_FILE:
+            refuse_misread(name, base)
+        elif name.endswith("signatures.json"):
             files[name] = raw
+        elif name.endswith(".manifest.pb"):
+            raise BundleError(
+                "protobuf manifests (.manifest.pb) are not supported; use a JSON .manifest",
+                entry=name,
+            )
         elif base == "patch.json":
             raise BundleError("delta bundles (patch.json) are not supported", entry=name)
         elif name.endswith(".rego"):

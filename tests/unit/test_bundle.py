@@ -52,16 +52,18 @@ def test_from_directory_maps_data_by_directory(fixtures_dir: Path) -> None:
                                   metadata={"owner": "platform"})
 
 
-def test_overrides_and_skips_hidden_and_unrelated_files(tmp_path: Path) -> None:
+def test_overrides_and_skips_unrelated_files_but_not_hidden_ones(tmp_path: Path) -> None:
+    # Hidden files and directories are read, as opa build -b does (see
+    # tests/unit/_internal/test_bundle_read.py); other file names are not.
     root = tree(tmp_path, {
         "p/x.rego": "package p\nx := 1\n",
-        ".git/config.rego": "not rego",
-        "p/.hidden.rego": "not rego",
+        ".git/config": "not rego",
+        "p/.hidden.rego": "package p.hidden\ny := 1\n",
         "p/README.md": "# docs",
         "p/other.json": "not json",
     })
     b = Bundle.from_directory(root, revision="abc", roots=["p"], metadata={"k": "v"})
-    assert set(b.modules) == {"p/x.rego"}
+    assert set(b.modules) == {"p/x.rego", "p/.hidden.rego"}
     assert (b.manifest.revision, b.manifest.roots, dict(b.manifest.metadata or {})) == (
         "abc", ("p",), {"k": "v"})
 
