@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -54,6 +55,12 @@ def atomic_file(
             ``None``: 0600 less the umask.
         parents: Create missing parent directories.
     """
+    if _streams(target):
+        # A device or pipe (``-o /dev/null``, ``/dev/stdout``) is written into,
+        # as ``opa build -o`` does; renaming over it would replace the node.
+        with open(target, "wb") as stream:
+            yield stream
+        return
     if parents:
         target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temp_beside(target, 0o600)
@@ -69,6 +76,33 @@ def atomic_file(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _streams(target: Path) -> bool:
+    """Whether ``target`` is an existing character device or pipe (symlinks followed).
+
+    Raises:
+        OSError: ``target`` is a socket or block device: nothing is written there.
+    """
+    try:
+        st = os.stat(target)
+    except OSError:
+        return False
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+        return True
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return False
+    raise OSError(errno.EINVAL, "not a regular file", str(target))
+
+
+def _require_regular(path: Path) -> None:
+    """Refuses to replace anything but a regular file (a device, pipe or socket node)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
 
 
 def atomic_write(target: Path, data: bytes, *, mode: int | None = None) -> None:
@@ -120,6 +154,7 @@ def place_files(files: Sequence[tuple[Path, bytes, int]], *, overwrite: bool) ->
         for path, data, mode in files:
             if not overwrite and os.path.lexists(path):
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+            _require_regular(path)
             temps.append(write_temp(path, data, mode))
         for (path, _, _), tmp in zip(files, temps, strict=True):
             try:

@@ -189,13 +189,21 @@ def test_check_answers_data_conflicts_as_opa_check_on_the_real_data(
     (tmp_path / "p.rego").write_text(module)
     (tmp_path / "data.json").write_text(json.dumps(data))
     want = [(row, msg) for row, msg in _opa_check(opa_bin, tmp_path, "--bundle")]
-    diags = engine.check({"p.rego": module}, data, rego_versions={"p.rego": 1})
+    diags = engine.check(
+        {"p.rego": module}, data, rego_versions={"p.rego": 1}, strict=True, refuse=False
+    )
     assert [(d.line, d.message) for d in diags] == want
 
 
 def test_check_refuses_data_that_is_not_json(engine: OpaEngine) -> None:
     with pytest.raises(BundleError, match="data is not JSON"):
-        engine.check({"p.rego": "package p\n"}, {"x": [float("nan")]}, rego_versions={})
+        engine.check(
+            {"p.rego": "package p\n"},
+            {"x": [float("nan")]},
+            rego_versions={},
+            strict=True,
+            refuse=False,
+        )
 
 
 # Semantic errors beyond the catalogue: one module each, then several in one
