@@ -108,6 +108,20 @@ class ControlPlane:
 
     # -- processes ------------------------------------------------------------
 
+    def _spawn(self, log: Path, args: list[str]) -> subprocess.Popen[bytes]:
+        """Starts ``args`` with its output in ``log``; stopped with the control plane."""
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_clean_env(),
+                # A killed test run runs no teardown: they die with it.
+                preexec_fn=_die_with_parent,
+            )
+        self.procs.append(proc)
+        return proc
+
     def start(self) -> None:
         etcd = control_plane_binary("etcd")
         apiserver = control_plane_binary("kube-apiserver")
@@ -119,27 +133,21 @@ class ControlPlane:
         client, peer_port = free_port(), free_port()
         client_url = f"http://127.0.0.1:{client}"
         peer_url = f"http://127.0.0.1:{peer_port}"
-        with self.etcd_log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    str(binary),
-                    "--name=policysupply-test",
-                    f"--data-dir={self.tmp / 'etcd-data'}",
-                    f"--listen-client-urls={client_url}",
-                    f"--advertise-client-urls={client_url}",
-                    f"--listen-peer-urls={peer_url}",
-                    f"--initial-advertise-peer-urls={peer_url}",
-                    f"--initial-cluster=policysupply-test={peer_url}",
-                    "--initial-cluster-state=new",
-                    "--log-level=warn",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=_clean_env(),
-                # A killed test run runs no teardown: they die with it.
-                preexec_fn=_die_with_parent,
-            )
-        self.procs.append(proc)
+        proc = self._spawn(
+            self.etcd_log,
+            [
+                str(binary),
+                "--name=policysupply-test",
+                f"--data-dir={self.tmp / 'etcd-data'}",
+                f"--listen-client-urls={client_url}",
+                f"--advertise-client-urls={client_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=policysupply-test={peer_url}",
+                "--initial-cluster-state=new",
+                "--log-level=warn",
+            ],
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -170,43 +178,37 @@ class ControlPlane:
         )
         (pki / "tokens.csv").write_text(f'{TOKEN},admin,admin-uid,"system:masters"\n')
         self.port = free_port()
-        with self.apiserver_log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    str(binary),
-                    f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
-                    f"--secure-port={self.port}",
-                    f"--cert-dir={pki}",
-                    f"--tls-cert-file={pki / 'tls.crt'}",
-                    f"--tls-private-key-file={pki / 'tls.key'}",
-                    f"--token-auth-file={pki / 'tokens.csv'}",
-                    "--authorization-mode=RBAC",
-                    f"--service-account-key-file={pki / 'sa.pub'}",
-                    f"--service-account-signing-key-file={pki / 'sa.key'}",
-                    "--service-account-issuer=https://kubernetes.default.svc",
-                    # Addresses for Service objects, allocated in etcd only:
-                    # nothing is routed to them.
-                    "--service-cluster-ip-range=10.96.0.0/24",
-                    # The ServiceAccount plugin refuses Pods until a controller
-                    # manager has created each namespace's default account;
-                    # none runs here. The webhook plugins stay on (default).
-                    "--disable-admission-plugins=ServiceAccount",
-                    "--enable-priority-and-fairness=false",
-                    # No Endpoints for the "kubernetes" Service: its address
-                    # would be loopback, which the API refuses (log noise).
-                    "--endpoint-reconciler-type=none",
-                    "--profiling=false",
-                    "--v=1",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=_clean_env(),
-                # A killed test run runs no teardown: they die with it.
-                preexec_fn=_die_with_parent,
-            )
-        self.procs.append(proc)
+        proc = self._spawn(
+            self.apiserver_log,
+            [
+                str(binary),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--cert-dir={pki}",
+                f"--tls-cert-file={pki / 'tls.crt'}",
+                f"--tls-private-key-file={pki / 'tls.key'}",
+                f"--token-auth-file={pki / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                # Addresses for Service objects, allocated in etcd only:
+                # nothing is routed to them.
+                "--service-cluster-ip-range=10.96.0.0/24",
+                # The ServiceAccount plugin refuses Pods until a controller
+                # manager has created each namespace's default account;
+                # none runs here. The webhook plugins stay on (default).
+                "--disable-admission-plugins=ServiceAccount",
+                "--enable-priority-and-fairness=false",
+                # No Endpoints for the "kubernetes" Service: its address
+                # would be loopback, which the API refuses (log noise).
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
         deadline = time.monotonic() + 180
         last = ""
         while time.monotonic() < deadline:

@@ -28,8 +28,10 @@ from policysupply import Registry, Signer
 PASSWORD = "pw-for-exit-codes"
 
 
-def run(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COSIGN_PASSWORD": PASSWORD}
+def run(
+    *args: str, cwd: Path, stdin: str | None = None, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COSIGN_PASSWORD": PASSWORD, **extra_env}
     env.pop("SIGSTORE_ID_TOKEN", None)
     env.pop("POLICYSUPPLY_DEBUG", None)
     return subprocess.run(
@@ -350,21 +352,6 @@ def test_messages_say_what_is_wrong(world: Path) -> None:
         assert ok(message), (args, message)
 
 
-def run_env(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, **env}
-    full.pop("POLICYSUPPLY_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "policysupply", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        input="",
-        timeout=120,
-        check=False,
-        env=full,
-    )
-
-
 @pytest.mark.parametrize("command", ["check", "build"])
 def test_an_unknown_engine_in_the_environment_is_a_configuration_error(
     command: str, example_dir: Path, tmp_path: Path
@@ -373,7 +360,7 @@ def test_an_unknown_engine_in_the_environment_is_a_configuration_error(
     args = [command, str(example_dir)] + (
         ["-o", str(tmp_path / "b.tar.gz")] if command == "build" else []
     )
-    p = run_env(*args, "--json", cwd=tmp_path, POLICYSUPPLY_ENGINE="wasm")
+    p = run(*args, "--json", cwd=tmp_path, POLICYSUPPLY_ENGINE="wasm")
     assert p.returncode == 2, p.stdout + p.stderr
     err = json.loads(p.stdout)["error"]
     assert err["exit_code"] == 2
@@ -383,7 +370,7 @@ def test_an_unknown_engine_in_the_environment_is_a_configuration_error(
 
 def test_an_unusable_opa_binary_is_a_configuration_error(example_dir: Path, tmp_path: Path) -> None:
     # Was exit 1, which says "the bundle does not check": nothing was checked.
-    p = run_env(
+    p = run(
         "check",
         str(example_dir),
         "--engine",
@@ -398,6 +385,6 @@ def test_an_unusable_opa_binary_is_a_configuration_error(example_dir: Path, tmp_
 def test_strict_with_the_embedded_engine_is_a_configuration_error(
     example_dir: Path, tmp_path: Path
 ) -> None:
-    p = run_env("check", str(example_dir), "--strict", "--engine", "embedded", cwd=tmp_path)
+    p = run("check", str(example_dir), "--strict", "--engine", "embedded", cwd=tmp_path)
     assert p.returncode == 2, p.stderr
     assert "OPA engine" in p.stderr
