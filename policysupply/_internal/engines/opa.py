@@ -143,7 +143,7 @@ class OpaEngine:
         """The binary's version (``opa version``), e.g. ``"1.22.2"``.
 
         Raises:
-            EngineUnavailableError: The binary does not run.
+            EngineUnavailableError: The binary does not run, or ends without a verdict.
         """
         if self._version is None:
             try:
@@ -226,7 +226,7 @@ class OpaEngine:
         ``refuse`` changes nothing: OPA evaluates whatever it checks.
 
         Raises:
-            EngineUnavailableError: The binary does not run.
+            EngineUnavailableError: The binary does not run, or ends without a verdict.
             BundleError: ``opa check`` failed without diagnostics, or timed out.
         """
         del refuse
@@ -260,7 +260,7 @@ class OpaEngine:
                 it need not be serialised to find out.
 
         Raises:
-            EngineUnavailableError: The binary does not run.
+            EngineUnavailableError: The binary does not run, or ends without a verdict.
             BundleError: The data is not JSON, or a Rego version is not 0 or 1.
         """
         if not data_is_json:
@@ -310,6 +310,13 @@ class OpaEngine:
         if proc.returncode == 0:
             return []
         errors = _opa_errors(proc)
+        if not errors and proc.returncode != 1:
+            # `opa check` reports problems with status 1; anything else (a
+            # crash, a signal, a binary that is not OPA) is no verdict on the bundle.
+            raise EngineUnavailableError(
+                f"opa check did not run: {bundle.clean(_stderr_tail(proc))}"
+                f" (exit status {proc.returncode})"
+            )
         if not errors:
             raise BundleError(f"opa check failed: {bundle.clean(_stderr_tail(proc))}")
         diags = []
@@ -332,7 +339,7 @@ class OpaEngine:
         Raises:
             BundleError: A module does not compile (first problem, on OPA's
                 line; the message counts the rest), or the data is not JSON.
-            EngineUnavailableError: The binary does not run.
+            EngineUnavailableError: The binary does not run, or ends without a verdict.
         """
         data_json = _data_json(data)
         # What `opa check` compiled depends on the data's paths only (see start_check).

@@ -388,3 +388,17 @@ def test_strict_with_the_embedded_engine_is_a_configuration_error(
     p = run("check", str(example_dir), "--strict", "--engine", "embedded", cwd=tmp_path)
     assert p.returncode == 2, p.stderr
     assert "OPA engine" in p.stderr
+
+
+@pytest.mark.parametrize("status", [2, 3, 127])
+def test_an_opa_that_fails_without_a_verdict_is_an_engine_error(
+    status: int, example_dir: Path, tmp_path: Path
+) -> None:
+    # `opa check` answers 0 (fine) or 1 with diagnostics; any other status
+    # (a broken or foreign binary) says nothing about the bundle: was exit 1.
+    fake = tmp_path / "opa"
+    fake.write_text(f"#!/bin/sh\necho 'something broke' >&2\nexit {status}\n")
+    fake.chmod(0o755)
+    p = run("check", str(example_dir), "--engine", "opa", cwd=tmp_path, POLICYSUPPLY_OPA=str(fake))
+    assert p.returncode == 2, p.stderr
+    assert "something broke" in p.stderr
