@@ -251,7 +251,7 @@ class Bundle:
         target = Path(path)
         payload = self.to_bytes()
         try:
-            with fs.atomic_file(target, mode=0o644, parents=False) as f:
+            with fs.atomic_file(target, mode=0o644, parents=False, into_device=True) as f:
                 f.write(payload)
         except OSError as exc:
             raise BundleError(f"cannot write {target}: {exc.strerror}") from None

@@ -43,7 +43,12 @@ def _named(exc: OSError, path: Path) -> OSError:
 
 @contextlib.contextmanager
 def atomic_file(
-    target: Path, *, durable: bool = True, mode: int | None = None, parents: bool = True
+    target: Path,
+    *,
+    durable: bool = True,
+    mode: int | None = None,
+    parents: bool = True,
+    into_device: bool = False,
 ) -> Iterator[IO[bytes]]:
     """A binary file that replaces ``target`` only if the block completes.
 
@@ -54,8 +59,18 @@ def atomic_file(
         mode: Exact permissions of the new file (whatever the umask);
             ``None``: 0600 less the umask.
         parents: Create missing parent directories.
+        into_device: Where ``target`` is a character device or a pipe
+            (``-o /dev/null``, ``/dev/stdout``), write into it as ``opa build
+            -o`` does; only for complete, already-verified content, since a
+            reader sees the bytes as they are written. Otherwise such a
+            target is refused: renaming over it would replace the node
+            (as root, the system's ``/dev/null``).
+
+    Raises:
+        OSError: ``target`` exists and is neither a regular file nor (with
+            ``into_device``) a character device or pipe.
     """
-    if _streams(target):
+    if _streams(target, allowed=into_device):
         # A device or pipe (``-o /dev/null``, ``/dev/stdout``) is written into,
         # as ``opa build -o`` does; renaming over it would replace the node.
         with open(target, "wb") as stream:
@@ -78,20 +93,21 @@ def atomic_file(
         raise
 
 
-def _streams(target: Path) -> bool:
+def _streams(target: Path, *, allowed: bool) -> bool:
     """Whether ``target`` is an existing character device or pipe (symlinks followed).
 
     Raises:
-        OSError: ``target`` is a socket or block device: nothing is written there.
+        OSError: ``target`` is another kind of node (socket, block device), or
+            a device or pipe where that is not ``allowed``: nothing is written.
     """
     try:
         st = os.stat(target)
     except OSError:
         return False
-    if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):
-        return True
     if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
         return False
+    if allowed and (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        return True
     raise OSError(errno.EINVAL, "not a regular file", str(target))
 
 

@@ -1,8 +1,11 @@
-"""Writing to a device or a pipe writes into it; it never replaces the node.
+"""A device or a pipe is never replaced by a file.
 
 `policysupply build -o /dev/null` (a common way to only check) used to
 rename a regular file over /dev/null: as root that replaced the system's
-/dev/null with a file. `opa build -o /dev/null` writes into the device.
+/dev/null with a file. Complete, verified content (a bundle) is written into
+the device or pipe, as `opa build -o /dev/null` does; everything else (state
+files, stores, streamed downloads that a reader would see before they are
+verified) refuses such a target.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ def fifo(tmp_path: Path) -> Iterator[tuple[Path, list[bytes]]]:
     t.join(timeout=10)
 
 
-def test_atomic_write_writes_into_a_pipe_and_keeps_it(fifo: tuple[Path, list[bytes]]) -> None:
+def test_a_complete_output_is_written_into_a_pipe(fifo: tuple[Path, list[bytes]]) -> None:
     path, got = fifo
-    fs.atomic_write(path, b"bundle bytes")
+    with fs.atomic_file(path, into_device=True) as f:
+        f.write(b"bundle bytes")
     assert stat.S_ISFIFO(os.stat(path).st_mode)
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
     for _ in range(100):
@@ -55,8 +59,28 @@ def test_a_character_device_stays_a_device(tmp_path: Path) -> None:
         os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     except PermissionError:
         node = Path(os.devnull)
-    fs.atomic_write(node, b"x" * 4096)
+    with fs.atomic_file(node, into_device=True) as f:
+        f.write(b"x" * 4096)
     assert stat.S_ISCHR(os.stat(node).st_mode)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "chardev"])
+def test_state_and_store_files_refuse_a_device_or_pipe(kind: str, tmp_path: Path) -> None:
+    # --state /dev/null must not silently drop rollback protection, nor
+    # replace the device: it is refused.
+    node = tmp_path / "state.json"
+    if kind == "fifo":
+        os.mkfifo(node)
+    else:
+        try:
+            os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            node = Path(os.devnull)
+    before = os.stat(node)
+    with pytest.raises(OSError, match="not a regular file"):
+        fs.atomic_write(node, b"{}")
+    after = os.stat(node)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
 
 
 def test_a_block_device_or_socket_target_is_refused(tmp_path: Path) -> None:
