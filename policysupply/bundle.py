@@ -412,14 +412,12 @@ class Bundle:
         raised here.
         """
         from policysupply._internal.engines import select_engine
+        from policysupply._internal.engines.base import BackgroundCheck
 
         eng = select_engine(engine)
         modules, versions = dict(self.modules), self._rego_versions()
-        # An engine that can check in the background (OPA: `opa check` runs
-        # while the CLI writes the tarball) offers start_check.
-        start = getattr(eng, "start_check", None)
-        if start is not None:
-            pending = start(
+        if isinstance(eng, BackgroundCheck):
+            pending = eng.start_check(
                 modules,
                 dict(self.data),
                 rego_versions=versions,

@@ -15,7 +15,7 @@ unsupported builtin or construct) raises ``UnsupportedByEngineError``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -26,6 +26,7 @@ from policysupply.errors import (
 )
 
 __all__ = [
+    "BackgroundCheck",
     "EngineUnavailableError",
     "Prepared",
     "RegoDiagnostic",
@@ -118,5 +119,31 @@ class RegoEngine(Protocol):
 
         Raises:
             BundleError: A module does not compile.
+        """
+        ...
+
+
+@runtime_checkable
+class BackgroundCheck(Protocol):
+    """An engine that can run :meth:`RegoEngine.check` while its caller works on.
+
+    ``Bundle`` uses it when present (the CLI writes the tarball while the OPA
+    engine's ``opa check`` runs); engines without it are checked in place.
+    """
+
+    def start_check(
+        self,
+        modules: Mapping[str, str],
+        data: Mapping[str, Any],
+        *,
+        rego_versions: RegoVersions,
+        strict: bool,
+        data_is_json: bool = False,
+    ) -> Callable[[], list[RegoDiagnostic]]:
+        """Starts the check; the function returned waits for its diagnostics.
+
+        The function must be called on every path (it releases what the check
+        holds). ``data_is_json``: ``data`` was parsed from JSON or YAML files,
+        so it need not be validated as JSON again.
         """
         ...

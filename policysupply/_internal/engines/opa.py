@@ -196,20 +196,6 @@ class OpaEngine:
             raise
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
-    def _run(self, args: list[str], what: str) -> subprocess.CompletedProcess[bytes]:
-        try:
-            return subprocess.run(
-                [self._opa, *args],
-                capture_output=True,
-                timeout=self._timeout,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            raise BundleError(f"{what} took longer than {self._timeout} s") from None
-        except OSError as exc:
-            raise EngineUnavailableError(f"{self._opa} does not run: {exc}") from None
-
     # -- check -------------------------------------------------------------
 
     def check(
@@ -238,7 +224,7 @@ class OpaEngine:
         data: Mapping[str, Any],
         *,
         rego_versions: RegoVersions,
-        strict: bool = True,
+        strict: bool,
         data_is_json: bool = False,
     ) -> Callable[[], list[RegoDiagnostic]]:
         """Starts :meth:`check`: ``opa check`` runs while the caller goes on.
@@ -301,8 +287,8 @@ class OpaEngine:
         return args
 
     def _check_dir(self, bundle: _BundleDir, *, strict: bool) -> list[RegoDiagnostic]:
-        proc = self._run(self._check_args(bundle, strict=strict), "opa check")
-        return self._check_result(bundle, proc)
+        proc = self._start(self._check_args(bundle, strict=strict))
+        return self._check_result(bundle, self._collect(proc, "opa check"))
 
     def _check_result(
         self, bundle: _BundleDir, proc: subprocess.CompletedProcess[bytes]
