@@ -71,8 +71,6 @@ def atomic_file(
             ``into_device``) a character device or pipe.
     """
     if _streams(target, allowed=into_device):
-        # A device or pipe (``-o /dev/null``, ``/dev/stdout``) is written into,
-        # as ``opa build -o`` does; renaming over it would replace the node.
         with open(target, "wb") as stream:
             yield stream
         return
@@ -109,16 +107,6 @@ def _streams(target: Path, *, allowed: bool) -> bool:
     if allowed and (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
         return True
     raise OSError(errno.EINVAL, "not a regular file", str(target))
-
-
-def _require_regular(path: Path) -> None:
-    """Refuses to replace anything but a regular file (a device, pipe or socket node)."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
 
 
 def atomic_write(target: Path, data: bytes, *, mode: int | None = None) -> None:
@@ -170,7 +158,7 @@ def place_files(files: Sequence[tuple[Path, bytes, int]], *, overwrite: bool) ->
         for path, data, mode in files:
             if not overwrite and os.path.lexists(path):
                 raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
-            _require_regular(path)
+            _streams(path, allowed=False)  # raises for a device, pipe or socket
             temps.append(write_temp(path, data, mode))
         for (path, _, _), tmp in zip(files, temps, strict=True):
             try:
