@@ -38,8 +38,6 @@ def load_bundle(source: str, *, param: str = "SOURCE", v0_compatible: bool = Fal
     else:
         b = Bundle.from_file(p)
     if v0_compatible and b.manifest.rego_version is None:
-        import attrs
-
         b = attrs.evolve(b, manifest=attrs.evolve(b.manifest, rego_version=0))
     return b
 
@@ -122,9 +120,7 @@ def run_build(req: BuildRequest) -> None:
             _meanwhile(b.to_bytes if req.signing_key is None else b.entries, finish)
     if req.signing_key is not None:
         with reported(req.as_json):
-            b = _sign_native(
-                b, req.signing_key, req.signing_alg, req.claims_file, req.scope, req.key_id
-            )
+            b = _sign_native(b, req.signing_key, req)
     with reported(req.as_json):
         try:
             b.write(req.output)
@@ -145,18 +141,12 @@ def run_build(req: BuildRequest) -> None:
         say(f"digest {b.digest}", essential=True)
 
 
-def _sign_native(
-    b: Bundle,
-    key: str,
-    alg: str | None,
-    claims_file: str | None,
-    scope: str | None,
-    key_id: str | None,
-) -> Bundle:
+def _sign_native(b: Bundle, key: str, req: BuildRequest) -> Bundle:
     from policysupply._internal.opa_signatures import parse_claims
     from policysupply.cli._common import key_is_encrypted, read_password
     from policysupply.errors import SigningError
 
+    claims_file, scope, key_id = req.claims_file, req.scope, req.key_id
     claims = None
     if claims_file is not None:
         try:
@@ -173,7 +163,7 @@ def _sign_native(
         signing_key, key_id = signer, key_id or signer.key_id
     if key_id is None and claims is None and scope is None:
         key_id = "default"  # what opa build writes (its --verification-key-id default)
-    return b.sign(signing_key, alg=alg, key_id=key_id, scope=scope, claims=claims)
+    return b.sign(signing_key, alg=req.signing_alg, key_id=key_id, scope=scope, claims=claims)
 
 
 def run_check(
