@@ -19,6 +19,8 @@ from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
 from policysupply._internal.yaml_data import parse_yaml as parse_yaml
 from policysupply.errors import BundleError
 
+# OPA-native signatures of a bundle: the top-level file of this name.
+SIGNATURES_FILE = ".signatures.json"
 DATA_BASENAMES = frozenset({"data.json", "data.yaml", "data.yml"})
 
 

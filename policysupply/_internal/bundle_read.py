@@ -19,9 +19,6 @@ from policysupply._internal.tarball import Limits
 from policysupply._manifest import Manifest
 from policysupply.errors import BundleError
 
-# opa_signatures.SIGNATURES_FILE (that module loads the JWS code; reading needs only the name)
-SIGNATURES_FILE = ".signatures.json"
-
 
 @attrs.frozen(kw_only=True)
 class Parts:
@@ -73,7 +70,7 @@ def read_directory(
         for fname in sorted(filenames):
             rel = (rel_dir / fname).as_posix()
             is_manifest = rel == ".manifest"
-            is_sig = rel == SIGNATURES_FILE
+            is_sig = rel == bf.SIGNATURES_FILE
             if not (is_manifest or is_sig):
                 refuse_misread(rel, fname)
             if not (fname.endswith(".rego") or fname in bf.DATA_BASENAMES or is_manifest or is_sig):
@@ -113,8 +110,8 @@ def read_directory(
         manifest = attrs.evolve(manifest, **changes)
     # A signature over the files as they are; an override changes the
     # manifest, so the signature would no longer match and is left out.
-    sig = None if changes else read.get(SIGNATURES_FILE)
-    files = {SIGNATURES_FILE: sig} if sig is not None else {}
+    sig = None if changes else read.get(bf.SIGNATURES_FILE)
+    files = {bf.SIGNATURES_FILE: sig} if sig is not None else {}
     return Parts(
         manifest=manifest,
         modules=modules,
@@ -132,7 +129,7 @@ def refuse_misread(rel: str, fname: str) -> None:
     file, wherever it is in the tree. Only the top-level ``.manifest`` and
     ``.signatures.json`` are; anything else is refused rather than dropped.
     """
-    if fname == SIGNATURES_FILE:
+    if fname == bf.SIGNATURES_FILE:
         raise BundleError(
             "a .signatures.json below the bundle root: OPA would take it as the bundle's "
             "signatures file; move it to the top or remove it",
@@ -158,7 +155,7 @@ def parse_entries(entries: Mapping[str, bytes], limits: Limits) -> Parts:
     for name in sorted(entries):
         raw = entries[name]
         base = name.rsplit("/", 1)[-1]
-        if base == SIGNATURES_FILE and name != SIGNATURES_FILE:
+        if base == bf.SIGNATURES_FILE and name != bf.SIGNATURES_FILE:
             refuse_misread(name, base)
         elif name.endswith("signatures.json"):
             files[name] = raw

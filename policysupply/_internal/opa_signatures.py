@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from policysupply._internal.bundle_format import SIGNATURES_FILE as SIGNATURES_FILE
 from policysupply._internal.go_compat import RawNumber as RawNumber
 from policysupply._internal.go_compat import go_float as go_float
 from policysupply._internal.go_compat import go_json as go_json
@@ -46,7 +47,6 @@ from policysupply._internal.jws import parse_token as parse_token
 from policysupply._internal.jws import unb64url as unb64url
 from policysupply.errors import BundleError
 
-SIGNATURES_FILE = ".signatures.json"
 DEFAULT_PLUGIN = "_default"
 _STRUCTURED = frozenset({"data.json", "data.yaml", "data.yml", ".manifest"})
 
