@@ -110,22 +110,19 @@ def _parse(command: str, args: list[str]) -> dict[str, Any] | None:
     return found
 
 
-def _readable_dir(path: str) -> bool:
-    # click.Path(exists=True, file_okay=False) accepts exactly these.
+def _path_ok(path: str, *, kind: str) -> bool:
+    """Whether click.Path would accept ``path`` as this ``kind`` of argument.
+
+    ``dir``: exists=True, file_okay=False; ``file``: exists=True,
+    dir_okay=False; ``output``: dir_okay=False (a missing path is fine).
+    """
     try:
         st = os.stat(path)
     except (OSError, ValueError):
+        return kind == "output"
+    if stat.S_ISDIR(st.st_mode) != (kind == "dir"):
         return False
-    return stat.S_ISDIR(st.st_mode) and os.access(path, os.R_OK)
-
-
-def _readable_file(path: str) -> bool:
-    # click.Path(exists=True, dir_okay=False) accepts exactly these.
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return False
-    return not stat.S_ISDIR(st.st_mode) and os.access(path, os.R_OK)
+    return os.access(path, os.R_OK)
 
 
 def _plain_remote_reference(text: str) -> bool:
@@ -142,16 +139,6 @@ def _plain_remote_reference(text: str) -> bool:
     except RegistryError:
         return False
     return bool(ref.host) and re.match(_HOST, ref.host) is not None
-
-
-def _writable_target(path: str) -> bool:
-    # click.Path(dir_okay=False): a missing path is fine; an existing one must
-    # be a readable non-directory.
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return True
-    return not stat.S_ISDIR(st.st_mode) and os.access(path, os.R_OK)
 
 
 def _streams_ok() -> bool:
@@ -184,14 +171,14 @@ def dispatch(argv: list[str]) -> int | None:
     if opts is None:
         return None
     if command == "build":
-        if not _readable_dir(opts["positional"]):
+        if not _path_ok(opts["positional"], kind="dir"):
             return None
-        if not _writable_target(opts.get("output", "bundle.tar.gz")):
+        if not _path_ok(opts.get("output", "bundle.tar.gz"), kind="output"):
             return None
     if command == "verify":
         if any(name in os.environ for name in _VERIFY_ENV):
             return None
-        if not opts["keys"] or not all(_readable_file(k) for k in opts["keys"]):
+        if not opts["keys"] or not all(_path_ok(k, kind="file") for k in opts["keys"]):
             return None
         if not _plain_remote_reference(opts["positional"]):
             return None
