@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.conftest import peers_bin_dir
 from tests.interop._admission_fixtures import write_certificate
 from tests.interop._sigstore_fixtures import _die_with_parent
-from tests.interop.conftest import free_port
+from tests.interop.conftest import _stop, free_port
 
 TOKEN = "policysupply-test-admin-token"
 # Environment variables that would send the API server's webhook calls (or
@@ -40,9 +40,9 @@ def control_plane_binary(name: str) -> Path:
     """Path of ``etcd`` or ``kube-apiserver``.
 
     Missing binaries fail the test when ``POLICYSUPPLY_NO_SKIP=1`` (as CI
-    runs) and skip it otherwise: kube-apiserver is an optional peer
-    (``scripts/install-peers.sh kube-apiserver``), etcd comes from Debian's
-    ``etcd-server`` package.
+    runs) and skip it otherwise: kube-apiserver is built by
+    ``scripts/install-peers.sh`` (in its default list), etcd comes from
+    Debian's ``etcd-server`` package.
     """
     candidate = peers_bin_dir() / name
     if candidate.exists():
@@ -63,16 +63,6 @@ def control_plane_binary(name: str) -> Path:
 
 def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARS}
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -229,7 +219,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            _stop(proc)
+            _stop(proc, timeout=20)
 
     # -- API helpers ------------------------------------------------------------
 

@@ -137,10 +137,10 @@ def _wait_for_registry(proc: subprocess.Popen[bytes], host: str, log: Path) -> N
     pytest.fail(f"registry on {host} did not come up: {log.read_text()}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    proc.terminate()  # a no-op once the process has exited
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
