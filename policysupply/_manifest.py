@@ -104,7 +104,7 @@ class Manifest:
             roots=obj.get("roots"),
             metadata=metadata,
             rego_version=rv,
-            file_rego_versions=frv,
+            file_rego_versions=frv or None,  # empty is absent, as OPA writes it
             wasm=wasm,
         )
 

@@ -496,3 +496,15 @@ def test_deep_nesting_is_an_error_not_a_crash_with_opa(kind: str) -> None:
     out = _run_deep(kind, 10_000, engine="opa")
     assert "BundleError" in out
     assert "evaluated" not in out
+
+
+def test_an_empty_file_rego_versions_reads_as_absent_and_round_trips() -> None:
+    # OPA's manifest omits an empty file_rego_versions (omitempty); reading it
+    # back gave a different Manifest (found by the bundle_format fuzz target).
+    import json
+
+    from policysupply.bundle import Manifest
+
+    m = Manifest.from_json(b'{"revision": "r", "file_rego_versions": {}}')
+    assert m == Manifest.from_json(b'{"revision": "r"}')
+    assert Manifest.from_json(json.dumps(m.to_json()).encode()) == m
