@@ -29,7 +29,7 @@ Every command also takes `--json` (one JSON document on stdout, errors
 included), `-q/--quiet` and `-v/--verbose`. Exit codes: 0 success or ALLOW,
 1 not verified or DENY (or an invalid bundle for `check`/`build`), 2 usage,
 configuration or input error, 3 a service unreachable, 4 internal error,
-130 interrupted. See [the CLI guide](../cli.md) for how the commands fit together.
+130 interrupted (143 on SIGTERM). See [the CLI guide](../cli.md) for how the commands fit together.
 
 """
 

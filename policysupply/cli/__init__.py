@@ -6,7 +6,7 @@ Only the command that runs is imported (``_COMMANDS`` names its module), so
 Exit codes (docs/cli.md, ADR 0014): 0 success or ALLOW; 1 decided "no" (not
 verified, DENY, invalid bundle for ``check``); 2 usage, configuration or
 input error; 3 a service was unreachable or failed; 4 internal error;
-130 interrupted.
+130 interrupted; 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from policysupply.cli._output import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "cli",
@@ -54,9 +56,16 @@ def main() -> None:
 
     The common forms of the hot commands (``check``, ``build``) run their
     command body without importing click (``_lean``); everything else, and
-    anything those forms do not cover, goes to the click group.
+    anything those forms do not cover, goes to the click group. SIGTERM
+    unwinds as Ctrl-C does (temporary files removed, children stopped) and
+    exits with 143.
     """
+    import signal
+
     from policysupply.cli._lean import dispatch
+    from policysupply.cli._output import on_sigterm
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
     code = dispatch(sys.argv[1:])
     if code is None:

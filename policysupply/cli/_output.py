@@ -31,6 +31,22 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a terminated command
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job, a stopped pod), raised where Ctrl-C would be.
+
+    A KeyboardInterrupt, so that every cleanup that runs for Ctrl-C (the
+    check's temporary tree, a child ``opa``, half-written files) runs for it too.
+    """
+
+
+def on_sigterm(signum: int, frame: object) -> None:
+    """Signal handler for the console script: SIGTERM unwinds as :class:`Terminated`."""
+    del signum, frame
+    raise Terminated
+
 
 # click's pattern for ANSI escape sequences (``click._compat._ansi_re``).
 _ANSI = r"\033\[[0-?]*[ -/]*[@-~]"
@@ -316,6 +332,9 @@ def guarded(call: Callable[[], Any], click_error: Callable[[Exception], int] | N
         rv = call()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else 1)
+    except Terminated:
+        # Whoever sent SIGTERM wants the process gone, not a report.
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         # As click's main (which the click path goes through): a blank line on
         # stderr closes the terminal's ^C echo before the report.

@@ -512,7 +512,7 @@ def test_server_is_stopped_when_the_preparation_is_garbage_collected(engine: Opa
     assert _gone(pid)
 
 
-def test_server_dies_with_its_parent_process_even_on_sigkill(opa_bin: Path) -> None:
+def test_server_and_its_directory_go_with_its_parent_process_even_on_sigkill(opa_bin: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os, sys
@@ -521,7 +521,7 @@ def test_server_dies_with_its_parent_process_even_on_sigkill(opa_bin: Path) -> N
         p = OpaEngine(opa={str(opa_bin)!r}).prepare(
             {{"a.rego": "package a\\n\\nx := 1\\n"}}, {{}}, rego_versions={{"a.rego": 1}})
         p.query("data.a.x")
-        print(p.server_pid, flush=True)
+        print(p.server_pid, p._root, flush=True)
         sys.stdin.read()
         """
     )
@@ -529,11 +529,19 @@ def test_server_dies_with_its_parent_process_even_on_sigkill(opa_bin: Path) -> N
         [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     assert child.stdout is not None
-    pid = int(child.stdout.readline())
+    pid_text, root_text = child.stdout.readline().decode().split(maxsplit=1)
+    pid, root = int(pid_text), Path(root_text.strip())
     assert _alive(pid)
+    assert (root / "opa.sock").exists()
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert _gone(pid)
+    # Its private directory (the bundle copy and the socket, in /dev/shm's memory)
+    # goes with it: nobody else would ever remove it.
+    deadline = time.monotonic() + 30
+    while root.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not root.exists()
 
 
 def test_a_killed_server_is_restarted_and_the_answer_is_unchanged(engine: OpaEngine) -> None:

@@ -29,14 +29,25 @@ if TYPE_CHECKING:
 
 
 # `sh` between OPA and us: it reports OPA's pid, exits when OPA exits, and
-# kills OPA when our end of its stdin closes (close(), or this process died).
+# kills OPA when our end of its stdin closes. A stop of ours writes a line
+# first; a bare end of input means this process died (SIGKILL, OOM), and then
+# nobody else would remove the private directory, so the watchdog does. The
+# remover ignores the TERM the main shell sends once OPA is gone.
 _WATCHDOG = """\
-log=$1; shift
+log=$1; dir=$2; shift 2
 "$@" >"$log" 2>&1 </dev/null &
 p=$!
 echo "$p"
 exec 3<&0
-(read -r _ <&3; kill -9 "$p" 2>/dev/null) &
+(
+  if read -r _ <&3; then
+    kill -9 "$p" 2>/dev/null
+  else
+    trap '' TERM
+    kill -9 "$p" 2>/dev/null
+    rm -rf -- "$dir"
+  fi
+) &
 r=$!
 exec 3<&-
 wait "$p"
@@ -65,6 +76,11 @@ class _Server:
         for conn in conns:
             conn.close()
         if self.proc.stdin is not None and not self.proc.stdin.closed:
+            # The line says "stopped by its owner": the directory stays (a
+            # restarted server reuses it; _cleanup removes it).
+            with contextlib.suppress(OSError):
+                self.proc.stdin.write(b"stop\n")
+                self.proc.stdin.flush()
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
         try:
@@ -136,7 +152,7 @@ def start_server(*, opa: str, root: Path, bundle: _BundleDir, timeout: float) ->
     if bundle.v0:
         args.append("--v0-compatible")
     proc = subprocess.Popen(
-        ["/bin/sh", "-c", _WATCHDOG, "sh", str(log), *args],
+        ["/bin/sh", "-c", _WATCHDOG, "sh", str(log), str(root), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
