@@ -87,11 +87,17 @@ def read_directory(
                 )
         for fname in sorted(filenames):
             rel = (rel_dir / fname).as_posix()
-            if rel_dir == Path(".") and fname[:1] == "." and fname[1:] in bf.DATA_BASENAMES:
+            if rel_dir == Path(".") and fname[1:] in TRIMMED_SPECIAL and fname[:1] == ".":
                 raise BundleError(
                     f"opa build -b . reads a top-level {fname} as the bundle's {fname[1:]} "
                     "(it trims the first dot off top-level names), opa build -b DIR leaves "
                     f"it out: rename it to {fname[1:]}, or remove it",
+                    entry=rel,
+                )
+            if fname == PATCH_FILE:
+                raise BundleError(
+                    "OPA reads a patch.json as a delta bundle's patch (and refuses it beside "
+                    "policy or data); delta bundles are not supported: rename or remove it",
                     entry=rel,
                 )
             if not is_bundle_file(fname):
@@ -147,6 +153,13 @@ def read_directory(
     )
 
 
+# OPA takes a patch.json at any depth as a delta bundle's patch (preProcessBundle).
+PATCH_FILE = "patch.json"
+
+# Names OPA reads specially that a top-level dotted name turns into under
+# `opa build -b .`, while `opa build -b DIR` leaves the dotted name out.
+TRIMMED_SPECIAL = bf.DATA_BASENAMES | {PATCH_FILE}
+
 # Why a symlink (or other non-regular file) in a policy directory is refused.
 LEFT_OUT = (
     "opa build -b and opa check --bundle (without --follow-symlinks) leave every symlink "
@@ -163,7 +176,7 @@ def is_bundle_file(fname: str) -> bool:
     return (
         fname.endswith((".rego", ".manifest", ".manifest.pb"))
         or fname in bf.DATA_BASENAMES
-        or fname == bf.SIGNATURES_FILE
+        or fname in (bf.SIGNATURES_FILE, PATCH_FILE)
     )
 
 

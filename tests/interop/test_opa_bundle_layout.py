@@ -39,6 +39,12 @@ AGREE: dict[str, dict[str, str]] = {
             ".git/data.json": '{"g": 1}', "pol/p.rego": POL},
     "merge": {".h/data.json": '{"a": 1}', "h/data.json": '{"b": 2}'},
     "conflict": {".h/data.json": '{"a": 1}', "h/data.json": '{"a": 2}'},
+    # Other data paths that normalise to one (getNormalizedPath strips all
+    # leading dots; data.json, data.yaml and data.yml of a directory share it).
+    "dots-merge": {"..h/data.json": '{"a": 1}', ".h/data.json": '{"b": 2}'},
+    "dots-conflict": {"..h/data.json": '{"a": 1}', "h/data.json": '{"a": 2}'},
+    "json-yaml-merge": {"h/data.json": '{"a": 1}', "h/data.yaml": "b: 2\n", "h/data.yml": "c: 3\n"},
+    "json-yaml-conflict": {"h/data.json": '{"a": 1}', "h/data.yaml": "a: 2\n"},
     "roots": {".manifest": '{"roots": ["pol"]}', "pol/p.rego": POL, ".hidden/x.rego": DENY},
     "two-manifests": {".manifest": '{"roots": ["pol"]}', "sub/.manifest": '{"roots": ["pol"]}',
                       "pol/p.rego": POL},
@@ -284,3 +290,25 @@ def test_top_level_hidden_data_file_is_refused(name: str, opa_bin: Path, tmp_pat
     with pytest.raises(BundleError, match="opa build -b") as err:
         Bundle.from_directory(src)
     assert err.value.entry == name
+
+
+def test_a_patch_file_is_refused_as_opa_builds_a_delta_bundle(
+    opa_bin: Path, tmp_path: Path
+) -> None:
+    import tarfile
+
+    patch = '{"data": [{"op": "upsert", "path": "/x", "value": 1}]}'
+    src = _tree(tmp_path / "d", {"sub/patch.json": patch})
+    out = tmp_path / "opa.tar.gz"
+    proc = run_opa(opa_bin, "build", "-b", "d", "-o", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout
+    with tarfile.open(out) as tar:
+        assert "/patch.json" in tar.getnames()  # a delta bundle, not a snapshot
+    with pytest.raises(BundleError, match="patch") as err:
+        Bundle.from_directory(src)
+    assert err.value.entry == "sub/patch.json"
+    # Beside policy or data OPA refuses the tree; so do we.
+    _tree(src, {"pol/p.rego": POL})
+    assert _opa_build(opa_bin, tmp_path) is None
+    with pytest.raises(BundleError, match="patch"):
+        Bundle.from_directory(src)

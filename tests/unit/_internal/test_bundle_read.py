@@ -311,3 +311,25 @@ def test_a_top_level_hidden_data_file_is_refused(tmp_path: Path, name: str) -> N
     with pytest.raises(BundleError, match="opa build -b") as err:
         Bundle.from_directory(root)
     assert err.value.entry == name
+
+
+# -- patch.json: OPA reads a delta bundle (v1/bundle/bundle.go preProcessBundle) -------
+
+
+@pytest.mark.parametrize("name", ["patch.json", "sub/patch.json", ".patch.json"])
+def test_a_patch_file_is_refused_not_dropped(tmp_path: Path, name: str) -> None:
+    # OPA takes any patch.json (and, under `opa build -b .`, a top-level
+    # .patch.json) as a delta bundle's patch; we would build a snapshot.
+    root = tree(tmp_path, {name: '{"data": [{"op": "upsert", "path": "/x", "value": 1}]}'})
+    with pytest.raises(BundleError, match="patch") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == name
+
+
+def test_a_symlinked_directory_holding_a_patch_file_is_refused(tmp_path: Path) -> None:
+    root = tree(tmp_path / "d", {"pol/p.rego": POL})
+    tree(tmp_path / "elsewhere", {"patch.json": "{}"})
+    (root / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(BundleError, match="symlink") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == "link"
