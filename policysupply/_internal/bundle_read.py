@@ -76,10 +76,11 @@ def read_directory(
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames.sort()
         rel_dir = Path(dirpath).relative_to(root)
+        top = not rel_dir.parts
         for dname in dirnames:
             # os.walk lists a symlinked directory here but does not enter it.
-            full = Path(dirpath) / dname
-            if full.is_symlink() and holds_bundle_files(full):
+            full = os.path.join(dirpath, dname)
+            if os.path.islink(full) and holds_bundle_files(Path(full)):
                 raise BundleError(
                     f"a symlinked directory holding policy or data files: {LEFT_OUT}; "
                     "replace the link with the directory, or remove it",
@@ -87,7 +88,7 @@ def read_directory(
                 )
         for fname in sorted(filenames):
             rel = (rel_dir / fname).as_posix()
-            if rel_dir == Path(".") and fname[1:] in TRIMMED_SPECIAL and fname[:1] == ".":
+            if top and fname[:1] == "." and fname[1:] in TRIMMED_SPECIAL:
                 raise BundleError(
                     f"opa build -b . reads a top-level {fname} as the bundle's {fname[1:]} "
                     "(it trims the first dot off top-level names), opa build -b DIR leaves "
@@ -102,7 +103,8 @@ def read_directory(
                 )
             if not is_bundle_file(fname):
                 continue
-            refuse_irregular(Path(dirpath) / fname, rel)
+            full = os.path.join(dirpath, fname)
+            refuse_irregular(full, rel)
             is_manifest = rel == ".manifest"
             is_sig = rel == bf.SIGNATURES_FILE
             if not (is_manifest or is_sig):
@@ -110,7 +112,8 @@ def read_directory(
             if not (fname.endswith(".rego") or fname in bf.DATA_BASENAMES or is_manifest or is_sig):
                 continue
             try:
-                raw = (Path(dirpath) / fname).read_bytes()
+                with open(full, "rb") as f:
+                    raw = f.read()
             except OSError as exc:
                 raise BundleError(f"cannot read: {exc.strerror}", entry=rel) from None
             read[rel] = raw
@@ -180,7 +183,7 @@ def is_bundle_file(fname: str) -> bool:
     )
 
 
-def refuse_irregular(full: Path, rel: str) -> None:
+def refuse_irregular(full: str, rel: str) -> None:
     """Refuses a bundle file that OPA leaves out: a symlink, a FIFO, a device.
 
     OPA's directory walk (``filepath.Walk``, which uses ``lstat``) keeps only
@@ -188,7 +191,7 @@ def refuse_irregular(full: Path, rel: str) -> None:
     skipping it silently would drop policy the tree shows (ADR 0023).
     """
     try:
-        mode = full.lstat().st_mode
+        mode = os.lstat(full).st_mode
     except OSError as exc:
         raise BundleError(f"cannot read: {exc.strerror}", entry=rel) from None
     if stat.S_ISLNK(mode):
