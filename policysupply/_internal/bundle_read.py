@@ -81,9 +81,16 @@ def read_directory(
             # os.walk lists a symlinked directory here but does not enter it.
             full = os.path.join(dirpath, dname)
             if os.path.islink(full) and holds_bundle_files(Path(full)):
+                fix = "replace the link with the directory, or remove it"
+                if dname == "..data":
+                    # OPA reads such a volume through its timestamped directory
+                    # only, its data at data["2026_..."]: nothing to match.
+                    fix = (
+                        "this looks like a Kubernetes ConfigMap or Secret volume, a tree of "
+                        "symlinks: give the rules as a bundle file or a signed policy image"
+                    )
                 raise BundleError(
-                    f"a symlinked directory holding policy or data files: {LEFT_OUT}; "
-                    "replace the link with the directory, or remove it",
+                    f"a symlinked directory holding policy or data files: {LEFT_OUT}; {fix}",
                     entry=(rel_dir / dname).as_posix(),
                 )
         for fname in sorted(filenames):

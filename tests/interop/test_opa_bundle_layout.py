@@ -312,3 +312,41 @@ def test_a_patch_file_is_refused_as_opa_builds_a_delta_bundle(
     assert _opa_build(opa_bin, tmp_path) is None
     with pytest.raises(BundleError, match="patch"):
         Bundle.from_directory(src)
+
+
+def test_a_kubernetes_configmap_volume_is_refused(opa_bin: Path, tmp_path: Path) -> None:
+    stamp = "..2026_12_02_16_00_00.1"
+    src = _tree(tmp_path / "d", {f"{stamp}/p.rego": POL, f"{stamp}/data.json": '{"a": 1}'})
+    (src / "..data").symlink_to(stamp)
+    (src / "p.rego").symlink_to("..data/p.rego")
+    (src / "data.json").symlink_to("..data/data.json")
+    theirs = _opa_build(opa_bin, tmp_path)
+    assert theirs is not None
+    # OPA reads the timestamped directory only: its data lands under the stamp.
+    assert theirs.data == {stamp.lstrip("."): {"a": 1}}
+    assert set(theirs.modules) == {f"d/{stamp}/p.rego"}
+    with pytest.raises(BundleError, match="ConfigMap") as err:
+        Bundle.from_directory(src)
+    assert err.value.entry == "..data"
+
+
+def test_tarball_duplicate_module_paths_are_refused_where_opa_keeps_the_last(
+    opa_bin: Path, tmp_path: Path
+) -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, body in [("x.rego", b"package a\na := 1\n"), ("/x.rego", b"package b\nb := 1\n")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    path = tmp_path / "t.tar.gz"
+    path.write_bytes(buf.getvalue())
+    proc = run_opa(opa_bin, "eval", "--format", "json", "--bundle", str(path), "data")
+    assert proc.returncode == 0
+    # OPA loads one of the two silently (package a is gone) ...
+    assert json.loads(proc.stdout)["result"][0]["expressions"][0]["value"] == {"b": {"b": 1}}
+    with pytest.raises(BundleError, match="duplicate"):  # ... we refuse the archive
+        Bundle.from_bytes(buf.getvalue())

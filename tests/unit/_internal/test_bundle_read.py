@@ -333,3 +333,16 @@ def test_a_symlinked_directory_holding_a_patch_file_is_refused(tmp_path: Path) -
     with pytest.raises(BundleError, match="symlink") as err:
         Bundle.from_directory(root)
     assert err.value.entry == "link"
+
+
+def test_a_kubernetes_configmap_volume_is_refused_with_a_hint(tmp_path: Path) -> None:
+    # A ConfigMap volume: real files in a timestamped hidden directory, reached
+    # through `..data` and one symlink per key. OPA reads only the hidden
+    # directory, with its data at data["2026_12_02_16_00_00.1"].
+    stamp = "..2026_12_02_16_00_00.1"
+    root = tree(tmp_path, {f"{stamp}/p.rego": POL, f"{stamp}/data.json": '{"a": 1}'})
+    (root / "..data").symlink_to(stamp)
+    (root / "p.rego").symlink_to("..data/p.rego")
+    with pytest.raises(BundleError, match="ConfigMap") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == "..data"
