@@ -51,8 +51,8 @@ def test_hidden_files_are_read_as_opa_reads_them(tmp_path: Path) -> None:
     root = tree(tmp_path, {
         ".x.rego": "package hx\n\nx := 1\n",
         "p/.y.rego": "package hy\n\ny := 1\n",
-        # Not a data file for OPA either: only the basenames data.json/yaml/yml are.
-        ".data.json": '{"ignored": 1}',
+        # Not a data file for OPA either: only the basenames data.json/yaml/yml are
+        # (a top-level .data.json is refused: see test_a_top_level_hidden_data_file_is_refused).
         "p/.data.json": '{"ignored": 1}',
     })
     b = Bundle.from_directory(root)
@@ -210,3 +210,139 @@ def test_a_directory_that_cannot_be_listed_is_refused(
     with pytest.raises(BundleError, match="cannot read directory") as err:
         Bundle.from_directory(root)
     assert err.value.entry == ".locked"
+
+
+# -- symlinks: OPA leaves every one out (v1/bundle/file.go dirLoader.NextFile walks --
+# -- with filepath.Walk, which lstat()s, and keeps only regular files and dirs) ------
+
+
+def _linked(tmp_path: Path) -> Path:
+    """A tree with a real policy under ``real/``, and the root beside ``outside/``."""
+    tree(tmp_path / "outside", {"o.rego": "package o\n\no := 1\n", "data.json": '{"o": 1}'})
+    return tree(tmp_path / "d", {"pol/p.rego": POL, "real/deny.rego": DENY,
+                                 "real/data.json": '{"r": 1}'})
+
+
+@pytest.mark.parametrize(
+    ("link", "target"),
+    [
+        ("sub/deny.rego", "../real/deny.rego"),  # a symlinked module: OPA drops the deny rule
+        ("sub/data.json", "../real/data.json"),  # a symlinked data file
+        ("gone.rego", "nowhere.rego"),  # dangling
+        ("out.rego", "../../outside/o.rego"),  # leaving the tree
+        ("sub/.manifest", "../pol/p.rego"),  # a symlinked manifest: OPA reads no manifest
+        ("linkdir", "real"),  # a symlinked directory holding policy
+        ("outdir", "../outside"),  # a symlinked directory leaving the tree
+        ("loop", "."),  # a symlinked directory that loops back to the root
+    ],
+)
+def test_a_symlink_opa_would_leave_out_is_refused(tmp_path: Path, link: str, target: str) -> None:
+    root = _linked(tmp_path)
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(target)
+    with pytest.raises(BundleError, match="symlink") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == link
+
+
+def test_symlinks_without_policy_are_left_out_as_opa_leaves_them(tmp_path: Path) -> None:
+    root = _linked(tmp_path)
+    tree(root, {"docs/readme.md": "x", ".venv/lib/site.py": "x"})
+    before = Bundle.from_directory(root).to_bytes()
+    (root / "README.md").symlink_to("docs/readme.md")
+    (root / "gone.md").symlink_to("nowhere.md")
+    (root / ".venv" / "lib64").symlink_to("lib")
+    assert Bundle.from_directory(root).to_bytes() == before
+
+
+def test_a_symlinked_root_is_refused_unless_given_with_a_slash(tmp_path: Path) -> None:
+    # `opa build -b link` lstat()s the root and builds an empty bundle;
+    # `opa build -b link/` follows it, as os.lstat does.
+    root = _linked(tmp_path)
+    (tmp_path / "link").symlink_to(root)
+    with pytest.raises(BundleError, match="symlink") as err:
+        Bundle.from_directory(tmp_path / "link")
+    assert err.value.entry == str(tmp_path / "link")
+    slash = Bundle.from_directory(f"{tmp_path / 'link'}/")
+    assert slash.to_bytes() == Bundle.from_directory(root).to_bytes()
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_named_like_a_bundle_file_is_refused_not_read(tmp_path: Path) -> None:
+    import os
+
+    root = _linked(tmp_path)
+    os.mkfifo(root / "pol" / "data.json")  # reading it would block; OPA leaves it out
+    with pytest.raises(BundleError, match="not a regular file") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == "pol/data.json"
+
+
+# -- `opa build -b .` trims the first dot off top-level names (formatPath, Chrooted) --
+
+
+@pytest.mark.parametrize(
+    ("one", "two"),
+    [(".h/x.rego", "h/x.rego"), (".x.rego", "x.rego"), (".h/a/b.rego", "h/a/b.rego")],
+)
+def test_modules_opa_build_dot_takes_for_one_are_refused(
+    tmp_path: Path, one: str, two: str
+) -> None:
+    root = tree(tmp_path, {one: "package a\n\na := 1\n", two: "package b\n\nb := 1\n"})
+    with pytest.raises(BundleError, match="duplicate module") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == two
+    assert one in err.value.reason
+
+
+@pytest.mark.parametrize(
+    "files", [("..x/a.rego", ".x/a.rego"), ("a/.h/x.rego", "a/h/x.rego"), (".x.rego", "y.rego")]
+)
+def test_modules_that_stay_apart_are_kept(tmp_path: Path, files: tuple[str, str]) -> None:
+    root = tree(tmp_path, {f: f"package p{i}\n\nx := 1\n" for i, f in enumerate(files)})
+    assert set(Bundle.from_directory(root).modules) == set(files)
+
+
+@pytest.mark.parametrize("name", [".data.json", ".data.yaml", ".data.yml"])
+def test_a_top_level_hidden_data_file_is_refused(tmp_path: Path, name: str) -> None:
+    # `opa build -b .` reads it as data.json (the whole data document);
+    # `opa build -b DIR` leaves it out: no answer matches both.
+    root = tree(tmp_path, {"pol/p.rego": POL, name: '{"z": 1}', "p/.data.json": '{"y": 1}'})
+    with pytest.raises(BundleError, match="opa build -b") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == name
+
+
+# -- patch.json: OPA reads a delta bundle (v1/bundle/bundle.go preProcessBundle) -------
+
+
+@pytest.mark.parametrize("name", ["patch.json", "sub/patch.json", ".patch.json"])
+def test_a_patch_file_is_refused_not_dropped(tmp_path: Path, name: str) -> None:
+    # OPA takes any patch.json (and, under `opa build -b .`, a top-level
+    # .patch.json) as a delta bundle's patch; we would build a snapshot.
+    root = tree(tmp_path, {name: '{"data": [{"op": "upsert", "path": "/x", "value": 1}]}'})
+    with pytest.raises(BundleError, match="patch") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == name
+
+
+def test_a_symlinked_directory_holding_a_patch_file_is_refused(tmp_path: Path) -> None:
+    root = tree(tmp_path / "d", {"pol/p.rego": POL})
+    tree(tmp_path / "elsewhere", {"patch.json": "{}"})
+    (root / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(BundleError, match="symlink") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == "link"
+
+
+def test_a_kubernetes_configmap_volume_is_refused_with_a_hint(tmp_path: Path) -> None:
+    # A ConfigMap volume: real files in a timestamped hidden directory, reached
+    # through `..data` and one symlink per key. OPA reads only the hidden
+    # directory, with its data at data["2026_12_02_16_00_00.1"].
+    stamp = "..2026_12_02_16_00_00.1"
+    root = tree(tmp_path, {f"{stamp}/p.rego": POL, f"{stamp}/data.json": '{"a": 1}'})
+    (root / "..data").symlink_to(stamp)
+    (root / "p.rego").symlink_to("..data/p.rego")
+    with pytest.raises(BundleError, match="ConfigMap") as err:
+        Bundle.from_directory(root)
+    assert err.value.entry == "..data"
