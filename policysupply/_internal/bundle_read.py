@@ -11,7 +11,7 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -62,6 +62,7 @@ def read_directory(
         raise BundleError(f"{root} is not a directory")
     modules: dict[str, str] = {}
     data_files: dict[str, bytes] = {}
+    carried: dict[str, bytes] = {}  # Wasm modules and plans, as opa build carries them
     read: dict[str, bytes] = {}
     manifest = Manifest()
 
@@ -102,6 +103,8 @@ def read_directory(
                     f"it out: rename it to {fname[1:]}, or remove it",
                     entry=rel,
                 )
+            if fname == PLAN_PROTO_FILE:
+                refuse_proto_plan(rel)
             if fname == PATCH_FILE:
                 raise BundleError(
                     "OPA reads a patch.json as a delta bundle's patch (and refuses it beside "
@@ -116,7 +119,14 @@ def read_directory(
             is_sig = rel == bf.SIGNATURES_FILE
             if not (is_manifest or is_sig):
                 refuse_misread(rel, fname)
-            if not (fname.endswith(".rego") or fname in bf.DATA_BASENAMES or is_manifest or is_sig):
+            verbatim = fname in VERBATIM_FILES
+            if not (
+                fname.endswith(".rego")
+                or fname in bf.DATA_BASENAMES
+                or is_manifest
+                or is_sig
+                or verbatim
+            ):
                 continue
             try:
                 with open(full, "rb") as f:
@@ -124,6 +134,9 @@ def read_directory(
             except OSError as exc:
                 raise BundleError(f"cannot read: {exc.strerror}", entry=rel) from None
             read[rel] = raw
+            if verbatim:
+                carried[rel] = raw
+                continue
             if is_sig:
                 continue
             if is_manifest:
@@ -154,6 +167,7 @@ def read_directory(
     # manifest, so the signature would no longer match and is left out.
     sig = None if changes else read.get(bf.SIGNATURES_FILE)
     files = {bf.SIGNATURES_FILE: sig} if sig is not None else {}
+    files.update(carried)
     return Parts(
         manifest=manifest,
         modules=modules,
@@ -165,6 +179,22 @@ def read_directory(
 
 # OPA takes a patch.json at any depth as a delta bundle's patch (preProcessBundle).
 PATCH_FILE = "patch.json"
+# Files OPA's bundle reader keeps as they are, at any depth: Wasm modules and
+# plans (v1/bundle/bundle.go); `opa build -b` carries them into the bundle.
+VERBATIM_FILES = frozenset({"policy.wasm", "plan.json"})
+# A protobuf plan needs a protobuf manifest: `opa build` refuses it beside a
+# JSON one, as we refuse protobuf manifests.
+PLAN_PROTO_FILE = "plan.pb"
+
+
+def refuse_proto_plan(rel: str) -> NoReturn:
+    """Refuses a ``plan.pb``, which OPA reads only with a protobuf manifest."""
+    raise BundleError(
+        "protobuf plans (plan.pb) need a protobuf manifest, which is not supported "
+        "(opa build refuses one beside a JSON .manifest): remove it",
+        entry=rel,
+    )
+
 
 # Names OPA reads specially that a top-level dotted name turns into under
 # `opa build -b .`, while `opa build -b DIR` leaves the dotted name out.
@@ -186,7 +216,8 @@ def is_bundle_file(fname: str) -> bool:
     return (
         fname.endswith((".rego", ".manifest", ".manifest.pb"))
         or fname in bf.DATA_BASENAMES
-        or fname in (bf.SIGNATURES_FILE, PATCH_FILE)
+        or fname in (bf.SIGNATURES_FILE, PATCH_FILE, PLAN_PROTO_FILE)
+        or fname in VERBATIM_FILES
     )
 
 
@@ -307,6 +338,8 @@ def parse_entries(entries: Mapping[str, bytes], limits: Limits) -> Parts:
             )
         elif base == "patch.json":
             raise BundleError("delta bundles (patch.json) are not supported", entry=name)
+        elif base == PLAN_PROTO_FILE:
+            refuse_proto_plan(name)
         elif name.endswith(".rego"):
             modules[name] = decode_rego(raw, name)
         elif base in bf.DATA_BASENAMES:

@@ -9,7 +9,9 @@ root, a directory named only of dots) we refuse with the path named instead.
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -31,12 +33,23 @@ AGREE: dict[str, dict[str, str]] = {
         "p/.data.json": '{"ignored": 1}',
     },
     # `-b .` trims one dot off top-level names only: these stay apart.
-    "dots-apart": {"..x/a.rego": "package a\n\na := 1\n", ".x/a.rego": "package b\n\nb := 1\n",
-                   "a/.h/x.rego": "package c\n\nc := 1\n", "a/h/x.rego": "package d\n\nd := 1\n"},
+    "dots-apart": {
+        "..x/a.rego": "package a\n\na := 1\n",
+        ".x/a.rego": "package b\n\nb := 1\n",
+        "a/.h/x.rego": "package c\n\nc := 1\n",
+        "a/h/x.rego": "package d\n\nd := 1\n",
+    },
     "inner-dots": {
-        "a/.b/data.json": '{"z": 1}', "..x/data.json": '{"y": 2}', ".c/.d/data.json": "3"},
-    "git": {".git/HEAD": "ref: x\n", ".git/objects/x.rego": "package g\n\ng := 1\n",
-            ".git/data.json": '{"g": 1}', "pol/p.rego": POL},
+        "a/.b/data.json": '{"z": 1}',
+        "..x/data.json": '{"y": 2}',
+        ".c/.d/data.json": "3",
+    },
+    "git": {
+        ".git/HEAD": "ref: x\n",
+        ".git/objects/x.rego": "package g\n\ng := 1\n",
+        ".git/data.json": '{"g": 1}',
+        "pol/p.rego": POL,
+    },
     "merge": {".h/data.json": '{"a": 1}', "h/data.json": '{"b": 2}'},
     "conflict": {".h/data.json": '{"a": 1}', "h/data.json": '{"a": 2}'},
     # Other data paths that normalise to one (getNormalizedPath strips all
@@ -46,9 +59,19 @@ AGREE: dict[str, dict[str, str]] = {
     "json-yaml-merge": {"h/data.json": '{"a": 1}', "h/data.yaml": "b: 2\n", "h/data.yml": "c: 3\n"},
     "json-yaml-conflict": {"h/data.json": '{"a": 1}', "h/data.yaml": "a: 2\n"},
     "roots": {".manifest": '{"roots": ["pol"]}', "pol/p.rego": POL, ".hidden/x.rego": DENY},
-    "two-manifests": {".manifest": '{"roots": ["pol"]}', "sub/.manifest": '{"roots": ["pol"]}',
-                      "pol/p.rego": POL},
+    "two-manifests": {
+        ".manifest": '{"roots": ["pol"]}',
+        "sub/.manifest": '{"roots": ["pol"]}',
+        "pol/p.rego": POL,
+    },
     "bad-hidden-rego": {".hidden/x.rego": "package h\n\nallow if {\n", "pol/p.rego": POL},
+    # OPA carries Wasm modules and plans at any depth into the bundle as they are.
+    "wasm-and-plans": {
+        "sub/policy.wasm": "\0asm\1\0\0\0",
+        "sub/plan.json": "{}",
+        ".h/policy.wasm": "\0asm\1\0\0\0",
+        "pol/p.rego": POL,
+    },
 }
 
 
@@ -100,6 +123,7 @@ def test_we_read_a_directory_as_opa_build_and_check_do(
         return
     assert {m.removeprefix("d/") for m in theirs.modules} == set(ours.modules)
     assert theirs.data == ours.data
+    assert {f.removeprefix("d/"): b for f, b in theirs.files.items()} == dict(ours.files)
     assert theirs.manifest.roots == (ours.manifest.roots or ("",))  # OPA writes the default
     # Our bundle from the same tree again reads back the same, byte for byte.
     assert Bundle.from_directory(src).to_bytes() == ours.to_bytes()
@@ -113,8 +137,17 @@ def test_we_read_a_directory_as_opa_build_and_check_do(
 def test_hidden_deny_rule_is_enforced_by_opa_on_our_bundle(opa_bin: Path, tmp_path: Path) -> None:
     src = _tree(tmp_path / "d", AGREE["hidden-dir"])
     path = Bundle.from_directory(src).write(tmp_path / "ours.tar.gz")
-    proc = run_opa(opa_bin, "eval", "--format", "json", "--bundle", str(path),
-                   "--stdin-input", "data.h.deny", stdin=b'{"x": true}')
+    proc = run_opa(
+        opa_bin,
+        "eval",
+        "--format",
+        "json",
+        "--bundle",
+        str(path),
+        "--stdin-input",
+        "data.h.deny",
+        stdin=b'{"x": true}',
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout)["result"][0]["expressions"][0]["value"] == ["hidden deny"]
 
@@ -122,8 +155,10 @@ def test_hidden_deny_rule_is_enforced_by_opa_on_our_bundle(opa_bin: Path, tmp_pa
 # name -> (files, what OPA does): OPA accepts these but reads them in a way a
 # reader of the tree would not expect; we refuse, naming the file.
 REFUSE: dict[str, tuple[dict[str, str], str]] = {
-    "sub-manifest": ({"sub/.manifest": '{"roots": ["pol"], "revision": "sub"}',
-                      "pol/p.rego": POL}, "sub/.manifest"),
+    "sub-manifest": (
+        {"sub/.manifest": '{"roots": ["pol"], "revision": "sub"}', "pol/p.rego": POL},
+        "sub/.manifest",
+    ),
     "x-manifest": ({"x.manifest": '{"roots": ["pol"]}', "pol/p.rego": POL}, "x.manifest"),
     "dots-only-dir": ({".../data.json": '{"z": 1}', "pol/p.rego": POL}, ".../data.json"),
 }
@@ -144,9 +179,7 @@ def test_we_refuse_what_opa_reads_surprisingly(case: str, opa_bin: Path, tmp_pat
     assert err.value.entry == entry
 
 
-def test_signatures_below_the_root_refused_as_opa_build_does(
-    opa_bin: Path, tmp_path: Path
-) -> None:
+def test_signatures_below_the_root_refused_as_opa_build_does(opa_bin: Path, tmp_path: Path) -> None:
     src = _tree(tmp_path / "d", {"sub/.signatures.json": '{"signatures": []}', "pol/p.rego": POL})
     # opa build takes it as the bundle's signatures file (and wants a key);
     # opa check skips verification and so ignores it.
@@ -159,11 +192,13 @@ def test_signatures_below_the_root_refused_as_opa_build_does(
 def test_tarball_with_hidden_entries_reads_as_opa_reads_it(opa_bin: Path, tmp_path: Path) -> None:
     from policysupply._internal.tarball import write_entries
 
-    raw = write_entries({
-        ".hidden/data.json": b'{"z": 1}',
-        "a/.b/data.json": b"2",
-        ".x.rego": b"package hx\nx := 1\n",
-    })
+    raw = write_entries(
+        {
+            ".hidden/data.json": b'{"z": 1}',
+            "a/.b/data.json": b"2",
+            ".x.rego": b"package hx\nx := 1\n",
+        }
+    )
     path = tmp_path / "t.tar.gz"
     path.write_bytes(raw)
     proc = run_opa(opa_bin, "eval", "--format", "json", "--bundle", str(path), "data")
@@ -193,8 +228,14 @@ SYMLINKS: dict[str, tuple[str, str]] = {
 
 def _linked(root: Path) -> Path:
     _tree(root / "outside", {"o.rego": "package o\n\no := 1\n", "data.json": '{"o": 1}'})
-    return _tree(root / "d", {"pol/p.rego": POL, "real/deny.rego": DENY.replace("h", "real", 1),
-                              "real/data.json": '{"r": 1}'})
+    return _tree(
+        root / "d",
+        {
+            "pol/p.rego": POL,
+            "real/deny.rego": DENY.replace("h", "real", 1),
+            "real/data.json": '{"r": 1}',
+        },
+    )
 
 
 @pytest.mark.parametrize("case", sorted(SYMLINKS))
@@ -333,9 +374,6 @@ def test_a_kubernetes_configmap_volume_is_refused(opa_bin: Path, tmp_path: Path)
 def test_tarball_duplicate_module_paths_are_refused_where_opa_keeps_the_last(
     opa_bin: Path, tmp_path: Path
 ) -> None:
-    import io
-    import tarfile
-
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, body in [("x.rego", b"package a\na := 1\n"), ("/x.rego", b"package b\nb := 1\n")]:
@@ -350,3 +388,26 @@ def test_tarball_duplicate_module_paths_are_refused_where_opa_keeps_the_last(
     assert json.loads(proc.stdout)["result"][0]["expressions"][0]["value"] == {"b": {"b": 1}}
     with pytest.raises(BundleError, match="duplicate"):  # ... we refuse the archive
         Bundle.from_bytes(buf.getvalue())
+
+
+def test_a_protobuf_plan_is_refused_as_opa_build_refuses_it(opa_bin: Path, tmp_path: Path) -> None:
+    # A plan.pb beside a JSON manifest: `opa build` refuses ("proto plan"),
+    # and a bundle tarball carrying one is refused the same way.
+    src = _tree(tmp_path / "d", {"p/plan.pb": "\0", "pol/p.rego": POL})
+    assert _opa_build(opa_bin, tmp_path) is None
+    with pytest.raises(BundleError) as err:
+        Bundle.from_directory(src)
+    assert err.value.entry == "p/plan.pb"
+    tarball = Bundle.from_directory(tmp_path / "d" / "pol").to_bytes()
+    with tarfile.open(fileobj=io.BytesIO(tarball)) as tin:
+        members = [(m, tin.extractfile(m)) for m in tin.getmembers()]
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w:gz") as tout:
+            for m, f in members:
+                tout.addfile(m, f)
+            extra = tarfile.TarInfo("/p/plan.pb")
+            extra.size = 1
+            tout.addfile(extra, io.BytesIO(b"\0"))
+    with pytest.raises(BundleError) as err:
+        Bundle.from_bytes(out.getvalue())
+    assert str(err.value.entry).endswith("p/plan.pb")

@@ -17,7 +17,7 @@ from policysupply import Bundle, BundleError
 from policysupply._internal import bundle_format as bf
 from policysupply._internal.tarball import read_entries, write_entries
 
-DENY = "package h\n\ndeny contains msg if {\n\tinput.x\n\tmsg := \"no\"\n}\n"
+DENY = 'package h\n\ndeny contains msg if {\n\tinput.x\n\tmsg := "no"\n}\n'
 POL = "package pol\n\nallow := true\n"
 
 
@@ -33,11 +33,14 @@ def tree(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_hidden_directory_policy_and_data_are_kept(tmp_path: Path) -> None:
-    root = tree(tmp_path, {
-        ".hidden/x.rego": DENY,
-        ".hidden/data.json": '{"z": 1}',
-        "pol/p.rego": POL,
-    })
+    root = tree(
+        tmp_path,
+        {
+            ".hidden/x.rego": DENY,
+            ".hidden/data.json": '{"z": 1}',
+            "pol/p.rego": POL,
+        },
+    )
     b = Bundle.from_directory(root)
     assert set(b.modules) == {".hidden/x.rego", "pol/p.rego"}
     # OPA strips the leading dots of a data file's directory (getNormalizedPath).
@@ -48,25 +51,31 @@ def test_hidden_directory_policy_and_data_are_kept(tmp_path: Path) -> None:
 
 
 def test_hidden_files_are_read_as_opa_reads_them(tmp_path: Path) -> None:
-    root = tree(tmp_path, {
-        ".x.rego": "package hx\n\nx := 1\n",
-        "p/.y.rego": "package hy\n\ny := 1\n",
-        # Not a data file for OPA either: only the basenames data.json/yaml/yml are
-        # (a top-level .data.json is refused: see test_a_top_level_hidden_data_file_is_refused).
-        "p/.data.json": '{"ignored": 1}',
-    })
+    root = tree(
+        tmp_path,
+        {
+            ".x.rego": "package hx\n\nx := 1\n",
+            "p/.y.rego": "package hy\n\ny := 1\n",
+            # Not a data file for OPA either: only the basenames data.json/yaml/yml are
+            # (a top-level .data.json is refused: see test_a_top_level_hidden_data_file_is_refused).
+            "p/.data.json": '{"ignored": 1}',
+        },
+    )
     b = Bundle.from_directory(root)
     assert set(b.modules) == {".x.rego", "p/.y.rego"}
     assert b.data == {}
 
 
 def test_git_directory_is_walked_like_any_other(tmp_path: Path) -> None:
-    root = tree(tmp_path, {
-        ".git/HEAD": "ref: refs/heads/main\n",
-        ".git/objects/x.rego": "package g\n\ng := 1\n",
-        ".git/data.json": '{"g": 1}',
-        "p/p.rego": POL,
-    })
+    root = tree(
+        tmp_path,
+        {
+            ".git/HEAD": "ref: refs/heads/main\n",
+            ".git/objects/x.rego": "package g\n\ng := 1\n",
+            ".git/data.json": '{"g": 1}',
+            "p/p.rego": POL,
+        },
+    )
     b = Bundle.from_directory(root)
     assert set(b.modules) == {".git/objects/x.rego", "p/p.rego"}
     assert b.data == {"git": {"g": 1}}
@@ -110,8 +119,9 @@ def test_hidden_and_plain_directory_conflict_is_refused(tmp_path: Path) -> None:
 
 
 def test_hidden_module_outside_roots_is_refused(tmp_path: Path) -> None:
-    root = tree(tmp_path, {
-        ".manifest": '{"roots": ["pol"]}', "pol/p.rego": POL, ".hidden/x.rego": DENY})
+    root = tree(
+        tmp_path, {".manifest": '{"roots": ["pol"]}', "pol/p.rego": POL, ".hidden/x.rego": DENY}
+    )
     with pytest.raises(BundleError, match="outside the manifest roots") as err:
         Bundle.from_directory(root)
     assert err.value.entry == ".hidden/x.rego"
@@ -165,12 +175,14 @@ def test_hidden_tree_builds_deterministically(tmp_path: Path) -> None:
 
 
 def test_tarball_hidden_entries_are_read_as_opa_reads_them() -> None:
-    data = write_entries({
-        ".hidden/x.rego": DENY.encode(),
-        ".hidden/data.json": b'{"z": 1}',
-        "a/.b/data.json": b'{"y": 2}',
-        ".x.rego": b"package hx\n\nx := 1\n",
-    })
+    data = write_entries(
+        {
+            ".hidden/x.rego": DENY.encode(),
+            ".hidden/data.json": b'{"z": 1}',
+            "a/.b/data.json": b'{"y": 2}',
+            ".x.rego": b"package hx\n\nx := 1\n",
+        }
+    )
     b = Bundle.from_bytes(data)
     assert set(b.modules) == {".hidden/x.rego", ".x.rego"}
     assert b.data == {"hidden": {"z": 1}, "a": {".b": {"y": 2}}}
@@ -219,8 +231,9 @@ def test_a_directory_that_cannot_be_listed_is_refused(
 def _linked(tmp_path: Path) -> Path:
     """A tree with a real policy under ``real/``, and the root beside ``outside/``."""
     tree(tmp_path / "outside", {"o.rego": "package o\n\no := 1\n", "data.json": '{"o": 1}'})
-    return tree(tmp_path / "d", {"pol/p.rego": POL, "real/deny.rego": DENY,
-                                 "real/data.json": '{"r": 1}'})
+    return tree(
+        tmp_path / "d", {"pol/p.rego": POL, "real/deny.rego": DENY, "real/data.json": '{"r": 1}'}
+    )
 
 
 @pytest.mark.parametrize(
@@ -346,3 +359,21 @@ def test_a_kubernetes_configmap_volume_is_refused_with_a_hint(tmp_path: Path) ->
     with pytest.raises(BundleError, match="ConfigMap") as err:
         Bundle.from_directory(root)
     assert err.value.entry == "..data"
+
+
+def test_wasm_modules_and_plans_are_carried_as_opa_build_carries_them(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "policy.wasm").write_bytes(b"\0asm\1\0\0\0")
+    (tmp_path / "sub" / "plan.json").write_bytes(b"{}")
+    (tmp_path / "p.rego").write_text("package p\n\nx := 1\n")
+    b = Bundle.from_directory(tmp_path)
+    assert dict(b.files) == {"sub/policy.wasm": b"\0asm\1\0\0\0", "sub/plan.json": b"{}"}
+    assert Bundle.from_bytes(b.to_bytes()).files == b.files
+
+
+def test_a_protobuf_plan_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "plan.pb").write_bytes(b"\0")
+    with pytest.raises(BundleError, match=r"plan\.pb") as err:
+        Bundle.from_directory(tmp_path)
+    assert err.value.entry == "p/plan.pb"
