@@ -412,24 +412,23 @@ class Bundle:
         raised here.
         """
         from policysupply._internal.engines import select_engine
-        from policysupply._internal.engines.base import BackgroundCheck
+        from policysupply._internal.engines.base import BackgroundCheck, CheckRequest
 
         eng = select_engine(engine)
-        modules, versions = dict(self.modules), self._rego_versions()
-        if isinstance(eng, BackgroundCheck):
-            pending = eng.start_check(
-                modules,
-                dict(self.data),
-                rego_versions=versions,
-                strict=strict,
-                data_is_json=self._cache.parsed_data,
-            )
-            return lambda: _raise_first(pending())
         # Not refusing: a builtin the embedded engine cannot evaluate is fine
         # in a bundle that OPA will evaluate.
-        _raise_first(
-            eng.check(modules, dict(self.data), rego_versions=versions, strict=strict, refuse=False)
+        request = CheckRequest(
+            modules=dict(self.modules),
+            data=dict(self.data),
+            rego_versions=self._rego_versions(),
+            strict=strict,
+            refuse=False,
+            data_is_json=self._cache.parsed_data,
         )
+        if isinstance(eng, BackgroundCheck):
+            pending = eng.start_check(request)
+            return lambda: _raise_first(pending())
+        _raise_first(eng.check(request))
         return lambda: None
 
     def prepare(self, engine: EngineChoice = None) -> Prepared:

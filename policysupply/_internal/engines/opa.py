@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policysupply._internal.engines.base import (
+    CheckRequest,
     EngineUnavailableError,
     RegoDiagnostic,
     RegoVersions,
@@ -198,15 +199,7 @@ class OpaEngine:
 
     # -- check -------------------------------------------------------------
 
-    def check(
-        self,
-        modules: Mapping[str, str],
-        data: Mapping[str, Any],
-        *,
-        rego_versions: RegoVersions,
-        strict: bool,
-        refuse: bool,
-    ) -> list[RegoDiagnostic]:
+    def check(self, request: CheckRequest) -> list[RegoDiagnostic]:
         """Every problem ``opa check --strict`` (``opa check`` when not ``strict``) reports.
 
         ``refuse`` changes nothing: OPA evaluates whatever it checks.
@@ -215,18 +208,9 @@ class OpaEngine:
             EngineUnavailableError: The binary does not run, or ends without a verdict.
             BundleError: ``opa check`` failed without diagnostics, or timed out.
         """
-        del refuse
-        return self.start_check(modules, data, rego_versions=rego_versions, strict=strict)()
+        return self.start_check(request)()
 
-    def start_check(
-        self,
-        modules: Mapping[str, str],
-        data: Mapping[str, Any],
-        *,
-        rego_versions: RegoVersions,
-        strict: bool,
-        data_is_json: bool = False,
-    ) -> Callable[[], list[RegoDiagnostic]]:
+    def start_check(self, request: CheckRequest) -> Callable[[], list[RegoDiagnostic]]:
         """Starts :meth:`check`: ``opa check`` runs while the caller goes on.
 
         The function returned waits for it and returns the diagnostics; it
@@ -235,27 +219,22 @@ class OpaEngine:
         ``opa check`` reads data only to find rules that conflict with it,
         which depends on the paths the data has, not on its values: it is
         given the data's objects with their keys and every other value as
-        ``null`` (a large data document is neither written nor parsed again).
-
-        Args:
-            modules: Entry name -> Rego source.
-            data: The data document.
-            rego_versions: Entry name -> 0 or 1.
-            strict: ``opa check --strict``.
-            data_is_json: ``data`` is known to be JSON (parsed from files), so
-                it need not be serialised to find out.
+        ``null`` (a large data document is neither written nor parsed again);
+        with ``request.data_is_json`` it is not serialised to find out whether
+        it is JSON.
 
         Raises:
             EngineUnavailableError: The binary does not run, or ends without a verdict.
             BundleError: The data is not JSON, or a Rego version is not 0 or 1.
         """
-        if not data_is_json:
+        modules, data, rego_versions = request.modules, request.data, request.rego_versions
+        if not request.data_is_json:
             _data_json(data)  # raises as check always has for data that is not JSON
         paths_json = _data_paths_json(data)
         root = _private_dir(_size(modules, paths_json))
         try:
             bundle = _BundleDir(root / "b", modules, paths_json, rego_versions)
-            proc = self._start(self._check_args(bundle, strict=strict))
+            proc = self._start(self._check_args(bundle, strict=request.strict))
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
