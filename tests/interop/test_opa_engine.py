@@ -24,7 +24,8 @@ from policysupply._internal.engines.base import (
     Prepared,
     RegoEngine,
 )
-from policysupply._internal.engines.opa import OpaEngine, OpaPrepared, find_opa
+from policysupply._internal.engines.opa import OpaEngine, find_opa
+from policysupply._internal.engines.opa_prepared import OpaPrepared
 from policysupply.errors import BundleError
 from tests.conftest import ROOT
 from tests.interop.conftest import run_opa
