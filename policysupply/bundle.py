@@ -368,7 +368,12 @@ class Bundle:
 
     def rego_version_of(self, module: str) -> int:
         """The Rego version OPA parses ``module`` with (0 or 1)."""
-        return bundle_rego.rego_version_of(self.manifest, module)
+        return bf.rego_version_of(
+            module, self.manifest.rego_version, self.manifest.file_rego_versions
+        )
+
+    def _rego_versions(self) -> dict[str, int]:
+        return {name: self.rego_version_of(name) for name in self.modules}
 
     def check(self, engine: EngineChoice = None, *, strict: bool = False) -> None:
         """Parses and compiles every module, as ``opa check`` does.
@@ -406,14 +411,19 @@ class Bundle:
         raises before running the engine (no engine, unusable modules) are
         raised here.
         """
-        return bundle_rego.start_check(
-            engine,
-            self.manifest,
-            self.modules,
-            self.data,
+        from policysupply._internal.engines.base import CheckRequest
+
+        # Not refusing: a builtin the embedded engine cannot evaluate is fine
+        # in a bundle that OPA will evaluate.
+        request = CheckRequest(
+            modules=dict(self.modules),
+            data=dict(self.data),
+            rego_versions=self._rego_versions(),
             strict=strict,
+            refuse=False,
             data_is_json=self._cache.parsed_data,
         )
+        return bundle_rego.start_check(engine, request)
 
     def prepare(self, engine: EngineChoice = None) -> Prepared:
         """The bundle compiled by ``engine`` for repeated queries (cached per engine).
@@ -423,7 +433,13 @@ class Bundle:
                 answer for this bundle (``UnsupportedByEngineError``) or is
                 not available (``EngineUnavailableError``).
         """
-        return bundle_rego.prepare(self._cache, engine, self.manifest, self.modules, self.data)
+        return bundle_rego.prepare(
+            self._cache,
+            engine,
+            lambda eng: eng.prepare(
+                dict(self.modules), dict(self.data), rego_versions=self._rego_versions()
+            ),
+        )
 
     def query(self, query: str, input: Any = None, *, engine: EngineChoice = None) -> list[Any]:
         """Evaluates ``query`` and returns OPA's result sets as ``opa eval`` prints them.

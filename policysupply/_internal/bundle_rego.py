@@ -1,4 +1,4 @@
-"""A bundle's Rego handed to an engine: Rego versions, checks, cached preparations, answers.
+"""A bundle's Rego handed to an engine: the check, one preparation per engine, the answer.
 
 Used by :class:`policysupply.bundle.Bundle` (``check``, ``prepare``,
 ``evaluate``), which never asks which engine it has: each engine answers the
@@ -11,50 +11,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from policysupply._internal import bundle_format as bf
 from policysupply.errors import BundleError
 
 if TYPE_CHECKING:
     from policysupply._internal.bundle_views import Cache
     from policysupply._internal.engines import EngineChoice
-    from policysupply._internal.engines.base import Prepared, RegoDiagnostic
-    from policysupply._manifest import Manifest
+    from policysupply._internal.engines.base import (
+        CheckRequest,
+        Prepared,
+        RegoDiagnostic,
+        RegoEngine,
+    )
 
 
-def rego_version_of(manifest: Manifest, module: str) -> int:
-    """The Rego version OPA parses ``module`` with (0 or 1); see ``Bundle.rego_version_of``."""
-    return bf.rego_version_of(module, manifest.rego_version, manifest.file_rego_versions)
-
-
-def rego_versions(manifest: Manifest, modules: Mapping[str, str]) -> dict[str, int]:
-    """Each module's Rego version, as the engines take them."""
-    return {name: rego_version_of(manifest, name) for name in modules}
-
-
-def start_check(
-    engine: EngineChoice,
-    manifest: Manifest,
-    modules: Mapping[str, str],
-    data: Mapping[str, Any],
-    *,
-    strict: bool,
-    data_is_json: bool,
-) -> Callable[[], None]:
+def start_check(engine: EngineChoice, request: CheckRequest) -> Callable[[], None]:
     """Starts ``Bundle.check``; the function returned finishes it (see ``Bundle._start_check``)."""
     from policysupply._internal.engines import select_engine
-    from policysupply._internal.engines.base import BackgroundCheck, CheckRequest
+    from policysupply._internal.engines.base import BackgroundCheck
 
     eng = select_engine(engine)
-    # Not refusing: a builtin the embedded engine cannot evaluate is fine
-    # in a bundle that OPA will evaluate.
-    request = CheckRequest(
-        modules=dict(modules),
-        data=dict(data),
-        rego_versions=rego_versions(manifest, modules),
-        strict=strict,
-        refuse=False,
-        data_is_json=data_is_json,
-    )
     if isinstance(eng, BackgroundCheck):
         pending = eng.start_check(request)
         return lambda: raise_first(pending())
@@ -62,14 +37,8 @@ def start_check(
     return lambda: None
 
 
-def prepare(
-    cache: Cache,
-    engine: EngineChoice,
-    manifest: Manifest,
-    modules: Mapping[str, str],
-    data: Mapping[str, Any],
-) -> Prepared:
-    """The bundle compiled by ``engine``, once per engine; see ``Bundle.prepare``."""
+def prepare(cache: Cache, engine: EngineChoice, make: Callable[[RegoEngine], Prepared]) -> Prepared:
+    """``make(engine)``, once per engine for a bundle; see ``Bundle.prepare``."""
     from policysupply._internal.engines import select_engine
 
     # Keyed by the engine object (select_engine returns one per binary),
@@ -78,10 +47,7 @@ def prepare(
     with cache.lock:
         prepared = cache.prepared.get(eng)
         if prepared is None:
-            prepared = eng.prepare(
-                dict(modules), dict(data), rego_versions=rego_versions(manifest, modules)
-            )
-            cache.prepared[eng] = prepared
+            prepared = cache.prepared[eng] = make(eng)
         return prepared
 
 

@@ -2,14 +2,7 @@ import pytest
 
 from policysupply._internal import bundle_rego
 from policysupply._internal.engines.base import RegoDiagnostic
-from policysupply._manifest import Manifest
 from policysupply.errors import BundleError
-
-
-def test_rego_versions_follow_file_globs_then_the_manifest() -> None:
-    manifest = Manifest(rego_version=0, file_rego_versions={"/new/*.rego": 1})
-    modules = {"new/a.rego": "", "old/b.rego": ""}
-    assert bundle_rego.rego_versions(manifest, modules) == {"new/a.rego": 1, "old/b.rego": 0}
 
 
 @pytest.mark.parametrize(
