@@ -47,6 +47,7 @@ from bench_embedded import DOC, in_process_plan, rules
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from policysupply._internal.engines.base import CheckRequest  # noqa: E402
 from policysupply._internal.engines.embedded import EmbeddedEngine  # noqa: E402
 from policysupply._internal.engines.opa import OpaEngine  # noqa: E402
 from policysupply.bundle import Bundle  # noqa: E402
@@ -164,8 +165,10 @@ def main() -> None:
     b = Bundle.from_directory(tree)
     tmods, tdata = dict(b.modules), dict(b.data)
     tver = {m: b.rego_version_of(m) for m in tmods}
-    assert opa.check(tmods, tdata, rego_versions=tver, strict=True, refuse=False) == []
-    assert emb.check(tmods, tdata, rego_versions=tver, strict=False, refuse=True) == []
+    opa_req = CheckRequest(modules=tmods, data=tdata, rego_versions=tver, strict=True, refuse=False)
+    emb_req = CheckRequest(modules=tmods, data=tdata, rego_versions=tver, strict=False, refuse=True)
+    assert opa.check(opa_req) == []
+    assert emb.check(emb_req) == []
     check_rounds = 7 if args.quick else 21
     # Interleaved rounds: the machine is shared, load drifts.
     opa_check, eng_check_opa, eng_check_emb = interleaved(
@@ -175,8 +178,8 @@ def main() -> None:
                 capture_output=True,
                 check=True,
             ),
-            lambda: opa.check(tmods, tdata, rego_versions=tver, strict=True, refuse=False),
-            lambda: emb.check(tmods, tdata, rego_versions=tver, strict=False, refuse=True),
+            lambda: opa.check(opa_req),
+            lambda: emb.check(emb_req),
         ],
         check_rounds,
     )

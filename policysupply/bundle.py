@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from policysupply._internal import bundle_format as bf
-from policysupply._internal import bundle_read, bundle_views, tarball
+from policysupply._internal import bundle_read, bundle_rego, bundle_views, tarball
 from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
 from policysupply._manifest import Manifest, freeze_mapping
 from policysupply.errors import BundleError
 
 if TYPE_CHECKING:
     from policysupply._internal.engines import EngineChoice
-    from policysupply._internal.engines.base import Prepared, RegoDiagnostic
+    from policysupply._internal.engines.base import Prepared
     from policysupply._native_trust import NativeTrust, NativeVerification
 
 __all__ = ["Bundle", "Limits", "Manifest"]
@@ -417,26 +417,19 @@ class Bundle:
         raises before running the engine (no engine, unusable modules) are
         raised here.
         """
-        from policysupply._internal.engines import select_engine
-        from policysupply._internal.engines.base import BackgroundCheck
+        from policysupply._internal.engines.base import CheckRequest
 
-        eng = select_engine(engine)
-        modules, versions = dict(self.modules), self._rego_versions()
-        if isinstance(eng, BackgroundCheck):
-            pending = eng.start_check(
-                modules,
-                dict(self.data),
-                rego_versions=versions,
-                strict=strict,
-                data_is_json=self._cache.parsed_data,
-            )
-            return lambda: _raise_first(pending())
         # Not refusing: a builtin the embedded engine cannot evaluate is fine
         # in a bundle that OPA will evaluate.
-        _raise_first(
-            eng.check(modules, dict(self.data), rego_versions=versions, strict=strict, refuse=False)
+        request = CheckRequest(
+            modules=dict(self.modules),
+            data=dict(self.data),
+            rego_versions=self._rego_versions(),
+            strict=strict,
+            refuse=False,
+            data_is_json=self._cache.parsed_data,
         )
-        return lambda: None
+        return bundle_rego.start_check(engine, request)
 
     def prepare(self, engine: EngineChoice = None) -> Prepared:
         """The bundle compiled by ``engine`` for repeated queries (cached per engine).
@@ -446,20 +439,13 @@ class Bundle:
                 answer for this bundle (``UnsupportedByEngineError``) or is
                 not available (``EngineUnavailableError``).
         """
-        from policysupply._internal.engines import select_engine
-
-        # Keyed by the engine object (select_engine returns one per binary),
-        # not by anything that would ask the engine about itself.
-        eng = select_engine(engine)
-        cache = self._cache
-        with cache.lock:
-            prepared = cache.prepared.get(eng)
-            if prepared is None:
-                prepared = eng.prepare(
-                    dict(self.modules), dict(self.data), rego_versions=self._rego_versions()
-                )
-                cache.prepared[eng] = prepared
-            return prepared
+        return bundle_rego.prepare(
+            self._cache,
+            engine,
+            lambda eng: eng.prepare(
+                dict(self.modules), dict(self.data), rego_versions=self._rego_versions()
+            ),
+        )
 
     def query(self, query: str, input: Any = None, *, engine: EngineChoice = None) -> list[Any]:
         """Evaluates ``query`` and returns OPA's result sets as ``opa eval`` prints them.
@@ -495,15 +481,7 @@ class Bundle:
                 never an undefined result); ``UnsupportedByEngineError`` when
                 the embedded engine cannot answer exactly as OPA would.
         """
-        results = self.query(query, input, engine=engine)
-        if not results:
-            return None
-        first = results[0]
-        bindings = first.get("bindings") or {}
-        if bindings:
-            return bindings
-        exprs = [e.get("value") for e in first.get("expressions", [])]
-        return exprs[0] if len(exprs) == 1 else exprs
+        return bundle_rego.answer(self.query(query, input, engine=engine))
 
     # -- display -----------------------------------------------------------
 
@@ -523,14 +501,3 @@ class Bundle:
             data=self.data,
             files=self.files,
         )
-
-
-def _raise_first(diags: Sequence[RegoDiagnostic]) -> None:
-    """Raises ``BundleError`` for the first diagnostic, listing the others."""
-    if diags:
-        first = diags[0]
-        more = "".join(
-            f"\n  {d.entry}{f':{d.line}' if d.line else ''}: {d.message}" for d in diags[1:]
-        )
-        suffix = f" ({len(diags) - 1} more problem(s):{more})" if more else ""
-        raise BundleError(first.message + suffix, entry=first.entry, line=first.line)

@@ -120,6 +120,24 @@ def _go_json(value: Any, out: list[str], html: bool) -> None:
 # -- exclude_files: Go's path/filepath.Match ------------------------------------------
 
 
+def _class_char(pattern: str, j: int) -> tuple[str, int] | None:
+    r"""A class's character at ``pattern[j]`` (``\\`` escapes) and the index after it.
+
+    ``None`` if there is none, or it is an unescaped ``-`` or ``]``.
+    """
+    if j >= len(pattern):
+        return None
+    c = pattern[j]
+    if c == "\\":
+        j += 1
+        if j >= len(pattern):
+            return None
+        c = pattern[j]
+    elif c in "-]":
+        return None
+    return c, j + 1
+
+
 def _go_class(pattern: str, i: int) -> tuple[str, int] | None:
     """Translates a ``[...]`` class starting at ``pattern[i]``; ``None`` if malformed."""
     j = i + 1
@@ -135,28 +153,15 @@ def _go_class(pattern: str, i: int) -> tuple[str, int] | None:
         if c == "]" and not first:
             break
         first = False
-        if c == "\\":
-            j += 1
-            if j >= len(pattern):
-                return None
-            c = pattern[j]
-        elif c in "-]":
+        got = _class_char(pattern, j)
+        if got is None:
             return None
-        lo = c
-        j += 1
+        lo, j = got
         if j < len(pattern) and pattern[j] == "-":
-            j += 1
-            if j >= len(pattern):
+            got = _class_char(pattern, j + 1)
+            if got is None:
                 return None
-            hi = pattern[j]
-            if hi == "\\":
-                j += 1
-                if j >= len(pattern):
-                    return None
-                hi = pattern[j]
-            elif hi in "-]":
-                return None
-            j += 1
+            hi, j = got
             if hi < lo:
                 return None
             items.append(f"{re.escape(lo)}-{re.escape(hi)}")

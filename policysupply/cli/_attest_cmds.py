@@ -17,6 +17,7 @@ from policysupply.cli._common import (
     say,
     usage_error,
 )
+from policysupply.cli._options import existing_file_option
 from policysupply.cli._sign_cmds import (
     SIGNER_HELP,
     SignerOptions,
@@ -219,9 +220,8 @@ def sign_blob(file: str, bundle: str | None, signing: SignerOptions, as_json: bo
 
 @click.command(cls=Command)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option(
+@existing_file_option(
     "--bundle",
-    type=click.Path(exists=True, dir_okay=False),
     help="The Sigstore bundle (default: FILE.sigstore.json).",
 )
 @trust_options(required=True)

@@ -16,7 +16,7 @@ from policysupply.cli._common import (
     usage_error,
     v0_option,
 )
-from policysupply.cli._options import bundle_output_option
+from policysupply.cli._options import bundle_output_option, existing_file_option
 from policysupply.cli._targets import read_json_argument
 from policysupply.errors import BundleError, PolicySupplyError
 
@@ -44,9 +44,8 @@ __all__ = ["build", "check", "eval_", "load_bundle"]
     help="RS256 (default for RSA keys), RS384/512, PS256/384/512, ES256/384/512 "
     "(default by curve), HS256/384/512.",
 )
-@click.option(
+@existing_file_option(
     "--claims-file",
-    type=click.Path(exists=True, dir_okay=False),
     help="JSON file of extra claims for the signature (as opa build --claims-file).",
 )
 @click.option("--scope", help="Scope claim of the signature (OPA checks it against its config).")

@@ -167,31 +167,24 @@ def _configure_logging(level: int) -> None:
                 log.addHandler(handler)
 
 
+# Every command's output options, with the callback that sets the verbosity
+# from them: declarations, settings, help (each applied in turn, so the last
+# comes first in --help).
+_OUTPUT_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any], str], ...] = (
+    (("-v", "--verbose"), {"count": True, "expose_value": False},
+     "More detail on stderr (-v: events, -vv: every HTTP request)."),
+    (("-q", "--quiet"), {"is_flag": True, "expose_value": False},
+     "Print only errors and the essential result (e.g. the digest reference)."),
+    (("--json", "as_json"), {"is_flag": True},
+     "Print exactly one JSON document on stdout, errors included."),
+)  # fmt: skip
+
+
 def json_option(f: F) -> F:
     """``--json``, ``-q/--quiet`` and ``-v/--verbose``: every command has them."""
-    g: Any = click.option(
-        "-v",
-        "--verbose",
-        count=True,
-        expose_value=False,
-        callback=_verbosity,
-        help="More detail on stderr (-v: events, -vv: every HTTP request).",
-    )(f)
-    g = click.option(
-        "-q",
-        "--quiet",
-        is_flag=True,
-        expose_value=False,
-        callback=_verbosity,
-        help="Print only errors and the essential result (e.g. the digest reference).",
-    )(g)
-    g = click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        callback=_verbosity,
-        help="Print exactly one JSON document on stdout, errors included.",
-    )(g)
+    g: Any = f
+    for decls, settings, what in _OUTPUT_OPTIONS:
+        g = click.option(*decls, **settings, callback=_verbosity, help=what)(g)
     return g  # type: ignore[no-any-return]
 
 
@@ -269,21 +262,16 @@ def read_password(*, confirm: bool) -> str:
         return env
     if not stdin_is_terminal():
         return _stdin_line()
-    first: str = click.prompt(
-        "Enter password for private key",
-        hide_input=True,
-        default="",
-        show_default=False,
-        err=True,
-    )
-    if confirm:
-        again: str = click.prompt(
-            "Enter password for private key again",
-            hide_input=True,
-            default="",
-            show_default=False,
-            err=True,
+
+    def ask(prompt: str) -> str:
+        answer: str = click.prompt(
+            prompt, hide_input=True, default="", show_default=False, err=True
         )
+        return answer
+
+    first = ask("Enter password for private key")
+    if confirm:
+        again = ask("Enter password for private key again")
         if again != first:
             raise CliError(
                 "the two passwords do not match; nothing was written, run keygen again",
@@ -319,14 +307,13 @@ def engine_option(f: F) -> F:
 
 def v0_option(f: F) -> F:
     """``--v0-compatible``, as OPA's: read modules as Rego v0 unless the manifest says otherwise."""
-    g: Any = click.option(
+    return click.option(
         "--v0-compatible",
         "v0_compatible",
         is_flag=True,
         help="Parse the Rego as v0 (pre-1.0 syntax), as `opa ... --v0-compatible` does; "
         "a bundle manifest's rego_version still wins.",
     )(f)
-    return g  # type: ignore[no-any-return]
 
 
 def require_verifier(verifier: Verifier | None) -> Verifier:

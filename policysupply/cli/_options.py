@@ -65,3 +65,20 @@ def bundle_output_option(what: str) -> Callable[[F], F]:
         show_default=True,
         help=f"Where to write {what}.",
     )
+
+
+def directory_option(default: str, what: str) -> Callable[[F], F]:
+    """``-d/--directory DIR``, by default ``default`` (shown); ``what`` is its help."""
+    return click.option(
+        "-d",
+        "--directory",
+        type=click.Path(file_okay=False),
+        default=default,
+        show_default=True,
+        help=what,
+    )
+
+
+def existing_file_option(*decls: str, **settings: Any) -> Callable[[F], F]:
+    """An option naming a file that must exist (not a directory): click refuses others first."""
+    return click.option(*decls, type=click.Path(exists=True, dir_okay=False), **settings)

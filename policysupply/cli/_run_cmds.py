@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -23,6 +24,7 @@ from policysupply.cli._common import (
     say,
     usage_error,
 )
+from policysupply.cli._options import F, directory_option
 from policysupply.cli._targets import NetOptions, open_target, registry_options
 from policysupply.cli._trust import (
     TrustOptions,
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
     pass
 
 
+def _token_option(flag: str, envvar: str, what: str) -> Callable[[F], F]:
+    """A bearer token, also (better) from ``envvar``, which ``--help`` names."""
+    return click.option(flag, envvar=envvar, show_envvar=True, help=what)
+
+
 @click.command(cls=Command, epilog=REFERENCE_HELP)
 @click.argument("reference")
 @click.option(
@@ -43,11 +50,10 @@ if TYPE_CHECKING:
     show_default=True,
     help="OPA's base URL.",
 )
-@click.option(
+@_token_option(
     "--opa-token",
-    envvar="POLICYSUPPLY_OPA_TOKEN",
-    show_envvar=True,
-    help="Bearer token for OPA (prefer the environment variable to the flag).",
+    "POLICYSUPPLY_OPA_TOKEN",
+    "Bearer token for OPA (prefer the environment variable to the flag).",
 )
 @click.option("--name", help="Load name (default: the image's host/repository).")
 @trust_options(required=True, state=True)
@@ -126,13 +132,9 @@ def _parse_addr(addr: str) -> tuple[str, int]:
 
 @click.command(cls=Command, epilog=REFERENCE_HELP)
 @click.argument("references", nargs=-1, required=True)
-@click.option(
-    "-d",
-    "--directory",
-    type=click.Path(file_okay=False),
-    default=".policysupply-bundles",
-    show_default=True,
-    help="Keeps the last good bundle of each name, so a restart serves it at once.",
+@directory_option(
+    ".policysupply-bundles",
+    "Keeps the last good bundle of each name, so a restart serves it at once.",
 )
 @click.option(
     "--addr",
@@ -156,11 +158,10 @@ def _parse_addr(addr: str) -> tuple[str, int]:
     help="A served bundle older than --max-signature-age: stop serving it, keep serving it "
     "(still reported), or stop the server (exit code 1).",
 )
-@click.option(
+@_token_option(
     "--server-token",
-    envvar="POLICYSUPPLY_BUNDLE_TOKEN",
-    show_envvar=True,
-    help="Require this bearer token from OPA (prefer the environment variable).",
+    "POLICYSUPPLY_BUNDLE_TOKEN",
+    "Require this bearer token from OPA (prefer the environment variable).",
 )
 @click.option(
     "--opa-signing",

@@ -26,7 +26,7 @@ from policysupply.cli._common import (
     stdin_is_terminal,
     usage_error,
 )
-from policysupply.cli._options import option_group
+from policysupply.cli._options import directory_option, existing_file_option, option_group
 from policysupply.cli._targets import (
     NetOptions,
     Target,
@@ -49,14 +49,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.command(cls=Command, epilog=KEY_PROMPT_HELP)
-@click.option(
-    "-d",
-    "--directory",
-    type=click.Path(file_okay=False),
-    default=".",
-    show_default=True,
-    help="Where to write the key pair (created if missing).",
-)
+@directory_option(".", "Where to write the key pair (created if missing).")
 @click.option(
     "--output-key-prefix",
     "prefix",
@@ -145,11 +138,10 @@ signer_options = option_group(
     SignerOptions,
     "signing",
     [
-        click.option(
+        existing_file_option(
             "-k",
             "--key",
             "key",
-            type=click.Path(exists=True, dir_okay=False),
             help="Private key: cosign.key (encrypted) or a PEM private key.",
         ),
         click.option(

@@ -54,7 +54,7 @@ def registry_options(f: F) -> F:
     # click loads here, when the click commands are built, not for the lean path.
     import click
 
-    from policysupply.cli._options import option_group
+    from policysupply.cli._options import existing_file_option, option_group
 
     return option_group(
         NetOptions,
@@ -70,9 +70,8 @@ def registry_options(f: F) -> F:
                 is_flag=True,
                 help="Do not verify the registry's TLS certificate (as oras --insecure).",
             ),
-            click.option(
+            existing_file_option(
                 "--ca-file",
-                type=click.Path(exists=True, dir_okay=False),
                 envvar="POLICYSUPPLY_CA_FILE",
                 help="Trust exactly the CA certificates in this PEM file for https registries "
                 "(default: the system trust store).",

@@ -98,7 +98,7 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
     # click loads here, when the click commands are built, not for the lean path.
     import click
 
-    from policysupply.cli._options import option_group
+    from policysupply.cli._options import existing_file_option, option_group
 
     def check(trust: TrustOptions) -> None:
         if required and not trust.keys and not trust.keyless and not trust.policy:
@@ -108,12 +108,11 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
             )
 
     options = [
-        click.option(
+        existing_file_option(
             "-k",
             "--key",
             "keys",
             multiple=True,
-            type=click.Path(exists=True, dir_okay=False),
             help="Trusted public key (cosign.pub); repeatable."
             + (" Required unless a keyless identity or --policy is given." if required else ""),
         ),
@@ -152,9 +151,8 @@ def trust_options(*, required: bool, state: bool = False) -> Callable[[F], F]:
             "signer produced (cosign 3's sign --key) by their transparency-log or timestamp "
             "time. Anyone can log an old signature again, so this weakens freeze protection.",
         ),
-        click.option(
+        existing_file_option(
             "--policy",
-            type=click.Path(exists=True, dir_okay=False),
             envvar="POLICYSUPPLY_POLICY",
             help="Trust policy file (YAML/JSON: keys, identities, threshold, attestations, "
             "allowed registries, signing-time rules); the other options add to it.",
@@ -293,6 +291,8 @@ def rules_trust_options(f: F) -> F:
     """
     import click
 
+    from policysupply.cli._options import existing_file_option
+
     @functools.wraps(f)
     def wrapper(
         *args: Any,
@@ -325,11 +325,10 @@ def rules_trust_options(f: F) -> F:
         help="Keyless: the --rules image signer's identity (certificate SAN), exactly "
         "(with --rules-certificate-oidc-issuer; checked against --trusted-root).",
     )(g)
-    g = click.option(
+    g = existing_file_option(
         "--rules-key",
         "rules_keys",
         multiple=True,
-        type=click.Path(exists=True, dir_okay=False),
         help="Public key trusted to sign a --rules image (repeatable). Without --rules-key "
         "or a --rules-certificate-* identity, the image's trust options apply.",
     )(g)

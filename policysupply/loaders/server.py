@@ -9,21 +9,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 import policysupply.loaders._configs as _configs
 from policysupply._internal.oci import Reference
 from policysupply.errors import LoadError
 from policysupply.loaders._common import _require_verified
 from policysupply.loaders._http import _handler, _listen
+from policysupply.loaders._shelf import Shelf
 from policysupply.loaders.store import (
-    BundleStore,
     ServedBundle,
     check_bundle_name,
-    log_published,
-    log_stored_expired,
     served_record,
-    utcnow,
 )
 from policysupply.loaders.watch import BundleWatch, OnExpiry
 from policysupply.verifier import VerifiedBundle
@@ -100,23 +95,10 @@ class BundleServer:
         self._token = token
         self._events_token = events_token
         self._timeout = float(timeout)
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._served: dict[str, tuple[ServedBundle, bytes]] = {}
         self._httpd: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._watches: list[BundleWatch] = []
-        # Public keys that verified each published bundle: OPA needs them
-        # in its config to load a bundle carrying an OPA-native signature.
-        self._keys: dict[str, list[Any]] = {}
-        self._stopping = False
-        self._store = BundleStore(self.directory)
-        self._served = self._store.load()
-        self._store.sweep(s for s, _ in self._served.values())
-        now = utcnow()
-        for served, _ in self._served.values():
-            if not served.live(now):
-                log_stored_expired(served)
+        self._watches: list[BundleWatch] = []  # guarded by the shelf's lock
+        self._shelf = Shelf(self.directory)
 
     def __repr__(self) -> str:
         where = self.url if self._httpd else "not started"
@@ -162,75 +144,15 @@ class BundleServer:
         verified = _require_verified(verified, "BundleServer.publish")
         check_bundle_name(name)
         served, payload = served_record(verified, name, max_age=max_age, policy=policy)
-        signed_at, expires = served.signed_at, served.expires
-        with self._changed:
-            current = self._served.get(name)
-            if current is not None and current[0].etag == served.etag:
-                # Same bytes: OPA's ETag stays valid; only the signing time may be newer.
-                times = (signed_at, expires)
-                if (current[0].signed_at, current[0].expires) == times:
-                    return current[0]
-                self._update(attrs.evolve(current[0], signed_at=signed_at, expires=expires))
-                return self._served[name][0]
-            self._store.persist(served, payload)
-            self._served[name] = (served, payload)
-            self._keys[name] = [
-                sig.public_key for sig in verified.artifact.signatures if sig.public_key is not None
-            ]
-            self._store.sweep(s for s, _ in self._served.values())
-            self._changed.notify_all()
-        log_published(served)
-        return served
-
-    def _update(self, served: ServedBundle) -> None:
-        """Replaces the record of an entry whose bytes stay the same (call with the lock held)."""
-        self._store.persist(served, None)
-        self._served[served.name] = (served, self._served[served.name][1])
-        self._changed.notify_all()
-
-    def _stored(self, name: str) -> ServedBundle | None:
-        """The entry for ``name``, served or expired."""
-        with self._lock:
-            entry = self._served.get(name)
-        return entry[0] if entry else None
-
-    def _set_expiry(self, name: str, expires: dt.datetime | None) -> ServedBundle | None:
-        """Moves an entry's deadline (a watch withdrawing it, or following its policy)."""
-        with self._changed:
-            entry = self._served.get(name)
-            if entry is None or entry[0].expires == expires:
-                return entry[0] if entry else None
-            self._update(attrs.evolve(entry[0], expires=expires))
-            return self._served[name][0]
+        return self._shelf.put(verified, served, payload)
 
     def served(self, name: str) -> ServedBundle | None:
         """What is served as ``name``, or ``None`` (nothing, or it expired)."""
-        served = self._stored(name)
-        return served if served is not None and served.live(utcnow()) else None
+        return self._shelf.served(name)
 
     def names(self) -> list[str]:
         """Names of the bundles being served (not expired)."""
-        now = utcnow()
-        with self._lock:
-            return sorted(n for n, (s, _) in self._served.items() if s.live(now))
-
-    def _current(
-        self, name: str, etag: str | None, wait: float
-    ) -> tuple[ServedBundle, bytes] | None:
-        with self._changed:
-            entry = self._served.get(name)
-            if wait > 0 and etag is not None:
-                # Long polling: hold the request until the bundle changes.
-                self._changed.wait_for(
-                    lambda: (
-                        self._stopping
-                        or (self._served.get(name) or (None, b""))[0] is None
-                        or self._served[name][0].etag != etag
-                    ),
-                    timeout=wait,
-                )
-                entry = self._served.get(name)
-            return entry if entry is not None and entry[0].live(utcnow()) else None
+        return self._shelf.names()
 
     # -- watching -------------------------------------------------------------------
 
@@ -282,7 +204,7 @@ class BundleServer:
         r = Reference.parse(ref) if isinstance(ref, str) else ref
         bundle_name = check_bundle_name(name or r.repository.rsplit("/", 1)[-1])
         w = BundleWatch(
-            server=self,
+            shelf=self._shelf,
             registry=registry,
             ref=r,
             verifier=verifier,
@@ -292,14 +214,14 @@ class BundleServer:
             on_expiry=on_expiry,
         )
         w.check_age()  # at once: a stored bundle may already be too old for this policy
-        with self._lock:
+        with self._shelf.lock:
             self._watches.append(w)
         w.start()
         return w
 
     def _wake_watches(self, repositories: set[str]) -> int:
         """Wakes the watches following a tag in one of ``repositories``; how many."""
-        with self._lock:
+        with self._shelf.lock:
             watches = [w for w in self._watches if w.reference.repository in repositories]
         for w in watches:
             w.wake()
@@ -369,8 +291,8 @@ class BundleServer:
         handler = _handler(
             self._token,
             self._timeout,
-            self.served,
-            self._current,
+            self._shelf.served,
+            self._shelf.current,
             self._events_token,
             self._wake_watches,
         )
@@ -378,7 +300,7 @@ class BundleServer:
             httpd = _listen(self.host, self._port, handler)
         except OSError as exc:
             raise LoadError(f"cannot listen on {self.host}:{self._port}: {exc.strerror}") from None
-        self._stopping = False
+        self._shelf.stopping = False
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever, name="policysupply-bundle-server", daemon=True
@@ -388,10 +310,10 @@ class BundleServer:
 
     def stop(self) -> None:
         """Stops the watches and the HTTP server (the store stays on disk)."""
-        with self._changed:
+        with self._shelf.changed:
             watches, self._watches = self._watches, []
-            self._stopping = True
-            self._changed.notify_all()
+            self._shelf.stopping = True
+            self._shelf.changed.notify_all()
         for w in watches:
             w.stop()
         if self._httpd is not None:
@@ -476,10 +398,11 @@ class BundleServer:
         Keys without a ``signing`` block do not make OPA require signatures;
         they let it load (and verify) a bundle that carries one.
         """
-        with self._lock:
+        shelf = self._shelf
+        with shelf.lock:
             watches = list(self._watches)
-            served = {n: self._served.get(n) for n in names}
-            published = {n: list(self._keys.get(n, ())) for n in names}
+            served = {n: shelf.entries.get(n) for n in names}
+            published = {n: list(shelf.keys.get(n, ())) for n in names}
         return _configs.native_keys(
             names,
             watches=watches,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from policysupply._internal import freeze
 from policysupply._internal.oci import Reference
@@ -17,36 +17,18 @@ from policysupply.errors import (
     VerificationError,
 )
 from policysupply.loaders._common import logger
-from policysupply.loaders.store import ServedBundle, utcnow
+from policysupply.loaders.store import ServedBundle, served_record, utcnow
 
 if TYPE_CHECKING:
+    from policysupply.loaders._shelf import Shelf
     from policysupply.registry import Registry
     from policysupply.trust_state import TrustState
-    from policysupply.verifier import TrustPolicy, VerifiedBundle, Verifier
+    from policysupply.verifier import VerifiedBundle, Verifier
 
 OnExpiry = Literal["withdraw", "serve"]
 
 # Seconds between the quick re-checks that follow a wake-up (about 3 s in all).
 _SETTLE = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
-
-
-class _Server(Protocol):
-    """What a watch needs from :class:`~policysupply.loaders.BundleServer`."""
-
-    def served(self, name: str) -> ServedBundle | None: ...
-
-    def publish(
-        self,
-        verified: VerifiedBundle,
-        name: str,
-        *,
-        max_age: dt.timedelta | None = None,
-        policy: TrustPolicy | None = None,
-    ) -> ServedBundle: ...
-
-    def _stored(self, name: str) -> ServedBundle | None: ...
-
-    def _set_expiry(self, name: str, expires: dt.datetime | None) -> ServedBundle | None: ...
 
 
 class BundleWatch:
@@ -65,7 +47,7 @@ class BundleWatch:
     def __init__(
         self,
         *,
-        server: _Server,
+        shelf: Shelf,
         registry: Registry,
         ref: Reference,
         verifier: Verifier,
@@ -78,7 +60,7 @@ class BundleWatch:
         if on_expiry not in ("withdraw", "serve"):
             raise ValueError(f"on_expiry must be 'withdraw' or 'serve', not {on_expiry!r}")
         self.on_expiry: OnExpiry = on_expiry
-        self.server = server
+        self._shelf = shelf
         self.registry = registry
         self.reference = ref
         self.verifier = verifier
@@ -160,7 +142,7 @@ class BundleWatch:
         # Re-checked every round (a signature may arrive later), logged once.
         level = logging.WARNING if key not in self._reported else logging.DEBUG
         self._reported.add(key)
-        served = self.server.served(self.name)
+        served = self._shelf.served(self.name)
         logger.log(
             level,
             "%s: not serving %s@%s (%s); still serving %s",
@@ -200,7 +182,7 @@ class BundleWatch:
             except RegistryError as exc:
                 self._reject("", exc, "policysupply.watch_registry_error")
                 return self._failed(expired)
-            stored = self.server._stored(self.name)
+            stored = self._shelf.stored(self.name)
             if (
                 stored is not None
                 and stored.reference.digest == digest
@@ -223,7 +205,7 @@ class BundleWatch:
                 return self._failed(expired)
             first = self._verified != verified.reference.digest
             self._verified, self._distrusted = verified.reference.digest, None
-            current = self.server._stored(self.name)
+            current = self._shelf.stored(self.name)
             if (
                 not expired
                 and current is not None
@@ -237,12 +219,12 @@ class BundleWatch:
             return True
 
     def _publish(self, verified: VerifiedBundle) -> None:
-        self.server.publish(
-            verified,
-            self.name,
-            max_age=self._max_age(),
-            policy=self.verifier.policy,
+        # What BundleServer.publish does, less its argument checks: verify_bundle
+        # made `verified`, and BundleServer.watch checked the name.
+        served, payload = served_record(
+            verified, self.name, max_age=self._max_age(), policy=self.verifier.policy
         )
+        self._shelf.put(verified, served, payload)
 
     def _superseded(self, stored: ServedBundle) -> RollbackError | None:
         """A rollback error if this machine's TrustState has replaced ``stored`` on the stream."""
@@ -287,7 +269,7 @@ class BundleWatch:
                     self._publish(verified)  # its deadline, by this policy
                     return
         self._distrusted = stored.reference.digest
-        self.server._set_expiry(self.name, utcnow())
+        self._shelf.set_expiry(self.name, utcnow())
         logger.error(
             "%s: the stored bundle %s does not verify under the current trust policy (%s); "
             "no longer served",
@@ -312,7 +294,7 @@ class BundleWatch:
         Such a bundle is withdrawn (unless ``on_expiry="serve"``) until a
         fresh signature verifies.
         """
-        stored = self.server._stored(self.name)
+        stored = self._shelf.stored(self.name)
         limit = self.verifier.policy.max_signature_age
         return stored is not None and limit is not None and _too_old(stored, limit, utcnow())
 
@@ -334,11 +316,11 @@ class BundleWatch:
         Returns:
             Whether the stored bundle is past the policy's ``max_signature_age``.
         """
-        stored = self.server._stored(self.name)
+        stored = self._shelf.stored(self.name)
         limit = self.verifier.policy.max_signature_age
         self._expiry = None
         if stored is not None and stored.reference.digest == self._distrusted:
-            self.server._set_expiry(self.name, utcnow())  # stays withdrawn until it verifies
+            self._shelf.set_expiry(self.name, utcnow())  # stays withdrawn until it verifies
             return True
         if stored is None or limit is None:
             return False
@@ -346,10 +328,10 @@ class BundleWatch:
         if stored.signed_at is not None and not _too_old(stored, limit, now):
             # Follow this policy: it may be stricter or laxer than the one it was published under.
             deadline = stored.signed_at + limit if self.on_expiry == "withdraw" else None
-            self.server._set_expiry(self.name, deadline)
+            self._shelf.set_expiry(self.name, deadline)
             return False
         withdraw = self.on_expiry == "withdraw"
-        self.server._set_expiry(self.name, now if withdraw else None)
+        self._shelf.set_expiry(self.name, now if withdraw else None)
         when = stored.signed_at.isoformat() if stored.signed_at else "an unknown time"
         self._expiry = (
             f"StaleSignatureError: {self.name}: {stored.reference} was signed at {when}, "

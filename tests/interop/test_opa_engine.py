@@ -19,11 +19,13 @@ import pytest
 
 from policysupply import Bundle
 from policysupply._internal.engines.base import (
+    CheckRequest,
     EngineUnavailableError,
     Prepared,
     RegoEngine,
 )
-from policysupply._internal.engines.opa import OpaEngine, OpaPrepared, find_opa
+from policysupply._internal.engines.opa import OpaEngine, find_opa
+from policysupply._internal.engines.opa_prepared import OpaPrepared
 from policysupply.errors import BundleError
 from tests.conftest import ROOT
 from tests.interop.conftest import run_opa
@@ -156,11 +158,13 @@ def test_check_equals_opa_check_on_the_broken_module_catalogue(
         want = _opa_check(opa_bin, path)
         assert want, f"opa check accepted {path.name}"
         diags = engine.check(
-            {path.name: path.read_text()},
-            {},
-            rego_versions={path.name: 1},
-            strict=True,
-            refuse=False,
+            CheckRequest(
+                modules={path.name: path.read_text()},
+                data={},
+                rego_versions={path.name: 1},
+                strict=True,
+                refuse=False,
+            )
         )
         assert [(d.line, d.message) for d in diags] == want, path.name
         assert {d.entry for d in diags} == {path.name}
@@ -190,7 +194,13 @@ def test_check_answers_data_conflicts_as_opa_check_on_the_real_data(
     (tmp_path / "data.json").write_text(json.dumps(data))
     want = [(row, msg) for row, msg in _opa_check(opa_bin, tmp_path, "--bundle")]
     diags = engine.check(
-        {"p.rego": module}, data, rego_versions={"p.rego": 1}, strict=True, refuse=False
+        CheckRequest(
+            modules={"p.rego": module},
+            data=data,
+            rego_versions={"p.rego": 1},
+            strict=True,
+            refuse=False,
+        )
     )
     assert [(d.line, d.message) for d in diags] == want
 
@@ -198,11 +208,13 @@ def test_check_answers_data_conflicts_as_opa_check_on_the_real_data(
 def test_check_refuses_data_that_is_not_json(engine: OpaEngine) -> None:
     with pytest.raises(BundleError, match="data is not JSON"):
         engine.check(
-            {"p.rego": "package p\n"},
-            {"x": [float("nan")]},
-            rego_versions={},
-            strict=True,
-            refuse=False,
+            CheckRequest(
+                modules={"p.rego": "package p\n"},
+                data={"x": [float("nan")]},
+                rego_versions={},
+                strict=True,
+                refuse=False,
+            )
         )
 
 
@@ -251,7 +263,11 @@ def test_check_equals_opa_check_on_semantic_errors(
     modules = {name: SEMANTIC_CASES[name]}
     want = _bundle_errors(opa_bin, _write_bundle(tmp_path / "b", modules, {}, {}))
     assert want, f"opa check accepted {name}"
-    diags = engine.check(modules, {}, rego_versions=_v1(modules), strict=True, refuse=False)
+    diags = engine.check(
+        CheckRequest(
+            modules=modules, data={}, rego_versions=_v1(modules), strict=True, refuse=False
+        )
+    )
     assert [(d.entry, d.line, d.message) for d in diags] == want
 
 
@@ -260,7 +276,11 @@ def test_check_equals_opa_check_on_a_tree_with_several_errors(
 ) -> None:
     want = _bundle_errors(opa_bin, _write_bundle(tmp_path / "b", SEMANTIC, {}, {}))
     assert len(want) >= 2
-    diags = engine.check(SEMANTIC, {}, rego_versions=_v1(SEMANTIC), strict=True, refuse=False)
+    diags = engine.check(
+        CheckRequest(
+            modules=SEMANTIC, data={}, rego_versions=_v1(SEMANTIC), strict=True, refuse=False
+        )
+    )
     assert [(d.entry, d.line, d.message) for d in diags] == want
 
 
@@ -268,7 +288,11 @@ def test_check_reports_strict_mode_errors_like_opa_check_strict(engine: OpaEngin
     modules = {"s.rego": "package s\n\nimport data.unused\n\np if { x := 1; true }\n"}
     msgs = [
         d.message
-        for d in engine.check(modules, {}, rego_versions=_v1(modules), strict=True, refuse=False)
+        for d in engine.check(
+            CheckRequest(
+                modules=modules, data={}, rego_versions=_v1(modules), strict=True, refuse=False
+            )
+        )
     ]
     assert any("unused" in m for m in msgs), msgs
 
@@ -282,7 +306,13 @@ def test_check_of_good_trees_is_empty(
         assert run_opa(opa_bin, "check", "--strict", "-b", str(src)).returncode == 0
         assert (
             engine.check(
-                dict(b.modules), dict(b.data), rego_versions=versions, strict=True, refuse=False
+                CheckRequest(
+                    modules=dict(b.modules),
+                    data=dict(b.data),
+                    rego_versions=versions,
+                    strict=True,
+                    refuse=False,
+                )
             )
             == []
         )
@@ -296,16 +326,35 @@ def test_v0_modules_check_and_evaluate_with_v0_semantics(
     engine: OpaEngine, opa_bin: Path, tmp_path: Path
 ) -> None:
     assert (
-        engine.check({"l.rego": V0}, {}, rego_versions={"l.rego": 0}, strict=True, refuse=False)
+        engine.check(
+            CheckRequest(
+                modules={"l.rego": V0},
+                data={},
+                rego_versions={"l.rego": 0},
+                strict=True,
+                refuse=False,
+            )
+        )
         == []
     )
-    as_v1 = engine.check({"l.rego": V0}, {}, rego_versions={"l.rego": 1}, strict=True, refuse=False)
+    as_v1 = engine.check(
+        CheckRequest(
+            modules={"l.rego": V0}, data={}, rego_versions={"l.rego": 1}, strict=True, refuse=False
+        )
+    )
     assert as_v1
     assert "`if` keyword is required" in as_v1[0].message
     # A v0 module beside a v1 module (file_rego_versions in the manifest).
     modules = {"legacy/l.rego": V0, "modern/m.rego": V1}
     versions = {"legacy/l.rego": 0, "modern/m.rego": 1}
-    assert engine.check(modules, {}, rego_versions=versions, strict=True, refuse=False) == []
+    assert (
+        engine.check(
+            CheckRequest(
+                modules=modules, data={}, rego_versions=versions, strict=True, refuse=False
+            )
+        )
+        == []
+    )
     root = _write_bundle(
         tmp_path / "b",
         modules,
@@ -471,7 +520,11 @@ def test_malformed_query_is_a_bundle_error(engine: OpaEngine) -> None:
 
 def test_module_names_that_are_not_plain_paths_are_reported_by_name(engine: OpaEngine) -> None:
     modules = {"../odd name.rego": "package odd\n\np := 1 +\n"}
-    diags = engine.check(modules, {}, rego_versions=_v1(modules), strict=True, refuse=False)
+    diags = engine.check(
+        CheckRequest(
+            modules=modules, data={}, rego_versions=_v1(modules), strict=True, refuse=False
+        )
+    )
     assert diags
     assert diags[0].entry == "../odd name.rego"
 
@@ -623,7 +676,16 @@ def test_prepare_after_a_passing_check_of_the_same_content_compiles_once(
     engine = OpaEngine(opa=opa_bin)
     modules = {"a.rego": "package a\n\nx := 1\n"}
     assert (
-        engine.check(modules, {"d": 1}, rego_versions=_v1(modules), strict=True, refuse=False) == []
+        engine.check(
+            CheckRequest(
+                modules=modules,
+                data={"d": 1},
+                rego_versions=_v1(modules),
+                strict=True,
+                refuse=False,
+            )
+        )
+        == []
     )
     calls: list[bool] = []
     real = engine._check_dir

@@ -27,6 +27,7 @@ from policysupply.errors import (
 
 __all__ = [
     "BackgroundCheck",
+    "CheckRequest",
     "EngineUnavailableError",
     "Prepared",
     "RegoDiagnostic",
@@ -49,6 +50,33 @@ class RegoDiagnostic:
     entry: str
     line: int | None
     message: str
+
+
+@attrs.frozen(kw_only=True)
+class CheckRequest:
+    """What to check and how: the one argument of every engine's ``check``.
+
+    Attributes:
+        modules: Module name → Rego source.
+        data: The data document.
+        rego_versions: Each module's Rego version.
+        strict: Also OPA's strict-mode errors, as ``opa check --strict``
+            (unused imports and local variables, deprecated builtins,
+            shadowed ``input``/``data``).
+        refuse: Checking before this engine evaluates the modules: raise
+            for what it would answer differently from OPA. When false
+            (a bundle checked for OPA to evaluate), such builtins are
+            fine and constructs the engine cannot read are diagnostics.
+        data_is_json: ``data`` was parsed from JSON or YAML files, so it need
+            not be validated as JSON again.
+    """
+
+    modules: Mapping[str, str]
+    data: Mapping[str, Any]
+    rego_versions: RegoVersions
+    strict: bool
+    refuse: bool
+    data_is_json: bool = False
 
 
 @runtime_checkable
@@ -82,33 +110,13 @@ class RegoEngine(Protocol):
         """``"opa"`` or ``"embedded"``."""
         ...
 
-    def check(
-        self,
-        modules: Mapping[str, str],
-        data: Mapping[str, Any],
-        *,
-        rego_versions: RegoVersions,
-        strict: bool,
-        refuse: bool,
-    ) -> list[RegoDiagnostic]:
-        """Every problem ``opa check`` would report for these modules (empty: none).
-
-        Args:
-            modules: Module name → Rego source.
-            data: The data document.
-            rego_versions: Each module's Rego version.
-            strict: Also OPA's strict-mode errors, as ``opa check --strict``
-                (unused imports and local variables, deprecated builtins,
-                shadowed ``input``/``data``).
-            refuse: Checking before this engine evaluates the modules: raise
-                for what it would answer differently from OPA. When false
-                (a bundle checked for OPA to evaluate), such builtins are
-                fine and constructs the engine cannot read are diagnostics.
+    def check(self, request: CheckRequest) -> list[RegoDiagnostic]:
+        """Every problem ``opa check`` would report for ``request`` (empty: none).
 
         Raises:
-            UnsupportedByEngineError: ``strict`` and the engine cannot check
-                as ``opa check --strict``; or ``refuse`` and the modules use
-                something the engine cannot answer exactly.
+            UnsupportedByEngineError: ``request.strict`` and the engine cannot
+                check as ``opa check --strict``; or ``request.refuse`` and the
+                modules use something the engine cannot answer exactly.
         """
         ...
 
@@ -131,19 +139,10 @@ class BackgroundCheck(Protocol):
     engine's ``opa check`` runs); engines without it are checked in place.
     """
 
-    def start_check(
-        self,
-        modules: Mapping[str, str],
-        data: Mapping[str, Any],
-        *,
-        rego_versions: RegoVersions,
-        strict: bool,
-        data_is_json: bool = False,
-    ) -> Callable[[], list[RegoDiagnostic]]:
-        """Starts the check; the function returned waits for its diagnostics.
+    def start_check(self, request: CheckRequest) -> Callable[[], list[RegoDiagnostic]]:
+        """Starts :meth:`RegoEngine.check`; the function returned waits for its diagnostics.
 
         The function must be called on every path (it releases what the check
-        holds). ``data_is_json``: ``data`` was parsed from JSON or YAML files,
-        so it need not be validated as JSON again.
+        holds).
         """
         ...

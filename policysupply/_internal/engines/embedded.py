@@ -31,6 +31,7 @@ from typing import Any
 from policysupply._internal.engines import rego_source as src
 from policysupply._internal.engines._worker_client import WorkerDiedError
 from policysupply._internal.engines.base import (
+    CheckRequest,
     RegoDiagnostic,
     RegoVersions,
     ResultSet,
@@ -88,15 +89,7 @@ class EmbeddedEngine:
 
     # -- check -------------------------------------------------------------
 
-    def check(
-        self,
-        modules: Mapping[str, str],
-        data: Mapping[str, Any],
-        *,
-        rego_versions: RegoVersions,
-        strict: bool,
-        refuse: bool,
-    ) -> list[RegoDiagnostic]:
+    def check(self, request: CheckRequest) -> list[RegoDiagnostic]:
         """Every problem ``opa check`` would report that this engine finds.
 
         Without ``refuse`` (checking a bundle that OPA will evaluate, as
@@ -110,14 +103,15 @@ class EmbeddedEngine:
                 builtin or construct this engine would answer differently
                 from OPA.
         """
-        del data
-        if strict:
+        if request.strict:
             raise UnsupportedByEngineError(
                 "strict checks (as `opa check --strict`) need the OPA engine (engine='opa')"
             )
-        diags = self._diagnostics(modules, rego_versions=rego_versions, refuse=refuse)
-        if not diags and refuse:
-            self._refuse_unsupported(modules)
+        diags = self._diagnostics(
+            request.modules, rego_versions=request.rego_versions, refuse=request.refuse
+        )
+        if not diags and request.refuse:
+            self._refuse_unsupported(request.modules)
         return diags
 
     def _diagnostics(
@@ -219,7 +213,11 @@ class EmbeddedEngine:
                 entry=v0[0],
             )
         src.check_value_nesting(data, what="data", entry="data.json")
-        diags = self.check(modules, data, rego_versions=rego_versions, strict=False, refuse=True)
+        diags = self.check(
+            CheckRequest(
+                modules=modules, data=data, rego_versions=rego_versions, strict=False, refuse=True
+            )
+        )
         if diags:
             first = diags[0]
             more = f" ({len(diags) - 1} more problem(s))" if len(diags) > 1 else ""

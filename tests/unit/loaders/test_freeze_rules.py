@@ -71,7 +71,7 @@ def test_policy_change_at_restart_with_the_tag_moved_to_junk_keeps_the_stored_bu
     assert second.served("authz") is None
     # Under the policy that trusts it, the stored bundle is verified by digest and kept.
     third = BundleServer(store)
-    assert third._stored("authz") is not None
+    assert third._shelf.stored("authz") is not None
     w = third.watch(env.registry, "acme/policy:prod", env.verifier, name="authz", interval=3600)
     w.stop()
     assert "NoSignatureError" in (w.last_error or "")

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from policysupply._internal.engines.base import Prepared, RegoEngine, UnsupportedByEngineError
+from policysupply._internal.engines.base import (
+    CheckRequest,
+    Prepared,
+    RegoEngine,
+    UnsupportedByEngineError,
+)
 from policysupply._internal.engines.embedded import EmbeddedEngine, unsupported_builtins
 from policysupply.errors import BundleError
 
@@ -185,7 +190,11 @@ def test_deny_rule_with_runtime_error_fails_closed(engine: EmbeddedEngine) -> No
 def test_builtin_rego_cpp_gets_wrong_is_refused(engine: EmbeddedEngine, call: str) -> None:
     modules = {"b.rego": f"package b\n\nx := {call}\n"}
     with pytest.raises(UnsupportedByEngineError) as err:
-        engine.check(modules, {}, rego_versions={"b.rego": 1}, strict=False, refuse=True)
+        engine.check(
+            CheckRequest(
+                modules=modules, data={}, rego_versions={"b.rego": 1}, strict=False, refuse=True
+            )
+        )
     assert USE_OPA in str(err.value)
     assert err.value.entry == "b.rego"
     assert err.value.line == 3
@@ -302,7 +311,11 @@ def test_check_reports_semantic_errors_as_opa(engine: EmbeddedEngine) -> None:
             "deny contains msg if input.bad\n\nn := count(42)\n"
         )
     }
-    diags = engine.check(modules, {}, rego_versions={"m.rego": 1}, strict=False, refuse=True)
+    diags = engine.check(
+        CheckRequest(
+            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
+        )
+    )
     assert [(d.line, d.message) for d in diags] == [
         (5, "var x assigned above"),
         (8, "var msg is unsafe"),
@@ -314,5 +327,10 @@ def test_check_accepts_the_default_gate_rules(engine: EmbeddedEngine) -> None:
     rules = Path(__file__).resolve().parents[4] / "policysupply" / "rules" / "gate.rego"
     modules = {"gate.rego": rules.read_text()}
     assert (
-        engine.check(modules, {}, rego_versions={"gate.rego": 1}, strict=False, refuse=True) == []
+        engine.check(
+            CheckRequest(
+                modules=modules, data={}, rego_versions={"gate.rego": 1}, strict=False, refuse=True
+            )
+        )
+        == []
     )

@@ -11,6 +11,7 @@ import pytest
 from policysupply import Bundle
 from policysupply._internal.engines import select_engine
 from policysupply._internal.engines.base import (
+    CheckRequest,
     EngineUnavailableError,
     RegoDiagnostic,
     UnsupportedByEngineError,
@@ -122,22 +123,14 @@ class _RecordingEngine:
     def name(self) -> str:
         return "recording"
 
-    def check(
-        self,
-        modules: Mapping[str, str],
-        data: Mapping[str, Any],
-        *,
-        rego_versions: Mapping[str, int],
-        strict: bool,
-        refuse: bool,
-    ) -> list[RegoDiagnostic]:
+    def check(self, request: CheckRequest) -> list[RegoDiagnostic]:
         self.calls.append(
             {
-                "modules": dict(modules),
-                "data": dict(data),
-                "versions": dict(rego_versions),
-                "strict": strict,
-                "refuse": refuse,
+                "modules": dict(request.modules),
+                "data": dict(request.data),
+                "versions": dict(request.rego_versions),
+                "strict": request.strict,
+                "refuse": request.refuse,
             }
         )
         return self.diags
@@ -190,9 +183,20 @@ def test_embedded_check_refuses_only_when_asked() -> None:
     engine = select_engine("embedded")
     modules = {"n.rego": 'package n\n\nallow if net.cidr_contains("10.0.0.0/8", input.net)\n'}
     versions = {"n.rego": 1}
-    assert engine.check(modules, {}, rego_versions=versions, strict=False, refuse=False) == []
+    assert (
+        engine.check(
+            CheckRequest(
+                modules=modules, data={}, rego_versions=versions, strict=False, refuse=False
+            )
+        )
+        == []
+    )
     with pytest.raises(UnsupportedByEngineError, match="OPA engine"):
-        engine.check(modules, {}, rego_versions=versions, strict=False, refuse=True)
+        engine.check(
+            CheckRequest(
+                modules=modules, data={}, rego_versions=versions, strict=False, refuse=True
+            )
+        )
 
 
 def test_an_unknown_engine_in_the_environment_is_a_typed_configuration_error(
