@@ -20,7 +20,7 @@ from policysupply._internal import bundle_format as bf
 from policysupply._internal import bundle_read, bundle_rego, bundle_views, tarball
 from policysupply._internal.tarball import DEFAULT_LIMITS, Limits
 from policysupply._manifest import Manifest, freeze_mapping
-from policysupply.errors import BundleError
+from policysupply.errors import BundleError, UnsupportedByEngineError
 
 if TYPE_CHECKING:
     from policysupply._internal.engines import EngineChoice
@@ -69,6 +69,7 @@ class Bundle:
                     entry=name,
                 )
         bf.check_data_in_roots(self.data, roots)
+        bf.check_wasm_resolvers(self.manifest.wasm, self.files, roots)
         clash = set(self.files) & (set(self.modules) | {".manifest", "data.json"})
         if clash:
             raise BundleError(
@@ -439,6 +440,13 @@ class Bundle:
                 answer for this bundle (``UnsupportedByEngineError``) or is
                 not available (``EngineUnavailableError``).
         """
+        if self.manifest.wasm:
+            # OPA evaluates these entrypoints with its Wasm runtime (`opa eval
+            # -b` fails without one); the Rego beside them may answer otherwise.
+            raise UnsupportedByEngineError(
+                "this bundle maps entrypoints to Wasm modules (manifest 'wasm'), which OPA "
+                "evaluates with its Wasm runtime; no engine here runs Wasm"
+            )
         return bundle_rego.prepare(
             self._cache,
             engine,

@@ -120,10 +120,12 @@ class BundleError(PolicySupplyError):
 
 
 class UnsupportedByEngineError(BundleError):
-    """The selected Rego engine cannot answer exactly as OPA would; the OPA engine can.
+    """The selected Rego engine cannot answer exactly as OPA would.
 
     The embedded engine raises it for builtins, strings, numbers and
-    constructs it would evaluate differently, and for Rego v0.
+    constructs it would evaluate differently, and for Rego v0 (the OPA engine
+    answers those). Both raise it for a bundle whose manifest maps
+    entrypoints to Wasm modules, which OPA evaluates with its Wasm runtime.
     """
 
 

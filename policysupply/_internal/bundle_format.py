@@ -423,6 +423,44 @@ def path_under_roots(path: tuple[str, ...], roots: Iterable[str]) -> bool:
     return any(_is_prefix(_segments(r), path) for r in roots)
 
 
+WASM_FILE = "policy.wasm"
+
+
+def check_wasm_resolvers(
+    resolvers: Iterable[Mapping[str, Any]], files: Iterable[str], roots: tuple[str, ...]
+) -> None:
+    """Raises where OPA refuses a manifest's ``wasm`` entrypoint mappings.
+
+    Each must name a ``policy.wasm`` of the bundle (by its ``/``-rooted path),
+    an entrypoint under the roots, and no entrypoint twice.
+    """
+    modules = {"/" + f.lstrip("/") for f in files if f.rsplit("/", 1)[-1] == WASM_FILE}
+    seen: set[str] = set()
+    for r in resolvers:
+        module, entrypoint = r.get("module"), r.get("entrypoint")
+        if not isinstance(module, str) or not isinstance(entrypoint, str):
+            raise BundleError(
+                "manifest wasm entries need a string entrypoint and module", entry=".manifest"
+            )
+        if module not in modules:
+            raise BundleError(
+                f"manifest references wasm module {module!r} but the module file does not exist",
+                entry=".manifest",
+            )
+        if not path_under_roots(_segments(entrypoint), roots):
+            raise BundleError(
+                f"manifest roots {list(roots)} do not permit {entrypoint!r} entrypoint "
+                f"for wasm module {module!r}",
+                entry=".manifest",
+            )
+        if entrypoint in seen:
+            raise BundleError(
+                f"entrypoint {entrypoint!r} cannot be used by more than one wasm module",
+                entry=".manifest",
+            )
+        seen.add(entrypoint)
+
+
 def check_data_in_roots(data: Mapping[str, Any], roots: tuple[str, ...]) -> None:
     """Raises if any data leaf lies outside every root (containers above roots are fine)."""
     root_segs = [_segments(r) for r in roots]

@@ -201,8 +201,8 @@ class OPA(Closing):
             TypeError: ``verified`` is not a :class:`VerifiedBundle`.
             LoadError: OPA refused or failed a step (the message says which,
                 and whether the rollback completed), or the bundle cannot be
-                loaded over REST (Rego v0 modules; roots overlapping another
-                load).
+                loaded over REST (Rego v0 modules; Wasm entrypoints; roots
+                overlapping another load).
         """
         verified = _require_verified(verified, "OPA.load")
         bundle = verified.bundle
@@ -213,6 +213,13 @@ class OPA(Closing):
                 f"{verified.reference}: module {v0[0]} is Rego v0; OPA's REST API parses "
                 "modules as the server's Rego version. Serve it with BundleServer, "
                 "where OPA honours the manifest's rego_version"
+            )
+        if bundle.manifest.wasm:
+            raise LoadError(
+                f"{verified.reference}: the manifest maps entrypoints to Wasm modules, which "
+                "OPA's REST API cannot load (its answers would come from the Rego instead). "
+                "Serve it with BundleServer: OPA's bundle plugin runs the Wasm (where OPA is "
+                "built with it)"
             )
         roots = effective_roots(bundle)
         check_roots(verified.reference, roots)

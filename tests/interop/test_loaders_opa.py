@@ -47,7 +47,7 @@ from tests.interop._loader_fixtures import (
     state,
     wait_for,
 )
-from tests.interop.conftest import OpaServer, RegistryServer, free_port
+from tests.interop.conftest import OpaServer, RegistryServer, free_port, run_opa
 
 pytestmark = pytest.mark.interop
 
@@ -407,6 +407,25 @@ def test_rego_v0_modules_are_refused_over_rest(
     verified = local.release(Bundle.from_directory(tmp_path / "v0", rego_version=0))
     server = start_opa()
     with pytest.raises(LoadError, match=r"Rego v0.*BundleServer"):
+        OPA(server.url).load(verified)
+    assert server.get("/v1/policies")["result"] == []
+
+
+def test_wasm_entrypoints_are_refused_over_rest(
+    local: Pipeline, start_opa: Callable[..., OpaServer], opa_bin: Path, tmp_path: Path
+) -> None:
+    # The REST API takes Rego and data only: OPA would answer the Wasm
+    # entrypoint from the Rego, which its bundle plugin would not.
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.rego").write_text("package a\n\nx := 1\n")
+    out = tmp_path / "w.tar.gz"
+    proc = run_opa(
+        opa_bin, "build", "-t", "wasm", "-e", "a/x", "-b", "d", "-o", str(out), cwd=tmp_path
+    )
+    assert proc.returncode == 0
+    verified = local.release(Bundle.from_file(out))
+    server = start_opa()
+    with pytest.raises(LoadError, match=r"Wasm.*BundleServer"):
         OPA(server.url).load(verified)
     assert server.get("/v1/policies")["result"] == []
 

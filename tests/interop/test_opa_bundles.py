@@ -191,3 +191,43 @@ def test_opa_reads_every_entry_we_write(opa_bin: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()
     value = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
     assert value == {"greeting": "grüße", "n": 1}
+
+
+@pytest.mark.parametrize("engine", ["embedded", "opa"])
+def test_a_wasm_bundle_from_opa_build_is_refused_where_opa_eval_fails(
+    engine: str, opa_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `opa build -t wasm` maps the entrypoint to policy.wasm; `opa eval -b`
+    # hands it to a Wasm runtime (none in this build: an error), so an answer
+    # from the Rego beside it would be an answer OPA never gives.
+    monkeypatch.setenv("POLICYSUPPLY_OPA", str(opa_bin))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.rego").write_text("package a\n\nx := 1\n")
+    out = tmp_path / "w.tar.gz"
+    assert (
+        run_opa(
+            opa_bin, "build", "-t", "wasm", "-e", "a/x", "-b", "d", "-o", str(out), cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    theirs = json.loads(run_opa(opa_bin, "eval", "-b", str(out), "data.a.x").stdout)
+    assert "errors" in theirs
+    b = Bundle.from_file(out)
+    assert b.manifest.wasm
+    with pytest.raises(BundleError, match="Wasm"):
+        b.evaluate("data.a.x", engine=engine)
+
+
+def test_a_manifest_naming_a_missing_wasm_module_is_refused_as_opa_refuses_it(
+    opa_bin: Path, tmp_path: Path
+) -> None:
+    manifest = {"roots": [""], "wasm": [{"entrypoint": "a/x", "module": "/policy.wasm"}]}
+    raw = write_entries(
+        {".manifest": json.dumps(manifest).encode(), "a.rego": b"package a\n\nx := 1\n"}
+    )
+    path = tmp_path / "b.tar.gz"
+    path.write_bytes(raw)
+    proc = run_opa(opa_bin, "eval", "-b", str(path), "data.a.x")
+    assert b"module file does not exist" in proc.stdout + proc.stderr
+    with pytest.raises(BundleError, match="module file does not exist"):
+        Bundle.from_file(path)

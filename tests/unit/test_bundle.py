@@ -6,6 +6,7 @@ import io
 import os
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,8 +30,9 @@ def test_pinned_fixture_digest(fixtures_dir: Path) -> None:
     assert b.digest == PINNED_DIGEST
 
 
-def test_same_tree_same_bytes_regardless_of_mtimes_and_modes(tmp_path: Path,
-                                                              fixtures_dir: Path) -> None:
+def test_same_tree_same_bytes_regardless_of_mtimes_and_modes(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
     import shutil
 
     copy = tmp_path / "copy"
@@ -39,8 +41,10 @@ def test_same_tree_same_bytes_regardless_of_mtimes_and_modes(tmp_path: Path,
         if p.is_file():
             os.utime(p, (1_000_000_000, 1_000_000_000))
             p.chmod(0o600)
-    assert Bundle.from_directory(copy).to_bytes() == Bundle.from_directory(
-        fixtures_dir / "pinned").to_bytes()
+    assert (
+        Bundle.from_directory(copy).to_bytes()
+        == Bundle.from_directory(fixtures_dir / "pinned").to_bytes()
+    )
 
 
 def test_from_directory_maps_data_by_directory(fixtures_dir: Path) -> None:
@@ -48,24 +52,31 @@ def test_from_directory_maps_data_by_directory(fixtures_dir: Path) -> None:
     assert b.data["acme"]["teams"]["platform"]["members"] == ["alice", "bob"]
     assert b.data["acme"]["settings"] == {"audit": True, "ratio": 1.5}
     assert set(b.modules) == {"acme/authz/authz.rego"}
-    assert b.manifest == Manifest(revision="pinned-1", roots=["acme"],
-                                  metadata={"owner": "platform"})
+    assert b.manifest == Manifest(
+        revision="pinned-1", roots=["acme"], metadata={"owner": "platform"}
+    )
 
 
 def test_overrides_and_skips_unrelated_files_but_not_hidden_ones(tmp_path: Path) -> None:
     # Hidden files and directories are read, as opa build -b does (see
     # tests/unit/_internal/test_bundle_read.py); other file names are not.
-    root = tree(tmp_path, {
-        "p/x.rego": "package p\nx := 1\n",
-        ".git/config": "not rego",
-        "p/.hidden.rego": "package p.hidden\ny := 1\n",
-        "p/README.md": "# docs",
-        "p/other.json": "not json",
-    })
+    root = tree(
+        tmp_path,
+        {
+            "p/x.rego": "package p\nx := 1\n",
+            ".git/config": "not rego",
+            "p/.hidden.rego": "package p.hidden\ny := 1\n",
+            "p/README.md": "# docs",
+            "p/other.json": "not json",
+        },
+    )
     b = Bundle.from_directory(root, revision="abc", roots=["p"], metadata={"k": "v"})
     assert set(b.modules) == {"p/x.rego", "p/.hidden.rego"}
     assert (b.manifest.revision, b.manifest.roots, dict(b.manifest.metadata or {})) == (
-        "abc", ("p",), {"k": "v"})
+        "abc",
+        ("p",),
+        {"k": "v"},
+    )
 
 
 def test_roundtrip_through_bytes(fixtures_dir: Path) -> None:
@@ -78,7 +89,8 @@ def test_roundtrip_through_bytes(fixtures_dir: Path) -> None:
 def test_other_files_are_carried_verbatim() -> None:
     sig = b'{"signatures":["a.b.c"]}'
     data = write_entries(
-        {".signatures.json": sig, "policy.wasm": b"\0asm", "x.rego": b"package x\n"})
+        {".signatures.json": sig, "policy.wasm": b"\0asm", "x.rego": b"package x\n"}
+    )
     b = Bundle.from_bytes(data)
     assert dict(b.files) == {".signatures.json": sig, "policy.wasm": b"\0asm"}
     assert Bundle.from_bytes(b.to_bytes()).files == b.files
@@ -87,26 +99,32 @@ def test_other_files_are_carried_verbatim() -> None:
 @pytest.mark.parametrize(
     ("files", "entry", "pattern"),
     [
-        ({"a/x.rego": "package a\n", "b/data.json": '{"k": 1}', ".manifest": '{"roots": ["a"]}'},
-         ".manifest", "do not permit data at path b$"),
-        ({"b/x.rego": "package b\n", ".manifest": '{"roots": ["a"]}'}, "b/x.rego",
-         "outside the manifest roots"),
+        (
+            {"a/x.rego": "package a\n", "b/data.json": '{"k": 1}', ".manifest": '{"roots": ["a"]}'},
+            ".manifest",
+            "do not permit data at path b$",
+        ),
+        (
+            {"b/x.rego": "package b\n", ".manifest": '{"roots": ["a"]}'},
+            "b/x.rego",
+            "outside the manifest roots",
+        ),
         ({".manifest": '{"roots": ["a/b", "a"]}'}, ".manifest", "overlap"),
         ({".manifest": '{"roots": ["", "a"]}'}, ".manifest", "overlap"),
         ({"x/data.json": '{"a": 1,}'}, "x/data.json", "invalid JSON"),
         ({"x/data.json": '{"a": NaN}'}, "x/data.json", "invalid JSON"),
         ({"x/data.yaml": "a: [1, 2\nb: 3\n"}, "x/data.yaml", "invalid YAML"),
         ({"data.json": "[1, 2]"}, "data.json", "must hold a JSON object"),
-        ({"a/data.json": '{"k": 1}', "data.json": '{"a": {"k": 2}}'}, "data.json",
-         "already set"),
+        ({"a/data.json": '{"k": 1}', "data.json": '{"a": {"k": 2}}'}, "data.json", "already set"),
         ({"x.rego": "allow := true\n"}, "x.rego", "package declaration"),
         ({".manifest": "[]"}, ".manifest", "JSON object"),
         ({".manifest": '{"rego_version": 3}'}, ".manifest", "rego_version"),
         ({".manifest": '{"roots": "a"}'}, ".manifest", "list of strings"),
     ],
 )
-def test_invalid_content_names_the_entry(tmp_path: Path, files: dict[str, str], entry: str,
-                                         pattern: str) -> None:
+def test_invalid_content_names_the_entry(
+    tmp_path: Path, files: dict[str, str], entry: str, pattern: str
+) -> None:
     root = tree(tmp_path, files)
     with pytest.raises(BundleError, match=pattern) as err:
         Bundle.from_directory(root)
@@ -118,7 +136,7 @@ def test_invalid_content_names_the_entry(tmp_path: Path, files: dict[str, str], 
 
 
 def test_non_utf8_rego_is_refused_with_line() -> None:
-    data = write_entries({"x.rego": b"package x\n\nallow := \"\xff\"\n"})
+    data = write_entries({"x.rego": b'package x\n\nallow := "\xff"\n'})
     with pytest.raises(BundleError, match="UTF-8") as err:
         Bundle.from_bytes(data)
     assert (err.value.entry, err.value.line) == ("x.rego", 3)
@@ -157,9 +175,9 @@ def test_symlink_outside_tree_is_refused(tmp_path: Path) -> None:
     assert err.value.entry == "link.rego"
 
 
-def test_write_is_atomic_and_keeps_good_file_on_failure(tmp_path: Path,
-                                                        fixtures_dir: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_is_atomic_and_keeps_good_file_on_failure(
+    tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     b = Bundle.from_directory(fixtures_dir / "pinned")
     target = tmp_path / "bundle.tar.gz"
     target.write_bytes(b"previous good bundle")
@@ -184,10 +202,16 @@ def test_from_file_missing(tmp_path: Path) -> None:
 
 def test_evaluate_single_value_set_and_undefined(fixtures_dir: Path) -> None:
     b = Bundle.from_directory(fixtures_dir / "pinned")
-    assert b.evaluate("data.acme.authz.allow",
-                      {"action": "read", "user": "carol", "team": "security"}) is True
-    assert b.evaluate("data.acme.authz.allow",
-                      {"action": "write", "user": "carol", "team": "security"}) is False
+    assert (
+        b.evaluate("data.acme.authz.allow", {"action": "read", "user": "carol", "team": "security"})
+        is True
+    )
+    assert (
+        b.evaluate(
+            "data.acme.authz.allow", {"action": "write", "user": "carol", "team": "security"}
+        )
+        is False
+    )
     assert b.evaluate("data.acme.nothing_here") is None
     assert b.evaluate("x := data.acme.settings.ratio") == {"x": 1.5}
 
@@ -204,7 +228,7 @@ def test_evaluate_input_with_quotes_backslashes_and_unicode() -> None:
 
 
 def test_v0_bundles_are_evaluated_by_opa_and_refused_by_embedded() -> None:
-    src = b"package legacy\n\ndeny[msg] {\n  input.bad\n  msg := \"bad\"\n}\n"
+    src = b'package legacy\n\ndeny[msg] {\n  input.bad\n  msg := "bad"\n}\n'
     b = Bundle.from_bytes(write_entries({".manifest": b'{"rego_version": 0}', "l.rego": src}))
     assert b.rego_version_of("l.rego") == 0
     with pytest.raises(UnsupportedByEngineError, match="Rego v0") as err:
@@ -216,11 +240,15 @@ def test_v0_bundles_are_evaluated_by_opa_and_refused_by_embedded() -> None:
 
 
 def test_file_rego_versions_glob_marks_one_file_v0() -> None:
-    b = Bundle.from_bytes(write_entries({
-        ".manifest": b'{"file_rego_versions": {"/legacy/*.rego": 0}}',
-        "legacy/l.rego": b"package legacy\nallow { true }\n",
-        "new/n.rego": b"package new\nallow if true\n",
-    }))
+    b = Bundle.from_bytes(
+        write_entries(
+            {
+                ".manifest": b'{"file_rego_versions": {"/legacy/*.rego": 0}}',
+                "legacy/l.rego": b"package legacy\nallow { true }\n",
+                "new/n.rego": b"package new\nallow if true\n",
+            }
+        )
+    )
     assert (b.rego_version_of("legacy/l.rego"), b.rego_version_of("new/n.rego")) == (0, 1)
     b.check()
     with pytest.raises(UnsupportedByEngineError, match="v0"):
@@ -230,8 +258,13 @@ def test_file_rego_versions_glob_marks_one_file_v0() -> None:
 
 
 def test_check_reports_file_and_line(tmp_path: Path) -> None:
-    root = tree(tmp_path, {"ok.rego": "package ok\nallow if true\n",
-                           "bad/b.rego": "package bad\n\nallow if {\n  input.x == \n}\n"})
+    root = tree(
+        tmp_path,
+        {
+            "ok.rego": "package ok\nallow if true\n",
+            "bad/b.rego": "package bad\n\nallow if {\n  input.x == \n}\n",
+        },
+    )
     with pytest.raises(BundleError) as err:
         Bundle.from_directory(root).check()
     # OPA's line: `opa check` points at the `}` that cannot be the missing operand.
@@ -255,8 +288,7 @@ def test_check_does_not_print_to_stdout(tmp_path: Path, capfd: pytest.CaptureFix
 
 def test_repr_html_escapes(tmp_path: Path) -> None:
     root = tree(tmp_path, {"x.rego": "package x\n"})
-    html = Bundle.from_directory(root, revision="<script>").\
-        _repr_html_()
+    html = Bundle.from_directory(root, revision="<script>")._repr_html_()
     assert "&lt;script&gt;" in html
     assert "<script>" not in html
     assert "sha256:" in html
@@ -290,29 +322,35 @@ def test_check_resolves_functions_across_modules_and_imports() -> None:
     main = (
         "package app\n\nimport data.lib.strings as s\nimport data.util\n\n"
         "allow if {\n\ts.clean(input.name)\n\tutil.ok(input)\n\tlocal(1)\n"
-        "\tdata.lib.strings.clean(input.x)\n\tobject.get(input, \"k\", 1)\n}\n\n"
+        '\tdata.lib.strings.clean(input.x)\n\tobject.get(input, "k", 1)\n}\n\n'
         "local(x) := x + 1\n"
     )
-    b = Bundle(modules={
-        "app.rego": main,
-        "lib.rego": "package lib.strings\n\nclean(x) := trim_space(x)\n",
-        "util.rego": "package util\n\nok(x) if x.ok\n",
-    })
+    b = Bundle(
+        modules={
+            "app.rego": main,
+            "lib.rego": "package lib.strings\n\nclean(x) := trim_space(x)\n",
+            "util.rego": "package util\n\nok(x) if x.ok\n",
+        }
+    )
     b.check()
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
-    [("missing(1)", "undefined function missing"),
-     ("util.absent(1)", "undefined function data.util.absent"),
-     ("object.get(input)", "arity mismatch"),
-     ("strings.nope(1)", "undefined function strings.nope")],
+    [
+        ("missing(1)", "undefined function missing"),
+        ("util.absent(1)", "undefined function data.util.absent"),
+        ("object.get(input)", "arity mismatch"),
+        ("strings.nope(1)", "undefined function strings.nope"),
+    ],
 )
 def test_check_reports_bad_calls(call: str, message: str) -> None:
-    b = Bundle(modules={
-        "app.rego": f"package app\n\nimport data.util\n\nallow if {{\n\t{call}\n}}\n",
-        "util.rego": "package util\n\nok(x) if x.ok\n",
-    })
+    b = Bundle(
+        modules={
+            "app.rego": f"package app\n\nimport data.util\n\nallow if {{\n\t{call}\n}}\n",
+            "util.rego": "package util\n\nok(x) if x.ok\n",
+        }
+    )
     with pytest.raises(BundleError, match=message) as err:
         b.check()
     assert (err.value.entry, err.value.line) == ("app.rego", 6)
@@ -508,3 +546,49 @@ def test_an_empty_file_rego_versions_reads_as_absent_and_round_trips() -> None:
     m = Manifest.from_json(b'{"revision": "r", "file_rego_versions": {}}')
     assert m == Manifest.from_json(b'{"revision": "r"}')
     assert Manifest.from_json(json.dumps(m.to_json()).encode()) == m
+
+
+WASM = b"\0asm\1\0\0\0"
+
+
+def _wasm_bundle(resolvers: list[dict[str, Any]], roots: tuple[str, ...] | None = None) -> Bundle:
+    return Bundle(
+        manifest=Manifest(wasm=tuple(resolvers), roots=roots),
+        modules={"a.rego": "package a\n\nx := 1\n"},
+        files={"policy.wasm": WASM},
+    )
+
+
+@pytest.mark.parametrize(
+    ("resolvers", "roots", "match"),
+    [
+        ([{"entrypoint": "a/x", "module": "/missing.wasm"}], None, "does not exist"),
+        ([{"entrypoint": "b/x", "module": "/policy.wasm"}], ("a",), "do not permit"),
+        (
+            [
+                {"entrypoint": "a/x", "module": "/policy.wasm"},
+                {"entrypoint": "a/x", "module": "/policy.wasm"},
+            ],
+            None,
+            "more than one",
+        ),
+        ([{"entrypoint": 1, "module": "/policy.wasm"}], None, "entrypoint"),
+    ],
+    ids=["missing-module", "outside-roots", "entrypoint-twice", "not-a-string"],
+)
+def test_wasm_resolvers_are_validated_as_opa_reads_them(
+    resolvers: list[dict[str, Any]], roots: tuple[str, ...] | None, match: str
+) -> None:
+    # OPA refuses to read such a bundle (Manifest.validateAndInjectDefaults).
+    with pytest.raises(BundleError, match=match):
+        _wasm_bundle(resolvers, roots)
+
+
+@pytest.mark.parametrize("engine", ["embedded", "opa"])
+def test_a_bundle_with_wasm_entrypoints_is_not_evaluated_from_its_rego(engine: str) -> None:
+    # `opa eval -b` hands the entrypoints to its Wasm runtime (and fails
+    # without one); answering from the Rego beside it would be another answer.
+    b = _wasm_bundle([{"entrypoint": "a/x", "module": "/policy.wasm"}])
+    with pytest.raises(UnsupportedByEngineError, match="Wasm"):
+        b.evaluate("data.a.x", engine=engine)
+    b.check(engine="embedded")  # `opa check` checks the Rego and passes it
