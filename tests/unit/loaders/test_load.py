@@ -616,3 +616,39 @@ def test_unloading_a_name_that_is_not_loaded_writes_nothing(
     opa.unload("acme/never")
     assert len(fake.attempts) == attempts
     assert fake.state() == before
+
+
+@pytest.mark.xfail(strict=True, reason="a non-string id in the record breaks the widened record")
+def test_a_record_listing_something_other_than_an_id_is_ignored_like_a_foreign_id(
+    revisions: tuple[VerifiedBundle, VerifiedBundle],
+) -> None:
+    """Entries of the record's lists that are not strings are not this load's, as
+    foreign ids are not: they are skipped, and the load goes through."""
+    v1, v2 = revisions
+    fake = with_neighbours()
+    opa_over(fake).load(v1, name=NAME)
+    record = fake.data["system"]["policysupply"]["bundles"]["acme~app"]
+    record["modules"] += [42, None]
+    record["roots"] += [7]
+    result = opa_over(fake).load(v2, name=NAME)  # v2 adds a module: the record is widened
+    policies, data = fake.state()
+    assert set(policies) == {"theirs.rego", *result.modules}
+    assert data["app"] == {"users": ["bob"], "cfg": {"mode": "lenient"}}
+    assert opa_over(fake).loaded()[NAME]["modules"] == sorted(result.modules)
+
+
+@pytest.mark.xfail(strict=True, reason="a TypeError escapes apply")
+@pytest.mark.parametrize("key", ["modules", "roots"])
+def test_a_record_whose_lists_are_not_lists_is_refused_before_any_write(
+    revisions: tuple[VerifiedBundle, VerifiedBundle], key: str
+) -> None:
+    """Then what the name owns is unknown: a typed error, and nothing changes."""
+    v1, v2 = revisions
+    fake = with_neighbours()
+    opa_over(fake).load(v1, name=NAME)
+    fake.data["system"]["policysupply"]["bundles"]["acme~app"][key] = 5
+    before, attempts = fake.state(), len(fake.attempts)
+    with pytest.raises(LoadError, match=f"load record of {NAME} .*{key}.* nothing changed"):
+        opa_over(fake).load(v2, name=NAME)
+    assert fake.state() == before
+    assert len(fake.attempts) == attempts
