@@ -650,3 +650,16 @@ def test_a_record_whose_lists_are_not_lists_is_refused_before_any_write(
         opa_over(fake).load(v2, name=NAME)
     assert fake.state() == before
     assert len(fake.attempts) == attempts
+
+
+@pytest.mark.xfail(strict=True, reason="the stuck clear raises OPA's answer without the id")
+def test_a_stuck_clear_names_the_module_it_could_not_take_out(
+    revisions: tuple[VerifiedBundle, VerifiedBundle],
+) -> None:
+    """As a module OPA never accepts is named (see above), so is one it never lets go."""
+    v1, v2 = revisions
+    fake, opa = _collide(v1)
+    fake.refused_reads = {f"policy/{PREFIX}app/cfg/cfg.rego"}
+    fake.policies["theirs.rego"] = "package theirs\n\nimport data.app.lib\n\nuse := lib.f(2)\n"
+    with pytest.raises(LoadError, match=f"removing {PREFIX}app/lib/lib.rego: theirs.rego: "):
+        opa.load(v2, name=NAME)
