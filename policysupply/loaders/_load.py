@@ -321,7 +321,10 @@ class _Writes:
         ]
         stuck = self.plan.converge(stale, modules, self.state)
         if stuck:
-            raise next(iter(stuck.values()))
+            # Named, as a put that never passes is: OPA's answer names only the module
+            # that still needs this one.
+            (_, pid), why = next(iter(stuck.items()))
+            raise Rejected(why.status, why.code, f"removing {pid}: {why.message}", False)
 
     def _write_record(self) -> None:
         path = (*RECORDS, record_key(self.change.name))

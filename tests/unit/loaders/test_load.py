@@ -652,7 +652,6 @@ def test_a_record_whose_lists_are_not_lists_is_refused_before_any_write(
     assert len(fake.attempts) == attempts
 
 
-@pytest.mark.xfail(strict=True, reason="the stuck clear raises OPA's answer without the id")
 def test_a_stuck_clear_names_the_module_it_could_not_take_out(
     revisions: tuple[VerifiedBundle, VerifiedBundle],
 ) -> None:
