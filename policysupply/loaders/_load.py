@@ -151,7 +151,14 @@ def _read(api: OpaApi, change: Change, held: Mapping[str, Held], where: str) -> 
     check_overlaps(change.name, change.roots, records, where)
     record = records.get(record_key(change.name))
     old = record if isinstance(record, dict) else None
-    old_roots = [tuple(str(r).split("/")) for r in (old or {}).get("roots") or []]
+    for key in ("modules", "roots"):
+        if not isinstance((old or {}).get(key) or [], list):
+            # Then what this name owns is unknown: better no load than a guess.
+            raise LoadError(
+                f"OPA at {where}: the load record of {change.name} has {key!r} that is not "
+                f"a list (it was not written by policysupply); nothing changed"
+            )
+    old_roots = [tuple(r.split("/")) for r in _strings(old, "roots")]
     remembered = held.get(change.name)
     if remembered is not None and old == remembered[0]:
         return _Before(
@@ -165,8 +172,8 @@ def _read(api: OpaApi, change: Change, held: Mapping[str, Held], where: str) -> 
     asts: dict[str, Mapping[str, Any]] = {}
     prefix = module_prefix(change.name)
     try:
-        for pid in (old or {}).get("modules") or []:
-            if not isinstance(pid, str) or not pid.startswith(prefix):
+        for pid in _strings(old, "modules"):
+            if not pid.startswith(prefix):
                 continue  # a record names only its own ids; anything else is not ours
             policy = api.get_policy(pid)
             if policy is not None:
@@ -184,6 +191,15 @@ def _read(api: OpaApi, change: Change, held: Mapping[str, Held], where: str) -> 
             f"OPA at {where}: cannot read the data it holds now ({exc}); nothing changed"
         ) from None
     return _Before(current=current, created=created, asts=asts, old=old, snapshot=snapshot)
+
+
+def _strings(record: Mapping[str, Any] | None, key: str) -> list[str]:
+    """The strings a record lists under ``key`` (a list, checked by :func:`_read`).
+
+    Anything else in it was not written by this library and names nothing
+    this load owns, as an id outside its prefix does not.
+    """
+    return [v for v in (record or {}).get(key) or [] if isinstance(v, str)]
 
 
 class _Writes:
@@ -227,8 +243,8 @@ class _Writes:
         record, old = self.change.record, self.before.old
         if record is None:
             return
-        listed = set((old or {}).get("modules") or [])
-        roots = list((old or {}).get("roots") or [])
+        listed = set(_strings(old, "modules"))
+        roots = _strings(old, "roots")
         new_ids = sorted(set(self.change.modules) - listed)
         new_roots = [r for r in record.get("roots") or [] if r not in roots]
         if not new_ids and not new_roots:
@@ -305,7 +321,10 @@ class _Writes:
         ]
         stuck = self.plan.converge(stale, modules, self.state)
         if stuck:
-            raise next(iter(stuck.values()))
+            # Named, as a put that never passes is: OPA's answer names only the module
+            # that still needs this one.
+            (_, pid), why = next(iter(stuck.items()))
+            raise Rejected(why.status, why.code, f"removing {pid}: {why.message}", False)
 
     def _write_record(self) -> None:
         path = (*RECORDS, record_key(self.change.name))

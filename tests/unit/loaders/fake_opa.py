@@ -13,6 +13,10 @@ another write may fix). Faults are injected per write, counted from 1:
 - ``down``: OPA is gone from this write on; every later call fails too.
 - ``interrupt``: the process is interrupted (KeyboardInterrupt) mid-write.
 
+Reads fail all at once (``refuse_reads``, ``down``) or one by one: a read
+named in ``refused_reads`` (``"data/<path>"``, ``"policy/<id>"``) is refused
+as OPA's authorization policy refuses a path it does not allow (401).
+
 Real OPA stays the reference: tests/interop/test_loaders_opa.py runs the same
 scenarios against it.
 """
@@ -29,7 +33,9 @@ from policysupply._internal.engines.rego_source import opa_builtins
 from policysupply.errors import LoadError
 from policysupply.loaders._api import MISSING, DataPath, Rejected
 
-_PACKAGE = re.compile(r"^package\s+([\w.]+)", re.M)
+# A package path: names, and string keys in brackets ("..." or `...`), as OPA reads them.
+_PACKAGE = re.compile(r"^package[ \t]+(\w+(?:\.\w+|\[\"[^\"\n]*\"\]|\[`[^`\n]*`\])*)", re.M)
+_SEGMENT = re.compile(r"(\w+)|\[\"([^\"]*)\"\]|\[`([^`]*)`\]")
 _IMPORT = re.compile(r"^import\s+data\.([\w.]+)(?:\s+as\s+(\w+))?", re.M)
 _HEAD = re.compile(r"^(?:default\s+)?([A-Za-z_]\w*)((?:\.[A-Za-z_]\w*)*)(\()?", re.M)
 _CALL = re.compile(r"(?<![\w.])([A-Za-z_][\w.]*)\(")
@@ -44,6 +50,7 @@ class FakeOpa:
         self.data: dict[str, Any] = {}
         self.faults: dict[int, str] = {}  # write attempt (1-based) -> fault kind
         self.refuse_reads = False
+        self.refused_reads: set[str] = set()  # reads refused one by one (see the docstring)
         self.attempts: list[tuple[str, str]] = []  # every write tried, in order
         self.accepted: list[int] = []  # which attempts (1-based) OPA applied
         self.reads: list[str] = []
@@ -109,6 +116,10 @@ class FakeOpa:
             raise LoadError(f"fake OPA: {what}: connection refused")
         if self.refuse_reads:
             raise Rejected(500, "internal_error", f"{what}: injected refusal", False)
+        if what in self.refused_reads:
+            raise Rejected(
+                401, "unauthorized", f"{what}: request rejected by administrative policy", False
+            )
         self.reads.append(what)
 
     def _write(self, op: str, target: str, change: Any) -> None:
@@ -143,7 +154,11 @@ class FakeOpa:
 
 def _package(raw: str) -> DataPath | None:
     m = _PACKAGE.search(raw)
-    return tuple(m.group(1).split(".")) if m else None
+    if m is None:
+        return None
+    return tuple(
+        next(g for g in seg.groups() if g is not None) for seg in _SEGMENT.finditer(m.group(1))
+    )
 
 
 def _rules(raw: str) -> list[tuple[DataPath, bool]]:

@@ -7,6 +7,9 @@ turn in every way the fake knows, quickly and deterministically.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
+
 import pytest
 
 from policysupply import Bundle, LoadError, Manifest
@@ -378,3 +381,284 @@ def test_data_without_a_verbatim_form_is_encoded_exactly(env: Env) -> None:
     assert body == b'{"big":1208925819614629174706176,"z":-0.0,"s":"\\u00e9\\ud800","f":0.1}'
     with pytest.raises(LoadError, match="cannot be sent to OPA as JSON"):
         encode_json({"x": float("inf")}, what="data/x")
+
+
+# -- the paths a clean load does not take ---------------------------------------------
+#
+# Each is driven to success, then with every write it makes failing in turn:
+# OPA must end with the complete old state or the complete new one, the error
+# must be a LoadError, and the next load with nothing failing must go through.
+
+
+def _each_write_failing_leaves_the_old_state(
+    setup: Callable[[], tuple[FakeOpa, OPA]], target: VerifiedBundle
+) -> int:
+    """Loads ``target`` over ``setup()`` with each of its writes failing in turn.
+
+    ``refuse``, ``drop``: every write tried; ``lose``: every write OPA applied.
+
+    Returns:
+        How many writes a load with nothing failing makes.
+    """
+    fake, opa = setup()
+    start = len(fake.attempts)
+    opa.load(target, name=NAME)
+    writes = len(fake.attempts) - start
+    accepted = [n - start for n in fake.accepted if n > start]  # a lost answer needs these
+    for fault in ("refuse", "lose", "drop"):
+        for n in accepted if fault == "lose" else range(1, writes + 1):
+            fake, opa = setup()
+            before = fake.state()
+            fake.faults = {len(fake.attempts) + n: fault}
+            with pytest.raises(LoadError) as err:
+                opa.load(target, name=NAME)
+            assert "were rolled back; OPA serves what it served before" in str(err.value), (
+                fault,
+                n,
+            )
+            assert fake.state() == before, (fault, n)
+            fake.faults = {}
+            opa.load(target, name=NAME)
+            assert opa.loaded()[NAME]["revision"] == target.bundle.manifest.revision
+    return writes
+
+
+@pytest.mark.parametrize(
+    "system",
+    [{}, {"other": {"keep": 1}}, {"policysupply": {"other": {"keep": 1}}}],
+    ids=["no-system", "system", "system-policysupply"],
+)
+def test_a_first_load_failing_removes_only_the_parents_of_the_records_it_created(
+    revisions: tuple[VerifiedBundle, VerifiedBundle], system: dict[str, object]
+) -> None:
+    """``data.system`` or ``data.system.policysupply`` may hold someone else's data already."""
+    v1, _ = revisions
+
+    def setup() -> tuple[FakeOpa, OPA]:
+        fake = with_neighbours()
+        if system:
+            fake.data["system"] = copy.deepcopy(system)
+        return fake, opa_over(fake)
+
+    # The old state includes what ``data.system`` held: a rollback deletes only
+    # the highest parent the load created, and leaves no empty object behind.
+    _each_write_failing_leaves_the_old_state(setup, v1)
+
+
+@pytest.mark.parametrize("refused", ["data/system", "data/system/policysupply"])
+def test_a_first_load_that_cannot_read_the_records_parents_changes_nothing(
+    revisions: tuple[VerifiedBundle, VerifiedBundle], refused: str
+) -> None:
+    v1, _ = revisions
+    fake = with_neighbours()
+    fake.data["system"] = {"other": 1}  # so that data/system/policysupply is read too
+    before = fake.state()
+    fake.refused_reads = {refused}
+    with pytest.raises(LoadError, match=r"cannot read its state: .*administrative policy"):
+        opa_over(fake).load(v1, name=NAME)
+    assert fake.attempts == []
+    assert fake.state() == before
+    fake.refused_reads = set()
+    opa_over(fake).load(v1, name=NAME)
+    assert opa_over(fake).loaded()[NAME]["revision"] == "1"
+
+
+@pytest.mark.parametrize("refused", [f"policy/{PREFIX}app/main/main.rego", "data/app"])
+def test_a_snapshot_that_cannot_be_read_changes_nothing(
+    revisions: tuple[VerifiedBundle, VerifiedBundle], refused: str
+) -> None:
+    """A new OPA object reads each recorded module and each root; one refused stops the load."""
+    v1, v2 = revisions
+    fake = with_neighbours()
+    opa_over(fake).load(v1, name=NAME)
+    before, attempts = fake.state(), len(fake.attempts)
+    fake.refused_reads = {refused}
+    with pytest.raises(
+        LoadError, match=r"cannot read the data it holds now \(.*\); nothing changed"
+    ):
+        opa_over(fake).load(v2, name=NAME)
+    assert len(fake.attempts) == attempts
+    assert fake.state() == before
+    fake.refused_reads = set()
+    opa_over(fake).load(v2, name=NAME)
+    assert opa_over(fake).loaded()[NAME]["revision"] == "2"
+
+
+def test_a_record_naming_ids_outside_its_prefix_never_touches_them(
+    revisions: tuple[VerifiedBundle, VerifiedBundle],
+) -> None:
+    """A load record lists only its own ids: anything else in it is not read, kept or deleted."""
+    v1, v2 = revisions
+    fake = with_neighbours()
+    other = "policysupply/acme/other/~/x.rego"
+    fake.policies[other] = "package other.x\n\ny := 1\n"
+    opa_over(fake).load(v1, name=NAME)
+    record = fake.data["system"]["policysupply"]["bundles"]["acme~app"]
+    record["modules"] += ["theirs.rego", other]  # someone edited the record
+    fake.reads.clear()
+    result = opa_over(fake).load(v2, name=NAME)
+    assert "policy/theirs.rego" not in fake.reads
+    assert f"policy/{other}" not in fake.reads
+    policies, _ = fake.state()
+    assert set(policies) == {"theirs.rego", other, *result.modules}
+    assert result.removed == (PREFIX + "app/old/old.rego",)
+    assert opa_over(fake).loaded()[NAME]["modules"] == sorted(result.modules)
+
+
+def _collide(v1: VerifiedBundle, *, module: str | None = None) -> tuple[FakeOpa, OPA]:
+    """v1 loaded: app.cfg holds a rule ``mode`` where v2 puts data (app.cfg.mode)."""
+    fake = with_neighbours()
+    opa = opa_over(fake)
+    opa.load(v1, name=NAME)
+    if module is not None:
+        fake.policies[PREFIX + "app/cfg/cfg.rego"] = module
+    return fake, opa
+
+
+def test_an_old_module_this_side_cannot_parse_is_judged_by_opas_ast(
+    revisions: tuple[VerifiedBundle, VerifiedBundle],
+) -> None:
+    """OPA accepts a package path with a raw-string key; ``package_path`` does not.
+
+    Such a module (written under this load's id by hand) is not skipped: its
+    AST, read from OPA, shows its rule sits where v2 puts data, so it is taken
+    out before the data write and the data write is not refused.
+    """
+    v1, v2 = revisions
+    cfg = 'package app[`cfg`]\n\nmode := "strict"\n'
+
+    def setup() -> tuple[FakeOpa, OPA]:
+        fake, _ = _collide(v1, module=cfg)
+        return fake, opa_over(fake)  # no memory: the module is read from OPA
+
+    fake, opa = setup()
+    start = len(fake.attempts)
+    opa.load(v2, name=NAME)
+    tried = fake.attempts[start:]
+    assert tried.index(("DELETE policy", PREFIX + "app/cfg/cfg.rego")) < tried.index(
+        ("PUT data", "app")
+    )
+    assert tried.count(("PUT data", "app")) == 1
+    assert fake.data["app"] == {"users": ["bob"], "cfg": {"mode": "lenient"}}
+    _each_write_failing_leaves_the_old_state(setup, v2)
+    fake, opa = setup()
+    before = fake.state()
+    fake.faults = {len(fake.attempts) + 3: "refuse"}
+    with pytest.raises(LoadError):
+        opa.load(v2, name=NAME)
+    assert fake.policies[PREFIX + "app/cfg/cfg.rego"] == cfg  # put back byte for byte
+    assert fake.state() == before
+
+
+def test_a_refused_ast_read_falls_back_to_clearing_the_old_modules(
+    revisions: tuple[VerifiedBundle, VerifiedBundle],
+) -> None:
+    """The AST that shows a collision cannot be read: the data write is refused as a
+    conflict, every old module of the load is taken out, and the data write retried."""
+    v1, v2 = revisions
+    cfg = PREFIX + "app/cfg/cfg.rego"
+
+    def setup() -> tuple[FakeOpa, OPA]:
+        fake, opa = _collide(v1)  # the same object: sources remembered, ASTs not
+        fake.refused_reads = {f"policy/{cfg}"}
+        return fake, opa
+
+    fake, opa = setup()
+    start = len(fake.attempts)
+    result = opa.load(v2, name=NAME)
+    tried = fake.attempts[start:]
+    assert f"policy/{cfg}" not in fake.reads
+    assert tried.count(("PUT data", "app")) == 2  # refused (a conflict), then after the clear
+    first, second = (i for i, t in enumerate(tried) if t == ("PUT data", "app"))
+    cleared = {t for op, t in tried[first:second] if op == "DELETE policy"}
+    assert cleared == {
+        PREFIX + m for m in ("app/lib/lib.rego", "app/main/main.rego", "app/cfg/cfg.rego")
+    }
+    policies, data = fake.state()
+    assert set(policies) == {"theirs.rego", *result.modules}
+    assert all(policies[PREFIX + m] == src for m, src in V2.items())
+    assert data["app"] == {"users": ["bob"], "cfg": {"mode": "lenient"}}
+    _each_write_failing_leaves_the_old_state(setup, v2)
+
+
+def test_a_clear_that_gets_stuck_rolls_everything_back(
+    revisions: tuple[VerifiedBundle, VerifiedBundle],
+) -> None:
+    """Another module calls a function of this load: the old module cannot be taken out."""
+    v1, v2 = revisions
+    lib = PREFIX + "app/lib/lib.rego"
+    fake, opa = _collide(v1)
+    fake.refused_reads = {f"policy/{PREFIX}app/cfg/cfg.rego"}  # forces the clear (as above)
+    fake.policies["theirs.rego"] = "package theirs\n\nimport data.app.lib\n\nuse := lib.f(2)\n"
+    before = fake.state()
+    start = len(fake.attempts)
+    with pytest.raises(LoadError) as err:
+        opa.load(v2, name=NAME)
+    message = str(err.value)
+    assert "OPA refused it: invalid_parameter" in message
+    assert "undefined function lib.f" in message
+    assert "were rolled back; OPA serves what it served before" in message
+    assert fake.state() == before
+    tried = fake.attempts[start:]
+    assert tried.count(("DELETE policy", lib)) >= 2  # retried in rounds, never accepted
+    assert ("PUT policy", lib) not in tried[: tried.index(("DELETE policy", lib))]
+    assert opa.loaded()[NAME]["revision"] == "1"
+
+
+def test_unloading_a_name_that_is_not_loaded_writes_nothing(
+    revisions: tuple[VerifiedBundle, VerifiedBundle],
+) -> None:
+    v1, _ = revisions
+    fake = with_neighbours()
+    opa = opa_over(fake)
+    opa.load(v1, name=NAME)
+    before, attempts = fake.state(), len(fake.attempts)
+    opa.unload("acme/never")
+    assert len(fake.attempts) == attempts
+    assert fake.state() == before
+
+
+def test_a_record_listing_something_other_than_an_id_is_ignored_like_a_foreign_id(
+    revisions: tuple[VerifiedBundle, VerifiedBundle],
+) -> None:
+    """Entries of the record's lists that are not strings are not this load's, as
+    foreign ids are not: they are skipped, and the load goes through."""
+    v1, v2 = revisions
+    fake = with_neighbours()
+    opa_over(fake).load(v1, name=NAME)
+    record = fake.data["system"]["policysupply"]["bundles"]["acme~app"]
+    record["modules"] += [42, None]
+    record["roots"] += [7]
+    result = opa_over(fake).load(v2, name=NAME)  # v2 adds a module: the record is widened
+    policies, data = fake.state()
+    assert set(policies) == {"theirs.rego", *result.modules}
+    assert data["app"] == {"users": ["bob"], "cfg": {"mode": "lenient"}}
+    assert opa_over(fake).loaded()[NAME]["modules"] == sorted(result.modules)
+
+
+@pytest.mark.parametrize("key", ["modules", "roots"])
+def test_a_record_whose_lists_are_not_lists_is_refused_before_any_write(
+    revisions: tuple[VerifiedBundle, VerifiedBundle], key: str
+) -> None:
+    """Then what the name owns is unknown: a typed error, and nothing changes."""
+    v1, v2 = revisions
+    fake = with_neighbours()
+    opa_over(fake).load(v1, name=NAME)
+    fake.data["system"]["policysupply"]["bundles"]["acme~app"][key] = 5
+    before, attempts = fake.state(), len(fake.attempts)
+    with pytest.raises(LoadError, match=f"load record of {NAME} .*{key}.* nothing changed"):
+        opa_over(fake).load(v2, name=NAME)
+    assert fake.state() == before
+    assert len(fake.attempts) == attempts
+
+
+def test_a_stuck_clear_names_the_module_it_could_not_take_out(
+    revisions: tuple[VerifiedBundle, VerifiedBundle],
+) -> None:
+    """As a module OPA never accepts is named (see above), so is one it never lets go."""
+    v1, v2 = revisions
+    fake, opa = _collide(v1)
+    fake.refused_reads = {f"policy/{PREFIX}app/cfg/cfg.rego"}
+    fake.policies["theirs.rego"] = "package theirs\n\nimport data.app.lib\n\nuse := lib.f(2)\n"
+    with pytest.raises(LoadError, match=f"removing {PREFIX}app/lib/lib.rego: theirs.rego: "):
+        opa.load(v2, name=NAME)

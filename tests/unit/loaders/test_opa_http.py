@@ -42,7 +42,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.seen.append((self.command, self.path, self.headers.get("Authorization"), body))
         status, doc = self.server.answers.get((self.command, self.path), (200, {}))
-        raw = b"" if doc is None else json.dumps(doc).encode()
+        # bytes: sent as they are (a body that is not JSON)
+        raw = b"" if doc is None else doc if isinstance(doc, bytes) else json.dumps(doc).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
@@ -140,6 +141,52 @@ def test_answers_map_to_rejected_missing_or_success(recorder: Recorder) -> None:
         opa.put_data(("x",), 1)
     assert conflict.value.retryable
     assert TOKEN not in conflict.value.message
+
+
+def test_get_policy_reads_one_module_by_its_id(recorder: Recorder) -> None:
+    """``GET /v1/policies/<id>``: the id as a path (slashes kept), absent is ``None``."""
+    opa = adapter(recorder)
+    pid = "policysupply/acme/app/~/app/a b.rego"
+    policy = {"id": pid, "raw": "package a\n", "ast": {"package": {"path": []}}}
+    recorder.answers[("GET", "/gw/opa/v1/policies/policysupply/acme/app/~/app/a%20b.rego")] = (
+        200,
+        {"result": policy},
+    )
+    assert opa.get_policy(pid) == policy
+    recorder.answers[("GET", "/gw/opa/v1/policies/gone.rego")] = (
+        404,
+        {"code": "resource_not_found", "message": "storage_not_found_error: policy id"},
+    )
+    assert opa.get_policy("gone.rego") is None
+    recorder.answers[("GET", "/gw/opa/v1/policies/odd.rego")] = (200, {"result": ["not", "one"]})
+    assert opa.get_policy("odd.rego") is None
+    assert [(m, p, a) for m, p, a, _ in recorder.seen] == [
+        ("GET", "/gw/opa/v1/policies/policysupply/acme/app/~/app/a%20b.rego", f"Bearer {TOKEN}"),
+        ("GET", "/gw/opa/v1/policies/gone.rego", f"Bearer {TOKEN}"),
+        ("GET", "/gw/opa/v1/policies/odd.rego", f"Bearer {TOKEN}"),
+    ]
+
+
+def test_get_policy_refused_or_unreadable(recorder: Recorder) -> None:
+    """A refusal is ``Rejected`` (not retryable); a body that is not JSON a LoadError."""
+    opa = adapter(recorder, prefix="")
+    recorder.answers[("GET", "/v1/policies/x.rego")] = (
+        401,
+        {"code": "unauthorized", "message": f"request rejected by administrative policy {TOKEN}"},
+    )
+    with pytest.raises(Rejected) as refused:
+        opa.get_policy("x.rego")
+    assert (refused.value.status, refused.value.code) == (401, "unauthorized")
+    assert not refused.value.retryable
+    assert TOKEN not in refused.value.message
+    recorder.answers[("GET", "/v1/policies/x.rego")] = (502, b"<html>Bad Gateway</html>")
+    with pytest.raises(Rejected) as gateway:
+        opa.get_policy("x.rego")
+    assert (gateway.value.status, gateway.value.code) == (502, "502")
+    recorder.answers[("GET", "/v1/policies/x.rego")] = (200, b"<html>login</html>")
+    # requests' JSONDecodeError is a RequestException too: "failed", not "unreadable answer".
+    with pytest.raises(LoadError, match=r"reading policy x\.rego failed: JSONDecodeError"):
+        opa.get_policy("x.rego")
 
 
 def test_no_answer_is_a_load_error_without_the_token() -> None:
