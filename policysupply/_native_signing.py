@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policysupply._internal import opa_signatures as osig
 from policysupply.errors import BundleError, SigningError
+
+if TYPE_CHECKING:
+    from policysupply.bundle import Bundle
 
 
 def load_signing_key(key: Any, alg: str | None) -> tuple[Any, str]:
@@ -138,3 +141,52 @@ def sign_entries(
             raise SigningError(f"cannot append to the existing signatures: {exc}") from None
         tokens = [*(old or []), token]
     return osig.encode_signatures_file(tokens)
+
+
+def sign_bundle(
+    bundle: Bundle,
+    *,
+    key: Any,
+    alg: str | None,
+    key_id: str | None,
+    scope: str | None,
+    claims: Mapping[str, Any] | None,
+    append: bool,
+) -> Bundle:
+    """The body of :meth:`Bundle.sign <policysupply.bundle.Bundle.sign>` (Bundle's own helper).
+
+    Reads and sets the bundles' private caches: what was signed is kept as
+    the signed bundle's entries, so 50 MB of data is not serialised again.
+    """
+    import attrs
+
+    entries = {n: b for n, b in bundle.entries().items() if not osig.is_signatures_file(n)}
+    previous = bundle.files.get(osig.SIGNATURES_FILE) if append else None
+    known: dict[str, bytes] = {}
+    if not bundle._cache.signed_source:
+        # Our own writer's output is already canonical JSON except that
+        # Go escapes U+2028/U+2029; no need to parse it again.
+        for name in (".manifest", "data.json"):
+            known[name] = (
+                entries[name]
+                .replace(b"\xe2\x80\xa8", b"\\u2028")
+                .replace(b"\xe2\x80\xa9", b"\\u2029")
+            )
+    signatures = sign_entries(
+        entries,
+        key=key,
+        alg=alg,
+        key_id=key_id,
+        scope=scope,
+        claims=claims,
+        canonical=known,
+        previous=previous,
+    )
+    files = {n: b for n, b in bundle.files.items() if not osig.is_signatures_file(n)}
+    files[osig.SIGNATURES_FILE] = signatures
+    signed = attrs.evolve(bundle, files=files)
+    # Exactly the entries that were signed: for a bundle read with its own
+    # bytes those bytes, otherwise what entries() would recompute.
+    signed._cache.source = {**entries, osig.SIGNATURES_FILE: signatures}
+    signed._cache.signed_source = bundle._cache.signed_source
+    return signed

@@ -318,40 +318,17 @@ class Bundle:
         Raises:
             SigningError: Unusable key, algorithm or claims.
         """
-        from policysupply._internal import opa_signatures as bf_sig
-        from policysupply.native import sign_entries
+        from policysupply._native_signing import sign_bundle
 
-        entries = {n: b for n, b in self.entries().items() if not bf_sig.is_signatures_file(n)}
-        previous = self.files.get(bf_sig.SIGNATURES_FILE) if append else None
-        known: dict[str, bytes] = {}
-        if not self._cache.signed_source:
-            # Our own writer's output is already canonical JSON except that
-            # Go escapes U+2028/U+2029; no need to parse it again.
-            for name in (".manifest", "data.json"):
-                known[name] = (
-                    entries[name]
-                    .replace(b"\xe2\x80\xa8", b"\\u2028")
-                    .replace(b"\xe2\x80\xa9", b"\\u2029")
-                )
-        signatures = sign_entries(
-            entries,
+        return sign_bundle(
+            self,
             key=key,
             alg=alg,
             key_id=key_id,
             scope=scope,
             claims=claims,
-            canonical=known,
-            previous=previous,
+            append=append,
         )
-        files = {n: b for n, b in self.files.items() if not bf_sig.is_signatures_file(n)}
-        files[bf_sig.SIGNATURES_FILE] = signatures
-        signed = attrs.evolve(self, files=files)
-        # Exactly the entries that were signed: for a bundle read with its
-        # own bytes those bytes, otherwise what entries() would recompute
-        # (kept so that 50 MB of data is not serialised a second time).
-        signed._cache.source = {**entries, bf_sig.SIGNATURES_FILE: signatures}
-        signed._cache.signed_source = self._cache.signed_source
-        return signed
 
     def verify_native(self, trust: NativeTrust) -> NativeVerification:
         """Verifies this bundle's OPA-native signature against what :meth:`to_bytes` writes.
