@@ -592,3 +592,29 @@ def test_a_bundle_with_wasm_entrypoints_is_not_evaluated_from_its_rego(engine: s
     with pytest.raises(UnsupportedByEngineError, match="Wasm"):
         b.evaluate("data.a.x", engine=engine)
     b.check(engine="embedded")  # `opa check` checks the Rego and passes it
+
+
+@pytest.mark.parametrize(
+    ("package", "path"),
+    [
+        ('a["b"]', ("a", "b")),
+        ("a[`b`]", ("a", "b")),
+        ('a[`b`]["c-d"].e', ("a", "b", "c-d", "e")),
+        ('a[ "b" ]', ("a", "b")),
+    ],
+)
+def test_package_paths_with_string_keys_read_as_opa_reads_them(
+    package: str, path: tuple[str, ...]
+) -> None:
+    # `opa check` accepts each (a raw string key included); the roots check
+    # must place the package where OPA does, not refuse it.
+    b = Bundle(
+        manifest=Manifest(roots=("/".join(path),)),
+        modules={"m.rego": f"package {package}\n\nx := 1\n"},
+    )
+    assert b.modules
+
+
+def test_a_package_path_with_a_number_key_is_refused_as_opa_refuses_it() -> None:
+    with pytest.raises(BundleError, match="malformed package path"):
+        Bundle(modules={"m.rego": "package a[1]\n\nx := 1\n"})

@@ -110,11 +110,17 @@ def package_path(source: str, *, entry: str) -> tuple[str, ...]:
         elif tok.text == "[":
             key = next(toks, None)
             close = next(toks, None)
-            if key is None or key.kind != "string" or close is None or close.text != "]":
+            if (
+                key is None
+                or key.kind not in ("string", "raw")
+                or close is None
+                or close.text != "]"
+            ):
                 raise BundleError(
                     "malformed package path", entry=entry, line=line_of(source, tok.offset)
                 )
-            path.append(json.loads(key.text))
+            # OPA takes a raw string (`...`) key as it is written.
+            path.append(json.loads(key.text) if key.kind == "string" else key.text[1:-1])
         else:
             break
     if not path or expect_name:

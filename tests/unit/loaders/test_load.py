@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from policysupply import Bundle, LoadError, Manifest
+from policysupply import Bundle, BundleError, LoadError, Manifest
 from policysupply.loaders import OPA, fetch_verified, publish
 from policysupply.loaders._load import Change, apply
 from policysupply.verifier import VerifiedBundle
@@ -516,16 +516,26 @@ def _collide(v1: VerifiedBundle, *, module: str | None = None) -> tuple[FakeOpa,
 
 
 def test_an_old_module_this_side_cannot_parse_is_judged_by_opas_ast(
-    revisions: tuple[VerifiedBundle, VerifiedBundle],
+    revisions: tuple[VerifiedBundle, VerifiedBundle], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """OPA accepts a package path with a raw-string key; ``package_path`` does not.
+    """A module whose package this side cannot read (OPA's syntax may grow).
 
     Such a module (written under this load's id by hand) is not skipped: its
     AST, read from OPA, shows its rule sits where v2 puts data, so it is taken
     out before the data write and the data write is not refused.
     """
+    from policysupply._internal.engines import rego_source
+
     v1, v2 = revisions
     cfg = 'package app[`cfg`]\n\nmode := "strict"\n'
+    real = rego_source.package_path
+
+    def unreadable(source: str, *, entry: str) -> tuple[str, ...]:
+        if source == cfg:  # fault injection: this side cannot parse it
+            raise BundleError("malformed package path", entry=entry)
+        return real(source, entry=entry)
+
+    monkeypatch.setattr(rego_source, "package_path", unreadable)
 
     def setup() -> tuple[FakeOpa, OPA]:
         fake, _ = _collide(v1, module=cfg)
