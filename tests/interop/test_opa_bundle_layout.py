@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from policysupply import Bundle, BundleError
+from tests import _tar_differential as tar_differential
 from tests.interop.conftest import run_opa
 
 pytestmark = pytest.mark.interop
@@ -147,3 +148,26 @@ def test_tarball_with_hidden_entries_reads_as_opa_reads_it(opa_bin: Path, tmp_pa
     assert set(b.modules) == {".x.rego"}
     assert b.data == {"a": {".b": 2}, "hidden": {"z": 1}}
     assert value == {**b.data, "hx": {"x": 1}}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack: tarfile and OPA's Go tar reader read these archives differently",
+)
+@pytest.mark.parametrize("case", sorted(tar_differential.CASES))
+def test_tarball_opa_reads_differently_is_refused(
+    case: str, opa_bin: Path, tmp_path: Path
+) -> None:
+    import gzip
+
+    raw = gzip.compress(tar_differential.CASES[case]())
+    path = tmp_path / "t.tar.gz"
+    path.write_bytes(raw)
+    proc = run_opa(opa_bin, "eval", "--format", "json", "--bundle", str(path), "data")
+    assert proc.returncode == 0, proc.stderr.decode()
+    value = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
+    assert value == {"a": {"allow": True}, "b": {"evil": True}}  # OPA runs package b ...
+    from policysupply._internal.tarball import read_entries
+
+    with pytest.raises(BundleError):  # ... so a reader that does not see it must refuse
+        read_entries(raw)

@@ -1,0 +1,145 @@
+"""Tar archives that Python's ``tarfile`` and Go's ``archive/tar`` (OPA) read differently.
+
+Each case is an uncompressed tar holding ``/a.rego`` (package ``a``) and a
+second module, package ``b``, that real OPA (1.22) loads but that
+``tarfile`` either does not see at all, sees empty, sees inside another
+member's bytes, or sees under another path. A bundle reader built on
+``tarfile`` must refuse all of them: the served layer is what OPA parses,
+so whatever the reader misses reaches OPA unverified.
+"""
+
+from __future__ import annotations
+
+import tarfile
+
+GOOD = b"package a\n\nallow := true\n"
+EVIL = b"package b\n\nevil := true\n"
+END = b"\0" * 1024
+
+
+def block(data: bytes) -> bytes:
+    """``data`` padded to whole 512-byte tar blocks."""
+    return data + b"\0" * (-len(data) % 512)
+
+
+def header(name: str, size: int, kind: bytes = tarfile.REGTYPE) -> bytearray:
+    """A ustar header block, for editing in place (call :func:`checksum` after)."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.type = kind
+    info.mode = 0o644
+    return bytearray(info.tobuf(format=tarfile.USTAR_FORMAT))
+
+
+def checksum(h: bytearray, *, lead: bytes = b"") -> bytearray:
+    """Recomputes ``h``'s checksum, written as ``lead`` + six octal digits + padding."""
+    h[148:156] = b" " * 8
+    digits = b"%06o" % sum(h)
+    h[148:156] = (lead + digits + b"\0 ")[:8]
+    return h
+
+
+def record(rec: bytes, *, sign: bytes = b"") -> bytes:
+    """One PAX record ``<length> <rec>``; ``sign`` goes before the length digits."""
+    n = len(rec) + 2
+    while len(b"%s%d " % (sign, n) + rec) != n:
+        n += 1
+    return b"%s%d " % (sign, n) + rec
+
+
+def _first() -> bytes:
+    return bytes(header("/a.rego", len(GOOD))) + block(GOOD)
+
+
+def checksum_leading_nul() -> bytes:
+    # tarfile cuts the field at its first NUL (checksum 0: "bad header", which
+    # past the first member silently ends the archive); Go trims leading NULs.
+    h = checksum(header("/b.rego", len(EVIL)), lead=b"\0")
+    return _first() + bytes(h) + block(EVIL) + END
+
+
+def size_leading_nul() -> bytes:
+    # The same field rule on the size: tarfile reads an empty b.rego, Go the module.
+    h = header("/b.rego", 0)
+    h[124:136] = b"\0%010o\0" % len(EVIL)
+    return _first() + bytes(checksum(h)) + block(EVIL) + END
+
+
+def pax_record_with_plus_length() -> bytes:
+    # Go's ParseInt takes "+31" as a record length; tarfile's regex stops at
+    # it and ignores the record, so the two name the member differently.
+    body = record(b"path=/b.rego\n", sign=b"+")
+    pax = header("././@PaxHeader", len(body), tarfile.XHDTYPE)
+    return (
+        _first()
+        + bytes(pax)
+        + block(body)
+        + bytes(header("/c.rego", len(EVIL)))
+        + block(EVIL)
+        + END
+    )
+
+
+def global_pax_size() -> bytes:
+    # tarfile applies a global header's "size" to the members after it; Go
+    # returns the global header as an entry of its own and applies nothing.
+    body = record(b"size=1536\n")
+    glob = header("pax_global_header", len(body), tarfile.XGLTYPE)
+    cover = header("/c.txt", 0)  # 1536 bytes for tarfile: b.rego's header and body
+    return (
+        _first()
+        + bytes(glob)
+        + block(body)
+        + bytes(cover)
+        + bytes(header("/b.rego", len(EVIL)))
+        + block(EVIL)
+        + b"\0" * 512
+        + END
+    )
+
+
+def prefix_without_ustar_magic() -> bytes:
+    # tarfile prepends the ustar prefix field whatever the magic; Go reads it
+    # only in ustar/PAX headers, so a v7 header names another path.
+    h = header("b.rego", len(EVIL))
+    h[257:265] = b"\0" * 8
+    h[345:351] = b"hidden"
+    return _first() + bytes(checksum(h)) + block(EVIL) + END
+
+
+def two_extended_headers() -> bytes:
+    # Two PAX headers in a row: Go keeps only the second; tarfile applies the
+    # first over the second (here: size 0 over the real size).
+    def pax(rec: bytes) -> bytes:
+        body = record(rec)
+        return bytes(header("././@PaxHeader", len(body), tarfile.XHDTYPE)) + block(body)
+
+    return (
+        _first()
+        + pax(b"size=0\n")
+        + pax(b"size=%d\n" % len(EVIL))
+        + bytes(header("/b.rego", 0))
+        + block(EVIL)
+        + END
+    )
+
+
+def solaris_extended_header() -> bytes:
+    # tarfile takes type 'X' (Solaris) as a PAX header for the next member;
+    # Go sees an entry of an unknown type, which OPA skips.
+    body = record(b"size=0\n")
+    x = header("x", len(body), b"X")
+    return (
+        _first() + bytes(x) + block(body) + bytes(header("/b.rego", len(EVIL))) + block(EVIL) + END
+    )
+
+
+CASES = {
+    "checksum_leading_nul": checksum_leading_nul,
+    "size_leading_nul": size_leading_nul,
+    "pax_record_with_plus_length": pax_record_with_plus_length,
+    "global_pax_size": global_pax_size,
+    "prefix_without_ustar_magic": prefix_without_ustar_magic,
+    "two_extended_headers": two_extended_headers,
+    "solaris_extended_header": solaris_extended_header,
+}
