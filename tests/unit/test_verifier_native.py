@@ -183,11 +183,6 @@ def test_native_only_policy_silently_drops_cosign_requirements(
         TrustPolicy(native=native_for(signer), **requirement)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: a member hidden from tarfile (checksum field with a leading NUL) is "
-    "loaded by OPA from the served layer, past the OPA-native file check",
-)
 def test_native_only_module_hidden_from_the_tar_reader_reaches_opa(
     setup: tuple[Registry, Bundle, Signer],
 ) -> None:

@@ -442,11 +442,6 @@ def test_pax_header_with_a_negative_size_is_refused() -> None:
 # -- archives OPA's Go tar reader reads differently from tarfile ---------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: tarfile and Go's archive/tar (OPA) read these archives differently; "
-    "a module OPA loads is missing, empty, inside another member or at another path here",
-)
 @pytest.mark.parametrize("case", sorted(tar_differential.CASES))
 def test_archive_opa_reads_differently_is_refused(case: str) -> None:
     # Each archive holds a module (package b) that real OPA loads (pinned by
