@@ -193,11 +193,6 @@ def test_event_receiver_is_off_without_a_token_and_bounds_the_body(tmp_path: Pat
         conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: a watch without a TrustState serves the older release again when the "
-    "registry moves the tag back, although it has itself served the newer one",
-)
 def test_watch_without_trust_state_rolls_back_to_a_release_it_replaced(
     env: Env, tmp_path: Path
 ) -> None:
