@@ -398,11 +398,6 @@ def test_warn_mode_admits_when_no_decision_can_be_made_but_says_so(harness):
     assert "would be denied: registry:" in r["warnings"][0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: without rules.state, the rules refresh follows the rule image's tag "
-    "back to an older, validly signed revision it has itself replaced",
-)
 def test_rule_image_moved_back_without_a_state_file_rolls_the_rules_back(tmp_path):
     # rules.state is optional; without it each refresh verifies the rule image
     # with no rollback protection at all. The service has replaced r1 by r2;
