@@ -134,6 +134,27 @@ def solaris_extended_header() -> bytes:
     )
 
 
+def gnu_long_name_past_its_size() -> bytes:
+    # A GNU long name whose size stops before its NUL: Go reads the name
+    # within the size (".rego"), tarfile up to the NUL in the padded block
+    # (".regox", not a module).
+    import io
+
+    name = "/" + "p" * 110 + ".rego"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.GNU_FORMAT) as tf:
+        info = tarfile.TarInfo(name)
+        info.size = len(EVIL)
+        tf.addfile(info, io.BytesIO(EVIL))
+    raw = bytearray(buf.getvalue())
+    long_name = bytearray(raw[:512])  # then the name and its NUL, then the member
+    size = len(name)  # without the NUL tarfile's writer counts
+    long_name[124:136] = b"%011o\0" % size
+    raw[:512] = checksum(long_name)
+    raw[512 + size] = ord("x")
+    return _first() + bytes(raw)
+
+
 CASES = {
     "checksum_leading_nul": checksum_leading_nul,
     "size_leading_nul": size_leading_nul,
@@ -142,4 +163,5 @@ CASES = {
     "prefix_without_ustar_magic": prefix_without_ustar_magic,
     "two_extended_headers": two_extended_headers,
     "solaris_extended_header": solaris_extended_header,
+    "gnu_long_name_past_its_size": gnu_long_name_past_its_size,
 }
