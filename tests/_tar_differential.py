@@ -165,3 +165,13 @@ CASES = {
     "solaris_extended_header": solaris_extended_header,
     "gnu_long_name_past_its_size": gnu_long_name_past_its_size,
 }
+
+
+def regular_file_named_like_a_directory(name: str = "/deny.rego/") -> bytes:
+    """The reverse case: a regular file (type '0') whose name ends in '/'.
+
+    A name normaliser that drops the slash reads module ``deny.rego``; Go keeps
+    the name, and OPA, seeing no ``.rego`` suffix, does not load it.
+    """
+    deny = b"package d\n\ndeny := true\n"
+    return _first() + bytes(header(name, len(deny))) + block(deny) + END

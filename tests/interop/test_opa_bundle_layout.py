@@ -167,3 +167,25 @@ def test_tarball_opa_reads_differently_is_refused(
 
     with pytest.raises(BundleError):  # ... so a reader that does not see it must refuse
         read_entries(raw)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack: a regular file named 'deny.rego/' is read here as a module OPA skips",
+)
+def test_regular_file_with_a_trailing_slash_is_not_loaded_by_opa(
+    opa_bin: Path, tmp_path: Path
+) -> None:
+    import gzip
+
+    from policysupply._internal.tarball import read_entries
+
+    raw = gzip.compress(tar_differential.regular_file_named_like_a_directory())
+    path = tmp_path / "t.tar.gz"
+    path.write_bytes(raw)
+    proc = run_opa(opa_bin, "eval", "--format", "json", "--bundle", str(path), "data")
+    assert proc.returncode == 0, proc.stderr.decode()
+    value = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
+    assert value == {"a": {"allow": True}}  # OPA does not load package d ...
+    with pytest.raises(BundleError):  # ... so a reader that would must refuse the file
+        read_entries(raw)

@@ -211,3 +211,46 @@ def test_native_only_module_hidden_from_the_tar_reader_reaches_opa(
     # evil.rego, and VerifiedBundle.tarball (what BundleServer serves) has it.
     with pytest.raises(BundleError):
         verifier.verify_bundle(reg, "acme/p:1")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack: a signed deny rule renamed 'deny.rego/' in the tar passes the OPA-native "
+    "file check here and is not loaded by OPA (signed-file removal past the check)",
+)
+def test_native_only_signed_rule_renamed_with_a_trailing_slash_is_dropped_by_opa(
+    setup: tuple[Registry, Bundle, Signer],
+) -> None:
+    # The attacker holds no key. It rewrites the natively signed tarball, only
+    # appending '/' to one module's tar name: the reader here strips it, so
+    # every signed file is present with its signed bytes; OPA keeps the name,
+    # which no longer ends in .rego, and silently drops the module (checked
+    # against OPA 1.22 in tests/interop/test_opa_bundle_layout.py).
+    import gzip
+    import io
+    import tarfile
+
+    from policysupply._internal import oci
+
+    reg, bundle, signer = setup
+    signed = gzip.decompress(bundle.sign(signer, key_id="ci").to_bytes())
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(signed)) as src,
+        tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT) as dst,
+    ):
+        for member in src:
+            body = src.extractfile(member)
+            if member.name.endswith(".rego"):
+                member.name += "/"
+            dst.addfile(member, body)
+    layer = gzip.compress(out.getvalue())
+    manifest, config = oci.policy_manifest(
+        layer, title="p", created="2026-01-01T00:00:00Z", revision=None
+    )
+    reg.put_blob("acme/p", layer, media_type=oci.LAYER_TAR_GZIP)
+    reg.put_blob("acme/p", config, media_type=oci.CONFIG_V1)
+    reg.put_manifest("acme/p:1", manifest)
+    verifier = Verifier(TrustPolicy(native=native_for(signer), docker_reference="any"))
+    with pytest.raises(BundleError):
+        verifier.verify_bundle(reg, "acme/p:1")
