@@ -169,10 +169,6 @@ def test_tarball_opa_reads_differently_is_refused(
         read_entries(raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: a regular file named 'deny.rego/' is read here as a module OPA skips",
-)
 def test_regular_file_with_a_trailing_slash_is_not_loaded_by_opa(
     opa_bin: Path, tmp_path: Path
 ) -> None:

@@ -213,11 +213,6 @@ def test_native_only_module_hidden_from_the_tar_reader_reaches_opa(
         verifier.verify_bundle(reg, "acme/p:1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: a signed deny rule renamed 'deny.rego/' in the tar passes the OPA-native "
-    "file check here and is not loaded by OPA (signed-file removal past the check)",
-)
 def test_native_only_signed_rule_renamed_with_a_trailing_slash_is_dropped_by_opa(
     setup: tuple[Registry, Bundle, Signer],
 ) -> None:

@@ -453,11 +453,6 @@ def test_archive_opa_reads_differently_is_refused(case: str) -> None:
         read_entries(gzip.compress(tar_differential.CASES[case]()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: a regular file named 'deny.rego/' is read here as module deny.rego, "
-    "which OPA does not load (no .rego suffix): a verified rule OPA never runs",
-)
 def test_regular_file_with_a_trailing_slash_is_refused() -> None:
     with pytest.raises(BundleError):
         read_entries(gzip.compress(tar_differential.regular_file_named_like_a_directory()))
