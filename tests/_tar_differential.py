@@ -155,6 +155,24 @@ def gnu_long_name_past_its_size() -> bytes:
     return _first() + bytes(raw)
 
 
+def pax_record_in_the_padding() -> bytes:
+    # tarfile parses PAX records on through the block's padding past the
+    # header's size, Go reads only the size: a "size" record there makes
+    # tarfile's c.txt swallow b.rego's header and body.
+    body = record(b"comment=x\n")
+    pax = header("././@PaxHeader", len(body), tarfile.XHDTYPE)
+    cover = header("/c.txt", 0)
+    return (
+        _first()
+        + bytes(pax)
+        + block(body + record(b"size=1024\n"))
+        + bytes(cover)
+        + bytes(header("/b.rego", len(EVIL)))
+        + block(EVIL)
+        + END
+    )
+
+
 CASES = {
     "checksum_leading_nul": checksum_leading_nul,
     "size_leading_nul": size_leading_nul,
@@ -164,6 +182,7 @@ CASES = {
     "two_extended_headers": two_extended_headers,
     "solaris_extended_header": solaris_extended_header,
     "gnu_long_name_past_its_size": gnu_long_name_past_its_size,
+    "pax_record_in_the_padding": pax_record_in_the_padding,
 }
 
 
@@ -175,3 +194,11 @@ def regular_file_named_like_a_directory(name: str = "/deny.rego/") -> bytes:
     """
     deny = b"package d\n\ndeny := true\n"
     return _first() + bytes(header(name, len(deny))) + block(deny) + END
+
+
+def cases_open(names: list[str]) -> list[object]:
+    """The case names, those in ``names`` marked as attacks that still get through."""
+    import pytest
+
+    mark = pytest.mark.xfail(strict=True, reason="attack: read differently by OPA, not refused")
+    return [pytest.param(n, marks=mark) if n in names else n for n in sorted(CASES)]
