@@ -194,11 +194,3 @@ def regular_file_named_like_a_directory(name: str = "/deny.rego/") -> bytes:
     """
     deny = b"package d\n\ndeny := true\n"
     return _first() + bytes(header(name, len(deny))) + block(deny) + END
-
-
-def cases_open(names: list[str]) -> list[object]:
-    """The case names, those in ``names`` marked as attacks that still get through."""
-    import pytest
-
-    mark = pytest.mark.xfail(strict=True, reason="attack: read differently by OPA, not refused")
-    return [pytest.param(n, marks=mark) if n in names else n for n in sorted(CASES)]

@@ -187,6 +187,9 @@ class _BoundedPaxTarInfo(tarfile.TarInfo):
         tf._policysupply_pax_total = total
         _check_pax(self.size, total, buf)
         _check_pax_records(buf[: self.size], glob=self.type == tarfile.XGLTYPE)
+        if buf[self.size : self.size + 1] not in (b"", b"\0"):
+            # tarfile parses records on into the padding; Go reads the size only.
+            raise BundleError("PAX extended header with bytes in its padding in bundle")
         if self.type == tarfile.XHDTYPE:
             _check_single_meta(following)
         return super()._proc_pax(tf)  # type: ignore[misc]
