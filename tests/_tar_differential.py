@@ -173,6 +173,17 @@ def pax_record_in_the_padding() -> bytes:
     )
 
 
+def old_style_type_after_a_pax_path() -> bytes:
+    # An old-style regular file (type NUL) named "x/" with a PAX path: tarfile
+    # decides "directory" from the ustar name, Go from the PAX path (b.rego: a
+    # file). tarfile then reads b.rego's body as the next header; a body that
+    # is a valid header too would hide the module behind it.
+    body = record(b"path=/b.rego\n")
+    pax = header("././@PaxHeader", len(body), tarfile.XHDTYPE)
+    old = header("x/", len(EVIL), tarfile.AREGTYPE)
+    return _first() + bytes(pax) + block(body) + bytes(old) + block(EVIL) + END
+
+
 CASES = {
     "checksum_leading_nul": checksum_leading_nul,
     "size_leading_nul": size_leading_nul,
@@ -183,6 +194,7 @@ CASES = {
     "solaris_extended_header": solaris_extended_header,
     "gnu_long_name_past_its_size": gnu_long_name_past_its_size,
     "pax_record_in_the_padding": pax_record_in_the_padding,
+    "old_style_type_after_a_pax_path": old_style_type_after_a_pax_path,
 }
 
 

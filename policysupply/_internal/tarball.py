@@ -260,13 +260,19 @@ def _check_pax_records(data: bytes, *, glob: bool) -> None:
 
 
 def _check_single_meta(following: bytes) -> None:
-    """Refuses a PAX or GNU long-name header followed by another one.
+    """Refuses a PAX or GNU long-name header followed by another one, or by an old-style file.
 
     For two in a row Go keeps the last one's values (and a GNU long name over
-    a PAX path), tarfile lays the first over the second.
+    a PAX path), tarfile lays the first over the second. An old-style regular
+    file (type NUL) is a directory when its name ends in "/": tarfile judges
+    the header's own name, Go the name the extended header gives it.
     """
-    if len(following) == tarfile.BLOCKSIZE and following[156:157] in _META_TYPES:
+    if len(following) != tarfile.BLOCKSIZE:
+        return
+    if following[156:157] in _META_TYPES:
         raise BundleError("two extended tar headers in a row in bundle")
+    if following[156:157] == tarfile.AREGTYPE:
+        raise BundleError("old-style (type NUL) tar member after an extended header in bundle")
 
 
 def _check_pax(size: int, total: int, buf: bytes) -> None:
