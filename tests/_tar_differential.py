@@ -206,3 +206,27 @@ def regular_file_named_like_a_directory(name: str = "/deny.rego/") -> bytes:
     """
     deny = b"package d\n\ndeny := true\n"
     return _first() + bytes(header(name, len(deny))) + block(deny) + END
+
+
+def regular_file_named_like_a_directory_by_pax() -> bytes:
+    """As :func:`regular_file_named_like_a_directory`, the name in a PAX path record.
+
+    tarfile strips a PAX path's trailing slashes, so the member's name no longer shows it.
+    """
+    deny = b"package d\n\ndeny := true\n"
+    body = record(b"path=/deny.rego/\n")
+    pax = header("././@PaxHeader", len(body), tarfile.XHDTYPE)
+    return (
+        _first()
+        + bytes(pax)
+        + block(body)
+        + bytes(header("/x.rego", len(deny)))
+        + block(deny)
+        + END
+    )
+
+
+SLASH_CASES = {
+    "ustar_name": regular_file_named_like_a_directory,
+    "pax_path": regular_file_named_like_a_directory_by_pax,
+}
