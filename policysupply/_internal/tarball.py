@@ -349,10 +349,10 @@ def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
                     "special file (device, FIFO or unknown type) in bundle",
                     entry=member.name,
                 )
-            if member.name.endswith("/"):
+            if member.name.endswith("/") or member.pax_headers.get("path", "").endswith("/"):
                 # Go keeps the slash, so OPA skips "deny.rego/" (no .rego
                 # suffix); read as deny.rego here, it would be a verified
-                # module that never runs.
+                # module that never runs. (tarfile strips it from a PAX path.)
                 raise BundleError("regular file with a directory name in bundle", entry=member.name)
             name = normalize_entry_name(member.name, limits)
             if member.size > limits.max_entry_size:

@@ -173,10 +173,7 @@ def test_tarball_opa_reads_differently_is_refused(
     "case",
     [
         "ustar_name",
-        pytest.param(
-            "pax_path",
-            marks=pytest.mark.xfail(strict=True, reason="attack: PAX path 'deny.rego/'"),
-        ),
+        "pax_path",
     ],
 )
 def test_regular_file_with_a_trailing_slash_is_not_loaded_by_opa(

@@ -457,14 +457,7 @@ def test_archive_opa_reads_differently_is_refused(case: str) -> None:
     "case",
     [
         "ustar_name",
-        pytest.param(
-            "pax_path",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="attack: tarfile strips a PAX path's trailing slash, so 'deny.rego/' "
-                "given by a PAX record still reads as module deny.rego",
-            ),
-        ),
+        "pax_path",
     ],
 )
 def test_regular_file_with_a_trailing_slash_is_refused(case: str) -> None:
