@@ -94,11 +94,17 @@ class Bundle:
         top if present, in every directory: hidden files and directories
         (``.x.rego``, ``.git/``) are read too, as ``opa build -b`` reads them.
         As in OPA, leading dots of a data file's directory are stripped
-        (``.hidden/data.json`` is ``data.hidden``). Other files are skipped;
-        symlinks must stay inside the directory. A ``*.manifest`` or
-        ``.signatures.json`` below the top (OPA would take it as the bundle's
-        manifest or signatures) and a data directory named only of dots are
-        refused. A top-level
+        (``.hidden/data.json`` is ``data.hidden``). Other files are skipped.
+        Refused, naming the path, where OPA would read the tree differently
+        from how it looks: a ``*.manifest`` or ``.signatures.json`` below the
+        top (OPA would take it as the bundle's manifest or signatures), a data
+        directory named only of dots, a ``patch.json`` (a delta bundle to
+        OPA), a symlink or FIFO named like a bundle file and a symlinked
+        directory holding one (OPA leaves symlinks out), ``path`` itself a
+        symlink unless given with a trailing ``/`` (``opa build -b link``
+        reads nothing), and what ``opa build -b .`` reads differently from
+        ``opa build -b DIR`` (it trims the first dot off top-level names):
+        ``.h/x.rego`` beside ``h/x.rego``, a top-level ``.data.json``. A top-level
         ``.signatures.json`` (from ``opa sign``, or an extracted signed
         bundle) is kept, with the files as read, as :meth:`from_bytes` does;
         with an override below it is left out (it would no longer match).

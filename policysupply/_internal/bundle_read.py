@@ -8,9 +8,10 @@ before the bundle is built (and validated) from it.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -47,12 +48,21 @@ def read_directory(
     rego_version: int | None,
 ) -> Parts:
     """A policy directory's parts; see ``Bundle.from_directory``."""
+    # os.path.islink, like Go's os.Lstat, follows a link given with a
+    # trailing slash: `opa build -b link/` reads through it, `-b link` not.
+    if os.path.islink(path):
+        raise BundleError(
+            "the policy directory is a symlink: opa build -b and opa check --bundle read "
+            "nothing through it (they do not follow it unless the path ends in '/'); "
+            "give the directory it points to",
+            entry=os.fspath(path),
+        )
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"{root} is not a directory")
-    real_root = root.resolve()
     modules: dict[str, str] = {}
     data_files: dict[str, bytes] = {}
+    carried: dict[str, bytes] = {}  # Wasm modules and plans, as opa build carries them
     read: dict[str, bytes] = {}
     manifest = Manifest()
 
@@ -67,22 +77,66 @@ def read_directory(
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames.sort()
         rel_dir = Path(dirpath).relative_to(root)
+        top = not rel_dir.parts
+        for dname in dirnames:
+            # os.walk lists a symlinked directory here but does not enter it.
+            full = os.path.join(dirpath, dname)
+            if os.path.islink(full) and holds_bundle_files(Path(full)):
+                fix = "replace the link with the directory, or remove it"
+                if dname == "..data":
+                    # OPA reads such a volume through its timestamped directory
+                    # only, its data at data["2026_..."]: nothing to match.
+                    fix = (
+                        "this looks like a Kubernetes ConfigMap or Secret volume, a tree of "
+                        "symlinks: give the rules as a bundle file or a signed policy image"
+                    )
+                raise BundleError(
+                    f"a symlinked directory holding policy or data files: {LEFT_OUT}; {fix}",
+                    entry=(rel_dir / dname).as_posix(),
+                )
         for fname in sorted(filenames):
             rel = (rel_dir / fname).as_posix()
+            if top and fname[:1] == "." and fname[1:] in TRIMMED_SPECIAL:
+                raise BundleError(
+                    f"opa build -b . reads a top-level {fname} as the bundle's {fname[1:]} "
+                    "(it trims the first dot off top-level names), opa build -b DIR leaves "
+                    f"it out: rename it to {fname[1:]}, or remove it",
+                    entry=rel,
+                )
+            if fname == PLAN_PROTO_FILE:
+                refuse_proto_plan(rel)
+            if fname == PATCH_FILE:
+                raise BundleError(
+                    "OPA reads a patch.json as a delta bundle's patch (and refuses it beside "
+                    "policy or data); delta bundles are not supported: rename or remove it",
+                    entry=rel,
+                )
+            if not is_bundle_file(fname):
+                continue
+            full = os.path.join(dirpath, fname)
+            refuse_irregular(full, rel)
             is_manifest = rel == ".manifest"
             is_sig = rel == bf.SIGNATURES_FILE
             if not (is_manifest or is_sig):
                 refuse_misread(rel, fname)
-            if not (fname.endswith(".rego") or fname in bf.DATA_BASENAMES or is_manifest or is_sig):
+            verbatim = fname in VERBATIM_FILES
+            if not (
+                fname.endswith(".rego")
+                or fname in bf.DATA_BASENAMES
+                or is_manifest
+                or is_sig
+                or verbatim
+            ):
                 continue
-            full = Path(dirpath) / fname
-            if full.is_symlink() and not full.resolve().is_relative_to(real_root):
-                raise BundleError("symlink points outside the policy directory", entry=rel)
             try:
-                raw = full.read_bytes()
+                with open(full, "rb") as f:
+                    raw = f.read()
             except OSError as exc:
                 raise BundleError(f"cannot read: {exc.strerror}", entry=rel) from None
             read[rel] = raw
+            if verbatim:
+                carried[rel] = raw
+                continue
             if is_sig:
                 continue
             if is_manifest:
@@ -91,6 +145,7 @@ def read_directory(
                 modules[rel] = decode_rego(raw, rel)
             else:
                 data_files[rel] = raw
+    refuse_duplicate_modules(modules)
     # Same placement order as from_bytes, so conflicts name the same file.
     data: dict[str, Any] = {}
     for rel in sorted(data_files):
@@ -112,6 +167,7 @@ def read_directory(
     # manifest, so the signature would no longer match and is left out.
     sig = None if changes else read.get(bf.SIGNATURES_FILE)
     files = {bf.SIGNATURES_FILE: sig} if sig is not None else {}
+    files.update(carried)
     return Parts(
         manifest=manifest,
         modules=modules,
@@ -119,6 +175,122 @@ def read_directory(
         files=files,
         source=read if sig is not None else None,
     )
+
+
+# OPA takes a patch.json at any depth as a delta bundle's patch (preProcessBundle).
+PATCH_FILE = "patch.json"
+# Files OPA's bundle reader keeps as they are, at any depth: Wasm modules and
+# plans (v1/bundle/bundle.go); `opa build -b` carries them into the bundle.
+VERBATIM_FILES = frozenset({"policy.wasm", "plan.json"})
+# A protobuf plan needs a protobuf manifest: `opa build` refuses it beside a
+# JSON one, as we refuse protobuf manifests.
+PLAN_PROTO_FILE = "plan.pb"
+
+
+def refuse_proto_plan(rel: str) -> NoReturn:
+    """Refuses a ``plan.pb``, which OPA reads only with a protobuf manifest."""
+    raise BundleError(
+        "protobuf plans (plan.pb) need a protobuf manifest, which is not supported "
+        "(opa build refuses one beside a JSON .manifest): remove it",
+        entry=rel,
+    )
+
+
+# Names OPA reads specially that a top-level dotted name turns into under
+# `opa build -b .`, while `opa build -b DIR` leaves the dotted name out.
+TRIMMED_SPECIAL = bf.DATA_BASENAMES | {PATCH_FILE}
+
+# Why a symlink (or other non-regular file) in a policy directory is refused.
+LEFT_OUT = (
+    "opa build -b and opa check --bundle (without --follow-symlinks) leave every symlink "
+    "out, so OPA would not enforce what it holds"
+)
+
+# Entries a directory scan may look at behind a symlinked directory before it
+# gives up and refuses the link as if it held policy.
+SCAN_LIMIT = 10_000
+
+
+def is_bundle_file(fname: str) -> bool:
+    """Whether a file of this name is read, or refused, by ``read_directory``."""
+    return (
+        fname.endswith((".rego", ".manifest", ".manifest.pb"))
+        or fname in bf.DATA_BASENAMES
+        or fname in (bf.SIGNATURES_FILE, PATCH_FILE, PLAN_PROTO_FILE)
+        or fname in VERBATIM_FILES
+    )
+
+
+def refuse_irregular(full: str, rel: str) -> None:
+    """Refuses a bundle file that OPA leaves out: a symlink, a FIFO, a device.
+
+    OPA's directory walk (``filepath.Walk``, which uses ``lstat``) keeps only
+    regular files; reading what it skips would build a different bundle, and
+    skipping it silently would drop policy the tree shows (ADR 0023).
+    """
+    try:
+        mode = os.lstat(full).st_mode
+    except OSError as exc:
+        raise BundleError(f"cannot read: {exc.strerror}", entry=rel) from None
+    if stat.S_ISLNK(mode):
+        raise BundleError(
+            f"a symlink: {LEFT_OUT}; replace the link with the file, or remove it", entry=rel
+        )
+    if not stat.S_ISREG(mode):
+        raise BundleError(
+            "not a regular file: opa build -b and opa check --bundle leave it out; "
+            "replace it with a file, or remove it",
+            entry=rel,
+        )
+
+
+def holds_bundle_files(top: Path) -> bool:
+    """Whether a symlinked directory holds a file ``read_directory`` would read.
+
+    Links below it are followed (each directory visited once), as a reader of
+    the tree would see them. True too when that cannot be told: a directory
+    that cannot be listed, or more than :data:`SCAN_LIMIT` entries.
+    """
+    seen: set[tuple[int, int]] = set()
+    pending = [top]
+    looked = 0
+    try:
+        while pending:
+            here = pending.pop()
+            st = here.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(here) as entries:
+                for entry in entries:
+                    looked += 1
+                    if looked > SCAN_LIMIT:
+                        return True
+                    if entry.is_dir():
+                        pending.append(Path(entry.path))
+                    elif is_bundle_file(entry.name):
+                        return True
+    except OSError:
+        return True
+    return False
+
+
+def refuse_duplicate_modules(modules: Mapping[str, str]) -> None:
+    """Refuses two modules that ``opa build -b .`` takes for one.
+
+    Under the root ``.``, OPA's ``formatPath`` (``v1/bundle/file.go``) trims
+    the root as a string prefix, so the first dot of a top-level name goes:
+    ``.h/x.rego`` and ``h/x.rego`` both become ``h/x.rego``, and ``compile``
+    (``v1/compile/compile.go``) refuses the bundle ("duplicate module URL").
+    """
+    for rel in modules:
+        if rel.startswith(".") and not rel.startswith("..") and rel[1:] in modules:
+            raise BundleError(
+                f"duplicate module: {rel} and {rel[1:]} are one module to opa build -b . "
+                "(it trims the first dot off top-level names, and refuses the bundle); "
+                "rename one of them",
+                entry=rel[1:],
+            )
 
 
 def refuse_misread(rel: str, fname: str) -> None:
@@ -166,6 +338,8 @@ def parse_entries(entries: Mapping[str, bytes], limits: Limits) -> Parts:
             )
         elif base == "patch.json":
             raise BundleError("delta bundles (patch.json) are not supported", entry=name)
+        elif base == PLAN_PROTO_FILE:
+            refuse_proto_plan(name)
         elif name.endswith(".rego"):
             modules[name] = decode_rego(raw, name)
         elif base in bf.DATA_BASENAMES:

@@ -61,7 +61,8 @@ def _local_rules(path: str) -> Bundle:
     from policysupply import Bundle
 
     p = Path(path)
-    return Bundle.from_directory(p) if p.is_dir() else Bundle.from_file(p)
+    # The text as given: a trailing slash decides whether a symlink is read through.
+    return Bundle.from_directory(path) if p.is_dir() else Bundle.from_file(p)
 
 
 def _images(images: tuple[str, ...], images_from: str | None) -> list[str]:

@@ -73,7 +73,10 @@ def push(
         usage_error("--revision applies to a directory; a built bundle keeps its own", "--revision")
     target = open_target(reference, net, param="REFERENCE")
     with reported(as_json), target.registry:
-        bundle = Bundle.from_directory(p, revision=revision) if p.is_dir() else Bundle.from_file(p)
+        # The text as given: a trailing slash decides whether a symlink is read through.
+        bundle = (
+            Bundle.from_directory(source, revision=revision) if p.is_dir() else Bundle.from_file(p)
+        )
         if not no_check:
             bundle.check()
         with progress_bar("push", on_terminal()) as progress:

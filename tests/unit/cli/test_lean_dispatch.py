@@ -93,6 +93,13 @@ CATALOGUE: list[tuple[str, list[str], bool]] = [
     ("build-attached-short", ["build", "{dir}", "-o{out}", "--no-check"], False),
     ("build-value-dash", ["build", "{dir}", "-o", "-x"], False),
     ("build-help", ["build", "-h"], False),
+    # Symlinks, as opa build -b / opa check --bundle read them (ADR 0023).
+    ("check-link-root", ["check", "{linkroot}", "--engine", "embedded"], True),
+    ("check-link-root-slash", ["check", "{linkroot}/", "--engine", "embedded"], True),
+    ("check-linked-module", ["check", "{linked}", "--json", "--engine", "embedded"], True),
+    ("build-link-root", ["build", "{linkroot}", "-o", "{out}", "--no-check"], True),
+    ("build-link-root-slash", ["build", "{linkroot}/", "-o", "{out}", "--no-check"], True),
+    ("build-linked-module", ["build", "{linked}", "-o", "{out}", "--engine", "embedded"], True),
     # verify: only `verify HOST/REPO[:TAG] -k KEY... [-q] [--json]` is lean.
     ("verify-unreachable", ["verify", "127.0.0.1:9/acme/p:1", "-k", "{pub}"], True),
     ("verify-unreachable-json", ["verify", "127.0.0.1:9/acme/p:1", "--key", "{pub}", "--json",
@@ -134,6 +141,11 @@ def places(tmp_path_factory: pytest.TempPathFactory, example_dir: Path) -> dict[
     pub = root / "cosign.pub"
     pub.write_bytes(Signer.generate().public_key_pem)
     (root / "outdir").mkdir()
+    (root / "linkroot").symlink_to(tree)
+    linked = root / "linked"
+    shutil.copytree(example_dir, linked)
+    (linked / "k8s" / "extra").mkdir()
+    (linked / "k8s" / "extra" / "deny.rego").symlink_to(next(tree.rglob("*.rego")))
     return {
         "dir": str(tree),
         "broken": str(broken),
@@ -143,6 +155,8 @@ def places(tmp_path_factory: pytest.TempPathFactory, example_dir: Path) -> dict[
         "outdir": str(root / "outdir"),
         "root": str(root),
         "pub": str(pub),
+        "linkroot": str(root / "linkroot"),
+        "linked": str(linked),
     }
 
 
@@ -194,6 +208,31 @@ def test_lean_and_click_paths_print_and_exit_identically(
 ) -> None:
     argv = [a.format(**places) for a in args]
     run_both(argv, places["root"], places["out"], lean)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "named"),
+    [
+        (["check", "{linkroot}"], 1, "{linkroot}"),
+        (["check", "{linkroot}/"], 0, None),
+        (["check", "{linked}"], 1, "k8s/extra/deny.rego"),
+        (["build", "{linkroot}", "-o", "{out}", "--no-check"], 1, "{linkroot}"),
+        (["build", "{linkroot}/", "-o", "{out}", "--no-check"], 0, None),
+        (["build", "{linked}", "-o", "{out}", "--no-check"], 1, "k8s/extra/deny.rego"),
+    ],
+)
+def test_symlinks_are_refused_where_opa_would_read_nothing_through_them(
+    places: dict[str, str], args: list[str], code: int, named: str | None
+) -> None:
+    # `opa build -b link` builds an empty bundle, `-b link/` reads the tree;
+    # a symlinked module is left out by OPA, so we refuse it (both paths).
+    argv = [a.format(**places) for a in args]
+    for mode in ("lean", "click"):
+        proc, _ = _run(mode, argv, places["root"])
+        assert proc.returncode == code, (mode, proc.stderr)
+        if named is not None:
+            assert named.format(**places) in proc.stderr.decode()
+            assert "symlink" in proc.stderr.decode()
 
 
 def test_dispatch_declines_without_running_anything(places: dict[str, str]) -> None:
