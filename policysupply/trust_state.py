@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,38 @@ class TrustState:
             records[reference] = record
             self._write(records)
             return record
+
+
+class _MemoryTrustState(TrustState):
+    """A :class:`TrustState` kept in memory: rollback protection for one process's lifetime.
+
+    For a follower (``BundleWatch``) given no state file: what it has itself
+    seen replaced must not come back within its run.
+    """
+
+    def __init__(self) -> None:
+        self.path = Path("<memory>")
+        self._records: dict[str, AcceptedRecord] = {}
+        self._mutex = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "TrustState(<memory>)"
+
+    def _read(self) -> dict[str, AcceptedRecord]:
+        return dict(self._records)
+
+    def _write(self, records: Mapping[str, AcceptedRecord]) -> None:
+        self._records = dict(records)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Any:
+        with self._mutex:
+            yield
+
+
+def in_memory() -> TrustState:
+    """A trust state that lives as long as the process (see ``_MemoryTrustState``)."""
+    return _MemoryTrustState()
 
 
 def _refuse_rollback(

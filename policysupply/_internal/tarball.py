@@ -35,6 +35,18 @@ _MAX_PAX_HEADER = 64 << 10
 _MAX_PAX_TOTAL = 8 << 20  # all PAX headers of one archive (50 000 entries x ~160 bytes)
 _MAX_PAX_DIGITS = 64  # tarfile's work is at most ~this much per header byte
 _DIGITS = re.compile(rb"[0-9]+")
+# Where tarfile and Go's archive/tar (OPA) read one header differently, the
+# layer OPA loads holds other files than the ones verified here (a member
+# hidden, emptied, swallowed by another, or renamed), so such headers are
+# refused. A number field both read alike: octal digits after optional
+# spaces, then spaces or NULs (a NUL first ends tarfile's field, Go skips it),
+# or base-256 with the first byte 0x80 or 0xff (the only ones tarfile takes).
+_NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156))
+_OCTAL_FIELD = re.compile(rb" *[0-7]*[ \0]*")
+_USTAR = b"ustar\x0000"
+_PAX_RECORD = re.compile(rb"([0-9]+) ")
+# Headers that change how the next header is read.
+_META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
 @attrs.frozen(kw_only=True)
@@ -147,19 +159,120 @@ def normalize_entry_name(raw: str, limits: Limits = DEFAULT_LIMITS) -> str:
 
 
 class _BoundedPaxTarInfo(tarfile.TarInfo):
-    """A ``TarInfo`` whose PAX headers are checked before tarfile's own parser sees them."""
+    """A ``TarInfo`` whose headers are checked before tarfile's own parser sees them.
+
+    PAX headers are bounded (see ``_check_pax``), and every header must read
+    the same to tarfile as to Go's ``archive/tar``, which OPA reads the
+    served layer with (see ``_check_header``).
+    """
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Any:
+        obj = super().frombuf(buf, encoding, errors)
+        _check_header(bytes(buf))
+        return obj
 
     def _proc_pax(self, tf: Any) -> Any:
+        if self.type not in (tarfile.XHDTYPE, tarfile.XGLTYPE):
+            # Solaris 'X': tarfile takes it for a PAX header, Go for an entry OPA skips.
+            raise BundleError(f"tar header of type {self.type!r} in bundle", entry=self.name)
         fileobj = tf.fileobj
         where = fileobj.tell()
         # The bytes tarfile is about to parse: the header padded to whole blocks.
         padded = -(-self.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
         buf = fileobj.read(max(0, min(padded, _MAX_PAX_HEADER + tarfile.BLOCKSIZE)))
+        following = fileobj.read(tarfile.BLOCKSIZE)
         fileobj.seek(where)
         total = getattr(tf, "_policysupply_pax_total", 0) + self.size
         tf._policysupply_pax_total = total
         _check_pax(self.size, total, buf)
+        _check_pax_records(buf[: self.size], glob=self.type == tarfile.XGLTYPE)
+        if buf[self.size : self.size + 1] not in (b"", b"\0"):
+            # tarfile parses records on into the padding; Go reads the size only.
+            raise BundleError("PAX extended header with bytes in its padding in bundle")
+        if self.type == tarfile.XHDTYPE:
+            _check_single_meta(following)
         return super()._proc_pax(tf)  # type: ignore[misc]
+
+    def _proc_gnulong(self, tf: Any) -> Any:
+        fileobj = tf.fileobj
+        where = fileobj.tell()
+        padded = -(-self.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        if not 0 <= self.size <= _MAX_PAX_HEADER:
+            raise BundleError(f"GNU long name of {self.size} bytes in bundle")
+        buf = fileobj.read(padded)
+        following = fileobj.read(tarfile.BLOCKSIZE)
+        fileobj.seek(where)
+        # tarfile reads the name up to a NUL in the padded blocks, Go up to
+        # a NUL within the size: they agree when the name ends where both look.
+        if b"\0" not in buf[: self.size] and buf[self.size : self.size + 1] not in (b"", b"\0"):
+            raise BundleError("GNU long name not terminated within its size in bundle")
+        _check_single_meta(following)
+        return super()._proc_gnulong(tf)  # type: ignore[misc]
+
+
+def _check_header(buf: bytes) -> None:
+    """Refuses a header block that tarfile and Go's archive/tar would read differently."""
+    for start, end in _NUMBER_FIELDS:
+        field = buf[start:end]
+        if field[0] in (0x80, 0xFF) and start != 148:
+            if start == 124 and field[0] == 0xFF:
+                raise BundleError("tar header with a negative size in bundle")
+            continue
+        if not _OCTAL_FIELD.fullmatch(field):
+            raise BundleError(
+                f"tar header field at byte {start} ({field!r}) is read differently by "
+                "other tar readers (OPA's); refusing the bundle"
+            )
+    prefix = buf[345:500].split(b"\0", 1)[0]
+    # tarfile prepends the prefix field whatever the magic; Go only for ustar
+    # (and only its first 131 bytes when the header carries star's trailer).
+    if prefix and (
+        buf[257:265] != _USTAR or (buf[508:512] == b"tar\0" and b"\0" not in buf[345:476])
+    ):
+        raise BundleError("tar header with a name prefix outside the ustar format in bundle")
+
+
+def _check_pax_records(data: bytes, *, glob: bool) -> None:
+    """Refuses PAX records other than ``<decimal length> <key>=<value>`` plus a newline.
+
+    tarfile stops at the first record it cannot match and ignores the rest,
+    where Go reads each record strictly (a ``+`` before the length, say), so
+    only records both read alike pass. A global header may carry only a
+    ``comment`` (as ``git archive`` writes): tarfile applies global records
+    to every later member, Go to none.
+    """
+    pos = 0
+    while pos < len(data):
+        m = _PAX_RECORD.match(data, pos)
+        end = pos + int(m.group(1)) if m else 0
+        if m is None or end <= m.end() or end > len(data) or data[end - 1 : end] != b"\n":
+            raise BundleError("malformed PAX record in bundle")
+        key, eq, _ = data[m.end() : end - 1].partition(b"=")
+        if not eq or not key:
+            raise BundleError("malformed PAX record in bundle")
+        if glob and key != b"comment":
+            raise BundleError(
+                f"PAX global header record {key[:40]!r} in bundle (other tar readers, "
+                "such as OPA's, do not apply it to the members that follow)"
+            )
+        pos = end
+
+
+def _check_single_meta(following: bytes) -> None:
+    """Refuses a PAX or GNU long-name header followed by another one, or by an old-style file.
+
+    For two in a row Go keeps the last one's values (and a GNU long name over
+    a PAX path), tarfile lays the first over the second. An old-style regular
+    file (type NUL) is a directory when its name ends in "/": tarfile judges
+    the header's own name, Go the name the extended header gives it.
+    """
+    if len(following) != tarfile.BLOCKSIZE:
+        return
+    if following[156:157] in _META_TYPES:
+        raise BundleError("two extended tar headers in a row in bundle")
+    if following[156:157] == tarfile.AREGTYPE:
+        raise BundleError("old-style (type NUL) tar member after an extended header in bundle")
 
 
 def _check_pax(size: int, total: int, buf: bytes) -> None:
@@ -236,6 +349,11 @@ def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
                     "special file (device, FIFO or unknown type) in bundle",
                     entry=member.name,
                 )
+            if member.name.endswith("/") or member.pax_headers.get("path", "").endswith("/"):
+                # Go keeps the slash, so OPA skips "deny.rego/" (no .rego
+                # suffix); read as deny.rego here, it would be a verified
+                # module that never runs. (tarfile strips it from a PAX path.)
+                raise BundleError("regular file with a directory name in bundle", entry=member.name)
             name = normalize_entry_name(member.name, limits)
             if member.size > limits.max_entry_size:
                 raise BundleError(
@@ -261,8 +379,16 @@ def read_entries(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
                     entry=name,
                 )
             entries[name] = body
+        end = tf.offset
     if count == 0 and not raw.strip(b"\0"):
         raise BundleError("empty tar archive")
+    # tarfile ends the archive at any header it cannot read (past the first
+    # member); Go's archive/tar reads on, or fails. Only zeros may follow.
+    if raw[end : end + 2 * tarfile.BLOCKSIZE].strip(b"\0"):
+        raise BundleError(
+            f"unreadable tar header at byte {end}: other tar readers (OPA's) may read "
+            "members past it; refusing the bundle"
+        )
     return entries
 
 

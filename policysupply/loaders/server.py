@@ -192,7 +192,9 @@ class BundleServer:
             verifier: The trust policy.
             name: Bundle name (default: the repository's last component).
             interval: Seconds between checks.
-            state: Rollback protection across restarts.
+            state: Rollback protection across restarts. Without it the watch
+                still refuses, while it runs, a release it has itself seen
+                replaced (the tag moved back to an older, validly signed one).
             on_expiry: ``"withdraw"`` or ``"serve"`` a bundle past its maximum age.
 
         Returns:

@@ -7,6 +7,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Literal
 
+from policysupply import trust_state
 from policysupply._internal import freeze
 from policysupply._internal.oci import Reference
 from policysupply.errors import (
@@ -67,6 +68,10 @@ class BundleWatch:
         self.name = name
         self.interval = interval
         self.state = state
+        # Without a state file, the watch still refuses, for as long as it
+        # runs, what it has itself seen replaced (a tag moved back to an
+        # older, validly signed release); the file carries that across restarts.
+        self._state = state if state is not None else trust_state.in_memory()
         self.last_error: str | None = None
         self._expiry: str | None = None
         # The stored digest this watch verified under its policy (a stored
@@ -193,7 +198,7 @@ class BundleWatch:
                 return False
             try:
                 verified = self.verifier.verify_bundle(
-                    self.registry, self.reference, state=self.state
+                    self.registry, self.reference, state=self._state
                 )
             except (VerificationError, BundleError) as exc:
                 self._reject(digest, exc, "policysupply.bundle_rejected")
@@ -228,14 +233,12 @@ class BundleWatch:
 
     def _superseded(self, stored: ServedBundle) -> RollbackError | None:
         """A rollback error if this machine's TrustState has replaced ``stored`` on the stream."""
-        if self.state is None:
-            return None
         # The stream as verify_bundle names it (host/repository:tag).
         r = self.reference
         stream = str(
             Reference(host=self.registry.host or r.host, repository=r.repository, tag=r.tag)
         )
-        record = self.state.get(stream)
+        record = self._state.get(stream)
         if record is None or stored.reference.digest not in record.superseded:
             return None
         return RollbackError(

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from policysupply import Bundle, BundleError
+from tests import _tar_differential as tar_differential
 from tests.interop.conftest import run_opa
 
 pytestmark = pytest.mark.interop
@@ -411,3 +412,47 @@ def test_a_protobuf_plan_is_refused_as_opa_build_refuses_it(opa_bin: Path, tmp_p
     with pytest.raises(BundleError) as err:
         Bundle.from_bytes(out.getvalue())
     assert str(err.value.entry).endswith("p/plan.pb")
+
+
+@pytest.mark.parametrize("case", sorted(tar_differential.CASES))
+def test_tarball_opa_reads_differently_is_refused(
+    case: str, opa_bin: Path, tmp_path: Path
+) -> None:
+    import gzip
+
+    raw = gzip.compress(tar_differential.CASES[case]())
+    path = tmp_path / "t.tar.gz"
+    path.write_bytes(raw)
+    proc = run_opa(opa_bin, "eval", "--format", "json", "--bundle", str(path), "data")
+    assert proc.returncode == 0, proc.stderr.decode()
+    value = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
+    assert value == {"a": {"allow": True}, "b": {"evil": True}}  # OPA runs package b ...
+    from policysupply._internal.tarball import read_entries
+
+    with pytest.raises(BundleError):  # ... so a reader that does not see it must refuse
+        read_entries(raw)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "ustar_name",
+        "pax_path",
+    ],
+)
+def test_regular_file_with_a_trailing_slash_is_not_loaded_by_opa(
+    case: str, opa_bin: Path, tmp_path: Path
+) -> None:
+    import gzip
+
+    from policysupply._internal.tarball import read_entries
+
+    raw = gzip.compress(tar_differential.SLASH_CASES[case]())
+    path = tmp_path / "t.tar.gz"
+    path.write_bytes(raw)
+    proc = run_opa(opa_bin, "eval", "--format", "json", "--bundle", str(path), "data")
+    assert proc.returncode == 0, proc.stderr.decode()
+    value = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
+    assert value == {"a": {"allow": True}}  # OPA does not load package d ...
+    with pytest.raises(BundleError):  # ... so a reader that would must refuse the file
+        read_entries(raw)

@@ -223,3 +223,28 @@ def test_one_stolen_key_re_signing_an_older_release_passes_rollback_by_time(
     a.sign(reg, "acme/p:prod")  # ... freshly signed with the stolen key
     with pytest.raises(RollbackError):
         v.verify_bundle(reg, "acme/p:prod", state=state)
+
+
+# -- (z) transparency log for key signatures ----------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack (design decision to confirm): under the default policy a key signature "
+    "needs no transparency-log entry, where cosign verify --key refuses one without "
+    "--insecure-ignore-tlog",
+)
+def test_key_signature_made_in_secret_passes_without_a_log_entry(reg: Registry) -> None:
+    # A stolen release key signs in secret: no Rekor entry, so nobody watching
+    # the log for the key's use sees it. cosign 2/3 `verify --key` refuses such
+    # a signature unless told --insecure-ignore-tlog; TrustPolicy's default
+    # (require_tlog=None) accepts it, as does `policysupply verify --key` (the
+    # CLI's --insecure-ignore-tlog changes nothing for keys). policysupply's
+    # own key signing writes no log entry, so turning this on needs a default
+    # trusted root and signing through Rekor: a decision, not a one-line fix.
+    from policysupply.errors import VerificationError
+
+    thief = Signer.generate()
+    thief.sign(reg, "acme/a:1")
+    with pytest.raises(VerificationError):
+        verifier(thief).verify(reg, "acme/a:1")

@@ -8,6 +8,7 @@ import pytest
 
 from policysupply import (
     Bundle,
+    BundleError,
     ClaimMismatchError,
     NoSignatureError,
     Registry,
@@ -180,3 +181,71 @@ def test_native_only_policy_silently_drops_cosign_requirements(
     _, _, signer = setup
     with pytest.raises(VerificationError, match="key or identity"):
         TrustPolicy(native=native_for(signer), **requirement)  # type: ignore[arg-type]
+
+
+def test_native_only_module_hidden_from_the_tar_reader_reaches_opa(
+    setup: tuple[Registry, Bundle, Signer],
+) -> None:
+    # The attacker holds no key: it takes a natively signed bundle and appends
+    # a member whose header tarfile takes for the end of the archive and Go's
+    # archive/tar (OPA) reads. Every file this reader sees is signed, so the
+    # native check passed, and BundleServer served the layer as it came (a
+    # BundleError is the only right answer). OPA runs package b unsigned.
+    import gzip
+
+    from policysupply._internal import oci
+    from tests._tar_differential import EVIL, block, checksum, header
+
+    reg, bundle, signer = setup
+    raw = gzip.decompress(bundle.sign(signer, key_id="ci").to_bytes()).rstrip(b"\0")
+    raw = block(raw) + bytes(checksum(header("/evil.rego", len(EVIL)), lead=b"\0"))
+    layer = gzip.compress(raw + block(EVIL) + b"\0" * 1024)
+    manifest, config = oci.policy_manifest(
+        layer, title="p", created="2026-01-01T00:00:00Z", revision=None
+    )
+    reg.put_blob("acme/p", layer, media_type=oci.LAYER_TAR_GZIP)
+    reg.put_blob("acme/p", config, media_type=oci.CONFIG_V1)
+    reg.put_manifest("acme/p:1", manifest)
+    verifier = Verifier(TrustPolicy(native=native_for(signer), docker_reference="any"))
+    # Without the defence, verification passes: VerifiedBundle.bundle has no
+    # evil.rego, and VerifiedBundle.tarball (what BundleServer serves) has it.
+    with pytest.raises(BundleError):
+        verifier.verify_bundle(reg, "acme/p:1")
+
+
+def test_native_only_signed_rule_renamed_with_a_trailing_slash_is_dropped_by_opa(
+    setup: tuple[Registry, Bundle, Signer],
+) -> None:
+    # The attacker holds no key. It rewrites the natively signed tarball, only
+    # appending '/' to one module's tar name: the reader here strips it, so
+    # every signed file is present with its signed bytes; OPA keeps the name,
+    # which no longer ends in .rego, and silently drops the module (checked
+    # against OPA 1.22 in tests/interop/test_opa_bundle_layout.py).
+    import gzip
+    import io
+    import tarfile
+
+    from policysupply._internal import oci
+
+    reg, bundle, signer = setup
+    signed = gzip.decompress(bundle.sign(signer, key_id="ci").to_bytes())
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(signed)) as src,
+        tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT) as dst,
+    ):
+        for member in src:
+            body = src.extractfile(member)
+            if member.name.endswith(".rego"):
+                member.name += "/"
+            dst.addfile(member, body)
+    layer = gzip.compress(out.getvalue())
+    manifest, config = oci.policy_manifest(
+        layer, title="p", created="2026-01-01T00:00:00Z", revision=None
+    )
+    reg.put_blob("acme/p", layer, media_type=oci.LAYER_TAR_GZIP)
+    reg.put_blob("acme/p", config, media_type=oci.CONFIG_V1)
+    reg.put_manifest("acme/p:1", manifest)
+    verifier = Verifier(TrustPolicy(native=native_for(signer), docker_reference="any"))
+    with pytest.raises(BundleError):
+        verifier.verify_bundle(reg, "acme/p:1")

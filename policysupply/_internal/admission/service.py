@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from policysupply import trust_state
 from policysupply._internal.admission import review as rv
 from policysupply._internal.admission.asgi import HTTPError as _HTTPError
 from policysupply._internal.admission.asgi import Receive, Scope, Send
@@ -25,6 +26,7 @@ from policysupply._internal.admission.engine import Engine, ImageResult
 from policysupply._internal.admission.metrics import Metrics
 from policysupply._internal.admission.namespaces import NamespaceLabels
 from policysupply.gate import Gate
+from policysupply.trust_state import TrustState
 
 log = logging.getLogger("policysupply.admission")
 
@@ -52,15 +54,22 @@ def _clip(text: str, limit: int) -> str:
 
 
 def build_gate(
-    config: AdmissionConfig, engine_registry: Callable[[str], Any] | None = None
+    config: AdmissionConfig,
+    engine_registry: Callable[[str], Any] | None = None,
+    rules_state: TrustState | None = None,
 ) -> Gate:
     """The gate the configuration describes (rules prepared by the engine: errors show at start).
+
+    Args:
+        config: The service configuration.
+        engine_registry: The registry client for a host (rules from an image).
+        rules_state: Rollback protection for the rule image; default: the
+            configured ``rules.state`` file, if any.
 
     Raises:
         PolicySupplyError: The trust policy, rules or rule image is unusable.
     """
     from policysupply.bundle import Bundle
-    from policysupply.trust_state import TrustState
     from policysupply.verifier import TrustPolicy, Verifier
 
     root = str(config.trusted_root) if config.trusted_root else None
@@ -82,7 +91,7 @@ def build_gate(
             ref,
             verifier,
             rules_verifier=rules_verifier,
-            state=TrustState(config.rules_state) if config.rules_state else None,
+            state=rules_state or (TrustState(config.rules_state) if config.rules_state else None),
             settings=settings,
             engine=config.engine,
         )
@@ -118,6 +127,11 @@ class Service:
         self.ready = False
         self.draining = False
         self._tasks: list[asyncio.Task[Any]] = []
+        # The rules refresh must never go back to a rule image it has itself
+        # replaced: with no rules.state file, that holds for the process's run.
+        self._rules_state = (
+            TrustState(config.rules_state) if config.rules_state else trust_state.in_memory()
+        )
         if gate is not None:
             self._start_engine(gate)
 
@@ -150,7 +164,7 @@ class Service:
             config = self.config
             factory = self._registry_factory or (lambda h: remote_registry(config, h))
             loop = asyncio.get_running_loop()
-            gate = await loop.run_in_executor(None, build_gate, config, factory)
+            gate = await loop.run_in_executor(None, build_gate, config, factory, self._rules_state)
             self._start_engine(gate)
         if self.config.rules_image:
             self._tasks.append(asyncio.ensure_future(self._refresh_rules()))
@@ -178,7 +192,9 @@ class Service:
             if engine is None:
                 continue
             try:
-                gate = await loop.run_in_executor(None, build_gate, self.config, engine.registry)
+                gate = await loop.run_in_executor(
+                    None, build_gate, self.config, engine.registry, self._rules_state
+                )
             except Exception as exc:  # keep the last good rules
                 self.metrics.rules_refresh.labels(result="error").inc()
                 log.error(

@@ -13,6 +13,7 @@ import pytest
 
 from policysupply._internal.tarball import Limits, read_entries, write_entries
 from policysupply.errors import BundleError
+from tests import _tar_differential as tar_differential
 
 
 def make_tar(add: Callable[[tarfile.TarFile], None], *, compress: bool = True) -> bytes:
@@ -436,3 +437,29 @@ def test_pax_header_with_a_negative_size_is_refused() -> None:
     raw[148:156] = b"%06o\0 " % sum(raw[:512])
     with pytest.raises(BundleError, match="negative"):
         read_entries(gzip.compress(bytes(raw)))
+
+
+# -- archives OPA's Go tar reader reads differently from tarfile ---------------------
+
+
+@pytest.mark.parametrize("case", sorted(tar_differential.CASES))
+def test_archive_opa_reads_differently_is_refused(case: str) -> None:
+    # Each archive holds a module (package b) that real OPA loads (pinned by
+    # tests/interop/test_opa_bundle_layout.py); read here, it is hidden,
+    # emptied, swallowed by another member or renamed. Verification (OPA-native
+    # file lists, bundle checks, what a reviewer inspects) would be about other
+    # files than the ones OPA runs from the served layer.
+    with pytest.raises(BundleError):
+        read_entries(gzip.compress(tar_differential.CASES[case]()))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "ustar_name",
+        "pax_path",
+    ],
+)
+def test_regular_file_with_a_trailing_slash_is_refused(case: str) -> None:
+    with pytest.raises(BundleError):
+        read_entries(gzip.compress(tar_differential.SLASH_CASES[case]()))

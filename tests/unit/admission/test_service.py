@@ -396,3 +396,60 @@ def test_warn_mode_admits_when_no_decision_can_be_made_but_says_so(harness):
     r = h.answer(review(pod("shop/missing:1")))
     assert r["allowed"] is True
     assert "would be denied: registry:" in r["warnings"][0]
+
+
+def test_rule_image_moved_back_without_a_state_file_rolls_the_rules_back(tmp_path):
+    # rules.state is optional; without it each refresh verifies the rule image
+    # with no rollback protection at all. The service has replaced r1 by r2;
+    # the registry points the tag back at r1 (validly signed, with the hole r2
+    # closed) and r1 decides again. What the service has itself replaced must
+    # not come back within its run.
+    import asyncio
+    import time
+
+    import attrs
+
+    from policysupply import Registry, Signer
+    from policysupply.admission import AdmissionConfig, create_app
+    from policysupply.gate import Gate, _with_settings
+    from policysupply.loaders import publish
+
+    registry = Registry.local(tmp_path / "oci")
+    signer = Signer.generate()
+    (tmp_path / "cosign.pub").write_bytes(signer.public_key_pem)
+    (tmp_path / "trust-policy.yaml").write_text("version: 1\nkeys: [cosign.pub]\n")
+    ref = "platform/gate-rules:stable"
+
+    def rules(revision: str) -> object:
+        bundle = _with_settings(Gate.default_rules(), {"allowed_registries": [revision]})
+        return attrs.evolve(bundle, manifest=attrs.evolve(bundle.manifest, revision=revision))
+
+    old = publish(rules("r1"), registry, ref, signer)
+    config = AdmissionConfig(
+        trust_policy=tmp_path / "trust-policy.yaml", rules_image=ref, rules_refresh=0.05
+    )
+    app = create_app(config)
+    app._registry_factory = lambda host: registry
+    loop = asyncio.new_event_loop()
+
+    def revision_after(change: object) -> str:
+        before = app.engine.gate.rules.digest if app.engine else None
+        change()  # type: ignore[operator]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.1))
+            if app.engine.gate.rules.digest != before and before is not None:
+                break
+        loop.run_until_complete(asyncio.sleep(0.5))  # a few more refresh rounds
+        return str(app.engine.gate.rules.manifest.revision)
+
+    try:
+        loop.run_until_complete(app.startup())
+        assert app.engine.gate.rules.manifest.revision == "r1"
+        assert revision_after(lambda: publish(rules("r2"), registry, ref, signer)) == "r2"
+        manifest, media_type = registry.get_manifest(old)
+        back = lambda: registry.put_manifest(ref, manifest, media_type=media_type)  # noqa: E731
+        assert revision_after(back) == "r2"
+    finally:
+        loop.run_until_complete(app.shutdown())
+        loop.close()

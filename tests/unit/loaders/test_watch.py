@@ -191,3 +191,27 @@ def test_event_receiver_is_off_without_a_token_and_bounds_the_body(tmp_path: Pat
         conn.endheaders()
         assert conn.getresponse().status == 413
         conn.close()
+
+
+def test_watch_without_trust_state_rolls_back_to_a_release_it_replaced(
+    env: Env, tmp_path: Path
+) -> None:
+    # BundleServer.watch's state defaults to None (and `policysupply serve`
+    # runs without --state): "rollback protection across restarts". Within
+    # one run the watch has seen revision 2 replace revision 1; the registry
+    # points the tag back at revision 1 (validly signed, with a known hole),
+    # and the watch publishes it. The freeze property: content the watch has
+    # itself superseded is refused once a newer one was seen.
+    old = env.release("1", ["alice"])
+    server = BundleServer(tmp_path / "store")
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    env.release("2", ["bob"])
+    assert watch.check() is True
+    manifest, media_type = env.registry.get_manifest(old.reference)
+    env.registry.put_manifest("acme/policy:prod", manifest, media_type=media_type)
+    watch.check()
+    served = server.served("policy")
+    assert served is not None
+    assert served.revision == "2"
