@@ -230,9 +230,9 @@ def test_one_stolen_key_re_signing_an_older_release_passes_rollback_by_time(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="attack (design decision to confirm): under the default policy a key signature "
-    "needs no transparency-log entry, where cosign verify --key refuses one without "
-    "--insecure-ignore-tlog",
+    reason="known, decided (ADR 0024): under the default policy a key signature needs no "
+    "transparency-log entry, where cosign verify --key refuses one without "
+    "--insecure-ignore-tlog; require_tlog=True demands one",
 )
 def test_key_signature_made_in_secret_passes_without_a_log_entry(reg: Registry) -> None:
     # A stolen release key signs in secret: no Rekor entry, so nobody watching
