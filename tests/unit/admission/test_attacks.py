@@ -1,0 +1,381 @@
+"""Adversarial review of the admission service: ways to run an unsigned image, or wedge the service.
+
+Each test names the attack it stands for. Offline: the service reads a local
+OCI layout for every registry host (see conftest.Harness).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.admission._reviews import pod_spec, review, workload
+from tests.unit.admission.conftest import patch_of
+
+
+def pod(*images: str, **kw: Any) -> dict[str, Any]:
+    return workload("Pod", "web", "shop", pod_spec(list(images), **kw))
+
+
+# -- image references: what is verified is what the runtime pulls ---------------------------
+
+
+def test_tag_and_digest_verifies_the_digest_the_runtime_pulls(harness):
+    """Attack: a signed tag in front of an unsigned digest (``repo:tag@sha256:...``).
+
+    The container runtime pulls the digest and ignores the tag, so the digest
+    is what must be verified.
+    """
+    h = harness()
+    h.image("shop/web:1")
+    evil = h.image("shop/web:evil", sign=False, seed="evil")
+    r = h.answer(review(pod(f"shop/web:1@{evil}")))
+    assert r["allowed"] is False
+    assert "unsigned" in r["status"]["message"]
+
+
+def test_mutation_never_rewrites_an_image_that_already_names_a_digest(harness):
+    """Attack: have the mutating webhook append a second ``@digest`` to a pinned image."""
+    h = harness(mutate=True)
+    digest = h.image("shop/web:1")
+    r = h.answer(review(pod(f"shop/web:1@{digest}")), path="/mutate")
+    assert r["allowed"] is True
+    assert "patch" not in r
+
+
+@pytest.mark.xfail(
+    strict=True, reason="attack: a tag pattern in scope.images.exclude skips repo:tag@<any digest>"
+)
+def test_exclusion_by_tag_does_not_skip_an_image_pinned_to_another_digest(harness):
+    """Attack: ``exclude: [docker.io/shop/base:3.19]`` and the image ``shop/base:3.19@<unsigned>``.
+
+    The tag of a ``repo:tag@digest`` reference is decoration (it need not even
+    exist); the runtime pulls the digest, so a tag pattern must not exclude it.
+    """
+    h = harness(exclude_images=("docker.io/shop/base:3.19",))
+    h.image("shop/base:3.19", sign=False, seed="base")
+    evil = h.image("shop/base:evil", sign=False, seed="evil")
+    r = h.answer(review(pod(f"shop/base:3.19@{evil}")))
+    assert r["allowed"] is False
+    evidence = json.loads(r["auditAnnotations"]["images"])
+    assert evidence[0]["outcome"] != "skipped"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack: fnmatch's * crosses /, so *.corp.example/* matches a path on another registry",
+)
+def test_exclusion_glob_does_not_reach_from_the_path_into_the_host(harness):
+    """Attack: ``exclude: ["*.corp.example/*"]`` (meant: our registries) and the image
+    ``evil.example/a.corp.example/x:1`` - a repository on another registry whose
+    path contains the pattern's host.
+
+    With ``fnmatch``, ``*`` also matches ``/``: the first ``*`` swallows
+    ``evil.example/a``. policy-controller's globs do not let ``*`` cross ``/``.
+    """
+    h = harness(exclude_images=("*.corp.example/*",))
+    r = h.answer(review(pod("evil.example/a.corp.example/x:1")))
+    assert r["allowed"] is False
+    evidence = json.loads(r["auditAnnotations"]["images"])
+    assert evidence[0]["outcome"] != "skipped"
+
+
+def test_host_anchored_exclusion_still_skips_the_registries_it_names(harness):
+    h = harness(exclude_images=("*.corp.example/*", "registry.k8s.io/pause:*"))
+    r = h.answer(review(pod("reg.corp.example/team/app:1", "registry.k8s.io/pause:3.10")))
+    assert r["allowed"] is True
+    assert {e["outcome"] for e in json.loads(r["auditAnnotations"]["images"])} == {"skipped"}
+
+
+# -- UPDATE: judge what changes, do not wedge what already runs -------------------------------
+
+
+def _scaled(obj: dict[str, Any], replicas: int) -> dict[str, Any]:
+    new = copy.deepcopy(obj)
+    new["spec"]["replicas"] = replicas
+    return new
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="wedge: UPDATE re-judges unchanged images: a now-denied ReplicaSet cannot scale down",
+)
+def test_scaling_down_a_workload_whose_image_is_now_denied_is_admitted(harness):
+    """Wedge: the Deployment controller scales an old ReplicaSet down with a full UPDATE
+    of the ReplicaSet (not the scale subresource). If its image is denied today
+    (signature removed or aged past max_age, registry down), refusing that UPDATE
+    keeps the bad pods running and the rollout stuck. policy-controller skips
+    validation on scale-down and on objects being deleted.
+    """
+    h = harness()
+    h.image("shop/old:1", sign=False)
+    old = workload("ReplicaSet", "web-1", "shop", pod_spec(["shop/old:1"]))
+    r = h.answer(review(_scaled(old, 0), operation="UPDATE", old=old))
+    assert r["allowed"] is True
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="wedge: UPDATE re-judges unchanged images: a terminating pod keeps its finalizers",
+)
+def test_finalizer_removal_on_a_terminating_pod_is_admitted(harness):
+    """Wedge: a pod being deleted needs an UPDATE to drop its finalizers."""
+    h = harness()
+    h.image("shop/old:1", sign=False)
+    old = pod("shop/old:1")
+    old["metadata"]["finalizers"] = ["example.com/cleanup"]
+    old["metadata"]["deletionTimestamp"] = "2026-12-02T10:00:00Z"
+    new = copy.deepcopy(old)
+    new["metadata"]["finalizers"] = []
+    assert h.answer(review(new, operation="UPDATE", old=old))["allowed"] is True
+
+
+def test_update_to_an_unsigned_image_is_still_refused(harness):
+    """Attack: ``kubectl set image`` on a running pod or a workload."""
+    h = harness()
+    h.image("shop/web:1")
+    h.image("shop/evil:1", sign=False)
+    for kind in ("Pod", "Deployment"):
+        old = workload(kind, "web", "shop", pod_spec(["shop/web:1"]))
+        new = workload(kind, "web", "shop", pod_spec(["shop/evil:1"]))
+        r = h.answer(review(new, operation="UPDATE", old=old))
+        assert r["allowed"] is False, kind
+        assert 'image "shop/evil:1"' in r["status"]["message"]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="UPDATE re-judges unchanged images and names them in the denial"
+)
+def test_update_adding_an_unsigned_image_beside_an_old_one_names_only_the_new_one(harness):
+    h = harness()
+    h.image("shop/old:1", sign=False)
+    h.image("shop/evil:1", sign=False)
+    old = workload("Deployment", "web", "shop", pod_spec(["shop/old:1"]))
+    new = workload("Deployment", "web", "shop", pod_spec(["shop/old:1"], init=["shop/evil:1"]))
+    r = h.answer(review(new, operation="UPDATE", old=old))
+    assert r["allowed"] is False
+    assert 'image "shop/evil:1"' in r["status"]["message"]
+    assert "shop/old:1" not in r["status"]["message"]
+
+
+def test_ephemeral_container_added_to_a_running_pod_is_judged(harness):
+    """Attack: ``kubectl debug`` with an unsigned image (pods/ephemeralcontainers)."""
+    h = harness()
+    h.image("shop/web:1")
+    h.image("tools/debug:1", sign=False)
+    old = pod("shop/web:1")
+    new = pod("shop/web:1", ephemeral=["tools/debug:1"])
+    r = h.answer(review(new, operation="UPDATE", sub_resource="ephemeralcontainers", old=old))
+    assert r["allowed"] is False
+    assert 'image "tools/debug:1"' in r["status"]["message"]
+
+
+def test_old_object_of_another_shape_does_not_excuse_anything(harness):
+    """Attack: an UPDATE whose oldObject is unreadable must be judged as a CREATE."""
+    h = harness()
+    h.image("shop/evil:1", sign=False)
+    new = workload("Deployment", "web", "shop", pod_spec(["shop/evil:1"]))
+    r = h.answer(review(new, operation="UPDATE", old={"spec": "nonsense"}))
+    assert r["allowed"] is False
+
+
+# -- availability: one tenant must not wedge every admission -----------------------------------
+
+
+class _Tarpit:
+    """A registry that takes ``delay`` seconds to fail every call (a slow, hostile registry)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        def slow(*_a: Any, **_k: Any) -> Any:
+            from policysupply.errors import RegistryError
+
+            with self._lock:
+                self.calls += 1
+            time.sleep(self.delay)
+            raise RegistryError("tarpit")
+
+        return slow
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack: cold images on a slow registry hold every registry worker past their "
+    "request's deadline (threads cannot be cancelled and single-flight work is shielded), "
+    "so one tenant's pod (even a dry run) makes every other cold image miss its deadline",
+)
+def test_a_slow_registry_in_one_request_does_not_starve_other_requests(harness):
+    h = harness(registry_concurrency=2, deadline=0.6)
+    h.image("shop/web:1")
+    tarpit = _Tarpit(delay=1.5)
+    local = h.registry
+    engine = h.app.engine
+    engine._registries.clear()
+    engine._registry_factory = lambda host: tarpit if host.endswith("tarpit.example") else local
+    flood = pod(*(f"r{i}.tarpit.example/x/y:{i}" for i in range(8)))
+    assert h.answer(review(flood, dry_run=True))["allowed"] is False
+    r = h.answer(review(pod("shop/web:1")))
+    assert r["allowed"] is True, r.get("status")
+
+
+# -- Gatekeeper external data: the documented template must fail closed -----------------------
+
+
+def _howto_gatekeeper_template() -> str:
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "howto" / "admission.md").read_text()
+    section = text.split("## Gatekeeper external data", 1)[1]
+    blocks = section.split("```text\n")[1:]
+    (rego,) = [b.split("```", 1)[0] for b in blocks if "external_data(" in b]
+    return rego
+
+
+def _gatekeeper_eval(
+    opa: Path, tmp_path: Path, rego: str, obj: dict[str, Any], mock: dict[str, Any]
+) -> Any:
+    """Evaluates the howto's template with OPA, a stand-in for Gatekeeper's ``external_data``.
+
+    The stand-in answers as Gatekeeper does: ``errors`` holds ``[key, error]``
+    for each key the provider refused; a provider that failed as a whole
+    (unreachable, timeout, non-200) leaves ``errors`` empty and sets
+    ``system_error``.
+    """
+    import subprocess
+
+    module = (
+        "package k8sverifiedimages\n"
+        "import future.keywords.in\n"
+        "gk_external_data(req) := {\n"
+        '  "responses": [],\n'
+        '  "errors": [[k, data.mock.errors[k]] | k := req.keys[_]; data.mock.errors[k]],\n'
+        '  "status_code": 200,\n'
+        '  "system_error": data.mock.system_error,\n'
+        "}\n" + rego.replace("external_data(", "gk_external_data(")
+    )
+    (tmp_path / "t.rego").write_text(module)
+    (tmp_path / "data.json").write_text(json.dumps({"mock": mock}))
+    (tmp_path / "input.json").write_text(json.dumps({"review": {"object": obj}}))
+    out = subprocess.run(
+        [
+            str(opa),
+            "eval",
+            "--v0-compatible",
+            "-f",
+            "json",
+            "-d",
+            str(tmp_path / "t.rego"),
+            "-d",
+            str(tmp_path / "data.json"),
+            "-i",
+            str(tmp_path / "input.json"),
+            "data.k8sverifiedimages.violation",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(out.stdout)["result"][0]["expressions"][0]["value"]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="fail-open: the documented Gatekeeper template ignores system_error"
+)
+def test_documented_gatekeeper_template_denies_when_the_provider_fails(tmp_path, opa_bin):
+    """Fail-open: when the provider is down, times out or answers 400, Gatekeeper puts the
+    failure in ``system_error`` and leaves ``errors`` empty; a template that
+    only counts errors then admits every image."""
+    obj = pod("shop/evil:1")
+    violations = _gatekeeper_eval(
+        opa_bin,
+        tmp_path,
+        _howto_gatekeeper_template(),
+        obj,
+        {"errors": {}, "system_error": "provider timed out"},
+    )
+    assert violations, "the documented template admits everything while the provider is down"
+
+
+@pytest.mark.xfail(
+    strict=True, reason="attack: the documented Gatekeeper template reads spec.containers only"
+)
+@pytest.mark.parametrize("field", ["init", "ephemeral"])
+def test_documented_gatekeeper_template_checks_every_container_kind(tmp_path, opa_bin, field):
+    """Attack: the unsigned image goes into an init or ephemeral container."""
+    obj = pod("shop/web:1", **{field: ["shop/evil:1"]})
+    violations = _gatekeeper_eval(
+        opa_bin,
+        tmp_path,
+        _howto_gatekeeper_template(),
+        obj,
+        {"errors": {"shop/evil:1": "deny: unsigned"}, "system_error": ""},
+    )
+    assert violations, f"an unsigned image in {field} containers is admitted"
+
+
+def test_external_data_answers_every_key_even_duplicates_and_denies_each_bad_one(harness):
+    h = harness()
+    h.image("shop/web:1")
+    from tests.unit.admission._reviews import provider_request
+
+    resp = h.post("/externaldata", provider_request(["shop/evil:1", "shop/web:1", "shop/evil:1"]))
+    items = {i["key"]: i for i in resp.json()["response"]["items"]}
+    assert set(items) == {"shop/evil:1", "shop/web:1"}
+    assert items["shop/evil:1"]["error"]
+    assert items["shop/evil:1"]["value"]["allowed"] is False
+
+
+def test_patch_pins_exactly_what_was_verified(harness):
+    """Mismatch check: the digest written by /mutate is the digest /validate then verifies."""
+    h = harness(mutate=True)
+    digest = h.image("shop/web:1")
+    r = h.answer(review(pod("shop/web:1")), path="/mutate")
+    (op,) = patch_of(r)
+    assert op["value"] == f"shop/web:1@{digest}"
+    evidence = json.loads(r["auditAnnotations"]["images"])
+    assert evidence[0]["reference"] == f"docker.io/shop/web@{digest}"
+
+
+# -- who may switch the webhooks off ----------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bypass: the webhooks skip namespaces with a label the namespace's creator sets",
+)
+def test_no_webhook_exemption_is_a_label_the_requester_can_set():
+    """Bypass: the webhooks skipped namespaces labelled ``policysupply.dev/admission=ignore``.
+
+    Whoever may create or label a namespace (self-service namespaces, a tenant
+    admin with ``patch namespaces``) sets that label and runs anything. The
+    exemptions must be on ``kubernetes.io/metadata.name``, which the API
+    server sets to the namespace's name and nobody can change; no
+    ``objectSelector`` (object labels are the requester's too).
+    """
+    from tests.unit.admission.test_deploy import kind
+
+    webhooks = [
+        w
+        for d in kind("ValidatingWebhookConfiguration") + kind("MutatingWebhookConfiguration")
+        for w in d["webhooks"]
+    ]
+    for w in webhooks:
+        selector = w["namespaceSelector"]
+        assert not selector.get("matchLabels"), w["name"]
+        assert "objectSelector" not in w, w["name"]
+        for expr in selector["matchExpressions"]:
+            assert expr["key"] == "kubernetes.io/metadata.name", (w["name"], expr)
+            assert expr["operator"] == "NotIn", (w["name"], expr)
+        skipped = {v for e in selector["matchExpressions"] for v in e["values"]}
+        assert skipped == {"kube-system", "kube-public", "kube-node-lease", "policysupply-system"}
