@@ -249,11 +249,21 @@ class Engine:
     # -- scope -----------------------------------------------------------------------------
 
     def image_in_scope(self, ref: Reference) -> bool:
-        """Whether the image patterns select ``ref`` (``host/repository[:tag]``)."""
-        names = {ref.name, str(attrs.evolve(ref, digest=None))}
+        """Whether the image patterns select ``ref`` (``host/repository[:tag]``).
+
+        Included when any reading of the name matches an include pattern (more
+        checks is the safe side). Excluded only by what the runtime pulls: the
+        tag of ``repo:tag@digest`` is ignored by the runtime (and need not
+        exist), so it does not count; and a pattern's host part must match the
+        host, so ``*.corp.example/*`` does not match ``evil.example/a.corp.example/x``.
+        """
+        tagged = str(attrs.evolve(ref, digest=None))
+        names = {ref.name, tagged}
         if not any(fnmatch.fnmatchcase(n, p) for n in names for p in self.config.include_images):
             return False
-        return not any(fnmatch.fnmatchcase(n, p) for n in names for p in self.config.exclude_images)
+        pulled = (ref.name,) if ref.digest else (ref.name, tagged)
+        excluded = self.config.exclude_images
+        return not any(_excludes(p, ref.host, n) for n in pulled for p in excluded)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -441,6 +451,23 @@ class Engine:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _excludes(pattern: str, host: str, name: str) -> bool:
+    """Whether exclude ``pattern`` matches ``name`` (``host/...``), its host part on the host only.
+
+    ``fnmatch``'s ``*`` also matches ``/``: without anchoring, a ``*`` in the
+    pattern's host could swallow another registry's host and part of its path.
+    """
+    if "/" not in pattern:
+        return fnmatch.fnmatchcase(name, pattern)
+    host_pattern, path_pattern = pattern.split("/", 1)
+    path = name[len(host) + 1 :] if name.startswith(host + "/") else None
+    return (
+        path is not None
+        and fnmatch.fnmatchcase(host, host_pattern)
+        and fnmatch.fnmatchcase(path, path_pattern)
+    )
 
 
 def _error_result(image: str, reason: str) -> ImageResult:
