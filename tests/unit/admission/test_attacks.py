@@ -343,10 +343,6 @@ def test_patch_pins_exactly_what_was_verified(harness):
 # -- who may switch the webhooks off ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bypass: the webhooks skip namespaces with a label the namespace's creator sets",
-)
 def test_no_webhook_exemption_is_a_label_the_requester_can_set():
     """Bypass: the webhooks skipped namespaces labelled ``policysupply.dev/admission=ignore``.
 
