@@ -69,6 +69,7 @@ class Request:
     operation: str
     dry_run: bool
     obj: Any
+    old_obj: Any = None
 
 
 def _pointer(parts: tuple[str | int, ...]) -> str:
@@ -119,6 +120,7 @@ def parse_review(body: bytes) -> Request:
         operation=text(req.get("operation")),
         dry_run=req.get("dryRun") is True,
         obj=req.get("object"),
+        old_obj=req.get("oldObject"),
     )
 
 

@@ -336,6 +336,20 @@ class Service:
                     base=base,
                 )
             )
+        if req.operation == "UPDATE":
+            # Only what the update brings in is judged. Re-judging images the
+            # stored object already has would refuse scale-downs (the
+            # Deployment controller updates old ReplicaSets in full), finalizer
+            # removal and label edits whenever such an image is denied today,
+            # keeping it running; the pods it starts are CREATEs, judged anyway.
+            before = _images_of(req.old_obj, path)
+            containers = [c for c in containers if c.image not in before]
+            if not containers:
+                log.info("no new images", extra=base)
+                return answer(
+                    rv.response(req.uid, allowed=True, audit={"decision": "unchanged-images"}),
+                    True,
+                )
         unique = list(dict.fromkeys(c.image for c in containers))
         ctx = {
             "kubernetes": {"namespace": req.namespace, "kind": req.kind, "operation": req.operation}
@@ -468,6 +482,16 @@ class Service:
             extra={"keys": len(keys), "denied": sum(not r.allowed for r in results)},
         )
         return 200, _provider_response(items)
+
+
+def _images_of(obj: Any, path: tuple[str, ...]) -> set[str]:
+    """The images of the PodSpec at ``path`` in ``obj``; none when it cannot be read."""
+    if obj is None:
+        return set()
+    try:
+        return {c.image for c in rv.container_images(obj, path)}
+    except rv.ReviewError:
+        return set()  # judge every image, as for a CREATE
 
 
 def _reason_label(r: ImageResult) -> str:
