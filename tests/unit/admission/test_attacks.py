@@ -360,3 +360,42 @@ def test_documented_gatekeeper_template_admits_when_every_image_is_allowed(tmp_p
         opa_bin, tmp_path, _howto_gatekeeper_template(), obj, {"errors": {}, "system_error": ""}
     )
     assert violations == []
+
+
+@pytest.mark.xfail(
+    strict=True, reason="attack: images from any registry are fetched before the rules refuse them"
+)
+def test_images_outside_the_allowed_registries_cost_no_registry_call(harness):
+    """Starvation, narrowed: with the default rules' ``allowed_registries``, an image from
+    any other registry is denied before any registry I/O, so a tenant cannot
+    point the service at a slow registry of their own."""
+    h = harness(settings={"allowed_registries": ["docker.io/shop"]}, registry_concurrency=2)
+    h.image("shop/web:1")
+    tarpit = _Tarpit(delay=1.5)
+    local = h.registry
+    engine = h.app.engine
+    engine._registries.clear()
+    engine._registry_factory = lambda host: tarpit if host.endswith("tarpit.example") else local
+    flood = pod(*(f"r{i}.tarpit.example/x/y:{i}" for i in range(8)))
+    r = h.answer(review(flood, dry_run=True))
+    assert r["allowed"] is False
+    assert (
+        "allowed_registries: r0.tarpit.example/x/y is not from an allowed registry"
+        in (r["status"]["message"])
+    )
+    assert tarpit.calls == 0
+    assert h.answer(review(pod("shop/web:1")))["allowed"] is True
+
+
+@pytest.mark.parametrize("image", ["shop/web:1", "shopping/web:1", "shop/team/app:1"])
+def test_allowed_registries_before_io_agrees_with_the_rules(harness, image):
+    """The early refusal says what the rules would say, for names around the prefix."""
+    answers = []
+    for early in (True, False):
+        h = harness(settings={"allowed_registries": ["docker.io/shop/"]})
+        h.image(image)
+        if not early:
+            h.app.engine._allowed_prefixes = None
+        r = h.answer(review(pod(image)))
+        answers.append((r["allowed"], r.get("status", {}).get("message")))
+    assert answers[0] == answers[1]
