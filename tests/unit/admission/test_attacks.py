@@ -396,3 +396,39 @@ def test_allowed_registries_before_io_agrees_with_the_rules(harness, image):
         r = h.answer(review(pod(image)))
         answers.append((r["allowed"], r.get("status", {}).get("message")))
     assert answers[0] == answers[1]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="wedge: a request body that never ends is waited for forever"
+)
+def test_a_body_that_never_ends_is_cut_off_at_the_deadline(harness):
+    """Wedge: a client in the cluster sends headers and a trickle of body, then nothing.
+
+    Each such connection holds a request (and its file descriptor) forever;
+    enough of them exhaust the service. The body must arrive within the deadline.
+    """
+    import asyncio
+
+    h = harness(deadline=0.3)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if not sent:
+            sent.append({"type": "marker"})
+            return {"type": "http.request", "body": b'{"kind": "Admission', "more_body": True}
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/validate",
+        "scheme": "https",
+        "headers": [(b"content-type", b"application/json")],
+    }
+    h.loop.run_until_complete(asyncio.wait_for(h.app(scope, receive, send), timeout=5))
+    (start,) = [m for m in sent if m["type"] == "http.response.start"]
+    assert start["status"] == 408
