@@ -227,7 +227,7 @@ class Service:
                 return
             self.metrics.in_flight.inc()
             try:
-                body = await _read_body(scope, receive, self.config.max_request_bytes)
+                body = await self._body(scope, receive)
                 if path == "/externaldata":
                     if scope.get("scheme") != "https" and not self.config.allow_http:
                         raise _HTTPError(403, "external data is served over HTTPS only")
@@ -245,6 +245,24 @@ class Service:
             await _send_json(send, status, doc)
         finally:
             self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        """The request body, which must arrive within the deadline.
+
+        Raises:
+            _HTTPError: 408 when it does not (a client trickling a body would
+                otherwise hold a request and its connection forever), or the
+                body's own errors (413, 400).
+        """
+        try:
+            return await asyncio.wait_for(
+                _read_body(scope, receive, self.config.max_request_bytes),
+                timeout=self.config.deadline,
+            )
+        except asyncio.TimeoutError:
+            raise _HTTPError(
+                408, f"request body not received within {self.config.deadline:g}s"
+            ) from None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

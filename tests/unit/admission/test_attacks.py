@@ -398,9 +398,6 @@ def test_allowed_registries_before_io_agrees_with_the_rules(harness, image):
     assert answers[0] == answers[1]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="wedge: a request body that never ends is waited for forever"
-)
 def test_a_body_that_never_ends_is_cut_off_at_the_deadline(harness):
     """Wedge: a client in the cluster sends headers and a trickle of body, then nothing.
 
