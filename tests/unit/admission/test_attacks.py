@@ -429,3 +429,42 @@ def test_a_body_that_never_ends_is_cut_off_at_the_deadline(harness):
     h.loop.run_until_complete(asyncio.wait_for(h.app(scope, receive, send), timeout=5))
     (start,) = [m for m in sent if m["type"] == "http.response.start"]
     assert start["status"] == 408
+
+
+@pytest.mark.xfail(
+    strict=True, reason="attack: image volumes (volumes[].image.reference) are not judged"
+)
+@pytest.mark.parametrize("kind", ["Pod", "Deployment", "CronJob"])
+def test_image_volume_is_judged(harness, kind):
+    """Attack: mount an unsigned OCI image into a signed container as an image volume.
+
+    ``volumes[].image.reference`` (ImageVolume, KEP-4639: beta since v1.33) is
+    pulled by the kubelet like a container image and its files appear in the
+    containers that mount it: unverified binaries, plugins or configuration.
+    """
+    h = harness(mutate=True)
+    h.image("shop/web:1")
+    h.image("shop/payload:1", sign=False)
+    spec = pod_spec(["shop/web:1"])
+    spec["volumes"] = [
+        {"name": "cfg", "configMap": {"name": "cfg"}},
+        {"name": "data", "image": {"reference": "shop/payload:1", "pullPolicy": "IfNotPresent"}},
+    ]
+    r = h.answer(review(workload(kind, "web", "shop", spec)), path="/mutate")
+    assert r["allowed"] is False
+    assert 'image "shop/payload:1" (volume data): unsigned' in r["status"]["message"]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="attack: image volumes (volumes[].image.reference) are not judged"
+)
+def test_signed_image_volume_is_pinned_like_a_container_image(harness):
+    h = harness(mutate=True)
+    h.image("shop/web:1")
+    digest = h.image("shop/data:1")
+    spec = pod_spec(["shop/web:1"])
+    spec["volumes"] = [{"name": "data", "image": {"reference": "shop/data:1"}}]
+    r = h.answer(review(workload("Pod", "web", "shop", spec)), path="/mutate")
+    assert r["allowed"] is True
+    ops = {op["path"]: op["value"] for op in patch_of(r)}
+    assert ops["/spec/volumes/0/image/reference"] == f"shop/data:1@{digest}"
