@@ -412,9 +412,8 @@ class Service:
         if denied and mode == "enforce":
             parts = []
             for r in denied:
-                names = sorted({c.container for c in containers if c.image == r.image})
                 parts.append(
-                    f'image "{r.image}" (container {", ".join(names)}): '
+                    f'image "{r.image}" ({_where(containers, r.image)}): '
                     + "; ".join(r.reasons or ("denied",))
                 )
             target = (
@@ -500,6 +499,16 @@ class Service:
             extra={"keys": len(keys), "denied": sum(not r.allowed for r in results)},
         )
         return 200, _provider_response(items)
+
+
+def _where(containers: list[rv.ContainerImage], image: str) -> str:
+    """``container a, b`` and/or ``volume v``: where ``image`` is used."""
+    out = []
+    for what, fields in (("container", rv.CONTAINER_FIELDS), ("volume", ("volumes",))):
+        names = sorted({c.container for c in containers if c.image == image and c.field in fields})
+        if names:
+            out.append(f"{what} {', '.join(names)}")
+    return ", ".join(out)
 
 
 def _images_of(obj: Any, path: tuple[str, ...]) -> set[str]:

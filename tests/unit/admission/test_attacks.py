@@ -287,10 +287,14 @@ def test_documented_gatekeeper_template_denies_when_the_provider_fails(tmp_path,
     assert violations, "the documented template admits everything while the provider is down"
 
 
-@pytest.mark.parametrize("field", ["init", "ephemeral"])
+@pytest.mark.parametrize("field", ["init", "ephemeral", "volume"])
 def test_documented_gatekeeper_template_checks_every_container_kind(tmp_path, opa_bin, field):
-    """Attack: the unsigned image goes into an init or ephemeral container."""
-    obj = pod("shop/web:1", **{field: ["shop/evil:1"]})
+    """Attack: the unsigned image goes into an init or ephemeral container, or an image volume."""
+    if field == "volume":
+        obj = pod("shop/web:1")
+        obj["spec"]["volumes"] = [{"name": "d", "image": {"reference": "shop/evil:1"}}]
+    else:
+        obj = pod("shop/web:1", **{field: ["shop/evil:1"]})
     violations = _gatekeeper_eval(
         opa_bin,
         tmp_path,
@@ -356,6 +360,7 @@ def test_no_webhook_exemption_is_a_label_the_requester_can_set():
 
 def test_documented_gatekeeper_template_admits_when_every_image_is_allowed(tmp_path, opa_bin):
     obj = pod("shop/web:1", init=["shop/init:1"])
+    obj["spec"]["volumes"] = [{"name": "cfg", "configMap": {"name": "cfg"}}]
     violations = _gatekeeper_eval(
         opa_bin, tmp_path, _howto_gatekeeper_template(), obj, {"errors": {}, "system_error": ""}
     )
@@ -431,9 +436,6 @@ def test_a_body_that_never_ends_is_cut_off_at_the_deadline(harness):
     assert start["status"] == 408
 
 
-@pytest.mark.xfail(
-    strict=True, reason="attack: image volumes (volumes[].image.reference) are not judged"
-)
 @pytest.mark.parametrize("kind", ["Pod", "Deployment", "CronJob"])
 def test_image_volume_is_judged(harness, kind):
     """Attack: mount an unsigned OCI image into a signed container as an image volume.
@@ -455,9 +457,6 @@ def test_image_volume_is_judged(harness, kind):
     assert 'image "shop/payload:1" (volume data): unsigned' in r["status"]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="attack: image volumes (volumes[].image.reference) are not judged"
-)
 def test_signed_image_volume_is_pinned_like_a_container_image(harness):
     h = harness(mutate=True)
     h.image("shop/web:1")
