@@ -391,10 +391,9 @@ class Service:
                 "images": [r.evidence() for r in results],
             },
         )
-        evidence = json.dumps([r.evidence() for r in results], separators=(",", ":"))
         audit = {
             "decision": verdict if mode == "enforce" or not denied else f"{verdict}-{mode}",
-            "images": _clip(evidence, _MAX_AUDIT_CHARS),
+            "images": _evidence_annotation(results),
         }
         patch = None
         if mutate and self.config.mutate:
@@ -499,6 +498,28 @@ class Service:
             extra={"keys": len(keys), "denied": sum(not r.allowed for r in results)},
         )
         return 200, _provider_response(items)
+
+
+def _evidence_annotation(results: list[ImageResult]) -> str:
+    """Per-image evidence as JSON within the annotation limit, images not allowed first.
+
+    Whole entries are left out, never cut, so the value stays JSON; the last
+    entry then says how many were left out. In audit mode this annotation is
+    the only record in the cluster of what would have been denied.
+    """
+    ordered = sorted(results, key=lambda r: r.allowed)  # stable: denied, then allowed
+    entries = [json.dumps(r.evidence(), separators=(",", ":")) for r in ordered]
+    kept: list[str] = []
+    size = 2  # the brackets
+    for i, entry in enumerate(entries):
+        left = len(entries) - i
+        tail = len(json.dumps({"omitted": left})) + 1 if left > 1 else 0
+        if size + len(entry) + 1 + tail > _MAX_AUDIT_CHARS:
+            kept.append(json.dumps({"omitted": left}, separators=(",", ":")))
+            break
+        kept.append(entry)
+        size += len(entry) + 1
+    return "[" + ",".join(kept) + "]"
 
 
 def _where(containers: list[rv.ContainerImage], image: str) -> str:
