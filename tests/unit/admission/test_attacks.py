@@ -500,3 +500,16 @@ def test_audit_annotation_stays_json_and_keeps_the_denied_images(harness):
     assert r["auditAnnotations"]["decision"] == "deny-audit"
     evidence = json.loads(r["auditAnnotations"]["images"])
     assert "shop/zz-unsigned:1" in [e.get("image") for e in evidence]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack: with mutation off, /validate admits a tag silently; the tag can be moved to "
+    "an unsigned digest between admission and the kubelet's pull (policy-controller refuses "
+    "tag references at validation: 'Require digests')",
+)
+def test_validate_without_mutation_does_not_silently_admit_a_movable_tag(harness):
+    h = harness(mutate=False)
+    h.image("shop/web:1")
+    r = h.answer(review(pod("shop/web:1")))
+    assert r["allowed"] is False or r.get("warnings"), r
