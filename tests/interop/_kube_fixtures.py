@@ -284,11 +284,10 @@ def webhook_configurations(
     bundle = base64.b64encode(ca_bundle).decode()
     selector = {
         "matchExpressions": [
-            {"key": "policysupply.dev/admission", "operator": "NotIn", "values": ["ignore"]},
             {
                 "key": "kubernetes.io/metadata.name",
                 "operator": "NotIn",
-                "values": ["kube-system", "kube-public", "kube-node-lease"],
+                "values": ["kube-system", "kube-public", "kube-node-lease", "policysupply-system"],
             },
             {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces},
         ]

@@ -214,6 +214,7 @@ class Engine:
         self._judged = _TTLMap(config.cache_entries)
         self._flight = _SingleFlight()
         self._set_gate_keys(gate)
+        self._allowed_prefixes = _allowed_prefixes(config)
 
     def _set_gate_keys(self, gate: Gate) -> None:
         policy = gate.verifier.policy
@@ -249,11 +250,38 @@ class Engine:
     # -- scope -----------------------------------------------------------------------------
 
     def image_in_scope(self, ref: Reference) -> bool:
-        """Whether the image patterns select ``ref`` (``host/repository[:tag]``)."""
-        names = {ref.name, str(attrs.evolve(ref, digest=None))}
+        """Whether the image patterns select ``ref`` (``host/repository[:tag]``).
+
+        Included when any reading of the name matches an include pattern (more
+        checks is the safe side). Excluded only by what the runtime pulls: the
+        tag of ``repo:tag@digest`` is ignored by the runtime (and need not
+        exist), so it does not count; and a pattern's host part must match the
+        host, so ``*.corp.example/*`` does not match ``evil.example/a.corp.example/x``.
+        """
+        tagged = str(attrs.evolve(ref, digest=None))
+        names = {ref.name, tagged}
         if not any(fnmatch.fnmatchcase(n, p) for n in names for p in self.config.include_images):
             return False
-        return not any(fnmatch.fnmatchcase(n, p) for n in names for p in self.config.exclude_images)
+        pulled = (ref.name,) if ref.digest else (ref.name, tagged)
+        excluded = self.config.exclude_images
+        return not any(_excludes(p, ref.host, n) for n in pulled for p in excluded)
+
+    def _outside_allowed_registries(self, ref: Reference) -> str | None:
+        """The default rules' ``allowed_registries`` refusal, decided before any registry I/O.
+
+        An image the rules will refuse whatever its signatures must not cost
+        registry calls: a tenant could otherwise name a slow registry of
+        their own and hold every registry worker. Same test and message as
+        ``allowed_registries`` in policysupply/rules/gate.rego.
+        """
+        prefixes = self._allowed_prefixes
+        if prefixes is None:
+            return None
+        name = ref.name
+        if any(name == p or name.startswith(p + "/") for p in prefixes):
+            return None
+        listed = ", ".join(self.config.settings["allowed_registries"])
+        return f"allowed_registries: {name} is not from an allowed registry (allowed: {listed})"
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -374,6 +402,9 @@ class Engine:
             return ImageResult(image=image, allowed=False, outcome="invalid", reasons=(str(exc),))
         if not self.image_in_scope(ref):
             return ImageResult(image=image, allowed=True, outcome="skipped")
+        refused = self._outside_allowed_registries(ref)
+        if refused is not None:
+            return ImageResult(image=image, allowed=False, outcome="deny", reasons=(refused,))
         digest: str | None = None
         try:
             digest = await self._digest(ref)
@@ -441,6 +472,39 @@ class Engine:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _allowed_prefixes(config: AdmissionConfig) -> tuple[str, ...] | None:
+    """The default rules' ``allowed_registries`` prefixes, or ``None`` if they do not apply.
+
+    One trailing ``/`` is trimmed, as the rules' ``trim_suffix`` does; ``None``
+    when custom rules judge or no list is set.
+    """
+    if config.rules_directory or config.rules_bundle or config.rules_image:
+        return None
+    entries = config.settings.get("allowed_registries")
+    if not isinstance(entries, (list, tuple)) or not entries:
+        return None
+    if not all(isinstance(e, str) for e in entries):
+        return None  # the gate refuses such settings at start
+    return tuple(e[:-1] if e.endswith("/") else e for e in entries)
+
+
+def _excludes(pattern: str, host: str, name: str) -> bool:
+    """Whether exclude ``pattern`` matches ``name`` (``host/...``), its host part on the host only.
+
+    ``fnmatch``'s ``*`` also matches ``/``: without anchoring, a ``*`` in the
+    pattern's host could swallow another registry's host and part of its path.
+    """
+    if "/" not in pattern:
+        return fnmatch.fnmatchcase(name, pattern)
+    host_pattern, path_pattern = pattern.split("/", 1)
+    path = name[len(host) + 1 :] if name.startswith(host + "/") else None
+    return (
+        path is not None
+        and fnmatch.fnmatchcase(host, host_pattern)
+        and fnmatch.fnmatchcase(path, path_pattern)
+    )
 
 
 def _error_result(image: str, reason: str) -> ImageResult:

@@ -29,6 +29,7 @@ POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+# Besides containers, image volumes (``volumes[].image.reference``) name images.
 # Subresources that change images; others (status, scale, binding...) carry none.
 IMAGE_SUBRESOURCES = ("", "ephemeralcontainers")
 
@@ -43,15 +44,21 @@ class ContainerImage:
 
     Attributes:
         image: The image string as written in the object.
-        container: The container's name.
-        field: ``containers``, ``initContainers`` or ``ephemeralContainers``.
-        pointer: JSON pointer (RFC 6901) to the ``image`` field, for a patch.
+        container: The container's name (for an image volume, the volume's).
+        field: ``containers``, ``initContainers``, ``ephemeralContainers`` or
+            ``volumes`` (an image volume: ``volumes[].image.reference``).
+        pointer: JSON pointer (RFC 6901) to the image string, for a patch.
     """
 
     image: str
     container: str
     field: str
     pointer: str
+
+    @property
+    def where(self) -> str:
+        """``container <name>`` or ``volume <name>``, for messages."""
+        return f"{'volume' if self.field == 'volumes' else 'container'} {self.container}"
 
 
 @attrs.frozen(kw_only=True)
@@ -69,6 +76,7 @@ class Request:
     operation: str
     dry_run: bool
     obj: Any
+    old_obj: Any = None
 
 
 def _pointer(parts: tuple[str | int, ...]) -> str:
@@ -119,6 +127,7 @@ def parse_review(body: bytes) -> Request:
         operation=text(req.get("operation")),
         dry_run=req.get("dryRun") is True,
         obj=req.get("object"),
+        old_obj=req.get("oldObject"),
     )
 
 
@@ -128,7 +137,7 @@ def pod_spec_path(kind: str) -> tuple[str, ...] | None:
 
 
 def container_images(obj: Any, path: tuple[str, ...]) -> Iterator[ContainerImage]:
-    """Every container image of the PodSpec at ``path`` in ``obj``.
+    """Every image of the PodSpec at ``path`` in ``obj``: containers' and image volumes'.
 
     Raises:
         ReviewError: The object does not have the PodSpec its kind promises,
@@ -160,6 +169,34 @@ def container_images(obj: Any, path: tuple[str, ...]) -> Iterator[ContainerImage
                 field=field,
                 pointer=_pointer((*path, field, i, "image")),
             )
+    # Image volumes (KEP-4639): the kubelet pulls them like container images
+    # and mounts their files into the containers. A volume without a
+    # reference pulls nothing (workload templates may leave it to a controller).
+    volumes = node.get("volumes")
+    if volumes is None:
+        return
+    if not isinstance(volumes, list):
+        raise ReviewError(f"{'.'.join(path)}.volumes is not a list")
+    for i, volume in enumerate(volumes):
+        if not isinstance(volume, dict):
+            raise ReviewError(f"{'.'.join(path)}.volumes[{i}] is not an object")
+        source = volume.get("image")
+        if source is None:
+            continue
+        if not isinstance(source, dict):
+            raise ReviewError(f"{'.'.join(path)}.volumes[{i}].image is not an object")
+        reference = source.get("reference")
+        if reference is None or reference == "":
+            continue
+        if not isinstance(reference, str):
+            raise ReviewError(f"{'.'.join(path)}.volumes[{i}].image.reference is not a string")
+        name = volume.get("name")
+        yield ContainerImage(
+            image=reference,
+            container=name if isinstance(name, str) else f"#{i}",
+            field="volumes",
+            pointer=_pointer((*path, "volumes", i, "image", "reference")),
+        )
 
 
 def response(

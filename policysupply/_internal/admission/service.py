@@ -243,7 +243,7 @@ class Service:
                 return
             self.metrics.in_flight.inc()
             try:
-                body = await _read_body(scope, receive, self.config.max_request_bytes)
+                body = await self._body(scope, receive)
                 if path == "/externaldata":
                     if scope.get("scheme") != "https" and not self.config.allow_http:
                         raise _HTTPError(403, "external data is served over HTTPS only")
@@ -261,6 +261,24 @@ class Service:
             await _send_json(send, status, doc)
         finally:
             self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        """The request body, which must arrive within the deadline.
+
+        Raises:
+            _HTTPError: 408 when it does not (a client trickling a body would
+                otherwise hold a request and its connection forever), or the
+                body's own errors (413, 400).
+        """
+        try:
+            return await asyncio.wait_for(
+                _read_body(scope, receive, self.config.max_request_bytes),
+                timeout=self.config.deadline,
+            )
+        except asyncio.TimeoutError:
+            raise _HTTPError(
+                408, f"request body not received within {self.config.deadline:g}s"
+            ) from None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -352,6 +370,20 @@ class Service:
                     base=base,
                 )
             )
+        if req.operation == "UPDATE":
+            # Only what the update brings in is judged. Re-judging images the
+            # stored object already has would refuse scale-downs (the
+            # Deployment controller updates old ReplicaSets in full), finalizer
+            # removal and label edits whenever such an image is denied today,
+            # keeping it running; the pods it starts are CREATEs, judged anyway.
+            before = _images_of(req.old_obj, path)
+            containers = [c for c in containers if c.image not in before]
+            if not containers:
+                log.info("no new images", extra=base)
+                return answer(
+                    rv.response(req.uid, allowed=True, audit={"decision": "unchanged-images"}),
+                    True,
+                )
         unique = list(dict.fromkeys(c.image for c in containers))
         ctx = {
             "kubernetes": {"namespace": req.namespace, "kind": req.kind, "operation": req.operation}
@@ -375,10 +407,9 @@ class Service:
                 "images": [r.evidence() for r in results],
             },
         )
-        evidence = json.dumps([r.evidence() for r in results], separators=(",", ":"))
         audit = {
             "decision": verdict if mode == "enforce" or not denied else f"{verdict}-{mode}",
-            "images": _clip(evidence, _MAX_AUDIT_CHARS),
+            "images": _evidence_annotation(results),
         }
         patch = None
         if mutate and self.config.mutate:
@@ -396,9 +427,8 @@ class Service:
         if denied and mode == "enforce":
             parts = []
             for r in denied:
-                names = sorted({c.container for c in containers if c.image == r.image})
                 parts.append(
-                    f'image "{r.image}" (container {", ".join(names)}): '
+                    f'image "{r.image}" ({_where(containers, r.image)}): '
                     + "; ".join(r.reasons or ("denied",))
                 )
             target = (
@@ -484,6 +514,48 @@ class Service:
             extra={"keys": len(keys), "denied": sum(not r.allowed for r in results)},
         )
         return 200, _provider_response(items)
+
+
+def _evidence_annotation(results: list[ImageResult]) -> str:
+    """Per-image evidence as JSON within the annotation limit, images not allowed first.
+
+    Whole entries are left out, never cut, so the value stays JSON; the last
+    entry then says how many were left out. In audit mode this annotation is
+    the only record in the cluster of what would have been denied.
+    """
+    ordered = sorted(results, key=lambda r: r.allowed)  # stable: denied, then allowed
+    entries = [json.dumps(r.evidence(), separators=(",", ":")) for r in ordered]
+    kept: list[str] = []
+    size = 2  # the brackets
+    for i, entry in enumerate(entries):
+        left = len(entries) - i
+        tail = len(json.dumps({"omitted": left})) + 1 if left > 1 else 0
+        if size + len(entry) + 1 + tail > _MAX_AUDIT_CHARS:
+            kept.append(json.dumps({"omitted": left}, separators=(",", ":")))
+            break
+        kept.append(entry)
+        size += len(entry) + 1
+    return "[" + ",".join(kept) + "]"
+
+
+def _where(containers: list[rv.ContainerImage], image: str) -> str:
+    """``container a, b`` and/or ``volume v``: where ``image`` is used."""
+    out = []
+    for what, fields in (("container", rv.CONTAINER_FIELDS), ("volume", ("volumes",))):
+        names = sorted({c.container for c in containers if c.image == image and c.field in fields})
+        if names:
+            out.append(f"{what} {', '.join(names)}")
+    return ", ".join(out)
+
+
+def _images_of(obj: Any, path: tuple[str, ...]) -> set[str]:
+    """The images of the PodSpec at ``path`` in ``obj``; none when it cannot be read."""
+    if obj is None:
+        return set()
+    try:
+        return {c.image for c in rv.container_images(obj, path)}
+    except rv.ReviewError:
+        return set()  # judge every image, as for a CREATE
 
 
 def _reason_label(r: ImageResult) -> str:
