@@ -440,15 +440,23 @@ class Service:
             return answer(
                 rv.response(req.uid, allowed=False, message=message, code=403, audit=audit), False
             )
-        warnings = None
+        notes: list[str] = []
         if denied and mode == "warn":
-            warnings = [
-                _clip(
-                    f'policysupply: image "{r.image}" would be denied: ' + "; ".join(r.reasons),
-                    _MAX_WARNING_CHARS,
-                )
-                for r in denied[:_MAX_WARNINGS]
+            notes = [
+                f'policysupply: image "{r.image}" would be denied: ' + "; ".join(r.reasons)
+                for r in denied
             ]
+        if patch is None:
+            # Not pinned here: the tag may move to another digest between this
+            # answer and the kubelet's pull (policy-controller refuses tags).
+            notes += [
+                f'policysupply: image "{r.image}" was verified as {r.digest} but is '
+                "referenced by tag, which can be moved before it is pulled: reference "
+                "it by digest, or enable mutation to pin it"
+                for r in results
+                if r.outcome == "allow" and r.digest and "@" not in r.image
+            ]
+        warnings = [_clip(n, _MAX_WARNING_CHARS) for n in notes[:_MAX_WARNINGS]] or None
         return answer(
             rv.response(req.uid, allowed=True, warnings=warnings, audit=audit, patch=patch), True
         )

@@ -502,14 +502,19 @@ def test_audit_annotation_stays_json_and_keeps_the_denied_images(harness):
     assert "shop/zz-unsigned:1" in [e.get("image") for e in evidence]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: with mutation off, /validate admits a tag silently; the tag can be moved to "
-    "an unsigned digest between admission and the kubelet's pull (policy-controller refuses "
-    "tag references at validation: 'Require digests')",
-)
 def test_validate_without_mutation_does_not_silently_admit_a_movable_tag(harness):
     h = harness(mutate=False)
     h.image("shop/web:1")
     r = h.answer(review(pod("shop/web:1")))
     assert r["allowed"] is False or r.get("warnings"), r
+    assert "referenced by tag" in r["warnings"][0]
+    assert "sha256:" in r["warnings"][0]
+
+
+def test_a_pinned_image_or_a_patched_tag_gets_no_tag_warning(harness):
+    h = harness(mutate=True)
+    h.image("shop/web:1")
+    r = h.answer(review(pod("shop/web:1")), path="/mutate")
+    assert r["allowed"] is True
+    assert r.get("patch")
+    assert not r.get("warnings")
