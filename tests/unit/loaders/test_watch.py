@@ -12,6 +12,8 @@ import pytest
 from policysupply import (
     LoadError,
     Signer,
+    TrustPolicy,
+    Verifier,
 )
 from policysupply.loaders import (
     BundleServer,
@@ -215,3 +217,151 @@ def test_watch_without_trust_state_rolls_back_to_a_release_it_replaced(
     served = server.served("policy")
     assert served is not None
     assert served.revision == "2"
+
+
+def _point_tag_at(env: Env, old: Any, ref: str = "acme/policy:prod") -> None:
+    """The registry moves ``ref`` to ``old`` (a validly signed earlier release, or its reference)."""
+    manifest, media_type = env.registry.get_manifest(getattr(old, "reference", old))
+    env.registry.put_manifest(ref, manifest, media_type=media_type)
+
+
+def _serve_two_releases(env: Env, store: Path, verifier: Any = None) -> Any:
+    """A first run of the server: revision 1, then 2, served from ``store``; returns revision 1."""
+    old = env.release("1", ["alice"])
+    server = BundleServer(store)
+    watch = server.watch(env.registry, "acme/policy:prod", verifier or env.verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    env.release("2", ["bob"])
+    assert watch.check() is True
+    assert server.served("policy").revision == "2"  # type: ignore[union-attr]
+    return old
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a restarted watch without a state file trusts the tag first"
+)
+def test_restarted_watch_without_trust_state_refuses_to_roll_back_past_its_stored_bundle(
+    env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The attack: the server restarts (a pod restart) with no state file; its
+    # store still holds revision 2. The registry points the tag back at
+    # revision 1, validly signed: the stored bundle, verified under this
+    # policy, seeds the in-memory trust state, so the rollback is refused.
+    old = _serve_two_releases(env, tmp_path / "store")
+    server = BundleServer(tmp_path / "store")
+    assert server.served("policy").revision == "2"  # type: ignore[union-attr]
+    _point_tag_at(env, old)
+    with caplog.at_level(logging.WARNING, logger="policysupply.loaders"):
+        watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+        watch.stop()  # after its first round
+        assert watch.check() is False
+    rejected = [r for r in caplog.records if getattr(r, "digest", "") == old.reference.digest]
+    assert [getattr(r, "reason", "") for r in rejected] == ["RollbackError"]  # logged once
+    assert "RollbackError" in str(watch.last_error)
+    assert server.served("policy").revision == "2"  # type: ignore[union-attr]
+    # Forward still works: a newer release is served.
+    env.release("3", ["carol"])
+    assert watch.check() is True
+    assert server.served("policy").revision == "3"  # type: ignore[union-attr]
+
+
+def test_restart_seeds_nothing_from_a_bundle_stored_from_another_tag(
+    env: Env, tmp_path: Path
+) -> None:
+    # The stored "policy" came from :staging; the watch now follows :prod.
+    # What staging served says nothing about prod's history.
+    old = env.release("1", ["alice"])
+    store = tmp_path / "store"
+    server = BundleServer(store)
+    publish(make_bundle("5", ["bob"]), env.registry, "acme/policy:staging", env.signer)
+    watch = server.watch(env.registry, "acme/policy:staging", env.verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    assert server.served("policy").revision == "5"  # type: ignore[union-attr]
+    _point_tag_at(env, old)
+    server = BundleServer(store)
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    assert server.served("policy").revision == "1"  # type: ignore[union-attr]
+
+
+def test_restart_seeds_nothing_from_a_stored_bundle_this_policy_does_not_trust(
+    env: Env, tmp_path: Path
+) -> None:
+    # The store's record was accepted under another policy (a key since
+    # rotated out): it cannot bind what this policy accepts, so an older
+    # revision signed by the new key is served (and the stored one is not).
+    _serve_two_releases(env, tmp_path / "store")
+    rotated = Signer.generate()
+    publish(make_bundle("1", ["alice"]), env.registry, "acme/policy:prod", rotated)
+    server = BundleServer(tmp_path / "store")
+    verifier = Verifier(TrustPolicy(keys=[rotated.public_key_pem]))
+    watch = server.watch(env.registry, "acme/policy:prod", verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    assert server.served("policy").revision == "1"  # type: ignore[union-attr]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a restarted watch without a state file trusts the tag first"
+)
+def test_restart_seeds_from_a_stored_bundle_past_max_signature_age(
+    env: Env, tmp_path: Path
+) -> None:
+    # Revisions 1 and 2 were signed two hours ago; the restarted server's
+    # policy allows one hour, so the stored revision 2 is withdrawn. Its
+    # signatures still verify (only its age fails), so it still bounds what
+    # may follow: revision 1 re-signed today is an older release, refused.
+    # Revision 2 re-signed (the same digest) is served again.
+    import datetime as dt
+
+    from policysupply._internal import cosign
+
+    two_hours_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)
+    annotations = {cosign.ANN_SIGNED_AT: two_hours_ago.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    releases = []
+    store = tmp_path / "store"
+    server = BundleServer(store)
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+    watch.stop()
+    for revision in ("1", "2"):
+        bundle = make_bundle(revision, ["alice"])
+        publish(bundle, env.registry, "acme/policy:prod", env.signer, annotations=annotations)
+        releases.append(env.registry.resolve("acme/policy:prod"))
+        assert watch.check() is True
+
+    limit = dt.timedelta(hours=1)
+    verifier = Verifier(TrustPolicy(keys=[env.signer.public_key_pem], max_signature_age=limit))
+    server = BundleServer(store)
+    env.signer.sign(env.registry, f"acme/policy@{releases[0]}")  # revision 1, signed now
+    _point_tag_at(env, f"acme/policy@{releases[0]}")
+    watch = server.watch(env.registry, "acme/policy:prod", verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    assert "RollbackError" in str(watch.last_error)
+    assert server.served("policy") is None
+
+    env.signer.sign(env.registry, f"acme/policy@{releases[1]}")  # revision 2, signed now
+    _point_tag_at(env, f"acme/policy@{releases[1]}")
+    watch.check()
+    served = server.served("policy")
+    assert served is not None
+    assert served.revision == "2"
+    assert watch.last_error is None
+
+
+def test_restart_with_a_state_file_uses_it_and_not_the_store(env: Env, tmp_path: Path) -> None:
+    # A state file is the record across restarts; the store seeds only the in-memory state.
+    from policysupply.trust_state import TrustState
+
+    old = _serve_two_releases(env, tmp_path / "store")
+    state = TrustState(tmp_path / "trust.json")
+    _point_tag_at(env, old)
+    server = BundleServer(tmp_path / "store")
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600, state=state)
+    watch.stop()
+    watch.check()  # an empty state file: trust on first use, as before
+    assert server.served("policy").revision == "1"  # type: ignore[union-attr]
+    assert state.get("acme/policy:prod").revision == "1"  # type: ignore[union-attr]
