@@ -68,15 +68,24 @@ class Shelf:
             LoadError: The store cannot be written (the previous bundle stays served).
         """
         name = served.name
-        signed_at, expires = served.signed_at, served.expires
         with self.changed:
             current = self.entries.get(name)
             if current is not None and current[0].etag == served.etag:
-                # Same bytes: OPA's ETag stays valid; only the signing time may be newer.
-                times = (signed_at, expires)
-                if (current[0].signed_at, current[0].expires) == times:
-                    return current[0]
-                self._update(attrs.evolve(current[0], signed_at=signed_at, expires=expires))
+                # Same bytes: OPA's ETag stays valid; the signing time may be
+                # newer, and the image and tag it was verified from may differ
+                # (a tag a restarted watch seeds from must name this record).
+                old = current[0]
+                same_image = served.reference == old.reference
+                record = attrs.evolve(
+                    old,
+                    reference=served.reference,
+                    signed_at=served.signed_at,
+                    expires=served.expires,
+                    stream=old.stream if same_image and served.stream is None else served.stream,
+                )
+                if record == old:
+                    return old
+                self._update(record)
                 return self.entries[name][0]
             self._store.persist(served, payload)
             self.entries[name] = (served, payload)

@@ -62,6 +62,10 @@ class ServedBundle:
             signing time), if any.
         expires: From this instant it is no longer served (``signed_at`` plus
             the trust policy's ``max_signature_age``); ``None``: never.
+        stream: The tag it was verified from (``host/repository:tag``, as a
+            ``TrustState`` names it) when a watch published it; ``None`` when
+            published directly. A watch restarted without a trust state file
+            seeds its rollback protection from the stored bundle of its stream.
     """
 
     name: str
@@ -72,6 +76,7 @@ class ServedBundle:
     published: str
     signed_at: dt.datetime | None = None
     expires: dt.datetime | None = None
+    stream: str | None = None
 
     def live(self, now: dt.datetime) -> bool:
         """Whether it may be served at ``now``."""
@@ -139,6 +144,7 @@ class BundleStore:
             published=str(meta.get("published", "")),
             signed_at=_parse_time(meta.get("signed_at")),
             expires=_parse_time(meta.get("expires")),
+            stream=None if meta.get("stream") is None else str(meta["stream"]),
         )
         return served, payload
 
@@ -162,6 +168,7 @@ class BundleStore:
             "published": served.published,
             "signed_at": _iso(served.signed_at),
             "expires": _iso(served.expires),
+            "stream": served.stream,
         }
         try:
             if payload is not None:
@@ -194,10 +201,11 @@ def served_record(
     *,
     max_age: dt.timedelta | None,
     policy: TrustPolicy | None,
+    stream: str | None = None,
 ) -> tuple[ServedBundle, bytes]:
     """What ``verified`` is served as under ``name``, and the bytes served.
 
-    See ``BundleServer.publish``.
+    See ``BundleServer.publish``; ``stream`` is the tag a watch verified it from.
 
     Raises:
         LoadError: ``max_age`` is given and no signature carries a signed time.
@@ -223,6 +231,7 @@ def served_record(
         published=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
         signed_at=signed_at,
         expires=expires,
+        stream=stream,
     )
     return served, payload
 

@@ -7,11 +7,14 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Literal
 
-from policysupply import trust_state
+import attrs
+
+from policysupply import _verdict, trust_state
 from policysupply._internal import freeze
 from policysupply._internal.oci import Reference
 from policysupply.errors import (
     BundleError,
+    NotFoundError,
     RegistryError,
     RollbackError,
     StaleSignatureError,
@@ -71,7 +74,9 @@ class BundleWatch:
         # Without a state file, the watch still refuses, for as long as it
         # runs, what it has itself seen replaced (a tag moved back to an
         # older, validly signed release); the file carries that across restarts.
+        # The in-memory state starts from the stored bundle of this tag (_seed).
         self._state = state if state is not None else trust_state.in_memory()
+        self._seeded = state is not None
         self.last_error: str | None = None
         self._expiry: str | None = None
         # The stored digest this watch verified under its policy (a stored
@@ -187,6 +192,12 @@ class BundleWatch:
             except RegistryError as exc:
                 self._reject("", exc, "policysupply.watch_registry_error")
                 return self._failed(expired)
+            if not self._seeded:
+                try:
+                    self._seed()
+                except RegistryError as exc:  # nothing new is trusted before the seed
+                    self._reject("", exc, "policysupply.watch_registry_error")
+                    return self._failed(expired)
             stored = self._shelf.stored(self.name)
             if (
                 stored is not None
@@ -227,17 +238,89 @@ class BundleWatch:
         # What BundleServer.publish does, less its argument checks: verify_bundle
         # made `verified`, and BundleServer.watch checked the name.
         served, payload = served_record(
-            verified, self.name, max_age=self._max_age(), policy=self.verifier.policy
+            verified,
+            self.name,
+            max_age=self._max_age(),
+            policy=self.verifier.policy,
+            stream=str(self._stream()),
         )
         self._shelf.put(verified, served, payload)
 
+    def _stream(self) -> Reference:
+        """The stream as verify_bundle names it in a TrustState (host/repository:tag)."""
+        r = self.reference
+        return Reference(host=self.registry.host or r.host, repository=r.repository, tag=r.tag)
+
+    def _seed(self) -> None:
+        """Seeds the in-memory trust state from the stored bundle of this stream, once.
+
+        Without a state file, the store is the only record of where the
+        stream stood before a restart. Its bundle counts only if a watch
+        published it from this very tag and it verifies under this policy
+        (the record may be from another one); then it is accepted as this
+        policy's verification counts it (digest, revision, signing time), so
+        an older release is refused from the first round. Its age does not
+        matter: an expired bundle still bounds what may follow it.
+
+        Raises:
+            RegistryError: The stored image cannot be checked now (the round
+                fails and the next one tries again).
+        """
+        stored = self._shelf.stored(self.name)
+        stream = self._stream()
+        if stored is None or stored.stream != str(stream):
+            self._seeded = True  # nothing of this tag's history is known
+            return
+        policy = self.verifier.policy
+        verifier = self.verifier
+        if policy.max_signature_age is not None:
+            from policysupply.verifier import Verifier
+
+            verifier = Verifier(
+                attrs.evolve(policy, max_signature_age=None),
+                trusted_root=self.verifier._trusted_root,
+            )
+        try:
+            verified = verifier.verify_bundle(self.registry, stored.reference)
+        except (NotFoundError, VerificationError, BundleError) as exc:
+            self._seeded = True
+            logger.warning(
+                "%s: the stored bundle %s does not verify under the current trust policy (%s); "
+                "rollback protection starts from the first bundle accepted (use a trust "
+                "state file to keep it across restarts)",
+                self.name,
+                stored.reference,
+                type(exc).__name__,
+                extra={
+                    "event": "policysupply.trust_not_seeded",
+                    "bundle": self.name,
+                    "reference": str(self.reference),
+                    "digest": stored.reference.digest,
+                    "reason": type(exc).__name__,
+                    "detail": str(exc),
+                },
+            )
+            return
+        revision = verified.bundle.manifest.revision
+        _verdict.accept(policy, self._state, stream, verified.artifact, revision)
+        self._seeded = True
+        logger.info(
+            "%s: rollback protection starts from the stored bundle %s (revision %r)",
+            self.name,
+            stored.reference,
+            revision,
+            extra={
+                "event": "policysupply.trust_seeded",
+                "bundle": self.name,
+                "reference": str(self.reference),
+                "digest": stored.reference.digest,
+                "revision": revision,
+            },
+        )
+
     def _superseded(self, stored: ServedBundle) -> RollbackError | None:
         """A rollback error if this machine's TrustState has replaced ``stored`` on the stream."""
-        # The stream as verify_bundle names it (host/repository:tag).
-        r = self.reference
-        stream = str(
-            Reference(host=self.registry.host or r.host, repository=r.repository, tag=r.tag)
-        )
+        stream = str(self._stream())
         record = self._state.get(stream)
         if record is None or stored.reference.digest not in record.superseded:
             return None

@@ -220,7 +220,7 @@ def test_watch_without_trust_state_rolls_back_to_a_release_it_replaced(
 
 
 def _point_tag_at(env: Env, old: Any, ref: str = "acme/policy:prod") -> None:
-    """The registry moves ``ref`` to ``old`` (a validly signed earlier release, or its reference)."""
+    """The registry moves ``ref`` to ``old`` (an earlier signed release, or its reference)."""
     manifest, media_type = env.registry.get_manifest(getattr(old, "reference", old))
     env.registry.put_manifest(ref, manifest, media_type=media_type)
 
@@ -238,9 +238,6 @@ def _serve_two_releases(env: Env, store: Path, verifier: Any = None) -> Any:
     return old
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a restarted watch without a state file trusts the tag first"
-)
 def test_restarted_watch_without_trust_state_refuses_to_roll_back_past_its_stored_bundle(
     env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -304,11 +301,8 @@ def test_restart_seeds_nothing_from_a_stored_bundle_this_policy_does_not_trust(
     assert server.served("policy").revision == "1"  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a restarted watch without a state file trusts the tag first"
-)
 def test_restart_seeds_from_a_stored_bundle_past_max_signature_age(
-    env: Env, tmp_path: Path
+    env: Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Revisions 1 and 2 were signed two hours ago; the restarted server's
     # policy allows one hour, so the stored revision 2 is withdrawn. Its
@@ -337,10 +331,13 @@ def test_restart_seeds_from_a_stored_bundle_past_max_signature_age(
     server = BundleServer(store)
     env.signer.sign(env.registry, f"acme/policy@{releases[0]}")  # revision 1, signed now
     _point_tag_at(env, f"acme/policy@{releases[0]}")
-    watch = server.watch(env.registry, "acme/policy:prod", verifier, interval=3600)
-    watch.stop()
-    watch.check()
-    assert "RollbackError" in str(watch.last_error)
+    with caplog.at_level(logging.WARNING, logger="policysupply.loaders"):
+        watch = server.watch(env.registry, "acme/policy:prod", verifier, interval=3600)
+        watch.stop()
+        watch.check()
+    rejected = [r for r in caplog.records if getattr(r, "digest", "") == releases[0]]
+    assert {getattr(r, "reason", "") for r in rejected} == {"RollbackError"}
+    assert "StaleSignatureError" in str(watch.last_error)  # the clock's verdict comes first
     assert server.served("policy") is None
 
     env.signer.sign(env.registry, f"acme/policy@{releases[1]}")  # revision 2, signed now
@@ -365,3 +362,106 @@ def test_restart_with_a_state_file_uses_it_and_not_the_store(env: Env, tmp_path:
     watch.check()  # an empty state file: trust on first use, as before
     assert server.served("policy").revision == "1"  # type: ignore[union-attr]
     assert state.get("acme/policy:prod").revision == "1"  # type: ignore[union-attr]
+
+
+def test_restart_seeds_only_once_the_stored_bundle_can_be_checked(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the stored image cannot be read, nothing new is trusted: the
+    # round fails and the next one seeds first.
+    from policysupply.errors import TransientRegistryError
+
+    old = _serve_two_releases(env, tmp_path / "store")
+    stored = BundleServer(tmp_path / "store").served("policy")
+    assert stored is not None
+    _point_tag_at(env, old)
+    get_manifest = env.registry.get_manifest
+    down = [True]
+
+    def flaky(ref: Any) -> Any:
+        if down[0] and getattr(ref, "digest", None) == stored.reference.digest:
+            raise TransientRegistryError("503 from the registry")
+        return get_manifest(ref)
+
+    monkeypatch.setattr(env.registry, "get_manifest", flaky)
+    server = BundleServer(tmp_path / "store")
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    assert "TransientRegistryError" in str(watch.last_error)
+    assert server.served("policy").revision == "2"  # type: ignore[union-attr]
+    down[0] = False
+    assert watch.check() is False
+    assert "RollbackError" in str(watch.last_error)
+    assert server.served("policy").revision == "2"  # type: ignore[union-attr]
+
+
+def test_restart_seeds_nothing_when_the_stored_image_is_gone(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stored digest was deleted (garbage-collected once the tag moved on):
+    # the watch follows the tag again rather than refusing everything. Only a
+    # state file protects against a registry that also deletes what it served.
+    from policysupply.errors import NotFoundError
+
+    old = _serve_two_releases(env, tmp_path / "store")
+    stored = BundleServer(tmp_path / "store").served("policy")
+    assert stored is not None
+    _point_tag_at(env, old)
+    get_manifest = env.registry.get_manifest
+
+    def gone(ref: Any) -> Any:
+        if getattr(ref, "digest", None) == stored.reference.digest:
+            raise NotFoundError(f"{ref}: manifest unknown")
+        return get_manifest(ref)
+
+    monkeypatch.setattr(env.registry, "get_manifest", gone)
+    server = BundleServer(tmp_path / "store")
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    assert server.served("policy").revision == "1"  # type: ignore[union-attr]
+
+
+def test_restart_seeds_nothing_from_a_store_record_without_a_stream(
+    env: Env, tmp_path: Path
+) -> None:
+    # A record written before stores named the tag (or by BundleServer.publish)
+    # says nothing about which tag it came from.
+    import json
+
+    old = _serve_two_releases(env, tmp_path / "store")
+    meta_path = tmp_path / "store" / "policy.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["stream"] == "acme/policy:prod"
+    del meta["stream"]
+    meta_path.write_text(json.dumps(meta))
+    _point_tag_at(env, old)
+    server = BundleServer(tmp_path / "store")
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    assert server.served("policy").revision == "1"  # type: ignore[union-attr]
+
+
+def test_a_watch_names_its_tag_on_a_bundle_published_directly(env: Env, tmp_path: Path) -> None:
+    # BundleServer.publish stores no tag; once a watch verifies the same bytes
+    # from its tag, the record names it, and a restart seeds from it.
+    from policysupply.loaders import fetch_verified
+
+    old = env.release("1", ["alice"])
+    env.release("2", ["bob"])
+    server = BundleServer(tmp_path / "store")
+    server.publish(fetch_verified(env.registry, "acme/policy:prod", env.verifier), name="policy")
+    assert server.served("policy").stream is None  # type: ignore[union-attr]
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    assert server.served("policy").stream == "acme/policy:prod"  # type: ignore[union-attr]
+    _point_tag_at(env, old)
+    server = BundleServer(tmp_path / "store")
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    assert server.served("policy").revision == "2"  # type: ignore[union-attr]
+    assert "RollbackError" in str(watch.last_error)
