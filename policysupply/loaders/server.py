@@ -194,7 +194,11 @@ class BundleServer:
             interval: Seconds between checks.
             state: Rollback protection across restarts. Without it the watch
                 still refuses, while it runs, a release it has itself seen
-                replaced (the tag moved back to an older, validly signed one).
+                replaced (the tag moved back to an older, validly signed one),
+                and starts from the stored bundle of this name if a watch
+                stored it from the same tag and it verifies under
+                ``verifier``'s policy: an older release is refused after a
+                restart too.
             on_expiry: ``"withdraw"`` or ``"serve"`` a bundle past its maximum age.
 
         Returns:
