@@ -100,6 +100,25 @@ class Verifier:
             self._trust = TrustMaterial.load(self._trusted_root)
         return self._trust
 
+    def _without_age_limit(self) -> Verifier:
+        """This verifier without ``max_signature_age``, sharing its trust material.
+
+        For a record of where a stream stood (a watch seeding its rollback
+        protection from a stored bundle): an expired signature is still a
+        trusted signer's.
+        """
+        if self.policy.max_signature_age is None:
+            return self
+        import attrs
+
+        other = Verifier(
+            attrs.evolve(self.policy, max_signature_age=None), trusted_root=self._trusted_root
+        )
+        other._checks = Checks(
+            other.policy, trusted_root=self._trusted_root, trust_material=self._trust_material
+        )
+        return other
+
     # -- API ------------------------------------------------------------------
 
     def verify(

@@ -7,8 +7,6 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Literal
 
-import attrs
-
 from policysupply import _verdict, trust_state
 from policysupply._internal import freeze
 from policysupply._internal.oci import Reference
@@ -271,17 +269,10 @@ class BundleWatch:
         if stored is None or stored.stream != str(stream):
             self._seeded = True  # nothing of this tag's history is known
             return
-        policy = self.verifier.policy
-        verifier = self.verifier
-        if policy.max_signature_age is not None:
-            from policysupply.verifier import Verifier
-
-            verifier = Verifier(
-                attrs.evolve(policy, max_signature_age=None),
-                trusted_root=self.verifier._trusted_root,
-            )
         try:
-            verified = verifier.verify_bundle(self.registry, stored.reference)
+            verified = self.verifier._without_age_limit().verify_bundle(
+                self.registry, stored.reference
+            )
         except (NotFoundError, VerificationError, BundleError) as exc:
             self._seeded = True
             logger.warning(
@@ -302,7 +293,7 @@ class BundleWatch:
             )
             return
         revision = verified.bundle.manifest.revision
-        _verdict.accept(policy, self._state, stream, verified.artifact, revision)
+        _verdict.accept(self.verifier.policy, self._state, stream, verified.artifact, revision)
         self._seeded = True
         logger.info(
             "%s: rollback protection starts from the stored bundle %s (revision %r)",

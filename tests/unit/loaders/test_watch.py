@@ -465,3 +465,43 @@ def test_a_watch_names_its_tag_on_a_bundle_published_directly(env: Env, tmp_path
     watch.check()
     assert server.served("policy").revision == "2"  # type: ignore[union-attr]
     assert "RollbackError" in str(watch.last_error)
+
+
+def test_restart_refuses_other_content_under_the_stored_revision(env: Env, tmp_path: Path) -> None:
+    # Revision 2 signed again as other bytes (another digest) after the
+    # restart: as within a run, or with a state file, the stored revision 2 is
+    # what revision 2 means on this tag. The same digest signed again is not
+    # affected (test_restart_seeds_from_a_stored_bundle_past_max_signature_age).
+    _serve_two_releases(env, tmp_path / "store")
+    publish(make_bundle("2", ["mallory"]), env.registry, "acme/policy:prod", env.signer)
+    server = BundleServer(tmp_path / "store")
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    assert "RollbackError" in str(watch.last_error)
+    served = server.served("policy")
+    assert served is not None
+    assert served.reference.digest != env.registry.resolve("acme/policy:prod")
+
+
+def test_restart_seeds_what_verification_says_not_what_the_store_record_claims(
+    env: Env, tmp_path: Path
+) -> None:
+    # The store's revision and signing time were recorded under whatever policy
+    # stored them: the seed takes the digest's verified revision and signing
+    # time under this policy, so a record claiming revision 99 signed next year
+    # does not block revision 3.
+    import json
+
+    _serve_two_releases(env, tmp_path / "store")
+    meta_path = tmp_path / "store" / "policy.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update(revision="99", signed_at="2027-12-01T00:00:00+00:00")
+    meta_path.write_text(json.dumps(meta))
+    env.release("3", ["carol"])
+    server = BundleServer(tmp_path / "store")
+    watch = server.watch(env.registry, "acme/policy:prod", env.verifier, interval=3600)
+    watch.stop()
+    watch.check()
+    assert watch.last_error is None
+    assert server.served("policy").revision == "3"  # type: ignore[union-attr]
