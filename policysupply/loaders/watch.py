@@ -178,7 +178,9 @@ class BundleWatch:
         stored bundle this watch has not verified yet (one persisted before
         a restart, perhaps under another trust policy) is verified on the
         first round it can be; if it does not verify under this policy it is
-        withdrawn, whatever the tag names now.
+        withdrawn, whatever the tag names now. Without a state file, the first
+        round that can check the stored bundle seeds the in-memory rollback
+        protection from it first (see :meth:`BundleServer.watch`).
 
         Returns:
             Whether a bundle was published (new, or the same bytes re-signed).
@@ -276,8 +278,8 @@ class BundleWatch:
         except (NotFoundError, VerificationError, BundleError) as exc:
             self._seeded = True
             logger.warning(
-                "%s: the stored bundle %s does not verify under the current trust policy (%s); "
-                "rollback protection starts from the first bundle accepted (use a trust "
+                "%s: the stored bundle %s cannot be verified under the current trust policy "
+                "(%s); rollback protection starts from the first bundle accepted (use a trust "
                 "state file to keep it across restarts)",
                 self.name,
                 stored.reference,
