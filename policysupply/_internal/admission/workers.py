@@ -98,6 +98,7 @@ class FairWorkers:
         self._by_host: Counter[str] = Counter()
         self._by_request: Counter[int] = Counter()
         self._queue: deque[_Job] = deque()
+        self._started: set[_Job] = set()
         self.dropped = 0
 
     @property
@@ -139,6 +140,7 @@ class FairWorkers:
         if job.timer is not None:
             job.timer.cancel()
         self._running += 1
+        self._started.add(job)
         if job.host is not None:
             self._by_host[job.host] += 1
             if job.request is not None:
@@ -150,6 +152,7 @@ class FairWorkers:
         self, job: _Job, done: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
     ) -> None:
         self._running -= 1
+        self._started.discard(job)
         if job.host is not None:
             _decrement(self._by_host, job.host)
             if job.request is not None:
@@ -210,8 +213,8 @@ class FairWorkers:
             )
 
     def close(self) -> None:
-        """Stops the threads (running calls finish; queued ones never start)."""
-        for job in self._queue:
+        """Stops the threads (running calls finish unawaited; queued ones never start)."""
+        for job in (*self._queue, *self._started):
             if job.timer is not None:
                 job.timer.cancel()
             if not job.future.done():

@@ -203,6 +203,10 @@ def test_a_slow_registry_in_one_request_does_not_starve_other_requests(harness):
     assert h.answer(review(flood, dry_run=True))["allowed"] is False
     r = h.answer(review(pod("shop/web:1")))
     assert r["allowed"] is True, r.get("status")
+    # The flood held one worker (its request's share); the rest never started.
+    assert tarpit.calls == 1
+    assert engine.workers.dropped == 7
+    assert b"policysupply_admission_registry_work_dropped_total 7.0" in h.get("/metrics").content
 
 
 # -- Gatekeeper external data: the documented template must fail closed -----------------------
