@@ -22,6 +22,15 @@ def _blocked(release: threading.Event, started: list[str], name: str) -> Callabl
     return call
 
 
+async def _started(started: list[str], n: int) -> None:
+    """Waits until ``n`` calls have started in threads (then a moment for any extra one)."""
+    for _ in range(500):
+        if len(started) >= n:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+
+
 def _as_request(deadline_in: float, coro_fn: Callable[[], object]) -> asyncio.Future[object]:
     """Runs ``coro_fn()`` as one request's task, its deadline ``deadline_in`` seconds away."""
     loop = asyncio.get_running_loop()
@@ -45,7 +54,7 @@ def test_a_slow_host_cannot_starve_a_fast_one() -> None:
                 )
                 for i in range(6)
             ]
-            await asyncio.sleep(0.05)
+            await _started(started, 2)
             assert sorted(started) == ["s0", "s1"]  # the host's share; the rest wait
             assert workers.queued == 4
             t0 = time.monotonic()
@@ -79,7 +88,7 @@ def test_one_request_naming_many_hosts_gets_its_share_only() -> None:
 
         try:
             first = _as_request(5, flood)
-            await asyncio.sleep(0.05)
+            await _started(started, 1)
             assert started == ["h0"]
             other = await _as_request(5, lambda: workers.run(lambda: "ok", host="good.example"))
             assert other == "ok"
@@ -100,7 +109,7 @@ def test_a_queued_call_whose_deadline_passed_never_starts() -> None:
         started: list[str] = []
         try:
             holder = _as_request(5, lambda: workers.run(_blocked(release, started, "a"), host="r"))
-            await asyncio.sleep(0.05)
+            await _started(started, 1)
             late = _as_request(0.1, lambda: workers.run(_blocked(release, started, "b"), host="r"))
             with pytest.raises(RegistryError, match="before the deadline"):
                 await late
@@ -125,7 +134,7 @@ def test_a_queued_call_whose_caller_gave_up_never_starts() -> None:
         started: list[str] = []
         try:
             holder = _as_request(5, lambda: workers.run(_blocked(release, started, "a"), host="r"))
-            await asyncio.sleep(0.05)
+            await _started(started, 1)
             gone = _as_request(5, lambda: workers.run(_blocked(release, started, "b"), host="r"))
             await asyncio.sleep(0.05)
             gone.cancel()
@@ -152,7 +161,7 @@ def test_rules_calls_are_not_held_to_a_host_share() -> None:
                 asyncio.ensure_future(workers.run(_blocked(release, started, f"j{i}")))
                 for i in range(3)
             ]
-            await asyncio.sleep(0.05)
+            await _started(started, 3)
             assert sorted(started) == ["j0", "j1", "j2"]
             release.set()
             await asyncio.gather(*calls)
