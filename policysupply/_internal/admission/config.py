@@ -97,6 +97,7 @@ class AdmissionConfig:
     redis: RedisConfig | None = None
     deadline: float = 8.0
     registry_concurrency: int = 16
+    registry_share: int | None = None
     max_request_bytes: int = 3 << 20
     max_images: int = 256
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on its pod IP
@@ -359,7 +360,7 @@ def parse(doc: Any, *, base: Path, where: str) -> dict[str, Any]:
         top.get("limits"),
         where,
         "limits",
-        {"deadline", "registry_concurrency", "max_request_bytes", "max_images"},
+        {"deadline", "registry_concurrency", "registry_share", "max_request_bytes", "max_images"},
     )
     if "deadline" in limits:
         out["deadline"] = _seconds(limits["deadline"], where, "limits.deadline")
@@ -369,6 +370,14 @@ def parse(doc: Any, *, base: Path, where: str) -> dict[str, Any]:
         out["registry_concurrency"] = _int(
             limits["registry_concurrency"], where, "limits.registry_concurrency", low=1, high=1024
         )
+    if "registry_share" in limits:
+        out["registry_share"] = _int(
+            limits["registry_share"], where, "limits.registry_share", low=1, high=1024
+        )
+        if out["registry_share"] > out.get("registry_concurrency", 16):
+            raise _fail(
+                where, "limits.registry_share", "must not exceed limits.registry_concurrency"
+            )
     if "max_request_bytes" in limits:
         out["max_request_bytes"] = _int(
             limits["max_request_bytes"], where, "limits.max_request_bytes", low=1024, high=64 << 20

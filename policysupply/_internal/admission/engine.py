@@ -8,7 +8,9 @@ Each image goes through:
    digest is what is verified and, with mutation, what runs);
 3. its verification: in-process cache, then Redis, then the registry
    (one fetch per subject shared by concurrent requests, at most
-   ``registry_concurrency`` registry calls at once, in worker threads);
+   ``registry_concurrency`` registry calls at once, in worker threads, and
+   at most ``registry_share`` of them for one registry host or one request,
+   so a slow registry cannot hold every worker; see workers.py);
 4. the gate's rules on the result (compiled once; answers for the same
    input document are reused).
 
@@ -20,7 +22,6 @@ mode turns into a denial.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import fnmatch
 import hashlib
 import json
@@ -35,6 +36,7 @@ import attrs
 from policysupply._internal.admission import cache as vcache
 from policysupply._internal.admission.config import AdmissionConfig
 from policysupply._internal.admission.metrics import Metrics
+from policysupply._internal.admission.workers import CURRENT, FairWorkers, begin_request
 from policysupply._internal.oci import Reference
 from policysupply.errors import PolicySupplyError, RegistryError
 from policysupply.gate import Gate
@@ -206,8 +208,11 @@ class Engine:
         self.redis = redis
         self._registries: dict[str, Registry] = {}
         self._registry_factory = registry_factory or (lambda h: remote_registry(config, h))
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.registry_concurrency, thread_name_prefix="admission-registry"
+        self.workers = FairWorkers(
+            config.registry_concurrency,
+            registry_share(config),
+            default_deadline=config.deadline,
+            on_dropped=metrics.registry_work_dropped.inc,
         )
         self.local = vcache.LocalCache(config.cache_entries)
         self._tags = _TTLMap(config.cache_entries)
@@ -244,8 +249,9 @@ class Engine:
             reg = self._registries[host] = self._registry_factory(host)
         return reg
 
-    async def _in_thread(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+    async def _in_thread(self, fn: Callable[[], T], *, host: str | None = None) -> T:
+        """``fn()`` in a worker thread; with ``host``, within its and this request's share."""
+        return await self.workers.run(fn, host=host)
 
     # -- scope -----------------------------------------------------------------------------
 
@@ -296,7 +302,7 @@ class Engine:
 
         async def resolve() -> str:
             reg = self.registry(ref.host)
-            digest = await self._in_thread(lambda: reg.resolve(ref))
+            digest = await self._in_thread(lambda: reg.resolve(ref), host=ref.host)
             self._tags.put(key, digest, self.config.tag_ttl)
             return digest
 
@@ -333,7 +339,7 @@ class Engine:
             self.metrics.cache_misses.inc()
             pinned = Reference(host=ref.host, repository=ref.repository, digest=digest)
             reg = self.registry(ref.host)
-            doc = await self._in_thread(lambda: self.gate._verification(reg, pinned))
+            doc = await self._in_thread(lambda: self.gate._verification(reg, pinned), host=ref.host)
             if not doc.get("verified"):
                 return doc, "registry", None
             fresh = vcache.Entry(
@@ -445,14 +451,20 @@ class Engine:
 
         An image not decided by the deadline gets outcome ``error``.
         """
-        tasks = [
-            asyncio.ensure_future(self.decide(img, context(i), dry_run=dry_run))
-            for i, img in enumerate(images)
-        ]
         loop = asyncio.get_running_loop()
         # The deadline counts from when the request arrived (scope lookups included).
         elapsed = loop.time() - started if started is not None else 0.0
-        done, pending = await asyncio.wait(tasks, timeout=max(0.0, self.config.deadline - elapsed))
+        remaining = max(0.0, self.config.deadline - elapsed)
+        # The tasks (and single-flight work they start) copy the request's budget.
+        token = begin_request(loop.time() + remaining)
+        try:
+            tasks = [
+                asyncio.ensure_future(self.decide(img, context(i), dry_run=dry_run))
+                for i, img in enumerate(images)
+            ]
+        finally:
+            CURRENT.reset(token)
+        done, pending = await asyncio.wait(tasks, timeout=remaining)
         for t in pending:
             t.cancel()
         out = []
@@ -471,7 +483,13 @@ class Engine:
         return out
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.workers.close()
+
+
+def registry_share(config: AdmissionConfig) -> int:
+    """Most registry workers one registry host, or one request, may hold: half by default."""
+    share = config.registry_share or config.registry_concurrency // 2
+    return max(1, min(share, config.registry_concurrency))
 
 
 def _allowed_prefixes(config: AdmissionConfig) -> tuple[str, ...] | None:

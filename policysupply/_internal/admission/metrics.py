@@ -73,6 +73,12 @@ class Metrics:
             "Rule bundle refreshes from the signed policy image, by result",
             ("result",),
         )
+        self.registry_work_dropped = self._declare(
+            Counter,
+            "registry_work_dropped",
+            "Registry calls never started: their requester's deadline passed while they waited "
+            "for a worker (the share of one registry host or one request was in use)",
+        )
         self.in_flight = self._declare(Gauge, "in_flight", "Requests being answered")
 
     def _declare(

@@ -6,6 +6,7 @@ OCI layout for every registry host (see conftest.Harness).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import threading
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.unit.admission._reviews import pod_spec, review, workload
@@ -191,12 +193,6 @@ class _Tarpit:
         return slow
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack: cold images on a slow registry hold every registry worker past their "
-    "request's deadline (threads cannot be cancelled and single-flight work is shielded), "
-    "so one tenant's pod (even a dry run) makes every other cold image miss its deadline",
-)
 def test_a_slow_registry_in_one_request_does_not_starve_other_requests(harness):
     h = harness(registry_concurrency=2, deadline=0.6)
     h.image("shop/web:1")
@@ -207,6 +203,35 @@ def test_a_slow_registry_in_one_request_does_not_starve_other_requests(harness):
     engine._registry_factory = lambda host: tarpit if host.endswith("tarpit.example") else local
     flood = pod(*(f"r{i}.tarpit.example/x/y:{i}" for i in range(8)))
     assert h.answer(review(flood, dry_run=True))["allowed"] is False
+    r = h.answer(review(pod("shop/web:1")))
+    assert r["allowed"] is True, r.get("status")
+    # The flood held one worker (its request's share); the rest never started.
+    assert tarpit.calls == 1
+    assert engine.workers.dropped == 7
+    assert b"policysupply_admission_registry_work_dropped_total 7.0" in h.get("/metrics").content
+
+
+def test_requests_flooding_one_slow_registry_host_hold_only_its_share(harness):
+    h = harness(registry_concurrency=4, deadline=0.6)
+    h.image("shop/web:1")
+    tarpit = _Tarpit(delay=1.5)
+    local = h.registry
+    engine = h.app.engine
+    engine._registries.clear()
+    engine._registry_factory = lambda host: tarpit if host == "slow.example" else local
+
+    async def flood() -> list[dict[str, Any]]:
+        # Concurrent requests (separate pods) on one slow host: only the host's share starts.
+        transport = httpx.ASGITransport(app=h.app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://svc") as c:
+            posts = [
+                c.post("/validate", json=review(pod(f"slow.example/x/y:{i}"), dry_run=True))
+                for i in range(6)
+            ]
+            return [r.json()["response"] for r in await asyncio.gather(*posts)]
+
+    assert all(r["allowed"] is False for r in h.loop.run_until_complete(flood()))
+    assert tarpit.calls == 2  # half of the 4 workers; the others stayed free
     r = h.answer(review(pod("shop/web:1")))
     assert r["allowed"] is True, r.get("status")
 

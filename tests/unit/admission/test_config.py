@@ -39,7 +39,12 @@ cache:
   entries: 500
   tag_ttl: 0
   redis: {url: "redis://redis:6379/0", hmac_key_file: hmac.key, timeout: 50ms}
-limits: {deadline: 8s, registry_concurrency: 8, max_request_bytes: 1048576, max_images: 50}
+limits:
+  deadline: 8s
+  registry_concurrency: 8
+  registry_share: 3
+  max_request_bytes: 1048576
+  max_images: 50
 server: {port: 9443, cert_file: tls/tls.crt, key_file: tls/tls.key}
 """,
         )
@@ -52,6 +57,8 @@ server: {port: 9443, cert_file: tls/tls.crt, key_file: tls/tls.key}
     assert cfg.cache_ttl == 600
     assert cfg.tag_ttl == 0
     assert cfg.cache_entries == 500
+    assert cfg.registry_concurrency == 8
+    assert cfg.registry_share == 3
     assert cfg.redis is not None
     assert cfg.redis.timeout == 0.05
     assert cfg.redis.hmac_key == b"x" * 32
@@ -72,6 +79,11 @@ server: {port: 9443, cert_file: tls/tls.crt, key_file: tls/tls.key}
         ("trust_policy: t.yaml\nengine: rego\n", "engine: must be auto, opa or embedded"),
         ("trust_policy: t.yaml\nscope: {namespaces: {exlude: [a]}}\n", "unknown key(s) ['exlude']"),
         ("trust_policy: t.yaml\nlimits: {deadline: 45s}\n", "below the webhook timeout"),
+        (
+            "trust_policy: t.yaml\nlimits: {registry_concurrency: 4, registry_share: 5}\n",
+            "limits.registry_share: must not exceed limits.registry_concurrency",
+        ),
+        ("trust_policy: t.yaml\nlimits: {registry_share: 0}\n", "limits.registry_share"),
         ("trust_policy: t.yaml\ncache: {redis: {url: 'http://x'}}\n", "must be a redis://"),
         # Attack: whoever can write to an unauthenticated shared cache plants
         # a "verified" result and has an unsigned image admitted.
@@ -114,3 +126,13 @@ def test_selector_semantics_follow_kubernetes():
     assert not s.matches({k: v for k, v in good.items() if k != "owner"})
     assert not s.matches({**good, "tier": "dev"})
     assert s.to_kubernetes()["matchExpressions"][1] == {"key": "legacy", "operator": "DoesNotExist"}
+
+
+def test_registry_share_defaults_to_half_the_workers():
+    from policysupply._internal.admission.engine import registry_share
+
+    assert registry_share(AdmissionConfig(trust_policy="t.yaml")) == 8
+    assert registry_share(AdmissionConfig(trust_policy="t.yaml", registry_concurrency=1)) == 1
+    assert registry_share(AdmissionConfig(trust_policy="t.yaml", registry_concurrency=5)) == 2
+    given = AdmissionConfig(trust_policy="t.yaml", registry_concurrency=4, registry_share=9)
+    assert registry_share(given) == 4
