@@ -284,14 +284,7 @@ class BundleWatch:
                 self.name,
                 stored.reference,
                 type(exc).__name__,
-                extra={
-                    "event": "policysupply.trust_not_seeded",
-                    "bundle": self.name,
-                    "reference": str(self.reference),
-                    "digest": stored.reference.digest,
-                    "reason": type(exc).__name__,
-                    "detail": str(exc),
-                },
+                extra=self._stored_event("policysupply.trust_not_seeded", stored, exc),
             )
             return
         revision = verified.bundle.manifest.revision
@@ -356,15 +349,23 @@ class BundleWatch:
             stored.reference,
             type(failure).__name__,
             extra={
-                "event": "policysupply.bundle_distrusted",
-                "bundle": self.name,
-                "reference": str(self.reference),
-                "digest": stored.reference.digest,
-                "reason": type(failure).__name__,
-                "detail": str(failure),
+                **self._stored_event("policysupply.bundle_distrusted", stored, failure),
                 "serving": None,
             },
         )
+
+    def _stored_event(
+        self, event: str, stored: ServedBundle, failure: BaseException
+    ) -> dict[str, str | None]:
+        """The log fields of an event about the stored bundle and why it failed."""
+        return {
+            "event": event,
+            "bundle": self.name,
+            "reference": str(self.reference),
+            "digest": stored.reference.digest,
+            "reason": type(failure).__name__,
+            "detail": str(failure),
+        }
 
     @property
     def expired(self) -> bool:

@@ -27,14 +27,15 @@ import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import attrs
 
 from policysupply._internal.admission import cache as vcache
 from policysupply._internal.admission.config import AdmissionConfig
+from policysupply._internal.admission.memo import SingleFlight as _SingleFlight
+from policysupply._internal.admission.memo import TTLMap as _TTLMap
 from policysupply._internal.admission.metrics import Metrics
 from policysupply._internal.admission.workers import CURRENT, FairWorkers, begin_request
 from policysupply._internal.oci import Reference
@@ -121,65 +122,6 @@ class ImageResult:
             "reasons": list(self.reasons),
             "cache": self.cache,
         }
-
-
-class _SingleFlight:
-    """Concurrent callers for one key share one call (in the event loop).
-
-    The call runs as its own task: a caller that gives up (its deadline)
-    does not cancel the work the others wait for.
-    """
-
-    def __init__(self) -> None:
-        self._running: dict[str, asyncio.Future[Any]] = {}
-        self.shared = 0
-
-    async def do(self, key: str, fn: Callable[[], Awaitable[T]]) -> T:
-        task = self._running.get(key)
-        if task is None:
-            task = asyncio.ensure_future(fn())
-            self._running[key] = task
-
-            def done(t: asyncio.Future[Any]) -> None:
-                if self._running.get(key) is t:
-                    del self._running[key]
-                if not t.cancelled():
-                    t.exception()  # retrieved, even when every caller gave up
-
-            task.add_done_callback(done)
-        else:
-            self.shared += 1
-        result: T = await asyncio.shield(task)
-        return result
-
-
-class _TTLMap:
-    """A small LRU with per-entry expiry (tags, judgements, namespace labels)."""
-
-    def __init__(self, max_entries: int) -> None:
-        self._max = max_entries
-        self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-
-    def get(self, key: str) -> Any:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        if item[0] <= time.monotonic():
-            del self._items[key]
-            return None
-        self._items.move_to_end(key)
-        return item[1]
-
-    def put(self, key: str, value: Any, ttl: float) -> None:
-        if ttl <= 0 or self._max <= 0:
-            return
-        self._items[key] = (time.monotonic() + ttl, value)
-        self._items.move_to_end(key)
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
 
 
 class _Undecided(Exception):

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from policysupply._internal.admission.engine import _TTLMap
+from policysupply._internal.admission.memo import TTLMap as _TTLMap
 
 log = logging.getLogger("policysupply.admission")
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from policysupply import trust_state
+from policysupply._internal.admission import answers
 from policysupply._internal.admission import review as rv
 from policysupply._internal.admission.asgi import HTTPError as _HTTPError
 from policysupply._internal.admission.asgi import Receive, Scope, Send
@@ -22,16 +23,16 @@ from policysupply._internal.admission.asgi import read_body as _read_body
 from policysupply._internal.admission.asgi import send_bytes as _send
 from policysupply._internal.admission.asgi import send_json as _send_json
 from policysupply._internal.admission.config import AdmissionConfig
-from policysupply._internal.admission.engine import Engine, ImageResult
+from policysupply._internal.admission.engine import Engine
 from policysupply._internal.admission.metrics import Metrics
 from policysupply._internal.admission.namespaces import NamespaceLabels
+from policysupply._internal.admission.rules import build_gate
 from policysupply.gate import Gate
 from policysupply.trust_state import TrustState
 
 log = logging.getLogger("policysupply.admission")
 
 
-EXTERNAL_DATA_API = "externaldata.gatekeeper.sh/v1beta1"
 _KIND_GROUPS = {
     "Pod": "",
     "ReplicationController": "",
@@ -44,66 +45,12 @@ _KIND_GROUPS = {
 }
 _MAX_WARNINGS = 20
 _MAX_WARNING_CHARS = 250
-_MAX_AUDIT_CHARS = 8192
 _MAX_MESSAGE_CHARS = 4000
 _MAX_KEYS = 1000
 
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def build_gate(
-    config: AdmissionConfig,
-    engine_registry: Callable[[str], Any] | None = None,
-    rules_state: TrustState | None = None,
-) -> Gate:
-    """The gate the configuration describes (rules prepared by the engine: errors show at start).
-
-    Args:
-        config: The service configuration.
-        engine_registry: The registry client for a host (rules from an image).
-        rules_state: Rollback protection for the rule image; default: the
-            configured ``rules.state`` file, if any.
-
-    Raises:
-        PolicySupplyError: The trust policy, rules or rule image is unusable.
-    """
-    from policysupply.bundle import Bundle
-    from policysupply.verifier import TrustPolicy, Verifier
-
-    root = str(config.trusted_root) if config.trusted_root else None
-    verifier = Verifier(TrustPolicy.from_file(config.trust_policy), trusted_root=root)
-    settings = dict(config.settings) or None
-    if config.rules_image:
-        from policysupply._internal.admission.engine import normalize
-
-        rules_verifier = (
-            Verifier(TrustPolicy.from_file(config.rules_trust_policy), trusted_root=root)
-            if config.rules_trust_policy
-            else None
-        )
-        ref = normalize(config.rules_image)
-        if engine_registry is None:
-            raise ValueError("a registry is needed for rules from an image")
-        gate = Gate.from_registry(
-            engine_registry(ref.host),
-            ref,
-            verifier,
-            rules_verifier=rules_verifier,
-            state=rules_state or (TrustState(config.rules_state) if config.rules_state else None),
-            settings=settings,
-            engine=config.engine,
-        )
-    elif config.rules_directory:
-        rules = Bundle.from_directory(config.rules_directory)
-        gate = Gate(verifier, rules, settings=settings, engine=config.engine)
-    elif config.rules_bundle:
-        rules = Bundle.from_file(config.rules_bundle)
-        gate = Gate(verifier, rules, settings=settings, engine=config.engine)
-    else:
-        gate = Gate(verifier, settings=settings, engine=config.engine)
-    return gate
 
 
 class Service:
@@ -376,7 +323,7 @@ class Service:
             # Deployment controller updates old ReplicaSets in full), finalizer
             # removal and label edits whenever such an image is denied today,
             # keeping it running; the pods it starts are CREATEs, judged anyway.
-            before = _images_of(req.old_obj, path)
+            before = answers.images_of(req.old_obj, path)
             containers = [c for c in containers if c.image not in before]
             if not containers:
                 log.info("no new images", extra=base)
@@ -394,7 +341,7 @@ class Service:
         by_image = dict(zip(unique, results, strict=True))
         for r in results:
             self.metrics.decisions.labels(
-                endpoint=endpoint, outcome=r.outcome, reason=_reason_label(r)
+                endpoint=endpoint, outcome=r.outcome, reason=answers.reason_label(r)
             ).inc()
         denied = [r for r in results if not r.allowed]
         verdict = "deny" if denied else "allow"
@@ -409,7 +356,7 @@ class Service:
         )
         audit = {
             "decision": verdict if mode == "enforce" or not denied else f"{verdict}-{mode}",
-            "images": _evidence_annotation(results),
+            "images": answers.evidence_annotation(results),
         }
         patch = None
         if mutate and self.config.mutate:
@@ -428,7 +375,7 @@ class Service:
             parts = []
             for r in denied:
                 parts.append(
-                    f'image "{r.image}" ({_where(containers, r.image)}): '
+                    f'image "{r.image}" ({answers.where(containers, r.image)}): '
                     + "; ".join(r.reasons or ("denied",))
                 )
             target = (
@@ -466,7 +413,7 @@ class Service:
     ) -> tuple[dict[str, Any], bool]:
         """A request we cannot judge: denied in enforce mode, else allowed with a warning."""
         log.warning("cannot judge request", extra={**base, "error": message})
-        audit = {"decision": "unjudgeable", "error": _clip(message, _MAX_AUDIT_CHARS)}
+        audit = {"decision": "unjudgeable", "error": _clip(message, answers.MAX_AUDIT_CHARS)}
         allow_anyway = self.config.mode != "enforce" or (
             unknown and self.config.unknown_kinds == "allow"
         )
@@ -497,14 +444,16 @@ class Service:
                 raise ValueError(f"more than {_MAX_KEYS} keys")
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             self.metrics.bad_requests.labels(endpoint="externaldata").inc()
-            return 400, _provider_response([], system_error=f"malformed ProviderRequest: {exc}")
+            return 400, answers.provider_response(
+                [], system_error=f"malformed ProviderRequest: {exc}"
+            )
         unique = list(dict.fromkeys(keys))
         ctx = {"gatekeeper": True}
         results = await self.engine.decide_all(unique, lambda _i: ctx, dry_run=False)
         items = []
         for r in results:
             self.metrics.decisions.labels(
-                endpoint="externaldata", outcome=r.outcome, reason=_reason_label(r)
+                endpoint="externaldata", outcome=r.outcome, reason=answers.reason_label(r)
             ).inc()
             value = {
                 "allowed": r.allowed,
@@ -521,63 +470,4 @@ class Service:
             "external data",
             extra={"keys": len(keys), "denied": sum(not r.allowed for r in results)},
         )
-        return 200, _provider_response(items)
-
-
-def _evidence_annotation(results: list[ImageResult]) -> str:
-    """Per-image evidence as JSON within the annotation limit, images not allowed first.
-
-    Whole entries are left out, never cut, so the value stays JSON; the last
-    entry then says how many were left out. In audit mode this annotation is
-    the only record in the cluster of what would have been denied.
-    """
-    ordered = sorted(results, key=lambda r: r.allowed)  # stable: denied, then allowed
-    entries = [json.dumps(r.evidence(), separators=(",", ":")) for r in ordered]
-    kept: list[str] = []
-    size = 2  # the brackets
-    for i, entry in enumerate(entries):
-        left = len(entries) - i
-        tail = len(json.dumps({"omitted": left})) + 1 if left > 1 else 0
-        if size + len(entry) + 1 + tail > _MAX_AUDIT_CHARS:
-            kept.append(json.dumps({"omitted": left}, separators=(",", ":")))
-            break
-        kept.append(entry)
-        size += len(entry) + 1
-    return "[" + ",".join(kept) + "]"
-
-
-def _where(containers: list[rv.ContainerImage], image: str) -> str:
-    """``container a, b`` and/or ``volume v``: where ``image`` is used."""
-    out = []
-    for what, fields in (("container", rv.CONTAINER_FIELDS), ("volume", ("volumes",))):
-        names = sorted({c.container for c in containers if c.image == image and c.field in fields})
-        if names:
-            out.append(f"{what} {', '.join(names)}")
-    return ", ".join(out)
-
-
-def _images_of(obj: Any, path: tuple[str, ...]) -> set[str]:
-    """The images of the PodSpec at ``path`` in ``obj``; none when it cannot be read."""
-    if obj is None:
-        return set()
-    try:
-        return {c.image for c in rv.container_images(obj, path)}
-    except rv.ReviewError:
-        return set()  # judge every image, as for a CREATE
-
-
-def _reason_label(r: ImageResult) -> str:
-    if r.outcome in ("allow", "skipped"):
-        return ""
-    if not r.reasons:
-        return r.outcome
-    head = r.reasons[0].split(":", 1)[0]
-    return head if head.replace("_", "").isalnum() and len(head) <= 40 else r.outcome
-
-
-def _provider_response(items: list[dict[str, Any]], *, system_error: str = "") -> dict[str, Any]:
-    return {
-        "apiVersion": EXTERNAL_DATA_API,
-        "kind": "ProviderResponse",
-        "response": {"idempotent": True, "items": items, "systemError": system_error},
-    }
+        return 200, answers.provider_response(items)

@@ -11,7 +11,7 @@ import pytest
 
 from policysupply import Signer, TrustPolicy
 from policysupply._internal.admission import cache as vcache
-from policysupply._internal.admission.engine import _SingleFlight
+from policysupply._internal.admission.memo import SingleFlight as _SingleFlight
 
 NOW = 1_800_000_000.0
 
