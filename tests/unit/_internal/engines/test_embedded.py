@@ -212,6 +212,27 @@ def test_unsupported_list_comes_from_the_probe() -> None:
 
 
 @pytest.mark.parametrize(
+    "body",
+    [
+        'x := to_number("1.5Gi")',  # OPA: eval_builtin_error; rego-cpp: 1.5
+        "x := format_int(-7, 16)",  # OPA: "-7"; rego-cpp: "fffffffffffffff9"
+        "x := 2 == min([])",  # OPA: undefined; rego-cpp: false
+        "x := max([]) != 1",
+        "x := ceil(-0.5)",  # OPA: 1; rego-cpp: 0
+        "x := floor(-0.5)",  # OPA: 0; rego-cpp: -1
+        "x := round(100000000000000000000.0)",  # rego-cpp wraps past 2^63
+        'x := indexof_n("ab", "")',  # OPA: eval_builtin_error
+    ],
+)
+def test_builtins_difffuzz_found_different_are_refused(engine: EmbeddedEngine, body: str) -> None:
+    # Found by scripts/difffuzz_rego.py; cases in tests/fixtures/embedded_difffuzz,
+    # folded into embedded_unsupported.json by scripts/probe_embedded.py --derive.
+    with pytest.raises(UnsupportedByEngineError, match="builtin") as err:
+        _prepare(engine, {"b.rego": f"package b\n\n{body}\n"})
+    assert USE_OPA in str(err.value)
+
+
+@pytest.mark.parametrize(
     ("body", "what"),
     [
         ("x := [v | some i, v in input.xs]", "some k, v in"),
