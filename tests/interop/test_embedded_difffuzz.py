@@ -79,7 +79,7 @@ CASES: list[Any] = [
         {"o": {"a": 1}},
     ),
     # OPA's compiler rejects these modules; the embedded engine answers.
-    _open("some_redeclared", "r if {\n\tsome y in [1]\n\tsome y in [2]\n}"),
+    _fixed("some_redeclared", "r if {\n\tsome y in [1]\n\tsome y in [2]\n}"),
     _open(
         "type_error_set_to_array_slice",
         "r if {\n\tsome y in array.slice({x | some x in input.xs}, 0, 1)\n\ty == 5\n}",

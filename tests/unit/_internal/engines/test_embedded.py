@@ -345,6 +345,43 @@ def test_check_reports_semantic_errors_as_opa(engine: EmbeddedEngine) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("body", "line", "var"),
+    [
+        ("r if {\n\tsome y in [1]\n\tsome y in [2]\n}", 5, "y"),
+        ("r if {\n\tsome k, v in {1: 2}\n\tsome v in [2]\n}", 5, "v"),
+        ("r := [1 | some y in [1]; some y in [2]]", 3, "y"),
+    ],
+)
+def test_check_reports_a_variable_declared_twice_as_opa(
+    engine: EmbeddedEngine, body: str, line: int, var: str
+) -> None:
+    # OPA: rego_compile_error "var y declared above"; rego-cpp evaluated it
+    # (found by scripts/difffuzz_rego.py).
+    modules = {"m.rego": f"package m\n\n{body}\n"}
+    diags = engine.check(
+        CheckRequest(
+            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
+        )
+    )
+    assert [(d.line, d.message) for d in diags] == [(line, f"var {var} declared above")]
+
+
+def test_same_name_declared_in_separate_bodies_is_fine(engine: EmbeddedEngine) -> None:
+    body = (
+        "r if {\n\tsome y in [1]\n\tevery x in [1] {\n\t\tsome y in [x]\n\t}\n}\n\n"
+        "s if {\n\tsome y in [1]\n} else := false if {\n\tsome y in [2]\n}\n\n"
+        "t := [y | some y in [1]] if {\n\tsome y in [2]\n}"
+    )
+    modules = {"m.rego": f"package m\n\n{body}\n"}
+    diags = engine.check(
+        CheckRequest(
+            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
+        )
+    )
+    assert diags == []
+
+
 def test_check_accepts_the_default_gate_rules(engine: EmbeddedEngine) -> None:
     rules = Path(__file__).resolve().parents[4] / "policysupply" / "rules" / "gate.rego"
     modules = {"gate.rego": rules.read_text()}
