@@ -184,6 +184,7 @@ def _rule_problems(
 ) -> list[RegoDiagnostic]:
     problems: list[RegoDiagnostic] = []
     assigned: dict[tuple[int, str], int] = {}
+    declared: set[tuple[int, str]] = set()  # names of `some` in a body (scope, name)
     depth_stack: list[int] = []
     for i in range(a, b):
         tok = toks[i]
@@ -218,8 +219,42 @@ def _rule_problems(
                         message="cannot assign to call",
                     )
                 )
-        # `x := 1` twice in the same body: OPA "var x assigned above".
+        # `some y` twice in the same body (or `some y` then `y := 1`): OPA
+        # "var y declared above".
+        if tok.text == "some" and depth_stack and at_stmt_start:
+            j = i + 1
+            while j < b and toks[j].kind == "ident" and toks[j].text not in _KEYWORDS:
+                if toks[j].text != "_":
+                    if (scope, toks[j].text) in declared:
+                        problems.append(
+                            RegoDiagnostic(
+                                entry=entry,
+                                line=line_of(source, toks[j].offset),
+                                message=f"var {toks[j].text} declared above",
+                            )
+                        )
+                    declared.add((scope, toks[j].text))
+                if j + 1 < b and toks[j + 1].text == ",":
+                    j += 2
+                    continue
+                break
         if (
+            tok.kind == "ident"
+            and depth_stack
+            and at_stmt_start
+            and i + 1 < b
+            and toks[i + 1].text == ":="
+            and (scope, tok.text) in declared
+        ):
+            problems.append(
+                RegoDiagnostic(
+                    entry=entry,
+                    line=line_of(source, tok.offset),
+                    message=f"var {tok.text} declared above",
+                )
+            )
+        # `x := 1` twice in the same body: OPA "var x assigned above".
+        elif (
             tok.kind == "ident"
             and depth_stack
             and at_stmt_start
