@@ -243,6 +243,9 @@ def test_builtins_difffuzz_found_different_are_refused(engine: EmbeddedEngine, b
         ('x := count("a\\"b")', "string literal"),
         ('x := upper("é")', "string literal"),
         ('x := sprintf("%d items", [3])', "sprintf"),
+        # More or fewer arguments than verbs: OPA writes %!(EXTRA ...) / %!v(MISSING).
+        ('x := sprintf("%v", ["a", 3])', "sprintf with 1 verb"),
+        ('x := sprintf("%s and %s", ["a"])', "sprintf with 2 verbs"),
         ("x := 1e30 + 1", "number"),
     ],
 )
@@ -253,6 +256,19 @@ def test_construct_rego_cpp_answers_differently_is_refused(
     with pytest.raises(UnsupportedByEngineError, match=what) as err:
         _prepare(engine, modules)
     assert USE_OPA in str(err.value)
+
+
+def test_sprintf_with_as_many_arguments_as_verbs_is_evaluated(engine: EmbeddedEngine) -> None:
+    src = (
+        "package s\n\n"
+        'x := [sprintf("%s-%v 100%%", ["a", 1]), sprintf("none", []), '
+        'sprintf("%v", [[y | some y in [1, 2]]])]\n'
+    )
+    p = _prepare(engine, {"s.rego": src})
+    try:
+        assert p.query("data.s.x")[0]["expressions"][0]["value"] == ["a-1 100%", "none", "[1, 2]"]
+    finally:
+        p.close()
 
 
 def test_regex_pattern_with_backslashes_is_evaluated(engine: EmbeddedEngine) -> None:
