@@ -494,6 +494,78 @@ def gen_case(seed: int, index: int) -> tuple[str, str, list[str], dict[str, Any]
     return pkg, source, g.queryable, gen_input(rng)
 
 
+# Reduced builtin disagreements, written as compliance-format cases (answers
+# from `opa eval`) to tests/fixtures/embedded_difffuzz/builtins.yaml, which
+# scripts/probe_embedded.py --derive folds into embedded_unsupported.json.
+BUILTIN_CASES: list[tuple[str, str, Any]] = [
+    ("to_number/unit suffix", 'p := to_number("1.5Gi")', None),
+    ("to_number/surrounding spaces", 'p := to_number(" 42 ")', None),
+    ("to_number/two dots", 'p := to_number("10.1.2.3")', None),
+    ("format_int/fraction in base 2", "p := format_int(0.1, 2)", None),
+    ("format_int/negative in base 16", "p := format_int(-7, 16)", None),
+    ("min/empty array compared", "p := 2.0 == min([])", None),
+    ("max/empty array compared", "p := max(input.xs) != 1", {"xs": []}),
+    ("round/past 2^63", "p := round(100000000000000000000.0)", None),
+    ("floor/past 2^63", "p := floor(9223372036854775807.0)", None),
+    ("floor/negative half", "p := floor(-0.5)", None),
+    ("ceil/negative half", "p := ceil(-0.5)", None),
+    ("indexof_n/empty search string", 'p := indexof_n(input.s, "")', {"s": "ab"}),
+    ("base64.decode/missing padding", 'p := base64.decode("aGVsbG8")', None),
+    ("abs/fraction", "p := abs(input.f)", {"f": -0.123456789}),
+    ("abs/tiny", "p := abs(-1e-7)", None),
+]
+
+
+def write_builtin_cases(opa: str, path: Path) -> None:
+    """Writes ``BUILTIN_CASES`` with the answers of ``opa eval --strict-builtin-errors``."""
+    import tempfile
+
+    import yaml
+
+    out = []
+    for note, body, inp in BUILTIN_CASES:
+        module = f"package test\n\n{body}\n"
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "m.rego").write_text(module)
+            args = [opa, "eval", "--strict-builtin-errors", "-f", "json", "-d", f"{d}/m.rego"]
+            if inp is not None:
+                Path(d, "in.json").write_text(json.dumps(inp))
+                args += ["-i", f"{d}/in.json"]
+            proc = subprocess.run(
+                [*args, "data.test.p = x"], capture_output=True, text=True, check=False
+            )
+        case: dict[str, Any] = {"note": note, "modules": [module], "query": "data.test.p = x"}
+        if inp is not None:
+            case["input"] = inp
+        doc = json.loads(proc.stdout)
+        if proc.returncode != 0 or "errors" in doc:
+            err = doc["errors"][0]
+            case["want_error_code"] = err["code"]
+            case["want_error"] = err["message"]
+            case["strict_error"] = True
+        else:
+            case["want_result"] = [{"x": r["bindings"]["x"]} for r in doc.get("result", [])]
+        out.append(case)
+
+    class _Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    def _str(dumper: yaml.SafeDumper, data: str) -> Any:
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    _Dumper.add_representer(str, _str)
+    header = (
+        "# Cases beyond OPA's compliance suite where rego-cpp answers differently,\n"
+        "# found by scripts/difffuzz_rego.py and reduced; in the compliance suite's format,\n"
+        "# the expected answers captured from `opa eval --strict-builtin-errors` (OPA v1.22.2).\n"
+        "# scripts/probe_embedded.py reads them as the suite `difffuzz`.\n"
+    )
+    body = yaml.dump({"cases": out}, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    path.write_text(header + body)
+
+
 # -- engines ----------------------------------------------------------------------
 
 
@@ -609,7 +681,16 @@ def main() -> int:
         or str(Path.home() / ".cache/policysupply/peers/bin/opa"),
     )
     ap.add_argument("--print", action="store_true", help="print the generated cases only")
+    ap.add_argument(
+        "--write-builtin-cases",
+        type=Path,
+        metavar="YAML",
+        help="write BUILTIN_CASES with opa's answers (tests/fixtures/embedded_difffuzz/builtins.yaml)",
+    )
     args = ap.parse_args()
+    if args.write_builtin_cases:
+        write_builtin_cases(args.opa, args.write_builtin_cases)
+        return 0
     if args.print:
         for i in range(args.start, args.start + args.cases):
             pkg, source, rules, inp = gen_case(args.seed, i)
