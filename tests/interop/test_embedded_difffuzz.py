@@ -74,6 +74,9 @@ CASES: list[Any] = [
         "r if not startswith(input.image, input.prefix)",
         {"image": "a"},
     ),
+    # The shape of the default gate rule `deny ... "verification"` (its input
+    # always carries `error`, null when there is none, so it is not reached there).
+    _open("not_membership_of_undefined", 'r if not input.v.error in {"a", "b"}', {"v": {}}),
     _open("not_nested_call_undefined", "r if not count(input.missing) > 0", {}),
     # sprintf: OPA formats a number given to %s, and extra arguments, its own way.
     _open("sprintf_s_with_number", 'r := sprintf("%s/%s", ["x", 7])'),
