@@ -385,6 +385,43 @@ def test_check_reports_a_variable_declared_twice_as_opa(
     assert [(d.line, d.message) for d in diags] == [(line, f"var {var} declared above")]
 
 
+@pytest.mark.parametrize(
+    ("body", "line", "var"),
+    [
+        ("r if {\n\tevery y in [1] { true }\n}", 4, "y"),
+        ('r if {\n\tevery k, v in {"a": 1} { v == 1 }\n}', 4, "k"),
+        ('r if {\n\tevery k, v in {"a": 1} { k == "a" }\n}', 4, "v"),
+        ("r := [1 | every y in [1] { true }]", 3, "y"),
+        ("r if {\n\tsome y\n\tinput.x\n}", 4, "y"),
+    ],
+)
+def test_check_reports_a_declared_variable_never_used_as_opa(
+    engine: EmbeddedEngine, body: str, line: int, var: str
+) -> None:
+    # OPA: rego_compile_error "declared var y unused" (difffuzz: rego-cpp evaluated it).
+    modules = {"m.rego": f"package m\n\n{body}\n"}
+    diags = engine.check(
+        CheckRequest(
+            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
+        )
+    )
+    assert [(d.line, d.message) for d in diags] == [(line, f"declared var {var} unused")]
+
+
+def test_declared_variables_that_are_used_are_fine(engine: EmbeddedEngine) -> None:
+    body = (
+        'r if {\n\tevery _, v in {"a": 1} { v == 1 }\n\tsome y in [1]\n\tevery x in {1, 2} { x > 0 }\n}\n\n'
+        "s if {\n\tsome z\n\tinput.xs[z]\n\tevery w in input.xs {\n\t\tevery q in w { q }\n\t}\n}"
+    )
+    modules = {"m.rego": f"package m\n\n{body}\n"}
+    diags = engine.check(
+        CheckRequest(
+            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
+        )
+    )
+    assert diags == []
+
+
 def test_same_name_declared_in_separate_bodies_is_fine(engine: EmbeddedEngine) -> None:
     body = (
         "r if {\n\tsome y in [1]\n\tevery x in [1] {\n\t\tsome y in [x]\n\t}\n}\n\n"
