@@ -247,6 +247,9 @@ def test_builtins_difffuzz_found_different_are_refused(engine: EmbeddedEngine, b
         # More or fewer arguments than verbs: OPA writes %!(EXTRA ...) / %!v(MISSING).
         ('x := sprintf("%v", ["a", 3])', "sprintf with 1 verb"),
         ('x := sprintf("%s and %s", ["a"])', "sprintf with 2 verbs"),
+        # rego-cpp keeps -0 apart from 0: `0 in {-0}` is false, count({-0, 0}) 2.
+        ("x := 0 in {-0}", "-0"),
+        ("x := count({-0.0, 0})", "-0.0"),
         ("x := 1e30 + 1", "number"),
     ],
 )
@@ -268,6 +271,14 @@ def test_sprintf_with_as_many_arguments_as_verbs_is_evaluated(engine: EmbeddedEn
     p = _prepare(engine, {"s.rego": src})
     try:
         assert p.query("data.s.x")[0]["expressions"][0]["value"] == ["a-1 100%", "none", "[1, 2]"]
+    finally:
+        p.close()
+
+
+def test_subtracting_zero_is_evaluated(engine: EmbeddedEngine) -> None:
+    p = _prepare(engine, {"z.rego": "package z\n\nx := [input.a-0, 1 - 0, (2)-0, [3][0]-0]\n"})
+    try:
+        assert p.query("data.z.x", {"a": 5})[0]["expressions"][0]["value"] == [5, 1, 2, 3]
     finally:
         p.close()
 
@@ -410,7 +421,8 @@ def test_check_reports_a_declared_variable_never_used_as_opa(
 
 def test_declared_variables_that_are_used_are_fine(engine: EmbeddedEngine) -> None:
     body = (
-        'r if {\n\tevery _, v in {"a": 1} { v == 1 }\n\tsome y in [1]\n\tevery x in {1, 2} { x > 0 }\n}\n\n'
+        'r if {\n\tevery _, v in {"a": 1} { v == 1 }\n\tsome y in [1]\n'
+        "\tevery x in {1, 2} { x > 0 }\n}\n\n"
         "s if {\n\tsome z\n\tinput.xs[z]\n\tevery w in input.xs {\n\t\tevery q in w { q }\n\t}\n}"
     )
     modules = {"m.rego": f"package m\n\n{body}\n"}
