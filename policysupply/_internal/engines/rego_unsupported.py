@@ -61,6 +61,25 @@ def _sprintf_arity_mismatch(toks: list[_Tok], i: int, fmt: str) -> str | None:
     return f"sprintf with {verbs} {noun} and {len(items)} argument(s)"
 
 
+def _is_negative_zero(toks: list[_Tok], i: int) -> bool:
+    """``toks[i]`` is a ``-0`` literal (``-0``, ``-0.0``, ``-0e5``), not ``x-0``."""
+    text = toks[i].text
+    if not text.startswith("-"):
+        return False
+    try:
+        if float(text) != 0:
+            return False
+    except ValueError:
+        return False
+    # The lexer reads `a-0` as `a` then `-0`: after a term it is a subtraction.
+    prev = toks[i - 1] if i > 0 else None
+    return not (
+        prev is not None
+        and (prev.kind in ("ident", "number", "string", "raw") or prev.text in (")", "]", "}"))
+        and prev.text not in ("in", "if", "else", "contains", "some", "not", "with", "as")
+    )
+
+
 def _literal_text(tok: _Tok) -> str | None:
     """The text between the quotes of a plain literal; ``None`` if it has escapes."""
     body = tok.text[1:-1]
@@ -129,6 +148,13 @@ def unsupported_constructs(
                 and (nxt is None or nxt.kind not in ("string", "raw"))
             ):
                 problems.append((tok.offset, "sprintf with a format that is not a literal"))
+        if tok.kind == "number" and _is_negative_zero(toks, i):
+            problems.append(
+                (
+                    tok.offset,
+                    f"the number {text} (rego-cpp keeps -0 apart from 0: 0 in {{-0}} is false)",
+                )
+            )
         if tok.kind == "number" and ("e" in text or "E" in text) and _too_big(text):
             problems.append(
                 (tok.offset, f"the number {text} (rego-cpp computes with it inexactly)")
