@@ -147,8 +147,9 @@ def rego_str(s: str) -> str:
 class Gen:
     """One module: rules r0..rN over ``input`` (a fixed shape, random values)."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, pkg: str = "fz") -> None:
         self.rng = rng
+        self.pkg = pkg
         self.rules: list[str] = []
         self.queryable: list[str] = []
         self.helpers = 0
@@ -427,8 +428,14 @@ class Gen:
             self.rules.append(f"{name} := {f}({self.any_expr()})")
         elif c < 0.82:
             other = f"r{self.rng.randrange(i)}" if i else "input"
+            if i and self.rng.random() < 0.5:
+                # `with` on data: replace an earlier rule of this package.
+                target = f"data.{self.pkg}.r{self.rng.randrange(i)}"
+                replaced = f"{target} as {self.scalar()}"
+            else:
+                replaced = f"input as {self.json_input_lit()}"
             self.rules.append(
-                f"{name} := {self.pick(['x', '[x, y]', 'count(x)'])} if {{\n\tx := {other} with input as {self.json_input_lit()}\n\ty := 1\n}}"
+                f"{name} := {self.pick(['x', '[x, y]', 'count(x)'])} if {{\n\tx := {other} with {replaced}\n\ty := 1\n}}"
             )
         elif c < 0.88:
             self.rules.append(f"{name} if not {self.cond()}")
@@ -486,10 +493,10 @@ def gen_input(rng: random.Random) -> dict[str, Any]:
 
 def gen_case(seed: int, index: int) -> tuple[str, str, list[str], dict[str, Any]]:
     rng = random.Random(f"{seed}:{index}")
-    g = Gen(rng)
+    pkg = f"fz.c{index}"
+    g = Gen(rng, pkg)
     for i in range(rng.randint(1, 3)):
         g.rule(i)
-    pkg = f"fz.c{index}"
     source = f"package {pkg}\n\n" + "\n\n".join(g.rules) + "\n"
     return pkg, source, g.queryable, gen_input(rng)
 
