@@ -101,6 +101,14 @@ CASES: list[Any] = [
         "r := [x | some x in array.reverse(input.o); input.missing]",
         {"o": {"a": 1}},
     ),
+    # Nested `with`: an inner `with input` drops an outer `with data` in rego-cpp.
+    _open(
+        "with_input_inside_with_data",
+        "a := 1\n\nb := x if {\n\tx := a with input as {}\n}\n\n"
+        "r := x if {\n\tx := b with data.t.a as 2\n}",
+    ),
+    # Arithmetic on an integer past 2^53 written without an exponent.
+    _open("big_integer_divided", "r := 12345678901234567890 / 1.5"),
     # OPA's compiler rejects these modules; the embedded engine answers.
     _fixed("some_redeclared", "r if {\n\tsome y in [1]\n\tsome y in [2]\n}"),
     _open(
