@@ -3,6 +3,10 @@
 
 Two modes:
 
+Besides OPA's suite, the cases under ``tests/fixtures/embedded_difffuzz``
+(same format; found by ``scripts/difffuzz_rego.py``, answers captured from
+``opa eval``) are run as the suite ``difffuzz``.
+
 ``--derive`` runs every case on bare rego-cpp (no refusals, strict builtin
 errors, one worker process, restarted after a crash) and writes
 ``policysupply/_internal/engines/embedded_unsupported.json``: every builtin
@@ -43,6 +47,9 @@ from tests.interop.compliance import values  # noqa: E402
 OPA_VERSION = "v1.22.2"
 CASES = Path.home() / f"go/pkg/mod/github.com/open-policy-agent/opa@{OPA_VERSION}/v1/test/cases"
 OUT = ROOT / "policysupply/_internal/engines/embedded_unsupported.json"
+# Cases in the same format that OPA's suite lacks: disagreements found by
+# scripts/difffuzz_rego.py, reduced, with answers captured from `opa eval`.
+EXTRA = {"difffuzz": ROOT / "tests/fixtures/embedded_difffuzz"}
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -60,7 +67,7 @@ _Yaml12Loader.add_implicit_resolver(
 
 def load_cases(suite: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every case of one compliance suite (``v1`` or ``v0``)."""
-    base = CASES / "testdata" / suite
+    base = EXTRA[suite] if suite in EXTRA else CASES / "testdata" / suite
     for path in sorted(base.rglob("*.yaml")):
         with path.open() as fh:
             for doc in yaml.load_all(fh, Loader=_Yaml12Loader):  # noqa: S506 - safe loader subclass
@@ -252,14 +259,18 @@ def derive(suites: list[str]) -> None:
             table[name] = {
                 "why": (
                     f"answers differently from OPA in {len(examples[name])} of "
-                    f"{sum(c.values())} compliance cases about it"
+                    f"{sum(c.values())} cases about it (OPA's compliance suite and extra_cases)"
                 ),
                 "examples": sorted(examples[name])[:3],
             }
     # Reported by rego-cpp itself as unsupported at run time.
     out = {
         "generated_by": "scripts/probe_embedded.py --derive",
-        "opa_compliance_suite": f"open-policy-agent/opa {OPA_VERSION} v1/test/cases/testdata/{{{','.join(suites)}}}",
+        "opa_compliance_suite": (
+            f"open-policy-agent/opa {OPA_VERSION} v1/test/cases/testdata/"
+            f"{{{','.join(s for s in suites if s not in EXTRA)}}}"
+        ),
+        "extra_cases": [str(EXTRA[s].relative_to(ROOT)) for s in suites if s in EXTRA],
         "regopy": _regopy_version(),
         "outcomes": dict(sorted(outcomes.items())),
         "builtins": table,
@@ -319,10 +330,12 @@ def verify(suites: list[str], report: Path | None) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--derive", action="store_true", help="rewrite embedded_unsupported.json")
-    ap.add_argument("--suite", action="append", choices=["v1", "v0"], help="default: v1")
+    ap.add_argument(
+        "--suite", action="append", choices=["v1", "v0", *EXTRA], help="default: v1 and difffuzz"
+    )
     ap.add_argument("--json", type=Path, help="write per-case verdicts here")
     args = ap.parse_args()
-    suites = args.suite or ["v1"]
+    suites = args.suite or ["v1", *EXTRA]
     if not CASES.is_dir():
         print(f"no compliance cases at {CASES}: run scripts/install-peers.sh", file=sys.stderr)
         return 2

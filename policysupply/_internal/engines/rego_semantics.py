@@ -157,8 +157,111 @@ def semantic_problems(
             if any(toks[k].text == "$" for k in range(a, b)):
                 continue  # template strings: not read by this lexer
             problems.extend(_rule_problems(entry, source, toks, firsts, a, b, types))
+            problems.extend(_unused_declarations(entry, source, toks, a, b))
             problems.extend(_unsafe_vars(entry, source, toks, a, b, known | _head_args(toks, a, b)))
     return problems
+
+
+# Tokens after which a `{` starts a term (an every domain), not the body.
+_TERM_STARTS = {"in", "|", "&", "-", "+", "*", "/", "%", ",", "(", "[", ":", "="}
+
+
+def _declared_names(toks: list[_Tok], j: int, b: int) -> tuple[list[int], int]:
+    """Token indices of `x, y` starting at ``toks[j]``, and the index after them."""
+    names = []
+    while j < b and toks[j].kind == "ident" and toks[j].text not in _KEYWORDS:
+        names.append(j)
+        if j + 1 < b and toks[j + 1].text == ",":
+            j += 2
+            continue
+        return names, j + 1
+    return names, j
+
+
+def _unused_declarations(
+    entry: str, source: str, toks: list[_Tok], a: int, b: int
+) -> list[RegoDiagnostic]:
+    """OPA's "declared var x unused", for the cases certain without a parser.
+
+    ``every x in xs { ... }`` without ``x`` in its body, or a bare ``some x``
+    with no other ``x`` in the rule. Any other token spelled like the name
+    counts as a use, so shadowing is left to OPA.
+    """
+    problems: list[RegoDiagnostic] = []
+
+    def unused(j: int, lo: int, hi: int) -> bool:
+        name = toks[j].text
+        return name != "_" and not any(
+            k != j
+            and toks[k].kind == "ident"
+            and toks[k].text == name
+            and not (k > 0 and toks[k - 1].text == ".")
+            for k in range(lo, hi)
+        )
+
+    for i in range(a, b):
+        text = toks[i].text
+        if text == "every":
+            names, j = _declared_names(toks, i + 1, b)
+            if not names or j >= b or toks[j].text != "in":
+                continue
+            depth = 0
+            body = None
+            for k in range(j + 1, b):
+                t = toks[k].text
+                if t == "{" and depth == 0 and toks[k - 1].text not in _TERM_STARTS:
+                    body = k
+                    break
+                if t in ("(", "[", "{"):
+                    depth += 1
+                elif t in (")", "]", "}"):
+                    depth -= 1
+                    if depth < 0:
+                        break
+            if body is None:
+                continue
+            end = _matching_close(toks, body, b)
+            if end is None:
+                continue
+            problems.extend(
+                RegoDiagnostic(
+                    entry=entry,
+                    line=line_of(source, toks[i].offset),
+                    message=f"declared var {toks[n].text} unused",
+                )
+                for n in names
+                if unused(n, body, end)
+            )
+        elif text == "some" and i > a and toks[i - 1].text != ".":
+            names, j = _declared_names(toks, i + 1, b)
+            ends = j >= b or (
+                toks[j].text in (";", "}", "]", "|")
+                or "\n" in source[toks[j - 1].offset + len(toks[j - 1].text) : toks[j].offset]
+            )
+            if not names or not ends:
+                continue  # `some x in xs`, `some f(x) in xs`: not a bare declaration
+            problems.extend(
+                RegoDiagnostic(
+                    entry=entry,
+                    line=line_of(source, toks[i].offset),
+                    message=f"declared var {toks[n].text} unused",
+                )
+                for n in names
+                if unused(n, a, b)
+            )
+    return problems
+
+
+def _matching_close(toks: list[_Tok], open_idx: int, b: int) -> int | None:
+    depth = 0
+    for k in range(open_idx, b):
+        if toks[k].text in ("(", "[", "{"):
+            depth += 1
+        elif toks[k].text in (")", "]", "}"):
+            depth -= 1
+            if depth == 0:
+                return k
+    return None
 
 
 def _head_args(toks: list[_Tok], a: int, b: int) -> set[str]:
@@ -184,6 +287,7 @@ def _rule_problems(
 ) -> list[RegoDiagnostic]:
     problems: list[RegoDiagnostic] = []
     assigned: dict[tuple[int, str], int] = {}
+    declared: set[tuple[int, str]] = set()  # names of `some` in a body (scope, name)
     depth_stack: list[int] = []
     for i in range(a, b):
         tok = toks[i]
@@ -218,8 +322,42 @@ def _rule_problems(
                         message="cannot assign to call",
                     )
                 )
-        # `x := 1` twice in the same body: OPA "var x assigned above".
+        # `some y` twice in the same body (or `some y` then `y := 1`): OPA
+        # "var y declared above".
+        if tok.text == "some" and depth_stack and at_stmt_start:
+            j = i + 1
+            while j < b and toks[j].kind == "ident" and toks[j].text not in _KEYWORDS:
+                if toks[j].text != "_":
+                    if (scope, toks[j].text) in declared:
+                        problems.append(
+                            RegoDiagnostic(
+                                entry=entry,
+                                line=line_of(source, toks[j].offset),
+                                message=f"var {toks[j].text} declared above",
+                            )
+                        )
+                    declared.add((scope, toks[j].text))
+                if j + 1 < b and toks[j + 1].text == ",":
+                    j += 2
+                    continue
+                break
         if (
+            tok.kind == "ident"
+            and depth_stack
+            and at_stmt_start
+            and i + 1 < b
+            and toks[i + 1].text == ":="
+            and (scope, tok.text) in declared
+        ):
+            problems.append(
+                RegoDiagnostic(
+                    entry=entry,
+                    line=line_of(source, tok.offset),
+                    message=f"var {tok.text} declared above",
+                )
+            )
+        # `x := 1` twice in the same body: OPA "var x assigned above".
+        elif (
             tok.kind == "ident"
             and depth_stack
             and at_stmt_start

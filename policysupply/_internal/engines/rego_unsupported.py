@@ -38,6 +38,48 @@ _PATTERN_ARGS = {
 _SPRINTF_SAFE = re.compile(r"(?:[^%]|%[sv%])*\Z")
 
 
+def _sprintf_arity_mismatch(toks: list[_Tok], i: int, fmt: str) -> str | None:
+    """Why ``sprintf(fmt, [...])`` at ``toks[i]`` (the format) is refused, if it is.
+
+    OPA (Go's fmt) writes ``%!(EXTRA ...)`` for arguments past the verbs and
+    ``%!v(MISSING)`` for verbs past the arguments; rego-cpp does not. Only a
+    literal array (not a comprehension) has a count known here.
+    """
+    if i + 2 >= len(toks) or toks[i + 1].text != "," or toks[i + 2].text != "[":
+        return None
+    items = _call_args(toks, i + 2)
+    if any(
+        toks[k].text == "|" and _enclosing_open(toks, k) == i + 2
+        for s, e in items
+        for k in range(s, e)
+    ):
+        return None
+    verbs = len(re.findall(r"%[sv]", fmt.replace("%%", "")))
+    if verbs == len(items):
+        return None
+    noun = "verb" if verbs == 1 else "verbs"
+    return f"sprintf with {verbs} {noun} and {len(items)} argument(s)"
+
+
+def _is_negative_zero(toks: list[_Tok], i: int) -> bool:
+    """``toks[i]`` is a ``-0`` literal (``-0``, ``-0.0``, ``-0e5``), not ``x-0``."""
+    text = toks[i].text
+    if not text.startswith("-"):
+        return False
+    try:
+        if float(text) != 0:
+            return False
+    except ValueError:
+        return False
+    # The lexer reads `a-0` as `a` then `-0`: after a term it is a subtraction.
+    prev = toks[i - 1] if i > 0 else None
+    return not (
+        prev is not None
+        and (prev.kind in ("ident", "number", "string", "raw") or prev.text in (")", "]", "}"))
+        and prev.text not in ("in", "if", "else", "contains", "some", "not", "with", "as")
+    )
+
+
 def _literal_text(tok: _Tok) -> str | None:
     """The text between the quotes of a plain literal; ``None`` if it has escapes."""
     body = tok.text[1:-1]
@@ -94,6 +136,10 @@ def unsupported_constructs(
             where = _arg_index(toks, i)
             if where == ("sprintf", 0) and body is not None and not _SPRINTF_SAFE.match(body):
                 problems.append((tok.offset, "sprintf with verbs other than %s and %v"))
+            elif where == ("sprintf", 0) and body is not None:
+                mismatch = _sprintf_arity_mismatch(toks, i, body)
+                if mismatch:
+                    problems.append((tok.offset, mismatch))
         elif text == "sprintf":
             nxt = toks[i + 2] if i + 2 < len(toks) else None
             if (
@@ -102,6 +148,13 @@ def unsupported_constructs(
                 and (nxt is None or nxt.kind not in ("string", "raw"))
             ):
                 problems.append((tok.offset, "sprintf with a format that is not a literal"))
+        if tok.kind == "number" and _is_negative_zero(toks, i):
+            problems.append(
+                (
+                    tok.offset,
+                    f"the number {text} (rego-cpp keeps -0 apart from 0: 0 in {{-0}} is false)",
+                )
+            )
         if tok.kind == "number" and ("e" in text or "E" in text) and _too_big(text):
             problems.append(
                 (tok.offset, f"the number {text} (rego-cpp computes with it inexactly)")

@@ -140,7 +140,8 @@ def test_closed_preparation_refuses_queries(engine: EmbeddedEngine) -> None:
     [
         ("x := 1 / input.zero", "divide by zero"),
         ("x := input.s + 1", "eval_"),
-        ('x := to_number("abc")', "eval_builtin_error"),
+        # (to_number("abc") was this case; to_number is refused now.)
+        ('x := time.parse_rfc3339_ns("nope")', "eval_builtin_error"),
         ("x := input.a\nx := input.b", "eval_conflict_error"),
     ],
 )
@@ -212,6 +213,32 @@ def test_unsupported_list_comes_from_the_probe() -> None:
 
 
 @pytest.mark.parametrize(
+    "body",
+    [
+        'x := to_number("1.5Gi")',  # OPA: eval_builtin_error; rego-cpp: 1.5
+        "x := format_int(-7, 16)",  # OPA: "-7"; rego-cpp: "fffffffffffffff9"
+        "x := 2 == min([])",  # OPA: undefined; rego-cpp: false
+        "x := max([]) != 1",
+        "x := ceil(-0.5)",  # OPA: 1; rego-cpp: 0
+        "x := floor(-0.5)",  # OPA: 0; rego-cpp: -1
+        "x := round(100000000000000000000.0)",  # rego-cpp wraps past 2^63
+        'x := indexof_n("ab", "")',  # OPA: eval_builtin_error
+        'x := base64.decode("aGVsbG8")',  # OPA: illegal base64 data (no padding)
+        "x := abs(-0.123456789)",  # rego-cpp: 0.123457 (six decimals)
+        # Its output holds quotes, which rego-cpp keeps escaped: count is 6, not 4.
+        'x := count(json.marshal("ab"))',
+        'x := count(json.marshal_with_options("ab", {"pretty": true}))',
+    ],
+)
+def test_builtins_difffuzz_found_different_are_refused(engine: EmbeddedEngine, body: str) -> None:
+    # Found by scripts/difffuzz_rego.py; cases in tests/fixtures/embedded_difffuzz,
+    # folded into embedded_unsupported.json by scripts/probe_embedded.py --derive.
+    with pytest.raises(UnsupportedByEngineError, match="builtin") as err:
+        _prepare(engine, {"b.rego": f"package b\n\n{body}\n"})
+    assert USE_OPA in str(err.value)
+
+
+@pytest.mark.parametrize(
     ("body", "what"),
     [
         ("x := [v | some i, v in input.xs]", "some k, v in"),
@@ -220,6 +247,12 @@ def test_unsupported_list_comes_from_the_probe() -> None:
         ('x := count("a\\"b")', "string literal"),
         ('x := upper("é")', "string literal"),
         ('x := sprintf("%d items", [3])', "sprintf"),
+        # More or fewer arguments than verbs: OPA writes %!(EXTRA ...) / %!v(MISSING).
+        ('x := sprintf("%v", ["a", 3])', "sprintf with 1 verb"),
+        ('x := sprintf("%s and %s", ["a"])', "sprintf with 2 verbs"),
+        # rego-cpp keeps -0 apart from 0: `0 in {-0}` is false, count({-0, 0}) 2.
+        ("x := 0 in {-0}", "-0"),
+        ("x := count({-0.0, 0})", "-0.0"),
         ("x := 1e30 + 1", "number"),
     ],
 )
@@ -230,6 +263,27 @@ def test_construct_rego_cpp_answers_differently_is_refused(
     with pytest.raises(UnsupportedByEngineError, match=what) as err:
         _prepare(engine, modules)
     assert USE_OPA in str(err.value)
+
+
+def test_sprintf_with_as_many_arguments_as_verbs_is_evaluated(engine: EmbeddedEngine) -> None:
+    src = (
+        "package s\n\n"
+        'x := [sprintf("%s-%v 100%%", ["a", 1]), sprintf("none", []), '
+        'sprintf("%v", [[y | some y in [1, 2]]])]\n'
+    )
+    p = _prepare(engine, {"s.rego": src})
+    try:
+        assert p.query("data.s.x")[0]["expressions"][0]["value"] == ["a-1 100%", "none", "[1, 2]"]
+    finally:
+        p.close()
+
+
+def test_subtracting_zero_is_evaluated(engine: EmbeddedEngine) -> None:
+    p = _prepare(engine, {"z.rego": "package z\n\nx := [input.a-0, 1 - 0, (2)-0, [3][0]-0]\n"})
+    try:
+        assert p.query("data.z.x", {"a": 5})[0]["expressions"][0]["value"] == [5, 1, 2, 3]
+    finally:
+        p.close()
 
 
 def test_regex_pattern_with_backslashes_is_evaluated(engine: EmbeddedEngine) -> None:
@@ -321,6 +375,81 @@ def test_check_reports_semantic_errors_as_opa(engine: EmbeddedEngine) -> None:
         (8, "var msg is unsafe"),
         (10, "count: invalid argument(s)"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "var"),
+    [
+        ("r if {\n\tsome y in [1]\n\tsome y in [2]\n}", 5, "y"),
+        ("r if {\n\tsome k, v in {1: 2}\n\tsome v in [2]\n}", 5, "v"),
+        ("r := [1 | some y in [1]; some y in [2]]", 3, "y"),
+    ],
+)
+def test_check_reports_a_variable_declared_twice_as_opa(
+    engine: EmbeddedEngine, body: str, line: int, var: str
+) -> None:
+    # OPA: rego_compile_error "var y declared above"; rego-cpp evaluated it
+    # (found by scripts/difffuzz_rego.py).
+    modules = {"m.rego": f"package m\n\n{body}\n"}
+    diags = engine.check(
+        CheckRequest(
+            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
+        )
+    )
+    assert [(d.line, d.message) for d in diags] == [(line, f"var {var} declared above")]
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "var"),
+    [
+        ("r if {\n\tevery y in [1] { true }\n}", 4, "y"),
+        ('r if {\n\tevery k, v in {"a": 1} { v == 1 }\n}', 4, "k"),
+        ('r if {\n\tevery k, v in {"a": 1} { k == "a" }\n}', 4, "v"),
+        ("r := [1 | every y in [1] { true }]", 3, "y"),
+        ("r if {\n\tsome y\n\tinput.x\n}", 4, "y"),
+    ],
+)
+def test_check_reports_a_declared_variable_never_used_as_opa(
+    engine: EmbeddedEngine, body: str, line: int, var: str
+) -> None:
+    # OPA: rego_compile_error "declared var y unused" (difffuzz: rego-cpp evaluated it).
+    modules = {"m.rego": f"package m\n\n{body}\n"}
+    diags = engine.check(
+        CheckRequest(
+            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
+        )
+    )
+    assert [(d.line, d.message) for d in diags] == [(line, f"declared var {var} unused")]
+
+
+def test_declared_variables_that_are_used_are_fine(engine: EmbeddedEngine) -> None:
+    body = (
+        'r if {\n\tevery _, v in {"a": 1} { v == 1 }\n\tsome y in [1]\n'
+        "\tevery x in {1, 2} { x > 0 }\n}\n\n"
+        "s if {\n\tsome z\n\tinput.xs[z]\n\tevery w in input.xs {\n\t\tevery q in w { q }\n\t}\n}"
+    )
+    modules = {"m.rego": f"package m\n\n{body}\n"}
+    diags = engine.check(
+        CheckRequest(
+            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
+        )
+    )
+    assert diags == []
+
+
+def test_same_name_declared_in_separate_bodies_is_fine(engine: EmbeddedEngine) -> None:
+    body = (
+        "r if {\n\tsome y in [1]\n\tevery x in [1] {\n\t\tsome y in [x]\n\t}\n}\n\n"
+        "s if {\n\tsome y in [1]\n} else := false if {\n\tsome y in [2]\n}\n\n"
+        "t := [y | some y in [1]] if {\n\tsome y in [2]\n}"
+    )
+    modules = {"m.rego": f"package m\n\n{body}\n"}
+    diags = engine.check(
+        CheckRequest(
+            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
+        )
+    )
+    assert diags == []
 
 
 def test_check_accepts_the_default_gate_rules(engine: EmbeddedEngine) -> None:

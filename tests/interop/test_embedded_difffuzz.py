@@ -1,0 +1,158 @@
+"""Reduced disagreements between the embedded engine and real OPA.
+
+Each case was found by ``scripts/difffuzz_rego.py`` and reduced by hand. The
+contract (docs/adr/0012-embedded-engine-isolation.md): the embedded engine
+gives ``opa eval``'s answer or raises ``BundleError`` (``UnsupportedByEngineError``
+included), never a different answer. ``xfail(strict=True)`` marks the ones
+still open, so that a fix turns them into passes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policysupply._internal.engines.embedded import EmbeddedEngine
+from policysupply.errors import BundleError
+
+OPEN = "embedded engine answers differently from OPA (found by scripts/difffuzz_rego.py)"
+
+
+def _open(name: str, body: str, input: Any = None) -> Any:
+    """A disagreement not fixed yet."""
+    return pytest.param(body, input, id=name, marks=pytest.mark.xfail(strict=True, reason=OPEN))
+
+
+def _fixed(name: str, body: str, input: Any = None) -> Any:
+    """A disagreement the embedded engine now refuses."""
+    return pytest.param(body, input, id=name)
+
+
+# Rule `r` of `package t`, and the input.
+CASES: list[Any] = [
+    # to_number parses a numeric prefix (strtod) where OPA's ParseFloat fails.
+    _fixed("to_number_unit_suffix", 'r := to_number("1.5Gi")'),
+    _fixed("to_number_spaces", 'r := to_number(" 42 ")'),
+    _fixed("to_number_two_dots", 'r := to_number("10.1.2.3")'),
+    # format_int: fractions in base 2, negative numbers in base 16.
+    _fixed("format_int_fraction", "r := format_int(0.1, 2)"),
+    _fixed("format_int_negative_hex", "r := format_int(-7, 16)"),
+    # min/max of [] are undefined in OPA; rego-cpp's undefined compares as false.
+    _fixed("min_empty_compared", "r := 2.0 == min([])"),
+    _fixed("max_empty_compared", "r := max(input.xs) != 1", {"xs": []}),
+    # Rounding: past 2^63 rego-cpp wraps; OPA's ceil(-0.5) is 1, floor(-0.5) 0.
+    _fixed("round_big", "r := round(100000000000000000000.0)"),
+    _fixed("floor_big", "r := floor(9223372036854775807.0)"),
+    _fixed("ceil_negative_half", "r := ceil(-0.5)"),
+    _fixed("floor_negative_half", "r := floor(-0.5)"),
+    # indexof_n with an empty search string is an error in OPA.
+    _fixed("indexof_n_empty", 'r := indexof_n(input.s, "")', {"s": "ab"}),
+    # abs rounds to six decimals in rego-cpp.
+    _fixed("abs_fraction", "r := abs(input.f)", {"f": -0.123456789}),
+    _fixed("abs_tiny", "r := abs(-1e-7)"),
+    # json.marshal's quotes stay escaped in rego-cpp, and builtins see them so.
+    _fixed("json_marshal_hashed", "r := crypto.sha256(json.marshal(input.s))", {"s": "x-y"}),
+    _fixed("json_marshal_counted", 'r := count(json.marshal("ab"))'),
+    # So do quotes sprintf writes for a collection (sprintf itself is not refused).
+    _open(
+        "sprintf_collection_counted", 'r := count(sprintf("%v", [input.o]))', {"o": {"a": ["b"]}}
+    ),
+    # base64.decode without padding is an error in OPA.
+    _fixed("base64_decode_unpadded", 'r := base64.decode("aGVsbG8")'),
+    # -0 is a value apart from 0 in rego-cpp's sets.
+    _fixed("negative_zero_in_set", "r := 0 in {-0}"),
+    _fixed("count_negative_zero", "r := count({-0, 0})"),
+    # Arithmetic: OPA divides in arbitrary precision (then compares exactly).
+    # rego-cpp writes 16 significant digits: -0.1428571428571428 (OPA: ...285).
+    _open("division_result_digits", "r := -1 / 7"),
+    _open("division_compared_to_float", "r := 12345678901 / 4294967296 == 2.874452364863828"),
+    # Cross-type ordering: OPA orders null < boolean < number < string < ...
+    _open("lt_number_string", 'r := 7 < "a"'),
+    _open("ge_null_number", "r := null >= 3"),
+    _open(
+        "filter_by_cross_type_compare",
+        "r contains x if {\n\tsome x in input.xs\n\tx >= 3\n}",
+        {"xs": ["1Gi", 1]},
+    ),
+    _open("sort_mixed_types", 'r := sort(["b", 0, "a"])'),
+    _open("set_iteration_order_mixed_types", 'r := [x | some x in {"a", 2, false}]'),
+    # `not` over a call with an undefined argument: OPA is undefined, rego-cpp true.
+    _open(
+        "not_call_with_undefined_arg",
+        "r if not startswith(input.image, input.prefix)",
+        {"image": "a"},
+    ),
+    # The shape of the default gate rule `deny ... "verification"` (its input
+    # always carries `error`, null when there is none, so it is not reached there).
+    _open("not_membership_of_undefined", 'r if not input.v.error in {"a", "b"}', {"v": {}}),
+    _open("not_nested_call_undefined", "r if not count(input.missing) > 0", {}),
+    # sprintf: OPA formats a number given to %s, and extra arguments, its own way.
+    _open("sprintf_s_with_number", 'r := sprintf("%s/%s", ["x", 7])'),
+    _fixed("sprintf_extra_argument", 'r := sprintf("%v", ["a", 3])'),
+    _fixed("sprintf_missing_argument", 'r := sprintf("%s and %s", ["a"])'),
+    # An error in a comprehension's generator is lost when a later (independent)
+    # expression fails first in rego-cpp.
+    _open(
+        "error_in_generator_skipped",
+        "r := [x | some x in array.reverse(input.o); input.missing]",
+        {"o": {"a": 1}},
+    ),
+    # Nested `with`: an inner `with input` drops an outer `with data` in rego-cpp.
+    _open(
+        "with_input_inside_with_data",
+        "a := 1\n\nb := x if {\n\tx := a with input as {}\n}\n\n"
+        "r := x if {\n\tx := b with data.t.a as 2\n}",
+    ),
+    # Arithmetic on an integer past 2^53 written without an exponent.
+    _open("big_integer_divided", "r := 12345678901234567890 / 1.5"),
+    # OPA's compiler rejects these modules; the embedded engine answers.
+    _fixed("some_redeclared", "r if {\n\tsome y in [1]\n\tsome y in [2]\n}"),
+    _open(
+        "type_error_set_to_array_slice",
+        "r if {\n\tsome y in array.slice({x | some x in input.xs}, 0, 1)\n\ty == 5\n}",
+        {"xs": [1]},
+    ),
+]
+
+
+def _opa(opa_bin: Path, tmp_path: Path, source: str, input: Any) -> dict[str, Any]:
+    policy = tmp_path / "t.rego"
+    policy.write_text(source)
+    args = [str(opa_bin), "eval", "--strict-builtin-errors", "-f", "json", "-d", str(policy)]
+    if input is not None:
+        (tmp_path / "input.json").write_text(json.dumps(input))
+        args += ["-i", str(tmp_path / "input.json")]
+    proc = subprocess.run([*args, "data.t.r"], capture_output=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        return {"error": proc.stdout.decode() + proc.stderr.decode()}
+    doc = json.loads(proc.stdout)
+    if not doc.get("result"):
+        return {"undefined": True}
+    return {"value": doc["result"][0]["expressions"][0]["value"]}
+
+
+@pytest.fixture(scope="module")
+def engine() -> EmbeddedEngine:
+    return EmbeddedEngine()
+
+
+@pytest.mark.parametrize(("body", "input"), CASES)
+def test_embedded_agrees_with_opa_or_refuses(
+    engine: EmbeddedEngine, opa_bin: Path, tmp_path: Path, body: str, input: Any
+) -> None:
+    source = f"package t\n\n{body}\n"
+    want = _opa(opa_bin, tmp_path, source, input)
+    try:
+        prepared = engine.prepare({"t.rego": source}, {}, rego_versions={"t.rego": 1})
+        try:
+            results = prepared.query("data.t.r", input)
+        finally:
+            prepared.close()
+    except BundleError:
+        return  # refused or failed: allowed by the contract
+    got = {"value": results[0]["expressions"][0]["value"]} if results else {"undefined": True}
+    assert got == want
