@@ -199,6 +199,17 @@ def _unused_declarations(
             for k in range(lo, hi)
         )
 
+    def report(at: int, names: list[int], lo: int, hi: int) -> None:
+        problems.extend(
+            RegoDiagnostic(
+                entry=entry,
+                line=line_of(source, toks[at].offset),
+                message=f"declared var {toks[n].text} unused",
+            )
+            for n in names
+            if unused(n, lo, hi)
+        )
+
     for i in range(a, b):
         text = toks[i].text
         if text == "every":
@@ -223,15 +234,7 @@ def _unused_declarations(
             end = _matching_close(toks, body, b)
             if end is None:
                 continue
-            problems.extend(
-                RegoDiagnostic(
-                    entry=entry,
-                    line=line_of(source, toks[i].offset),
-                    message=f"declared var {toks[n].text} unused",
-                )
-                for n in names
-                if unused(n, body, end)
-            )
+            report(i, names, body, end)
         elif text == "some" and i > a and toks[i - 1].text != ".":
             names, j = _declared_names(toks, i + 1, b)
             ends = j >= b or (
@@ -240,15 +243,7 @@ def _unused_declarations(
             )
             if not names or not ends:
                 continue  # `some x in xs`, `some f(x) in xs`: not a bare declaration
-            problems.extend(
-                RegoDiagnostic(
-                    entry=entry,
-                    line=line_of(source, toks[i].offset),
-                    message=f"declared var {toks[n].text} unused",
-                )
-                for n in names
-                if unused(n, a, b)
-            )
+            report(i, names, a, b)
     return problems
 
 
@@ -341,14 +336,14 @@ def _rule_problems(
                     j += 2
                     continue
                 break
-        if (
+        assigns = (
             tok.kind == "ident"
-            and depth_stack
+            and bool(depth_stack)
             and at_stmt_start
             and i + 1 < b
             and toks[i + 1].text == ":="
-            and (scope, tok.text) in declared
-        ):
+        )
+        if assigns and (scope, tok.text) in declared:
             problems.append(
                 RegoDiagnostic(
                     entry=entry,
@@ -357,14 +352,7 @@ def _rule_problems(
                 )
             )
         # `x := 1` twice in the same body: OPA "var x assigned above".
-        elif (
-            tok.kind == "ident"
-            and depth_stack
-            and at_stmt_start
-            and i + 1 < b
-            and toks[i + 1].text == ":="
-            and tok.text != "_"
-        ):
+        elif assigns and tok.text != "_":
             key = (scope, tok.text)
             if key in assigned:
                 problems.append(
