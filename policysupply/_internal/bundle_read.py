@@ -119,15 +119,9 @@ def read_directory(
             is_sig = rel == bf.SIGNATURES_FILE
             if not (is_manifest or is_sig):
                 refuse_misread(rel, fname)
+            # What is left (is_bundle_file, past the refusals): a module, a
+            # data file, the manifest, the signatures, a Wasm module or plan.
             verbatim = fname in VERBATIM_FILES
-            if not (
-                fname.endswith(".rego")
-                or fname in bf.DATA_BASENAMES
-                or is_manifest
-                or is_sig
-                or verbatim
-            ):
-                continue
             try:
                 with open(full, "rb") as f:
                     raw = f.read()
@@ -181,7 +175,7 @@ def read_directory(
 PATCH_FILE = "patch.json"
 # Files OPA's bundle reader keeps as they are, at any depth: Wasm modules and
 # plans (v1/bundle/bundle.go); `opa build -b` carries them into the bundle.
-VERBATIM_FILES = frozenset({"policy.wasm", "plan.json"})
+VERBATIM_FILES = frozenset({bf.WASM_FILE, "plan.json"})
 # A protobuf plan needs a protobuf manifest: `opa build` refuses it beside a
 # JSON one, as we refuse protobuf manifests.
 PLAN_PROTO_FILE = "plan.pb"
@@ -336,7 +330,7 @@ def parse_entries(entries: Mapping[str, bytes], limits: Limits) -> Parts:
                 "protobuf manifests (.manifest.pb) are not supported; use a JSON .manifest",
                 entry=name,
             )
-        elif base == "patch.json":
+        elif base == PATCH_FILE:
             raise BundleError("delta bundles (patch.json) are not supported", entry=name)
         elif base == PLAN_PROTO_FILE:
             refuse_proto_plan(name)

@@ -176,13 +176,8 @@ class _BoundedPaxTarInfo(tarfile.TarInfo):
         if self.type not in (tarfile.XHDTYPE, tarfile.XGLTYPE):
             # Solaris 'X': tarfile takes it for a PAX header, Go for an entry OPA skips.
             raise BundleError(f"tar header of type {self.type!r} in bundle", entry=self.name)
-        fileobj = tf.fileobj
-        where = fileobj.tell()
         # The bytes tarfile is about to parse: the header padded to whole blocks.
-        padded = -(-self.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-        buf = fileobj.read(max(0, min(padded, _MAX_PAX_HEADER + tarfile.BLOCKSIZE)))
-        following = fileobj.read(tarfile.BLOCKSIZE)
-        fileobj.seek(where)
+        buf, following = _peek(tf, self.size, _MAX_PAX_HEADER + tarfile.BLOCKSIZE)
         total = getattr(tf, "_policysupply_pax_total", 0) + self.size
         tf._policysupply_pax_total = total
         _check_pax(self.size, total, buf)
@@ -195,20 +190,29 @@ class _BoundedPaxTarInfo(tarfile.TarInfo):
         return super()._proc_pax(tf)  # type: ignore[misc]
 
     def _proc_gnulong(self, tf: Any) -> Any:
-        fileobj = tf.fileobj
-        where = fileobj.tell()
-        padded = -(-self.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
         if not 0 <= self.size <= _MAX_PAX_HEADER:
             raise BundleError(f"GNU long name of {self.size} bytes in bundle")
-        buf = fileobj.read(padded)
-        following = fileobj.read(tarfile.BLOCKSIZE)
-        fileobj.seek(where)
+        buf, following = _peek(tf, self.size, self.size + tarfile.BLOCKSIZE)
         # tarfile reads the name up to a NUL in the padded blocks, Go up to
         # a NUL within the size: they agree when the name ends where both look.
         if b"\0" not in buf[: self.size] and buf[self.size : self.size + 1] not in (b"", b"\0"):
             raise BundleError("GNU long name not terminated within its size in bundle")
         _check_single_meta(following)
         return super()._proc_gnulong(tf)  # type: ignore[misc]
+
+
+def _peek(tf: Any, size: int, most: int) -> tuple[bytes, bytes]:
+    """An extended header's data and the header block after it; the read position stays.
+
+    The data is ``size`` bytes padded to whole blocks, at most ``most`` bytes.
+    """
+    fileobj = tf.fileobj
+    where = fileobj.tell()
+    padded = -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    buf = fileobj.read(max(0, min(padded, most)))
+    following = fileobj.read(tarfile.BLOCKSIZE)
+    fileobj.seek(where)
+    return buf, following
 
 
 def _check_header(buf: bytes) -> None:

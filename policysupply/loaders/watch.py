@@ -198,6 +198,7 @@ class BundleWatch:
                 except RegistryError as exc:  # nothing new is trusted before the seed
                     self._reject("", exc, "policysupply.watch_registry_error")
                     return self._failed(expired)
+                self._seeded = True
             stored = self._shelf.stored(self.name)
             if (
                 stored is not None
@@ -252,7 +253,9 @@ class BundleWatch:
         return Reference(host=self.registry.host or r.host, repository=r.repository, tag=r.tag)
 
     def _seed(self) -> None:
-        """Seeds the in-memory trust state from the stored bundle of this stream, once.
+        """Seeds the in-memory trust state from the stored bundle of this stream.
+
+        Called until it returns; the caller then marks the watch seeded.
 
         Without a state file, the store is the only record of where the
         stream stood before a restart. Its bundle counts only if a watch
@@ -269,14 +272,12 @@ class BundleWatch:
         stored = self._shelf.stored(self.name)
         stream = self._stream()
         if stored is None or stored.stream != str(stream):
-            self._seeded = True  # nothing of this tag's history is known
-            return
+            return  # nothing of this tag's history is known
         try:
             verified = self.verifier._without_age_limit().verify_bundle(
                 self.registry, stored.reference
             )
         except (NotFoundError, VerificationError, BundleError) as exc:
-            self._seeded = True
             logger.warning(
                 "%s: the stored bundle %s cannot be verified under the current trust policy "
                 "(%s); rollback protection starts from the first bundle accepted (use a trust "
@@ -289,7 +290,6 @@ class BundleWatch:
             return
         revision = verified.bundle.manifest.revision
         _verdict.accept(self.verifier.policy, self._state, stream, verified.artifact, revision)
-        self._seeded = True
         logger.info(
             "%s: rollback protection starts from the stored bundle %s (revision %r)",
             self.name,

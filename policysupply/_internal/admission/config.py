@@ -374,7 +374,8 @@ def parse(doc: Any, *, base: Path, where: str) -> dict[str, Any]:
         out["registry_share"] = _int(
             limits["registry_share"], where, "limits.registry_share", low=1, high=1024
         )
-        if out["registry_share"] > out.get("registry_concurrency", 16):
+        concurrency = attrs.fields(AdmissionConfig).registry_concurrency.default
+        if out["registry_share"] > out.get("registry_concurrency", concurrency):
             raise _fail(
                 where, "limits.registry_share", "must not exceed limits.registry_concurrency"
             )

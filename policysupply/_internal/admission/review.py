@@ -55,11 +55,6 @@ class ContainerImage:
     field: str
     pointer: str
 
-    @property
-    def where(self) -> str:
-        """``container <name>`` or ``volume <name>``, for messages."""
-        return f"{'volume' if self.field == 'volumes' else 'container'} {self.container}"
-
 
 @attrs.frozen(kw_only=True)
 class Request:
