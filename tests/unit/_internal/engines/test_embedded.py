@@ -13,6 +13,7 @@ import pytest
 from policysupply._internal.engines.base import (
     CheckRequest,
     Prepared,
+    RegoDiagnostic,
     RegoEngine,
     UnsupportedByEngineError,
 )
@@ -31,6 +32,14 @@ def engine() -> EmbeddedEngine:
 
 def _prepare(engine: EmbeddedEngine, modules: dict[str, str], data: dict | None = None):
     return engine.prepare(modules, data or {}, rego_versions=dict.fromkeys(modules, 1))
+
+
+def _check(engine: EmbeddedEngine, modules: dict[str, str]) -> list[RegoDiagnostic]:
+    """``engine.check`` of v1 ``modules`` before it evaluates them (refusing, not strict)."""
+    versions = dict.fromkeys(modules, 1)
+    return engine.check(
+        CheckRequest(modules=modules, data={}, rego_versions=versions, strict=False, refuse=True)
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -191,11 +200,7 @@ def test_deny_rule_with_runtime_error_fails_closed(engine: EmbeddedEngine) -> No
 def test_builtin_rego_cpp_gets_wrong_is_refused(engine: EmbeddedEngine, call: str) -> None:
     modules = {"b.rego": f"package b\n\nx := {call}\n"}
     with pytest.raises(UnsupportedByEngineError) as err:
-        engine.check(
-            CheckRequest(
-                modules=modules, data={}, rego_versions={"b.rego": 1}, strict=False, refuse=True
-            )
-        )
+        _check(engine, modules)
     assert USE_OPA in str(err.value)
     assert err.value.entry == "b.rego"
     assert err.value.line == 3
@@ -365,11 +370,7 @@ def test_check_reports_semantic_errors_as_opa(engine: EmbeddedEngine) -> None:
             "deny contains msg if input.bad\n\nn := count(42)\n"
         )
     }
-    diags = engine.check(
-        CheckRequest(
-            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
-        )
-    )
+    diags = _check(engine, modules)
     assert [(d.line, d.message) for d in diags] == [
         (5, "var x assigned above"),
         (8, "var msg is unsafe"),
@@ -391,11 +392,7 @@ def test_check_reports_a_variable_declared_twice_as_opa(
     # OPA: rego_compile_error "var y declared above"; rego-cpp evaluated it
     # (found by scripts/difffuzz_rego.py).
     modules = {"m.rego": f"package m\n\n{body}\n"}
-    diags = engine.check(
-        CheckRequest(
-            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
-        )
-    )
+    diags = _check(engine, modules)
     assert [(d.line, d.message) for d in diags] == [(line, f"var {var} declared above")]
 
 
@@ -414,11 +411,7 @@ def test_check_reports_a_declared_variable_never_used_as_opa(
 ) -> None:
     # OPA: rego_compile_error "declared var y unused" (difffuzz: rego-cpp evaluated it).
     modules = {"m.rego": f"package m\n\n{body}\n"}
-    diags = engine.check(
-        CheckRequest(
-            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
-        )
-    )
+    diags = _check(engine, modules)
     assert [(d.line, d.message) for d in diags] == [(line, f"declared var {var} unused")]
 
 
@@ -429,11 +422,7 @@ def test_declared_variables_that_are_used_are_fine(engine: EmbeddedEngine) -> No
         "s if {\n\tsome z\n\tinput.xs[z]\n\tevery w in input.xs {\n\t\tevery q in w { q }\n\t}\n}"
     )
     modules = {"m.rego": f"package m\n\n{body}\n"}
-    diags = engine.check(
-        CheckRequest(
-            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
-        )
-    )
+    diags = _check(engine, modules)
     assert diags == []
 
 
@@ -444,22 +433,11 @@ def test_same_name_declared_in_separate_bodies_is_fine(engine: EmbeddedEngine) -
         "t := [y | some y in [1]] if {\n\tsome y in [2]\n}"
     )
     modules = {"m.rego": f"package m\n\n{body}\n"}
-    diags = engine.check(
-        CheckRequest(
-            modules=modules, data={}, rego_versions={"m.rego": 1}, strict=False, refuse=True
-        )
-    )
+    diags = _check(engine, modules)
     assert diags == []
 
 
 def test_check_accepts_the_default_gate_rules(engine: EmbeddedEngine) -> None:
     rules = Path(__file__).resolve().parents[4] / "policysupply" / "rules" / "gate.rego"
     modules = {"gate.rego": rules.read_text()}
-    assert (
-        engine.check(
-            CheckRequest(
-                modules=modules, data={}, rego_versions={"gate.rego": 1}, strict=False, refuse=True
-            )
-        )
-        == []
-    )
+    assert _check(engine, modules) == []
