@@ -66,6 +66,7 @@ from policysupply._internal.engines.embedded_results import (
     _expression_texts,
     _results,
 )
+from policysupply._internal.engines.rego_rewrite import rewrite
 from policysupply.errors import BundleError
 
 
@@ -243,6 +244,9 @@ class EmbeddedPrepared:
         self, modules: dict[str, str], data: dict[str, Any], *, timeout: float | None
     ) -> None:
         self._modules = modules
+        # What rego-cpp evaluates: rewritten where it would differ from OPA
+        # (rego_rewrite); a stage may refuse with UnsupportedByEngineError.
+        self._sources = {name: rewrite(source) for name, source in modules.items()}
         self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False)
         self._timeout = timeout
         self._worker = _take_worker()
@@ -278,7 +282,7 @@ class EmbeddedPrepared:
             for name in sorted(self._modules):
                 try:
                     answer = self._worker.request(
-                        {"op": "add_module", "name": name, "source": self._modules[name]},
+                        {"op": "add_module", "name": name, "source": self._sources[name]},
                         timeout=self._timeout,
                     )
                 except WorkerDiedError as exc:
@@ -286,7 +290,7 @@ class EmbeddedPrepared:
                         _crash_message("loading this module", exc.reason), entry=name
                     ) from None
                 if not answer.get("ok"):
-                    d = _parse_diagnostic(answer.get("error") or {}, name, self._modules[name])
+                    d = _parse_diagnostic(answer.get("error") or {}, name, self._sources[name])
                     self._worker.close()
                     raise BundleError(d.message, entry=d.entry, line=d.line)
             try:
