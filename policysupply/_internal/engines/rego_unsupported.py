@@ -148,6 +148,17 @@ def unsupported_constructs(
                 and (nxt is None or nxt.kind not in ("string", "raw"))
             ):
                 problems.append((tok.offset, "sprintf with a format that is not a literal"))
+        elif (
+            text == "walk"
+            and toks[i + 1 : i + 2]
+            and toks[i + 1].text == "("
+            and (i == 0 or toks[i - 1].text != ".")
+            and len(_call_args(toks, i + 1)) == 1
+        ):
+            # OPA's walk is a relation: `x := walk(v)` yields one [path, value]
+            # per solution (a complete rule conflicts); rego-cpp collects them
+            # all into one array.
+            problems.append((tok.offset, "walk(x) with its output as a value (use walk(x, [p, v]))"))
         if tok.kind == "number" and _is_negative_zero(toks, i):
             problems.append(
                 (
