@@ -158,7 +158,9 @@ def unsupported_constructs(
             # OPA's walk is a relation: `x := walk(v)` yields one [path, value]
             # per solution (a complete rule conflicts); rego-cpp collects them
             # all into one array.
-            problems.append((tok.offset, "walk(x) with its output as a value (use walk(x, [p, v]))"))
+            problems.append(
+                (tok.offset, "walk(x) with its output as a value (use walk(x, [p, v]))")
+            )
         if tok.kind == "number" and _is_negative_zero(toks, i):
             problems.append(
                 (
