@@ -185,14 +185,24 @@ def _unused_declarations(
 
     ``every x in xs { ... }`` without ``x`` in its body, or a bare ``some x``
     with no other ``x`` in the rule. Any other token spelled like the name
-    counts as a use, so shadowing is left to OPA.
+    counts as a use, except inside the body of a nested ``every`` declaring
+    the same name (OPA's scoping); other shadowing is left to OPA.
     """
     problems: list[RegoDiagnostic] = []
 
     def unused(j: int, lo: int, hi: int) -> bool:
         name = toks[j].text
-        return name != "_" and not any(
+        if name == "_":
+            return False
+        hidden: set[int] = set()
+        for inner in range(lo, hi):
+            found = _every_parts(toks, inner, hi) if toks[inner].text == "every" else None
+            if found and any(toks[n].text == name for n in found[0]):
+                hidden.update(found[0])
+                hidden.update(range(found[1], found[2] + 1))
+        return not any(
             k != j
+            and k not in hidden
             and toks[k].kind == "ident"
             and toks[k].text == name
             and not (k > 0 and toks[k - 1].text == ".")
@@ -213,28 +223,12 @@ def _unused_declarations(
     for i in range(a, b):
         text = toks[i].text
         if text == "every":
-            names, j = _declared_names(toks, i + 1, b)
-            if not names or j >= b or toks[j].text != "in":
+            found = _every_parts(toks, i, b)
+            if found is None:
                 continue
-            depth = 0
-            body = None
-            for k in range(j + 1, b):
-                t = toks[k].text
-                if t == "{" and depth == 0 and toks[k - 1].text not in _TERM_STARTS:
-                    body = k
-                    break
-                if t in ("(", "[", "{"):
-                    depth += 1
-                elif t in (")", "]", "}"):
-                    depth -= 1
-                    if depth < 0:
-                        break
-            if body is None:
-                continue
-            end = _matching_close(toks, body, b)
-            if end is None:
-                continue
-            report(i, names, body, end)
+            names, body, end = found
+            # OPA reports the line of the body's first expression.
+            report(body + 1 if body + 1 < end else i, names, body, end)
         elif text == "some" and i > a and toks[i - 1].text != ".":
             names, j = _declared_names(toks, i + 1, b)
             ends = j >= b or (
@@ -245,6 +239,30 @@ def _unused_declarations(
                 continue  # `some x in xs`, `some f(x) in xs`: not a bare declaration
             report(i, names, a, b)
     return problems
+
+
+def _every_parts(toks: list[_Tok], i: int, b: int) -> tuple[list[int], int, int] | None:
+    """For ``every`` at ``toks[i]``: its declared names, body ``{`` and ``}`` indices."""
+    names, j = _declared_names(toks, i + 1, b)
+    if not names or j >= b or toks[j].text != "in":
+        return None
+    depth = 0
+    body = None
+    for k in range(j + 1, b):
+        t = toks[k].text
+        if t == "{" and depth == 0 and toks[k - 1].text not in _TERM_STARTS:
+            body = k
+            break
+        if t in ("(", "[", "{"):
+            depth += 1
+        elif t in (")", "]", "}"):
+            depth -= 1
+            if depth < 0:
+                break
+    if body is None:
+        return None
+    end = _matching_close(toks, body, b)
+    return None if end is None else (names, body, end)
 
 
 def _matching_close(toks: list[_Tok], open_idx: int, b: int) -> int | None:

@@ -404,6 +404,11 @@ def test_check_reports_a_variable_declared_twice_as_opa(
         ('r if {\n\tevery k, v in {"a": 1} { k == "a" }\n}', 4, "v"),
         ("r := [1 | every y in [1] { true }]", 3, "y"),
         ("r if {\n\tsome y\n\tinput.x\n}", 4, "y"),
+        # OPA reports the line of the body's first expression.
+        ("r if {\n\tevery y in [1] {\n\n\t\tinput.a\n\t}\n}", 6, "y"),
+        # A nested `every` declaring the same name hides the outer one in its body.
+        ("r if {\n\tevery y in [1] { every y in input.xs {\n\t\ty > 1 } }\n}", 4, "y"),
+        ("r if {\n\tevery k, y in [1] { every y in [k] {\n\t\ty > 1 } }\n}", 4, "y"),
     ],
 )
 def test_check_reports_a_declared_variable_never_used_as_opa(
@@ -420,6 +425,9 @@ def test_declared_variables_that_are_used_are_fine(engine: EmbeddedEngine) -> No
         'r if {\n\tevery _, v in {"a": 1} { v == 1 }\n\tsome y in [1]\n'
         "\tevery x in {1, 2} { x > 0 }\n}\n\n"
         "s if {\n\tsome z\n\tinput.xs[z]\n\tevery w in input.xs {\n\t\tevery q in w { q }\n\t}\n}"
+        "\n\n"
+        # The inner domain is evaluated in the outer scope: a use.
+        "t if {\n\tevery y in [1] { every y in [y] { y > 0 } }\n}"
     )
     modules = {"m.rego": f"package m\n\n{body}\n"}
     diags = _check(engine, modules)
