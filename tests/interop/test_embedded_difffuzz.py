@@ -113,6 +113,29 @@ CASES: list[Any] = [
     # returns every pair in one array when its output is used as a value.
     _fixed("walk_output_as_value", 'r := [x | x := walk({"a": 1})]'),
     _fixed("walk_output_in_complete_rule", 'r := x if {\n\tx := walk({"a": 1})\n}'),
+    # Array comprehensions with independent generators: OPA nests them in
+    # body order (the first varies slowest); rego-cpp schedules them itself.
+    _fixed(
+        "comprehension_two_generators", 'r := [[x, y] | some x in [1, 2]; some y in ["a", "b"]]'
+    ),
+    _fixed(
+        "comprehension_generator_then_filter",
+        "r := [x | some x in [1, 2]; some y in input.ys; endswith(y, input.s)]",
+        {"ys": ["ba", "ca"], "s": "a"},
+    ),
+    _fixed("comprehension_ref_iterations", "r := [[x, y] | x := [1, 2][_]; y := [3, 4][_]]"),
+    _fixed(
+        "comprehension_index_iterations",
+        "r := [[i, j] | input.a[i]; input.c[j]]",
+        {"a": [1, 2], "c": [3, 4]},
+    ),
+    _fixed(
+        "comprehension_three_generators",
+        "r := [[x, y, z] | some x in [1, 2]; some y in [3, 4]; some z in [5, 6]; x > 0]",
+    ),
+    _fixed(
+        "comprehension_wildcard_generator", "r := [x | some x in [1, 2]; input.c[_]]", {"c": [3, 4]}
+    ),
     # OPA's compiler rejects these modules; the embedded engine answers.
     _fixed("some_redeclared", "r if {\n\tsome y in [1]\n\tsome y in [2]\n}"),
     _open(
