@@ -83,6 +83,19 @@ def _call_args(toks: list[_Tok], open_idx: int) -> list[tuple[int, int]]:
     return args
 
 
+def matching_close(toks: list[_Tok], open_idx: int, hi: int | None = None) -> int | None:
+    """Index of the bracket closing ``toks[open_idx]``, searching before ``hi``."""
+    depth = 0
+    for k in range(open_idx, len(toks) if hi is None else hi):
+        if toks[k].text in ("(", "[", "{"):
+            depth += 1
+        elif toks[k].text in (")", "]", "}"):
+            depth -= 1
+            if depth == 0:
+                return k
+    return None
+
+
 def _enclosing_open(toks: list[_Tok], i: int, lo: int = 0) -> int | None:
     """Index of the innermost bracket still open at ``toks[i]``, searching back to ``lo``.
 

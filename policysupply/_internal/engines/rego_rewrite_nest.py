@@ -22,24 +22,19 @@ several generators where one cannot be threaded this way is refused
 from __future__ import annotations
 
 from policysupply._internal.engines.base import UnsupportedByEngineError
-from policysupply._internal.engines.rego_lexer import _KEYWORDS, _Tok, _tokens, line_of
+from policysupply._internal.engines.embedded_refusals import ADVICE
+from policysupply._internal.engines.rego_lexer import (
+    _KEYWORDS,
+    _Tok,
+    _tokens,
+    line_of,
+    matching_close,
+)
 
 _HELPER = "__psg"
 _DEFINITION = f"\n\n{_HELPER}(d, _) := d\n"
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {")", "]", "}"}
-
-
-def _matching(toks: list[_Tok], i: int) -> int | None:
-    depth = 0
-    for k in range(i, len(toks)):
-        if toks[k].text in _OPEN:
-            depth += 1
-        elif toks[k].text in _CLOSE:
-            depth -= 1
-            if depth == 0:
-                return k
-    return None
 
 
 def _comprehension_bar(toks: list[_Tok], open_idx: int, close_idx: int) -> int | None:
@@ -159,7 +154,7 @@ def _generator(toks: list[_Tok], a: int, b: int, bound: set[str]) -> _Generator 
     while k < b:
         t = toks[k].text
         if t in _OPEN:
-            close = _matching(toks, k)
+            close = matching_close(toks, k)
             if close is None or close >= b:
                 return "unbalanced brackets"
             if t in ("[", "{") and _comprehension_bar(toks, k, close) is not None:
@@ -193,7 +188,7 @@ def rewrite_nesting(source: str) -> str:
     for i, tok in enumerate(toks):
         if tok.text != "[" or _is_index(toks, i, 0):
             continue
-        close = _matching(toks, i)
+        close = matching_close(toks, i)
         bar = None if close is None else _comprehension_bar(toks, i, close)
         if close is None or bar is None:
             continue
@@ -224,7 +219,7 @@ def rewrite_nesting(source: str) -> str:
             raise UnsupportedByEngineError(
                 "the embedded engine cannot evaluate an array comprehension with several "
                 f"generators ({reason or 'one binds no variable'}) in OPA's order; "
-                "use the OPA engine (engine='opa')",
+                f"{ADVICE}",
                 line=line_of(source, tok.offset),
             )
         for n, g in enumerate(gens):

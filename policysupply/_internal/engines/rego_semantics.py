@@ -27,6 +27,7 @@ from policysupply._internal.engines.rego_lexer import (
     _Tok,
     _tokens,
     line_of,
+    matching_close,
     tok_offset,
 )
 
@@ -261,20 +262,8 @@ def _every_parts(toks: list[_Tok], i: int, b: int) -> tuple[list[int], int, int]
                 break
     if body is None:
         return None
-    end = _matching_close(toks, body, b)
+    end = matching_close(toks, body, b)
     return None if end is None else (names, body, end)
-
-
-def _matching_close(toks: list[_Tok], open_idx: int, b: int) -> int | None:
-    depth = 0
-    for k in range(open_idx, b):
-        if toks[k].text in ("(", "[", "{"):
-            depth += 1
-        elif toks[k].text in (")", "]", "}"):
-            depth -= 1
-            if depth == 0:
-                return k
-    return None
 
 
 def _head_args(toks: list[_Tok], a: int, b: int) -> set[str]:
