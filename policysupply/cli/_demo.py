@@ -190,35 +190,47 @@ def _find_opa(opa: str | None) -> str | None:
 @contextlib.contextmanager
 def _opa_server(opa: str, work: Path) -> Iterator[str]:
     """Runs ``opa run --server`` on a free loopback port for the demo's load step."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (work / "opa.log").open("wb")
-    proc = subprocess.Popen(
-        [opa, "run", "--server", f"--addr=127.0.0.1:{port}", "--log-level=error"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1):  # noqa: S310 - loopback
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise _StepFailed(f"OPA did not start (see {work / 'opa.log'})") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
+    log_path = work / "opa.log"
+    # The port is free when chosen but may be taken before OPA binds it: then
+    # OPA exits saying so, and another port is tried.
+    for _attempt in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [opa, "run", "--server", f"--addr=127.0.0.1:{port}", "--log-level=error"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            if _healthy(url, proc):
+                yield url
+                return
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if "address already in use" not in log_path.read_text(errors="replace"):
+            break
+    raise _StepFailed(f"OPA did not start (see {log_path})")
+
+
+def _healthy(url: str, proc: subprocess.Popen[bytes]) -> bool:
+    """Waits for OPA's health endpoint; False if the process exits or 20 s pass."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1):  # noqa: S310 - loopback
+                return True
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
 
 
 def _refused(what: str, fn: Callable[[], object], error: type[Exception]) -> None:

@@ -144,11 +144,9 @@ def test_data_blocks_parse() -> None:
 
 
 def _free_port() -> int:
-    import socket
+    from tests._ports import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 @pytest.fixture(scope="module")

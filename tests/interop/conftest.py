@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -14,15 +13,10 @@ from typing import Any
 
 import pytest
 
+from tests._ports import free_port
 from tests.conftest import peer
 
 pytestmark = pytest.mark.interop
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OpaServer:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import socket
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._ports import free_port
 from tests.conftest import ROOT
 from tests.interop.conftest import RegistryServer
 from tests.interop.test_cli_tmux import PASSWORD, Terminal
@@ -49,9 +49,7 @@ def fresh(tmp_path: Path) -> Iterator[Terminal]:
 
 
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()  # nothing listens there
 
 
 @pytest.mark.timeout(1800)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from policysupply import Registry, Signer
+from tests._ports import free_port
 
 PASSWORD = "pw-for-exit-codes"
 
@@ -47,9 +47,7 @@ def run(
 
 
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again when the block ends
+    return free_port()  # nothing listens there
 
 
 @pytest.fixture(scope="module")
