@@ -81,15 +81,15 @@ CASES: list[Any] = [
     _open("sort_mixed_types", 'r := sort(["b", 0, "a"])'),
     _open("set_iteration_order_mixed_types", 'r := [x | some x in {"a", 2, false}]'),
     # `not` over a call with an undefined argument: OPA is undefined, rego-cpp true.
-    _open(
+    _fixed(
         "not_call_with_undefined_arg",
         "r if not startswith(input.image, input.prefix)",
         {"image": "a"},
     ),
     # The shape of the default gate rule `deny ... "verification"` (its input
     # always carries `error`, null when there is none, so it is not reached there).
-    _open("not_membership_of_undefined", 'r if not input.v.error in {"a", "b"}', {"v": {}}),
-    _open("not_nested_call_undefined", "r if not count(input.missing) > 0", {}),
+    _fixed("not_membership_of_undefined", 'r if not input.v.error in {"a", "b"}', {"v": {}}),
+    _fixed("not_nested_call_undefined", "r if not count(input.missing) > 0", {}),
     # sprintf: OPA formats a number given to %s, and extra arguments, its own way.
     _open("sprintf_s_with_number", 'r := sprintf("%s/%s", ["x", 7])'),
     _fixed("sprintf_extra_argument", 'r := sprintf("%v", ["a", 3])'),

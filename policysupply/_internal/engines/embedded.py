@@ -233,6 +233,16 @@ def _sorted(diags: list[RegoDiagnostic]) -> list[RegoDiagnostic]:
     return sorted(diags, key=lambda d: (d.entry, d.line or 0))
 
 
+def _rewritten(name: str, source: str) -> str:
+    """``rewrite(source)``, a stage's refusal naming the module."""
+    try:
+        return rewrite(source)
+    except UnsupportedByEngineError as exc:
+        if exc.entry is not None:
+            raise
+        raise UnsupportedByEngineError(exc.reason, entry=name, line=exc.line) from None
+
+
 class EmbeddedPrepared:
     """Modules and data loaded into one worker process, reused for every query.
 
@@ -246,7 +256,7 @@ class EmbeddedPrepared:
         self._modules = modules
         # What rego-cpp evaluates: rewritten where it would differ from OPA
         # (rego_rewrite); a stage may refuse with UnsupportedByEngineError.
-        self._sources = {name: rewrite(source) for name, source in modules.items()}
+        self._sources = {name: _rewritten(name, source) for name, source in modules.items()}
         self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False)
         self._timeout = timeout
         self._worker = _take_worker()
