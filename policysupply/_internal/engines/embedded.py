@@ -234,13 +234,13 @@ def _sorted(diags: list[RegoDiagnostic]) -> list[RegoDiagnostic]:
 
 
 def _rewritten(name: str, source: str) -> str:
-    """``rewrite(source)``, a stage's refusal naming the module."""
+    """``rewrite(source)``, a stage's refusal (or OPA's compile error) naming the module."""
     try:
         return rewrite(source)
-    except UnsupportedByEngineError as exc:
+    except BundleError as exc:
         if exc.entry is not None:
             raise
-        raise UnsupportedByEngineError(exc.reason, entry=name, line=exc.line) from None
+        raise type(exc)(exc.reason, entry=name, line=exc.line) from None
 
 
 class EmbeddedPrepared:

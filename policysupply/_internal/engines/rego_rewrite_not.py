@@ -35,7 +35,7 @@ from __future__ import annotations
 import attrs
 
 from policysupply._internal.engines.rego_lexer import _KEYWORDS, _Tok, _tokens, line_of
-from policysupply.errors import UnsupportedByEngineError
+from policysupply.errors import BundleError, UnsupportedByEngineError
 
 PREFIX = "__psn"
 
@@ -48,6 +48,14 @@ _SCALARS = frozenset({"true", "false", "null"})
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 # Keywords after which a `-1` token is a negative number, not a subtraction.
 _NOT_TERM_END = _KEYWORDS - _SCALARS
+
+
+class _Unsafe(Exception):
+    """A wildcard under ``not``: OPA rejects the module (``var _ is unsafe``)."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__("var _ is unsafe")
+        self.offset = offset
 
 
 class _Unparsed(Exception):
@@ -254,9 +262,7 @@ class _Parser:
 
     def collection(self, k: int, close: str) -> tuple[_Node, int]:
         end = self._matching(k)
-        if any(
-            self.toks[j].text == "|" and self._depth_one(k, j) for j in range(k + 1, end)
-        ):
+        if any(self.toks[j].text == "|" and self._depth_one(k, j) for j in range(k + 1, end)):
             return _Node("compr", k, end + 1), end + 1
         if close == "]":
             arr, j = self.items(k + 1, "]")
@@ -265,9 +271,7 @@ class _Parser:
             return _Node("object", k, k + 2), k + 2
         first, j = self.expr(k + 1)
         if self._text(j) != ":":
-            rest, j = (
-                self.items(j + 1, "}") if self._text(j) == "," else ([], self._expect(j, "}"))
-            )
+            rest, j = self.items(j + 1, "}") if self._text(j) == "," else ([], self._expect(j, "}"))
             return _Node("set", k, j, (first, *rest)), j
         pairs: list[_Node] = [first]
         value, j = self.expr(j + 1)
@@ -324,6 +328,10 @@ class _Rewriter:
     def text(self) -> str:
         try:
             body, _ = self.emit(0, len(self.toks), {}, flat=False)
+        except _Unsafe as exc:
+            # OPA checks safety before hoisting: a wildcard is never bound
+            # outside the negation (hoisted, rego-cpp would iterate it).
+            raise BundleError("var _ is unsafe", line=line_of(self.source, exc.offset)) from None
         except _Unparsed as exc:
             line = line_of(self.source, exc.offset)
             raise UnsupportedByEngineError(
@@ -394,12 +402,13 @@ class _Rewriter:
         self._check_end(j, one_line)
         if j == k + 1:
             raise self.parser._fail("an empty negation", k)
+        wildcard = _wildcard(expr)
+        if wildcard is not None:
+            raise _Unsafe(self.toks[wildcard].offset)
         hoists = self._hoists(expr, withs)
         # A term hoisted with a larger one starting where it starts (the call
         # heading `f(x).a`) is evaluated as part of it.
-        hoists = [
-            n for i, n in enumerate(hoists) if not any(m.lo == n.lo for m in hoists[i + 1 :])
-        ]
+        hoists = [n for i, n in enumerate(hoists) if not any(m.lo == n.lo for m in hoists[i + 1 :])]
         subst: dict[int, tuple[int, str]] = {}
         names: list[tuple[str, _Node, dict[int, tuple[int, str]]]] = []
         for node in hoists:
@@ -466,6 +475,17 @@ class _Rewriter:
         return out + dynamic
 
 
+def _wildcard(node: _Node) -> int | None:
+    """The token of a ``_`` in ``node``, outside comprehensions."""
+    if node.kind == "var" and node.name == "_":
+        return node.lo
+    for child in node.children:
+        found = _wildcard(child)
+        if found is not None:
+            return found
+    return None
+
+
 def _unparen(node: _Node) -> _Node:
     while node.kind == "paren":
         node = node.children[0]
@@ -521,4 +541,3 @@ def _dynamic_in_term(node: _Node, hoisted: set[int], out: list[_Node]) -> None:
             _dynamic_arg(seg, hoisted, out)
     elif inner.kind in ("array", "set", "object"):
         _dynamic_arg(inner, hoisted, out)
-
