@@ -118,7 +118,8 @@ CASES: list[Any] = [
     _fixed("not_in_head_comprehension", "r := {1 | not count(input.missing) > 0}", {}),
     _fixed(
         "not_in_every_body",
-        "r if {\n\tevery x in [1] {\n\t\tx > 0\n\t\tnot startswith(input.image, input.prefix)\n\t}\n}",
+        "r if {\n\tevery x in [1] {\n\t\tx > 0\n"
+        "\t\tnot startswith(input.image, input.prefix)\n\t}\n}",
         {"image": "a"},
     ),
     _fixed(

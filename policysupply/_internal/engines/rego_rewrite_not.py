@@ -456,10 +456,7 @@ class _Rewriter:
         """The terms OPA binds before the negated expression, in evaluation order."""
         out = [w.value for w in withs if not _constant(w.value)]
         top = _unparen(expr)
-        if top.kind == "call":
-            operands = list(top.children)
-        else:
-            operands = [top]
+        operands = list(top.children) if top.kind == "call" else [top]
         calls: list[_Node] = []
         for operand in operands:
             _nested_calls(operand, calls)
