@@ -67,6 +67,7 @@ from policysupply._internal.engines.embedded_results import (
     _results,
 )
 from policysupply._internal.engines.rego_rewrite import rewrite
+from policysupply._internal.engines.rego_rewrite_not import negates
 from policysupply.errors import BundleError
 
 
@@ -353,6 +354,13 @@ class EmbeddedPrepared:
         )
         if found:
             raise _refusal(None, query, found)
+        if negates(query):
+            # rego-cpp answers a negated query undefined where OPA reports
+            # true, and OPA's hoisting would add locals to the bindings.
+            raise UnsupportedByEngineError(
+                f"query {query!r}: the embedded engine does not evaluate a negated "
+                f"expression (`not ...`) in a query as OPA does; bind it in a rule, or {ADVICE}"
+            )
         input_json: str | None = None
         if input is not None:
             src.check_value_nesting(input, what="input")

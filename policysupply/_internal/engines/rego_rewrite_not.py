@@ -101,16 +101,12 @@ def rewrite_not(source: str) -> str:
     return _Rewriter(source, toks).text()
 
 
-def needs_rewrite(query: str) -> bool:
-    """Whether a query holds a negation whose meaning OPA's hoisting changes.
-
-    Such a query is refused rather than rewritten: its generated locals would
-    show in the bindings and its expressions would no longer be the query's.
-    """
-    try:
-        return rewrite_not(query) != query
-    except UnsupportedByEngineError:
-        return True
+def negates(query: str) -> bool:
+    """Whether a query holds a ``not`` (a negated expression)."""
+    if "not" not in query:
+        return False
+    toks = list(_tokens(query))
+    return any(_is_not(toks, k) for k in range(len(toks)))
 
 
 def _is_not(toks: list[_Tok], k: int) -> bool:
