@@ -50,12 +50,20 @@ _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 _NOT_TERM_END = _KEYWORDS - _SCALARS
 
 
-class _Unsafe(Exception):
-    """A wildcard under ``not``: OPA rejects the module (``var _ is unsafe``)."""
+class _Rejected(Exception):
+    """OPA rejects the module: ``message`` is its error."""
 
-    def __init__(self, offset: int) -> None:
-        super().__init__("var _ is unsafe")
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.message = message
         self.offset = offset
+
+
+_ILLEGAL_NEGATIONS = {
+    "not": "unexpected not keyword",
+    "some": "unexpected some keyword: illegal negation of 'some'",
+    "every": "unexpected every keyword: illegal negation of 'every'",
+}
 
 
 class _Unparsed(Exception):
@@ -205,7 +213,8 @@ class _Parser:
             raise self._fail("a unary minus on something other than a name or number", k)
         if tok.kind in ("number", "string", "raw") or tok.text in _SCALARS:
             node, k = _Node("scalar", k, k + 1), k + 1
-        elif tok.kind == "ident" and tok.text not in _KEYWORDS:
+        elif tok.kind == "ident" and (tok.text not in _KEYWORDS or tok.text == "contains"):
+            # `contains` is a keyword in rule heads only (the builtin elsewhere).
             node, k = _Node("var", k, k + 1, name=tok.text), k + 1
         elif tok.text == "[":
             node, k = self.collection(k, "]")
@@ -324,10 +333,8 @@ class _Rewriter:
     def text(self) -> str:
         try:
             body, _ = self.emit(0, len(self.toks), {}, flat=False)
-        except _Unsafe as exc:
-            # OPA checks safety before hoisting: a wildcard is never bound
-            # outside the negation (hoisted, rego-cpp would iterate it).
-            raise BundleError("var _ is unsafe", line=line_of(self.source, exc.offset)) from None
+        except _Rejected as exc:
+            raise BundleError(exc.message, line=line_of(self.source, exc.offset)) from None
         except _Unparsed as exc:
             line = line_of(self.source, exc.offset)
             raise UnsupportedByEngineError(
@@ -383,6 +390,10 @@ class _Rewriter:
         newline_before = prev is None or "\n" in self.source[self._end(k - 1) : self.toks[k].offset]
         if not (one_line or newline_before or prev is None or prev.text in ("{", ";", "|")):
             raise self.parser._fail("a `not` that does not start an expression", k)
+        after = self.parser._text(k + 1)
+        if after in _ILLEGAL_NEGATIONS:
+            # OPA's parse errors (not hoisting matters, but the message).
+            raise _Rejected(_ILLEGAL_NEGATIONS[after], self.toks[k + 1].offset)
         expr, j = self.parser.expr(k + 1)
         if self.parser._text(j) in (":=", "="):
             if self.parser._text(j) == ":=":
@@ -400,7 +411,9 @@ class _Rewriter:
             raise self.parser._fail("an empty negation", k)
         wildcard = _wildcard(expr)
         if wildcard is not None:
-            raise _Unsafe(self.toks[wildcard].offset)
+            # OPA checks safety before hoisting: a wildcard is never bound
+            # outside the negation (hoisted, rego-cpp would iterate it).
+            raise _Rejected("var _ is unsafe", self.toks[wildcard].offset)
         hoists = self._hoists(expr, withs)
         # A term hoisted with a larger one starting where it starts (the call
         # heading `f(x).a`) is evaluated as part of it.
