@@ -453,7 +453,9 @@ class _Rewriter:
         raise self.parser._fail(f"unexpected {text!r} after the negated expression", j)
 
     def _check_flat(self, node: _Node) -> None:
-        """A comprehension copied onto one line must not rely on newlines."""
+        """A term copied onto one line must not rely on its newlines."""
+        if any("\n" in self.toks[k].text for k in range(node.lo, node.hi)):
+            raise self.parser._fail("a raw string over several lines to hoist", node.lo)
         if node.kind == "compr":
             if "\n" in self.source[self.toks[node.lo].offset : self._end(node.hi - 1)]:
                 raise self.parser._fail("a comprehension over several lines to hoist", node.lo)

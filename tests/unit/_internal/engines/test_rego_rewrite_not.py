@@ -155,6 +155,8 @@ def test_wildcard_under_not_is_opas_unsafe_var(body: str) -> None:
     [
         # A comprehension over several lines cannot be copied onto one.
         ("r if {\n\tnot f([x |\n\t\tsome x in input.xs\n\t])\n}", 4),
+        # A raw string over several lines, likewise.
+        ("r if {\n\tnot count([input.a, `x\ny`]) > 0\n}", 4),
         # `not` that does not start an expression.
         ("r if {\n\tx := 1 not f(x)\n}", 4),
         # Something after the expression this stage does not read.
