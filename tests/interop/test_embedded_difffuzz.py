@@ -140,6 +140,13 @@ CASES: list[Any] = [
     _fixed("not_wildcard_in_bare_ref", "r if not input.xs[_]", {"xs": [1]}),
     # A declared var bound nowhere but under `not`: OPA rejects the module
     # (unsafe var); the embedded engine's checks miss it and rego-cpp iterates.
+    # A var used (here under `not`) before the `some`/`:=` that declares it:
+    # OPA rejects the module (var x referenced above); the embedded engine answers.
+    _open(
+        "var_referenced_before_declaration",
+        'r contains x if {\n\tnot startswith(x, "a")\n\tsome x in input.s\n}',
+        {"s": ["b"]},
+    ),
     _open(
         "not_declared_var_bound_nowhere",
         'r if {\n\tsome i\n\tnot startswith(input.xs[i], "a")\n}',
