@@ -118,8 +118,11 @@ def negates(query: str) -> bool:
 
 
 def _is_not(toks: list[_Tok], k: int) -> bool:
+    """``toks[k]`` negates, not a ref segment (``a.not``) nor a rule named so (``not.foo``)."""
     tok = toks[k]
-    return tok.kind == "ident" and tok.text == "not" and (k == 0 or toks[k - 1].text != ".")
+    if tok.kind != "ident" or tok.text != "not" or (k > 0 and toks[k - 1].text == "."):
+        return False
+    return not (k + 1 < len(toks) and toks[k + 1].text == "." and _adjacent(toks, k, k + 1))
 
 
 def _not_bodies(toks: list[_Tok]) -> bool:

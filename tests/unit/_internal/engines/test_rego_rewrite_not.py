@@ -97,6 +97,8 @@ UNCHANGED = [
     "r if not f(1, false)",
     "r if {\n\tnot x == [y | some y in input.ys]\n}",
     "r if input.not",
+    # A rule named `not` (OPA's keywords in refs).
+    "p if {\n\tnot.foo == 1\n}\n\nnot.foo := 1",
     'r := {"not": 1}',
     # Without a `not` the module is returned as it is.
     "r if startswith(input.image, input.prefix)",
