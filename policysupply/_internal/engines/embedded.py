@@ -67,6 +67,7 @@ from policysupply._internal.engines.embedded_results import (
     _results,
 )
 from policysupply._internal.engines.rego_rewrite import rewrite
+from policysupply._internal.engines.rego_rewrite_not import negates
 from policysupply.errors import BundleError
 
 
@@ -233,6 +234,16 @@ def _sorted(diags: list[RegoDiagnostic]) -> list[RegoDiagnostic]:
     return sorted(diags, key=lambda d: (d.entry, d.line or 0))
 
 
+def _rewritten(name: str, source: str) -> str:
+    """``rewrite(source)``, a stage's refusal (or OPA's compile error) naming the module."""
+    try:
+        return rewrite(source)
+    except BundleError as exc:
+        if exc.entry is not None:
+            raise
+        raise type(exc)(exc.reason, entry=name, line=exc.line) from None
+
+
 class EmbeddedPrepared:
     """Modules and data loaded into one worker process, reused for every query.
 
@@ -246,7 +257,7 @@ class EmbeddedPrepared:
         self._modules = modules
         # What rego-cpp evaluates: rewritten where it would differ from OPA
         # (rego_rewrite); a stage may refuse with UnsupportedByEngineError.
-        self._sources = {name: rewrite(source) for name, source in modules.items()}
+        self._sources = {name: _rewritten(name, source) for name, source in modules.items()}
         self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False)
         self._timeout = timeout
         self._worker = _take_worker()
@@ -343,6 +354,13 @@ class EmbeddedPrepared:
         )
         if found:
             raise _refusal(None, query, found)
+        if negates(query):
+            # rego-cpp answers a negated query undefined where OPA reports
+            # true, and OPA's hoisting would add locals to the bindings.
+            raise UnsupportedByEngineError(
+                f"query {query!r}: the embedded engine does not evaluate a negated "
+                f"expression (`not ...`) in a query as OPA does; bind it in a rule, or {ADVICE}"
+            )
         input_json: str | None = None
         if input is not None:
             src.check_value_nesting(input, what="input")

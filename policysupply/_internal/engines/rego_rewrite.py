@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from policysupply._internal.engines.rego_rewrite_nest import rewrite_nesting
+from policysupply._internal.engines.rego_rewrite_not import rewrite_not
 
 Stage = Callable[[str], str]
 
 # Applied in order.
-STAGES: tuple[Stage, ...] = (rewrite_nesting,)
+STAGES: tuple[Stage, ...] = (rewrite_not, rewrite_nesting)
 
 
 def rewrite(source: str) -> str:

@@ -449,3 +449,31 @@ def test_check_accepts_the_default_gate_rules(engine: EmbeddedEngine) -> None:
     rules = Path(__file__).resolve().parents[4] / "policysupply" / "rules" / "gate.rego"
     modules = {"gate.rego": rules.read_text()}
     assert _check(engine, modules) == []
+
+
+def test_negated_query_is_refused(engine: EmbeddedEngine) -> None:
+    # rego-cpp answers `not data.t.x` undefined; OPA reports true.
+    p = engine.prepare({"t.rego": "package t\n\nr := 1\n"}, {}, rego_versions={"t.rego": 1})
+    try:
+        with pytest.raises(UnsupportedByEngineError, match="negated"):
+            p.query("not data.t.x")
+        assert p.query("data.t.r") == [{"expressions": [{"value": 1, "text": "data.t.r"}]}]
+    finally:
+        p.close()
+
+
+def test_negation_of_undefined_argument_is_undefined_as_in_opa(engine: EmbeddedEngine) -> None:
+    source = "package t\n\nr if not startswith(input.image, input.prefix)\n"
+    p = engine.prepare({"t.rego": source}, {}, rego_versions={"t.rego": 1})
+    try:
+        assert p.query("data.t.r", {"image": "a"}) == []
+        assert p.query("data.t.r", {"image": "a", "prefix": "b"}) != []
+    finally:
+        p.close()
+
+
+def test_wildcard_under_not_is_a_compile_error_naming_the_module(engine: EmbeddedEngine) -> None:
+    source = 'package t\n\nr if not startswith(input.xs[_], "a")\n'
+    with pytest.raises(BundleError, match="var _ is unsafe") as info:
+        engine.prepare({"t.rego": source}, {}, rego_versions={"t.rego": 1})
+    assert (info.value.entry, info.value.line) == ("t.rego", 3)
