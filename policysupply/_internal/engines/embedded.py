@@ -67,6 +67,11 @@ from policysupply._internal.engines.embedded_results import (
     _results,
 )
 from policysupply._internal.engines.rego_rewrite import rewrite
+from policysupply._internal.engines.rego_rewrite_order import DEPTH as ORDER_DEPTH
+from policysupply._internal.engines.rego_rewrite_order import (
+    UNSUPPORTED_MARK,
+    ordering_in_query,
+)
 from policysupply.errors import BundleError
 
 
@@ -229,6 +234,16 @@ class EmbeddedEngine:
         return prepared
 
 
+def _rewritten(name: str, source: str) -> str:
+    """``rewrite(source)``; a stage's refusal names the module."""
+    try:
+        return rewrite(source)
+    except UnsupportedByEngineError as exc:
+        if exc.entry is not None:
+            raise
+        raise UnsupportedByEngineError(exc.reason, entry=name, line=exc.line) from None
+
+
 def _sorted(diags: list[RegoDiagnostic]) -> list[RegoDiagnostic]:
     return sorted(diags, key=lambda d: (d.entry, d.line or 0))
 
@@ -246,7 +261,7 @@ class EmbeddedPrepared:
         self._modules = modules
         # What rego-cpp evaluates: rewritten where it would differ from OPA
         # (rego_rewrite); a stage may refuse with UnsupportedByEngineError.
-        self._sources = {name: rewrite(source) for name, source in modules.items()}
+        self._sources = {name: _rewritten(name, source) for name, source in modules.items()}
         self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False)
         self._timeout = timeout
         self._worker = _take_worker()
@@ -343,6 +358,12 @@ class EmbeddedPrepared:
         )
         if found:
             raise _refusal(None, query, found)
+        if ordering_in_query(query) is not None:
+            raise UnsupportedByEngineError(
+                f"query {query!r}: the embedded engine orders values (<, <=, >, >=, sort) "
+                "as OPA does only inside a module's rules; put the comparison in a rule, "
+                f"or {ADVICE}"
+            )
         input_json: str | None = None
         if input is not None:
             src.check_value_nesting(input, what="input")
@@ -368,7 +389,14 @@ class EmbeddedPrepared:
                     _crash_message(f"evaluating {query!r} over {suspects}", exc.reason)
                 ) from None
         if not answer.get("ok"):
-            raise BundleError(f"query {query!r} failed: {_error_text(answer.get('error') or {})}")
+            error = _error_text(answer.get("error") or {})
+            if UNSUPPORTED_MARK in error:
+                # Raised only by rego_rewrite_order's helpers.
+                raise UnsupportedByEngineError(
+                    f"query {query!r}: the embedded engine cannot order values nested "
+                    f"more than {ORDER_DEPTH} deep exactly as OPA does; {ADVICE}"
+                )
+            raise BundleError(f"query {query!r} failed: {error}")
         return _results(str(answer.get("text", "")), query, wrapped is not None, texts)
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from policysupply._internal.engines.rego_rewrite_order import rewrite_order
+
 Stage = Callable[[str], str]
 
 # Applied in order.
-STAGES: tuple[Stage, ...] = ()
+STAGES: tuple[Stage, ...] = (rewrite_order,)
 
 
 def rewrite(source: str) -> str:

@@ -229,21 +229,19 @@ def _sort_shadowed(source: str, toks: list[_Tok]) -> int | None:
             depth += 1
         elif tok.kind == "op" and tok.text in (")", "]", "}"):
             depth = max(0, depth - 1)
-        elif tok.kind == "ident" and tok.text == "sort" and depth == 0:
+        elif (
+            tok.kind == "ident"
+            and tok.text == "sort"
+            and depth == 0
+            and (i == line_start or toks[line_start].text == "import")
+        ):
             # `sort(x) := ...`, `sort := ...`, `import data.lib.sort`, `import ... as sort`.
-            if i == line_start or toks[line_start].text == "import":
-                return tok.offset
+            return tok.offset
     return None
 
 
-def rewrite_order(source: str) -> str:
-    """The ``STAGES`` entry: OPA's ordering for relations and ``sort`` (see module doc).
-
-    Raises:
-        UnsupportedByEngineError: An operand this scan cannot delimit, or a
-            module defining or importing its own ``sort``.
-    """
-    toks = list(_tokens(source))
+def _order_sites(toks: list[_Tok]) -> tuple[list[int], list[int]]:
+    """Indexes of the ordering operators and of the calls of the builtin ``sort``."""
     ops = [i for i, t in enumerate(toks) if t.kind == "op" and t.text in _ORDER_OPS]
     sorts = [
         i
@@ -254,8 +252,39 @@ def rewrite_order(source: str) -> str:
         and toks[i + 1].text == "("
         and (i == 0 or toks[i - 1].text != ".")
     ]
+    return ops, sorts
+
+
+def ordering_in_query(query: str) -> int | None:
+    """Offset of the first ordering operator or ``sort`` call in a query, if any.
+
+    A query has no package to hold the helpers, so the engine refuses these.
+    """
+    toks = list(_tokens(query))
+    ops, sorts = _order_sites(toks)
+    first = min(ops + sorts, default=None)
+    return None if first is None else toks[first].offset
+
+
+def rewrite_order(source: str) -> str:
+    """The ``STAGES`` entry: OPA's ordering for relations and ``sort`` (see module doc).
+
+    Raises:
+        UnsupportedByEngineError: An operand this scan cannot delimit, or a
+            module defining or importing its own ``sort``.
+    """
+    at = source.find("\n" + _MARKER)
+    if at >= 0:
+        # Already rewritten: the helpers' own operators stay native.
+        return _rewritten(source[:at]) + source[at:]
+    return with_helpers(_rewritten(source))
+
+
+def _rewritten(source: str) -> str:
+    toks = list(_tokens(source))
+    ops, sorts = _order_sites(toks)
     if not ops and not sorts:
-        return with_helpers(source)
+        return source
     if sorts:
         off = _sort_shadowed(source, toks)
         if off is not None:
@@ -283,7 +312,7 @@ def rewrite_order(source: str) -> str:
         out.append(text)
         cursor = end if order == 2 else offset
     out.append(source[cursor:])
-    return with_helpers("".join(out))
+    return "".join(out)
 
 
 def with_helpers(source: str) -> str:
@@ -297,7 +326,7 @@ def with_helpers(source: str) -> str:
 def helpers() -> str:
     """The Rego helper functions (for a module's package; see the module doc)."""
     p = PREFIX
-    parts = [_MARKER, _TOP.format(p=p, d=DEPTH)]
+    parts = [_MARKER, _TOP.format(p=p, d=DEPTH), _SCALAR_SORT.format(p=p)]
     for k in range(DEPTH + 1):
         parts.append(_CMP.format(p=p, k=k))
         parts.append(_SORT.format(p=p, k=k))
@@ -339,7 +368,13 @@ _TOP = """\
 \tis_string(b)
 }}
 
-{p}_rank(x) := {{"null": 0, "boolean": 1, "number": 2, "string": 3, "array": 4, "object": 5, "set": 6}}[type_name(x)]
+{p}_rank(x) := r if {{
+\tranks := {{
+\t\t"null": 0, "boolean": 1, "number": 2, "string": 3,
+\t\t"array": 4, "object": 5, "set": 6,
+\t}}
+\tr := ranks[type_name(x)]
+}}
 
 {p}_sign(n) := -1 if {{
 \tn < 0
@@ -394,7 +429,8 @@ _CMPK_COLLECTIONS = """\
 {p}_cmpa{k}(a, b) := {p}_cmp{j}(a[m], b[m]) if {{
 \td := [i | some i; x := a[i]; y := b[i]; {p}_cmp{j}(x, y) != 0]
 \tcount(d) > 0
-\tm := sort(d)[0]
+\tsome m in d
+\tcount([n | some n in d; n < m]) == 0
 }} else := {p}_sign(count(a) - count(b))
 
 {p}_cmpo{k}(a, b) := {p}_kv{j}(ka[m], kb[m], a[ka[m]], b[kb[m]]) if {{
@@ -402,7 +438,8 @@ _CMPK_COLLECTIONS = """\
 \tkb := {p}_sort{j}(object.keys(b))
 \td := [i | some i; x := ka[i]; y := kb[i]; {p}_kv{j}(x, y, a[x], b[y]) != 0]
 \tcount(d) > 0
-\tm := sort(d)[0]
+\tsome m in d
+\tcount([n | some n in d; n < m]) == 0
 }} else := {p}_sign(count(a) - count(b))
 
 {p}_kv{j}(k1, k2, v1, v2) := c if {{
@@ -414,30 +451,65 @@ _CMPK_COLLECTIONS = """\
 """
 
 # Sorted as an array (rego-cpp cannot index the array its sort makes of a
-# set). Scalars of one type: the native sort; scalars of several: grouped by
-# type rank; with collections: each element's place is the number of
-# elements ordered before it (ties by position). Comprehension heads stay
-# plain variables: rego-cpp yields [] for `[m[n] | some n in ...]` over a
-# local `m` inside a function.
+# set). rego-cpp's sort orders numbers by their text (10 before 9), so
+# numbers are placed by counting (native `<` on numbers is right); strings,
+# booleans and nulls use the native sort; types in OPA's rank order. With
+# collections, each element's place is the number of elements ordered
+# before it (ties by position). Comprehension heads stay plain variables:
+# rego-cpp yields [] for `[m[n] | some n in ...]` over a local `m` inside a
+# function.
 _SORT = """\
 {p}_sort{k}(xs) := sort(xs) if {{
 \tnot {p}_collection(xs)
 }} else := {p}_sorted{k}([y | some y in xs])
 
-{p}_sorted{k}(ys) := sort(ys) if {{
-\tcount({{{p}_rank(y) | some y in ys}}) < 2
+{p}_sorted{k}(ys) := {p}_scalar_sort(ys) if {{
 \t{p}_scalars(ys)
 }} else := s if {{
-\t{p}_scalars(ys)
-\ts := [x | some r in [0, 1, 2, 3]; some x in sort([y | some y in ys; {p}_rank(y) == r])]
-}} else := s if {{
-\tpos := {{i: c | some i; y := ys[i]; c := count([j | some j; z := ys[j]; {p}_key{k}(z, y, j, i) < 0])}}
-\tinv := {{c: i | some i; c := pos[i]}}
-\ts := [x | some n in numbers.range(0, count(ys) - 1); i := inv[n]; x := ys[i]]
+\tpos := {{i: c | some i; y := ys[i]; c := {p}_before{k}(ys, y, i)}}
+\ts := {p}_place(ys, pos)
 }}
+
+{p}_before{k}(ys, y, i) := count([j | some j; z := ys[j]; {p}_key{k}(z, y, j, i) < 0])
 
 {p}_key{k}(z, y, j, i) := c if {{
 \tc := {p}_cmp{k}(z, y)
 \tc != 0
 }} else := {p}_sign(j - i)
+"""
+
+# Shared by every level: scalars only.
+_SCALAR_SORT = """\
+{p}_scalar_sort(ys) := sort(ys) if {{
+\tcount({{{p}_rank(y) | some y in ys}}) < 2
+\tnot {p}_has_number(ys)
+}} else := {p}_number_sort(ys) if {{
+\tcount([y | some y in ys; not is_number(y)]) == 0
+}} else := s if {{
+\ts := [x | some r in [0, 1, 2, 3]; some x in {p}_group_sort(ys, r)]
+}}
+
+{p}_group_sort(ys, r) := {p}_number_sort([y | some y in ys; is_number(y)]) if {{
+\tr == 2
+}} else := sort([y | some y in ys; {p}_rank(y) == r])
+
+{p}_has_number(ys) if {{
+\tsome y in ys
+\tis_number(y)
+}}
+
+{p}_number_sort(ns) := s if {{
+\tpos := {{i: c | some i; y := ns[i]; c := {p}_number_before(ns, y, i)}}
+\ts := {p}_place(ns, pos)
+}}
+
+{p}_number_before(ns, y, i) := a + b if {{
+\ta := count([j | some j; z := ns[j]; z < y])
+\tb := count([j | some j; z := ns[j]; z == y; j < i])
+}}
+
+{p}_place(ys, pos) := s if {{
+\tinv := {{c: i | some i; c := pos[i]}}
+\ts := [x | some n in numbers.range(0, count(ys) - 1); i := inv[n]; x := ys[i]]
+}} else := []
 """
