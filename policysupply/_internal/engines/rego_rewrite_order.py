@@ -33,6 +33,7 @@ written before or after this stage ran, see ``with_helpers``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from policysupply._internal.engines.base import UnsupportedByEngineError
 from policysupply._internal.engines.rego_lexer import _KEYWORDS, _Tok, _tokens, line_of
@@ -256,14 +257,46 @@ def _order_sites(toks: list[_Tok]) -> tuple[list[int], list[int]]:
 
 
 def ordering_in_query(query: str) -> int | None:
-    """Offset of the first ordering operator or ``sort`` call in a query, if any.
-
-    A query has no package to hold the helpers, so the engine refuses these.
-    """
+    """Offset of the first ordering operator or ``sort`` call in a query, if any."""
     toks = list(_tokens(query))
     ops, sorts = _order_sites(toks)
     first = min(ops + sorts, default=None)
     return None if first is None else toks[first].offset
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def helper_host(
+    sources: Mapping[str, str], packages: Mapping[str, tuple[str, ...]]
+) -> tuple[str, tuple[str, ...]] | None:
+    """(module, package) a query can call the helpers in: one that holds them, else any.
+
+    Only packages written as plain names (``data.a.b``) qualify. ``None``
+    when no module does.
+    """
+    plain = [n for n in sorted(sources) if all(_PLAIN_NAME.match(p) for p in packages[n])]
+    holding = [n for n in plain if _MARKER in sources[n]]
+    for name in holding or plain:
+        return name, packages[name]
+    return None
+
+
+def with_helpers_forced(source: str) -> str:
+    """``source`` with the helpers appended (once) whether or not it calls them."""
+    if _MARKER in source:
+        return source
+    sep = "" if source.endswith("\n") else "\n"
+    return f"{source}{sep}\n{helpers()}"
+
+
+def rewrite_query(query: str, package: tuple[str, ...]) -> str:
+    """``query`` with its ordering calling the helpers of ``package`` (``data.p.__pso_lt``).
+
+    Raises:
+        UnsupportedByEngineError: An operand this scan cannot delimit.
+    """
+    return _rewritten(query, prefix=".".join(("data", *package, PREFIX)))
 
 
 def rewrite_order(source: str) -> str:
@@ -280,7 +313,7 @@ def rewrite_order(source: str) -> str:
     return with_helpers(_rewritten(source))
 
 
-def _rewritten(source: str) -> str:
+def _rewritten(source: str, prefix: str = PREFIX) -> str:
     toks = list(_tokens(source))
     ops, sorts = _order_sites(toks)
     if not ops and not sorts:
@@ -297,13 +330,13 @@ def _rewritten(source: str) -> str:
         e = scan.right_end(i)
         if s is None or e is None:
             raise _refuse(source, toks[i].offset, f"an operand of {toks[i].text}")
-        name = f"{PREFIX}_{_ORDER_OPS[toks[i].text]}("
+        name = f"{prefix}_{_ORDER_OPS[toks[i].text]}("
         edits.append((toks[s].offset, 1, -e, name, toks[s].offset))
         edits.append((toks[i].offset, 2, 0, ",", toks[i].offset + len(toks[i].text)))
         end = toks[e].offset + len(toks[e].text)
         edits.append((end, 0, -s, ")", end))
     for i in sorts:
-        edits.append((toks[i].offset, 2, 0, f"{PREFIX}_sort", toks[i].offset + 4))
+        edits.append((toks[i].offset, 2, 0, f"{prefix}_sort", toks[i].offset + 4))
     edits.sort(key=lambda x: (x[0], x[1], x[2]))
     out: list[str] = []
     cursor = 0
@@ -321,6 +354,28 @@ def with_helpers(source: str) -> str:
         return source
     sep = "" if source.endswith("\n") else "\n"
     return f"{source}{sep}\n{helpers()}"
+
+
+def dedupe_helpers(
+    sources: Mapping[str, str], packages: Mapping[str, tuple[str, ...]]
+) -> dict[str, str]:
+    """``sources`` with the helpers kept in one module per package.
+
+    Identical definitions in several modules of a package are correct but
+    rego-cpp evaluates every copy on each call (four modules: three times
+    slower), so all but the first module (by name) of a package drop theirs.
+    """
+    out = dict(sources)
+    kept: set[tuple[str, ...]] = set()
+    # Identical copies: dropping all but one per package changes no answer.
+    for name in sorted(sources):
+        at = sources[name].find("\n" + _MARKER)
+        if at < 0:
+            continue
+        if packages[name] in kept:
+            out[name] = sources[name][:at]
+        kept.add(packages[name])
+    return out
 
 
 def helpers() -> str:
@@ -341,32 +396,38 @@ def helpers() -> str:
 # user code calling semver.compare is refused before it gets here).
 _TOP = """\
 {p}_lt(a, b) := a < b if {{
-\t{p}_plain(a, b)
+\tis_number(a)
+\tis_number(b)
+}} else := a < b if {{
+\tis_string(a)
+\tis_string(b)
 }} else := {p}_cmp{d}(a, b) < 0
 
 {p}_le(a, b) := a <= b if {{
-\t{p}_plain(a, b)
+\tis_number(a)
+\tis_number(b)
+}} else := a <= b if {{
+\tis_string(a)
+\tis_string(b)
 }} else := {p}_cmp{d}(a, b) <= 0
 
 {p}_gt(a, b) := a > b if {{
-\t{p}_plain(a, b)
+\tis_number(a)
+\tis_number(b)
+}} else := a > b if {{
+\tis_string(a)
+\tis_string(b)
 }} else := {p}_cmp{d}(a, b) > 0
 
 {p}_ge(a, b) := a >= b if {{
-\t{p}_plain(a, b)
+\tis_number(a)
+\tis_number(b)
+}} else := a >= b if {{
+\tis_string(a)
+\tis_string(b)
 }} else := {p}_cmp{d}(a, b) >= 0
 
 {p}_sort(xs) := {p}_sort{d}(xs)
-
-{p}_plain(a, b) if {{
-\tis_number(a)
-\tis_number(b)
-}}
-
-{p}_plain(a, b) if {{
-\tis_string(a)
-\tis_string(b)
-}}
 
 {p}_rank(x) := r if {{
 \tranks := {{

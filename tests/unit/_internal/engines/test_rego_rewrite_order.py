@@ -8,9 +8,13 @@ from policysupply._internal.engines.base import UnsupportedByEngineError
 from policysupply._internal.engines.rego_rewrite import STAGES, rewrite
 from policysupply._internal.engines.rego_rewrite_order import (
     _MARKER,
+    dedupe_helpers,
+    helper_host,
     ordering_in_query,
     rewrite_order,
+    rewrite_query,
     with_helpers,
+    with_helpers_forced,
 )
 
 
@@ -128,3 +132,32 @@ def test_ordering_in_query() -> None:
     assert ordering_in_query("x = 2; x > 3") == 9
     assert ordering_in_query("sort(data.t.s)") == 0
     assert ordering_in_query("data.lib.sort(x)") is None
+
+
+def test_helpers_kept_once_per_package() -> None:
+    a = rewrite_order("package p\n\nr := 1 < 2\n")
+    b = rewrite_order("package p\n\ns := 2 > 1\n")
+    c = rewrite_order("package q\n\nt := 2 > 1\n")
+    out = dedupe_helpers(
+        {"a.rego": a, "b.rego": b, "c.rego": c},
+        {"a.rego": ("p",), "b.rego": ("p",), "c.rego": ("q",)},
+    )
+    assert out["a.rego"] == a
+    assert out["b.rego"] == "package p\n\ns := __pso_gt(2 , 1)\n"
+    assert out["c.rego"] == c
+
+
+def test_queries_call_the_helpers_of_a_loaded_package() -> None:
+    assert rewrite_query('x < "a"; sort(y)', ("a", "b")) == (
+        'data.a.b.__pso_lt(x , "a"); data.a.b.__pso_sort(y)'
+    )
+    sources = {"z.rego": "package z\n", "y.rego": 'package y["a-b"]\n'}
+    packages = {"z.rego": ("z",), "y.rego": ("y", "a-b")}
+    assert helper_host(sources, packages) == ("z.rego", ("z",))
+    sources["w.rego"] = rewrite_order("package w\n\nr := 1 < 2\n")
+    packages["w.rego"] = ("w",)
+    assert helper_host(sources, packages) == ("w.rego", ("w",))
+    assert helper_host({"y.rego": "package y\n"}, {"y.rego": ("y", "a-b")}) is None
+    forced = with_helpers_forced("package z\n")
+    assert _MARKER in forced
+    assert with_helpers_forced(forced) == forced
