@@ -171,6 +171,13 @@ CASES: list[Any] = [
     _agrees("sort_object_is_error", "r := sort(input.o)", {"o": {"a": 1}}),
     # Past three levels of nesting the helpers refuse (UnsupportedByEngineError).
     _fixed("lt_too_deep", "r := [[[[1]]]] < [[[[2]]]]"),
+    # Inside a function, a comprehension whose head indexes a local variable
+    # with the comprehension's own variable is [] in rego-cpp (found while
+    # writing rego_rewrite_order's helpers).
+    _open(
+        "function_comprehension_head_indexes_local",
+        "f(x) := s if {\n\tm := x\n\ts := [m[n] | some n in [0]]\n}\n\nr := f([7])",
+    ),
     # OPA's compiler rejects these modules; the embedded engine answers.
     _fixed("some_redeclared", "r if {\n\tsome y in [1]\n\tsome y in [2]\n}"),
     _open(
