@@ -179,6 +179,8 @@ CASES: list[Any] = [
         "f(x) := s if {\n\tm := x\n\ts := [m[n] | some n in [0]]\n}\n\nr := f([7])",
     ),
     # OPA's compiler rejects these modules; the embedded engine answers.
+    # A default value holding a call (an infix operator too), a ref or a var.
+    _open("default_value_with_call", "default r := 1 + 2"),
     _fixed("some_redeclared", "r if {\n\tsome y in [1]\n\tsome y in [2]\n}"),
     _open(
         "type_error_set_to_array_slice",

@@ -513,7 +513,9 @@ _CMPK_COLLECTIONS = """\
 
 # Sorted as an array (rego-cpp cannot index the array its sort makes of a
 # set). rego-cpp's sort orders numbers by their text (10 before 9), so
-# numbers are placed by counting (native `<` on numbers is right); strings,
+# integers (below 2^53: larger are refused) are sorted by zero-padded
+# decimal text with their index (negatives by magnitude, reversed), other
+# numbers placed by counting (native `<` on numbers is right); strings,
 # booleans and nulls use the native sort; types in OPA's rank order. With
 # collections, each element's place is the number of elements ordered
 # before it (ties by position). Comprehension heads stay plain variables:
@@ -560,9 +562,22 @@ _SCALAR_SORT = """\
 }}
 
 {p}_number_sort(ns) := s if {{
+\tcount([x | some x in ns; floor(x) != x]) == 0
+\tbyk := {{k: x | some i; x := ns[i]; k := {p}_int_key(x, i)}}
+\tneg := [k | some k; x := byk[k]; x < 0]
+\tnonneg := [k | some k; x := byk[k]; x >= 0]
+\torder := array.concat(array.reverse(sort(neg)), sort(nonneg))
+\ts := [x | some k in order; x := byk[k]]
+}} else := s if {{
 \tpos := {{i: c | some i; y := ns[i]; c := {p}_number_before(ns, y, i)}}
 \ts := {p}_place(ns, pos)
 }}
+
+{p}_int_key(x, i) := concat("#", [{p}_pad(format_int(x, 10)), {p}_pad(format_int(i, 10))]) if {{
+\tx >= 0
+}} else := concat("#", [{p}_pad(format_int(0 - x, 10)), {p}_pad(format_int(i, 10))])
+
+{p}_pad(s) := concat("", [substring("0000000000000000", 0, 16 - count(s)), s])
 
 {p}_number_before(ns, y, i) := a + b if {{
 \ta := count([j | some j; z := ns[j]; z < y])
