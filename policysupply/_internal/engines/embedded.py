@@ -70,7 +70,6 @@ from policysupply._internal.engines.rego_rewrite import rewrite
 from policysupply._internal.engines.rego_rewrite_order import (
     _MARKER as _ORDER_MARK,
 )
-from policysupply._internal.engines.rego_rewrite_order import DEPTH as ORDER_DEPTH
 from policysupply._internal.engines.rego_rewrite_order import (
     UNSUPPORTED_MARK,
     dedupe_helpers,
@@ -421,8 +420,9 @@ class EmbeddedPrepared:
             if UNSUPPORTED_MARK in error:
                 # Raised only by rego_rewrite_order's helpers.
                 raise UnsupportedByEngineError(
-                    f"query {query!r}: the embedded engine cannot order values nested "
-                    f"more than {ORDER_DEPTH} deep exactly as OPA does; {ADVICE}"
+                    f"query {query!r}: the embedded engine cannot order two objects, two "
+                    "sets, or arrays holding collections of one type exactly as OPA does; "
+                    f"{ADVICE}"
                 )
             raise BundleError(f"query {query!r} failed: {error}")
         return _results(str(answer.get("text", "")), query, wrapped is not None, texts)

@@ -14,10 +14,11 @@ function (``a < b`` → ``__pso_lt(a, b)``, likewise ``__pso_le``, ``__pso_gt``,
 appends the helpers (Rego functions, in the module's own package) after the
 module's last line. Same-type numbers and strings keep rego-cpp's native
 comparison (it agrees with OPA there: plain ASCII strings, numbers below
-2^53); values of different types compare by OPA's type rank; arrays, objects
-and sets are compared as OPA does, down to ``DEPTH`` levels of nesting. Past
-that depth the helpers fail evaluation with an error naming
-``UNSUPPORTED_MARK``, which the engine reports as ``UnsupportedByEngineError``.
+2^53); values of different types compare by OPA's type rank; arrays compare
+element by element. Two objects, two sets, or arrays whose elements at the
+deciding position are collections of one type make the helpers fail
+evaluation with an error naming ``UNSUPPORTED_MARK``, which the engine
+reports as ``UnsupportedByEngineError`` (see ``_COMPARE`` for why).
 
 Operands are found on the lexer's tokens with OPA's precedence: an operand
 extends over ``|``, ``&``, ``+``, ``-``, ``*``, ``/``, ``%``, references and
@@ -41,8 +42,6 @@ from policysupply._internal.engines.rego_lexer import _KEYWORDS, _Tok, _tokens, 
 PREFIX = "__pso"
 # An error message holding this marks a comparison the helpers refuse.
 UNSUPPORTED_MARK = f"{PREFIX}_unsupported"
-# Levels of nested collections the helpers compare as OPA does.
-DEPTH = 3
 
 _ORDER_OPS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
 _RELATIONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
@@ -381,27 +380,28 @@ def dedupe_helpers(
 def helpers() -> str:
     """The Rego helper functions (for a module's package; see the module doc)."""
     p = PREFIX
-    parts = [_MARKER, _TOP.format(p=p, d=DEPTH), _SCALAR_SORT.format(p=p)]
-    for k in range(DEPTH + 1):
-        parts.append(_CMP.format(p=p, k=k))
-        parts.append(_SORT.format(p=p, k=k))
-        if k == 0:
-            parts.append(_CMP0_COLLECTIONS.format(p=p))
-        else:
-            parts.append(_CMPK_COLLECTIONS.format(p=p, k=k, j=k - 1))
-    return "\n".join(parts)
+    return "\n".join(
+        [
+            _MARKER,
+            _ENTRY.format(p=p),
+            _COMPARE.format(p=p),
+            _SORT.format(p=p),
+            _SCALAR_SORT.format(p=p),
+        ]
+    )
 
 
-# Entry points, the type rank, and the refusal (an error only the helpers raise:
-# user code calling semver.compare is refused before it gets here).
-_TOP = """\
+# Entry points (numbers and strings first, without further calls) and the
+# refusal: an error only the helpers raise (user code calling semver.compare
+# is refused before it gets here).
+_ENTRY = """\
 {p}_lt(a, b) := a < b if {{
 \tis_number(a)
 \tis_number(b)
 }} else := a < b if {{
 \tis_string(a)
 \tis_string(b)
-}} else := {p}_cmp{d}(a, b) < 0
+}} else := {p}_cmp(a, b) < 0
 
 {p}_le(a, b) := a <= b if {{
 \tis_number(a)
@@ -409,7 +409,7 @@ _TOP = """\
 }} else := a <= b if {{
 \tis_string(a)
 \tis_string(b)
-}} else := {p}_cmp{d}(a, b) <= 0
+}} else := {p}_cmp(a, b) <= 0
 
 {p}_gt(a, b) := a > b if {{
 \tis_number(a)
@@ -417,7 +417,7 @@ _TOP = """\
 }} else := a > b if {{
 \tis_string(a)
 \tis_string(b)
-}} else := {p}_cmp{d}(a, b) > 0
+}} else := {p}_cmp(a, b) > 0
 
 {p}_ge(a, b) := a >= b if {{
 \tis_number(a)
@@ -425,9 +425,13 @@ _TOP = """\
 }} else := a >= b if {{
 \tis_string(a)
 \tis_string(b)
-}} else := {p}_cmp{d}(a, b) >= 0
+}} else := {p}_cmp(a, b) >= 0
 
-{p}_sort(xs) := {p}_sort{d}(xs)
+{p}_sort(xs) := sort(xs) if {{
+\tnot {p}_collection(xs)
+}} else := {p}_sorted([y | some y in xs])
+
+{p}_refuse(x) := semver.compare("{p}_unsupported: objects, sets or nested collections", "0.0.0")
 
 {p}_rank(x) := r if {{
 \tranks := {{
@@ -443,8 +447,6 @@ _TOP = """\
 \tn > 0
 }} else := 0
 
-{p}_refuse(x) := semver.compare("{p}_unsupported: collections nested more than {d} deep", "0.0.0")
-
 {p}_collection(x) if is_array(x)
 
 {p}_collection(x) if is_set(x)
@@ -454,10 +456,17 @@ _TOP = """\
 }}
 """
 
-_CMP = """\
-{p}_cmp{k}(a, b) := {p}_cmpr{k}(a, b, {p}_rank(a), {p}_rank(b))
+# Values of different types by rank, scalars of one type natively, arrays
+# element by element (`{p}_cmp0`: scalars, or values of different types)
+# then by length. Two objects, two sets, or two collections of one type
+# inside arrays are refused: comparing them as OPA does needs one more copy
+# of these functions per level of nesting (Rego has no recursion), and
+# rego-cpp's `with` slows down exponentially with the functions a call can
+# reach (three levels: a `with input` query ran for more than ten seconds).
+_COMPARE = """\
+{p}_cmp(a, b) := {p}_cmpr(a, b, {p}_rank(a), {p}_rank(b))
 
-{p}_cmpr{k}(a, b, ra, rb) := -1 if {{
+{p}_cmpr(a, b, ra, rb) := -1 if {{
 \tra < rb
 }} else := 1 if {{
 \tra > rb
@@ -468,47 +477,32 @@ _CMP = """\
 \ta < b
 }} else := 1 if {{
 \tra < 4
-}} else := {p}_cmpa{k}(a, b) if {{
+}} else := {p}_cmpa(a, b) if {{
 \tra == 4
-}} else := {p}_cmpo{k}(a, b) if {{
-\tra == 5
-}} else := {p}_cmps{k}(a, b)
-"""
+}} else := {p}_refuse(a)
 
-_CMP0_COLLECTIONS = """\
-{p}_cmpa0(a, b) := {p}_refuse(a)
-
-{p}_cmpo0(a, b) := {p}_refuse(a)
-
-{p}_cmps0(a, b) := {p}_refuse(a)
-"""
-
-# Arrays element by element (the first difference decides), then by length;
-# objects by their (key, value) pairs in key order, then by size; sets by
-# their elements in order, then by size.
-_CMPK_COLLECTIONS = """\
-{p}_cmpa{k}(a, b) := {p}_cmp{j}(a[m], b[m]) if {{
-\td := [i | some i; x := a[i]; y := b[i]; {p}_cmp{j}(x, y) != 0]
+{p}_cmpa(a, b) := c if {{
+\td := [[i, c] | some i; x := a[i]; y := b[i]; c := {p}_cmp0(x, y); c != 0]
 \tcount(d) > 0
-\tsome m in d
-\tcount([n | some n in d; n < m]) == 0
+\tsome e in d
+\tcount([f | some f in d; f[0] < e[0]]) == 0
+\tc := e[1]
 }} else := {p}_sign(count(a) - count(b))
 
-{p}_cmpo{k}(a, b) := {p}_kv{j}(ka[m], kb[m], a[ka[m]], b[kb[m]]) if {{
-\tka := {p}_sort{j}(object.keys(a))
-\tkb := {p}_sort{j}(object.keys(b))
-\td := [i | some i; x := ka[i]; y := kb[i]; {p}_kv{j}(x, y, a[x], b[y]) != 0]
-\tcount(d) > 0
-\tsome m in d
-\tcount([n | some n in d; n < m]) == 0
-}} else := {p}_sign(count(a) - count(b))
+{p}_cmp0(a, b) := {p}_cmpr0(a, b, {p}_rank(a), {p}_rank(b))
 
-{p}_kv{j}(k1, k2, v1, v2) := c if {{
-\tc := {p}_cmp{j}(k1, k2)
-\tc != 0
-}} else := {p}_cmp{j}(v1, v2)
-
-{p}_cmps{k}(a, b) := {p}_cmpa{k}({p}_sort{j}(a), {p}_sort{j}(b))
+{p}_cmpr0(a, b, ra, rb) := -1 if {{
+\tra < rb
+}} else := 1 if {{
+\tra > rb
+}} else := 0 if {{
+\ta == b
+}} else := -1 if {{
+\tra < 4
+\ta < b
+}} else := 1 if {{
+\tra < 4
+}} else := {p}_refuse(a)
 """
 
 # Sorted as an array (rego-cpp cannot index the array its sort makes of a
@@ -522,44 +516,31 @@ _CMPK_COLLECTIONS = """\
 # rego-cpp yields [] for `[m[n] | some n in ...]` over a local `m` inside a
 # function.
 _SORT = """\
-{p}_sort{k}(xs) := sort(xs) if {{
-\tnot {p}_collection(xs)
-}} else := {p}_sorted{k}([y | some y in xs])
-
-{p}_sorted{k}(ys) := {p}_scalar_sort(ys) if {{
+{p}_sorted(ys) := sort(ys) if {{
+\tcount([y | some y in ys; not is_string(y)]) == 0
+}} else := {p}_number_sort(ys) if {{
+\tcount([y | some y in ys; not is_number(y)]) == 0
+}} else := {p}_scalar_sort(ys) if {{
 \t{p}_scalars(ys)
 }} else := s if {{
-\tpos := {{i: c | some i; y := ys[i]; c := {p}_before{k}(ys, y, i)}}
+\tpos := {{i: c | some i; y := ys[i]; c := {p}_before(ys, y, i)}}
 \ts := {p}_place(ys, pos)
 }}
 
-{p}_before{k}(ys, y, i) := count([j | some j; z := ys[j]; {p}_key{k}(z, y, j, i) < 0])
+{p}_before(ys, y, i) := count([j | some j; z := ys[j]; {p}_key(z, y, j, i) < 0])
 
-{p}_key{k}(z, y, j, i) := c if {{
-\tc := {p}_cmp{k}(z, y)
+{p}_key(z, y, j, i) := c if {{
+\tc := {p}_cmp(z, y)
 \tc != 0
 }} else := {p}_sign(j - i)
 """
 
-# Shared by every level: scalars only.
 _SCALAR_SORT = """\
-{p}_scalar_sort(ys) := sort(ys) if {{
-\tcount({{{p}_rank(y) | some y in ys}}) < 2
-\tnot {p}_has_number(ys)
-}} else := {p}_number_sort(ys) if {{
-\tcount([y | some y in ys; not is_number(y)]) == 0
-}} else := s if {{
-\ts := [x | some r in [0, 1, 2, 3]; some x in {p}_group_sort(ys, r)]
-}}
+{p}_scalar_sort(ys) := [x | some r in [0, 1, 2, 3]; some x in {p}_group_sort(ys, r)]
 
 {p}_group_sort(ys, r) := {p}_number_sort([y | some y in ys; is_number(y)]) if {{
 \tr == 2
 }} else := sort([y | some y in ys; {p}_rank(y) == r])
-
-{p}_has_number(ys) if {{
-\tsome y in ys
-\tis_number(y)
-}}
 
 {p}_number_sort(ns) := s if {{
 \tcount([x | some x in ns; floor(x) != x]) == 0

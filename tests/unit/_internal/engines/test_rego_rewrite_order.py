@@ -91,7 +91,7 @@ def test_helpers_appended_once_after_the_last_line() -> None:
     assert out.startswith("package t\n\nr := __pso_lt(1 , 2)\n\n" + _MARKER)
     assert out.count(_MARKER) == 1
     assert rewrite_order(out) == out  # idempotent on its own output
-    for name in ("__pso_lt(a, b)", "__pso_sort(xs)", "__pso_cmp3(a, b)", "__pso_unsupported"):
+    for name in ("__pso_lt(a, b)", "__pso_sort(xs)", "__pso_cmp(a, b)", "__pso_unsupported"):
         assert name in out
 
 
