@@ -26,9 +26,13 @@ calls; relations chain to the left (``a == b < c`` is ``(a == b) < c``).
 Only text within lines changes; no token moves to another line.
 
 Other stages may call ``__pso_sort(x)`` (OPA's ``sort``: an array or set in,
-a sorted array out) or ``__pso_lt(a, b)`` and friends in their output: this
-stage appends the helpers to any module that calls one (whether the call was
-written before or after this stage ran, see ``with_helpers``).
+a sorted array out; a non-collection is rego-cpp's type error; two objects
+or two sets among the elements are refused as above) or ``__pso_lt(a, b)``
+and friends in their output. A stage running before this one only writes
+the call: this stage appends the definitions to any module that calls one.
+A stage running after it passes its output through ``with_helpers``.
+Helpers are kept in one module per package (``dedupe_helpers``, applied by
+the engine to the whole preparation).
 """
 
 from __future__ import annotations
