@@ -68,6 +68,17 @@ from policysupply._internal.engines.embedded_results import (
 )
 from policysupply._internal.engines.rego_rewrite import rewrite
 from policysupply._internal.engines.rego_rewrite_not import negates
+from policysupply._internal.engines.rego_rewrite_order import (
+    _MARKER as _ORDER_MARK,
+)
+from policysupply._internal.engines.rego_rewrite_order import (
+    UNSUPPORTED_MARK,
+    dedupe_helpers,
+    helper_host,
+    ordering_in_query,
+    rewrite_query,
+    with_helpers_forced,
+)
 from policysupply.errors import BundleError
 
 
@@ -257,13 +268,15 @@ class EmbeddedPrepared:
         self._modules = modules
         # What rego-cpp evaluates: rewritten where it would differ from OPA
         # (rego_rewrite); a stage may refuse with UnsupportedByEngineError.
-        self._sources = {name: _rewritten(name, source) for name, source in modules.items()}
+        self._packages = {n: src.package_path(s, entry=n) for n, s in modules.items()}
+        self._sources = dedupe_helpers(
+            {name: _rewritten(name, source) for name, source in modules.items()}, self._packages
+        )
         self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False)
         self._timeout = timeout
         self._worker = _take_worker()
         self._loaded = False
         self._closed = False
-        self._packages = {n: src.package_path(s, entry=n) for n, s in modules.items()}
 
     @property
     def engine(self) -> str:
@@ -331,6 +344,28 @@ class EmbeddedPrepared:
         )
         return hits or sorted(self._modules)
 
+    def _ordering_query(self, query: str) -> str:
+        """``query`` with ``<``/``sort`` calling OPA-order helpers in a loaded package.
+
+        The helpers are added to a module (and the worker reloaded) the
+        first time a query needs them and no module has them.
+        """
+        host = helper_host(self._sources, self._packages)
+        if host is None:
+            raise UnsupportedByEngineError(
+                f"query {query!r}: the embedded engine orders values (<, <=, >, >=, sort) "
+                "as OPA does only with a module whose package path is plain names; "
+                f"{ADVICE}"
+            )
+        name, package = host
+        if _ORDER_MARK not in self._sources[name]:
+            with self._worker.lock:
+                self._sources[name] = with_helpers_forced(self._sources[name])
+                if self._loaded and self._worker.running:
+                    self._worker.request({"op": "reset"}, timeout=self._timeout)
+                self._loaded = False
+        return rewrite_query(query, package)
+
     def query(self, query: str, input: Any = None) -> Sequence[ResultSet]:
         """Evaluates ``query`` against the loaded modules and data.
 
@@ -361,6 +396,9 @@ class EmbeddedPrepared:
                 f"query {query!r}: the embedded engine does not evaluate a negated "
                 f"expression (`not ...`) in a query as OPA does; bind it in a rule, or {ADVICE}"
             )
+        sent = query
+        if ordering_in_query(query) is not None:
+            sent = self._ordering_query(query)
         input_json: str | None = None
         if input is not None:
             src.check_value_nesting(input, what="input")
@@ -369,14 +407,14 @@ class EmbeddedPrepared:
                 input_json = json.dumps(input, ensure_ascii=False, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise BundleError(f"input is not JSON: {exc}") from None
-        wrapped = src.wrap_single_expression(query)
+        wrapped = src.wrap_single_expression(sent)
         texts = _expression_texts(query)
         with self._worker.lock:
             if not self._loaded or not self._worker.running:
                 self._load()
             try:
                 answer = self._worker.request(
-                    {"op": "query", "query": wrapped or query, "input": input_json},
+                    {"op": "query", "query": wrapped or sent, "input": input_json},
                     timeout=self._timeout,
                 )
             except WorkerDiedError as exc:
@@ -386,7 +424,15 @@ class EmbeddedPrepared:
                     _crash_message(f"evaluating {query!r} over {suspects}", exc.reason)
                 ) from None
         if not answer.get("ok"):
-            raise BundleError(f"query {query!r} failed: {_error_text(answer.get('error') or {})}")
+            error = _error_text(answer.get("error") or {})
+            if UNSUPPORTED_MARK in error:
+                # Raised only by rego_rewrite_order's helpers.
+                raise UnsupportedByEngineError(
+                    f"query {query!r}: the embedded engine cannot order two objects, two "
+                    "sets, or arrays holding collections of one type exactly as OPA does; "
+                    f"{ADVICE}"
+                )
+            raise BundleError(f"query {query!r} failed: {error}")
         return _results(str(answer.get("text", "")), query, wrapped is not None, texts)
 
 

@@ -15,11 +15,12 @@ from collections.abc import Callable
 
 from policysupply._internal.engines.rego_rewrite_nest import rewrite_nesting
 from policysupply._internal.engines.rego_rewrite_not import rewrite_not
+from policysupply._internal.engines.rego_rewrite_order import rewrite_order
 
 Stage = Callable[[str], str]
 
 # Applied in order.
-STAGES: tuple[Stage, ...] = (rewrite_not, rewrite_nesting)
+STAGES: tuple[Stage, ...] = (rewrite_not, rewrite_order, rewrite_nesting)
 
 
 def rewrite(source: str) -> str:

@@ -168,7 +168,9 @@ def unsupported_constructs(
                     f"the number {text} (rego-cpp keeps -0 apart from 0: 0 in {{-0}} is false)",
                 )
             )
-        if tok.kind == "number" and ("e" in text or "E" in text) and _too_big(text):
+        if tok.kind == "number" and _too_big(text):
+            # Integers too: rego-cpp divides and takes remainders of them as
+            # doubles (12345678901234567890 % 7 is 5 there, 1 in OPA).
             problems.append(
                 (tok.offset, f"the number {text} (rego-cpp computes with it inexactly)")
             )

@@ -88,14 +88,22 @@ def _too_big(text: str) -> bool:
         return True
 
 
-def first_inexact_number(value: Any, *, limit: int = 1_000_000) -> float | None:
-    """The first float in a JSON-like value too large for rego-cpp to compute exactly."""
+def first_inexact_number(value: Any, *, limit: int = 1_000_000) -> int | float | None:
+    """The first number in a JSON-like value too large for rego-cpp to compute exactly.
+
+    Integers too: rego-cpp adds and multiplies big integers exactly but
+    divides them and takes remainders as doubles.
+    """
     stack: list[Any] = [value]
     seen = 0
     while stack and seen < limit:
         node = stack.pop()
         seen += 1
-        if isinstance(node, float) and abs(node) >= _EXACT_LIMIT:
+        if (
+            isinstance(node, (int, float))
+            and not isinstance(node, bool)
+            and abs(node) >= _EXACT_LIMIT
+        ):
             return node
         if isinstance(node, Mapping):
             stack.extend(node.values())
