@@ -19,8 +19,10 @@ from policysupply._internal.engines.rego_rewrite_order import rewrite_order
 
 Stage = Callable[[str], str]
 
-# Applied in order.
-STAGES: tuple[Stage, ...] = (rewrite_not, rewrite_order, rewrite_nesting)
+# Applied in order. Hoisting out of `not` comes first (OPA does it before
+# anything else); ordering runs after nesting so the helpers it appends are
+# not rewritten by it.
+STAGES: tuple[Stage, ...] = (rewrite_not, rewrite_nesting, rewrite_order)
 
 
 def rewrite(source: str) -> str:
