@@ -79,47 +79,47 @@ CASES: list[Any] = [
         {"xs": ["1Gi", 1]},
     ),
     _open("sort_mixed_types", 'r := sort(["b", 0, "a"])'),
-    _open("set_iteration_order_mixed_types", 'r := [x | some x in {"a", 2, false}]'),
+    _fixed("set_iteration_order_mixed_types", 'r := [x | some x in {"a", 2, false}]'),
     # rego-cpp iterates sets and objects in insertion order; OPA in sorted
     # order (sets by value, objects by key), wherever order shows.
-    _open("set_literal_iterated", "r := [x | some x in {3, 1, 2}]"),
-    _open("set_literal_concat", 'r := concat(",", {"b", "a"})'),
-    _open("partial_set_concat", 's contains "b"\n\ns contains "a"\n\nr := concat(",", s)'),
-    _open("set_literal_ref_value_iterated", 'r := [x | x := {"b", "a"}[_]]'),
-    _open("set_literal_ref_key_iterated", 'r := [x | {"b", "a"}[x]]'),
-    _open(
+    _fixed("set_literal_iterated", "r := [x | some x in {3, 1, 2}]"),
+    _fixed("set_literal_concat", 'r := concat(",", {"b", "a"})'),
+    _fixed("partial_set_concat", 's contains "b"\n\ns contains "a"\n\nr := concat(",", s)'),
+    _fixed("set_literal_ref_value_iterated", 'r := [x | x := {"b", "a"}[_]]'),
+    _fixed("set_literal_ref_key_iterated", 'r := [x | {"b", "a"}[x]]'),
+    _fixed(
         "set_comprehension_concat",
         'r := concat(",", {x | some x in input.xs})',
         {"xs": ["b", "a"]},
     ),
-    _open("input_object_keys_iterated", "r := [k | input.o[k]]", {"o": {"b": 1, "a": 2, "c": 3}}),
-    _open("object_literal_values_iterated", 'r := [x | some x in {"b": 1, "a": 2}]'),
-    _open(
+    _fixed("input_object_keys_iterated", "r := [k | input.o[k]]", {"o": {"b": 1, "a": 2, "c": 3}}),
+    _fixed("object_literal_values_iterated", 'r := [x | some x in {"b": 1, "a": 2}]'),
+    _fixed(
         "object_keys_of_comprehension_iterated",
         "o := {k: 1 | some k in input.xs}\n\nr := [k | some k in object.keys(o)]",
         {"xs": ["b", "a"]},
     ),
-    _open(
+    _fixed(
         "partial_object_values_iterated",
         "o[k] := 1 if some k in input.xs\n\nr := [x | o[x]]",
         {"xs": ["b", "a"]},
     ),
-    _open(
+    _fixed(
         "set_of_arrays_iterated",
         "r := [x | some x in {[1, input.b], [1, input.a]}]",
         {"a": "a", "b": "b"},
     ),
-    _open(
+    _fixed(
         "urlquery_encode_object_built",
         'r := urlquery.encode_object({k: "v" | some k in input.xs})',
         {"xs": ["b", "a"]},
     ),
-    _open(
+    _fixed(
         "yaml_marshal_object_built",
         "r := yaml.marshal({k: 1 | some k in input.xs})",
         {"xs": ["b", "a"]},
     ),
-    _open(
+    _fixed(
         "walk_object_built",
         "r := [p | walk({k: 1 | some k in input.xs}, [p, _])]",
         {"xs": ["b", "a"]},
@@ -215,9 +215,17 @@ QUERIES: list[Any] = [
     pytest.param("o := input.o", "data.t.o[k]", {"o": {"b": 1, "a": 2}}, id="object_key_rows"),
     pytest.param(
         "o := {k: 1 | some k in input.xs}",
-        "some k in data.t.o",
+        "data.t.o[k]",
         {"xs": ["b", "a"]},
-        id="some_in_rows",
+        id="built_object_rows",
+    ),
+    pytest.param(
+        "s := {x | some x in input.xs}",
+        "x := data.t.s[_]; y := data.t.s[_]",
+        {"xs": ["b", "a"]},
+        id="two_generators_rows",
+        # Independent generators nest in another order in rego-cpp.
+        marks=pytest.mark.xfail(strict=True, reason=OPEN),
     ),
 ]
 

@@ -28,6 +28,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from policysupply._internal.engines import rego_rewrite_iter as iter_order
 from policysupply._internal.engines import rego_source as src
 from policysupply._internal.engines._worker_client import WorkerDiedError
 from policysupply._internal.engines.base import (
@@ -247,12 +248,15 @@ class EmbeddedPrepared:
         # What rego-cpp evaluates: rewritten where it would differ from OPA
         # (rego_rewrite); a stage may refuse with UnsupportedByEngineError.
         self._sources = {name: rewrite(source) for name, source in modules.items()}
-        self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False)
+        # Keys sorted: rego-cpp iterates objects in the order it reads them,
+        # OPA by sorted key (the same order for the ASCII strings allowed here).
+        self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False, sort_keys=True)
         self._timeout = timeout
         self._worker = _take_worker()
         self._loaded = False
         self._closed = False
         self._packages = {n: src.package_path(s, entry=n) for n, s in modules.items()}
+        self._order_helpers = _order_helpers(self._sources, self._packages)
 
     @property
     def engine(self) -> str:
@@ -348,17 +352,21 @@ class EmbeddedPrepared:
             src.check_value_nesting(input, what="input")
             _check_plain(input, "input")
             try:
-                input_json = json.dumps(input, ensure_ascii=False, allow_nan=False)
+                input_json = json.dumps(input, ensure_ascii=False, allow_nan=False, sort_keys=True)
             except (TypeError, ValueError) as exc:
                 raise BundleError(f"input is not JSON: {exc}") from None
-        wrapped = src.wrap_single_expression(query)
+        # Iteration in the query takes OPA's order too (the rows' order).
+        evaluated = query
+        if self._order_helpers is not None:
+            evaluated = iter_order.rewrite_query(query, *self._order_helpers)
+        wrapped = src.wrap_single_expression(evaluated)
         texts = _expression_texts(query)
         with self._worker.lock:
             if not self._loaded or not self._worker.running:
                 self._load()
             try:
                 answer = self._worker.request(
-                    {"op": "query", "query": wrapped or query, "input": input_json},
+                    {"op": "query", "query": wrapped or evaluated, "input": input_json},
                     timeout=self._timeout,
                 )
             except WorkerDiedError as exc:
@@ -368,8 +376,30 @@ class EmbeddedPrepared:
                     _crash_message(f"evaluating {query!r} over {suspects}", exc.reason)
                 ) from None
         if not answer.get("ok"):
-            raise BundleError(f"query {query!r} failed: {_error_text(answer.get('error') or {})}")
+            text = _error_text(answer.get("error") or {})
+            if iter_order.REFUSAL_MARK in text:
+                raise UnsupportedByEngineError(
+                    f"query {query!r}: a set holding values of several types or "
+                    "collections (or an object with such keys) was iterated where "
+                    "its order shows; the embedded engine cannot reproduce OPA's "
+                    f"order for it; {ADVICE}"
+                )
+            raise BundleError(f"query {query!r} failed: {text}")
         return _results(str(answer.get("text", "")), query, wrapped is not None, texts)
+
+
+def _order_helpers(
+    sources: Mapping[str, str], packages: Mapping[str, tuple[str, ...]]
+) -> tuple[str, str] | None:
+    """References to one module's ordering helpers, for rewriting queries."""
+    for name in sorted(sources):
+        found = iter_order.helper_of(sources[name])
+        if found is not None:
+            pkg = "data" + "".join(
+                f".{p}" if p.isidentifier() else f"[{json.dumps(p)}]" for p in packages[name]
+            )
+            return f"{pkg}.{found[0]}", f"{pkg}.{found[1]}"
+    return None
 
 
 _DEFAULT: EmbeddedEngine | None = None

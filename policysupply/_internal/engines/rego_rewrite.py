@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from policysupply._internal.engines.rego_rewrite_iter import rewrite_iteration_order
+
 Stage = Callable[[str], str]
 
 # Applied in order.
-STAGES: tuple[Stage, ...] = ()
+STAGES: tuple[Stage, ...] = (rewrite_iteration_order,)
 
 
 def rewrite(source: str) -> str:

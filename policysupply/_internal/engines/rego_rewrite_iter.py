@@ -1,0 +1,303 @@
+"""Rewrite stage: sets and objects iterate in OPA's order under rego-cpp.
+
+OPA iterates a set in sorted order (its total order over values) and an
+object by sorted key; rego-cpp iterates both in insertion order. Where the
+order becomes observable (an array comprehension, ``concat`` over a set, the
+rows of a query) the answers differ. Rather than chase every way a set or
+object is built at run time (literals, comprehensions, partial rules,
+builtins), this stage puts OPA's order back where it is consumed:
+
+* iteration domains: ``some x in E`` and ``some k, v in E``, and reference
+  iteration ``E[x]``/``E[_]`` (and patterns such as ``E[[a, b]]``), become
+  ``__psi_ordered_H(E)...``, which rebuilds a set or object in sorted
+  insertion order (arrays and scalars pass through unchanged);
+* builtins that serialise a collection in iteration order: ``concat``'s
+  second argument is ordered the same way; ``walk``, ``yaml.marshal`` and
+  ``urlquery.encode_object`` see collections whose nested sets and objects
+  are checked to be in order already (input and data are loaded sorted).
+
+Sorting uses rego-cpp's ``sort``, exact for values of one scalar type; a set
+of several types or of collections, or an object with such keys, is refused
+at run time (a ``json.marshal_with_options`` error naming ``REFUSAL_MARK``,
+turned into ``UnsupportedByEngineError`` by the engine). ``_SORT`` and
+``_SORTABLE`` are the one place to switch to an OPA-order sort.
+
+``H`` is a hash of the module text, so helpers of several modules of one
+package never add up to several function definitions. Text changes stay
+within lines; helpers are appended after the last line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from policysupply._internal.engines.rego_lexer import _KEYWORDS, _call_args, _Tok, _tokens
+
+PREFIX = "__psi"
+# In the error the refusal helper raises; the engine maps it to a refusal.
+REFUSAL_MARK = "__psi_unordered"
+
+# The sort whose order iteration takes: exact only for one scalar type, so
+# _SORTABLE guards it. Another stage's OPA-order sort replaces both.
+_SORT = "sort"
+_SORTABLE = True
+
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_CLOSE = {v: k for k, v in _OPEN.items()}
+# Builtins whose answer depends on the iteration order of (nested) collections
+# in their first argument: checked deeply. ``concat``'s second is ordered.
+_DEEP_ARG0 = frozenset({"walk", "yaml.marshal", "urlquery.encode_object"})
+_ORDERED_ARG1 = frozenset({"concat"})
+
+
+def helper_suffix(source: str) -> str:
+    """The ``H`` of this module's helper names."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:10]
+
+
+_HELPER = re.compile(rf"^({PREFIX}_ordered_([0-9a-f]{{10}}))\(x\) := ", re.MULTILINE)
+
+
+def helper_of(rewritten: str) -> tuple[str, str] | None:
+    """Names of the ordering and deep-check helpers appended to a rewritten module."""
+    m = _HELPER.search(rewritten)
+    if m is None:
+        return None
+    return m.group(1), f"{PREFIX}_deep_{m.group(2)}"
+
+
+def rewrite_iteration_order(source: str) -> str:
+    """Stage: wraps iteration domains and order-consuming arguments; appends helpers."""
+    h = helper_suffix(source)
+    body = _rewrite(source, f"{PREFIX}_ordered_{h}", f"{PREFIX}_deep_{h}", module=True)
+    sep = "" if body.endswith("\n") else "\n"
+    return body + sep + _helpers(h)
+
+
+def rewrite_query(query: str, ordered: str, deep: str) -> str:
+    """The same rewrite of a query, calling helpers by reference (``data.p.__psi_...``)."""
+    return _rewrite(query, ordered, deep, module=False)
+
+
+def _rewrite(source: str, ordered: str, deep: str, *, module: bool) -> str:
+    toks = list(_tokens(source))
+    match = _matching(toks)
+    spans: list[tuple[int, int, str]] = []  # token range [a, b] wrapped in a call
+    heads = _statement_heads(toks, source) if module else set()
+    for i, tok in enumerate(toks):
+        if tok.text == "some":
+            dom = _some_domain(toks, match, i, source)
+            if dom is not None and not _is_array_literal(toks, match, *dom):
+                spans.append((dom[0], dom[1], ordered))
+        elif tok.text == "[" and i > 0 and _adjacent(toks, i - 1, i):
+            prev = toks[i - 1]
+            if not (prev.text in ("]", ")", "}") or _is_name(prev)):
+                continue
+            if i not in match or not _iterates(toks, i, match[i]):
+                continue
+            head = _ref_head(toks, match, i - 1)
+            if head in heads or toks[head].text == "[":
+                continue
+            spans.append((head, i - 1, ordered))
+        elif tok.text == "(" and i > 0 and _is_name(toks[i - 1]) and _adjacent(toks, i - 1, i):
+            start = i - 1
+            while start >= 2 and toks[start - 1].text == "." and _is_name(toks[start - 2]):
+                start -= 2
+            if start > 0 and toks[start - 1].text == ".":
+                continue  # a rule or function of another package
+            name = "".join(t.text for t in toks[start:i])
+            args = _call_args(toks, i)
+            if name in _DEEP_ARG0 and args:
+                spans.append((args[0][0], args[0][1] - 1, deep))
+            elif name in _ORDERED_ARG1 and len(args) > 1:
+                spans.append((args[1][0], args[1][1] - 1, ordered))
+    return _apply(source, toks, spans)
+
+
+def _is_name(tok: _Tok) -> bool:
+    return tok.kind == "ident" and tok.text not in _KEYWORDS
+
+
+def _adjacent(toks: list[_Tok], a: int, b: int) -> bool:
+    return toks[a].offset + len(toks[a].text) == toks[b].offset
+
+
+def _matching(toks: list[_Tok]) -> dict[int, int]:
+    """Both ways: the index of each bracket's partner (unbalanced ones have none)."""
+    out: dict[int, int] = {}
+    stack: list[int] = []
+    for i, tok in enumerate(toks):
+        if tok.text in _OPEN:
+            stack.append(i)
+        elif tok.text in _CLOSE and stack and toks[stack[-1]].text == _CLOSE[tok.text]:
+            j = stack.pop()
+            out[i], out[j] = j, i
+    return out
+
+
+def _statement_heads(toks: list[_Tok], source: str) -> set[int]:
+    """Tokens that start a top-level statement (rule heads are not iterations)."""
+    heads: set[int] = set()
+    depth = 0
+    for i, tok in enumerate(toks):
+        if depth == 0 and (i == 0 or "\n" in source[toks[i - 1].offset : tok.offset]):
+            heads.add(i)
+            if tok.text == "default" and i + 1 < len(toks):
+                heads.add(i + 1)
+        if tok.text in _OPEN:
+            depth += 1
+        elif tok.text in _CLOSE:
+            depth = max(0, depth - 1)
+    return heads
+
+
+def _some_domain(
+    toks: list[_Tok], match: dict[int, int], i: int, source: str
+) -> tuple[int, int] | None:
+    """Token range of ``E`` in ``some ... in E`` (``None`` for a plain ``some x``)."""
+    k = i + 1
+    found = None
+    while k < len(toks):
+        t = toks[k].text
+        if t == "in":
+            found = k
+            break
+        if t in (";",) or t in _CLOSE or "\n" in source[toks[k - 1].offset : toks[k].offset]:
+            return None
+        k = match.get(k, k) + 1 if t in _OPEN else k + 1
+    if found is None or found + 1 >= len(toks):
+        return None
+    start = k = found + 1
+    end = start
+    while k < len(toks):
+        t = toks[k].text
+        if k > start and "\n" in source[toks[k - 1].offset : toks[k].offset]:
+            break
+        if t in (";", "with") or t in _CLOSE:
+            break
+        if t in _OPEN:
+            if k not in match:
+                return None
+            k = match[k]
+        end = k
+        k += 1
+    return start, end
+
+
+def _is_array_literal(toks: list[_Tok], match: dict[int, int], a: int, b: int) -> bool:
+    return toks[a].text == "[" and match.get(a) == b
+
+
+def _iterates(toks: list[_Tok], open_: int, close: int) -> bool:
+    """Whether the key between these brackets may bind variables (iteration)."""
+    inner = toks[open_ + 1 : close]
+    if not inner:
+        return False
+    if len(inner) == 1:
+        return _is_name(inner[0])
+    if inner[0].text not in ("[", "{"):
+        return False  # a reference, call or expression: a lookup
+    return any(_is_name(t) for t in inner)
+
+
+def _ref_head(toks: list[_Tok], match: dict[int, int], j: int) -> int:
+    """First token of the reference (or call, or collection) that ends at ``toks[j]``."""
+    while True:
+        t = toks[j].text
+        if t in _CLOSE:
+            m = match.get(j)
+            if m is None:
+                return j
+            if t == "}":
+                return m
+            if m > 0 and _adjacent(toks, m - 1, m):
+                p = toks[m - 1]
+                if _is_name(p) or (t == "]" and p.text in ("]", ")", "}")):
+                    j = m - 1
+                    continue
+            return m
+        dotted = j >= 2 and toks[j - 1].text == "." and toks[j].kind == "ident"
+        if dotted and _adjacent(toks, j - 1, j) and _adjacent(toks, j - 2, j - 1):
+            j -= 2
+            continue
+        return j
+
+
+def _apply(source: str, toks: list[_Tok], spans: list[tuple[int, int, str]]) -> str:
+    if not spans:
+        return source
+    inserts: list[tuple[int, int, int, str]] = []  # (offset, order, tiebreak, text)
+    for a, b, fn in set(spans):
+        start = toks[a].offset
+        end = toks[b].offset + len(toks[b].text)
+        # At one offset: closing parens first (inner spans first), then opening
+        # calls (outer spans first).
+        inserts.append((start, 1, -end, f"{fn}("))
+        inserts.append((end, 0, -start, ")"))
+    inserts.sort()
+    out: list[str] = []
+    last = 0
+    for offset, _, _, text in inserts:
+        out.append(source[last:offset])
+        out.append(text)
+        last = offset
+    out.append(source[last:])
+    return "".join(out)
+
+
+def _helpers(h: str) -> str:
+    o, d, s = f"{PREFIX}_ordered_{h}", f"{PREFIX}_deep_{h}", f"{PREFIX}_sorted_{h}"
+    ok, bad, refuse = f"{PREFIX}_sortable_{h}", f"{PREFIX}_unordered_{h}", f"{PREFIX}_refuse_{h}"
+    lines = [
+        "",
+        "# policysupply: OPA's iteration order (rego_rewrite_iter).",
+        f"{o}(x) := y if {{",
+        "\tis_set(x)",
+        f"\ty := {{e | some e in {s}(x)}}",
+        "} else := y if {",
+        "\tis_object(x)",
+        f"\ty := {{k: x[k] | some k in {s}(object.keys(x))}}",
+        "} else := x",
+        "",
+        f"{s}(x) := {_SORT}(x) if {ok}(x)" if _SORTABLE else f"{s}(x) := {_SORT}(x)",
+        "",
+        f"{s}(x) := {refuse}(x) if not {ok}(x)" if _SORTABLE else "",
+        "",
+        f"{ok}(x) if count(x) < 2",
+        "",
+        f"{ok}(x) if {{",
+        "\tts := {type_name(e) | some e in x}",
+        "\tcount(ts) == 1",
+        '\tnot ts["array"]',
+        '\tnot ts["object"]',
+        '\tnot ts["set"]',
+        "}",
+        "",
+        # Nested sets and objects must iterate in order already (input and data
+        # are loaded sorted); the top level is rebuilt.
+        f"{d}(x) := y if {{",
+        f"\ty := {o}(x)",
+        f"\tnot {bad}(y)",
+        f"}} else := {refuse}(x)",
+        "",
+        f"{bad}(x) if {{",
+        "\twalk(x, [_, v])",
+        "\tis_object(v)",
+        "\tks := [k | v[k]]",
+        f"\tks != {s}(ks)",
+        "}",
+        "",
+        f"{bad}(x) if {{",
+        "\twalk(x, [_, v])",
+        "\tis_set(v)",
+        "\tes := [e | v[e]]",
+        f"\tes != {s}(es)",
+        "}",
+        "",
+        # json.marshal_with_options fails naming an unknown option key: the one
+        # rego-cpp error that carries a message of ours.
+        f'{refuse}(x) := json.marshal_with_options(x, {{"{REFUSAL_MARK}": 1}})',
+        "",
+    ]
+    return "\n".join(lines)
