@@ -1,0 +1,115 @@
+"""The iteration-order rewrite stage, as pure text (no engine)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from policysupply._internal.engines import rego_rewrite_iter as it
+from policysupply._internal.engines.rego_rewrite import STAGES, rewrite
+
+
+def _body(source: str) -> str:
+    """The rewritten module without the appended helpers, calls shown as O(...)/D(...)."""
+    out = it.rewrite_iteration_order(source)
+    h = it.helper_suffix(source)
+    text = out[: out.index("\n# policysupply: OPA's iteration order")]
+    return text.replace(f"__psi_ordered_{h}(", "O(").replace(f"__psi_deep_{h}(", "D(")
+
+
+def _line(body: str) -> str:
+    return _body(f"package t\n\n{body}\n").split("\n")[2]
+
+
+def test_registered_as_a_stage() -> None:
+    assert it.rewrite_iteration_order in STAGES
+    assert "__psi_ordered_" in rewrite("package t\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "want"),
+    [
+        ("r := [x | some x in {3, 1, 2}]", "r := [x | some x in O({3, 1, 2})]"),
+        ("r := [x | some x in s | t]", "r := [x | some x in O(s | t)]"),
+        ("r if { some k, v in input.o; v }", "r if { some k, v in O(input.o); v }"),
+        ('r := concat(",", s)', 'r := concat(",", O(s))'),
+        (
+            'r := concat(",", {x | some x in input.xs})',
+            'r := concat(",", O({x | some x in O(input.xs)}))',
+        ),
+        ("r := [x | x := s[_]]", "r := [x | x := O(s)[_]]"),
+        ('r := [x | {"b", "a"}[x]]', 'r := [x | O({"b", "a"})[x]]'),
+        ("r := [k | input.o[k]]", "r := [k | O(input.o)[k]]"),
+        ("r := [v | data.t.o[_].x[v]]", "r := [v | O(O(data.t.o)[_].x)[v]]"),
+        ("r := [k | object.keys(o)[k]]", "r := [k | O(object.keys(o))[k]]"),
+        ("r := [p | s[[p, _]]]", "r := [p | O(s)[[p, _]]]"),
+        ("r := [p | walk(o, [p, _])]", "r := [p | walk(D(o), [p, _])]"),
+        ("r := yaml.marshal(o)", "r := yaml.marshal(D(o))"),
+        ("r := urlquery.encode_object(o)", "r := urlquery.encode_object(D(o))"),
+    ],
+)
+def test_wraps_iteration_and_order_consumers(body: str, want: str) -> None:
+    assert _line(body) == want
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "r := [x | some x in [3, 1, 2]]",  # arrays keep their order
+        'r := input.o["a"]',  # lookups
+        "r := input.o[input.k]",
+        "r := input.xs[0]",
+        "r := input.o[x.y]",
+        "p[x] := 1 if x := input.k",  # a rule head, not an iteration
+        'a.b[c] contains "x" if c := input.k',
+        "r if every x in input.xs { x }",  # every: order does not show
+        "r if input.x in {1, 2}",
+        "r := input.xs [1]",  # not a reference (whitespace)
+        "r := count(s)",
+        'r := pkg.concat(",", s)',  # another package's rule
+    ],
+)
+def test_leaves_lookups_heads_and_arrays_alone(body: str) -> None:
+    assert _line(body) == body
+
+
+def test_never_moves_a_token_to_another_line() -> None:
+    source = (
+        "package t\n\nimport rego.v1\n\n"
+        "deny contains msg if {\n"
+        "\tsome c in input.request.object.spec.containers\n"
+        "\tbad := {p | some p in c.ports; p.hostPort}\n"
+        '\tmsg := concat(", ", [x | some x in bad;\n'
+        "\t\tx.name])\n"
+        "}\n\n"
+        "names := [k | input.o[k]; some v in\n"
+        "\tdata.t.x[k]]\n"
+    )
+    out = it.rewrite_iteration_order(source)
+    lines = source.split("\n")
+    got = out.split("\n")
+    h = it.helper_suffix(source)
+    strip = re.compile(rf"__psi_(ordered|deep)_{h}\(|\)")
+    for a, b in zip(lines, got, strict=False):
+        assert strip.sub("", a) == strip.sub("", b)
+    assert got[len(lines) - 1] == lines[-1]
+
+
+def test_helpers_found_again_and_query_rewritten() -> None:
+    out = rewrite("package a.b\n\nr := 1\n")
+    found = it.helper_of(out)
+    assert found is not None
+    ordered, deep = found
+    assert ordered.startswith("__psi_ordered_") and deep.startswith("__psi_deep_")
+    assert f"{ordered}(x) := y if {{" in out
+    assert it.helper_of("package t\n") is None
+    q = it.rewrite_query("data.t.s[x]", "data.t.O", "data.t.D")
+    assert q == "data.t.O(data.t.s)[x]"
+    assert it.rewrite_query("x := data.t.r", "O", "D") == "x := data.t.r"
+
+
+def test_helper_names_differ_per_module() -> None:
+    a = it.helper_of(rewrite("package t\n\na := 1\n"))
+    b = it.helper_of(rewrite("package t\n\nb := 1\n"))
+    assert a and b and a != b
