@@ -124,6 +124,21 @@ CASES: list[Any] = [
         "r := [p | walk({k: 1 | some k in input.xs}, [p, _])]",
         {"xs": ["b", "a"]},
     ),
+    _fixed(
+        "with_input_object_built",
+        "q := [k | input.o[k]]\n\n"
+        "r := x if {\n\tx := q with input.o as {k: 1 | some k in input.xs}\n}",
+        {"xs": ["b", "a"]},
+    ),
+    _fixed(
+        "with_input_literal_nested",
+        'q := [k | input.o[k]]\n\nr := x if {\n\tx := q with input as {"o": {"b": 1, "a": 2}}\n}',
+    ),
+    # A function's argument iterated in a comprehension nested in another.
+    _open(
+        "function_arg_in_nested_comprehension",
+        'f(x) := [[j | x[k][j]] | some k in ["z"]]\n\nr := f({"z": {"a": 1}})',
+    ),
     # rego-cpp runs two independent generators of a comprehension in another
     # nesting order than written (arrays too).
     _open(

@@ -378,11 +378,17 @@ class EmbeddedPrepared:
         if not answer.get("ok"):
             text = _error_text(answer.get("error") or {})
             if iter_order.REFUSAL_MARK in text:
+                what = (
+                    "an object or set whose keys are not in sorted order, nested in a "
+                    "value given to walk, yaml.marshal, urlquery.encode_object or "
+                    "`with input`,"
+                    if iter_order.NESTED in text
+                    else "a set of values of several types or of collections (or an "
+                    "object with such keys)"
+                )
                 raise UnsupportedByEngineError(
-                    f"query {query!r}: a set holding values of several types or "
-                    "collections (or an object with such keys) was iterated where "
-                    "its order shows; the embedded engine cannot reproduce OPA's "
-                    f"order for it; {ADVICE}"
+                    f"query {query!r}: {what} is iterated where its order shows, and the "
+                    f"embedded engine cannot reproduce OPA's order (sorted) for it; {ADVICE}"
                 )
             raise BundleError(f"query {query!r} failed: {text}")
         return _results(str(answer.get("text", "")), query, wrapped is not None, texts)

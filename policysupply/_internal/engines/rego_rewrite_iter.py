@@ -35,8 +35,11 @@ import re
 from policysupply._internal.engines.rego_lexer import _KEYWORDS, _call_args, _Tok, _tokens
 
 PREFIX = "__psi"
-# In the error the refusal helper raises; the engine maps it to a refusal.
+# In the error the refusal helper raises (followed by MIXED or NESTED); the
+# engine maps it to a refusal.
 REFUSAL_MARK = "__psi_unordered"
+MIXED = f"{REFUSAL_MARK}:mixed"
+NESTED = f"{REFUSAL_MARK}:nested"
 
 # The sort whose order iteration takes: exact only for one scalar type, so
 # _SORTABLE guards it. Another stage's OPA-order sort replaces both.
@@ -88,8 +91,13 @@ def _rewrite(source: str, ordered: str, deep: str, *, module: bool) -> str:
     for i, tok in enumerate(toks):
         if tok.text == "some":
             dom = _some_domain(toks, match, i, source)
-            if dom is not None and not _is_array_literal(toks, match, *dom):
+            if dom is not None and not _ordered_already(toks, match, *dom):
                 spans.append((dom[0], dom[1], ordered))
+        elif tok.text == "with":
+            # What replaces input must be in order as input is (see _ordered_already).
+            val = _with_value(toks, match, i, source)
+            if val is not None:
+                spans.append((val[0], val[1], deep))
         elif tok.text == "[" and i > 0 and _adjacent(toks, i - 1, i):
             prev = toks[i - 1]
             if not (prev.text in ("]", ")", "}") or _is_name(prev)):
@@ -97,7 +105,7 @@ def _rewrite(source: str, ordered: str, deep: str, *, module: bool) -> str:
             if i not in match or not _iterates(toks, i, match[i]):
                 continue
             head = _ref_head(toks, match, i - 1)
-            if head in heads or toks[head].text == "[":
+            if head in heads or toks[head].text in ("[", "input"):
                 continue
             spans.append((head, i - 1, ordered))
         elif tok.text == "(" and i > 0 and _is_name(toks[i - 1]) and _adjacent(toks, i - 1, i):
@@ -109,9 +117,13 @@ def _rewrite(source: str, ordered: str, deep: str, *, module: bool) -> str:
             name = "".join(t.text for t in toks[start:i])
             args = _call_args(toks, i)
             if name in _DEEP_ARG0 and args:
-                spans.append((args[0][0], args[0][1] - 1, deep))
+                a, b = args[0][0], args[0][1] - 1
+                if not _ordered_already(toks, match, a, b):
+                    spans.append((a, b, deep))
             elif name in _ORDERED_ARG1 and len(args) > 1:
-                spans.append((args[1][0], args[1][1] - 1, ordered))
+                a, b = args[1][0], args[1][1] - 1
+                if not _ordered_already(toks, match, a, b):
+                    spans.append((a, b, ordered))
     return _apply(source, toks, spans)
 
 
@@ -185,8 +197,48 @@ def _some_domain(
     return start, end
 
 
-def _is_array_literal(toks: list[_Tok], match: dict[int, int], a: int, b: int) -> bool:
-    return toks[a].text == "[" and match.get(a) == b
+def _ordered_already(toks: list[_Tok], match: dict[int, int], a: int, b: int) -> bool:
+    """An array literal, or a reference into ``input``.
+
+    ``input`` is handed to rego-cpp with sorted keys and holds no sets, and
+    what ``with`` puts in its place is checked (``_with_value``), so its
+    objects iterate in OPA's order already.
+    """
+    if toks[a].text == "[" and match.get(a) == b:
+        return True
+    return toks[a].text == "input" and _ref_head(toks, match, b) == a
+
+
+def _with_value(
+    toks: list[_Tok], match: dict[int, int], i: int, source: str
+) -> tuple[int, int] | None:
+    """Token range of ``V`` in ``with input... as V``."""
+    if i + 1 >= len(toks) or toks[i + 1].text != "input":
+        return None
+    k = i + 1
+    while k < len(toks) and toks[k].text != "as":
+        if toks[k].text in _OPEN:
+            k = match.get(k, len(toks))
+        k += 1
+    start = k = k + 1
+    if start >= len(toks):
+        return None
+    end = start
+    while k < len(toks):
+        t = toks[k].text
+        if k > start and "\n" in source[toks[k - 1].offset : toks[k].offset]:
+            break
+        if t in (";", "with") or t in _CLOSE:
+            break
+        if t in _OPEN:
+            if k not in match:
+                return None
+            k = match[k]
+        end = k
+        k += 1
+    if _ordered_already(toks, match, start, end):
+        return None
+    return start, end
 
 
 def _iterates(toks: list[_Tok], open_: int, close: int) -> bool:
@@ -252,7 +304,9 @@ def _helpers(h: str) -> str:
     lines = [
         "",
         "# policysupply: OPA's iteration order (rego_rewrite_iter).",
-        f"{o}(x) := y if {{",
+        f"{o}(x) := x if {{",
+        "\tis_array(x)",
+        "} else := y if {",
         "\tis_set(x)",
         f"\ty := {{e | some e in {s}(x)}}",
         "} else := y if {",
@@ -262,7 +316,7 @@ def _helpers(h: str) -> str:
         "",
         f"{s}(x) := {_SORT}(x) if {ok}(x)" if _SORTABLE else f"{s}(x) := {_SORT}(x)",
         "",
-        f"{s}(x) := {refuse}(x) if not {ok}(x)" if _SORTABLE else "",
+        f'{s}(x) := {refuse}(x, "{MIXED}") if not {ok}(x)' if _SORTABLE else "",
         "",
         f"{ok}(x) if count(x) < 2",
         "",
@@ -279,7 +333,7 @@ def _helpers(h: str) -> str:
         f"{d}(x) := y if {{",
         f"\ty := {o}(x)",
         f"\tnot {bad}(y)",
-        f"}} else := {refuse}(x)",
+        f'}} else := {refuse}(x, "{NESTED}")',
         "",
         f"{bad}(x) if {{",
         "\twalk(x, [_, v])",
@@ -297,7 +351,7 @@ def _helpers(h: str) -> str:
         "",
         # json.marshal_with_options fails naming an unknown option key: the one
         # rego-cpp error that carries a message of ours.
-        f'{refuse}(x) := json.marshal_with_options(x, {{"{REFUSAL_MARK}": 1}})',
+        f"{refuse}(x, why) := json.marshal_with_options(x, {{why: 1}})",
         "",
     ]
     return "\n".join(lines)
