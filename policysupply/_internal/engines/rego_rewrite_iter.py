@@ -73,17 +73,73 @@ def helper_of(rewritten: str) -> tuple[str, str] | None:
 def rewrite_iteration_order(source: str) -> str:
     """Stage: wraps iteration domains and order-consuming arguments; appends helpers."""
     h = helper_suffix(source)
-    body = _rewrite(source, f"{PREFIX}_ordered_{h}", f"{PREFIX}_deep_{h}", module=True)
+    body = _rewrite(
+        _sort_string_sets(source),
+        f"{PREFIX}_ordered_{h}",
+        f"{PREFIX}_deep_{h}",
+        module=True,
+        strings=f"{PREFIX}_strings_{h}",
+    )
     sep = "" if body.endswith("\n") else "\n"
     return body + sep + _helpers(h)
 
 
 def rewrite_query(query: str, ordered: str, deep: str) -> str:
     """The same rewrite of a query, calling helpers by reference (``data.p.__psi_...``)."""
-    return _rewrite(query, ordered, deep, module=False)
+    return _rewrite(_sort_string_sets(query), ordered, deep, module=False, strings=ordered)
 
 
-def _rewrite(source: str, ordered: str, deep: str, *, module: bool) -> str:
+def _sort_string_sets(source: str) -> str:
+    """Set literals of plain constant strings, on one line, written in sorted order.
+
+    The common ``some k in {"app", "team"}`` then needs no run-time rebuild.
+    Tokens stay on their line.
+    """
+    toks = list(_tokens(source))
+    edits: list[tuple[int, int, str]] = []
+    i = 0
+    while i < len(toks):
+        elems = _string_set(toks, i, source)
+        if elems is None:
+            i += 1
+            continue
+        ordered = sorted(elems, key=lambda t: t.text[1:-1])
+        if ordered != elems:
+            start = toks[i + 1].offset
+            end = elems[-1].offset + len(elems[-1].text)
+            edits.append((start, end, ", ".join(t.text for t in ordered)))
+        i += 2 * len(elems) + 1
+    for start, end, text in reversed(edits):
+        source = source[:start] + text + source[end:]
+    return source
+
+
+def _string_set(toks: list[_Tok], i: int, source: str) -> list[_Tok] | None:
+    """The elements of ``{"a", "b"}`` opened at ``toks[i]``, if it is one, on one line."""
+    if toks[i].text != "{":
+        return None
+    elems: list[_Tok] = []
+    k = i + 1
+    while k + 1 < len(toks) and _plain_string(toks[k]):
+        elems.append(toks[k])
+        if toks[k + 1].text == "}":
+            end = toks[k + 1].offset
+            if len(elems) < 2 or "\n" in source[toks[i].offset : end]:
+                return None
+            return elems
+        if toks[k + 1].text != ",":
+            return None
+        k += 2
+    return None
+
+
+def _plain_string(tok: _Tok) -> bool:
+    # Escapes would make text order differ from value order; such strings are
+    # refused by the embedded engine anyway.
+    return tok.kind == "string" and "\\" not in tok.text
+
+
+def _rewrite(source: str, ordered: str, deep: str, *, module: bool, strings: str) -> str:
     toks = list(_tokens(source))
     match = _matching(toks)
     spans: list[tuple[int, int, str]] = []  # token range [a, b] wrapped in a call
@@ -105,7 +161,7 @@ def _rewrite(source: str, ordered: str, deep: str, *, module: bool) -> str:
             if i not in match or not _iterates(toks, i, match[i]):
                 continue
             head = _ref_head(toks, match, i - 1)
-            if head in heads or toks[head].text in ("[", "input"):
+            if head in heads or _ordered_already(toks, match, head, i - 1):
                 continue
             spans.append((head, i - 1, ordered))
         elif tok.text == "(" and i > 0 and _is_name(toks[i - 1]) and _adjacent(toks, i - 1, i):
@@ -123,7 +179,7 @@ def _rewrite(source: str, ordered: str, deep: str, *, module: bool) -> str:
             elif name in _ORDERED_ARG1 and len(args) > 1:
                 a, b = args[1][0], args[1][1] - 1
                 if not _ordered_already(toks, match, a, b):
-                    spans.append((a, b, ordered))
+                    spans.append((a, b, strings))
     return _apply(source, toks, spans)
 
 
@@ -204,8 +260,16 @@ def _ordered_already(toks: list[_Tok], match: dict[int, int], a: int, b: int) ->
     what ``with`` puts in its place is checked (``_with_value``), so its
     objects iterate in OPA's order already.
     """
-    if toks[a].text == "[" and match.get(a) == b:
-        return True
+    if toks[a].text in ("[", "{") and match.get(a) == b:
+        # An array, or a set of constant strings (sorted by _sort_string_sets).
+        if toks[a].text == "[":
+            return True
+        elems = toks[a + 1 : b : 2]
+        return (
+            all(_plain_string(t) for t in elems)
+            and [t.text[1:-1] for t in elems] == sorted(t.text[1:-1] for t in elems)
+            and all(t.text == "," for t in toks[a + 2 : b : 2])
+        )
     return toks[a].text == "input" and _ref_head(toks, match, b) == a
 
 
@@ -304,6 +368,12 @@ def _helpers(h: str) -> str:
     lines = [
         "",
         "# policysupply: OPA's iteration order (rego_rewrite_iter).",
+        # concat takes strings only (anything else fails in both engines), and
+        # sort orders strings exactly: no type check, no rebuild.
+        f"{PREFIX}_strings_{h}(x) := {_SORT}(x) if {{",
+        "\tis_set(x)",
+        "} else := x",
+        "",
         f"{o}(x) := x if {{",
         "\tis_array(x)",
         "} else := y if {",

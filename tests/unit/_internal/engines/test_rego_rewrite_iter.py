@@ -15,7 +15,9 @@ def _body(source: str) -> str:
     out = it.rewrite_iteration_order(source)
     h = it.helper_suffix(source)
     text = out[: out.index("\n# policysupply: OPA's iteration order")]
-    return text.replace(f"__psi_ordered_{h}(", "O(").replace(f"__psi_deep_{h}(", "D(")
+    for name, short in (("ordered", "O"), ("deep", "D"), ("strings", "S")):
+        text = text.replace(f"__psi_{name}_{h}(", f"{short}(")
+    return text
 
 
 def _line(body: str) -> str:
@@ -33,14 +35,17 @@ def test_registered_as_a_stage() -> None:
         ("r := [x | some x in {3, 1, 2}]", "r := [x | some x in O({3, 1, 2})]"),
         ("r := [x | some x in s | t]", "r := [x | some x in O(s | t)]"),
         ("r if { some k, v in o; v }", "r if { some k, v in O(o); v }"),
-        ('r := concat(",", s)', 'r := concat(",", O(s))'),
+        ('r := concat(",", s)', 'r := concat(",", S(s))'),
         (
             'r := concat(",", {x | some x in input.xs})',
-            'r := concat(",", O({x | some x in input.xs}))',
+            'r := concat(",", S({x | some x in input.xs}))',
         ),
-        ('r := concat(",", data.t.s)', 'r := concat(",", O(data.t.s))'),
+        ('r := concat(",", data.t.s)', 'r := concat(",", S(data.t.s))'),
         ("r := [x | x := s[_]]", "r := [x | x := O(s)[_]]"),
-        ('r := [x | {"b", "a"}[x]]', 'r := [x | O({"b", "a"})[x]]'),
+        ('r := [x | {"b", "a"}[x]]', 'r := [x | {"a", "b"}[x]]'),  # sorted in place
+        ('r := [x | {"b", 1}[x]]', 'r := [x | O({"b", 1})[x]]'),
+        ('r if { some k in {"team", "app"}; k }', 'r if { some k in {"app", "team"}; k }'),
+        ('r := [x | some x in {"b",\n"a"}]', 'r := [x | some x in O({"b",'),
         ("r := [k | data.t.o[k]]", "r := [k | O(data.t.o)[k]]"),
         (
             "r := x if { x := data.t.q with input as o }",
