@@ -397,14 +397,14 @@ class EmbeddedPrepared:
 def _order_helpers(
     sources: Mapping[str, str], packages: Mapping[str, tuple[str, ...]]
 ) -> tuple[str, str] | None:
-    """References to one module's ordering helpers, for rewriting queries."""
+    """One module's package (as a reference) and helper suffix, for rewriting queries."""
     for name in sorted(sources):
-        found = iter_order.helper_of(sources[name])
-        if found is not None:
+        h = iter_order.helper_of(sources[name])
+        if h is not None:
             pkg = "data" + "".join(
                 f".{p}" if p.isidentifier() else f"[{json.dumps(p)}]" for p in packages[name]
             )
-            return f"{pkg}.{found[0]}", f"{pkg}.{found[1]}"
+            return pkg, h
     return None
 
 

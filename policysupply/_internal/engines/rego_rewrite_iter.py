@@ -32,7 +32,13 @@ from __future__ import annotations
 import hashlib
 import re
 
-from policysupply._internal.engines.rego_lexer import _KEYWORDS, _call_args, _Tok, _tokens
+from policysupply._internal.engines.rego_lexer import (
+    _KEYWORDS,
+    _call_args,
+    _enclosing_open,
+    _Tok,
+    _tokens,
+)
 
 PREFIX = "__psi"
 # In the error the refusal helper raises (followed by MIXED or NESTED); the
@@ -59,34 +65,32 @@ def helper_suffix(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()[:10]
 
 
-_HELPER = re.compile(rf"^({PREFIX}_ordered_([0-9a-f]{{10}}))\(x\) := ", re.MULTILINE)
+_HELPER = re.compile(rf"^{PREFIX}_ordered_([0-9a-f]{{10}})\(x\) := ", re.MULTILINE)
 
 
-def helper_of(rewritten: str) -> tuple[str, str] | None:
-    """Names of the ordering and deep-check helpers appended to a rewritten module."""
+def helper_of(rewritten: str) -> str | None:
+    """The ``H`` of the helpers appended to a rewritten module (``None``: none)."""
     m = _HELPER.search(rewritten)
-    if m is None:
-        return None
-    return m.group(1), f"{PREFIX}_deep_{m.group(2)}"
+    return None if m is None else m.group(1)
 
 
 def rewrite_iteration_order(source: str) -> str:
     """Stage: wraps iteration domains and order-consuming arguments; appends helpers."""
     h = helper_suffix(source)
-    body = _rewrite(
-        _sort_string_sets(source),
-        f"{PREFIX}_ordered_{h}",
-        f"{PREFIX}_deep_{h}",
-        module=True,
-        strings=f"{PREFIX}_strings_{h}",
-    )
+    body = _rewrite(_sort_string_sets(source), f"{PREFIX}_%s_{h}", module=True)
     sep = "" if body.endswith("\n") else "\n"
     return body + sep + _helpers(h)
 
 
-def rewrite_query(query: str, ordered: str, deep: str) -> str:
-    """The same rewrite of a query, calling helpers by reference (``data.p.__psi_...``)."""
-    return _rewrite(_sort_string_sets(query), ordered, deep, module=False, strings=ordered)
+def rewrite_query(query: str, package_ref: str, h: str) -> str:
+    """The same rewrite of a query, calling the helpers of a module by reference.
+
+    Args:
+        query: The query.
+        package_ref: The module's package as a reference (``data.a.b``).
+        h: The suffix of its helpers (``helper_of``).
+    """
+    return _rewrite(_sort_string_sets(query), f"{package_ref}.{PREFIX}_%s_{h}", module=False)
 
 
 def _sort_string_sets(source: str) -> str:
@@ -139,21 +143,39 @@ def _plain_string(tok: _Tok) -> bool:
     return tok.kind == "string" and "\\" not in tok.text
 
 
-def _rewrite(source: str, ordered: str, deep: str, *, module: bool, strings: str) -> str:
+def _rewrite(source: str, names: str, *, module: bool) -> str:
+    """Wraps what needs it in calls of the helpers ``names % kind``."""
+    kinds = ("ordered", "deep", "strings", "after")
+    ordered, deep, strings, after = (f"{names % k}(" for k in kinds)
     toks = list(_tokens(source))
     match = _matching(toks)
-    spans: list[tuple[int, int, str]] = []  # token range [a, b] wrapped in a call
+    spans: list[tuple[int, int, str, str]] = []  # tokens a..b, text before, after
     heads = _statement_heads(toks, source) if module else set()
+    last_some: dict[int | None, str] = {}  # per body: a variable its last `some` declared
     for i, tok in enumerate(toks):
         if tok.text == "some":
             dom = _some_domain(toks, match, i, source)
-            if dom is not None and not _ordered_already(toks, match, *dom):
-                spans.append((dom[0], dom[1], ordered))
+            if dom is None:
+                continue
+            if not _ordered_already(toks, match, *dom):
+                spans.append((dom[0], dom[1], ordered, ")"))
+            body = _enclosing_open(toks, i)
+            if body is None and module:
+                continue  # one-line bodies of different rules
+            if body in last_some:
+                # rego-cpp nests independent generators last first; a dependency
+                # on the previous one's variable nests them as written, as OPA does.
+                spans.append((dom[0], dom[1], after, f", {last_some[body]})"))
+            var = next(
+                (t.text for t in toks[i + 1 : dom[0]] if _is_name(t) and t.text != "_"), None
+            )
+            if var is not None:
+                last_some[body] = var
         elif tok.text == "with":
             # What replaces input must be in order as input is (see _ordered_already).
             val = _with_value(toks, match, i, source)
             if val is not None:
-                spans.append((val[0], val[1], deep))
+                spans.append((val[0], val[1], deep, ")"))
         elif tok.text == "[" and i > 0 and _adjacent(toks, i - 1, i):
             prev = toks[i - 1]
             if not (prev.text in ("]", ")", "}") or _is_name(prev)):
@@ -163,7 +185,7 @@ def _rewrite(source: str, ordered: str, deep: str, *, module: bool, strings: str
             head = _ref_head(toks, match, i - 1)
             if head in heads or _ordered_already(toks, match, head, i - 1):
                 continue
-            spans.append((head, i - 1, ordered))
+            spans.append((head, i - 1, ordered, ")"))
         elif tok.text == "(" and i > 0 and _is_name(toks[i - 1]) and _adjacent(toks, i - 1, i):
             start = i - 1
             while start >= 2 and toks[start - 1].text == "." and _is_name(toks[start - 2]):
@@ -175,11 +197,11 @@ def _rewrite(source: str, ordered: str, deep: str, *, module: bool, strings: str
             if name in _DEEP_ARG0 and args:
                 a, b = args[0][0], args[0][1] - 1
                 if not _ordered_already(toks, match, a, b):
-                    spans.append((a, b, deep))
+                    spans.append((a, b, deep, ")"))
             elif name in _ORDERED_ARG1 and len(args) > 1:
                 a, b = args[1][0], args[1][1] - 1
                 if not _ordered_already(toks, match, a, b):
-                    spans.append((a, b, strings))
+                    spans.append((a, b, strings, ")"))
     return _apply(source, toks, spans)
 
 
@@ -340,21 +362,22 @@ def _ref_head(toks: list[_Tok], match: dict[int, int], j: int) -> int:
         return j
 
 
-def _apply(source: str, toks: list[_Tok], spans: list[tuple[int, int, str]]) -> str:
+def _apply(source: str, toks: list[_Tok], spans: list[tuple[int, int, str, str]]) -> str:
     if not spans:
         return source
-    inserts: list[tuple[int, int, int, str]] = []  # (offset, order, tiebreak, text)
-    for a, b, fn in set(spans):
+    inserts: list[tuple[int, int, int, int, str]] = []  # (offset, order, ..., text)
+    for a, b, opening, closing in set(spans):
         start = toks[a].offset
         end = toks[b].offset + len(toks[b].text)
+        outer = 0 if closing != ")" else 1  # `after` wraps the other calls of a span
         # At one offset: closing parens first (inner spans first), then opening
         # calls (outer spans first).
-        inserts.append((start, 1, -end, f"{fn}("))
-        inserts.append((end, 0, -start, ")"))
+        inserts.append((start, 1, -end, outer, opening))
+        inserts.append((end, 0, -start, -outer, closing))
     inserts.sort()
     out: list[str] = []
     last = 0
-    for offset, _, _, text in inserts:
+    for offset, _, _, _, text in inserts:
         out.append(source[last:offset])
         out.append(text)
         last = offset
@@ -368,6 +391,8 @@ def _helpers(h: str) -> str:
     lines = [
         "",
         "# policysupply: OPA's iteration order (rego_rewrite_iter).",
+        f"{PREFIX}_after_{h}(x, _) := x",
+        "",
         # concat takes strings only (anything else fails in both engines), and
         # sort orders strings exactly: no type check, no rebuild.
         f"{PREFIX}_strings_{h}(x) := {_SORT}(x) if {{",

@@ -15,7 +15,7 @@ def _body(source: str) -> str:
     out = it.rewrite_iteration_order(source)
     h = it.helper_suffix(source)
     text = out[: out.index("\n# policysupply: OPA's iteration order")]
-    for name, short in (("ordered", "O"), ("deep", "D"), ("strings", "S")):
+    for name, short in (("ordered", "O"), ("deep", "D"), ("strings", "S"), ("after", "A")):
         text = text.replace(f"__psi_{name}_{h}(", f"{short}(")
     return text
 
@@ -120,16 +120,30 @@ def test_never_moves_a_token_to_another_line() -> None:
 
 def test_helpers_found_again_and_query_rewritten() -> None:
     out = rewrite("package a.b\n\nr := 1\n")
-    found = it.helper_of(out)
-    assert found is not None
-    ordered, deep = found
-    assert ordered.startswith("__psi_ordered_")
-    assert deep.startswith("__psi_deep_")
-    assert f"{ordered}(x) := x if {{" in out
+    h = it.helper_of(out)
+    assert h is not None
+    assert f"__psi_ordered_{h}(x) := x if {{" in out
+    assert f"__psi_after_{h}(x, _) := x" in out
     assert it.helper_of("package t\n") is None
-    q = it.rewrite_query("data.t.s[x]", "data.t.O", "data.t.D")
-    assert q == "data.t.O(data.t.s)[x]"
-    assert it.rewrite_query("x := data.t.r", "O", "D") == "x := data.t.r"
+    q = it.rewrite_query("data.t.s[x]", "data.t", "H")
+    assert q == "data.t.__psi_ordered_H(data.t.s)[x]"
+    assert it.rewrite_query("x := data.t.r", "data.t", "H") == "x := data.t.r"
+    q = it.rewrite_query("some x in data.t.s; some y in [1]", "data.t", "H")
+    assert q == (
+        "some x in data.t.__psi_ordered_H(data.t.s); some y in data.t.__psi_after_H([1], x)"
+    )
+
+
+def test_generators_of_one_body_nest_as_written() -> None:
+    assert _line("r := [[x, y] | some x in [1]; some y in [2]]") == (
+        "r := [[x, y] | some x in [1]; some y in A([2], x)]"
+    )
+    assert _line("r := [[x, y] | some x in s; some _, y in t]") == (
+        "r := [[x, y] | some x in O(s); some _, y in A(O(t), x)]"
+    )
+    # Two one-line rule bodies are not one body.
+    body = _body("package t\n\nr if some x in [1]\n\nq if some y in [2]\n")
+    assert "A(" not in body
 
 
 def test_helper_names_differ_per_module() -> None:
