@@ -35,7 +35,6 @@ import re
 from policysupply._internal.engines.rego_lexer import (
     _KEYWORDS,
     _call_args,
-    _enclosing_open,
     _Tok,
     _tokens,
 )
@@ -94,47 +93,79 @@ def rewrite_query(query: str, package_ref: str, h: str) -> str:
 
 
 def _sort_string_sets(source: str) -> str:
-    """Set literals of plain constant strings, on one line, written in sorted order.
+    """Literal sets of plain strings, and objects with plain string keys, sorted in place.
 
-    The common ``some k in {"app", "team"}`` then needs no run-time rebuild.
-    Tokens stay on their line.
+    Only literals written on one line, so tokens stay on their line. The
+    common ``some k in {"app", "team"}`` then needs no run-time rebuild, and
+    ``with input as {...}`` literals pass the order check. Inner literals
+    first: a pass sorts the literals that hold no other unsorted one.
     """
-    toks = list(_tokens(source))
-    edits: list[tuple[int, int, str]] = []
-    i = 0
-    while i < len(toks):
-        elems = _string_set(toks, i, source)
-        if elems is None:
-            i += 1
-            continue
-        ordered = sorted(elems, key=lambda t: t.text[1:-1])
-        if ordered != elems:
-            start = toks[i + 1].offset
-            end = elems[-1].offset + len(elems[-1].text)
-            edits.append((start, end, ", ".join(t.text for t in ordered)))
-        i += 2 * len(elems) + 1
-    for start, end, text in reversed(edits):
-        source = source[:start] + text + source[end:]
+    for _ in range(_MAX_PASSES):
+        toks = list(_tokens(source))
+        match = _matching(toks)
+        found: list[tuple[int, int, str]] = []
+        for i, tok in enumerate(toks):
+            if tok.text == "{" and i in match:
+                text = _sorted_literal(toks, i, match[i], source)
+                if text is not None:
+                    found.append((toks[i].offset, toks[match[i]].offset + 1, text))
+        # Outermost ones wait for a later pass when they hold one that changes.
+        edits = [
+            e for e in found if not any(o != e and e[0] <= o[0] and o[1] <= e[1] for o in found)
+        ]
+        if not edits:
+            return source
+        for a, b, text in sorted(edits, reverse=True):
+            source = source[:a] + text + source[b:]
     return source
 
 
-def _string_set(toks: list[_Tok], i: int, source: str) -> list[_Tok] | None:
-    """The elements of ``{"a", "b"}`` opened at ``toks[i]``, if it is one, on one line."""
-    if toks[i].text != "{":
+_MAX_PASSES = 16
+
+
+def _sorted_literal(toks: list[_Tok], open_: int, close: int, source: str) -> str | None:
+    """The one-line literal between these braces with its items sorted, if that changes it."""
+    if "\n" in source[toks[open_].offset : toks[close].offset]:
         return None
-    elems: list[_Tok] = []
-    k = i + 1
-    while k + 1 < len(toks) and _plain_string(toks[k]):
-        elems.append(toks[k])
-        if toks[k + 1].text == "}":
-            end = toks[k + 1].offset
-            if len(elems) < 2 or "\n" in source[toks[i].offset : end]:
+    items = _literal_items(toks, open_, close, source)
+    if items is None:
+        return None
+    ordered = sorted(items)
+    if ordered == items:
+        return None
+    return "{" + ", ".join(text for _, text in ordered) + "}"
+
+
+def _literal_items(
+    toks: list[_Tok], open_: int, close: int, source: str
+) -> list[tuple[str, str]] | None:
+    """(key, text) of each item of a set of plain strings or an object with such keys."""
+    items: list[tuple[str, str]] = []
+    pairs: set[bool] = set()
+    depth = 0
+    start = open_ + 1
+    for k in range(open_ + 1, close + 1):
+        t = toks[k].text
+        if t in _OPEN:
+            depth += 1
+        elif t in _CLOSE and k < close:
+            depth -= 1
+        elif t == "|" and depth == 0:
+            return None  # a comprehension, or a union
+        if (t == "," and depth == 0) or k == close:
+            if start >= k or not _plain_string(toks[start]):
                 return None
-            return elems
-        if toks[k + 1].text != ",":
-            return None
-        k += 2
-    return None
+            pair = start + 1 < k and toks[start + 1].text == ":"
+            if not pair and start + 1 != k:
+                return None  # an expression, not a plain string
+            pairs.add(pair)
+            last = toks[k - 1]
+            text = source[toks[start].offset : last.offset + len(last.text)]
+            items.append((toks[start].text[1:-1], text))
+            start = k + 1
+    if len(pairs) != 1:
+        return None
+    return items
 
 
 def _plain_string(tok: _Tok) -> bool:
@@ -151,15 +182,28 @@ def _rewrite(source: str, names: str, *, module: bool) -> str:
     match = _matching(toks)
     spans: list[tuple[int, int, str, str]] = []  # tokens a..b, text before, after
     heads = _statement_heads(toks, source) if module else set()
+    parent = _parents(toks)
     last_some: dict[int | None, str] = {}  # per body: a variable its last `some` declared
+    # Variables bound so far, per body, and the current rule's function arguments:
+    # `E[x]` with such an x is a lookup, left alone (no rebuild per lookup).
+    bound: dict[int | None, set[str]] = {}
+    args_bound: set[str] = set()
     for i, tok in enumerate(toks):
+        if i in heads:
+            args_bound = _function_args(toks, match, i)
+        assigned = _is_name(tok) and i + 1 < len(toks) and toks[i + 1].text == ":="
+        if assigned and (parent[i] is not None or not module):
+            bound.setdefault(parent[i], set()).add(tok.text)
         if tok.text == "some":
             dom = _some_domain(toks, match, i, source)
             if dom is None:
                 continue
-            if not _ordered_already(toks, match, *dom):
+            if not _ordered_already(toks, match, *dom, source):
                 spans.append((dom[0], dom[1], ordered, ")"))
-            body = _enclosing_open(toks, i)
+            body = parent[i]
+            declared = {t.text for t in toks[i + 1 : dom[0]] if _is_name(t)}
+            if body is not None or not module:
+                bound.setdefault(body, set()).update(declared)
             if body is None and module:
                 continue  # one-line bodies of different rules
             if body in last_some:
@@ -182,8 +226,11 @@ def _rewrite(source: str, names: str, *, module: bool) -> str:
                 continue
             if i not in match or not _iterates(toks, i, match[i]):
                 continue
+            key = toks[i + 1].text
+            if match[i] == i + 2 and (key in args_bound or _bound(key, i, parent, bound)):
+                continue
             head = _ref_head(toks, match, i - 1)
-            if head in heads or _ordered_already(toks, match, head, i - 1):
+            if head in heads or _ordered_already(toks, match, head, i - 1, source):
                 continue
             spans.append((head, i - 1, ordered, ")"))
         elif tok.text == "(" and i > 0 and _is_name(toks[i - 1]) and _adjacent(toks, i - 1, i):
@@ -196,13 +243,45 @@ def _rewrite(source: str, names: str, *, module: bool) -> str:
             args = _call_args(toks, i)
             if name in _DEEP_ARG0 and args:
                 a, b = args[0][0], args[0][1] - 1
-                if not _ordered_already(toks, match, a, b):
+                if not _ordered_already(toks, match, a, b, source):
                     spans.append((a, b, deep, ")"))
             elif name in _ORDERED_ARG1 and len(args) > 1:
                 a, b = args[1][0], args[1][1] - 1
-                if not _ordered_already(toks, match, a, b):
+                if not _ordered_already(toks, match, a, b, source):
                     spans.append((a, b, strings, ")"))
     return _apply(source, toks, spans)
+
+
+def _parents(toks: list[_Tok]) -> list[int | None]:
+    """For each token, the innermost open bracket around it."""
+    out: list[int | None] = []
+    stack: list[int] = []
+    for i, tok in enumerate(toks):
+        if tok.text in _CLOSE and stack:
+            stack.pop()
+        out.append(stack[-1] if stack else None)
+        if tok.text in _OPEN:
+            stack.append(i)
+    return out
+
+
+def _bound(name: str, i: int, parent: list[int | None], bound: dict[int | None, set[str]]) -> bool:
+    """Whether ``name`` was bound earlier in a body around ``toks[i]``."""
+    p = parent[i]
+    while True:
+        if name in bound.get(p, ()):
+            return True
+        if p is None:
+            return False
+        p = parent[p]
+
+
+def _function_args(toks: list[_Tok], match: dict[int, int], head: int) -> set[str]:
+    """Names of the arguments of the function a statement defines (``f(x, y) := ...``)."""
+    k = head + 1
+    if k < len(toks) and toks[k].text == "(" and k in match:
+        return {t.text for t in toks[k + 1 : match[k]] if _is_name(t)}
+    return set()
 
 
 def _is_name(tok: _Tok) -> bool:
@@ -275,23 +354,19 @@ def _some_domain(
     return start, end
 
 
-def _ordered_already(toks: list[_Tok], match: dict[int, int], a: int, b: int) -> bool:
+def _ordered_already(toks: list[_Tok], match: dict[int, int], a: int, b: int, source: str) -> bool:
     """An array literal, or a reference into ``input``.
 
     ``input`` is handed to rego-cpp with sorted keys and holds no sets, and
     what ``with`` puts in its place is checked (``_with_value``), so its
     objects iterate in OPA's order already.
     """
-    if toks[a].text in ("[", "{") and match.get(a) == b:
-        # An array, or a set of constant strings (sorted by _sort_string_sets).
-        if toks[a].text == "[":
-            return True
-        elems = toks[a + 1 : b : 2]
-        return (
-            all(_plain_string(t) for t in elems)
-            and [t.text[1:-1] for t in elems] == sorted(t.text[1:-1] for t in elems)
-            and all(t.text == "," for t in toks[a + 2 : b : 2])
-        )
+    if toks[a].text == "[" and match.get(a) == b:
+        return True
+    if toks[a].text == "{" and match.get(a) == b:
+        # Literals with plain string keys are sorted by _sort_string_sets.
+        items = _literal_items(toks, a, b, source)
+        return items is not None and items == sorted(items)
     return toks[a].text == "input" and _ref_head(toks, match, b) == a
 
 
@@ -322,7 +397,7 @@ def _with_value(
             k = match[k]
         end = k
         k += 1
-    if _ordered_already(toks, match, start, end):
+    if _ordered_already(toks, match, start, end, source):
         return None
     return start, end
 

@@ -52,9 +52,16 @@ def test_registered_as_a_stage() -> None:
             "r := x if { x := data.t.q with input as D(o) }",
         ),
         (
-            'r := x if { x := data.t.q with input.a as {"b": 1, "a": 2}; true }',
-            'r := x if { x := data.t.q with input.a as D({"b": 1, "a": 2}); true }',
+            'r := x if { x := data.t.q with input.a as {"b": 1,\n"a": 2}; true }',
+            'r := x if { x := data.t.q with input.a as D({"b": 1,',
         ),
+        (  # one-line literals are sorted in place
+            'r := x if { x := data.t.q with input.a as {"b": {"d": 1, "c": 2}, "a": 2} }',
+            'r := x if { x := data.t.q with input.a as {"a": 2, "b": {"c": 2, "d": 1}} }',
+        ),
+        ('r := [x | some x in {"b": 1, "a": 2}]', 'r := [x | some x in {"a": 2, "b": 1}]'),
+        ('r := [x | some x in {"b": 1, "a": x}]', 'r := [x | some x in {"a": x, "b": 1}]'),
+        ('r := [x | some x in {"b": 1, 2: 1}]', 'r := [x | some x in O({"b": 1, 2: 1})]'),
         ("r := [v | data.t.o[_].x[v]]", "r := [v | O(O(data.t.o)[_].x)[v]]"),
         ("r := [k | object.keys(o)[k]]", "r := [k | O(object.keys(o))[k]]"),
         ("r := [p | s[[p, _]]]", "r := [p | O(s)[[p, _]]]"),
@@ -94,6 +101,27 @@ def test_wraps_iteration_and_order_consumers(body: str, want: str) -> None:
 )
 def test_leaves_lookups_heads_and_arrays_alone(body: str) -> None:
     assert _line(body) == body
+
+
+@pytest.mark.parametrize(
+    ("body", "want"),
+    [
+        # Bound earlier in the body, or a function's argument: lookups.
+        ("r if { some k in ks; data.t.o[k] }", "r if { some k in O(ks); data.t.o[k] }"),
+        ("r if { k := input.k; data.t.o[k] }", "r if { k := input.k; data.t.o[k] }"),
+        ("f(k) := data.t.o[k]", "f(k) := data.t.o[k]"),
+        (
+            "r := [k | some k in ks; [1 | data.t.o[k]]]",
+            "r := [k | some k in O(ks); [1 | data.t.o[k]]]",
+        ),
+        # Declared but not bound, bound after, or bound in another body: iterations.
+        ("r if { some k; data.t.o[k] }", "r if { some k; O(data.t.o)[k] }"),
+        ("r if { data.t.o[k]; k := 1 }", "r if { O(data.t.o)[k]; k := 1 }"),
+        ("r if { [1 | k := 1]; data.t.o[k] }", "r if { [1 | k := 1]; O(data.t.o)[k] }"),
+    ],
+)
+def test_bound_keys_are_lookups(body: str, want: str) -> None:
+    assert _line(body) == want
 
 
 def test_never_moves_a_token_to_another_line() -> None:
