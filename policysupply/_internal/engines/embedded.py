@@ -67,6 +67,7 @@ from policysupply._internal.engines.embedded_results import (
     _expression_texts,
     _results,
 )
+from policysupply._internal.engines.rego_lexer import _KEYWORDS
 from policysupply._internal.engines.rego_rewrite import rewrite
 from policysupply.errors import BundleError
 
@@ -248,9 +249,11 @@ class EmbeddedPrepared:
         # What rego-cpp evaluates: rewritten where it would differ from OPA
         # (rego_rewrite); a stage may refuse with UnsupportedByEngineError.
         self._sources = {name: rewrite(source) for name, source in modules.items()}
-        # Keys sorted: rego-cpp iterates objects in the order it reads them,
-        # OPA by sorted key (the same order for the ASCII strings allowed here).
-        self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False, sort_keys=True)
+        # Keys sorted: rego-cpp iterates objects in the order it reads them.
+        try:
+            self._data_json = _sorted_json(data)
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"data is not JSON: {exc}", entry="data.json") from None
         self._timeout = timeout
         self._worker = _take_worker()
         self._loaded = False
@@ -352,7 +355,7 @@ class EmbeddedPrepared:
             src.check_value_nesting(input, what="input")
             _check_plain(input, "input")
             try:
-                input_json = json.dumps(input, ensure_ascii=False, allow_nan=False, sort_keys=True)
+                input_json = _sorted_json(input)
             except (TypeError, ValueError) as exc:
                 raise BundleError(f"input is not JSON: {exc}") from None
         # Iteration in the query takes OPA's order too (the rows' order).
@@ -394,6 +397,31 @@ class EmbeddedPrepared:
         return _results(str(answer.get("text", "")), query, wrapped is not None, texts)
 
 
+def _sorted_json(value: Any) -> str:
+    """JSON text with every object's keys sorted as OPA iterates them.
+
+    rego-cpp iterates objects in the order it reads them; OPA by sorted key
+    (Go's byte order, Python's ``str`` order). Keys that are not strings are
+    turned into JSON's strings first, so that they sort as strings.
+    """
+    if not _str_keys(value):
+        value = json.loads(json.dumps(value, allow_nan=False))
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, sort_keys=True)
+
+
+def _str_keys(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                return False
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+    return True
+
+
 def _order_helpers(
     sources: Mapping[str, str], packages: Mapping[str, tuple[str, ...]]
 ) -> tuple[str, str] | None:
@@ -402,7 +430,8 @@ def _order_helpers(
         h = iter_order.helper_of(sources[name])
         if h is not None:
             pkg = "data" + "".join(
-                f".{p}" if p.isidentifier() else f"[{json.dumps(p)}]" for p in packages[name]
+                f".{p}" if p.isidentifier() and p not in _KEYWORDS else f"[{json.dumps(p)}]"
+                for p in packages[name]
             )
             return pkg, h
     return None

@@ -10,11 +10,18 @@ builtins), this stage puts OPA's order back where it is consumed:
 * iteration domains: ``some x in E`` and ``some k, v in E``, and reference
   iteration ``E[x]``/``E[_]`` (and patterns such as ``E[[a, b]]``), become
   ``__psi_ordered_H(E)...``, which rebuilds a set or object in sorted
-  insertion order (arrays and scalars pass through unchanged);
+  insertion order (arrays and scalars pass through unchanged). Left alone:
+  array literals, references into ``input`` (the engine loads input with
+  sorted keys; what ``with input as`` puts there is checked), literals whose
+  plain string keys are sorted (one-line ones are sorted in place), and
+  ``E[x]`` with ``x`` bound earlier in the body (a lookup);
 * builtins that serialise a collection in iteration order: ``concat``'s
-  second argument is ordered the same way; ``walk``, ``yaml.marshal`` and
-  ``urlquery.encode_object`` see collections whose nested sets and objects
-  are checked to be in order already (input and data are loaded sorted).
+  second argument is sorted; ``walk``, ``yaml.marshal`` and
+  ``urlquery.encode_object`` get their argument rebuilt at the top level and
+  checked to be in order below (``__psi_deep_H``);
+* rego-cpp nests independent generators of a body last first: each
+  ``some ... in`` after the first depends on the previous one's variable
+  (``__psi_after_H(E, x)``), so they nest as written.
 
 Sorting uses rego-cpp's ``sort``, exact for values of one scalar type; a set
 of several types or of collections, or an object with such keys, is refused
@@ -24,7 +31,8 @@ turned into ``UnsupportedByEngineError`` by the engine). ``_SORT`` and
 
 ``H`` is a hash of the module text, so helpers of several modules of one
 package never add up to several function definitions. Text changes stay
-within lines; helpers are appended after the last line.
+within lines; helpers are appended after the last line. Queries are
+rewritten the same way (``rewrite_query``), calling one module's helpers.
 """
 
 from __future__ import annotations
@@ -76,7 +84,7 @@ def helper_of(rewritten: str) -> str | None:
 def rewrite_iteration_order(source: str) -> str:
     """Stage: wraps iteration domains and order-consuming arguments; appends helpers."""
     h = helper_suffix(source)
-    body = _rewrite(_sort_string_sets(source), f"{PREFIX}_%s_{h}", module=True)
+    body = _rewrite(_sort_literals(source), f"{PREFIX}_%s_{h}", module=True)
     sep = "" if body.endswith("\n") else "\n"
     return body + sep + _helpers(h)
 
@@ -89,10 +97,10 @@ def rewrite_query(query: str, package_ref: str, h: str) -> str:
         package_ref: The module's package as a reference (``data.a.b``).
         h: The suffix of its helpers (``helper_of``).
     """
-    return _rewrite(_sort_string_sets(query), f"{package_ref}.{PREFIX}_%s_{h}", module=False)
+    return _rewrite(_sort_literals(query), f"{package_ref}.{PREFIX}_%s_{h}", module=False)
 
 
-def _sort_string_sets(source: str) -> str:
+def _sort_literals(source: str) -> str:
     """Literal sets of plain strings, and objects with plain string keys, sorted in place.
 
     Only literals written on one line, so tokens stay on their line. The
@@ -364,7 +372,7 @@ def _ordered_already(toks: list[_Tok], match: dict[int, int], a: int, b: int, so
     if toks[a].text == "[" and match.get(a) == b:
         return True
     if toks[a].text == "{" and match.get(a) == b:
-        # Literals with plain string keys are sorted by _sort_string_sets.
+        # Literals with plain string keys are sorted by _sort_literals.
         items = _literal_items(toks, a, b, source)
         return items is not None and items == sorted(items)
     return toks[a].text == "input" and _ref_head(toks, match, b) == a

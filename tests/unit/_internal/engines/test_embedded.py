@@ -441,3 +441,14 @@ def test_check_accepts_the_default_gate_rules(engine: EmbeddedEngine) -> None:
     rules = Path(__file__).resolve().parents[4] / "policysupply" / "rules" / "gate.rego"
     modules = {"gate.rego": rules.read_text()}
     assert _check(engine, modules) == []
+
+
+def test_input_and_data_are_handed_over_with_sorted_keys() -> None:
+    # rego-cpp iterates objects in the order it reads them; OPA by sorted key.
+    from policysupply._internal.engines.embedded import _sorted_json
+
+    assert _sorted_json({"b": {"d": 1, "c": [{"f": 1, "e": 2}]}, "a": 2}) == (
+        '{"a": 2, "b": {"c": [{"e": 2, "f": 1}], "d": 1}}'
+    )
+    # Keys that are not strings sort as the strings JSON makes of them.
+    assert _sorted_json({10: "x", 9: "y", "a": 1}) == '{"10": "x", "9": "y", "a": 1}'
