@@ -17,7 +17,11 @@ from policysupply._internal.engines.base import (
     RegoEngine,
     UnsupportedByEngineError,
 )
-from policysupply._internal.engines.embedded import EmbeddedEngine, unsupported_builtins
+from policysupply._internal.engines.embedded import (
+    EmbeddedEngine,
+    _sorted_json,
+    unsupported_builtins,
+)
 from policysupply.errors import BundleError
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
@@ -445,8 +449,6 @@ def test_check_accepts_the_default_gate_rules(engine: EmbeddedEngine) -> None:
 
 def test_input_and_data_are_handed_over_with_sorted_keys() -> None:
     # rego-cpp iterates objects in the order it reads them; OPA by sorted key.
-    from policysupply._internal.engines.embedded import _sorted_json
-
     assert _sorted_json({"b": {"d": 1, "c": [{"f": 1, "e": 2}]}, "a": 2}) == (
         '{"a": 2, "b": {"c": [{"e": 2, "f": 1}], "d": 1}}'
     )
