@@ -7,14 +7,19 @@ rows of a query) the answers differ. Rather than chase every way a set or
 object is built at run time (literals, comprehensions, partial rules,
 builtins), this stage puts OPA's order back where it is consumed:
 
-* iteration domains: ``some x in E`` and ``some k, v in E``, and reference
-  iteration ``E[x]``/``E[_]`` (and patterns such as ``E[[a, b]]``), become
-  ``__psi_ordered_H(E)...``, which rebuilds a set or object in sorted
+* iteration domains, where the order of solutions shows (in an array
+  comprehension and in a query; a rule body, a set or object comprehension,
+  ``not`` and ``every`` answer the same in any order): ``some x in E`` and
+  ``some k, v in E``, and reference iteration ``E[x]``/``E[_]`` (and
+  patterns such as ``E[[a, b]]``), become ``__psi_ordered_H(E)...``, which rebuilds a set or object in sorted
   insertion order (arrays and scalars pass through unchanged). Left alone:
   array literals, references into ``input`` (the engine loads input with
   sorted keys; what ``with input as`` puts there is checked), literals whose
   plain string keys are sorted (one-line ones are sorted in place), and
-  ``E[x]`` with ``x`` bound earlier in the body (a lookup);
+  ``E[x]`` with ``x`` bound earlier in the body (a lookup). A reference
+  iterating several levels (``a[i].b[j]``) is wrapped once, by a helper
+  ordering that deep (``__psi_ordered3_H``): rego-cpp finds nothing for an
+  iteration inside a call's argument;
 * builtins that serialise a collection in iteration order: ``concat``'s
   second argument is sorted; ``walk``, ``yaml.marshal`` and
   ``urlquery.encode_object`` get their argument rebuilt at the top level and
@@ -40,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from policysupply._internal.engines.base import UnsupportedByEngineError
 from policysupply._internal.engines.rego_lexer import (
     _KEYWORDS,
     _call_args,
@@ -188,14 +194,16 @@ def _rewrite(source: str, names: str, *, module: bool) -> str:
     ordered, deep, strings, after = (f"{names % k}(" for k in kinds)
     toks = list(_tokens(source))
     match = _matching(toks)
-    spans: list[tuple[int, int, str, str]] = []  # tokens a..b, text before, after
+    spans: list[tuple[int, int, str, str, int]] = []  # tokens a..b, before, after, layer
     heads = _statement_heads(toks, source) if module else set()
     parent = _parents(toks)
-    last_some: dict[int | None, str] = {}  # per body: a variable its last `some` declared
+    shows = _OrderShows(toks, match, parent, module)
     # Variables bound so far, per body, and the current rule's function arguments:
     # `E[x]` with such an x is a lookup, left alone (no rebuild per lookup).
     bound: dict[int | None, set[str]] = {}
     args_bound: set[str] = set()
+    chains: dict[int, list[int]] = {}  # ref head -> first, last iterating bracket, depth
+    somes: list[tuple[int, int, int, int | None]] = []  # `some`, its domain, body
     for i, tok in enumerate(toks):
         if i in heads:
             args_bound = _function_args(toks, match, i)
@@ -206,33 +214,22 @@ def _rewrite(source: str, names: str, *, module: bool) -> str:
             dom = _some_domain(toks, match, i, source)
             if dom is None:
                 continue
-            if not _ordered_already(toks, match, *dom, source):
-                spans.append((dom[0], dom[1], ordered, ")"))
             body = parent[i]
             declared = {t.text for t in toks[i + 1 : dom[0]] if _is_name(t)}
             if body is not None or not module:
                 bound.setdefault(body, set()).update(declared)
-            if body is None and module:
-                continue  # one-line bodies of different rules
-            if body in last_some:
-                # rego-cpp nests independent generators last first; a dependency
-                # on the previous one's variable nests them as written, as OPA does.
-                spans.append((dom[0], dom[1], after, f", {last_some[body]})"))
-            var = next(
-                (t.text for t in toks[i + 1 : dom[0]] if _is_name(t) and t.text != "_"), None
-            )
-            if var is not None:
-                last_some[body] = var
+            if shows(body):
+                somes.append((i, dom[0], dom[1], body))
         elif tok.text == "with":
             # What replaces input must be in order as input is (see _ordered_already).
             val = _with_value(toks, match, i, source)
             if val is not None:
-                spans.append((val[0], val[1], deep, ")"))
+                spans.append((val[0], val[1], deep, ")", 1))
         elif tok.text == "[" and i > 0 and _adjacent(toks, i - 1, i):
             prev = toks[i - 1]
             if not (prev.text in ("]", ")", "}") or _is_name(prev)):
                 continue
-            if i not in match or not _iterates(toks, i, match[i]):
+            if i not in match or not _iterates(toks, i, match[i]) or not shows(parent[i]):
                 continue
             key = toks[i + 1].text
             if match[i] == i + 2 and (key in args_bound or _bound(key, i, parent, bound)):
@@ -240,7 +237,14 @@ def _rewrite(source: str, names: str, *, module: bool) -> str:
             head = _ref_head(toks, match, i - 1)
             if head in heads or _ordered_already(toks, match, head, i - 1, source):
                 continue
-            spans.append((head, i - 1, ordered, ")"))
+            # One call per reference, at its first iteration, ordering as deep as
+            # its last: rego-cpp finds nothing for an iteration inside a call's
+            # argument (`count(xs[i])`), so `O(O(a)[i])[j]` would not do.
+            chain = chains.get(head)
+            if chain is None or not _same_ref(toks, match, chain[0], i):
+                chains[head] = [i, i, 0]
+            else:
+                chain[1] = i
         elif tok.text == "(" and i > 0 and _is_name(toks[i - 1]) and _adjacent(toks, i - 1, i):
             start = i - 1
             while start >= 2 and toks[start - 1].text == "." and _is_name(toks[start - 2]):
@@ -249,15 +253,146 @@ def _rewrite(source: str, names: str, *, module: bool) -> str:
                 continue  # a rule or function of another package
             name = "".join(t.text for t in toks[start:i])
             args = _call_args(toks, i)
+            if name == "walk" and not shows(parent[start]):
+                continue  # a relation: its order shows only as iteration's does
             if name in _DEEP_ARG0 and args:
                 a, b = args[0][0], args[0][1] - 1
                 if not _ordered_already(toks, match, a, b, source):
-                    spans.append((a, b, deep, ")"))
+                    spans.append((a, b, deep, ")", 1))
             elif name in _ORDERED_ARG1 and len(args) > 1:
                 a, b = args[1][0], args[1][1] - 1
                 if not _ordered_already(toks, match, a, b, source):
-                    spans.append((a, b, strings, ")"))
+                    spans.append((a, b, strings, ")", 1))
+    last_some: dict[int | None, str] = {}  # per body: a variable its last `some` declared
+    for i, a, b, body in somes:
+        inner = [h for h, c in chains.items() if a <= h <= b]
+        link = f", {last_some[body]})" if body in last_some else None
+        if not inner:
+            if not _ordered_already(toks, match, a, b, source):
+                spans.append((a, b, ordered, ")", 1))
+            if link:
+                # rego-cpp nests independent generators last first; a dependency
+                # on the previous one's variable nests them as written, as OPA does.
+                spans.append((a, b, after, link, 0))
+        elif inner == [a] and match.get(chains[a][1]) == b:
+            # `some x in E[i]`: E is ordered one level deeper (its elements are
+            # iterated too), and the dependency goes inside, on E's base.
+            chains[a][2] = 1
+            if link:
+                spans.append((a, chains[a][0] - 1, after, link, 2))
+        else:
+            raise UnsupportedByEngineError(
+                f"line {_line_of(source, toks[i].offset)}: the embedded engine cannot "
+                "iterate this `some ... in` domain in OPA's order (it iterates a "
+                "reference inside an expression); bind the reference to a variable "
+                "first, or use the OPA engine (engine='opa')"
+            )
+        var = next((t.text for t in toks[i + 1 : a] if _is_name(t) and t.text != "_"), None)
+        if var is not None:
+            last_some[body] = var
+    for head, (first, last, extra) in chains.items():
+        depth = _segments(toks, match, first, last) + extra
+        if depth > _MAX_DEPTH:
+            raise UnsupportedByEngineError(
+                f"line {_line_of(source, toks[first].offset)}: a reference iterating "
+                f"{depth} levels deep cannot be ordered as OPA iterates it by the "
+                "embedded engine; bind the inner levels to variables, or use the OPA "
+                "engine (engine='opa')"
+            )
+        kind = "ordered" if depth == 1 else f"ordered{depth}"
+        spans.append((head, first - 1, f"{names % kind}(", ")", 1))
     return _apply(source, toks, spans)
+
+
+class _OrderShows:
+    """Whether iteration directly in a body shows its order in the answer.
+
+    Only in an array comprehension and in a query (the rows): a rule's body,
+    a set or object comprehension, `not` and `every` give the same answer
+    whatever the order (when two iterations fail, both engines fail).
+    """
+
+    def __init__(
+        self, toks: list[_Tok], match: dict[int, int], parent: list[int | None], module: bool
+    ) -> None:
+        self._toks, self._match, self._parent, self._module = toks, match, parent, module
+        self._memo: dict[int | None, bool] = {}
+
+    def __call__(self, p: int | None) -> bool:
+        if p not in self._memo:
+            self._memo[p] = self._shows(p)
+        return self._memo[p]
+
+    def _shows(self, p: int | None) -> bool:
+        if p is None:
+            return not self._module
+        t = self._toks[p].text
+        bar = self._bar(p)
+        if t == "[" and bar:
+            return True
+        if t == "{" and (bar or self._body(p)):
+            return False
+        return self(self._parent[p])  # a call's arguments, or a literal
+
+    def _bar(self, p: int) -> bool:
+        depth = 0
+        for k in range(p + 1, self._match.get(p, p)):
+            t = self._toks[k].text
+            if t in _OPEN:
+                depth += 1
+            elif t in _CLOSE:
+                depth -= 1
+            elif t == "|" and depth == 0:
+                return True
+        return False
+
+    def _body(self, p: int) -> bool:
+        """A rule, `not`, `else` or `every` body (not a set or object literal)."""
+        if p == 0:
+            return False
+        before = self._toks[p - 1]
+        if before.text in ("if", "not", "else"):
+            return True
+        # `every x in xs {`: a term ends right before the brace.
+        return (
+            before.kind in ("string", "number")
+            or before.text in ("]", ")", "}")
+            or (_is_name(before))
+        )
+
+
+# Deepest reference iteration ordered by one helper (``a[i].b[j]`` is 3).
+_MAX_DEPTH = 6
+
+
+def _line_of(source: str, offset: int) -> int:
+    return source.count("\n", 0, offset) + 1
+
+
+def _same_ref(toks: list[_Tok], match: dict[int, int], first: int, i: int) -> bool:
+    """Whether the bracket at ``i`` continues the reference whose bracket is at ``first``."""
+    k = first
+    while k < i:
+        if toks[k].text == "[" and k in match:
+            nxt = match[k] + 1
+        elif toks[k].text == ".":
+            nxt = k + 2
+        else:
+            return False
+        if nxt >= len(toks) or not _adjacent(toks, nxt - 1, nxt):
+            return False
+        k = nxt
+    return k == i
+
+
+def _segments(toks: list[_Tok], match: dict[int, int], first: int, last: int) -> int:
+    """Segments (``[...]``, ``.name``) from the bracket at ``first`` to the one at ``last``."""
+    n = 0
+    k = first
+    while k <= last:
+        k = match[k] + 1 if toks[k].text == "[" else k + 2
+        n += 1
+    return n
 
 
 def _parents(toks: list[_Tok]) -> list[int | None]:
@@ -445,18 +580,17 @@ def _ref_head(toks: list[_Tok], match: dict[int, int], j: int) -> int:
         return j
 
 
-def _apply(source: str, toks: list[_Tok], spans: list[tuple[int, int, str, str]]) -> str:
+def _apply(source: str, toks: list[_Tok], spans: list[tuple[int, int, str, str, int]]) -> str:
     if not spans:
         return source
     inserts: list[tuple[int, int, int, int, str]] = []  # (offset, order, ..., text)
-    for a, b, opening, closing in set(spans):
+    for a, b, opening, closing, layer in set(spans):
         start = toks[a].offset
         end = toks[b].offset + len(toks[b].text)
-        outer = 0 if closing != ")" else 1  # `after` wraps the other calls of a span
         # At one offset: closing parens first (inner spans first), then opening
-        # calls (outer spans first).
-        inserts.append((start, 1, -end, outer, opening))
-        inserts.append((end, 0, -start, -outer, closing))
+        # calls (outer spans first); spans over the same tokens by layer.
+        inserts.append((start, 1, -end, layer, opening))
+        inserts.append((end, 0, -start, -layer, closing))
     inserts.sort()
     out: list[str] = []
     last = 0
@@ -492,6 +626,7 @@ def _helpers(h: str) -> str:
         f"\ty := {{k: x[k] | some k in {s}(object.keys(x))}}",
         "} else := x",
         "",
+        *_deep_ordered(h),
         f"{s}(x) := {_SORT}(x) if {ok}(x)" if _SORTABLE else f"{s}(x) := {_SORT}(x)",
         "",
         f'{s}(x) := {refuse}(x, "{MIXED}") if not {ok}(x)' if _SORTABLE else "",
@@ -533,3 +668,25 @@ def _helpers(h: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _deep_ordered(h: str) -> list[str]:
+    """``__psi_orderedN_H``: rebuilt in order N levels deep (no recursion in Rego)."""
+    s = f"{PREFIX}_sorted_{h}"
+    lines: list[str] = []
+    for n in range(2, _MAX_DEPTH + 1):
+        inner = f"{PREFIX}_ordered{n - 1}_{h}" if n > 2 else f"{PREFIX}_ordered_{h}"
+        lines += [
+            f"{PREFIX}_ordered{n}_{h}(x) := y if {{",
+            "\tis_array(x)",
+            f"\ty := [{inner}(e) | some e in x]",
+            "} else := y if {",
+            "\tis_set(x)",
+            f"\ty := {{{inner}(e) | some e in {s}(x)}}",
+            "} else := y if {",
+            "\tis_object(x)",
+            f"\ty := {{k: {inner}(x[k]) | some k in {s}(object.keys(x))}}",
+            "} else := x",
+            "",
+        ]
+    return lines
