@@ -11,8 +11,9 @@ builtins), this stage puts OPA's order back where it is consumed:
   comprehension and in a query; a rule body, a set or object comprehension,
   ``not`` and ``every`` answer the same in any order): ``some x in E`` and
   ``some k, v in E``, and reference iteration ``E[x]``/``E[_]`` (and
-  patterns such as ``E[[a, b]]``), become ``__psi_ordered_H(E)...``, which rebuilds a set or object in sorted
-  insertion order (arrays and scalars pass through unchanged). Left alone:
+  patterns such as ``E[[a, b]]``), become ``__psi_ordered_H(E)...``, which
+  rebuilds a set or object in sorted insertion order (arrays and scalars
+  pass through unchanged). Left alone:
   array literals, references into ``input`` (the engine loads input with
   sorted keys; what ``with input as`` puts there is checked), literals whose
   plain string keys are sorted (one-line ones are sorted in place), and
