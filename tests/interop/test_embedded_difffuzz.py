@@ -134,6 +134,11 @@ CASES: list[Any] = [
         "with_input_literal_nested",
         'q := [k | input.o[k]]\n\nr := x if {\n\tx := q with input as {"o": {"b": 1, "a": 2}}\n}',
     ),
+    # An iteration inside a call's argument finds nothing in rego-cpp.
+    _open(
+        "iteration_in_call_argument",
+        "r contains n if {\n\tv := [[1, 2], [3]]\n\tn := count(v[i])\n}",
+    ),
     # A function's argument iterated in a comprehension nested in another.
     _open(
         "function_arg_in_nested_comprehension",
