@@ -24,6 +24,7 @@ See docs/adr/0012-embedded-engine-isolation.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -259,7 +260,10 @@ class EmbeddedPrepared:
         self._loaded = False
         self._closed = False
         self._packages = {n: src.package_path(s, entry=n) for n, s in modules.items()}
-        self._order_helpers = _order_helpers(self._sources, self._packages)
+        # Queries iterate in OPA's order through helpers of the first module's
+        # package, added (and the worker reloaded) when a query first needs them.
+        self._query_module = min(modules) if modules else None
+        self._query_helpers = False
 
     @property
     def engine(self) -> str:
@@ -360,11 +364,23 @@ class EmbeddedPrepared:
                 raise BundleError(f"input is not JSON: {exc}") from None
         # Iteration in the query takes OPA's order too (the rows' order).
         evaluated = query
-        if self._order_helpers is not None:
-            evaluated = iter_order.rewrite_query(query, *self._order_helpers)
+        first = self._query_module
+        if first is not None:
+            evaluated = iter_order.rewrite_query(
+                query, _package_ref(self._packages[first]), _QUERY_HELPERS
+            )
         wrapped = src.wrap_single_expression(evaluated)
         texts = _expression_texts(query)
         with self._worker.lock:
+            if iter_order.PREFIX in evaluated and not self._query_helpers and first is not None:
+                self._sources[first] += iter_order.helpers(
+                    _QUERY_HELPERS, frozenset(iter_order.ALL_KINDS)
+                )
+                self._query_helpers = True
+                if self._loaded and self._worker.running:
+                    with contextlib.suppress(WorkerDiedError):  # _load starts a new one
+                        self._worker.request({"op": "reset"}, timeout=self._timeout)
+                self._loaded = False
             if not self._loaded or not self._worker.running:
                 self._load()
             try:
@@ -422,19 +438,15 @@ def _str_keys(value: Any) -> bool:
     return True
 
 
-def _order_helpers(
-    sources: Mapping[str, str], packages: Mapping[str, tuple[str, ...]]
-) -> tuple[str, str] | None:
-    """One module's package (as a reference) and helper suffix, for rewriting queries."""
-    for name in sorted(sources):
-        h = iter_order.helper_of(sources[name])
-        if h is not None:
-            pkg = "data" + "".join(
-                f".{p}" if p.isidentifier() and p not in _KEYWORDS else f"[{json.dumps(p)}]"
-                for p in packages[name]
-            )
-            return pkg, h
-    return None
+# The suffix of the helpers queries call (rego_rewrite_iter's own use a hash).
+_QUERY_HELPERS = "query"
+
+
+def _package_ref(package: tuple[str, ...]) -> str:
+    return "data" + "".join(
+        f".{p}" if p.isidentifier() and p not in _KEYWORDS else f"[{json.dumps(p)}]"
+        for p in package
+    )
 
 
 _DEFAULT: EmbeddedEngine | None = None

@@ -43,8 +43,8 @@ rewritten the same way (``rewrite_query``), calling one module's helpers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import re
 
 from policysupply._internal.engines.base import UnsupportedByEngineError
 from policysupply._internal.engines.rego_lexer import (
@@ -79,32 +79,26 @@ def helper_suffix(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()[:10]
 
 
-_HELPER = re.compile(rf"^{PREFIX}_ordered_([0-9a-f]{{10}})\(x\) := ", re.MULTILINE)
-
-
-def helper_of(rewritten: str) -> str | None:
-    """The ``H`` of the helpers appended to a rewritten module (``None``: none)."""
-    m = _HELPER.search(rewritten)
-    return None if m is None else m.group(1)
-
-
 def rewrite_iteration_order(source: str) -> str:
     """Stage: wraps iteration domains and order-consuming arguments; appends helpers."""
     h = helper_suffix(source)
-    body = _rewrite(_sort_literals(source), f"{PREFIX}_%s_{h}", module=True)
+    body, used = _rewrite(_sort_literals(source), f"{PREFIX}_%s_{h}", module=True)
+    if not used:
+        return body
     sep = "" if body.endswith("\n") else "\n"
-    return body + sep + _helpers(h)
+    return body + sep + helpers(h, used)
 
 
+@functools.lru_cache(maxsize=256)
 def rewrite_query(query: str, package_ref: str, h: str) -> str:
     """The same rewrite of a query, calling the helpers of a module by reference.
 
     Args:
         query: The query.
         package_ref: The module's package as a reference (``data.a.b``).
-        h: The suffix of its helpers (``helper_of``).
+        h: The suffix of the helpers (``helpers(h, ALL_KINDS)`` defines them).
     """
-    return _rewrite(_sort_literals(query), f"{package_ref}.{PREFIX}_%s_{h}", module=False)
+    return _rewrite(_sort_literals(query), f"{package_ref}.{PREFIX}_%s_{h}", module=False)[0]
 
 
 def _sort_literals(source: str) -> str:
@@ -189,8 +183,8 @@ def _plain_string(tok: _Tok) -> bool:
     return tok.kind == "string" and "\\" not in tok.text
 
 
-def _rewrite(source: str, names: str, *, module: bool) -> str:
-    """Wraps what needs it in calls of the helpers ``names % kind``."""
+def _rewrite(source: str, names: str, *, module: bool) -> tuple[str, set[str]]:
+    """Wraps what needs it in calls of the helpers ``names % kind``; the kinds used."""
     kinds = ("ordered", "deep", "strings", "after")
     ordered, deep, strings, after = (f"{names % k}(" for k in kinds)
     toks = list(_tokens(source))
@@ -302,7 +296,8 @@ def _rewrite(source: str, names: str, *, module: bool) -> str:
             )
         kind = "ordered" if depth == 1 else f"ordered{depth}"
         spans.append((head, first - 1, f"{names % kind}(", ")", 1))
-    return _apply(source, toks, spans)
+    used = {k for k in ALL_KINDS for span in spans if span[2] == f"{names % k}("}
+    return _apply(source, toks, spans), used
 
 
 class _OrderShows:
@@ -603,81 +598,99 @@ def _apply(source: str, toks: list[_Tok], spans: list[tuple[int, int, str, str, 
     return "".join(out)
 
 
-def _helpers(h: str) -> str:
-    o, d, s = f"{PREFIX}_ordered_{h}", f"{PREFIX}_deep_{h}", f"{PREFIX}_sorted_{h}"
-    ok, bad, refuse = f"{PREFIX}_sortable_{h}", f"{PREFIX}_unordered_{h}", f"{PREFIX}_refuse_{h}"
-    lines = [
-        "",
-        "# policysupply: OPA's iteration order (rego_rewrite_iter).",
-        f"{PREFIX}_after_{h}(x, _) := x",
-        "",
-        # concat takes strings only (anything else fails in both engines), and
-        # sort orders strings exactly: no type check, no rebuild.
-        f"{PREFIX}_strings_{h}(x) := {_SORT}(x) if {{",
-        "\tis_set(x)",
-        "} else := x",
-        "",
-        f"{o}(x) := x if {{",
-        "\tis_array(x)",
-        "} else := y if {",
-        "\tis_set(x)",
-        f"\ty := {{e | some e in {s}(x)}}",
-        "} else := y if {",
-        "\tis_object(x)",
-        f"\ty := {{k: x[k] | some k in {s}(object.keys(x))}}",
-        "} else := x",
-        "",
-        *_deep_ordered(h),
-        f"{s}(x) := {_SORT}(x) if {ok}(x)" if _SORTABLE else f"{s}(x) := {_SORT}(x)",
-        "",
-        f'{s}(x) := {refuse}(x, "{MIXED}") if not {ok}(x)' if _SORTABLE else "",
-        "",
-        f"{ok}(x) if count(x) < 2",
-        "",
-        f"{ok}(x) if {{",
-        "\tts := {type_name(e) | some e in x}",
-        "\tcount(ts) == 1",
-        '\tnot ts["array"]',
-        '\tnot ts["object"]',
-        '\tnot ts["set"]',
-        "}",
-        "",
-        # Nested sets and objects must iterate in order already (input and data
-        # are loaded sorted); the top level is rebuilt.
-        f"{d}(x) := y if {{",
-        f"\ty := {o}(x)",
-        f"\tnot {bad}(y)",
-        f'}} else := {refuse}(x, "{NESTED}")',
-        "",
-        f"{bad}(x) if {{",
-        "\twalk(x, [_, v])",
-        "\tis_object(v)",
-        "\tks := [k | v[k]]",
-        f"\tks != {s}(ks)",
-        "}",
-        "",
-        f"{bad}(x) if {{",
-        "\twalk(x, [_, v])",
-        "\tis_set(v)",
-        "\tes := [e | v[e]]",
-        f"\tes != {s}(es)",
-        "}",
-        "",
-        # json.marshal_with_options fails naming an unknown option key: the one
-        # rego-cpp error that carries a message of ours.
-        f"{refuse}(x, why) := json.marshal_with_options(x, {{why: 1}})",
-        "",
-    ]
+def helpers(h: str, kinds: frozenset[str] | set[str]) -> str:
+    """Definitions of the helpers of these kinds (and of those they call), suffix ``h``."""
+    need = set(kinds)
+    todo = list(need)
+    while todo:
+        for dep in _DEPENDS.get(todo.pop(), ()):
+            if dep not in need:
+                need.add(dep)
+                todo.append(dep)
+    if not need:
+        return ""
+    blocks = _blocks(h)
+    lines = ["", "# policysupply: OPA's iteration order (rego_rewrite_iter)."]
+    for kind in ALL_KINDS:
+        if kind in need:
+            lines += [*blocks[kind], ""]
     return "\n".join(lines)
 
 
-def _deep_ordered(h: str) -> list[str]:
-    """``__psi_orderedN_H``: rebuilt in order N levels deep (no recursion in Rego)."""
-    s = f"{PREFIX}_sorted_{h}"
-    lines: list[str] = []
+_DEEP_KINDS = tuple(f"ordered{n}" for n in range(2, _MAX_DEPTH + 1))
+ALL_KINDS = ("after", "strings", "ordered", *_DEEP_KINDS, "deep", "sorted", "refuse")
+_DEPENDS: dict[str, tuple[str, ...]] = {
+    "ordered": ("sorted",),
+    "ordered2": ("ordered", "sorted"),
+    **{f"ordered{n}": (f"ordered{n - 1}", "sorted") for n in range(3, _MAX_DEPTH + 1)},
+    "deep": ("ordered", "sorted", "refuse"),
+    "sorted": ("refuse",),
+}
+
+
+def _blocks(h: str) -> dict[str, list[str]]:
+    o, d, s = f"{PREFIX}_ordered_{h}", f"{PREFIX}_deep_{h}", f"{PREFIX}_sorted_{h}"
+    ok, bad, refuse = f"{PREFIX}_sortable_{h}", f"{PREFIX}_unordered_{h}", f"{PREFIX}_refuse_{h}"
+    blocks = {
+        "after": [f"{PREFIX}_after_{h}(x, _) := x"],
+        # concat takes strings only (anything else fails in both engines), and
+        # sort orders strings exactly: no type check, no rebuild.
+        "strings": [f"{PREFIX}_strings_{h}(x) := {_SORT}(x) if {{", "\tis_set(x)", "} else := x"],
+        "ordered": [
+            f"{o}(x) := x if {{",
+            "\tis_array(x)",
+            "} else := y if {",
+            "\tis_set(x)",
+            f"\ty := {{e | some e in {s}(x)}}",
+            "} else := y if {",
+            "\tis_object(x)",
+            f"\ty := {{k: x[k] | some k in {s}(object.keys(x))}}",
+            "} else := x",
+        ],
+        "sorted": [
+            f"{s}(x) := {_SORT}(x) if {ok}(x)" if _SORTABLE else f"{s}(x) := {_SORT}(x)",
+            "",
+            f'{s}(x) := {refuse}(x, "{MIXED}") if not {ok}(x)' if _SORTABLE else "",
+            "",
+            f"{ok}(x) if count(x) < 2",
+            "",
+            f"{ok}(x) if {{",
+            "\tts := {type_name(e) | some e in x}",
+            "\tcount(ts) == 1",
+            '\tnot ts["array"]',
+            '\tnot ts["object"]',
+            '\tnot ts["set"]',
+            "}",
+        ],
+        # Nested sets and objects must iterate in order already (input and data
+        # are loaded sorted); the top level is rebuilt.
+        "deep": [
+            f"{d}(x) := y if {{",
+            f"\ty := {o}(x)",
+            f"\tnot {bad}(y)",
+            f'}} else := {refuse}(x, "{NESTED}")',
+            "",
+            f"{bad}(x) if {{",
+            "\twalk(x, [_, v])",
+            "\tis_object(v)",
+            "\tks := [k | v[k]]",
+            f"\tks != {s}(ks)",
+            "}",
+            "",
+            f"{bad}(x) if {{",
+            "\twalk(x, [_, v])",
+            "\tis_set(v)",
+            "\tes := [e | v[e]]",
+            f"\tes != {s}(es)",
+            "}",
+        ],
+        # json.marshal_with_options fails naming an unknown option key: the one
+        # rego-cpp error that carries a message of ours.
+        "refuse": [f"{refuse}(x, why) := json.marshal_with_options(x, {{why: 1}})"],
+    }
     for n in range(2, _MAX_DEPTH + 1):
-        inner = f"{PREFIX}_ordered{n - 1}_{h}" if n > 2 else f"{PREFIX}_ordered_{h}"
-        lines += [
+        inner = f"{PREFIX}_ordered{n - 1}_{h}" if n > 2 else o
+        blocks[f"ordered{n}"] = [
             f"{PREFIX}_ordered{n}_{h}(x) := y if {{",
             "\tis_array(x)",
             f"\ty := [{inner}(e) | some e in x]",
@@ -688,6 +701,5 @@ def _deep_ordered(h: str) -> list[str]:
             "\tis_object(x)",
             f"\ty := {{k: {inner}(x[k]) | some k in {s}(object.keys(x))}}",
             "} else := x",
-            "",
         ]
-    return lines
+    return blocks

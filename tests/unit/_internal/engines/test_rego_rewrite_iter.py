@@ -15,7 +15,7 @@ def _body(source: str) -> str:
     """The rewritten module without the appended helpers, calls shown as O(...)/D(...)."""
     out = it.rewrite_iteration_order(source)
     h = it.helper_suffix(source)
-    text = out[: out.index("\n# policysupply: OPA's iteration order")]
+    text = out.split("\n# policysupply: OPA's iteration order")[0]
     for name, short in (("ordered", "O"), ("deep", "D"), ("strings", "S"), ("after", "A")):
         text = text.replace(f"__psi_{name}_{h}(", f"{short}(")
     text = re.sub(rf"__psi_ordered(\d)_{h}\(", r"O\1(", text)
@@ -28,7 +28,7 @@ def _line(body: str) -> str:
 
 def test_registered_as_a_stage() -> None:
     assert it.rewrite_iteration_order in STAGES
-    assert "__psi_ordered_" in rewrite("package t\n")
+    assert "__psi_ordered_" in rewrite("package t\n\nr := [x | some x in s]\n")
 
 
 @pytest.mark.parametrize(
@@ -180,13 +180,23 @@ def test_never_moves_a_token_to_another_line() -> None:
     assert got[len(lines) - 1] == lines[-1]
 
 
-def test_helpers_found_again_and_query_rewritten() -> None:
-    out = rewrite("package a.b\n\nr := 1\n")
-    h = it.helper_of(out)
-    assert h is not None
-    assert f"__psi_ordered_{h}(x) := x if {{" in out
-    assert f"__psi_after_{h}(x, _) := x" in out
-    assert it.helper_of("package t\n") is None
+def test_helpers_only_those_used_and_query_rewritten() -> None:
+    assert rewrite("package a.b\n\nr := 1\n") == "package a.b\n\nr := 1\n"
+    source = 'package a.b\n\nr := concat(",", s)\n'
+    out = rewrite(source)
+    h = it.helper_suffix(source)
+    assert f"__psi_strings_{h}(x) := sort(x) if {{" in out
+    assert "__psi_ordered_" not in out
+    source = "package a.b\n\nr := [x | some x in s]\n"
+    out = rewrite(source)
+    assert f"__psi_ordered_{h}" not in out  # another module, another suffix
+    h = it.helper_suffix(source)
+    for name in ("ordered", "sorted", "sortable", "refuse"):
+        assert f"__psi_{name}_{h}(" in out
+    assert "__psi_deep_" not in out
+    everything = it.helpers("q", frozenset(it.ALL_KINDS))
+    for name in ("after", "strings", "ordered", "ordered6", "deep", "unordered"):
+        assert f"__psi_{name}_q(" in everything
     q = it.rewrite_query("data.t.s[x]", "data.t", "H")
     assert q == "data.t.__psi_ordered_H(data.t.s)[x]"
     assert it.rewrite_query("x := data.t.r", "data.t", "H") == "x := data.t.r"
@@ -206,10 +216,3 @@ def test_generators_of_one_body_nest_as_written() -> None:
     # Two one-line rule bodies are not one body.
     body = _body("package t\n\nr if some x in [1]\n\nq if some y in [2]\n")
     assert "A(" not in body
-
-
-def test_helper_names_differ_per_module() -> None:
-    a = it.helper_of(rewrite("package t\n\na := 1\n"))
-    b = it.helper_of(rewrite("package t\n\nb := 1\n"))
-    assert a is not None
-    assert a != b
