@@ -389,9 +389,36 @@ class Gen:
             return f"{self.num_expr(d + 1)} {self.pick(['==', '<', '>=', '!='])} {self.num_expr(d + 1)}"
         return f"{self.input_ref(self.pick(['num', 'str', 'arr', 'obj']))}"
 
+    def order_rule(self, name: str) -> str:
+        """A rule whose value shows the iteration order of a set or object built at run time."""
+        c = self.rng.random()
+        if c < 0.25:
+            # The deny-message idiom: concat over a partial set.
+            self.rules.append(
+                f"{name}_p contains msg if {{\n\tsome x in {self.coll_expr()}\n\t"
+                f"{self.cond(0, 'x')}\n\tmsg := {self.pick(MSGS)}\n}}"
+            )
+            return f'concat(", ", {name}_p)'
+        if c < 0.4:
+            words = ", ".join(self.str_expr(1) for _ in range(self.rng.randint(1, 4)))
+            return f'concat("/", {{{words}}})'
+        if c < 0.55:
+            return f"[x | some x in {{y | some y in {self.coll_expr()}}}]"
+        if c < 0.7:
+            return f"[k | some k in object.keys({self.obj_expr()})]"
+        if c < 0.8:
+            return f"[v | v := {self.obj_expr()}[_]]"
+        if c < 0.9:
+            return f"[k | {self.obj_expr()}[k]]"
+        return f"[x | {self.set_lit()}[x]]"
+
     # rules
     def rule(self, i: int) -> None:
         name = f"r{i}"
+        if self.rng.random() < 0.15:
+            self.rules.append(f"{name} := {self.order_rule(name)}")
+            self.queryable.append(name)
+            return
         c = self.rng.random()
         if c < 0.2:
             self.rules.append(f"{name} := {self.any_expr()}")

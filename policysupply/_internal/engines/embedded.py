@@ -24,10 +24,12 @@ See docs/adr/0012-embedded-engine-isolation.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from policysupply._internal.engines import rego_rewrite_iter as iter_order
 from policysupply._internal.engines import rego_source as src
 from policysupply._internal.engines._worker_client import WorkerDiedError
 from policysupply._internal.engines.base import (
@@ -66,6 +68,7 @@ from policysupply._internal.engines.embedded_results import (
     _expression_texts,
     _results,
 )
+from policysupply._internal.engines.rego_lexer import _KEYWORDS
 from policysupply._internal.engines.rego_rewrite import rewrite
 from policysupply._internal.engines.rego_rewrite_not import negates
 from policysupply._internal.engines.rego_rewrite_order import (
@@ -272,11 +275,19 @@ class EmbeddedPrepared:
         self._sources = dedupe_helpers(
             {name: _rewritten(name, source) for name, source in modules.items()}, self._packages
         )
-        self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False)
+        # Keys sorted: rego-cpp iterates objects in the order it reads them.
+        try:
+            self._data_json = _sorted_json(data)
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"data is not JSON: {exc}", entry="data.json") from None
         self._timeout = timeout
         self._worker = _take_worker()
         self._loaded = False
         self._closed = False
+        # Queries iterate in OPA's order through helpers of the first module's
+        # package, added (and the worker reloaded) when a query first needs them.
+        self._query_module = min(modules) if modules else None
+        self._query_helpers = False
 
     @property
     def engine(self) -> str:
@@ -404,17 +415,33 @@ class EmbeddedPrepared:
             src.check_value_nesting(input, what="input")
             _check_plain(input, "input")
             try:
-                input_json = json.dumps(input, ensure_ascii=False, allow_nan=False)
+                input_json = _sorted_json(input)
             except (TypeError, ValueError) as exc:
                 raise BundleError(f"input is not JSON: {exc}") from None
-        wrapped = src.wrap_single_expression(sent)
+        # Iteration in the query takes OPA's order too (the rows' order).
+        evaluated = sent
+        first = self._query_module
+        if first is not None:
+            evaluated = iter_order.rewrite_query(
+                sent, _package_ref(self._packages[first]), _QUERY_HELPERS
+            )
+        wrapped = src.wrap_single_expression(evaluated)
         texts = _expression_texts(query)
         with self._worker.lock:
+            if iter_order.PREFIX in evaluated and not self._query_helpers and first is not None:
+                self._sources[first] += iter_order.helpers(
+                    _QUERY_HELPERS, frozenset(iter_order.ALL_KINDS)
+                )
+                self._query_helpers = True
+                if self._loaded and self._worker.running:
+                    with contextlib.suppress(WorkerDiedError):  # _load starts a new one
+                        self._worker.request({"op": "reset"}, timeout=self._timeout)
+                self._loaded = False
             if not self._loaded or not self._worker.running:
                 self._load()
             try:
                 answer = self._worker.request(
-                    {"op": "query", "query": wrapped or sent, "input": input_json},
+                    {"op": "query", "query": wrapped or evaluated, "input": input_json},
                     timeout=self._timeout,
                 )
             except WorkerDiedError as exc:
@@ -424,16 +451,65 @@ class EmbeddedPrepared:
                     _crash_message(f"evaluating {query!r} over {suspects}", exc.reason)
                 ) from None
         if not answer.get("ok"):
-            error = _error_text(answer.get("error") or {})
-            if UNSUPPORTED_MARK in error:
+            text = _error_text(answer.get("error") or {})
+            if UNSUPPORTED_MARK in text:
                 # Raised only by rego_rewrite_order's helpers.
                 raise UnsupportedByEngineError(
                     f"query {query!r}: the embedded engine cannot order two objects, two "
                     "sets, or arrays holding collections of one type exactly as OPA does; "
                     f"{ADVICE}"
                 )
-            raise BundleError(f"query {query!r} failed: {error}")
+            if iter_order.REFUSAL_MARK in text:
+                what = (
+                    "an object or set whose keys are not in sorted order, nested in a "
+                    "value given to walk, yaml.marshal, urlquery.encode_object or "
+                    "`with input`,"
+                    if iter_order.NESTED in text
+                    else "a set of values of several types or of collections (or an "
+                    "object with such keys)"
+                )
+                raise UnsupportedByEngineError(
+                    f"query {query!r}: {what} is iterated where its order shows, and the "
+                    f"embedded engine cannot reproduce OPA's order (sorted) for it; {ADVICE}"
+                )
+            raise BundleError(f"query {query!r} failed: {text}")
         return _results(str(answer.get("text", "")), query, wrapped is not None, texts)
+
+
+def _sorted_json(value: Any) -> str:
+    """JSON text with every object's keys sorted as OPA iterates them.
+
+    rego-cpp iterates objects in the order it reads them; OPA by sorted key
+    (Go's byte order, Python's ``str`` order). Keys that are not strings are
+    turned into JSON's strings first, so that they sort as strings.
+    """
+    if not _str_keys(value):
+        value = json.loads(json.dumps(value, allow_nan=False))
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, sort_keys=True)
+
+
+def _str_keys(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                return False
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+    return True
+
+
+# The suffix of the helpers queries call (rego_rewrite_iter's own use a hash).
+_QUERY_HELPERS = "query"
+
+
+def _package_ref(package: tuple[str, ...]) -> str:
+    return "data" + "".join(
+        f".{p}" if p.isidentifier() and p not in _KEYWORDS else f"[{json.dumps(p)}]"
+        for p in package
+    )
 
 
 _DEFAULT: EmbeddedEngine | None = None

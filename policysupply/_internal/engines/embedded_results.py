@@ -108,7 +108,10 @@ def _results(text: str, query: str, wrapped: bool, texts: list[str]) -> list[Res
         bindings = dict(row.get("bindings") or {})
         if wrapped:
             value = bindings.pop(src.RESULT_VAR, None)
-            out.append({"expressions": [{"value": value, "text": query.strip()}]})
+            wrapped_row: dict[str, Any] = {"expressions": [{"value": value, "text": query.strip()}]}
+            if bindings:
+                wrapped_row["bindings"] = bindings
+            out.append(wrapped_row)
             continue
         values = list(row.get("expressions") or [])
         if len(values) != len(texts):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from policysupply._internal.engines.rego_rewrite_iter import rewrite_iteration_order
 from policysupply._internal.engines.rego_rewrite_nest import rewrite_nesting
 from policysupply._internal.engines.rego_rewrite_not import rewrite_not
 from policysupply._internal.engines.rego_rewrite_order import rewrite_order
@@ -20,9 +21,16 @@ from policysupply._internal.engines.rego_rewrite_order import rewrite_order
 Stage = Callable[[str], str]
 
 # Applied in order. Hoisting out of `not` comes first (OPA does it before
-# anything else); ordering runs after nesting so the helpers it appends are
-# not rewritten by it.
-STAGES: tuple[Stage, ...] = (rewrite_not, rewrite_nesting, rewrite_order)
+# anything else). Nesting threads generators before iteration order wraps
+# their domains; ordering runs last, so the `sort` and `<` in the helpers the
+# iteration stage appends take OPA's order too, and no other stage rewrites
+# the ordering helpers.
+STAGES: tuple[Stage, ...] = (
+    rewrite_not,
+    rewrite_nesting,
+    rewrite_iteration_order,
+    rewrite_order,
+)
 
 
 def rewrite(source: str) -> str:

@@ -17,7 +17,11 @@ from policysupply._internal.engines.base import (
     RegoEngine,
     UnsupportedByEngineError,
 )
-from policysupply._internal.engines.embedded import EmbeddedEngine, unsupported_builtins
+from policysupply._internal.engines.embedded import (
+    EmbeddedEngine,
+    _sorted_json,
+    unsupported_builtins,
+)
 from policysupply.errors import BundleError
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
@@ -477,3 +481,12 @@ def test_wildcard_under_not_is_a_compile_error_naming_the_module(engine: Embedde
     with pytest.raises(BundleError, match="var _ is unsafe") as info:
         engine.prepare({"t.rego": source}, {}, rego_versions={"t.rego": 1})
     assert (info.value.entry, info.value.line) == ("t.rego", 3)
+
+
+def test_input_and_data_are_handed_over_with_sorted_keys() -> None:
+    # rego-cpp iterates objects in the order it reads them; OPA by sorted key.
+    assert _sorted_json({"b": {"d": 1, "c": [{"f": 1, "e": 2}]}, "a": 2}) == (
+        '{"a": 2, "b": {"c": [{"e": 2, "f": 1}], "d": 1}}'
+    )
+    # Keys that are not strings sort as the strings JSON makes of them.
+    assert _sorted_json({10: "x", 9: "y", "a": 1}) == '{"10": "x", "9": "y", "a": 1}'
