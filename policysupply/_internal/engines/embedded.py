@@ -67,6 +67,7 @@ from policysupply._internal.engines.embedded_results import (
     _results,
 )
 from policysupply._internal.engines.rego_rewrite import rewrite
+from policysupply._internal.engines.rego_rewrite_checks import refusal_reason
 from policysupply.errors import BundleError
 
 
@@ -368,7 +369,14 @@ class EmbeddedPrepared:
                     _crash_message(f"evaluating {query!r} over {suspects}", exc.reason)
                 ) from None
         if not answer.get("ok"):
-            raise BundleError(f"query {query!r} failed: {_error_text(answer.get('error') or {})}")
+            error = _error_text(answer.get("error") or {})
+            refused = refusal_reason(error)
+            if refused is not None:
+                raise UnsupportedByEngineError(
+                    f"query {query!r}: the embedded engine cannot evaluate {refused} "
+                    f"exactly as OPA does; {ADVICE}"
+                )
+            raise BundleError(f"query {query!r} failed: {error}")
         return _results(str(answer.get("text", "")), query, wrapped is not None, texts)
 
 

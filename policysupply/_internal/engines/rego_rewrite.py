@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from policysupply._internal.engines.rego_rewrite_checks import rewrite_checks
+
 Stage = Callable[[str], str]
 
 # Applied in order.
-STAGES: tuple[Stage, ...] = ()
+STAGES: tuple[Stage, ...] = (rewrite_checks,)
 
 
 def rewrite(source: str) -> str:

@@ -1,0 +1,58 @@
+"""The ``checks`` rewrite stage: run-time guards, without moving any token to another line."""
+
+from __future__ import annotations
+
+from policysupply._internal.engines.rego_rewrite_checks import (
+    REASONS,
+    refusal_reason,
+    rewrite_checks,
+)
+
+
+def _body(source: str) -> str:
+    """The rewritten module without the appended helpers."""
+    return rewrite_checks(source).split("\n\n__psc")[0] + "\n"
+
+
+def test_without_sprintf_the_module_is_unchanged() -> None:
+    source = "package t\n\nr := count(input.xs)\n"
+    assert rewrite_checks(source) == source
+
+
+def test_percent_s_becomes_percent_v_and_non_literal_arguments_are_guarded() -> None:
+    source = 'package t\n\nr := sprintf("%s/%s %v %%s", ["x", input.n, 2])\n'
+    assert _body(source) == (
+        'package t\n\nr := sprintf("%v/%v %v %%s", ["x", __psc_s(input.n), 2])\n'
+    )
+    assert "__psc_s(x) := x if not is_number(x)" in rewrite_checks(source)
+
+
+def test_only_v_verbs_with_a_literal_array_need_nothing() -> None:
+    source = 'package t\n\nr := sprintf("%v: %v", [input.a, input.b])\n'
+    assert rewrite_checks(source) == source
+
+
+def test_an_array_by_reference_is_counted_and_checked() -> None:
+    source = 'package t\n\nr := sprintf("%v-%s", input.xs)\nq := sprintf("%v", [x | x := 1])\n'
+    assert _body(source) == (
+        'package t\n\nr := sprintf("%v-%v", __psc_sa(input.xs, 2, [1]))\n'
+        'q := sprintf("%v", __psc_sa([x | x := 1], 1, []))\n'
+    )
+
+
+def test_nested_calls_and_lines_are_kept() -> None:
+    source = 'package t\n\nr := sprintf("%s", [\n\tsprintf("%s", [y]),\n])\n'
+    out = _body(source)
+    assert out == 'package t\n\nr := sprintf("%v", [\n\t__psc_s(sprintf("%v", [__psc_s(y)])),\n])\n'
+    assert out.count("\n") == source.count("\n")
+
+
+def test_an_index_into_an_array_literal_is_not_the_argument_array() -> None:
+    source = 'package t\n\nr := sprintf("%v", [[1], [2]][0])\n'
+    assert "__psc_sa([[1], [2]][0], 1, [])" in _body(source)
+
+
+def test_refusal_reason_reads_the_guards_error() -> None:
+    error = 'eval_builtin_error: time: invalid duration "__psc_refused_sprintf_s_number"'
+    assert refusal_reason(error) == REASONS["sprintf_s_number"]
+    assert refusal_reason("eval_type_error: count: operand 1") is None
