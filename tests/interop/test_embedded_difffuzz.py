@@ -105,7 +105,9 @@ CASES: list[Any] = [
     # (rego-cpp quotes the strings of an array it is given by reference).
     _fixed("sprintf_array_ref_extra", 'r := sprintf("%s", input.xs)', {"xs": ["a", "b"]}),
     _fixed("sprintf_array_ref_missing", 'r := sprintf("%v %v", input.xs)', {"xs": ["a"]}),
-    _fixed("sprintf_array_ref_counted", 'r := count(sprintf("%v-%v", input.xs))', {"xs": ["a", "b"]}),
+    _fixed(
+        "sprintf_array_ref_counted", 'r := count(sprintf("%v-%v", input.xs))', {"xs": ["a", "b"]}
+    ),
     _fixed("sprintf_array_ref_s_number", 'r := sprintf("%v-%s", input.xs)', {"xs": ["a", 1]}),
     _fixed("sprintf_set_of_arguments", 'r := sprintf("%v", input.o)', {"o": {"a": 1}}),
     _fixed("sprintf_extra_argument", 'r := sprintf("%v", ["a", 3])'),
