@@ -415,7 +415,9 @@ def test_a_protobuf_plan_is_refused_as_opa_build_refuses_it(opa_bin: Path, tmp_p
 
 
 @pytest.mark.parametrize("case", sorted(tar_differential.CASES))
-def test_tarball_opa_reads_differently_is_refused(case: str, opa_bin: Path, tmp_path: Path) -> None:
+def test_tarball_opa_reads_differently_is_refused(
+    case: str, opa_bin: Path, tmp_path: Path
+) -> None:
     import gzip
 
     raw = gzip.compress(tar_differential.CASES[case]())

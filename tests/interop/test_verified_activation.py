@@ -164,9 +164,8 @@ def test_an_opa_build_bundle_is_served_byte_for_byte(
         config.write_text(server.opa_config_yaml())
         opa = start_opa("-c", str(config))
         wait_for(
-            lambda: (
-                opa.post("/v1/data/app/allow", {"input": {"user": "alice"}}).get("result") is True
-            ),
+            lambda: opa.post("/v1/data/app/allow", {"input": {"user": "alice"}}).get("result")
+            is True,
             what="OPA to activate the served bundle",
         )
     registry.close()

@@ -14,42 +14,18 @@ from hypothesis import strategies as st
 from policysupply import Bundle, BundleError, Manifest
 
 ident = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(
-    lambda s: (
-        s
-        not in {
-            "if",
-            "in",
-            "as",
-            "not",
-            "some",
-            "else",
-            "with",
-            "every",
-            "default",
-            "import",
-            "package",
-            "contains",
-            "true",
-            "false",
-            "null",
-            "data",
-            "input",
-        }
-    )
-)
+    lambda s: s not in {"if", "in", "as", "not", "some", "else", "with", "every", "default",
+                        "import", "package", "contains", "true", "false", "null", "data",
+                        "input"})
 
 json_scalar = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**53), max_value=2**53),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20),
+    st.none(), st.booleans(), st.integers(min_value=-(2**53), max_value=2**53),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
 )
 json_value = st.recursive(
     json_scalar,
-    lambda children: st.one_of(
-        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
+    lambda children: st.one_of(st.lists(children, max_size=4),
+                               st.dictionaries(st.text(max_size=8), children, max_size=4)),
     max_leaves=12,
 )
 
@@ -64,24 +40,17 @@ def bundles(draw: Any) -> Bundle:
         pkg = ".".join([root, *sub])
         body = draw(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
         modules[f"{'/'.join([root, *sub])}/m{i}.rego"] = f"package {pkg}\n\n# {body!r}\n"
-    data = {
-        r: draw(st.dictionaries(ident, json_value, max_size=3))
-        for r in roots
-        if draw(st.booleans())
-    }
+    data = {r: draw(st.dictionaries(ident, json_value, max_size=3)) for r in roots
+            if draw(st.booleans())}
     manifest = Manifest(
         revision=draw(st.text(max_size=12)),
         roots=roots,
         metadata=draw(st.none() | st.dictionaries(st.text(max_size=5), json_value, max_size=2)),
         rego_version=draw(st.sampled_from([None, 0, 1])),
     )
-    files = draw(
-        st.dictionaries(
-            st.sampled_from(["policy.wasm", "plan.json", ".signatures.json", "docs/README.md"]),
-            st.binary(max_size=30),
-            max_size=2,
-        )
-    )
+    files = draw(st.dictionaries(
+        st.sampled_from(["policy.wasm", "plan.json", ".signatures.json", "docs/README.md"]),
+        st.binary(max_size=30), max_size=2))
     return Bundle(manifest=manifest, modules=modules, data=data, files=files)
 
 
@@ -117,11 +86,8 @@ _SEED = Bundle(
 _SEED_TAR = gzip.decompress(_SEED)
 
 
-@given(
-    st.lists(
-        st.tuples(st.integers(0, len(_SEED_TAR) - 1), st.integers(0, 255)), min_size=1, max_size=8
-    )
-)
+@given(st.lists(st.tuples(st.integers(0, len(_SEED_TAR) - 1), st.integers(0, 255)),
+                min_size=1, max_size=8))
 @settings(max_examples=400)
 def test_corrupted_tar_only_raises_bundle_error(flips: list[tuple[int, int]]) -> None:
     raw = bytearray(_SEED_TAR)
@@ -140,7 +106,8 @@ def test_every_truncation_is_refused(cut: int) -> None:
     raise AssertionError("a truncated bundle was accepted")
 
 
-@given(st.lists(st.tuples(st.text(min_size=1, max_size=30), st.binary(max_size=40)), max_size=5))
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=30), st.binary(max_size=40)),
+                max_size=5))
 @settings(max_examples=300)
 def test_arbitrary_member_names_only_raise_bundle_error(members: list[tuple[str, bytes]]) -> None:
     buf = io.BytesIO()

@@ -21,12 +21,8 @@ def bundle(fixtures_dir: Path) -> Bundle:
 def test_push_pull_roundtrip_and_layout(tmp_path: Path, bundle: Bundle) -> None:
     reg = Registry.local(tmp_path)
     seen: list[tuple[int, int]] = []
-    ref = reg.push(
-        bundle,
-        "acme/policy:1.0",
-        created="2026-01-02T03:04:05Z",
-        progress=lambda done, total: seen.append((done, total)),
-    )
+    ref = reg.push(bundle, "acme/policy:1.0", created="2026-01-02T03:04:05Z",
+                   progress=lambda done, total: seen.append((done, total)))
     assert ref.digest
     assert reg.resolve("acme/policy:1.0") == ref.digest
     assert reg.pull("acme/policy:1.0") == bundle
@@ -50,7 +46,9 @@ def test_same_bundle_same_created_same_digest(tmp_path: Path, bundle: Bundle) ->
     assert a.digest == b.digest
 
 
-def test_tags_and_delete(tmp_path: Path, bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tags_and_delete(
+    tmp_path: Path, bundle: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # One creation time, so the three pushes are one manifest even when they
     # straddle a second on a loaded machine (the test was flaky without it).
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
@@ -98,9 +96,8 @@ def test_tampered_manifest_is_refused(tmp_path: Path, bundle: Bundle) -> None:
         reg.pull("p:1")
 
 
-def test_failed_push_leaves_no_tag_and_no_partial_blob(
-    tmp_path: Path, bundle: Bundle, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_push_leaves_no_tag_and_no_partial_blob(tmp_path: Path, bundle: Bundle,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from policysupply._internal import fs
 
     reg = Registry.local(tmp_path)
@@ -116,9 +113,8 @@ def test_failed_push_leaves_no_tag_and_no_partial_blob(
 
     monkeypatch.setattr(fs, "atomic_write", flaky)
     other = Bundle.from_bytes(bundle.to_bytes())
-    other = Bundle(
-        manifest=other.manifest, modules=dict(other.modules), data={"acme": {"changed": True}}
-    )
+    other = Bundle(manifest=other.manifest, modules=dict(other.modules),
+                   data={"acme": {"changed": True}})
     # A typed error naming the layout (it was a raw OSError before the layout store wrapped it).
     with pytest.raises(RegistryError, match="No space left on device"):
         reg.push(other, "p:1")
