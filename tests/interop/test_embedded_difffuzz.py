@@ -129,11 +129,14 @@ CASES: list[Any] = [
     _open("big_integer_divided", "r := 12345678901234567890 / 1.5"),
     # OPA's compiler rejects these modules; the embedded engine answers.
     _fixed("some_redeclared", "r if {\n\tsome y in [1]\n\tsome y in [2]\n}"),
-    _open(
+    _fixed(
         "type_error_set_to_array_slice",
         "r if {\n\tsome y in array.slice({x | some x in input.xs}, 0, 1)\n\ty == 5\n}",
         {"xs": [1]},
     ),
+    _fixed("type_error_object_to_upper", 'r := upper({"a": input.s})', {"s": "x"}),
+    _fixed("type_error_array_to_startswith", 'r := startswith(["a"], "a")'),
+    _fixed("type_error_set_to_object_get", 'r := object.get({"a"}, "a", 1)'),
 ]
 
 
