@@ -119,11 +119,33 @@ CASES: list[Any] = [
         "r := [x | some x in array.reverse(input.o); input.missing]",
         {"o": {"a": 1}},
     ),
-    # Nested `with`: an inner `with input` drops an outer `with data` in rego-cpp.
-    _open(
+    # Nested `with`: an inner `with` (of input or data) drops an outer `with
+    # data` in rego-cpp; refused when the rules reached use `with`.
+    _fixed(
         "with_input_inside_with_data",
         "a := 1\n\nb := x if {\n\tx := a with input as {}\n}\n\n"
         "r := x if {\n\tx := b with data.t.a as 2\n}",
+    ),
+    _fixed(
+        "with_data_inside_with_data",
+        "a := 1\n\nb := x if {\n\tx := a with data.t.z as {}\n}\n\n"
+        "r := x if {\n\tx := b with data.t.a as 2\n}",
+    ),
+    _fixed(
+        "with_inside_function_under_with_data",
+        "a := 1\n\nf(y) := x if {\n\tx := a + y with input as {}\n}\n\n"
+        "r := x if {\n\tx := f(1) with data.t.a as 2\n}",
+    ),
+    _fixed(
+        "with_reached_through_a_comprehension",
+        "a := 1\n\nb := x if {\n\tx := a with input as {}\n}\n\nc := data.t.b\n\n"
+        "r := x if {\n\tx := [y | y := c] with data.t.a as 2\n}",
+    ),
+    # (An outer `with input` survives an inner `with`.)
+    _fixed(
+        "with_inside_with_input",
+        "a := input.q\n\nb := x if {\n\tx := a with input.z as {}\n}\n\n"
+        "r := x if {\n\tx := b with input.q as 2\n}",
     ),
     # Arithmetic on an integer past 2^53 written without an exponent.
     _open("big_integer_divided", "r := 12345678901234567890 / 1.5"),

@@ -25,6 +25,7 @@ See docs/adr/0012-embedded-engine-isolation.md.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,6 +69,7 @@ from policysupply._internal.engines.embedded_results import (
 )
 from policysupply._internal.engines.rego_rewrite import rewrite
 from policysupply._internal.engines.rego_rewrite_checks import refusal_reason
+from policysupply._internal.engines.rego_unsupported import nested_with_data
 from policysupply.errors import BundleError
 
 
@@ -192,6 +194,21 @@ class EmbeddedEngine:
             found = src.unsupported_constructs(modules[name], unsupported_builtins=table)
             if found:
                 raise _refusal(name, modules[name], found)
+        packages = {name: src.package_path(s, entry=name) for name, s in modules.items()}
+        nested = nested_with_data(modules, packages)
+        if nested is not None:
+            name, off = nested
+            raise _refusal(
+                name,
+                modules[name],
+                [
+                    (
+                        off,
+                        "`with data...` over rules that use `with` themselves (rego-cpp "
+                        "drops the outer replacement of data inside the inner `with`)",
+                    )
+                ],
+            )
 
     # -- prepare -----------------------------------------------------------
 
@@ -344,6 +361,17 @@ class EmbeddedPrepared:
         )
         if found:
             raise _refusal(None, query, found)
+        if re.search(r"\bwith\s+data\b", query):
+            # As a rule would (EmbeddedEngine._refuse_unsupported).
+            as_rule = {"<query>": f"package __psc_query\n\n__psc_query if {{\n{query}\n}}\n"}
+            if nested_with_data(
+                {**self._modules, **as_rule}, {**self._packages, "<query>": ("__psc_query",)}
+            ):
+                raise UnsupportedByEngineError(
+                    f"query {query!r}: the embedded engine cannot evaluate `with data...` "
+                    "over rules that use `with` themselves exactly as OPA does (rego-cpp "
+                    f"drops the outer replacement of data inside the inner `with`); {ADVICE}"
+                )
         input_json: str | None = None
         if input is not None:
             src.check_value_nesting(input, what="input")

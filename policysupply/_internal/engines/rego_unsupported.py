@@ -221,3 +221,95 @@ def unsupported_constructs(
             if comma and first not in ("some", "every") and not inside_call:
                 problems.append((tok.offset, "a two-value membership test `k, v in xs`"))
     return problems
+
+
+def _rule_key(toks: list[_Tok], a: int) -> str:
+    return toks[a + 1].text if toks[a].text == "default" and a + 1 < len(toks) else toks[a].text
+
+
+def _referenced(
+    toks: list[_Tok],
+    a: int,
+    b: int,
+    package: tuple[str, ...],
+    aliases: Mapping[str, tuple[str, ...]],
+    rules: set[tuple[tuple[str, ...], str]],
+) -> set[tuple[tuple[str, ...], str]]:
+    """Rules the tokens ``toks[a:b]`` may refer to (more, never fewer)."""
+    found: set[tuple[tuple[str, ...], str]] = set()
+    for i in range(a, b):
+        tok = toks[i]
+        if tok.kind != "ident" or (i > a and toks[i - 1].text == "."):
+            continue
+        parts = [tok.text]
+        j = i + 1
+        while j + 1 < b and toks[j].text == "." and toks[j + 1].kind == "ident":
+            parts.append(toks[j + 1].text)
+            j += 2
+        if parts[0] in aliases and aliases[parts[0]][:1] == ("data",):
+            parts = [*aliases[parts[0]], *parts[1:]]
+        if parts[0] != "data":
+            if (package, parts[0]) in rules:
+                found.add((package, parts[0]))
+            continue
+        path = tuple(parts[1:])
+        for pkg, name in rules:
+            full = (*pkg, name)
+            if full[: len(path)] == path or path[: len(full)] == full:
+                found.add((pkg, name))
+    return found
+
+
+def nested_with_data(
+    modules: Mapping[str, str], packages: Mapping[str, tuple[str, ...]]
+) -> tuple[str, int] | None:
+    """(module, offset) of a ``with data...`` whose evaluation reaches another ``with``.
+
+    rego-cpp evaluates an expression under an inner ``with`` (of input or
+    data) against the original data, dropping the override of an outer
+    ``with data.x as`` (OPA keeps it). The rules reached are found from the
+    names the rule holding the outer ``with`` refers to, transitively.
+    """
+    from policysupply._internal.engines.rego_calls import _import_aliases
+    from policysupply._internal.engines.rego_lexer import _lines_first_tokens
+    from policysupply._internal.engines.rego_semantics import _rules
+
+    if not any("with" in s for s in modules.values()):
+        return None
+    parsed: dict[str, tuple[list[_Tok], list[tuple[int, int]], dict[str, tuple[str, ...]]]] = {}
+    rules: set[tuple[tuple[str, ...], str]] = set()
+    for name, source in modules.items():
+        toks = list(_tokens(source))
+        ranges = [(a, b) for a, b in _rules(toks, _lines_first_tokens(toks, source)) if a < b]
+        parsed[name] = (toks, ranges, _import_aliases(toks))
+        rules.update((packages[name], _rule_key(toks, a)) for a, _ in ranges)
+    edges: dict[tuple[tuple[str, ...], str], set[tuple[tuple[str, ...], str]]] = {}
+    with_rules: set[tuple[tuple[str, ...], str]] = set()
+    outer: list[tuple[str, int, tuple[tuple[str, ...], str]]] = []
+    for name in sorted(modules):
+        toks, ranges, aliases = parsed[name]
+        pkg = packages[name]
+        for a, b in ranges:
+            key = (pkg, _rule_key(toks, a))
+            head = a + 2 if toks[a].text == "default" else a + 1  # past the rule's name
+            edges.setdefault(key, set()).update(_referenced(toks, head, b, pkg, aliases, rules))
+            for k in range(a, b):
+                if toks[k].text != "with":
+                    continue
+                with_rules.add(key)
+                if k + 1 < b and toks[k + 1].text == "data":
+                    outer.append((name, toks[k].offset, key))
+    for name, offset, key in outer:
+        seen: set[tuple[tuple[str, ...], str]] = set()
+        todo = list(edges.get(key, ()))
+        while todo:
+            rule = todo.pop()
+            if rule in seen:
+                continue
+            seen.add(rule)
+            if rule in with_rules and rule != key:
+                return name, offset
+            todo.extend(edges.get(rule, ()))
+        if key in seen:
+            return name, offset  # recursive through its own `with`
+    return None

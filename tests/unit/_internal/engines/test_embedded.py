@@ -464,3 +464,16 @@ def test_check_accepts_the_default_gate_rules(engine: EmbeddedEngine) -> None:
     rules = Path(__file__).resolve().parents[4] / "policysupply" / "rules" / "gate.rego"
     modules = {"gate.rego": rules.read_text()}
     assert _check(engine, modules) == []
+
+
+def test_a_query_with_data_over_rules_using_with_is_refused(engine: EmbeddedEngine) -> None:
+    # rego-cpp answers 1 (the inner `with` drops the query's `with data`); OPA 2.
+    src = "package t\n\na := 1\n\nb := x if {\n\tx := a with input as {}\n}\n\nc := a\n"
+    prepared = _prepare(engine, {"t.rego": src})
+    try:
+        with pytest.raises(UnsupportedByEngineError, match="with data"):
+            prepared.query("data.t.b with data.t.a as 2")
+        got = prepared.query("data.t.c with data.t.a as 2")
+        assert got[0]["expressions"][0]["value"] == 2
+    finally:
+        prepared.close()
