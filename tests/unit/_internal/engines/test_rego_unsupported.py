@@ -25,10 +25,12 @@ def _nested(*modules: tuple[str, str]) -> tuple[str, int] | None:
     ],
 )
 def test_with_data_over_a_rule_using_with_is_found(outer: str) -> None:
+    source = f"package t\n\na := 1\n\n{_INNER}\n{outer}"
     found = _nested(("t", f"a := 1\n\n{_INNER}\n{outer}"))
     assert found is not None
     name, off = found
     assert name == "m0.rego"
+    assert source[off:].startswith("with data.t.a")
 
 
 def test_across_packages_and_imports() -> None:
