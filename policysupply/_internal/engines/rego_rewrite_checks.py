@@ -1,4 +1,4 @@
-"""Rewrite stage ``checks``: run-time guards where rego-cpp would answer differently.
+r"""Rewrite stage ``checks``: run-time guards where rego-cpp would answer differently.
 
 Some differences depend on values known only at evaluation, so they cannot
 be refused when a module is loaded. This stage wraps the values concerned in
@@ -12,7 +12,16 @@ engine reports as ``UnsupportedByEngineError``. Guarded today:
   do not pair up; rego-cpp writes ``7`` and ignores the mismatch, and writes
   ``null`` and collections given to ``%s`` wrongly. Every ``%s`` becomes
   ``%v`` (the same text for strings, and OPA's text for every other value but
-  numbers), and numbers given to it fail.
+  numbers), and numbers given to it fail. An argument array given by
+  reference is counted against the verbs.
+* Strings holding quotes: rego-cpp keeps the quotes ``sprintf`` writes for
+  strings inside a collection escaped (``\\"``), so builtins that read a
+  string's characters (``count``, ``indexof``, ``substring``, hashes,
+  encodings, regexes, ``sort`` ...) see the backslashes. Their arguments fail
+  when they are such a string; what reads it consistently (output, equality,
+  ``concat``, ``upper``, ``split`` on a literal separator) is not guarded.
+  Plain literals, collection literals and ``input`` references (whose
+  strings are plain) are not wrapped.
 """
 
 from __future__ import annotations
@@ -25,6 +34,11 @@ from policysupply._internal.engines.rego_lexer import _call_args, _Tok, _tokens
 REASONS = {
     "sprintf_s_number": (
         "sprintf given a number for %s (OPA writes it as %!s(int64=...) or %!s(float64=...))"
+    ),
+    "quoted": (
+        "a builtin reading the characters of a string that holds quotes sprintf wrote "
+        "for strings inside a collection (rego-cpp keeps them escaped, so lengths, "
+        "positions, bytes and order differ)"
     ),
     "sprintf_count": (
         "sprintf given a number of arguments other than the number of its verbs "
@@ -47,6 +61,17 @@ _HELPERS = {
         "__psc_s(x) := x if not is_number(x)\n"
         f"__psc_s(x) := {_fail('sprintf_s_number')} if is_number(x)\n"
     ),
+    "__psc_q": (
+        "__psc_q(x) := x if not __psc_qs(x)\n"
+        f"__psc_q(x) := {_fail('quoted')} if __psc_qs(x)\n"
+        '__psc_qs(x) if {\n\tis_string(x)\n\tcontains(x, "\\"")\n}\n'
+    ),
+    "__psc_qa": (
+        "__psc_qa(xs) := xs if not __psc_qe(xs)\n"
+        f"__psc_qa(xs) := {_fail('quoted')} if __psc_qe(xs)\n"
+        "__psc_qe(xs) if {\n\tnot is_string(xs)\n\tsome x in xs\n\tis_string(x)\n"
+        '\tcontains(x, "\\"")\n}\n'
+    ),
     "__psc_sa": (
         # The array is rebuilt: rego-cpp quotes the strings of an array it
         # is given by reference (`sprintf("%v", input.xs)`). A set is an
@@ -60,6 +85,49 @@ _HELPERS = {
         "__psc_sn(xs, ps) if {\n\tsome i in ps\n\tis_number(xs[i])\n}\n"
     ),
 }
+
+# Builtins that read the characters of a string (its length, positions,
+# bytes, order): rego-cpp keeps the quotes sprintf writes for strings inside
+# a collection escaped (``\\"``), and these builtins see the backslashes.
+# Builtin -> indexes of the arguments guarded.
+_QUOTED_ARGS: dict[str, tuple[int, ...]] = {
+    "count": (0,),
+    "indexof": (0,),
+    "substring": (0,),
+    "trim": (0, 1),
+    "trim_left": (0, 1),
+    "trim_right": (0, 1),
+    "trim_space": (0,),
+    "strings.reverse": (0,),
+    "crypto.md5": (0,),
+    "crypto.sha1": (0,),
+    "crypto.sha256": (0,),
+    "crypto.sha512": (0,),
+    "crypto.hmac.md5": (0, 1),
+    "crypto.hmac.sha1": (0, 1),
+    "crypto.hmac.sha256": (0, 1),
+    "crypto.hmac.sha512": (0, 1),
+    "base64.encode": (0,),
+    "base64url.encode": (0,),
+    "base64url.encode_no_pad": (0,),
+    "hex.encode": (0,),
+    "urlquery.encode": (0,),
+    "regex.match": (0, 1),
+    "regex.find_n": (0, 1),
+    "regex.find_all_string_submatch_n": (0, 1),
+    "regex.split": (0, 1),
+    "regex.replace": (0, 1, 2),
+    "regex.globs_match": (0, 1),
+    "regex.template_match": (0, 1),
+    "glob.match": (0, 2),
+    "split": (0,),
+    "replace": (0,),
+    "strings.count": (0,),
+    "sort": (0,),
+}
+# Guarded only when the separator (second argument) may be empty: an empty
+# one splits the escapes apart.
+_UNLESS_SEPARATOR = frozenset({"split", "replace", "strings.count"})
 
 _VERB = re.compile(r"%[%sv]")
 
@@ -102,52 +170,117 @@ def _end(tok: _Tok) -> int:
     return tok.offset + len(tok.text)
 
 
+class _Edits:
+    """Insertions and replacements at offsets of the original source."""
+
+    def __init__(self) -> None:
+        # (start, rank, stop, text): at one offset, closers (rank 0) end up
+        # before openers (rank 1); applied from the end of the source.
+        self.edits: list[tuple[int, int, int, str]] = []
+        self.used: set[str] = set()
+
+    def wrap(self, toks: list[_Tok], a: int, b: int, helper: str, tail: str = "") -> None:
+        self.edits.append((toks[a].offset, 1, toks[a].offset, f"{helper}("))
+        self.edits.append((_end(toks[b - 1]), 0, _end(toks[b - 1]), f"{tail})"))
+        self.used.add(helper)
+
+    def replace(self, tok: _Tok, text: str) -> None:
+        self.edits.append((tok.offset, 2, _end(tok), text))
+
+    def apply(self, source: str) -> str:
+        if not self.edits:
+            return source
+        out = source
+        for start, _, stop, text in sorted(self.edits, key=lambda x: (x[0], x[1]), reverse=True):
+            out = out[:start] + text + out[stop:]
+        helpers = "".join(_HELPERS[name] for name in sorted(self.used))
+        return out + ("" if out.endswith("\n") else "\n") + "\n" + helpers
+
+
+def _sprintf(toks: list[_Tok], args: list[tuple[int, int]], edits: _Edits) -> None:
+    if len(args) < 2 or args[0][1] != args[0][0] + 1:
+        return  # not a literal format: refused by the static checks
+    fmt = toks[args[0][0]]
+    if fmt.kind not in ("string", "raw"):
+        return
+    verbs = [m.group() for m in _VERB.finditer(fmt.text) if m.group() != "%%"]
+    s_at = [n for n, v in enumerate(verbs) if v == "%s"]
+    s, e = args[1]
+    if _closing(toks, s) == e - 1 and not _is_comprehension(toks, s, e):
+        for n, (a, b) in enumerate(_call_args(toks, s)):
+            if n in s_at and not (b == a + 1 and toks[a].kind in ("string", "raw")):
+                edits.wrap(toks, a, b, "__psc_s")
+    else:
+        edits.wrap(toks, s, e, "__psc_sa", f", {len(verbs)}, {s_at}")
+    if s_at:
+        edits.replace(fmt, _VERB.sub(lambda m: "%v" if m.group() == "%s" else m.group(), fmt.text))
+
+
+def _may_be_quoted(toks: list[_Tok], a: int, b: int) -> bool:
+    """Whether the argument ``toks[a:b]`` may be a string holding a quote.
+
+    Not a literal (a plain string, a number, a collection) nor a reference
+    into ``input`` (whose strings are plain: quotes are refused there).
+    """
+    if b == a + 1 and toks[a].kind in ("string", "raw", "number"):
+        return False
+    if toks[a].text in ("[", "{") and _closing_any(toks, a) == b - 1:
+        return False
+    return not _is_input_ref(toks, a, b)
+
+
+def _is_input_ref(toks: list[_Tok], a: int, b: int) -> bool:
+    """``toks[a:b]`` is ``input.x.y`` (or ``input.x[y]`` with plain names)."""
+    return toks[a].text == "input" and all(
+        t.kind in ("ident", "string", "number") or t.text in (".", "[", "]") for t in toks[a:b]
+    )
+
+
+def _closing_any(toks: list[_Tok], s: int) -> int | None:
+    depth = 0
+    for k in range(s, len(toks)):
+        if toks[k].text in ("(", "[", "{"):
+            depth += 1
+        elif toks[k].text in (")", "]", "}"):
+            depth -= 1
+            if depth == 0:
+                return k
+    return None
+
+
+def _quoted(name: str, toks: list[_Tok], args: list[tuple[int, int]], edits: _Edits) -> None:
+    at = _QUOTED_ARGS[name]
+    if name in _UNLESS_SEPARATOR and len(args) > 1:
+        a, b = args[1]
+        sep = toks[a]
+        if b == a + 1 and sep.kind in ("string", "raw") and len(sep.text) > 2:
+            return  # a non-empty literal separator reads the escapes consistently
+    for n, (a, b) in enumerate(args):
+        if n not in at:
+            continue
+        if name == "sort":
+            # Its elements are read: a collection literal may hold such strings.
+            if not _is_input_ref(toks, a, b):
+                edits.wrap(toks, a, b, "__psc_qa")
+        elif _may_be_quoted(toks, a, b):
+            edits.wrap(toks, a, b, "__psc_q")
+
+
 def rewrite_checks(source: str) -> str:
     """Returns ``source`` with the run-time guards of this stage (see the module doc)."""
-    if "sprintf" not in source:
-        return source
     toks = list(_tokens(source))
-    # (offset, rank, text): at one offset, openers (rank 1) go after closers.
-    inserts: list[tuple[int, int, str]] = []
-    replaces: list[tuple[int, int, str]] = []
-    used: set[str] = set()
+    edits = _Edits()
     for i, tok in enumerate(toks):
-        if not (
-            tok.text == "sprintf"
-            and (i == 0 or toks[i - 1].text != ".")
-            and i + 1 < len(toks)
-            and toks[i + 1].text == "("
-        ):
+        if tok.kind != "ident" or (i > 0 and toks[i - 1].text == "."):
             continue
-        args = _call_args(toks, i + 1)
-        if len(args) < 2 or args[0][1] != args[0][0] + 1:
-            continue  # not a literal format: refused by the static checks
-        fmt = toks[args[0][0]]
-        if fmt.kind not in ("string", "raw"):
+        j = i + 1
+        while j + 1 < len(toks) and toks[j].text == "." and toks[j + 1].kind == "ident":
+            j += 2
+        if j >= len(toks) or toks[j].text != "(":
             continue
-        verbs = [m.group() for m in _VERB.finditer(fmt.text) if m.group() != "%%"]
-        s_at = [n for n, v in enumerate(verbs) if v == "%s"]
-        s, e = args[1]
-        if _closing(toks, s) == e - 1 and not _is_comprehension(toks, s, e):
-            items = _call_args(toks, s)
-            for n, (a, b) in enumerate(items):
-                if n in s_at and not (b == a + 1 and toks[a].kind in ("string", "raw")):
-                    inserts.append((toks[a].offset, 1, "__psc_s("))
-                    inserts.append((_end(toks[b - 1]), 0, ")"))
-                    used.add("__psc_s")
-        else:
-            inserts.append((toks[s].offset, 1, "__psc_sa("))
-            inserts.append((_end(toks[e - 1]), 0, f", {len(verbs)}, {s_at})"))
-            used.add("__psc_sa")
-        if s_at:
-            text = _VERB.sub(lambda m: "%v" if m.group() == "%s" else m.group(), fmt.text)
-            replaces.append((fmt.offset, _end(fmt), text))
-    if not inserts and not replaces:
-        return source
-    out = source
-    edits = [(off, rank, off, text) for off, rank, text in inserts]
-    edits += [(a, 2, b, text) for a, b, text in replaces]
-    for start, _, stop, text in sorted(edits, key=lambda x: (x[0], x[1]), reverse=True):
-        out = out[:start] + text + out[stop:]
-    helpers = "".join(_HELPERS[name] for name in sorted(used))
-    return out + ("" if out.endswith("\n") else "\n") + "\n" + helpers
+        name = ".".join(toks[k].text for k in range(i, j, 2))
+        if name == "sprintf":
+            _sprintf(toks, _call_args(toks, j), edits)
+        elif name in _QUOTED_ARGS:
+            _quoted(name, toks, _call_args(toks, j), edits)
+    return edits.apply(source)

@@ -56,3 +56,34 @@ def test_refusal_reason_reads_the_guards_error() -> None:
     error = 'eval_builtin_error: time: invalid duration "__psc_refused_sprintf_s_number"'
     assert refusal_reason(error) == REASONS["sprintf_s_number"]
     assert refusal_reason("eval_type_error: count: operand 1") is None
+
+
+def test_builtins_reading_characters_guard_arguments_that_may_hold_quotes() -> None:
+    source = (
+        "package t\n\n"
+        "a := count(msg)\n"
+        "b := count(input.xs)\n"  # input strings are plain
+        'c := count({"x"})\n'
+        'd := crypto.hmac.sha256(msg, "k")\n'
+        'e := split(msg, ",")\n'  # a non-empty literal separator
+        "f := split(msg, sep)\n"
+        'g := sort(["a", msg])\n'
+    )
+    assert _body(source) == (
+        "package t\n\n"
+        "a := count(__psc_q(msg))\n"
+        "b := count(input.xs)\n"
+        'c := count({"x"})\n'
+        'd := crypto.hmac.sha256(__psc_q(msg), "k")\n'
+        'e := split(msg, ",")\n'
+        "f := split(__psc_q(msg), sep)\n"
+        'g := sort(__psc_qa(["a", msg]))\n'
+    )
+    out = rewrite_checks(source)
+    assert "__psc_qs(x) if {" in out
+    assert "__psc_qe(xs) if {" in out
+
+
+def test_a_rule_head_named_like_a_builtin_is_not_a_call() -> None:
+    source = "package t\n\nr := x if {\n\tx := count(y)\n}\n"
+    assert _body(source) == "package t\n\nr := x if {\n\tx := count(__psc_q(y))\n}\n"
