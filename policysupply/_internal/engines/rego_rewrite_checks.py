@@ -15,7 +15,7 @@ engine reports as ``UnsupportedByEngineError``. Guarded today:
   numbers), and numbers given to it fail. An argument array given by
   reference is counted against the verbs.
 * Strings holding quotes: rego-cpp keeps the quotes ``sprintf`` writes for
-  strings inside a collection escaped (``\\"``), so builtins that read a
+  strings inside a collection escaped (``\"``), so builtins that read a
   string's characters (``count``, ``indexof``, ``substring``, hashes,
   encodings, regexes, ``sort`` ...) see the backslashes. Their arguments fail
   when they are such a string; what reads it consistently (output, equality,
