@@ -147,8 +147,19 @@ CASES: list[Any] = [
     _fixed("sprintf_extra_argument", 'r := sprintf("%v", ["a", 3])'),
     _fixed("sprintf_missing_argument", 'r := sprintf("%s and %s", ["a"])'),
     # An error in a comprehension's generator is lost when a later (independent)
-    # expression fails first in rego-cpp.
-    _open(
+    # expression fails first in rego-cpp (it evaluates the expressions that do
+    # not depend on an iteration first): refused.
+    _fixed(
+        "error_in_generator_before_filter",
+        'r := [1 | upper(input.o) == "a"; some x in [1]; input.missing]',
+        {"o": {"a": 1}},
+    ),
+    _fixed(
+        "error_in_ref_iteration_skipped",
+        "r := [x | x := array.reverse(input.o)[_]; input.missing]",
+        {"o": {"a": 1}},
+    ),
+    _fixed(
         "error_in_generator_skipped",
         "r := [x | some x in array.reverse(input.o); input.missing]",
         {"o": {"a": 1}},
@@ -260,6 +271,16 @@ ANSWERED: list[Any] = [
         id="with_data_without_inner_with",
     ),
     pytest.param('r := concat(",", {"a"})', None, id="concat_set"),
+    pytest.param(
+        'r := [x | some x in split(input.s, ","); startswith(x, "a")]',
+        {"s": "ab,b"},
+        id="comprehension_dependent_filter",
+    ),
+    pytest.param(
+        "r := [c.n | some c in input.cs; input.on]",
+        {"cs": [{"n": 1}], "on": True},
+        id="comprehension_independent_filter_without_call",
+    ),
 ]
 
 

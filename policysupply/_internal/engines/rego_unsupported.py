@@ -220,6 +220,8 @@ def unsupported_constructs(
             inside_call = stack and toks[stack[-1][0]].text in ("(", "[") and not stack[-1][1]
             if comma and first not in ("some", "every") and not inside_call:
                 problems.append((tok.offset, "a two-value membership test `k, v in xs`"))
+    if "|" in source:
+        problems.extend(lost_comprehension_errors(source))
     return problems
 
 
@@ -313,3 +315,117 @@ def nested_with_data(
         if key in seen:
             return name, offset  # recursive through its own `with`
     return None
+
+
+_LOST_ERROR = (
+    "an expression that does not use the variables of a `some ... in` before it "
+    "in a comprehension, after a call that may fail (rego-cpp evaluates it "
+    "first, so an error OPA raises would be lost when it fails)"
+)
+
+
+def _statements(toks: list[_Tok], source: str, s: int, e: int) -> list[tuple[int, int]]:
+    """Token ranges of the expressions of the body ``toks[s:e]`` (split at ``;`` and lines)."""
+    out: list[tuple[int, int]] = []
+    depth = 0
+    start = s
+    for k in range(s, e):
+        t = toks[k].text
+        newline = k > start and "\n" in source[_tok_end(toks[k - 1]) : toks[k].offset]
+        if depth == 0 and (t == ";" or newline):
+            if k > start:
+                out.append((start, k))
+            start = k + 1 if t == ";" else k
+        if t in ("(", "[", "{"):
+            depth += 1
+        elif t in (")", "]", "}"):
+            depth -= 1
+    if e > start:
+        out.append((start, e))
+    return out
+
+
+def _tok_end(tok: _Tok) -> int:
+    return tok.offset + len(tok.text)
+
+
+def _names(toks: list[_Tok], a: int, b: int) -> set[str]:
+    """Variable-like names in ``toks[a:b]`` (not fields, functions, keywords or roots)."""
+    from policysupply._internal.engines.rego_lexer import _KEYWORDS
+
+    return {
+        toks[k].text
+        for k in range(a, b)
+        if toks[k].kind == "ident"
+        and toks[k].text not in _KEYWORDS
+        and toks[k].text not in ("input", "data", "_")
+        and not (k > a and toks[k - 1].text == ".")
+        and not (k + 1 < b and toks[k + 1].text in ("(", "."))
+    }
+
+
+def _may_fail(toks: list[_Tok], a: int, b: int) -> bool:
+    """A call or an operator that may raise an error (type, division by zero)."""
+    return any(
+        (toks[k].kind == "ident" and k + 1 < b and toks[k + 1].text == "(")
+        or toks[k].text in ("/", "%")
+        for k in range(a, b)
+    )
+
+
+def lost_comprehension_errors(source: str) -> list[tuple[int, str]]:
+    """(offset, reason) of expressions rego-cpp hoists past a failing call in a comprehension.
+
+    In a comprehension's body with an iteration (``some x in xs``, ``xs[_]``),
+    rego-cpp evaluates the expressions that do not depend on the iteration
+    before everything else. OPA evaluates them in order: when an earlier
+    call fails (a builtin's type error), OPA raises it, rego-cpp answers
+    without it if the hoisted expression is false or undefined.
+    """
+    toks = list(_tokens(source))
+    found: list[tuple[int, str]] = []
+    for i, tok in enumerate(toks):
+        if tok.text != "|":
+            continue
+        opener = _enclosing_open(toks, i)
+        if opener is None or toks[opener].text not in ("[", "{"):
+            continue
+        depth = 0
+        close = None
+        for k in range(opener, len(toks)):
+            if toks[k].text in ("(", "[", "{"):
+                depth += 1
+            elif toks[k].text in (")", "]", "}"):
+                depth -= 1
+                if depth == 0:
+                    close = k
+                    break
+        if close is None:
+            continue
+        dependent: set[str] = set()
+        iterated = False
+        failing = False
+        for a, b in _statements(toks, source, i + 1, close):
+            texts = [t.text for t in toks[a:b]]
+            names = _names(toks, a, b)
+            enumerates = (texts[0] == "some" and "in" in texts) or any(
+                texts[k : k + 3] == ["[", "_", "]"] for k in range(len(texts))
+            )
+            if enumerates:
+                dependent |= names
+                iterated = True
+            elif names & dependent:
+                dependent |= names
+            elif (
+                iterated
+                and failing
+                and not (
+                    len(texts) == 3
+                    and texts[1] == ":="
+                    and toks[a + 2].kind in ("string", "number")
+                )
+            ):
+                found.append((toks[a].offset, _LOST_ERROR))
+                break
+            failing = failing or _may_fail(toks, a, b)
+    return found

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from policysupply._internal.engines.rego_unsupported import nested_with_data
+from policysupply._internal.engines.rego_unsupported import (
+    lost_comprehension_errors,
+    nested_with_data,
+)
 
 _INNER = "b := x if {\n\tx := a with input as {}\n}\n"
 _PLAIN = "b := x if {\n\tx := a\n}\n"
@@ -55,3 +58,23 @@ def test_across_packages_and_imports() -> None:
 )
 def test_other_shapes_are_not_refused(modules: list[tuple[str, str]]) -> None:
     assert _nested(*modules) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        ("r := [x | some x in array.reverse(input.o); input.missing]", True),
+        ('r := [1 | upper(input.o) == "a"; some x in [1]; input.missing]', True),
+        ("r := [x | x := array.reverse(input.o)[_]; input.missing]", True),
+        ("r := {x | some x in f(1)\n\tinput.missing\n}", True),
+        # Depends on the iteration (directly or through y): evaluated in order.
+        ("r := [y | some x in f(xs); y := x + 1; y > 2]", False),
+        ('r := [x | some x in split(input.s, ","); startswith(x, "a")]', False),
+        # Nothing before it may fail, or it cannot fail.
+        ("r := [x | some x in input.xs; input.on]", False),
+        ("r := [x | some x in f(1); y := 1]", False),
+    ],
+)
+def test_expressions_rego_cpp_hoists_past_a_failing_call(body: str, refused: bool) -> None:
+    source = f"package t\n\n{body}\n"
+    assert bool(lost_comprehension_errors(source)) is refused
