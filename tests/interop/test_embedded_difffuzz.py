@@ -102,6 +102,11 @@ CASES: list[Any] = [
     _fixed("count_negative_zero", "r := count({-0, 0})"),
     # Arithmetic: OPA divides in arbitrary precision (then compares exactly).
     # rego-cpp writes 16 significant digits: -0.1428571428571428 (OPA: ...285).
+    # rego-cpp keeps 16 significant digits of every float: refused in input,
+    # data and literals.
+    _fixed("input_float_17_digits", "r := input.f", {"f": 0.14285714285714285}),
+    _fixed("input_float_sum_17_digits", "r := input.f == 0.3", {"f": 0.30000000000000004}),
+    _fixed("literal_float_17_digits", "r := 0.14285714285714285 == 0.1428571428571428"),
     _open("division_result_digits", "r := -1 / 7"),
     _open("division_compared_to_float", "r := 12345678901 / 4294967296 == 2.874452364863828"),
     # Cross-type ordering: OPA orders null < boolean < number < string < ...
@@ -271,6 +276,7 @@ ANSWERED: list[Any] = [
         id="with_data_without_inner_with",
     ),
     pytest.param('r := concat(",", {"a"})', None, id="concat_set"),
+    pytest.param("r := input.f * 2", {"f": 0.1428571428571428}, id="float_16_digits"),
     pytest.param(
         'r := [x | some x in split(input.s, ","); startswith(x, "a")]',
         {"s": "ab,b"},

@@ -19,6 +19,7 @@ from policysupply._internal.engines.rego_lexer import (
 from policysupply._internal.engines.rego_values import (
     _too_big,
     is_plain_string,
+    too_many_digits,
 )
 
 # Where a pattern with backslashes reaches rego-cpp's regex engine, which
@@ -158,6 +159,12 @@ def unsupported_constructs(
         if tok.kind == "number" and ("e" in text or "E" in text) and _too_big(text):
             problems.append(
                 (tok.offset, f"the number {text} (rego-cpp computes with it inexactly)")
+            )
+        elif (
+            tok.kind == "number" and ("." in text or "e" in text.lower()) and too_many_digits(text)
+        ):
+            problems.append(
+                (tok.offset, f"the number {text} (rego-cpp keeps 16 significant digits)")
             )
         if text in ("(", "[", "{"):
             stack.append([i, False])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from policysupply._internal.engines.rego_lexer import (
@@ -88,14 +89,31 @@ def _too_big(text: str) -> bool:
         return True
 
 
+# rego-cpp keeps 16 significant digits of a float (0.14285714285714285
+# becomes 0.1428571428571428, equal to it, and is written so).
+_DIGITS_LIMIT = 16
+
+
+def too_many_digits(text: str) -> bool:
+    """A decimal number (as written) with more significant digits than rego-cpp keeps."""
+    try:
+        digits = Decimal(text).normalize().as_tuple().digits
+    except InvalidOperation:
+        return False
+    return len(digits) > _DIGITS_LIMIT
+
+
 def first_inexact_number(value: Any, *, limit: int = 1_000_000) -> float | None:
-    """The first float in a JSON-like value too large for rego-cpp to compute exactly."""
+    """The first float in a JSON-like value rego-cpp cannot compute with exactly.
+
+    Past 2^53, or with more than 16 significant digits.
+    """
     stack: list[Any] = [value]
     seen = 0
     while stack and seen < limit:
         node = stack.pop()
         seen += 1
-        if isinstance(node, float) and abs(node) >= _EXACT_LIMIT:
+        if isinstance(node, float) and (abs(node) >= _EXACT_LIMIT or too_many_digits(repr(node))):
             return node
         if isinstance(node, Mapping):
             stack.extend(node.values())
