@@ -107,8 +107,12 @@ CASES: list[Any] = [
     _fixed("input_float_17_digits", "r := input.f", {"f": 0.14285714285714285}),
     _fixed("input_float_sum_17_digits", "r := input.f == 0.3", {"f": 0.30000000000000004}),
     _fixed("literal_float_17_digits", "r := 0.14285714285714285 == 0.1428571428571428"),
-    _open("division_result_digits", "r := -1 / 7"),
-    _open("division_compared_to_float", "r := 12345678901 / 4294967296 == 2.874452364863828"),
+    _fixed("division_result_digits", "r := -1 / 7"),
+    _fixed("division_compared_to_float", "r := 12345678901 / 4294967296 == 2.874452364863828"),
+    # (A division is refused at run time unless rego-cpp's quotient has at
+    # most 15 significant digits: then it is OPA's exact quotient.)
+    _fixed("division_third_compared", "r := 1 / 3 == 0.3333333333333333"),
+    _fixed("division_in_chain", "r := input.n / 7 * 7", {"n": 2}),
     # Cross-type ordering: OPA orders null < boolean < number < string < ...
     _open("lt_number_string", 'r := 7 < "a"'),
     _open("ge_null_number", "r := null >= 3"),
@@ -198,7 +202,7 @@ CASES: list[Any] = [
         "r := x if {\n\tx := b with input.q as 2\n}",
     ),
     # Arithmetic on an integer past 2^53 written without an exponent.
-    _open("big_integer_divided", "r := 12345678901234567890 / 1.5"),
+    _fixed("big_integer_divided", "r := 12345678901234567890 / 1.5"),
     # OPA's compiler rejects these modules; the embedded engine answers.
     _fixed("some_redeclared", "r if {\n\tsome y in [1]\n\tsome y in [2]\n}"),
     _fixed(
@@ -277,6 +281,7 @@ ANSWERED: list[Any] = [
     ),
     pytest.param('r := concat(",", {"a"})', None, id="concat_set"),
     pytest.param("r := input.f * 2", {"f": 0.1428571428571428}, id="float_16_digits"),
+    pytest.param("r := [input.n / 4, 1536 / 1024 / 1024, 5 - 1 / 4]", {"n": 3}, id="division"),
     pytest.param(
         'r := [x | some x in split(input.s, ","); startswith(x, "a")]',
         {"s": "ab,b"},

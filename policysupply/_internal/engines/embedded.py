@@ -264,7 +264,14 @@ class EmbeddedPrepared:
         self._modules = modules
         # What rego-cpp evaluates: rewritten where it would differ from OPA
         # (rego_rewrite); a stage may refuse with UnsupportedByEngineError.
-        self._sources = {name: rewrite(source) for name, source in modules.items()}
+        self._sources = {}
+        for name, source in modules.items():
+            try:
+                self._sources[name] = rewrite(source)
+            except UnsupportedByEngineError as exc:
+                if exc.entry is not None:
+                    raise
+                raise UnsupportedByEngineError(exc.reason, entry=name, line=exc.line) from None
         self._data_json = json.dumps(data, ensure_ascii=False, allow_nan=False)
         self._timeout = timeout
         self._worker = _take_worker()

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import re
 
-from policysupply._internal.engines.rego_lexer import _call_args, _Tok, _tokens
+from policysupply._internal.engines.base import UnsupportedByEngineError
+from policysupply._internal.engines.embedded_refusals import ADVICE
+from policysupply._internal.engines.rego_lexer import _KEYWORDS, _call_args, _Tok, _tokens
 
 # Reason code (in the error a guard raises) -> what the refusal says.
 REASONS = {
@@ -39,6 +41,10 @@ REASONS = {
         "a builtin reading the characters of a string that holds quotes sprintf wrote "
         "for strings inside a collection (rego-cpp keeps them escaped, so lengths, "
         "positions, bytes and order differ)"
+    ),
+    "quotient": (
+        "a division whose quotient has more significant digits than rego-cpp keeps "
+        "(16; OPA divides exactly: -1 / 7 is -0.14285714285714285 there)"
     ),
     "sprintf_count": (
         "sprintf given a number of arguments other than the number of its verbs "
@@ -60,6 +66,15 @@ _HELPERS = {
     "__psc_s": (
         "__psc_s(x) := x if not is_number(x)\n"
         f"__psc_s(x) := {_fail('sprintf_s_number')} if is_number(x)\n"
+    ),
+    "__psc_div": (
+        "__psc_div(a, b) := q if {\n\tq := a / b\n\t__psc_short(q)\n}\n"
+        f"__psc_div(a, b) := {_fail('quotient')} if {{\n\tq := a / b\n"
+        "\tnot __psc_short(q)\n}\n"
+        # At most 15 significant digits, no exponent: the quotient is exact.
+        '__psc_short(q) if {\n\ts := sprintf("%v", [q])\n'
+        '\tnot contains(s, "e")\n'
+        '\tcount(trim_left(replace(replace(s, "-", ""), ".", ""), "0")) < 16\n}\n'
     ),
     "__psc_q": (
         "__psc_q(x) := x if not __psc_qs(x)\n"
@@ -174,24 +189,41 @@ class _Edits:
     """Insertions and replacements at offsets of the original source."""
 
     def __init__(self) -> None:
-        # (start, rank, stop, text): at one offset, closers (rank 0) end up
-        # before openers (rank 1); applied from the end of the source.
-        self.edits: list[tuple[int, int, int, str]] = []
+        # (start, rank, inner, stop, text), applied from the end of the
+        # source. At one offset closers (rank 0) end up before openers
+        # (rank 1); of the openers, the inner ones (a shorter span; a
+        # division before another wrap of the same span) are applied first,
+        # so that they end up last.
+        self.edits: list[tuple[int, int, tuple[int, int], int, str]] = []
         self.used: set[str] = set()
 
-    def wrap(self, toks: list[_Tok], a: int, b: int, helper: str, tail: str = "") -> None:
-        self.edits.append((toks[a].offset, 1, toks[a].offset, f"{helper}("))
-        self.edits.append((_end(toks[b - 1]), 0, _end(toks[b - 1]), f"{tail})"))
+    def wrap(
+        self,
+        toks: list[_Tok],
+        a: int,
+        b: int,
+        helper: str,
+        tail: str = "",
+        *,
+        start: int | None = None,
+    ) -> None:
+        at = toks[a].offset if start is None else start
+        end = _end(toks[b - 1])
+        inner = (-end, 1 if helper == "__psc_div" else 0)
+        self.edits.append((at, 1, inner, at, f"{helper}("))
+        self.edits.append((end, 0, (0, 0), end, f"{tail})"))
         self.used.add(helper)
 
     def replace(self, tok: _Tok, text: str) -> None:
-        self.edits.append((tok.offset, 2, _end(tok), text))
+        self.edits.append((tok.offset, 2, (0, 0), _end(tok), text))
 
     def apply(self, source: str) -> str:
         if not self.edits:
             return source
         out = source
-        for start, _, stop, text in sorted(self.edits, key=lambda x: (x[0], x[1]), reverse=True):
+        for start, _, _, stop, text in sorted(
+            self.edits, key=lambda x: (x[0], x[1], x[2]), reverse=True
+        ):
             out = out[:start] + text + out[stop:]
         helpers = "".join(_HELPERS[name] for name in sorted(self.used))
         return out + ("" if out.endswith("\n") else "\n") + "\n" + helpers
@@ -266,10 +298,134 @@ def _quoted(name: str, toks: list[_Tok], args: list[tuple[int, int]], edits: _Ed
             edits.wrap(toks, a, b, "__psc_q")
 
 
+_TERM_ENDS = (")", "]", "}")
+
+
+def _open_of(toks: list[_Tok], close: int) -> int | None:
+    depth = 0
+    for k in range(close, -1, -1):
+        if toks[k].text in _TERM_ENDS:
+            depth += 1
+        elif toks[k].text in ("(", "[", "{"):
+            depth -= 1
+            if depth == 0:
+                return k
+    return None
+
+
+def _term_start(toks: list[_Tok], end: int) -> int | None:
+    """Index of the first token of the term (ref, call, literal, group) ending at ``end``."""
+    j = end
+    while j >= 0:
+        t = toks[j]
+        if t.text in _TERM_ENDS:
+            k = _open_of(toks, j)
+            if k is None:
+                return None
+            j = k
+            prev = toks[j - 1] if j > 0 else None
+            if (
+                t.text in (")", "]")
+                and prev is not None
+                and (
+                    (prev.kind == "ident" and prev.text not in _KEYWORDS) or prev.text in (")", "]")
+                )
+            ):
+                j -= 1  # a call or an index: its callee or collection
+                continue
+            return j
+        if t.kind == "ident" and t.text not in _KEYWORDS:
+            if (
+                j >= 2
+                and toks[j - 1].text == "."
+                and (toks[j - 2].kind == "ident" or toks[j - 2].text in (")", "]"))
+            ):
+                j -= 2
+                continue
+            return j
+        if t.kind in ("number", "string", "raw") or t.text in ("true", "false", "null"):
+            return j
+        return None
+    return None
+
+
+def _term_end(toks: list[_Tok], start: int) -> int | None:
+    """Index of the last token of the term starting at ``start``."""
+    j = start
+    if j < len(toks) and toks[j].text == "-":
+        j += 1
+    if j >= len(toks):
+        return None
+    t = toks[j]
+    if t.text in ("(", "[", "{"):
+        close = _closing_any(toks, j)
+        if close is None:
+            return None
+        j = close
+    elif not (
+        t.kind in ("number", "string", "raw") or (t.kind == "ident" and t.text not in _KEYWORDS)
+    ):
+        return None
+    while j + 1 < len(toks):
+        nxt = toks[j + 1].text
+        if nxt == "." and j + 2 < len(toks) and toks[j + 2].kind == "ident":
+            j += 2
+        elif nxt in ("[", "(") and toks[j].kind != "number" and toks[j].kind != "string":
+            close = _closing_any(toks, j + 1)
+            if close is None:
+                return None
+            j = close
+        else:
+            break
+    return j
+
+
+def _division(toks: list[_Tok], k: int, edits: _Edits) -> bool:
+    """Wraps ``left / right`` (``toks[k]`` is the ``/``) in ``__psc_div``; False if unsure."""
+    if k == 0:
+        return False
+    start = _term_start(toks, k - 1)
+    while start is not None and start >= 2 and toks[start - 1].text in ("*", "/", "%"):
+        start = _term_start(toks, start - 2)  # `a * b / c` is `(a * b) / c`
+    end = _term_end(toks, k + 1)
+    if start is None or end is None:
+        return False
+    at = toks[start].offset
+    first = toks[start]
+    prev = toks[start - 1] if start > 0 else None
+    if (
+        first.kind == "number"
+        and first.text.startswith("-")
+        and prev is not None
+        and (
+            prev.kind in ("number", "string", "raw")
+            or (prev.kind == "ident" and prev.text not in _KEYWORDS)
+            or prev.text in _TERM_ENDS
+        )
+    ):
+        at += 1  # `a -1 / 7` is `a - (1 / 7)`: the lexer read `-1` as one token
+    edits.wrap(toks, start, end + 1, "__psc_div", start=at)
+    edits.replace(toks[k], ",")
+    return True
+
+
 def rewrite_checks(source: str) -> str:
-    """Returns ``source`` with the run-time guards of this stage (see the module doc)."""
+    """Returns ``source`` with the run-time guards of this stage (see the module doc).
+
+    Raises:
+        UnsupportedByEngineError: A division whose operands this stage
+            cannot delimit.
+    """
     toks = list(_tokens(source))
     edits = _Edits()
+    for k, tok in enumerate(toks):
+        if tok.text == "/" and not _division(toks, k, edits):
+            raise UnsupportedByEngineError(
+                "the embedded engine cannot evaluate this division exactly as OPA does "
+                "(rego-cpp keeps 16 significant digits of a quotient); put its operands "
+                f"in variables, or {ADVICE}",
+                line=source.count("\n", 0, tok.offset) + 1,
+            )
     for i, tok in enumerate(toks):
         if tok.kind != "ident" or (i > 0 and toks[i - 1].text == "."):
             continue

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from policysupply._internal.engines.base import UnsupportedByEngineError
 from policysupply._internal.engines.rego_rewrite_checks import (
     REASONS,
     refusal_reason,
@@ -87,3 +90,27 @@ def test_builtins_reading_characters_guard_arguments_that_may_hold_quotes() -> N
 def test_a_rule_head_named_like_a_builtin_is_not_a_call() -> None:
     source = "package t\n\nr := x if {\n\tx := count(y)\n}\n"
     assert _body(source) == "package t\n\nr := x if {\n\tx := count(__psc_q(y))\n}\n"
+
+
+@pytest.mark.parametrize(
+    ("expr", "want"),
+    [
+        ("-1 / 7", "__psc_div(-1 , 7)"),
+        ("a / b / c", "__psc_div(__psc_div(a , b) , c)"),
+        ("a * b / c + 1", "__psc_div(a * b , c) + 1"),
+        ("x -1 / 7", "x -__psc_div(1 , 7)"),  # `x - (1 / 7)`
+        ("data.a.b[0] / f(x).y", "__psc_div(data.a.b[0] , f(x).y)"),
+        ("(a + b) / (c - d)", "__psc_div((a + b) , (c - d))"),
+        ("[1, 2][0] / -x", "__psc_div([1, 2][0] , -x)"),
+        ("10 / 4 * 2", "__psc_div(10 , 4) * 2"),
+        ('sprintf("%s", [a / b])', 'sprintf("%v", [__psc_s(__psc_div(a , b))])'),
+    ],
+)
+def test_divisions_are_wrapped_with_their_operands(expr: str, want: str) -> None:
+    assert _body(f"package t\n\nr := {expr}\n") == f"package t\n\nr := {want}\n"
+
+
+def test_a_division_whose_operands_are_not_found_is_refused() -> None:
+    with pytest.raises(UnsupportedByEngineError) as err:
+        rewrite_checks("package t\n\nr := x if {\n\tx := / 2\n}\n")
+    assert err.value.line == 4
