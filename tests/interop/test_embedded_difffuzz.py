@@ -113,6 +113,8 @@ CASES: list[Any] = [
     # most 15 significant digits: then it is OPA's exact quotient.)
     _fixed("division_third_compared", "r := 1 / 3 == 0.3333333333333333"),
     _fixed("division_in_chain", "r := input.n / 7 * 7", {"n": 2}),
+    # Other arithmetic whose exact result needs more than 16 digits.
+    _open("float_sum_17_digits", "r := 1234567.891234567 + 0.0000000001234567"),
     # Cross-type ordering: OPA orders null < boolean < number < string < ...
     _open("lt_number_string", 'r := 7 < "a"'),
     _open("ge_null_number", "r := null >= 3"),

@@ -22,6 +22,11 @@ engine reports as ``UnsupportedByEngineError``. Guarded today:
   ``concat``, ``upper``, ``split`` on a literal separator) is not guarded.
   Plain literals, collection literals and ``input`` references (whose
   strings are plain) are not wrapped.
+* Divisions: OPA divides in arbitrary precision, rego-cpp keeps 16
+  significant digits of the quotient (``-1 / 7``, ``1 / 3 == 0.333...``).
+  ``a / b`` becomes ``__psc_div(a, b)``, which fails unless rego-cpp's
+  quotient has at most 15 significant digits and no exponent (then it is the
+  exact quotient, which OPA also has), e.g. ``10 / 4``, ``x / 1024``.
 """
 
 from __future__ import annotations
