@@ -20,8 +20,7 @@ engine reports as ``UnsupportedByEngineError``. Guarded today:
   encodings, regexes, ``sort`` ...) see the backslashes. Their arguments fail
   when they are such a string; what reads it consistently (output, equality,
   ``concat``, ``upper``, ``split`` on a literal separator) is not guarded.
-  Plain literals, collection literals and ``input`` references (whose
-  strings are plain) are not wrapped.
+  Plain literals and collection literals are not wrapped.
 * Divisions: OPA divides in arbitrary precision, rego-cpp keeps 16
   significant digits of the quotient (``-1 / 7``, ``1 / 3 == 0.333...``).
   ``a / b`` becomes ``__psc_div(a, b)``, which fails unless rego-cpp's
@@ -256,21 +255,12 @@ def _sprintf(toks: list[_Tok], args: list[tuple[int, int]], edits: _Edits) -> No
 def _may_be_quoted(toks: list[_Tok], a: int, b: int) -> bool:
     """Whether the argument ``toks[a:b]`` may be a string holding a quote.
 
-    Not a literal (a plain string, a number, a collection) nor a reference
-    into ``input`` (whose strings are plain: quotes are refused there).
+    Not a literal (a plain string, a number, a collection). A reference into
+    ``input`` may: ``with input as`` can put such a string there.
     """
     if b == a + 1 and toks[a].kind in ("string", "raw", "number"):
         return False
-    if toks[a].text in ("[", "{") and _closing_any(toks, a) == b - 1:
-        return False
-    return not _is_input_ref(toks, a, b)
-
-
-def _is_input_ref(toks: list[_Tok], a: int, b: int) -> bool:
-    """``toks[a:b]`` is ``input.x.y`` (or ``input.x[y]`` with plain names)."""
-    return toks[a].text == "input" and all(
-        t.kind in ("ident", "string", "number") or t.text in (".", "[", "]") for t in toks[a:b]
-    )
+    return not (toks[a].text in ("[", "{") and _closing_any(toks, a) == b - 1)
 
 
 def _closing_any(toks: list[_Tok], s: int) -> int | None:
@@ -297,8 +287,7 @@ def _quoted(name: str, toks: list[_Tok], args: list[tuple[int, int]], edits: _Ed
             continue
         if name == "sort":
             # Its elements are read: a collection literal may hold such strings.
-            if not _is_input_ref(toks, a, b):
-                edits.wrap(toks, a, b, "__psc_qa")
+            edits.wrap(toks, a, b, "__psc_qa")
         elif _may_be_quoted(toks, a, b):
             edits.wrap(toks, a, b, "__psc_q")
 

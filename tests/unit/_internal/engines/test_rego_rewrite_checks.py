@@ -17,8 +17,8 @@ def _body(source: str) -> str:
     return rewrite_checks(source).split("\n\n__psc")[0] + "\n"
 
 
-def test_without_sprintf_the_module_is_unchanged() -> None:
-    source = "package t\n\nr := count(input.xs)\n"
+def test_a_module_without_guarded_calls_is_unchanged() -> None:
+    source = "package t\n\nr := input.xs[0] == startswith(input.s, \"a\")\n"
     assert rewrite_checks(source) == source
 
 
@@ -65,7 +65,7 @@ def test_builtins_reading_characters_guard_arguments_that_may_hold_quotes() -> N
     source = (
         "package t\n\n"
         "a := count(msg)\n"
-        "b := count(input.xs)\n"  # input strings are plain
+        "b := count(input.xs)\n"
         'c := count({"x"})\n'
         'd := crypto.hmac.sha256(msg, "k")\n'
         'e := split(msg, ",")\n'  # a non-empty literal separator
@@ -75,7 +75,7 @@ def test_builtins_reading_characters_guard_arguments_that_may_hold_quotes() -> N
     assert _body(source) == (
         "package t\n\n"
         "a := count(__psc_q(msg))\n"
-        "b := count(input.xs)\n"
+        "b := count(__psc_q(input.xs))\n"
         'c := count({"x"})\n'
         'd := crypto.hmac.sha256(__psc_q(msg), "k")\n'
         'e := split(msg, ",")\n'
