@@ -155,6 +155,10 @@ CASES: list[Any] = [
     ),
     _fixed("sprintf_array_ref_s_number", 'r := sprintf("%v-%s", input.xs)', {"xs": ["a", 1]}),
     _fixed("sprintf_set_of_arguments", 'r := sprintf("%v", input.o)', {"o": {"a": 1}}),
+    # Numbers written by sprintf: OPA formats a float %v as Go does (1e+06) and
+    # keeps a number's text inside a collection (1.0, 1.50); rego-cpp does not.
+    _open("sprintf_v_float_exponent", 'r := sprintf("%v", [input.f])', {"f": 1000000.0}),
+    _open("sprintf_v_float_text_in_array", 'r := sprintf("%v", [input.l])', {"l": [1.0]}),
     _fixed("sprintf_extra_argument", 'r := sprintf("%v", ["a", 3])'),
     _fixed("sprintf_missing_argument", 'r := sprintf("%s and %s", ["a"])'),
     # An error in a comprehension's generator is lost when a later (independent)
