@@ -371,10 +371,30 @@ def _names(toks: list[_Tok], a: int, b: int) -> set[str]:
     }
 
 
+# Builtins that accept any value and never fail.
+_NEVER_FAIL = frozenset(
+    {
+        "is_string",
+        "is_number",
+        "is_boolean",
+        "is_array",
+        "is_set",
+        "is_object",
+        "is_null",
+        "type_name",
+    }
+)
+
+
 def _may_fail(toks: list[_Tok], a: int, b: int) -> bool:
     """A call or an operator that may raise an error (type, division by zero)."""
     return any(
-        (toks[k].kind == "ident" and k + 1 < b and toks[k + 1].text == "(")
+        (
+            toks[k].kind == "ident"
+            and k + 1 < b
+            and toks[k + 1].text == "("
+            and toks[k].text not in _NEVER_FAIL
+        )
         or toks[k].text in ("/", "%")
         for k in range(a, b)
     )

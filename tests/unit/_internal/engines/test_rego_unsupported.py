@@ -73,6 +73,7 @@ def test_other_shapes_are_not_refused(modules: list[tuple[str, str]]) -> None:
         # Nothing before it may fail, or it cannot fail.
         ("r := [x | some x in input.xs; input.on]", False),
         ("r := [x | some x in f(1); y := 1]", False),
+        ("r := [x | some x in [y | some y in input.l; is_object(y)]; input.on]", False),
     ],
 )
 def test_expressions_rego_cpp_hoists_past_a_failing_call(body: str, refused: bool) -> None:
