@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -70,6 +71,7 @@ from policysupply._internal.engines.embedded_results import (
 )
 from policysupply._internal.engines.rego_lexer import _KEYWORDS
 from policysupply._internal.engines.rego_rewrite import rewrite
+from policysupply._internal.engines.rego_rewrite_checks import refusal_reason
 from policysupply._internal.engines.rego_rewrite_not import negates
 from policysupply._internal.engines.rego_rewrite_order import (
     _MARKER as _ORDER_MARK,
@@ -82,6 +84,7 @@ from policysupply._internal.engines.rego_rewrite_order import (
     rewrite_query,
     with_helpers_forced,
 )
+from policysupply._internal.engines.rego_unsupported import nested_with_data
 from policysupply.errors import BundleError
 
 
@@ -206,6 +209,21 @@ class EmbeddedEngine:
             found = src.unsupported_constructs(modules[name], unsupported_builtins=table)
             if found:
                 raise _refusal(name, modules[name], found)
+        packages = {name: src.package_path(s, entry=name) for name, s in modules.items()}
+        nested = nested_with_data(modules, packages)
+        if nested is not None:
+            name, off = nested
+            raise _refusal(
+                name,
+                modules[name],
+                [
+                    (
+                        off,
+                        "`with data...` over rules that use `with` themselves (rego-cpp "
+                        "drops the outer replacement of data inside the inner `with`)",
+                    )
+                ],
+            )
 
     # -- prepare -----------------------------------------------------------
 
@@ -410,6 +428,17 @@ class EmbeddedPrepared:
         sent = query
         if ordering_in_query(query) is not None:
             sent = self._ordering_query(query)
+        if re.search(r"\bwith\s+data\b", query):
+            # As a rule would (EmbeddedEngine._refuse_unsupported).
+            as_rule = {"<query>": f"package __psc_query\n\n__psc_query if {{\n{query}\n}}\n"}
+            if nested_with_data(
+                {**self._modules, **as_rule}, {**self._packages, "<query>": ("__psc_query",)}
+            ):
+                raise UnsupportedByEngineError(
+                    f"query {query!r}: the embedded engine cannot evaluate `with data...` "
+                    "over rules that use `with` themselves exactly as OPA does (rego-cpp "
+                    f"drops the outer replacement of data inside the inner `with`); {ADVICE}"
+                )
         input_json: str | None = None
         if input is not None:
             src.check_value_nesting(input, what="input")
@@ -452,6 +481,12 @@ class EmbeddedPrepared:
                 ) from None
         if not answer.get("ok"):
             text = _error_text(answer.get("error") or {})
+            refused = refusal_reason(text)
+            if refused is not None:
+                raise UnsupportedByEngineError(
+                    f"query {query!r}: the embedded engine cannot evaluate {refused} "
+                    f"exactly as OPA does; {ADVICE}"
+                )
             if UNSUPPORTED_MARK in text:
                 # Raised only by rego_rewrite_order's helpers.
                 raise UnsupportedByEngineError(

@@ -47,7 +47,7 @@ def _check_plain(value: Any, what: str, entry: str | None = None) -> None:
     if number is not None:
         raise UnsupportedByEngineError(
             f"{what} holds the number {number!r}, beyond what the embedded engine "
-            f"computes with exactly (2^53); {ADVICE}",
+            f"computes with exactly (2^53, or 16 significant digits); {ADVICE}",
             entry=entry,
         )
     bad = src.first_non_plain_string(value)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from policysupply._internal.engines.rego_rewrite_checks import rewrite_checks
 from policysupply._internal.engines.rego_rewrite_iter import rewrite_iteration_order
 from policysupply._internal.engines.rego_rewrite_nest import rewrite_nesting
 from policysupply._internal.engines.rego_rewrite_not import rewrite_not
@@ -21,12 +22,13 @@ from policysupply._internal.engines.rego_rewrite_order import rewrite_order
 Stage = Callable[[str], str]
 
 # Applied in order. Hoisting out of `not` comes first (OPA does it before
-# anything else). Nesting threads generators before iteration order wraps
-# their domains; ordering runs last, so the `sort` and `<` in the helpers the
-# iteration stage appends take OPA's order too, and no other stage rewrites
-# the ordering helpers.
+# anything else), then the checks stage's guards and refusals. Nesting
+# threads generators before iteration order wraps their domains; ordering
+# runs last, so the `sort` and `<` in the helpers the iteration stage appends
+# take OPA's order too, and no other stage rewrites the ordering helpers.
 STAGES: tuple[Stage, ...] = (
     rewrite_not,
+    rewrite_checks,
     rewrite_nesting,
     rewrite_iteration_order,
     rewrite_order,

@@ -54,6 +54,36 @@ def _literal_kind(tok: _Tok) -> str | None:
     return None
 
 
+def _syntax_kind(toks: list[_Tok], s: int, e: int) -> str | None:
+    """The JSON kind of the term ``toks[s:e]`` when its syntax alone shows it.
+
+    A scalar literal, ``set()``, or a collection literal or comprehension that
+    is the whole term (``[1][0]`` is not an array).
+    """
+    if e == s + 1:
+        return _literal_kind(toks[s])
+    if e == s + 3 and toks[s].text == "set" and toks[s + 1].text == "(":
+        return "set" if toks[s + 2].text == ")" else None
+    if toks[s].text not in ("[", "{") or matching_close(toks, s, e) != e - 1:
+        return None
+    if toks[s].text == "[":
+        return "array"
+    if e == s + 2:
+        return "object"  # {}
+    depth = 0
+    for k in range(s, e):
+        t = toks[k].text
+        if t in ("(", "[", "{"):
+            depth += 1
+        elif t in (")", "]", "}"):
+            depth -= 1
+        elif depth == 1 and t == "|":
+            return "set"
+        elif depth == 1 and t == ":":
+            return "object"
+    return "set"
+
+
 def _rules(toks: list[_Tok], firsts: set[int]) -> list[tuple[int, int]]:
     """Token ranges of the rules of a module (package and imports excluded)."""
     starts: list[int] = []
@@ -371,19 +401,22 @@ def _rule_problems(
                 )
             else:
                 assigned[key] = i
-        # Literal arguments of a builtin of the wrong JSON kind.
-        if (
-            tok.kind == "ident"
-            and i + 1 < b
-            and toks[i + 1].text == "("
-            and not (i > a and toks[i - 1].text == ".")
-        ):
-            parts = [tok.text]
-            name = tok.text
-            if name in types and not (i in firsts and not depth_stack):
-                for n, (s, e) in enumerate(_call_args(toks, i + 1)):
+        # Arguments of a builtin whose JSON kind their syntax shows (a literal,
+        # a collection or a comprehension) and the builtin does not accept.
+        if tok.kind == "ident" and i + 1 < b and not (i > a and toks[i - 1].text == "."):
+            j = i + 1
+            while j + 1 < b and toks[j].text == "." and toks[j + 1].kind == "ident":
+                j += 2
+            name = ".".join(toks[k].text for k in range(i, j, 2))
+            if (
+                j < b
+                and toks[j].text == "("
+                and name in types
+                and not (i in firsts and not depth_stack)
+            ):
+                for n, (s, e) in enumerate(_call_args(toks, j)):
                     want = types[name][n] if n < len(types[name]) else None
-                    kind = _literal_kind(toks[s]) if e == s + 1 else None
+                    kind = _syntax_kind(toks, s, e)
                     if want is not None and kind is not None and kind not in want:
                         problems.append(
                             RegoDiagnostic(
@@ -393,7 +426,6 @@ def _rule_problems(
                             )
                         )
                         break
-            del parts
         # A string, boolean or null literal as an arithmetic operand.
         if tok.text in _OPERATORS and i > a and i + 1 < b:
             left, right = toks[i - 1], toks[i + 1]

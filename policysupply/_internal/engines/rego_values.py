@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from policysupply._internal.engines.rego_lexer import (
@@ -88,23 +89,38 @@ def _too_big(text: str) -> bool:
         return True
 
 
-def first_inexact_number(value: Any, *, limit: int = 1_000_000) -> int | float | None:
-    """The first number in a JSON-like value too large for rego-cpp to compute exactly.
+# rego-cpp keeps 16 significant digits of a float (0.14285714285714285
+# becomes 0.1428571428571428, equal to it, and is written so).
+_DIGITS_LIMIT = 16
 
-    Integers too: rego-cpp adds and multiplies big integers exactly but
-    divides them and takes remainders as doubles.
+
+def too_many_digits(text: str) -> bool:
+    """A decimal number (as written) with more significant digits than rego-cpp keeps."""
+    try:
+        digits = Decimal(text).normalize().as_tuple().digits
+    except InvalidOperation:
+        return False
+    return len(digits) > _DIGITS_LIMIT
+
+
+def first_inexact_number(value: Any, *, limit: int = 1_000_000) -> int | float | None:
+    """The first number in a JSON-like value too large or too precise for rego-cpp.
+
+    Integers past 2^53 too (rego-cpp adds and multiplies big integers exactly
+    but divides them and takes remainders as doubles), and floats with more
+    than 16 significant digits.
     """
     stack: list[Any] = [value]
     seen = 0
     while stack and seen < limit:
         node = stack.pop()
         seen += 1
-        if (
-            isinstance(node, (int, float))
-            and not isinstance(node, bool)
-            and abs(node) >= _EXACT_LIMIT
-        ):
-            return node
+        if isinstance(node, (int, float)) and not isinstance(node, bool):
+            if abs(node) >= _EXACT_LIMIT:
+                return node
+            if isinstance(node, float) and too_many_digits(repr(node)):
+                return node
+            continue
         if isinstance(node, Mapping):
             stack.extend(node.values())
         elif isinstance(node, (list, tuple, set, frozenset)):

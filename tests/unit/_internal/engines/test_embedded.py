@@ -383,6 +383,29 @@ def test_check_reports_semantic_errors_as_opa(engine: EmbeddedEngine) -> None:
 
 
 @pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("r if {\n\tsome y in array.slice({x | x := 1}, 0, 1)\n}", (4, "array.slice")),
+        ("r := x if {\n\tx := array.reverse(\n\t\t{1})\n}", (4, "array.reverse")),
+        ('r := upper({"a": 1})', (3, "upper")),
+        ("r := lower(set())", (3, "lower")),
+        ("r := sum({k: 1 | some k in input.x})", (3, "sum")),
+        ('r := concat(",", {"a"})', None),
+        ("r := count({k: 1 | some k in input.x})", None),
+        ("r := array.slice([[1], 2][0], 0, 1)", None),  # not known from the syntax
+    ],
+)
+def test_check_reports_a_collection_of_the_wrong_kind_as_opa(
+    engine: EmbeddedEngine, body: str, problem: tuple[int, str] | None
+) -> None:
+    # OPA's type checker: "array.slice: invalid argument(s)"; rego-cpp
+    # evaluated it (found by scripts/difffuzz_rego.py; lines from `opa check`).
+    diags = _check(engine, {"m.rego": f"package m\n\n{body}\n"})
+    want = [] if problem is None else [(problem[0], f"{problem[1]}: invalid argument(s)")]
+    assert [(d.line, d.message) for d in diags] == want
+
+
+@pytest.mark.parametrize(
     ("body", "line", "var"),
     [
         ("r if {\n\tsome y in [1]\n\tsome y in [2]\n}", 5, "y"),
@@ -490,3 +513,16 @@ def test_input_and_data_are_handed_over_with_sorted_keys() -> None:
     )
     # Keys that are not strings sort as the strings JSON makes of them.
     assert _sorted_json({10: "x", 9: "y", "a": 1}) == '{"10": "x", "9": "y", "a": 1}'
+
+
+def test_a_query_with_data_over_rules_using_with_is_refused(engine: EmbeddedEngine) -> None:
+    # rego-cpp answers 1 (the inner `with` drops the query's `with data`); OPA 2.
+    src = "package t\n\na := 1\n\nb := x if {\n\tx := a with input as {}\n}\n\nc := a\n"
+    prepared = _prepare(engine, {"t.rego": src})
+    try:
+        with pytest.raises(UnsupportedByEngineError, match="with data"):
+            prepared.query("data.t.b with data.t.a as 2")
+        got = prepared.query("data.t.c with data.t.a as 2")
+        assert got[0]["expressions"][0]["value"] == 2
+    finally:
+        prepared.close()
